@@ -1,0 +1,45 @@
+# driftloop developer commands. `make demo` and `make test` work on a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROTO_FILES := $(shell find protos -name '*.proto' | sort)
+GEN := shared/_gen
+
+.PHONY: install demo test test-unit test-integration test-e2e protos lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/driftloop demo
+
+test: install
+	$(PY) -m pytest
+
+test-unit: install
+	$(PY) -m pytest -m unit
+
+test-integration: install
+	$(PY) -m pytest -m integration
+
+test-e2e: install
+	$(PY) -m pytest -m e2e
+
+# Regenerate protobuf/gRPC code from protos/ (tests/unit/test_protos.py fails when it is stale).
+protos: install
+	find $(GEN)/driftloop -name '*_pb2*.py*' -delete
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos --python_out=$(GEN) --grpc_python_out=$(GEN) \
+		--mypy_out=$(GEN) $(PROTO_FILES)
+	for d in $$(find $(GEN)/driftloop -mindepth 1 -type d); do test -f $$d/__init__.py || touch $$d/__init__.py; done
+
+lint: install
+	$(VENV)/bin/ruff check shared services tests
+	$(VENV)/bin/ruff format --check shared services tests
+	$(VENV)/bin/mypy shared services
+
+clean:
+	rm -rf $(VENV) .pytest_cache
