@@ -1,0 +1,230 @@
+"""The Kafka bus: topic creation, an event publisher, and a consumer loop with dead-lettering.
+
+Delivery is at-least-once: a consumer commits a record's offset only after its handler returned
+(or the record was dead-lettered), and skips event ids it has already handled. Handlers must
+still be idempotent on their own durable state, because the seen-id memory dies with the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from google.protobuf.message import Message
+from prometheus_client import Counter
+
+from driftloop.events.v1 import events_pb2
+from driftloop.shared import envelope, topics
+from driftloop.shared.errors import Unavailable
+
+log = structlog.get_logger(__name__)
+
+EVENTS_HANDLED = Counter(
+    "driftloop_events_handled_total", "Kafka messages handled", ["consumer", "topic"]
+)
+EVENTS_DEADLETTERED = Counter(
+    "driftloop_events_deadlettered_total", "Kafka messages sent to the dead-letter topic",
+    ["consumer", "topic"],
+)
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+EventHandler = Callable[[envelope.Envelope], Awaitable[None]]
+RecordHandler = Callable[[ConsumerRecord], Awaitable[None]]
+
+
+async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
+    """Create every driftloop topic that is missing, waiting for the broker up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(name, n, 1) for name, n in topics.PARTITIONS.items() if name not in existing
+            ]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass  # another service created them first
+                log.info("topics_created", topics=[t.name for t in missing])
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"Kafka broker at {bootstrap} unreachable: {exc}") from exc
+            await asyncio.sleep(0.5)  # poll: broker not up yet
+        finally:
+            await admin.close()
+
+
+class EventPublisher:
+    """Publishes envelopes (and raw bytes) to Kafka on behalf of one service."""
+
+    def __init__(self, bootstrap: str, producer_name: str) -> None:
+        self.producer_name = producer_name
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=f"driftloop-{producer_name}",
+            linger_ms=2,
+            max_request_size=MAX_MESSAGE_BYTES,
+            acks="all",
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise Unavailable(f"cannot connect producer: {exc}") from exc
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    def event(
+        self,
+        payload: Message,
+        *,
+        cause: envelope.Envelope | None = None,
+        correlation_id: str = "",
+        causation_id: str = "",
+    ) -> envelope.Envelope:
+        return envelope.new_event(
+            self.producer_name, payload, cause=cause, correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+
+    async def publish(self, topic: str, key: str, event: envelope.Envelope) -> None:
+        await self.publish_raw(topic, key.encode(), envelope.encode(event))
+
+    async def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        try:
+            await self._producer.send_and_wait(topic, value, key=key)
+        except KafkaError as exc:
+            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
+
+
+class EventConsumer:
+    """Reads topics and calls a handler per message; failures go to driftloop.deadletter.
+
+    With `envelopes=True` (the default) each message is decoded into an Envelope and handlers
+    get it; a message that does not decode is dead-lettered. `ready` is set once partitions are
+    assigned, so callers (and tests) can wait for it instead of sleeping.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group: str | None,
+        topic_names: Iterable[str],
+        publisher: EventPublisher,
+        on_event: EventHandler | None = None,
+        on_record: RecordHandler | None = None,
+        group_membership: bool = False,
+        from_latest: bool = False,
+        max_records: int = 200,
+    ) -> None:
+        if (on_event is None) == (on_record is None):
+            raise TypeError("give exactly one of on_event or on_record")
+        self.group = group
+        self.topics = list(topic_names)
+        self._publisher = publisher
+        self._on_event = on_event
+        self._on_record = on_record
+        self._membership = group_membership and group is not None
+        self._max_records = max_records
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="latest" if from_latest else "earliest",
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        )
+
+    async def run(self) -> None:
+        """Consume until stop() is called."""
+        await self._consumer.start()
+        try:
+            await self._assign()
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self._max_records
+                )
+                if not self.ready.is_set() and self._consumer.assignment():
+                    self.ready.set()
+                    log.info("consumer_ready", group=self.group, topics=self.topics)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._handle(record)
+                    if self.group is not None:
+                        await self._consumer.commit({tp: records[-1].offset + 1})
+        finally:
+            await self._consumer.stop()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _assign(self) -> None:
+        if self._membership:
+            self._consumer.subscribe(self.topics)
+            return
+        partitions: list[TopicPartition] = []
+        for topic in self.topics:
+            for _ in range(100):
+                found = await self._consumer.topics()
+                if topic in found:
+                    break
+                await asyncio.sleep(0.1)  # poll: topic metadata not yet propagated
+            ids = self._consumer.partitions_for_topic(topic) or {0}
+            partitions.extend(TopicPartition(topic, p) for p in sorted(ids))
+        self._consumer.assign(partitions)
+
+    async def _handle(self, record: ConsumerRecord) -> None:
+        consumer = self.group or "ephemeral"
+        try:
+            if self._on_record is not None:
+                await self._on_record(record)
+            else:
+                event = envelope.decode(record.value)
+                if event.event_id in self._seen:
+                    return
+                with structlog.contextvars.bound_contextvars(
+                    event_id=event.event_id, correlation_id=event.correlation_id,
+                    event_type=event.type,
+                ):
+                    assert self._on_event is not None
+                    await self._on_event(event)
+                self._remember(event.event_id)
+            EVENTS_HANDLED.labels(consumer, record.topic).inc()
+        except Unavailable:
+            raise  # a dependency is down: do not commit, let the service retry or restart
+        except Exception as exc:  # noqa: BLE001 - any handler failure is dead-lettered
+            log.warning(
+                "message_dead_lettered", topic=record.topic, partition=record.partition,
+                offset=record.offset, error=str(exc), error_type=type(exc).__name__,
+            )
+            await self.dead_letter(record, f"{type(exc).__name__}: {exc}")
+            EVENTS_DEADLETTERED.labels(consumer, record.topic).inc()
+
+    async def dead_letter(self, record: ConsumerRecord, error: str) -> None:
+        letter = events_pb2.DeadLetter(
+            source_topic=record.topic, partition=record.partition, offset=record.offset,
+            key=record.key or b"", value=(record.value or b"")[: MAX_MESSAGE_BYTES // 2],
+            error=error[:4000], consumer_group=self.group or "",
+        )
+        await self._publisher.publish(topics.DEADLETTER, record.topic, self._publisher.event(letter))
+
+    def _remember(self, event_id: str) -> None:
+        self._seen[event_id] = None
+        if len(self._seen) > 50_000:
+            self._seen.popitem(last=False)

@@ -1,0 +1,57 @@
+"""driftloop's transport-neutral error hierarchy.
+
+Cores raise these; each adapter maps them once (gRPC: shared/grpc_server.py, Kafka: dead letter).
+
+    DriftloopError
+    ├── InvalidInput          the caller sent something wrong (bad rows, bad request fields)
+    │   └── SchemaViolation   rows that break a dataset's schema
+    ├── NotFound              unknown model, version, dataset, run
+    ├── AlreadyExists         creating something that exists
+    ├── Conflict              the request clashes with current state
+    ├── NotReady              the thing exists but cannot answer yet (no production model)
+    ├── Unauthenticated       missing or wrong bearer token
+    ├── ArtifactRejected      an artifact failed its hash check or is not trusted to load
+    └── Unavailable           a dependency (broker, object store, registry) cannot be reached
+"""
+
+from __future__ import annotations
+
+
+class DriftloopError(Exception):
+    """Base of every error driftloop raises on purpose. The message tells the caller what to fix."""
+
+
+class InvalidInput(DriftloopError):
+    pass
+
+
+class SchemaViolation(InvalidInput):
+    pass
+
+
+class NotFound(DriftloopError):
+    pass
+
+
+class AlreadyExists(DriftloopError):
+    pass
+
+
+class Conflict(DriftloopError):
+    pass
+
+
+class NotReady(DriftloopError):
+    pass
+
+
+class Unauthenticated(DriftloopError):
+    pass
+
+
+class ArtifactRejected(DriftloopError):
+    pass
+
+
+class Unavailable(DriftloopError):
+    pass

@@ -1,0 +1,178 @@
+"""One way to build every service's gRPC server: health, reflection, auth, errors, TLS.
+
+Servicers contain no try/except: the interceptor maps DriftloopError subclasses to status codes
+through one table, and anything unexpected to INTERNAL (logged with its traceback).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Histogram
+
+from driftloop.shared import errors
+from driftloop.shared.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+GRPC_STATUS: dict[type[errors.DriftloopError], grpc.StatusCode] = {
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.NotReady: grpc.StatusCode.UNAVAILABLE,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.ArtifactRejected: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+RPC_TOTAL = Counter("driftloop_grpc_requests_total", "gRPC requests", ["method", "code"])
+RPC_SECONDS = Histogram("driftloop_grpc_request_seconds", "gRPC request latency", ["method"])
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in GRPC_STATUS:
+            return GRPC_STATUS[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer and how to add it: `add(servicer, server)` from the generated _pb2_grpc."""
+
+    add: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    full_name: str
+    mutating: frozenset[str] = frozenset()
+    """Method names (e.g. "Promote") that need the bearer token when one is configured."""
+
+
+class _Interceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, token: str | None, mutating: set[str]) -> None:
+        self._token = token
+        self._mutating = mutating
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        needs_auth = self._token is not None and method in self._mutating
+        metadata = dict(details.invocation_metadata or ())
+        authorized = not needs_auth or self._check(metadata.get("authorization", ""))
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary, method, authorized),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap(handler.stream_unary, method, authorized),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # streaming responses (health Watch, reflection) pass through
+
+    def _check(self, header: str) -> bool:
+        scheme, _, given = header.partition(" ")
+        assert self._token is not None
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.encode(), self._token.encode()
+        )
+
+    @staticmethod
+    def _wrap(behavior: Any, method: str, authorized: bool) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if not authorized:
+                    code = grpc.StatusCode.UNAUTHENTICATED
+                    await context.abort(
+                        code, f"{method} needs 'authorization: Bearer <token>' metadata "
+                        "with the configured token",
+                    )
+                with structlog.contextvars.bound_contextvars(rpc=method):
+                    return await behavior(request, context)
+            except errors.DriftloopError as exc:
+                code = status_for(exc)
+                log.info("rpc_failed", rpc=method, code=code.name, error=str(exc))
+                await context.abort(code, str(exc))
+            except (grpc.aio.AbortError, grpc.RpcError):
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc_crashed", rpc=method)
+                await context.abort(code, f"internal error in {method}; see the service log")
+            finally:
+                RPC_TOTAL.labels(method, getattr(code, "name", str(code))).inc()
+                RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+        return wrapped
+
+
+def build_server(
+    common: CommonSettings, port: int, bindings: Iterable[ServiceBinding]
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """Build (not start) a gRPC server with health, reflection, auth and error mapping.
+
+    Returns the server, its health servicer (every service starts NOT_SERVING; call
+    `set_serving`) and the port actually bound (useful when `port` is 0).
+    """
+    bindings = list(bindings)
+    mutating = {f"/{b.full_name}/{m}" for b in bindings for m in b.mutating}
+    server = grpc.aio.server(
+        interceptors=[_Interceptor(common.token(), mutating)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for b in bindings:
+        b.add(b.servicer, server)
+    names = [b.full_name for b in bindings]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    address = f"{common.bind_host}:{port}"
+    if common.tls_enabled():
+        assert common.tls_cert_file is not None and common.tls_key_file is not None
+        ca = common.tls_ca_file.read_bytes() if common.tls_ca_file else None
+        creds = grpc.ssl_server_credentials(
+            [(common.tls_key_file.read_bytes(), common.tls_cert_file.read_bytes())],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
+        bound = server.add_secure_port(address, creds)
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise errors.Unavailable(f"cannot bind gRPC port {address}: already in use?")
+    return server, health_servicer, bound
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, names: Iterable[str]) -> None:
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def set_not_serving(health_servicer: health.aio.HealthServicer, names: Iterable[str]) -> None:
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -1,0 +1,164 @@
+"""The object store: curated data, artifacts, profiles and manifests, by key.
+
+One small Protocol with two implementations chosen by settings: a local directory (embedded
+mode) and any S3 endpoint through the `minio` client (MinIO in production, moto in tests).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from driftloop.shared.errors import NotFound, Unavailable
+from driftloop.shared.names import check_key
+from driftloop.shared.settings import CommonSettings
+
+
+class ObjectStore(Protocol):
+    """Bytes by key. Keys are relative '/'-separated paths; writes are atomic per key."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes:
+        """Return the object's bytes; raise NotFound when there is none."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys starting with `prefix`, sorted."""
+        ...
+
+    def uri(self, key: str) -> str:
+        """Where the object lives, for humans and lineage records."""
+        ...
+
+
+class LocalObjectStore:
+    """A directory; each put writes a temp file and renames it, so readers never see halves."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root.resolve()
+        self._root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self._root / check_key(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFound(f"object {key!r} not found in {self._root}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._root
+        start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
+        if not start.is_dir():
+            return []
+        keys = (
+            p.relative_to(base).as_posix()
+            for p in start.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        )
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3ObjectStore:
+    """A bucket on an S3 endpoint, through minio. Errors are mapped to driftloop's."""
+
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        with _mapped(f"bucket {bucket!r}"):
+            if not client.bucket_exists(bucket):
+                client.make_bucket(bucket)
+
+    def put(self, key: str, data: bytes) -> None:
+        with _mapped(check_key(key)):
+            self._client.put_object(
+                self._bucket, key, io.BytesIO(data), len(data), part_size=16 * 1024 * 1024
+            )
+
+    def get(self, key: str) -> bytes:
+        with _mapped(check_key(key)):
+            response = self._client.get_object(self._bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _mapped(check_key(key)):
+                self._client.stat_object(self._bucket, key)
+            return True
+        except NotFound:
+            return False
+
+    def list(self, prefix: str) -> list[str]:
+        with _mapped(f"prefix {prefix!r}"):
+            objects = self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
+            return sorted(o.object_name for o in objects if o.object_name)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self._bucket}/{key}"
+
+
+class _mapped:
+    """Translate minio/urllib3 exceptions into NotFound / Unavailable, once, at the boundary."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, S3Error):
+            if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+                raise NotFound(f"object store: {self._what} not found") from exc
+            raise Unavailable(f"object store error on {self._what}: {exc.code}") from exc
+        if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+            raise Unavailable(f"object store unreachable ({self._what}): {exc}") from exc
+        return False
+
+
+def open_object_store(common: CommonSettings) -> ObjectStore:
+    """The store the settings choose."""
+    if common.object_store == "local":
+        return LocalObjectStore(common.data_dir / "objects")
+    s3 = common.s3
+    client = Minio(
+        s3.endpoint,
+        access_key=s3.access_key.get_secret_value(),
+        secret_key=s3.secret_key.get_secret_value(),
+        secure=s3.secure,
+        region=s3.region,
+    )
+    return S3ObjectStore(client, s3.bucket)

@@ -1,0 +1,42 @@
+"""Rows on the wire: Arrow IPC streams of record batches, and conversions from plain rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from driftloop.shared.errors import InvalidInput
+
+
+def table_to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def ipc_to_table(data: bytes) -> pa.Table:
+    """Read an Arrow IPC stream, raising InvalidInput for truncated or foreign bytes."""
+    try:
+        with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
+            return reader.read_all()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise InvalidInput(f"not a readable Arrow IPC stream: {exc}") from exc
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Build a table from row dicts; columns missing from some rows become nulls."""
+    if not rows:
+        raise InvalidInput("no rows given")
+    columns: dict[str, None] = {}
+    for row in rows:
+        for name in row:
+            columns.setdefault(name, None)
+    arrays = {}
+    for name in columns:
+        try:
+            arrays[name] = pa.array([row.get(name) for row in rows])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidInput(f"column {name!r} mixes types that cannot share a column: {exc}") from exc
+    return pa.table(arrays)

@@ -1,0 +1,85 @@
+"""Run one service process: metrics, topics, publisher, gRPC server, consumers, clean shutdown.
+
+A service's main.py builds its parts and hands them to `serve()`; this is the lifecycle they
+all share. SIGTERM/SIGINT stop it gracefully; a crashed consumer or task ends the process with
+an error so the supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+from prometheus_client import start_http_server
+
+from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.grpc_server import ServiceBinding, build_server, set_not_serving, set_serving
+from driftloop.shared.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+async def serve(
+    name: str,
+    common: CommonSettings,
+    bindings: Sequence[ServiceBinding],
+    *,
+    publisher: EventPublisher | None = None,
+    consumers: Sequence[EventConsumer] = (),
+    background: Sequence[Hook] = (),
+    on_start: Hook | None = None,
+    on_stop: Hook | None = None,
+) -> None:
+    """Run the service until SIGTERM/SIGINT (or until a consumer or background task fails)."""
+    start_http_server(common.ports.metrics(name), addr=common.bind_host)
+    await ensure_topics(common.bootstrap())
+    if publisher is not None:
+        await publisher.start()
+    server, health, port = build_server(common, common.ports.grpc(name), bindings)
+    await server.start()
+    names = [b.full_name for b in bindings]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if on_start is not None:
+            await on_start()
+        tasks = [asyncio.create_task(c.run(), name=f"consumer:{c.group}") for c in consumers]
+        tasks += [asyncio.create_task(job(), name=getattr(job, "__name__", "job"))
+                  for job in background]
+        await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in consumers)), 60)
+        await set_serving(health, names)
+        log.info("service_started", grpc_port=port, metrics_port=common.ports.metrics(name))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not stopper and t.exception() is not None]
+        for task in failed:
+            log.error("service_task_failed", task=task.get_name(), error=repr(task.exception()))
+        if failed:
+            raise SystemExit(1)
+        if stopper not in done:
+            log.error("service_task_ended", tasks=[t.get_name() for t in done])
+            raise SystemExit(1)
+        stopper.cancel()
+    finally:
+        log.info("service_stopping")
+        await set_not_serving(health, names)
+        for consumer in consumers:
+            await consumer.stop()
+        await server.stop(grace=5)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)  # let consumers finish their current batch
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if on_stop is not None:
+            await on_stop()
+        if publisher is not None:
+            await publisher.stop()
+        log.info("service_stopped")

@@ -1,0 +1,137 @@
+"""Settings shared by every service and the CLI (env prefix DRIFTLOOP_, `__` for nesting).
+
+Each service adds its own class on `ServiceSettings` with the prefix DRIFTLOOP_<SERVICE>_.
+Build them once in main.py and pass them down; nothing reads os.environ elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("ingestion", "validation", "training", "registry", "serving", "monitoring")
+
+
+class Ports(BaseModel):
+    """Ports of the broker, each service's gRPC API and each service's Prometheus metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    broker: int = 9092
+    """Embedded Kafka-protocol broker (driftloop up)."""
+    ingestion: int = 50051
+    """Ingestion gRPC API."""
+    validation: int = 50052
+    """Validation gRPC API."""
+    training: int = 50053
+    """Training gRPC API."""
+    registry: int = 50054
+    """Registry gRPC API."""
+    serving: int = 8001
+    """Serving: the Open Inference Protocol (V2) gRPC API."""
+    monitoring: int = 50056
+    """Monitoring gRPC API."""
+    metrics_ingestion: int = 9101
+    """Prometheus metrics of ingestion."""
+    metrics_validation: int = 9102
+    """Prometheus metrics of validation."""
+    metrics_training: int = 9103
+    """Prometheus metrics of training."""
+    metrics_registry: int = 9104
+    """Prometheus metrics of the registry."""
+    metrics_serving: int = 9105
+    """Prometheus metrics of serving."""
+    metrics_monitoring: int = 9106
+    """Prometheus metrics of monitoring."""
+
+    def grpc(self, service: str) -> int:
+        return int(getattr(self, service))
+
+    def metrics(self, service: str) -> int:
+        return int(getattr(self, f"metrics_{service}"))
+
+
+class S3Settings(BaseModel):
+    """Where the S3/MinIO object store is (used when object_store is "s3")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = "127.0.0.1:9000"
+    """host:port of the S3 endpoint (no scheme)."""
+    access_key: SecretStr = SecretStr("minioadmin")
+    """Access key id."""
+    secret_key: SecretStr = SecretStr("minioadmin")
+    """Secret access key."""
+    bucket: str = "driftloop"
+    """Bucket holding curated data, artifacts and profiles; created when missing."""
+    secure: bool = False
+    """Use HTTPS."""
+    region: str = "us-east-1"
+    """Region sent with requests."""
+
+
+class CommonSettings(BaseSettings):
+    """Settings every driftloop process reads."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path(".driftloop")
+    """Where local state lives: object store (local mode), registry DB, logs, endpoints.json."""
+    bind_host: str = "127.0.0.1"
+    """Interface the gRPC and metrics servers bind."""
+    connect_host: str = "127.0.0.1"
+    """Host used to reach other services when `addresses` names none."""
+    addresses: dict[str, str] = {}
+    """Per-service host:port overrides for clients, e.g. {"registry": "registry:50054"}."""
+    ports: Ports = Ports()
+    """Ports (see the Ports table)."""
+    kafka_bootstrap: str = ""
+    """Kafka bootstrap servers; empty means the embedded broker on connect_host:ports.broker."""
+    consumer_group_membership: bool = False
+    """Join Kafka consumer groups (for several replicas of a service). Off: one instance per
+    service reads every partition by manual assignment, which starts in ~0.1 s instead of the
+    5-20 s a group rebalance takes on the embedded broker. Offsets are committed either way."""
+    object_store: Literal["local", "s3"] = "local"
+    """"local": a directory under data_dir; "s3": MinIO or any S3 endpoint (see s3)."""
+    s3: S3Settings = S3Settings()
+    """S3 connection (object_store = "s3")."""
+    auth_token: SecretStr | None = None
+    """Bearer token required on mutating RPCs; unset means no authentication."""
+    auth_token_file: Path | None = None
+    """File holding the bearer token (takes precedence over auth_token)."""
+    tls_cert_file: Path | None = None
+    """PEM certificate for every gRPC server; with tls_key_file turns TLS on."""
+    tls_key_file: Path | None = None
+    """PEM private key for tls_cert_file."""
+    tls_ca_file: Path | None = None
+    """PEM CA bundle clients use to verify servers (and servers to verify clients with mTLS)."""
+    log_json: bool | None = None
+    """JSON logs; unset means JSON unless stderr is a terminal."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest log level written."""
+
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"{self.connect_host}:{self.ports.broker}"
+
+    def address(self, service: str) -> str:
+        """host:port where clients reach `service`'s gRPC API."""
+        return self.addresses.get(service) or f"{self.connect_host}:{self.ports.grpc(service)}"
+
+    def token(self) -> str | None:
+        if self.auth_token_file is not None:
+            return self.auth_token_file.read_text().strip() or None
+        return self.auth_token.get_secret_value() if self.auth_token else None
+
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+
+class ServiceSettings(BaseSettings):
+    """Base of the per-service settings classes (each sets its own env_prefix)."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="forbid")
