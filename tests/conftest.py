@@ -1,0 +1,52 @@
+"""Fixtures that start real parts: the embedded Kafka-protocol broker and an S3 HTTP endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import start_process, stop_process
+
+from driftloop.shared.broker import broker_argv, free_port, wait_for_port
+from driftloop.shared.settings import CommonSettings, Ports
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh Tansu broker process on a free port; yields its bootstrap address."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    proc = start_process(broker_argv(port), log_path=str(log))
+    try:
+        wait_for_port("127.0.0.1", port, timeout=20)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free port (a real HTTP endpoint); yields host:port."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def free_ports() -> Ports:
+    """A Ports set where every port is currently free."""
+    names = Ports.model_fields
+    return Ports(**{name: free_port() for name in names})
+
+
+@pytest.fixture
+def common(tmp_path: Path, broker: str) -> CommonSettings:
+    """Settings for one service under test: fresh data dir, the test broker, free ports."""
+    return CommonSettings(data_dir=tmp_path / "data", kafka_bootstrap=broker, ports=free_ports(),
+                          log_json=True)
