@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import skops.io as sio
-
 from driftloop.shared.errors import ArtifactRejected
 
-TRUSTED_TYPES = frozenset({
-    "sklearn.tree._tree.Tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-})
+TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    }
+)
 """Types beyond skops' defaults that driftloop's own estimators need."""
 
 

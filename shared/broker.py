@@ -32,8 +32,16 @@ def tansu_binary(override: Path | None = None) -> Path:
 
 def broker_argv(port: int, host: str = "127.0.0.1", binary: Path | None = None) -> list[str]:
     url = f"tcp://{host}:{port}"
-    return [str(tansu_binary(binary)), "broker", "--listener-url", url,
-            "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+    return [
+        str(tansu_binary(binary)),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> None:

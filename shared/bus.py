@@ -16,12 +16,11 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from google.protobuf.message import Message
-from prometheus_client import Counter
-
 from driftloop.events.v1 import events_pb2
 from driftloop.shared import envelope, topics
 from driftloop.shared.errors import Unavailable
+from google.protobuf.message import Message
+from prometheus_client import Counter
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +28,8 @@ EVENTS_HANDLED = Counter(
     "driftloop_events_handled_total", "Kafka messages handled", ["consumer", "topic"]
 )
 EVENTS_DEADLETTERED = Counter(
-    "driftloop_events_deadlettered_total", "Kafka messages sent to the dead-letter topic",
+    "driftloop_events_deadlettered_total",
+    "Kafka messages sent to the dead-letter topic",
     ["consumer", "topic"],
 )
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -47,7 +47,9 @@ async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(name, n, 1) for name, n in topics.PARTITIONS.items() if name not in existing
+                NewTopic(name, n, 1)
+                for name, n in topics.PARTITIONS.items()
+                if name not in existing
             ]
             if missing:
                 try:
@@ -95,7 +97,10 @@ class EventPublisher:
         causation_id: str = "",
     ) -> envelope.Envelope:
         return envelope.new_event(
-            self.producer_name, payload, cause=cause, correlation_id=correlation_id,
+            self.producer_name,
+            payload,
+            cause=cause,
+            correlation_id=correlation_id,
             causation_id=causation_id,
         )
 
@@ -199,7 +204,8 @@ class EventConsumer:
                 if event.event_id in self._seen:
                     return
                 with structlog.contextvars.bound_contextvars(
-                    event_id=event.event_id, correlation_id=event.correlation_id,
+                    event_id=event.event_id,
+                    correlation_id=event.correlation_id,
                     event_type=event.type,
                 ):
                     assert self._on_event is not None
@@ -210,19 +216,29 @@ class EventConsumer:
             raise  # a dependency is down: do not commit, let the service retry or restart
         except Exception as exc:  # noqa: BLE001 - any handler failure is dead-lettered
             log.warning(
-                "message_dead_lettered", topic=record.topic, partition=record.partition,
-                offset=record.offset, error=str(exc), error_type=type(exc).__name__,
+                "message_dead_lettered",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error=str(exc),
+                error_type=type(exc).__name__,
             )
             await self.dead_letter(record, f"{type(exc).__name__}: {exc}")
             EVENTS_DEADLETTERED.labels(consumer, record.topic).inc()
 
     async def dead_letter(self, record: ConsumerRecord, error: str) -> None:
         letter = events_pb2.DeadLetter(
-            source_topic=record.topic, partition=record.partition, offset=record.offset,
-            key=record.key or b"", value=(record.value or b"")[: MAX_MESSAGE_BYTES // 2],
-            error=error[:4000], consumer_group=self.group or "",
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key or b"",
+            value=(record.value or b"")[: MAX_MESSAGE_BYTES // 2],
+            error=error[:4000],
+            consumer_group=self.group or "",
         )
-        await self._publisher.publish(topics.DEADLETTER, record.topic, self._publisher.event(letter))
+        await self._publisher.publish(
+            topics.DEADLETTER, record.topic, self._publisher.event(letter)
+        )
 
     def _remember(self, event_id: str) -> None:
         self._seen[event_id] = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-
 from driftloop.shared.settings import CommonSettings
 
 _OPTIONS = [

@@ -14,12 +14,11 @@ from typing import Any
 
 import grpc
 import structlog
+from driftloop.shared import errors
+from driftloop.shared.settings import CommonSettings
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
-
-from driftloop.shared import errors
-from driftloop.shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +99,8 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                 if not authorized:
                     code = grpc.StatusCode.UNAUTHENTICATED
                     await context.abort(
-                        code, f"{method} needs 'authorization: Bearer <token>' metadata "
+                        code,
+                        f"{method} needs 'authorization: Bearer <token>' metadata "
                         "with the configured token",
                     )
                 with structlog.contextvars.bound_contextvars(rpc=method):
@@ -147,8 +147,11 @@ def build_server(
         b.add(b.servicer, server)
     names = [b.full_name for b in bindings]
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
     address = f"{common.bind_host}:{port}"

@@ -19,11 +19,10 @@ import time
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
-
 from driftloop.shared.errors import ArtifactRejected, NotFound
 from driftloop.shared.names import check_name
 from driftloop.shared.objectstore import ObjectStore
+from pydantic import BaseModel
 
 INGESTED_AT = "_ingested_at"
 """Column ingestion adds to every row: epoch seconds when the row was accepted."""
@@ -101,11 +100,22 @@ def curate_batch(
     data = buf.getvalue()
     store.put(key, data)
     files = list(current.files) if current else []
-    files.append(ManifestFile(key=key, sha256=sha256(data), rows=table.num_rows,
-                              batch_id=batch_id, min_ingested_at=first, max_ingested_at=last))
+    files.append(
+        ManifestFile(
+            key=key,
+            sha256=sha256(data),
+            rows=table.num_rows,
+            batch_id=batch_id,
+            min_ingested_at=first,
+            max_ingested_at=last,
+        )
+    )
     manifest = DatasetManifest(
-        dataset=dataset, version=(current.version + 1) if current else 1,
-        created_at=time.time(), schema_hash=schema_hash, files=files,
+        dataset=dataset,
+        version=(current.version + 1) if current else 1,
+        created_at=time.time(),
+        schema_hash=schema_hash,
+        files=files,
     )
     body = manifest.model_dump_json(indent=None).encode()
     store.put(manifest.key, body)

@@ -56,13 +56,19 @@ def profile_column(name: str, values: pd.Series, *, max_sample: int, seed: int) 
         sample = arr if len(arr) <= max_sample else rng.choice(arr, max_sample, replace=False)
         qs = np.quantile(arr, [0.01, 0.25, 0.5, 0.75, 0.99]).tolist() if len(arr) else []
         return FeatureProfile(
-            name=name, kind="numeric", count=count, null_fraction=nulls,
+            name=name,
+            kind="numeric",
+            count=count,
+            null_fraction=nulls,
             sample=[float(v) for v in sample],
             quantiles=dict(zip(["p01", "p25", "p50", "p75", "p99"], qs, strict=False)),
         )
     freqs = present.astype(str).value_counts(normalize=True)
     return FeatureProfile(
-        name=name, kind="categorical", count=count, null_fraction=nulls,
+        name=name,
+        kind="categorical",
+        count=count,
+        null_fraction=nulls,
         frequencies={str(k): float(v) for k, v in freqs.items()},
     )
 
@@ -85,7 +91,7 @@ def build_profile(
             profile_column(str(c), features[c], max_sample=max_sample, seed=seed)
             for c in features.columns
         ],
-        prediction=None if predictions is None else profile_column(
-            PREDICTION, predictions, max_sample=max_sample, seed=seed
-        ),
+        prediction=None
+        if predictions is None
+        else profile_column(PREDICTION, predictions, max_sample=max_sample, seed=seed),
     )

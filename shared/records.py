@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-
 from driftloop.shared.errors import InvalidInput
 
 
@@ -38,5 +37,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
         try:
             arrays[name] = pa.array([row.get(name) for row in rows])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise InvalidInput(f"column {name!r} mixes types that cannot share a column: {exc}") from exc
+            raise InvalidInput(
+                f"column {name!r} mixes types that cannot share a column: {exc}"
+            ) from exc
     return pa.table(arrays)

@@ -12,11 +12,10 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
-from prometheus_client import start_http_server
-
 from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
 from driftloop.shared.grpc_server import ServiceBinding, build_server, set_not_serving, set_serving
 from driftloop.shared.settings import CommonSettings
+from prometheus_client import start_http_server
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +50,9 @@ async def serve(
         if on_start is not None:
             await on_start()
         tasks = [asyncio.create_task(c.run(), name=f"consumer:{c.group}") for c in consumers]
-        tasks += [asyncio.create_task(job(), name=getattr(job, "__name__", "job"))
-                  for job in background]
+        tasks += [
+            asyncio.create_task(job(), name=getattr(job, "__name__", "job")) for job in background
+        ]
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in consumers)), 60)
         await set_serving(health, names)
         log.info("service_started", grpc_port=port, metrics_port=common.ports.metrics(name))

