@@ -114,6 +114,9 @@ class Supervisor:
             for n, c in self._children.items()
         }
 
+    def returncodes(self) -> dict[str, int | None]:
+        return {n: (c.proc.poll() if c.proc else None) for n, c in self._children.items()}
+
     def restarts(self) -> dict[str, int]:
         return {n: c.restarts for n, c in self._children.items()}
 

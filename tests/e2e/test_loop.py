@@ -1,0 +1,97 @@
+"""The whole loop on the embedded stack: every service a separate process, drift closes itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import free_ports
+from rich.console import Console
+from support import start_process, stop_process, wait_until
+
+from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
+from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
+from driftloop.shared import stack
+from driftloop.shared.cli.demo import Demo
+from driftloop.shared.settings import SERVICES, CommonSettings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def _env(common: CommonSettings) -> dict[str, str]:
+    env = {"DRIFTLOOP_DATA_DIR": str(common.data_dir), "DRIFTLOOP_LOG_JSON": "true"}
+    env.update({f"DRIFTLOOP_PORTS__{k.upper()}": str(v)
+                for k, v in common.ports.model_dump().items()})
+    return env
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
+    common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
+    proc = start_process([sys.executable, "-m", "driftloop.shared.cli", "up"], env=_env(common),
+                         log_path=str(tmp_path / "up.log"))
+    try:
+        wait_until(lambda: proc.poll() is None and stack.read_endpoints(common), 60,
+                   "endpoints.json")
+        stack.wait_healthy(common, timeout=120, alive=lambda: proc.poll() is None)
+        yield common
+    finally:
+        stop_process(proc, grace=60)
+        assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
+        assert not stack.endpoints_path(common).exists(), "endpoints.json removed on stop"
+
+
+def _status(common: CommonSettings) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "driftloop.shared.cli", "status", "--json"],
+        env={**os.environ, **_env(common)}, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_drift_retrains_promotes_and_redeploys(running_stack: CommonSettings) -> None:
+    common = running_stack
+    demo = Demo(common, Console(file=open(os.devnull, "w")), rate=300)  # noqa: SIM115
+    summary = asyncio.run(demo.run(timeout=300))
+
+    assert summary["versions"] == ["1", "2"]
+    assert summary["accuracy_after_redeploy"] > summary["accuracy_during_drift"]
+    steps = [s["step"] for s in summary["timeline"]]
+    assert "drift detected" in steps and "version 2 deployed" in steps
+
+    with grpc.insecure_channel(common.address("serving")) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        request = demo._request(__import__("driftloop.shared.cli.demo_data", fromlist=["x"])
+                                .make_rows(3, drifted=True, rng=demo.rng))
+        reply = stub.ModelInfer(request, timeout=10)
+    assert reply.model_version == "2"
+    assert len(reply.outputs[0].contents.bytes_contents) == 3
+
+    report = _status(common)
+    assert {n for n, s in report["services"].items() if s["healthy"]} == set(SERVICES)
+    model = next(m for m in report["models"] if m["name"] == demo.name)
+    assert model["production_version"] == "2"
+    assert report["latest"]["deployment"]["version"] == "2"
+
+
+def test_demo_command_closes_the_loop(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "driftloop.shared.cli", "demo", "--json",
+         "--data-dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=540, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["loop_closed"] is True
+    assert summary["versions"] == ["1", "2"]
+    assert summary["drift_to_serving_s"] > 0
+    for key in ("accuracy_before_drift", "accuracy_during_drift", "accuracy_after_redeploy"):
+        assert 0.0 <= summary[key] <= 1.0

@@ -1,0 +1,58 @@
+"""The supervisor restarts crashed processes with growing backoff and stops them all."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from support import wait_until
+
+from driftloop.shared.supervisor import ProcessSpec, Supervisor
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_crashing_process_is_restarted_with_backoff(tmp_path: Path) -> None:
+    marker = tmp_path / "starts"
+    crash = [sys.executable, "-c",
+             f"open({str(marker)!r}, 'a').write('x'); raise SystemExit(3)"]
+    clock = Clock()
+    sup = Supervisor([ProcessSpec("crasher", crash, {}, tmp_path / "crasher.log")],
+                     backoff_initial=1.0, backoff_max=4.0, clock=clock)
+    sup.start("crasher")
+    try:
+        wait_until(lambda: marker.exists() and sup.pids()["crasher"] is None, 10, "first crash")
+        assert sup.check() == []  # exit noticed, restart scheduled 1 s later
+        assert sup.check() == []  # not yet due
+        clock.now += 1.0
+        assert sup.check() == ["crasher"]
+        wait_until(lambda: len(marker.read_text()) == 2 and sup.pids()["crasher"] is None, 10,
+                   "second crash")
+        sup.check()
+        clock.now += 1.5
+        assert sup.check() == [], "backoff doubled to 2 s after a quick crash"
+        clock.now += 0.5
+        assert sup.check() == ["crasher"]
+        assert sup.restarts() == {"crasher": 2}
+    finally:
+        sup.stop(grace=5)
+
+
+def test_stop_terminates_everything(tmp_path: Path) -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    sup = Supervisor([ProcessSpec(f"s{i}", sleeper, {}, tmp_path / f"s{i}.log") for i in range(3)])
+    pids = [sup.start(f"s{i}") for i in range(3)]
+    assert all(sup.pids().values())
+    sup.stop(grace=30)
+    assert sup.returncodes() == {"s0": -15, "s1": -15, "s2": -15}, "stopped by SIGTERM, not KILL"
+    assert sup.pids() == {"s0": None, "s1": None, "s2": None}
+    assert len(set(pids)) == 3
