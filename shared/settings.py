@@ -18,7 +18,7 @@ SERVICES = ("ingestion", "validation", "training", "registry", "serving", "monit
 class Ports(BaseModel):
     """Ports of the broker, each service's gRPC API and each service's Prometheus metrics."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     broker: int = 9092
     """Embedded Kafka-protocol broker (driftloop up)."""
@@ -57,7 +57,7 @@ class Ports(BaseModel):
 class S3Settings(BaseModel):
     """Where the S3/MinIO object store is (used when object_store is "s3")."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     endpoint: str = "127.0.0.1:9000"
     """host:port of the S3 endpoint (no scheme)."""
@@ -77,7 +77,8 @@ class CommonSettings(BaseSettings):
     """Settings every driftloop process reads."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DRIFTLOOP_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="DRIFTLOOP_", env_nested_delimiter="__", extra="forbid",
+        use_attribute_docstrings=True,
     )
 
     data_dir: Path = Path(".driftloop")
@@ -134,4 +135,45 @@ class CommonSettings(BaseSettings):
 class ServiceSettings(BaseSettings):
     """Base of the per-service settings classes (each sets its own env_prefix)."""
 
-    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__", extra="forbid", use_attribute_docstrings=True
+    )
+
+
+def settings_classes() -> list[type[BaseSettings]]:
+    """CommonSettings and every service's settings class, for docs and checks."""
+    import importlib
+
+    found: list[type[BaseSettings]] = [CommonSettings]
+    for name in SERVICES:
+        module = importlib.import_module(f"driftloop.services.{name}.settings")
+        found += [
+            obj for obj in vars(module).values()
+            if isinstance(obj, type) and issubclass(obj, ServiceSettings)
+            and obj is not ServiceSettings
+        ]
+    return found
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from the settings classes."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for cls in settings_classes():
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for name, info in cls.model_fields.items():
+            sub = info.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                for child, child_info in sub.model_fields.items():
+                    rows.append(_row(f"{prefix}{name}__{child}".upper(), child_info))
+            else:
+                rows.append(_row(f"{prefix}{name}".upper(), info))
+    return "\n".join(rows) + "\n"
+
+
+def _row(env: str, info: object) -> str:
+    default = getattr(info, "default", None)
+    if isinstance(default, SecretStr):
+        default = "(secret)"
+    text = " ".join((getattr(info, "description", None) or "").split()).replace("|", "\\|")
+    shown = "" if default is None else str(default)
+    return f"| `{env}` | `{shown}` | {text} |" if shown else f"| `{env}` | | {text} |"

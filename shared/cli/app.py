@@ -250,5 +250,13 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def config() -> None:
+    """Print every setting (environment variable, default, meaning) as a Markdown table."""
+    from driftloop.shared.settings import settings_table
+
+    console.print(settings_table(), markup=False, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
