@@ -15,6 +15,8 @@ from driftloop.shared.errors import ArtifactRejected
 
 TRUSTED_TYPES = frozenset(
     {
+        # SimpleImputer keeps a dtype; skops rebuilds it from an empty array, running no code.
+        "numpy.dtype",
         "sklearn.tree._tree.Tree",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     }

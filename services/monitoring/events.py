@@ -1,0 +1,139 @@
+"""Kafka adapter: prediction logs feed the monitor, deployments switch its reference profile.
+
+Drift decisions are published as DriftDetected on driftloop.drift, keyed by model, each the
+start of a new correlation chain (the drift is a cause, not an effect of one event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pandas as pd
+import structlog
+
+from driftloop.services.monitoring import metrics
+from driftloop.services.monitoring.messages import drift_detected_pb
+from driftloop.services.monitoring.monitor import DriftDecision, ModelMonitors
+from driftloop.services.monitoring.profiles import ProfileSource
+from driftloop.shared import topics
+from driftloop.shared.bus import EventPublisher
+from driftloop.shared.envelope import Envelope
+from driftloop.shared.errors import NotFound, Unavailable
+from driftloop.shared.records import ipc_to_table
+
+log = structlog.get_logger(__name__)
+
+TOPICS = [topics.PREDICTIONS, topics.DEPLOYMENTS]
+
+
+class MonitoringHandler:
+    """Handles PredictionLog and ModelDeployed envelopes; other types are ignored."""
+
+    def __init__(
+        self,
+        monitors: ModelMonitors,
+        publisher: EventPublisher,
+        profiles: ProfileSource,
+        *,
+        clock: Callable[[], float] = time.time,
+        retry_after_s: float = 10.0,
+    ) -> None:
+        self._monitors = monitors
+        self._publisher = publisher
+        self._profiles = profiles
+        self._clock = clock
+        self._retry_after_s = retry_after_s
+        self._retry_at: dict[str, float] = {}
+
+    async def reconcile(self) -> None:
+        """Load every production profile from the registry (on start; the bus keeps no state).
+
+        An unreachable registry is not fatal: profiles are then loaded lazily per model when its
+        first prediction log arrives.
+        """
+        try:
+            found = await self._profiles.production_profiles()
+        except Unavailable as exc:
+            log.warning("registry_unreachable_at_start", error=str(exc))
+            return
+        for model, version, profile in found:
+            if self._monitors.version(model) != version:
+                self._monitors.switch(model, version, profile)
+                log.info("reference_loaded", model=model, version=version, rows=profile.rows)
+
+    async def handle(self, event: Envelope) -> None:
+        kind = event.WhichOneof("payload")
+        if kind == "prediction_log":
+            await self._on_predictions(event)
+        elif kind == "model_deployed":
+            await self._on_deployed(event)
+
+    async def _on_predictions(self, event: Envelope) -> None:
+        logged = event.prediction_log
+        metrics.ROWS_OBSERVED.labels(logged.model).inc(logged.row_count)
+        if not await self._ensure_monitored(logged.model):
+            return
+        frame = await asyncio.to_thread(_decode, logged.arrow_ipc)
+        decision = await asyncio.to_thread(
+            self._monitors.observe, logged.model, logged.version, frame, self._clock()
+        )
+        metrics.record_report(self._monitors.report(logged.model))
+        if decision is not None:
+            await self._publish(decision)
+
+    async def _publish(self, decision: DriftDecision) -> None:
+        drifted = [f.feature for f in decision.features if f.drifted]
+        event = self._publisher.event(drift_detected_pb(decision))  # no cause: a new chain
+        await self._publisher.publish(topics.DRIFT, decision.model, event)
+        metrics.record_decision(decision)
+        log.info(
+            "drift_detected",
+            model=decision.model,
+            version=decision.version,
+            episode_id=decision.episode_id,
+            drifted=drifted,
+            drift_share=decision.drift_share,
+            drift_event_id=event.event_id,
+        )
+
+    async def _ensure_monitored(self, model: str) -> bool:
+        """True once `model` has a reference; else try the registry (at most every few s)."""
+        if self._monitors.knows(model):
+            return True
+        now = self._clock()
+        if now < self._retry_at.get(model, 0.0):
+            return False
+        try:
+            found = await self._profiles.production_profile(model)
+        except (Unavailable, NotFound) as exc:
+            log.warning("reference_unavailable", model=model, error=str(exc))
+            found = None
+        if found is None:
+            self._retry_at[model] = now + self._retry_after_s
+            log.info("predictions_skipped_no_reference", model=model)
+            return False
+        version, profile = found
+        self._monitors.switch(model, version, profile)
+        log.info("reference_loaded", model=model, version=version, rows=profile.rows)
+        return True
+
+    async def _on_deployed(self, event: Envelope) -> None:
+        deployed = event.model_deployed
+        if self._monitors.version(deployed.model) == deployed.version:
+            return  # already on it (reconciled at start, or a re-delivery)
+        profile = await self._profiles.version_profile(deployed.model, deployed.version)
+        self._monitors.switch(deployed.model, deployed.version, profile)
+        self._retry_at.pop(deployed.model, None)
+        log.info(
+            "reference_switched",
+            model=deployed.model,
+            version=deployed.version,
+            previous_version=deployed.previous_version,
+            rows=profile.rows,
+        )
+
+
+def _decode(arrow_ipc: bytes) -> pd.DataFrame:
+    return ipc_to_table(arrow_ipc).to_pandas()

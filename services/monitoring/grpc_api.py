@@ -1,0 +1,37 @@
+"""The MonitoringService gRPC servicer: drift reports and drift history, read-only.
+
+Converts requests to calls on ModelMonitors and domain results back to protobuf; no logic here.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from driftloop.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
+from driftloop.services.monitoring.messages import drift_detected_pb, drift_report_pb
+from driftloop.services.monitoring.monitor import ModelMonitors
+from driftloop.shared.errors import InvalidInput
+
+FULL_NAME = "driftloop.monitoring.v1.MonitoringService"
+
+
+class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
+    def __init__(self, monitors: ModelMonitors) -> None:
+        self._monitors = monitors
+
+    async def GetDriftReport(  # noqa: N802 - generated name
+        self, request: monitoring_pb2.GetDriftReportRequest, context: grpc.aio.ServicerContext
+    ) -> monitoring_pb2.DriftReport:
+        if not request.model:
+            raise InvalidInput("GetDriftReport needs a model name")
+        return drift_report_pb(self._monitors.report(request.model))
+
+    async def ListDriftEvents(  # noqa: N802 - generated name
+        self, request: monitoring_pb2.ListDriftEventsRequest, context: grpc.aio.ServicerContext
+    ) -> monitoring_pb2.ListDriftEventsResponse:
+        # The history lives in memory since this process started; the DriftDetected events on
+        # driftloop.drift are the durable record (persisting it here is a later issue).
+        decisions = self._monitors.decisions(request.model)
+        return monitoring_pb2.ListDriftEventsResponse(
+            events=[drift_detected_pb(d) for d in decisions]
+        )

@@ -1,0 +1,62 @@
+"""Entry point of the monitoring service: wiring only.
+
+Builds settings, store, monitors, registry profile source, consumer and servicer, then serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from driftloop.monitoring.v1 import monitoring_pb2_grpc
+from driftloop.services.monitoring import events
+from driftloop.services.monitoring.grpc_api import FULL_NAME, MonitoringServicer
+from driftloop.services.monitoring.monitor import ModelMonitors
+from driftloop.services.monitoring.profiles import RegistryProfiles
+from driftloop.services.monitoring.settings import MonitoringSettings
+from driftloop.shared import logging
+from driftloop.shared.bus import EventConsumer, EventPublisher
+from driftloop.shared.grpc_server import ServiceBinding
+from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.runtime import serve
+from driftloop.shared.settings import CommonSettings
+
+
+def main() -> None:
+    common = CommonSettings()
+    settings = MonitoringSettings()
+    logging.configure("monitoring", json=common.log_json, level=common.log_level)
+    asyncio.run(run(common, settings))
+
+
+async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
+    # Built inside the running loop: aiokafka clients refuse to be created outside one.
+    store = open_object_store(common)
+    monitors = ModelMonitors(settings.policy())
+    profiles = RegistryProfiles(common, store, timeout=settings.registry_timeout_s)
+    publisher = EventPublisher(common.bootstrap(), "monitoring")
+    handler = events.MonitoringHandler(
+        monitors, publisher, profiles, retry_after_s=settings.profile_retry_s
+    )
+    consumer = EventConsumer(
+        bootstrap=common.bootstrap(),
+        group="monitoring",
+        topic_names=events.TOPICS,
+        publisher=publisher,
+        on_event=handler.handle,
+        group_membership=common.consumer_group_membership,
+    )
+    binding = ServiceBinding(
+        add=monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server,
+        servicer=MonitoringServicer(monitors),
+        full_name=FULL_NAME,
+        mutating=frozenset(),
+    )
+    await serve(
+        "monitoring",
+        common,
+        [binding],
+        publisher=publisher,
+        consumers=[consumer],
+        on_start=handler.reconcile,
+        on_stop=profiles.close,
+    )

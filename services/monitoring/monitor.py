@@ -1,0 +1,256 @@
+"""The per-model monitor: a sliding window of live rows, periodic drift tests, debounced episodes.
+
+Pure domain logic (no Kafka, no gRPC): the event handler feeds it prediction logs and
+deployments; it answers with drift decisions to publish and with reports for the API.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from driftloop.services.monitoring.drift import (
+    DriftPolicy,
+    FeatureDrift,
+    WindowEvaluation,
+    evaluate_window,
+)
+from driftloop.shared.errors import NotFound
+from driftloop.shared.profile import PREDICTION, ReferenceProfile
+
+TS = "_ts"
+
+# Why these two guards together keep false alarms rare over thousands of evaluations:
+# Bonferroni (alpha / number of tests) bounds the chance that ANY of one evaluation's tests fires
+# on a stationary window by alpha, however many features a model has. Persistence then asks for
+# drift in `persistence` consecutive evaluations: a fluke in one window must survive into the next
+# (which shares most rows with it, so the two are correlated and the gain is less than alpha**2,
+# but a single-window fluke is no longer enough), while real drift only grows as the window fills
+# with shifted rows. And an open episode mutes further decisions, so one drift = one retrain.
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """The monitor's decision that a model drifted: what to publish as DriftDetected."""
+
+    model: str
+    version: str
+    episode_id: str
+    features: tuple[FeatureDrift, ...]
+    drift_share: float
+    window_start: float
+    window_end: float
+    live_rows: int
+    reference_rows: int
+    decided_at: float
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """The latest evaluation of one model, plus the monitor's state, for GetDriftReport."""
+
+    model: str
+    version: str
+    window_rows: int
+    reference_rows: int
+    features: tuple[FeatureDrift, ...]
+    drift_share: float
+    drifted: bool
+    open_episode_id: str
+    evaluated_at: float | None
+    rows_seen: int
+
+
+@dataclass(frozen=True)
+class DriftEpisode:
+    """An open drift episode: from its decision until the next deployment (or its timeout)."""
+
+    episode_id: str
+    opened_at: float
+
+
+class ModelMonitor:
+    """Watches one model's live rows against the reference profile of its current version."""
+
+    def __init__(
+        self, model: str, policy: DriftPolicy, version: str, profile: ReferenceProfile
+    ) -> None:
+        self.model = model
+        self.policy = policy
+        self.decisions: list[DriftDecision] = []
+        """Every decision emitted since this monitor was built (across versions)."""
+        self.rows_ignored = 0
+        """Rows logged for versions other than the current one."""
+        self._lock = threading.Lock()  # observe() runs in a worker thread, reports on the loop
+        self._reset(version, profile)
+
+    def _reset(self, version: str, profile: ReferenceProfile) -> None:
+        self.version = version
+        self.profile = profile
+        self.rows_seen = 0
+        self.episode: DriftEpisode | None = None
+        self.latest: WindowEvaluation | None = None
+        self.evaluated_at: float | None = None
+        self._columns = [f.name for f in profile.features] + [PREDICTION, TS]
+        self._chunks: collections.deque[pd.DataFrame] = collections.deque()
+        self._window_len = 0
+        self._streak = 0
+
+    def switch(self, version: str, profile: ReferenceProfile) -> None:
+        """A new version is deployed: new reference, empty window, counters reset, episode closed.
+
+        The reset is the cool-down: the next evaluation waits for `min_rows` fresh rows.
+        """
+        with self._lock:
+            self._reset(version, profile)
+
+    def observe(self, version: str, frame: pd.DataFrame, now: float) -> DriftDecision | None:
+        """Add logged rows; evaluate at every `eval_every`-th row once `min_rows` were seen.
+
+        The frame is cut at the evaluation points, so decisions do not depend on how rows were
+        batched. Returns a decision to publish, or None.
+        """
+        with self._lock:
+            if version != self.version:
+                self.rows_ignored += len(frame)
+                return None
+            frame = frame[[c for c in self._columns if c in frame.columns]]
+            decision: DriftDecision | None = None
+            start = 0
+            while start < len(frame):
+                take = min(len(frame) - start, self._rows_to_next_evaluation())
+                self._append(frame.iloc[start : start + take])
+                start += take
+                if self._due():
+                    decision = self._evaluate(now) or decision
+            return decision
+
+    def report(self) -> DriftReport:
+        with self._lock:
+            latest = self.latest
+            return DriftReport(
+                model=self.model,
+                version=self.version,
+                window_rows=latest.live_rows if latest else self._window_len,
+                reference_rows=self.profile.rows,
+                features=latest.features if latest else (),
+                drift_share=latest.drift_share if latest else 0.0,
+                drifted=latest.drifted if latest else False,
+                open_episode_id=self.episode.episode_id if self.episode else "",
+                evaluated_at=self.evaluated_at,
+                rows_seen=self.rows_seen,
+            )
+
+    def _rows_to_next_evaluation(self) -> int:
+        p = self.policy
+        if self.rows_seen < p.min_rows:
+            return p.min_rows - self.rows_seen
+        return p.eval_every - (self.rows_seen - p.min_rows) % p.eval_every
+
+    def _due(self) -> bool:
+        p = self.policy
+        return self.rows_seen >= p.min_rows and (self.rows_seen - p.min_rows) % p.eval_every == 0
+
+    def _append(self, chunk: pd.DataFrame) -> None:
+        self._chunks.append(chunk)
+        self._window_len += len(chunk)
+        self.rows_seen += len(chunk)
+        while self._chunks and self._window_len - len(self._chunks[0]) >= self.policy.window_rows:
+            self._window_len -= len(self._chunks.popleft())
+
+    def _window(self) -> pd.DataFrame:
+        window = pd.concat(list(self._chunks), ignore_index=True)
+        return window.tail(self.policy.window_rows)
+
+    def _evaluate(self, now: float) -> DriftDecision | None:
+        window = self._window()
+        evaluation = evaluate_window(self.profile, window, self.policy.alpha)
+        self.latest, self.evaluated_at = evaluation, now
+        self._streak = self._streak + 1 if evaluation.drifted else 0
+        if self._streak < self.policy.persistence or self._episode_blocks(now):
+            return None
+        self._streak = 0
+        self.episode = DriftEpisode(episode_id=uuid.uuid4().hex, opened_at=now)
+        start, end = _time_span(window, now)
+        decision = DriftDecision(
+            model=self.model,
+            version=self.version,
+            episode_id=self.episode.episode_id,
+            features=evaluation.features,
+            drift_share=evaluation.drift_share,
+            window_start=start,
+            window_end=end,
+            live_rows=evaluation.live_rows,
+            reference_rows=evaluation.reference_rows,
+            decided_at=now,
+        )
+        self.decisions.append(decision)
+        return decision
+
+    def _episode_blocks(self, now: float) -> bool:
+        if self.episode is None:
+            return False
+        return now - self.episode.opened_at < self.policy.episode_timeout_s
+
+
+def _time_span(window: pd.DataFrame, now: float) -> tuple[float, float]:
+    if TS not in window.columns:
+        return now, now
+    ts = pd.to_numeric(window[TS], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    ts = ts[np.isfinite(ts)]
+    if len(ts) == 0:
+        return now, now
+    return float(ts.min()), float(ts.max())
+
+
+class ModelMonitors:
+    """Every monitored model's ModelMonitor, by model name."""
+
+    def __init__(self, policy: DriftPolicy) -> None:
+        self.policy = policy
+        self._monitors: dict[str, ModelMonitor] = {}
+
+    def switch(self, model: str, version: str, profile: ReferenceProfile) -> None:
+        """Monitor `model` at `version` against `profile` (first sight or a deployment)."""
+        monitor = self._monitors.get(model)
+        if monitor is None:
+            self._monitors[model] = ModelMonitor(model, self.policy, version, profile)
+        else:
+            monitor.switch(version, profile)
+
+    def knows(self, model: str) -> bool:
+        return model in self._monitors
+
+    def version(self, model: str) -> str | None:
+        monitor = self._monitors.get(model)
+        return monitor.version if monitor else None
+
+    def get(self, model: str) -> ModelMonitor:
+        monitor = self._monitors.get(model)
+        if monitor is None:
+            known = ", ".join(sorted(self._monitors)) or "none"
+            raise NotFound(
+                f"model {model!r} is not monitored (no reference profile loaded yet); "
+                f"monitored: {known}"
+            )
+        return monitor
+
+    def observe(
+        self, model: str, version: str, frame: pd.DataFrame, now: float
+    ) -> DriftDecision | None:
+        return self.get(model).observe(version, frame, now)
+
+    def report(self, model: str) -> DriftReport:
+        return self.get(model).report()
+
+    def decisions(self, model: str = "") -> list[DriftDecision]:
+        """Decisions emitted since start, for one model or (empty name) all, oldest first."""
+        if model:
+            return list(self.get(model).decisions)
+        found = [d for m in self._monitors.values() for d in m.decisions]
+        return sorted(found, key=lambda d: d.decided_at)

@@ -1,0 +1,96 @@
+"""The registry's gRPC servicer: protobuf in, core call (off the event loop), protobuf out.
+
+No try/except here: shared/grpc_server.py maps DriftloopError subclasses to status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeAlias
+
+import grpc
+
+from driftloop.registry.v1 import registry_pb2 as pb
+from driftloop.registry.v1 import registry_pb2_grpc
+from driftloop.services.registry import convert
+from driftloop.services.registry.core import Registry
+
+SERVICE_NAME = "driftloop.registry.v1.RegistryService"
+MUTATING = frozenset({"CreateModel", "RegisterVersion", "Promote", "Reject", "Rollback"})
+
+Ctx: TypeAlias = grpc.aio.ServicerContext
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self._r = registry
+
+    async def CreateModel(self, request: pb.CreateModelRequest, context: Ctx) -> pb.Model:
+        model = await asyncio.to_thread(
+            self._r.create_model, request.name, request.dataset, request.target,
+            convert.spec_from_pb(request.spec),
+        )
+        return convert.model_to_pb(model)
+
+    async def GetModel(self, request: pb.GetModelRequest, context: Ctx) -> pb.Model:
+        return convert.model_to_pb(await asyncio.to_thread(self._r.get_model, request.name))
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: Ctx
+    ) -> pb.ListModelsResponse:
+        models = await asyncio.to_thread(self._r.list_models)
+        return pb.ListModelsResponse(models=[convert.model_to_pb(m) for m in models])
+
+    async def RegisterVersion(
+        self, request: pb.RegisterVersionRequest, context: Ctx
+    ) -> pb.RegisterVersionResponse:
+        reg = await asyncio.to_thread(self._r.register, convert.candidate_from_pb(request))
+        return pb.RegisterVersionResponse(
+            version=convert.version_to_pb(reg.version), promoted=reg.promoted,
+            decision_reason=reg.decision_reason,
+        )
+
+    async def GetVersion(self, request: pb.GetVersionRequest, context: Ctx) -> pb.ModelVersion:
+        version = await asyncio.to_thread(self._r.get_version, request.model, request.version)
+        return convert.version_to_pb(version)
+
+    async def ListVersions(
+        self, request: pb.ListVersionsRequest, context: Ctx
+    ) -> pb.ListVersionsResponse:
+        versions = await asyncio.to_thread(self._r.list_versions, request.model)
+        return pb.ListVersionsResponse(versions=[convert.version_to_pb(v) for v in versions])
+
+    async def SearchVersions(
+        self, request: pb.SearchVersionsRequest, context: Ctx
+    ) -> pb.ListVersionsResponse:
+        versions = await asyncio.to_thread(
+            self._r.search_versions, request.model, request.status, request.correlation_id
+        )
+        return pb.ListVersionsResponse(versions=[convert.version_to_pb(v) for v in versions])
+
+    async def GetProduction(
+        self, request: pb.GetProductionRequest, context: Ctx
+    ) -> pb.ModelVersion:
+        return convert.version_to_pb(await asyncio.to_thread(self._r.production, request.model))
+
+    async def Promote(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
+        version = await asyncio.to_thread(
+            self._r.promote, request.model, request.version, request.reason
+        )
+        return convert.version_to_pb(version)
+
+    async def Reject(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
+        version = await asyncio.to_thread(
+            self._r.reject, request.model, request.version, request.reason
+        )
+        return convert.version_to_pb(version)
+
+    async def Rollback(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
+        version = await asyncio.to_thread(
+            self._r.rollback, request.model, request.version, request.reason
+        )
+        return convert.version_to_pb(version)
+
+    async def GetLineage(self, request: pb.GetVersionRequest, context: Ctx) -> pb.Lineage:
+        lineage = await asyncio.to_thread(self._r.lineage, request.model, request.version)
+        return convert.lineage_to_pb(lineage)

@@ -1,0 +1,42 @@
+"""Entry point of the registry service: wiring only (settings, store, core, outbox, server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from driftloop.registry.v1 import registry_pb2_grpc
+from driftloop.services.registry.core import Registry
+from driftloop.services.registry.grpc_api import MUTATING, SERVICE_NAME, RegistryServicer
+from driftloop.services.registry.outbox import OutboxPublisher
+from driftloop.services.registry.settings import RegistrySettings
+from driftloop.services.registry.store import RegistryStore
+from driftloop.shared import logging, runtime
+from driftloop.shared.bus import EventPublisher
+from driftloop.shared.grpc_server import ServiceBinding
+from driftloop.shared.settings import CommonSettings
+
+
+def main() -> None:
+    common = CommonSettings()
+    settings = RegistrySettings()
+    logging.configure("registry", json=common.log_json, level=common.log_level)
+    asyncio.run(_serve(common, settings))
+
+
+async def _serve(common: CommonSettings, settings: RegistrySettings) -> None:
+    # built inside the running loop: aiokafka's producer refuses to be created outside one
+    store = RegistryStore(settings.database(common.data_dir))
+    publisher = EventPublisher(common.bootstrap(), "registry")
+    outbox = OutboxPublisher(store, publisher, poll_seconds=settings.outbox_poll_seconds,
+                             retry_seconds=settings.outbox_retry_seconds)
+    registry = Registry(store, on_commit=outbox.notify)
+    binding = ServiceBinding(
+        add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        servicer=RegistryServicer(registry), full_name=SERVICE_NAME, mutating=MUTATING,
+    )
+
+    async def close_store() -> None:
+        store.close()
+
+    await runtime.serve("registry", common, [binding], publisher=publisher,
+                        background=[outbox.run], on_stop=close_store)

@@ -1,0 +1,250 @@
+"""The registry's SQLite store: models, versions, the production alias history, audit, outbox.
+
+WAL mode, schema migrations keyed by PRAGMA user_version, and one transaction per operation:
+a version's status, its alias history, its audit row and its outbox events commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from driftloop.services.registry.domain import Lineage, Model, ModelVersion, TrainingSpec
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE models (
+        name TEXT PRIMARY KEY, dataset TEXT NOT NULL, target TEXT NOT NULL,
+        spec_json TEXT NOT NULL, created_at REAL NOT NULL
+    );
+    CREATE TABLE versions (
+        model TEXT NOT NULL REFERENCES models(name), version INTEGER NOT NULL,
+        status TEXT NOT NULL, artifact_uri TEXT NOT NULL, artifact_sha256 TEXT NOT NULL,
+        profile_uri TEXT NOT NULL, metrics_json TEXT NOT NULL, lineage_json TEXT NOT NULL,
+        decision_reason TEXT NOT NULL, run_id TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
+        promoted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (model, version)
+    );
+    CREATE TABLE alias_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, alias TEXT NOT NULL,
+        version INTEGER NOT NULL, previous_version INTEGER, reason TEXT NOT NULL,
+        actor TEXT NOT NULL, at REAL NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, model TEXT NOT NULL,
+        version INTEGER, action TEXT NOT NULL, reason TEXT NOT NULL, details_json TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, topic TEXT NOT NULL,
+        key TEXT NOT NULL, payload BLOB NOT NULL, sent INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_unsent ON outbox(sent, id);
+    CREATE INDEX alias_by_model ON alias_history(model, id);
+    """,
+)
+PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    event_id: str
+    topic: str
+    key: str
+    payload: bytes
+
+
+class RegistryStore:
+    """One SQLite connection shared by threads behind a lock (calls come via asyncio.to_thread)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        current = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.transaction():
+                # executescript would commit our transaction; run statement by statement
+                for statement in filter(str.strip, script.split(";")):
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[RegistryTx]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield RegistryTx(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class RegistryTx:
+    """The SQL of every registry operation, inside one open transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    # models
+    def insert_model(self, model: Model) -> None:
+        self._c.execute(
+            "INSERT INTO models (name, dataset, target, spec_json, created_at) VALUES (?,?,?,?,?)",
+            (model.name, model.dataset, model.target, model.spec.to_json(), model.created_at),
+        )
+
+    def model(self, name: str) -> Model | None:
+        row = self._c.execute(_MODEL_SELECT + " WHERE m.name = ?", (name,)).fetchone()
+        return None if row is None else _model(row)
+
+    def models(self) -> list[Model]:
+        return [_model(r) for r in self._c.execute(_MODEL_SELECT + " ORDER BY m.name")]
+
+    # versions
+    def next_version(self, model: str) -> int:
+        row = self._c.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM versions WHERE model = ?", (model,)
+        ).fetchone()
+        return int(row[0]) + 1
+
+    def insert_version(self, v: ModelVersion, *, promoted: bool) -> None:
+        self._c.execute(
+            "INSERT INTO versions (model, version, status, artifact_uri, artifact_sha256,"
+            " profile_uri, metrics_json, lineage_json, decision_reason, run_id, created_at,"
+            " promoted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (v.model, int(v.version), v.status, v.artifact_uri, v.artifact_sha256, v.profile_uri,
+             json.dumps(v.metrics, sort_keys=True), v.lineage.to_json(), v.decision_reason,
+             v.run_id, v.created_at, int(promoted)),
+        )
+
+    def set_status(self, model: str, version: str, status: str) -> None:
+        self._c.execute(
+            "UPDATE versions SET status = ? WHERE model = ? AND version = ?",
+            (status, model, int(version)),
+        )
+
+    def version(self, model: str, version: str) -> ModelVersion | None:
+        if not version.isdigit():
+            return None
+        row = self._c.execute(
+            "SELECT * FROM versions WHERE model = ? AND version = ?", (model, int(version))
+        ).fetchone()
+        return None if row is None else _version(row)
+
+    def version_by_run(self, run_id: str) -> tuple[ModelVersion, bool] | None:
+        row = self._c.execute("SELECT * FROM versions WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else (_version(row), bool(row["promoted"]))
+
+    def production(self, model: str) -> ModelVersion | None:
+        row = self._c.execute(
+            "SELECT * FROM versions WHERE model = ? AND status = ? ORDER BY version DESC LIMIT 1",
+            (model, PRODUCTION),
+        ).fetchone()
+        return None if row is None else _version(row)
+
+    def versions(
+        self, model: str = "", status: str = "", correlation_id: str = ""
+    ) -> list[ModelVersion]:
+        sql, args = "SELECT * FROM versions WHERE 1=1", []
+        for column, value in (("model", model), ("status", status)):
+            if value:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if correlation_id:
+            sql += " AND json_extract(lineage_json, '$.correlation_id') = ?"
+            args.append(correlation_id)
+        sql += " ORDER BY model, version"
+        return [_version(r) for r in self._c.execute(sql, args)]
+
+    # production alias, audit, outbox
+    def add_alias(self, model: str, version: str, previous: str, reason: str, actor: str) -> None:
+        self._c.execute(
+            "INSERT INTO alias_history (model, alias, version, previous_version, reason, actor, at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (model, PRODUCTION, int(version), int(previous) if previous else None, reason, actor,
+             time.time()),
+        )
+
+    def alias_history(self, model: str) -> list[dict[str, Any]]:
+        rows = self._c.execute(
+            "SELECT * FROM alias_history WHERE model = ? ORDER BY id", (model,)
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def add_audit(
+        self, model: str, version: str, action: str, reason: str, details: dict[str, Any]
+    ) -> None:
+        self._c.execute(
+            "INSERT INTO audit (at, model, version, action, reason, details_json)"
+            " VALUES (?,?,?,?,?,?)",
+            (time.time(), model, int(version) if version else None, action, reason,
+             json.dumps(details, sort_keys=True)),
+        )
+
+    def audit(self, model: str) -> list[dict[str, Any]]:
+        rows = self._c.execute("SELECT * FROM audit WHERE model = ? ORDER BY id", (model,))
+        return [dict(r) for r in rows]
+
+    def add_outbox(self, event_id: str, topic: str, key: str, payload: bytes) -> None:
+        self._c.execute(
+            "INSERT INTO outbox (event_id, topic, key, payload) VALUES (?,?,?,?)",
+            (event_id, topic, key, payload),
+        )
+
+    def unsent(self, limit: int = 100) -> list[OutboxRow]:
+        rows = self._c.execute(
+            "SELECT id, event_id, topic, key, payload FROM outbox WHERE sent = 0"
+            " ORDER BY id LIMIT ?", (limit,),
+        )
+        return [OutboxRow(r["id"], r["event_id"], r["topic"], r["key"], bytes(r["payload"]))
+                for r in rows]
+
+    def mark_sent(self, outbox_id: int) -> None:
+        self._c.execute("UPDATE outbox SET sent = 1 WHERE id = ?", (outbox_id,))
+
+
+_MODEL_SELECT = (
+    "SELECT m.*, (SELECT MAX(version) FROM versions v WHERE v.model = m.name) AS latest,"
+    " (SELECT MAX(version) FROM versions v WHERE v.model = m.name AND v.status = 'production')"
+    " AS production FROM models m"
+)
+
+
+def _model(row: sqlite3.Row) -> Model:
+    return Model(
+        name=row["name"], dataset=row["dataset"], target=row["target"],
+        spec=TrainingSpec.from_json(row["spec_json"]), created_at=row["created_at"],
+        production_version=str(row["production"]) if row["production"] is not None else "",
+        latest_version=int(row["latest"] or 0),
+    )
+
+
+def _version(row: sqlite3.Row) -> ModelVersion:
+    return ModelVersion(
+        model=row["model"], version=str(row["version"]), status=row["status"],
+        artifact_uri=row["artifact_uri"], artifact_sha256=row["artifact_sha256"],
+        profile_uri=row["profile_uri"], metrics=json.loads(row["metrics_json"]),
+        lineage=Lineage.from_json(row["lineage_json"]), decision_reason=row["decision_reason"],
+        created_at=row["created_at"], run_id=row["run_id"],
+    )

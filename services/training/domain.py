@@ -1,0 +1,105 @@
+"""Training's view of the registry's types, and its own run record.
+
+Plain dataclasses: the registry gRPC client converts to and from these, so the core never sees
+protobuf messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    features: tuple[str, ...] = ()
+    estimator: str = "logistic_regression"
+    params: dict[str, str] = field(default_factory=dict)
+    window_rows: int = 2000
+    holdout_fraction: float = 0.2
+    min_rows: int = 200
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    dataset: str
+    target: str
+    spec: ModelSpec
+    production_version: str = ""
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    artifact_uri: str
+    artifact_sha256: str
+
+
+@dataclass(frozen=True)
+class DataFileRef:
+    key: str
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class CandidateLineage:
+    run_id: str
+    manifest_version: int
+    manifest_key: str
+    files: tuple[DataFileRef, ...]
+    params: dict[str, str]
+    code_version: str
+    causing_event_id: str
+    correlation_id: str
+    episode_id: str
+    parent_version: str
+    trigger: str
+    training_rows: int
+
+
+@dataclass(frozen=True)
+class CandidateVersion:
+    model: str
+    run_id: str
+    artifact_uri: str
+    artifact_sha256: str
+    profile_uri: str
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    champion_version: str
+    lineage: CandidateLineage
+    correlation_id: str
+    causation_id: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: str
+    promoted: bool
+    decision_reason: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    model: str
+    state: str
+    trigger: str
+    episode_id: str | None
+    correlation_id: str
+    causation_id: str
+    window_start: float | None
+    created_at: float
+    reason: str = ""
+    error: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    registered_version: str = ""
+    promoted: bool = False
+    decision_reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    manifest_version: int = 0
+    training_rows: int = 0
+    fit_seconds: float = 0.0

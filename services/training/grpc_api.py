@@ -1,0 +1,56 @@
+"""The training gRPC servicer: start runs and inspect them.
+
+No try/except here: shared/grpc_server.py maps DriftloopError subclasses to status codes.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from driftloop.services.training.core import Training
+from driftloop.services.training.domain import Run
+from driftloop.training.v1 import training_pb2 as pb
+from driftloop.training.v1 import training_pb2_grpc
+
+SERVICE_NAME = "driftloop.training.v1.TrainingService"
+MUTATING = frozenset({"StartRun"})
+
+Ctx: TypeAlias = grpc.aio.ServicerContext
+
+
+class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
+    def __init__(self, training: Training) -> None:
+        self._t = training
+
+    async def StartRun(self, request: pb.StartRunRequest, context: Ctx) -> pb.Run:
+        return run_to_pb(await self._t.start_manual(request.model, request.reason))
+
+    async def GetRun(self, request: pb.GetRunRequest, context: Ctx) -> pb.Run:
+        return run_to_pb(await self._t.get_run(request.run_id))
+
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Ctx) -> pb.ListRunsResponse:
+        runs = await self._t.list_runs(request.model, request.limit)
+        return pb.ListRunsResponse(runs=[run_to_pb(r) for r in runs])
+
+
+def _timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def run_to_pb(run: Run) -> pb.Run:
+    return pb.Run(
+        run_id=run.run_id, model=run.model, state=run.state, trigger=run.trigger,
+        episode_id=run.episode_id or "", correlation_id=run.correlation_id, error=run.error,
+        created_at=_timestamp(run.created_at), started_at=_timestamp(run.started_at),
+        finished_at=_timestamp(run.finished_at), registered_version=run.registered_version,
+        metrics=run.metrics, manifest_version=run.manifest_version,
+        training_rows=run.training_rows, fit_seconds=run.fit_seconds, promoted=run.promoted,
+        decision_reason=run.decision_reason,
+    )

@@ -1,0 +1,64 @@
+"""Entry point of the training service: wiring only (settings, stores, registry client, core,
+consumers of drift and dataset events, worker, gRPC server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from driftloop.services.training.core import AutoTrainPolicy, Training
+from driftloop.services.training.events import TrainingEvents
+from driftloop.services.training.executor import DataWait, RunExecutor
+from driftloop.services.training.grpc_api import MUTATING, SERVICE_NAME, TrainingServicer
+from driftloop.services.training.registry_client import RegistryClient
+from driftloop.services.training.runs import RunStore
+from driftloop.services.training.settings import TrainingSettings
+from driftloop.shared import logging, runtime, topics
+from driftloop.shared.bus import EventConsumer, EventPublisher
+from driftloop.shared.grpc_client import aio_channel, auth_metadata
+from driftloop.shared.grpc_server import ServiceBinding
+from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.settings import CommonSettings
+from driftloop.training.v1 import training_pb2_grpc
+
+
+def main() -> None:
+    common = CommonSettings()
+    settings = TrainingSettings()
+    logging.configure("training", json=common.log_json, level=common.log_level)
+    asyncio.run(_serve(common, settings))
+
+
+async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
+    store = open_object_store(common)
+    runs = RunStore(settings.database(common.data_dir))
+    # built inside the running loop: aiokafka's producer and grpc.aio channels need one
+    channel = aio_channel(common, "registry")
+    registry = RegistryClient(channel, auth_metadata(common), timeout=settings.registry_timeout_s)
+    wait = DataWait(min_rows_after_drift=settings.min_rows_after_drift,
+                    max_wait_seconds=settings.drift_data_wait_s, poll_seconds=settings.poll_seconds)
+    executor = RunExecutor(runs, store, registry, wait=wait)
+    training = Training(runs, registry, executor,
+                        auto=AutoTrainPolicy(min_rows=settings.auto_train_min_rows),
+                        poll_seconds=settings.poll_seconds)
+    handlers = TrainingEvents(training)
+    publisher = EventPublisher(common.bootstrap(), "training")
+    consumers = [
+        EventConsumer(bootstrap=common.bootstrap(), group="training", topic_names=[topics.DRIFT],
+                      publisher=publisher, on_event=handlers.on_drift,
+                      group_membership=common.consumer_group_membership),
+        EventConsumer(bootstrap=common.bootstrap(), group="training-auto",
+                      topic_names=[topics.RECORDS_VALIDATED], publisher=publisher,
+                      on_event=handlers.on_validated,
+                      group_membership=common.consumer_group_membership),
+    ]
+    binding = ServiceBinding(
+        add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
+        servicer=TrainingServicer(training), full_name=SERVICE_NAME, mutating=MUTATING,
+    )
+
+    async def close() -> None:
+        await channel.close()
+        runs.close()
+
+    await runtime.serve("training", common, [binding], publisher=publisher, consumers=consumers,
+                        background=[training.work], on_stop=close)

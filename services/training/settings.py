@@ -1,0 +1,36 @@
+"""Settings of the training service (env prefix DRIFTLOOP_TRAINING_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from driftloop.shared.settings import ServiceSettings
+
+
+class TrainingSettings(ServiceSettings):
+    """When training runs start and how they wait for data."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_TRAINING_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    db_path: Path | None = None
+    """SQLite file of training runs; unset means <data_dir>/training.db."""
+    auto_train_min_rows: int = 1000
+    """Train a model with no production version and no runs once its dataset has this many
+    curated rows."""
+    drift_data_wait_s: float = 60.0
+    """How long a drift run waits for min_rows_after_drift rows ingested after the drift began,
+    before it trains on the most recent rows instead."""
+    min_rows_after_drift: int = 500
+    """Rows ingested at/after the drift window's start a drift run wants to train on."""
+    poll_seconds: float = 0.5
+    """How often the worker checks the queue (besides being woken) and a drift run re-reads
+    the dataset manifest while it waits for data."""
+    registry_timeout_s: float = 30.0
+    """Deadline of each call to the registry."""
+
+    def database(self, data_dir: Path) -> Path:
+        return self.db_path if self.db_path is not None else data_dir / "training.db"

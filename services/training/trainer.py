@@ -1,0 +1,155 @@
+"""Fit and evaluate one candidate on a data window: pure scikit-learn, no IO.
+
+The holdout is the most recent slice of the window (by ingestion time), and the champion is
+scored on exactly those rows, so the registry compares like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from driftloop.services.training.domain import ModelSpec
+from driftloop.shared.errors import InvalidInput
+from driftloop.shared.manifest import INGESTED_AT
+from driftloop.shared.profile import ReferenceProfile, build_profile
+
+ESTIMATORS: dict[str, Any] = {
+    "logistic_regression": lambda: LogisticRegression(max_iter=1000),
+    "random_forest": RandomForestClassifier,
+    "gradient_boosting": HistGradientBoostingClassifier,
+}
+
+
+@dataclass(frozen=True)
+class TrainedCandidate:
+    pipeline: Pipeline
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    profile: ReferenceProfile
+    features: list[str]
+    training_rows: int
+    holdout_rows: int
+    fit_seconds: float
+
+
+def feature_columns(frame: pd.DataFrame, target: str, spec: ModelSpec) -> list[str]:
+    """spec.features, or every column except the target and driftloop's "_" columns."""
+    if spec.features:
+        missing = [c for c in spec.features if c not in frame.columns]
+        if missing:
+            raise InvalidInput(f"feature columns {missing} are not in the curated data")
+        return list(spec.features)
+    return [c for c in frame.columns if c != target and not str(c).startswith("_")]
+
+
+def select_window(frame: pd.DataFrame, target: str, window_rows: int) -> pd.DataFrame:
+    """Rows with a target, in ingestion order, the most recent `window_rows` of them."""
+    if target not in frame.columns:
+        raise InvalidInput(f"target column {target!r} is not in the curated data")
+    rows = frame[frame[target].notna()]
+    if INGESTED_AT in rows.columns:
+        rows = rows.sort_values(INGESTED_AT, kind="stable")
+    return rows.tail(window_rows).reset_index(drop=True)
+
+
+def split_holdout(window: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, holdout): the holdout is the most recent `fraction` of the window."""
+    n_holdout = max(1, math.ceil(len(window) * fraction))
+    if len(window) - n_holdout < 1:
+        raise InvalidInput(f"window of {len(window)} rows is too small to hold out {fraction}")
+    ordered = window.sort_values(INGESTED_AT, kind="stable") if INGESTED_AT in window else window
+    return ordered.iloc[:-n_holdout], ordered.iloc[-n_holdout:]
+
+
+def build_pipeline(frame: pd.DataFrame, features: list[str], spec: ModelSpec) -> Pipeline:
+    numeric = [c for c in features if _is_numeric(frame[c])]
+    categorical = [c for c in features if c not in numeric]
+    prep = ColumnTransformer([
+        ("num", Pipeline([("impute", SimpleImputer(strategy="median")),
+                          ("scale", StandardScaler())]), numeric),
+        ("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
+                          ("onehot", OneHotEncoder(handle_unknown="ignore"))]), categorical),
+    ])
+    return Pipeline([("prep", prep), ("model", make_estimator(spec))])
+
+
+def make_estimator(spec: ModelSpec) -> Any:
+    if spec.estimator not in ESTIMATORS:
+        raise InvalidInput(f"unknown estimator {spec.estimator!r}: use one of {list(ESTIMATORS)}")
+    estimator = ESTIMATORS[spec.estimator]()
+    params: dict[str, Any] = {}
+    for name, raw in spec.params.items():
+        try:
+            params[name] = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"estimator parameter {name}={raw!r} is not a JSON value") from exc
+    if "random_state" in estimator.get_params():
+        params.setdefault("random_state", 0)
+    try:
+        return estimator.set_params(**params)
+    except ValueError as exc:
+        raise InvalidInput(f"bad parameters for {spec.estimator}: {exc}") from exc
+
+
+def score(pipeline: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
+    """accuracy and f1_macro of `pipeline` on `holdout` (labels compared as strings)."""
+    features = [str(c) for c in pipeline.feature_names_in_]
+    truth = holdout[target].astype(str)
+    predicted = pd.Series(pipeline.predict(holdout[features])).astype(str)
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+    }
+
+
+def train_candidate(
+    model: str, window: pd.DataFrame, target: str, spec: ModelSpec, champion: Any | None = None
+) -> TrainedCandidate:
+    """Fit on the older part of `window`, score it (and the champion) on the newest part."""
+    features = feature_columns(window, target, spec)
+    if not features:
+        raise InvalidInput(f"no feature columns besides the target {target!r}")
+    train, holdout = split_holdout(window, spec.holdout_fraction)
+    y_train = train[target].astype(str)
+    if y_train.nunique() < 2:
+        raise InvalidInput(f"training rows hold a single class {y_train.iloc[0]!r}: need two")
+    pipeline = build_pipeline(train, features, spec)
+    started = time.perf_counter()
+    pipeline.fit(train[features], y_train)
+    fit_seconds = time.perf_counter() - started
+    predictions = pd.Series(pipeline.predict(train[features]), index=train.index).astype(str)
+    return TrainedCandidate(
+        pipeline=pipeline,
+        metrics=score(pipeline, holdout, target),
+        champion_metrics={} if champion is None else score_champion(champion, holdout, target),
+        profile=build_profile(model, "", train[features], predictions),
+        features=features, training_rows=len(train), holdout_rows=len(holdout),
+        fit_seconds=fit_seconds,
+    )
+
+
+def score_champion(champion: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
+    missing = [c for c in champion.feature_names_in_ if c not in holdout.columns]
+    if missing:
+        # the data no longer has what the champion needs: it cannot serve it either
+        return {"accuracy": 0.0, "f1_macro": 0.0}
+    return score(champion, holdout, target)
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return bool(pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+                and not np.issubdtype(column.dtype, np.timedelta64))

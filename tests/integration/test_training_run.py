@@ -1,0 +1,185 @@
+"""Training in-process with the registry: a manual run and a drift-triggered run train on
+curated data in a local object store, register, and land in the registry with their artifact."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import pyarrow as pa
+import pytest
+from registry_harness import registry_server
+from support import wait_for
+
+from driftloop.events.v1 import events_pb2
+from driftloop.registry.v1 import registry_pb2 as rpb
+from driftloop.registry.v1 import registry_pb2_grpc
+from driftloop.services.training.core import AutoTrainPolicy, Training
+from driftloop.services.training.events import TrainingEvents
+from driftloop.services.training.executor import DataWait, RunExecutor
+from driftloop.services.training.grpc_api import MUTATING, SERVICE_NAME, TrainingServicer
+from driftloop.services.training.registry_client import RegistryClient
+from driftloop.services.training.runs import RunStore
+from driftloop.shared import artifacts, manifest, topics
+from driftloop.shared.bus import EventConsumer, EventPublisher
+from driftloop.shared.grpc_client import aio_channel, auth_metadata
+from driftloop.shared.grpc_server import ServiceBinding, build_server
+from driftloop.shared.objectstore import ObjectStore, open_object_store
+from driftloop.shared.settings import CommonSettings
+from driftloop.training.v1 import training_pb2 as tpb
+from driftloop.training.v1 import training_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+def curate(store: ObjectStore, batch_id: str, n: int, start: float, shift: float = 0.0) -> None:
+    rng = np.random.default_rng(abs(hash(batch_id)) % 2**32)
+    x = rng.normal(size=n) + shift
+    color = rng.choice(["red", "blue"], n)
+    label = np.where(x + (color == "red") > 0.5 + shift, "yes", "no")
+    table = pa.table({"x": x, "color": color, "label": label,
+                      "_ingested_at": start + np.arange(n, dtype=float) / n})
+    manifest.curate_batch(store, "flowers", batch_id, table, "schema-1")
+
+
+@dataclass
+class Stack:
+    registry: registry_pb2_grpc.RegistryServiceStub
+    training: training_pb2_grpc.TrainingServiceStub
+    core: Training
+    store: ObjectStore
+
+
+@asynccontextmanager
+async def training_stack(common: CommonSettings) -> AsyncIterator[Stack]:
+    async with registry_server(common) as registry_stub:
+        store = open_object_store(common)
+        runs = RunStore(common.data_dir / "training.db")
+        channel = aio_channel(common, "registry")
+        client = RegistryClient(channel, auth_metadata(common))
+        executor = RunExecutor(runs, store, client, wait=DataWait(
+            min_rows_after_drift=300, max_wait_seconds=20, poll_seconds=0.2))
+        core = Training(runs, client, executor, auto=AutoTrainPolicy(min_rows=100),
+                        poll_seconds=0.2)
+        binding = ServiceBinding(add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
+                                 servicer=TrainingServicer(core), full_name=SERVICE_NAME,
+                                 mutating=MUTATING)
+        server, _, _ = build_server(common, common.ports.training, [binding])
+        await server.start()
+        worker = asyncio.create_task(core.work())
+        training_channel = aio_channel(common, "training")
+        try:
+            yield Stack(registry_stub, training_pb2_grpc.TrainingServiceStub(training_channel),
+                        core, store)
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            await training_channel.close()
+            await server.stop(grace=1)
+            await channel.close()
+            runs.close()
+
+
+async def finished(stack: Stack, run_id: str) -> tpb.Run:
+    async def done() -> tpb.Run | None:
+        run = await stack.training.GetRun(tpb.GetRunRequest(run_id=run_id))
+        return run if run.state in ("succeeded", "failed") else None
+    return await wait_for(done, 60, f"run {run_id} to finish")
+
+
+async def test_manual_run_trains_registers_and_promotes(common: CommonSettings) -> None:
+    async with training_stack(common) as stack:
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stack.training.StartRun(tpb.StartRunRequest(model="nope"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+        await stack.registry.CreateModel(rpb.CreateModelRequest(
+            name="iris", dataset="flowers", target="label"))
+        early = await stack.training.StartRun(tpb.StartRunRequest(model="iris", reason="no data"))
+        failed = await finished(stack, early.run_id)
+        assert failed.state == "failed" and "no curated data" in failed.error
+
+        now = time.time()
+        curate(stack.store, "b1", 300, now - 100)
+        curate(stack.store, "b2", 300, now - 50)
+        run = await stack.training.StartRun(tpb.StartRunRequest(model="iris", reason="first"))
+        assert run.trigger == "manual" and run.correlation_id == run.run_id
+        done = await finished(stack, run.run_id)
+        assert done.state == "succeeded", done.error
+        assert done.registered_version == "1" and done.promoted
+        assert done.metrics["accuracy"] >= 0.6 and done.manifest_version == 2
+        assert done.training_rows == 480
+
+        production = await stack.registry.GetProduction(rpb.GetProductionRequest(model="iris"))
+        assert production.version == "1" and production.run_id == run.run_id
+        body = stack.store.get(production.artifact_uri)
+        assert artifacts.sha256(body) == production.artifact_sha256
+        assert production.artifact_uri == f"artifacts/iris/{run.run_id}/model.skops"
+        assert stack.store.exists(production.profile_uri)
+        lineage = production.lineage
+        assert (lineage.trigger, lineage.manifest_version, lineage.training_rows) == (
+            "manual", 2, 480)
+        assert [f.key for f in lineage.files] == [
+            f.key for f in manifest.latest_manifest(stack.store, "flowers").files]
+        assert lineage.code_version
+
+        listed = await stack.training.ListRuns(tpb.ListRunsRequest(model="iris"))
+        assert [r.run_id for r in listed.runs] == [run.run_id, early.run_id]
+
+
+async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
+    common: CommonSettings,
+) -> None:
+    async with training_stack(common) as stack:
+        await stack.registry.CreateModel(rpb.CreateModelRequest(
+            name="iris", dataset="flowers", target="label"))
+        now = time.time()
+        curate(stack.store, "old", 400, now - 100)
+        handlers = TrainingEvents(stack.core)
+        publisher = EventPublisher(common.bootstrap(), "test")
+        await publisher.start()
+        versioned = publisher.event(events_pb2.DatasetVersioned(
+            dataset="flowers", manifest_version=1, total_rows=400))
+        auto = await stack.core.queue_auto("flowers", 400, versioned.event_id)
+        assert len(auto) == 1 and auto[0].trigger == "auto"
+        assert await stack.core.queue_auto("flowers", 400, versioned.event_id) == []
+        assert (await finished(stack, auto[0].run_id)).registered_version == "1"
+
+        consumer = EventConsumer(bootstrap=common.bootstrap(), group="training",
+                                 topic_names=[topics.DRIFT], publisher=publisher,
+                                 on_event=handlers.on_drift)
+        task = asyncio.create_task(consumer.run())
+        try:
+            await asyncio.wait_for(consumer.ready.wait(), 30)
+            drift = events_pb2.DriftDetected(model="iris", version="1", episode_id="ep-7")
+            drift.window_start.FromNanoseconds(int((now - 10) * 1e9))
+            event = publisher.event(drift)
+            await publisher.publish(topics.DRIFT, "iris", event)
+            await publisher.publish(topics.DRIFT, "iris", publisher.event(drift))  # same episode
+
+            async def drift_runs() -> list[tpb.Run]:
+                runs = (await stack.training.ListRuns(tpb.ListRunsRequest(model="iris"))).runs
+                return [r for r in runs if r.trigger == "drift"]
+
+            run = (await wait_for(drift_runs, 20, "the drift run"))[0]
+            assert run.episode_id == "ep-7" and run.correlation_id == event.correlation_id
+            curate(stack.store, "new", 400, now - 5, shift=1.0)  # rows after the drift began
+            done = await finished(stack, run.run_id)
+            assert done.state == "succeeded", done.error
+            assert done.training_rows == 320  # only post-drift rows: 400 minus the holdout
+            assert len(await drift_runs()) == 1
+            version = await stack.registry.GetVersion(rpb.GetVersionRequest(
+                model="iris", version=done.registered_version))
+            assert version.lineage.episode_id == "ep-7"
+            assert version.lineage.causing_event_id == event.event_id
+            assert version.lineage.parent_version == "1"
+            assert [f.key.rsplit("/", 1)[-1] for f in version.lineage.files] == ["new.parquet"]
+        finally:
+            await consumer.stop()
+            await task
+            await publisher.stop()
