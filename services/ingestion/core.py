@@ -1,0 +1,136 @@
+"""Ingestion core: turn incoming rows (row dicts, Arrow IPC or JSON messages) into stamped batches.
+
+Pure domain logic: no Kafka or gRPC here. The adapters publish the `RowBatch`es this returns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from driftloop.shared.errors import InvalidInput
+from driftloop.shared.names import check_name
+from driftloop.shared.records import ipc_to_table, rows_to_table
+
+# why: the same name as driftloop.shared.manifest.INGESTED_AT (a unit test keeps them equal);
+# importing manifest here would pull the object store client (minio) into a pure core.
+INGESTED_AT = "_ingested_at"
+MAX_BATCH_ROWS = 5000
+"""Contract: no record batch on driftloop.records.raw holds more rows than this."""
+
+
+@dataclass(frozen=True)
+class RowBatch:
+    """One micro-batch of one dataset, ready to publish to driftloop.records.raw."""
+
+    dataset: str
+    batch_id: str
+    table: pa.Table
+
+    @property
+    def row_count(self) -> int:
+        return int(self.table.num_rows)
+
+
+def request_table(
+    dataset: str, rows: list[dict[str, Any]] | None, arrow_ipc: bytes | None
+) -> pa.Table:
+    """The rows of one request as a table: exactly one of `rows` or `arrow_ipc` must be given."""
+    check_name("dataset", dataset)
+    if rows and arrow_ipc:
+        raise InvalidInput(
+            f"request for dataset {dataset!r} has both rows and arrow_ipc: send one or the other"
+        )
+    if not rows and not arrow_ipc:
+        raise InvalidInput(
+            f"request for dataset {dataset!r} has no rows: fill `rows` or `arrow_ipc`"
+        )
+    table = rows_to_table(rows) if rows else ipc_to_table(arrow_ipc or b"")
+    if table.num_rows == 0:
+        raise InvalidInput(f"request for dataset {dataset!r} holds zero rows")
+    names = table.column_names
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InvalidInput(f"column names appear more than once: {duplicated}")
+    if any(not n for n in names):
+        raise InvalidInput("a column has an empty name")
+    return table
+
+
+def stamp(table: pa.Table, now: float) -> pa.Table:
+    """Add (or overwrite) the `_ingested_at` column with `now`, in float epoch seconds."""
+    column = pa.array([now] * table.num_rows, type=pa.float64())
+    if INGESTED_AT in table.column_names:
+        return table.set_column(table.column_names.index(INGESTED_AT), INGESTED_AT, column)
+    return table.append_column(INGESTED_AT, column)
+
+
+def split(table: pa.Table, batch_rows: int) -> list[pa.Table]:
+    """Slices of at most `batch_rows` rows (zero-copy), in order."""
+    if not 1 <= batch_rows <= MAX_BATCH_ROWS:
+        raise ValueError(f"batch_rows must be within 1..{MAX_BATCH_ROWS}, got {batch_rows}")
+    return [table.slice(start, batch_rows) for start in range(0, table.num_rows, batch_rows)]
+
+
+def make_batches(
+    dataset: str,
+    rows: list[dict[str, Any]] | None = None,
+    arrow_ipc: bytes | None = None,
+    *,
+    batch_rows: int = MAX_BATCH_ROWS,
+    now: float | None = None,
+) -> list[RowBatch]:
+    """Convert, stamp and split one request's rows into batches with fresh batch ids."""
+    table = stamp(request_table(dataset, rows, arrow_ipc), time.time() if now is None else now)
+    return [RowBatch(dataset, uuid.uuid4().hex, part) for part in split(table, batch_rows)]
+
+
+def parse_json_message(key: bytes | None, value: bytes | None) -> tuple[str, list[dict[str, Any]]]:
+    """Read one message of the public JSON topic: key = dataset name, value = a JSON object or an
+    array of objects. Raises InvalidInput saying what is wrong with the message."""
+    if not key:
+        raise InvalidInput("message has no key: the key must be the dataset name (UTF-8)")
+    try:
+        dataset = key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"message key is not UTF-8 text: {exc}") from exc
+    check_name("dataset", dataset)
+    if not value:
+        raise InvalidInput(f"message for dataset {dataset!r} has an empty value")
+    try:
+        parsed = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"message for dataset {dataset!r} is not valid JSON: {exc}") from exc
+    if isinstance(parsed, dict):
+        return dataset, [parsed]
+    if not isinstance(parsed, list):
+        raise InvalidInput(
+            f"message for dataset {dataset!r} is a JSON {_json_kind(parsed)}: "
+            "expected an object or an array of objects"
+        )
+    if not parsed:
+        raise InvalidInput(f"message for dataset {dataset!r} is an empty array: no rows")
+    for i, item in enumerate(parsed):
+        if not isinstance(item, dict):
+            raise InvalidInput(
+                f"message for dataset {dataset!r}: element {i} of the array is a JSON "
+                f"{_json_kind(item)}, expected an object"
+            )
+    return dataset, parsed
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"

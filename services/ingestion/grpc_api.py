@@ -1,0 +1,68 @@
+"""The ingestion gRPC servicer: protobuf rows -> domain batches -> published RecordBatches.
+
+No try/except here: the shared interceptor maps DriftloopError to gRPC status codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+from google.protobuf import json_format
+
+from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from driftloop.services.ingestion.core import RowBatch, make_batches
+
+PublishBatches = Callable[..., Awaitable[None]]
+"""`async (batches: list[RowBatch], source: str, *, correlation_id: str) -> None`."""
+
+CORRELATION_HEADER = "x-correlation-id"
+
+
+class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
+    SOURCE = "grpc"
+
+    def __init__(self, publish: PublishBatches, *, batch_rows: int) -> None:
+        self._publish = publish
+        self._batch_rows = batch_rows
+
+    async def Ingest(  # noqa: N802 - generated name
+        self, request: ingestion_pb2.IngestRequest, context: grpc.aio.ServicerContext
+    ) -> ingestion_pb2.IngestResponse:
+        batches = self._batches(request)
+        await self._publish(batches, self.SOURCE, correlation_id=_correlation_id(context))
+        return _response(batches)
+
+    async def IngestStream(  # noqa: N802 - generated name
+        self,
+        request_iterator: AsyncIterator[ingestion_pb2.IngestRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> ingestion_pb2.IngestResponse:
+        # Each message is published as soon as it is read, so a long stream never piles up in
+        # memory; a bad message fails the call, and the messages before it stay published.
+        correlation_id = _correlation_id(context)
+        published: list[RowBatch] = []
+        async for request in request_iterator:
+            batches = self._batches(request)
+            await self._publish(batches, self.SOURCE, correlation_id=correlation_id)
+            published.extend(batches)
+        return _response(published)
+
+    def _batches(self, request: ingestion_pb2.IngestRequest) -> list[RowBatch]:
+        rows = [json_format.MessageToDict(row) for row in request.rows]
+        return make_batches(
+            request.dataset, rows=rows, arrow_ipc=request.arrow_ipc, batch_rows=self._batch_rows
+        )
+
+
+def _response(batches: list[RowBatch]) -> ingestion_pb2.IngestResponse:
+    return ingestion_pb2.IngestResponse(
+        rows_accepted=sum(b.row_count for b in batches), batch_ids=[b.batch_id for b in batches]
+    )
+
+
+def _correlation_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == CORRELATION_HEADER:
+            return str(value)
+    return ""

@@ -1,0 +1,193 @@
+"""Row checks of one batch against a dataset schema: the validation hot path.
+
+Vectorised per column; only failing rows get a formatted reason. Every row ends up either
+accepted (cast to the schema's types) or rejected with exactly one reason, so rows in =
+accepted + rejected always holds. Pure: Arrow, numpy, pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from driftloop.services.validation.convert import Converted, convert, in_categories, missing
+from driftloop.services.validation.schema import ColumnSpec, DatasetSchema, is_system_column
+
+INGESTED_AT = "_ingested_at"
+"""Same as driftloop.shared.manifest.INGESTED_AT (a unit test keeps them equal): the one system
+column curated with the data. Not imported, because manifest pulls in the object store client."""
+
+REQUIRED = "required"
+OUT_OF_RANGE = "out of range"
+UNKNOWN_CATEGORY = "unknown category"
+NOT_A_NUMBER = "not a number"
+MAX_SHOWN = 80
+
+
+@dataclass(frozen=True)
+class Rejection:
+    row_index: int
+    column: str
+    category: str
+    """Short kind of failure: "required", "not a number", "out of range", ..."""
+    reason: str
+    """Human-readable, naming the column and the value."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of checking one batch."""
+
+    total_rows: int
+    accepted: pa.Table
+    """Accepted rows: the schema's columns cast to their types, plus `_ingested_at`."""
+    rejections: list[Rejection]
+    """One per rejected row, ordered by row index."""
+    unknown_columns: dict[str, int]
+    """Columns of the batch that the schema does not know (not curated), each with the number
+    of rows that had a value in it; all-null unknown columns are left out."""
+    accepted_rows: int
+    """Rows accepted (== accepted.num_rows whenever the table has a column)."""
+
+
+def check_batch(schema: DatasetSchema, table: pa.Table) -> Verdict:
+    """Check every row of `table` against `schema`."""
+    rows = int(table.num_rows)
+    reasons: list[Rejection | None] = [None] * rows
+    rejected = np.zeros(rows, dtype=bool)
+    names = table.column_names
+    arrays: dict[str, pa.Array] = {}
+    for spec in schema.columns:
+        source = table.column(names.index(spec.name)) if spec.name in names else None
+        converted = missing(spec.type, rows) if source is None else convert(source, spec.type)
+        for mask, category, describe in _failures(spec, converted, source is None):
+            fresh = np.flatnonzero(mask & ~rejected)
+            for i in fresh:
+                value = None if source is None else source[int(i)].as_py()
+                reasons[i] = Rejection(int(i), spec.name, category, describe(value))
+            rejected[fresh] = True
+        arrays[spec.name] = converted.values
+    keep = np.flatnonzero(~rejected)
+    accepted = _accepted_table(schema, table, arrays, keep)
+    unknown: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if not is_system_column(name) and schema.column(name) is None:
+            carried = rows - table.column(position).null_count
+            if carried:
+                unknown[name] = unknown.get(name, 0) + carried
+    rejections = [r for r in reasons if r is not None]
+    return Verdict(rows, accepted, rejections, unknown, len(keep))
+
+
+Describe = Callable[[object], str]
+"""Makes the reason text for one failing value."""
+
+
+def _failures(
+    spec: ColumnSpec, col: Converted, absent: bool
+) -> list[tuple[np.ndarray, str, Describe]]:
+    """(row mask, category, reason maker) for each check of one column, in priority order."""
+    name = spec.name
+    checks: list[tuple[np.ndarray, str, Describe]] = []
+    if spec.required:
+        what = "required but missing from the batch" if absent else "required but null"
+        checks.append((col.null, REQUIRED, lambda _v: f"column {name!r}: {what}"))
+    if col.unparsed is not None:
+        checks.append(
+            (
+                col.unparsed,
+                NOT_A_NUMBER,
+                lambda v: f"column {name!r}: value {show(v)} is not a number",
+            )
+        )
+    checks.append(
+        (col.bad, col.failure, lambda v: f"column {name!r}: value {show(v)} is {col.failure}")
+    )
+    if col.numbers is not None:
+        with np.errstate(invalid="ignore"):
+            if spec.min is not None:
+                low = spec.min
+                checks.append(
+                    (
+                        col.numbers < low,
+                        OUT_OF_RANGE,
+                        lambda v: (
+                            f"column {name!r}: value {show(v)} is below the minimum {show(low)}"
+                        ),
+                    )
+                )
+            if spec.max is not None:
+                high = spec.max
+                checks.append(
+                    (
+                        col.numbers > high,
+                        OUT_OF_RANGE,
+                        lambda v: (
+                            f"column {name!r}: value {show(v)} is above the maximum {show(high)}"
+                        ),
+                    )
+                )
+    if spec.categories:
+        allowed = spec.categories
+        unknown = ~col.null & ~col.bad & ~in_categories(col.values, allowed)
+        checks.append(
+            (
+                unknown,
+                UNKNOWN_CATEGORY,
+                lambda v: (
+                    f"column {name!r}: value {show(v)} is not one of the categories "
+                    f"{_short(list(allowed))}"
+                ),
+            )
+        )
+    return checks
+
+
+def _accepted_table(
+    schema: DatasetSchema, table: pa.Table, arrays: dict[str, pa.Array], keep: np.ndarray
+) -> pa.Table:
+    index = pa.array(keep, type=pa.int64())
+    columns = {spec.name: arrays[spec.name].take(index) for spec in schema.columns}
+    if INGESTED_AT in table.column_names:
+        stamp = table.column(table.column_names.index(INGESTED_AT)).combine_chunks()
+        columns[INGESTED_AT] = stamp.take(index).cast(pa.float64())
+    return pa.table(columns)
+
+
+def show(value: object) -> str:
+    """A value as a reason shows it: strings quoted, integral floats without '.0'."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        text = str(int(value))
+    elif isinstance(value, str):
+        text = repr(value)
+    elif isinstance(value, int | float | bool) or value is None:
+        text = str(value)
+    else:
+        text = repr(value)
+    return _short(text)
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def rejected_rows_json(table: pa.Table, rejections: list[Rejection]) -> list[str]:
+    """Each rejected row as JSON (all of its columns, as received), in `rejections` order."""
+    if not rejections:
+        return []
+    index = pa.array([r.row_index for r in rejections], type=pa.int64())
+    rows = table.take(index).to_pylist()
+    return [json.dumps({k: _jsonable(v) for k, v in row.items()}, default=str) for row in rows]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value

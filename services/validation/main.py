@@ -1,0 +1,55 @@
+"""Entry point of the validation service: wiring only.
+
+Run with `python -m driftloop.services.validation`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from driftloop.services.validation.catalog import SchemaCatalog
+from driftloop.services.validation.events import RecordBatchHandler
+from driftloop.services.validation.grpc_api import ValidationServicer
+from driftloop.services.validation.quality import QualityTracker
+from driftloop.services.validation.settings import ValidationSettings
+from driftloop.shared import runtime, topics
+from driftloop.shared.bus import EventConsumer, EventPublisher
+from driftloop.shared.grpc_server import ServiceBinding
+from driftloop.shared.logging import configure
+from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.settings import CommonSettings
+from driftloop.validation.v1 import validation_pb2_grpc
+
+SERVICE = "driftloop.validation.v1.ValidationService"
+GROUP = "validation"
+
+
+def main() -> None:
+    common = CommonSettings()
+    settings = ValidationSettings()
+    configure("validation", json=common.log_json, level=common.log_level)
+    asyncio.run(run(common, settings))
+
+
+async def run(common: CommonSettings, settings: ValidationSettings) -> None:
+    """Build the parts inside the event loop (aiokafka's clients need a running loop)."""
+    store = open_object_store(common)
+    catalog = SchemaCatalog(store, cache_seconds=settings.schema_cache_seconds)
+    quality = QualityTracker()
+    publisher = EventPublisher(common.bootstrap(), "validation")
+    handler = RecordBatchHandler(store, catalog, quality, publisher)
+    consumer = EventConsumer(
+        bootstrap=common.bootstrap(),
+        group=GROUP,
+        topic_names=[topics.RECORDS_RAW],
+        publisher=publisher,
+        on_event=handler.handle,
+        group_membership=common.consumer_group_membership,
+    )
+    binding = ServiceBinding(
+        add=validation_pb2_grpc.add_ValidationServiceServicer_to_server,
+        servicer=ValidationServicer(catalog, quality),
+        full_name=SERVICE,
+        mutating=frozenset({"PutSchema"}),
+    )
+    await runtime.serve("validation", common, [binding], publisher=publisher, consumers=[consumer])
