@@ -16,7 +16,7 @@ import structlog
 from driftloop.services.monitoring import metrics
 from driftloop.services.monitoring.messages import drift_detected_pb
 from driftloop.services.monitoring.monitor import DriftDecision, ModelMonitors
-from driftloop.services.monitoring.profiles import ProfileSource
+from driftloop.services.monitoring.registry_client import ProfileSource
 from driftloop.shared import topics
 from driftloop.shared.bus import EventPublisher
 from driftloop.shared.envelope import Envelope

@@ -11,7 +11,7 @@ from driftloop.monitoring.v1 import monitoring_pb2_grpc
 from driftloop.services.monitoring import events
 from driftloop.services.monitoring.grpc_api import FULL_NAME, MonitoringServicer
 from driftloop.services.monitoring.monitor import ModelMonitors
-from driftloop.services.monitoring.profiles import RegistryProfiles
+from driftloop.services.monitoring.registry_client import RegistryProfiles
 from driftloop.services.monitoring.settings import MonitoringSettings
 from driftloop.shared import logging
 from driftloop.shared.bus import EventConsumer, EventPublisher

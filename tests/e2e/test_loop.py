@@ -16,7 +16,6 @@ from conftest import free_ports
 from rich.console import Console
 from support import start_process, stop_process, wait_until
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.shared import stack
 from driftloop.shared.cli.demo import Demo

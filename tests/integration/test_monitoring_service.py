@@ -25,7 +25,7 @@ from driftloop.services.monitoring.drift import DriftPolicy
 from driftloop.services.monitoring.events import TOPICS, MonitoringHandler
 from driftloop.services.monitoring.grpc_api import FULL_NAME, MonitoringServicer
 from driftloop.services.monitoring.monitor import ModelMonitors
-from driftloop.services.monitoring.profiles import RegistryProfiles
+from driftloop.services.monitoring.registry_client import RegistryProfiles
 from driftloop.shared import envelope, topics
 from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
 from driftloop.shared.grpc_server import ServiceBinding, build_server
