@@ -162,12 +162,16 @@ class EventConsumer:
         try:
             await self._assign()
             while not self._stopping.is_set():
+                if not self.ready.is_set() and self._consumer.assignment():
+                    # why: resolve start offsets first, so that a from_latest consumer that
+                    # says it is ready really sees every message published after that.
+                    for tp in self._consumer.assignment():
+                        await self._consumer.position(tp)
+                    self.ready.set()
+                    log.info("consumer_ready", group=self.group, topics=self.topics)
                 batches = await self._consumer.getmany(
                     timeout_ms=200, max_records=self._max_records
                 )
-                if not self.ready.is_set() and self._consumer.assignment():
-                    self.ready.set()
-                    log.info("consumer_ready", group=self.group, topics=self.topics)
                 for tp, records in batches.items():
                     for record in records:
                         await self._handle(record)

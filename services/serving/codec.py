@@ -1,0 +1,324 @@
+"""The V2 tensor codec: request tensors -> a DataFrame in the model's feature order, and
+predictions -> output tensors. Pure numpy/pandas, no protobuf, so every rule is unit-testable.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftloop.shared.artifacts import Feature, ModelSignature
+from driftloop.shared.errors import InvalidInput
+
+LABEL = "label"
+PROBABILITIES = "probabilities"
+OUTPUTS = (LABEL, PROBABILITIES)
+
+
+@dataclass(frozen=True)
+class _Datatype:
+    field: str
+    """The InferTensorContents field that carries this datatype's typed values."""
+    dtype: np.dtype | None
+    """Little-endian numpy dtype of the raw bytes; None for BYTES."""
+
+
+DATATYPES: dict[str, _Datatype] = {
+    "FP32": _Datatype("fp32_contents", np.dtype("<f4")),
+    "FP64": _Datatype("fp64_contents", np.dtype("<f8")),
+    "INT32": _Datatype("int_contents", np.dtype("<i4")),
+    "INT64": _Datatype("int64_contents", np.dtype("<i8")),
+    "BYTES": _Datatype("bytes_contents", None),
+}
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One request input. `contents` maps each non-empty *_contents field name to its values."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    contents: Mapping[str, Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    model: str
+    version: str
+    id: str
+    inputs: tuple[InputTensor, ...]
+    raw_input_contents: tuple[bytes, ...] = ()
+    outputs: tuple[str, ...] = ()
+    """Requested output names; empty means all of OUTPUTS."""
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """One response output; `data` is flat: float64 values, or an object array of bytes."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+
+
+def decode_frame(request: InferenceRequest, signature: ModelSignature) -> pd.DataFrame:
+    """The request's rows as a DataFrame whose columns are the model's features, in order.
+
+    Accepts one [N, F] tensor in feature order, or one [N] / [N, 1] tensor per feature name.
+    Numeric features become float64 (NaN allowed, the pipelines impute), categorical ones str.
+    """
+    inputs = request.inputs
+    features = signature.features
+    if not inputs:
+        raise InvalidInput(
+            "request has no inputs: send one [N, F] tensor or one tensor per feature "
+            f"({_names(features)})"
+        )
+    raws = _raw_per_input(request)
+    feature_names = {f.name for f in features}
+    single = inputs[0]
+    if len(inputs) == 1 and (
+        single.name not in feature_names
+        or (len(single.shape) == 2 and len(features) > 1 and single.shape[1] == len(features))
+    ):
+        columns = _matrix_columns(single, raws[0], features)
+    else:
+        columns = _feature_columns(inputs, raws, features)
+    return pd.DataFrame(columns, columns=[f.name for f in features])
+
+
+def _raw_per_input(request: InferenceRequest) -> list[bytes | None]:
+    raw = request.raw_input_contents
+    if not raw:
+        return [None] * len(request.inputs)
+    if len(raw) != len(request.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries but the request has "
+            f"{len(request.inputs)} inputs: send one entry per input, in order"
+        )
+    for tensor in request.inputs:
+        if any(len(v) for v in tensor.contents.values()):
+            raise InvalidInput(
+                f"input {tensor.name!r} has typed contents while the request uses "
+                "raw_input_contents: use one or the other, not both"
+            )
+    return list(raw)
+
+
+def _matrix_columns(
+    tensor: InputTensor, raw: bytes | None, features: Sequence[Feature]
+) -> dict[str, np.ndarray]:
+    width = len(features)
+    if len(tensor.shape) != 2 or tensor.shape[1] != width:
+        raise InvalidInput(
+            f"input {tensor.name!r} has shape {list(tensor.shape)}: a single input must be "
+            f"[N, {width}] with the features in order ({_names(features)}), or name the "
+            "inputs after the features"
+        )
+    values = _values(tensor, raw)
+    rows = _rows(tensor)
+    matrix = values.reshape(rows, width)
+    return {f.name: _column(tensor, f, matrix[:, j]) for j, f in enumerate(features)}
+
+
+def _feature_columns(
+    inputs: Sequence[InputTensor], raws: Sequence[bytes | None], features: Sequence[Feature]
+) -> dict[str, np.ndarray]:
+    by_name = {f.name: f for f in features}
+    seen: dict[str, tuple[InputTensor, bytes | None]] = {}
+    for tensor, raw in zip(inputs, raws, strict=True):
+        if tensor.name not in by_name:
+            raise InvalidInput(
+                f"unknown input {tensor.name!r}: the model's features are {_names(features)}"
+            )
+        if tensor.name in seen:
+            raise InvalidInput(f"input {tensor.name!r} is given twice")
+        seen[tensor.name] = (tensor, raw)
+    missing = [f.name for f in features if f.name not in seen]
+    if missing:
+        raise InvalidInput(f"missing feature input(s) {missing}: every feature needs an input")
+    rows: int | None = None
+    columns: dict[str, np.ndarray] = {}
+    for feature in features:
+        tensor, raw = seen[feature.name]
+        if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise InvalidInput(
+                f"input {tensor.name!r} has shape {list(tensor.shape)}: a per-feature input "
+                "must be [N] or [N, 1]"
+            )
+        n = _rows(tensor)
+        if rows is not None and n != rows:
+            raise InvalidInput(
+                f"input {tensor.name!r} has {n} rows but earlier inputs have {rows}: "
+                "every input needs the same N"
+            )
+        rows = n
+        columns[feature.name] = _column(tensor, feature, _values(tensor, raw))
+    return columns
+
+
+def _rows(tensor: InputTensor) -> int:
+    rows = tensor.shape[0]
+    if rows == 0:
+        raise InvalidInput(f"input {tensor.name!r} has no rows (N == 0)")
+    return rows
+
+
+def _values(tensor: InputTensor, raw: bytes | None) -> np.ndarray:
+    """The tensor's elements, flat: a numeric array, or an object array of bytes (BYTES)."""
+    kind = DATATYPES.get(tensor.datatype)
+    if kind is None:
+        raise InvalidInput(
+            f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; "
+            f"use one of {sorted(DATATYPES)}"
+        )
+    if any(d < 0 for d in tensor.shape):
+        raise InvalidInput(f"input {tensor.name!r}: shape {list(tensor.shape)} has a negative dim")
+    count = math.prod(tensor.shape)
+    values = _from_raw(tensor, kind, raw) if raw is not None else _from_typed(tensor, kind)
+    if values.size != count:
+        raise InvalidInput(
+            f"input {tensor.name!r}: shape {list(tensor.shape)} needs {count} elements "
+            f"but {values.size} were sent"
+        )
+    return values
+
+
+def _from_raw(tensor: InputTensor, kind: _Datatype, raw: bytes) -> np.ndarray:
+    if kind.dtype is None:
+        return np.array(split_length_prefixed(tensor.name, raw) or [], dtype=object)
+    size = kind.dtype.itemsize
+    if len(raw) % size:
+        raise InvalidInput(
+            f"input {tensor.name!r}: raw content is {len(raw)} bytes, not a multiple of "
+            f"{size} (the size of one {tensor.datatype} element)"
+        )
+    return np.frombuffer(raw, dtype=kind.dtype)
+
+
+def _from_typed(tensor: InputTensor, kind: _Datatype) -> np.ndarray:
+    filled = [name for name, values in tensor.contents.items() if len(values)]
+    wrong = [name for name in filled if name != kind.field]
+    if wrong:
+        raise InvalidInput(
+            f"input {tensor.name!r} has datatype {tensor.datatype} but sends values in "
+            f"{', '.join(sorted(wrong))}; put them in {kind.field}"
+        )
+    values = tensor.contents.get(kind.field, ())
+    if kind.dtype is None:
+        out = np.empty(len(values), dtype=object)
+        out[:] = list(values)
+        return out
+    return np.fromiter(values, dtype=kind.dtype, count=len(values))
+
+
+def split_length_prefixed(name: str, raw: bytes) -> list[bytes]:
+    """Split raw BYTES content: each element is a 4-byte little-endian length, then the bytes."""
+    out: list[bytes] = []
+    pos, end = 0, len(raw)
+    while pos < end:
+        if pos + 4 > end:
+            raise InvalidInput(
+                f"input {name!r}: raw BYTES content is truncated at byte {pos}: every element "
+                "needs a 4-byte little-endian length prefix"
+            )
+        (length,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + length > end:
+            raise InvalidInput(
+                f"input {name!r}: raw BYTES element at byte {pos - 4} claims {length} bytes "
+                f"but only {end - pos} remain"
+            )
+        out.append(bytes(raw[pos : pos + length]))
+        pos += length
+    return out
+
+
+def _column(tensor: InputTensor, feature: Feature, values: np.ndarray) -> np.ndarray:
+    if feature.kind == "categorical":
+        if values.dtype != object:
+            raise InvalidInput(
+                f"input {tensor.name!r} is {tensor.datatype} but feature {feature.name!r} is "
+                "categorical: send it as BYTES"
+            )
+        return np.array(_decode_strings(tensor, feature, values), dtype=object)
+    if values.dtype == object:
+        numbers = _parse_numbers(tensor, feature, values)
+    else:
+        numbers = values.astype(np.float64)
+    if np.isinf(numbers).any():
+        raise InvalidInput(
+            f"input {tensor.name!r}: feature {feature.name!r} has an infinite value"
+        )
+    return numbers
+
+
+def _decode_strings(tensor: InputTensor, feature: Feature, values: np.ndarray) -> list[str]:
+    try:
+        return [bytes(v).decode("utf-8") for v in values]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"input {tensor.name!r}: feature {feature.name!r} has a value that is not UTF-8"
+        ) from exc
+
+
+def _parse_numbers(tensor: InputTensor, feature: Feature, values: np.ndarray) -> np.ndarray:
+    text = np.array(_decode_strings(tensor, feature, values), dtype=str)
+    text = np.char.strip(text)
+    text[text == ""] = "nan"  # an empty cell is a missing value; the pipeline imputes it
+    try:
+        return text.astype(np.float64)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(
+            f"input {tensor.name!r}: feature {feature.name!r} is numeric but a value is not a "
+            f"number ({exc})"
+        ) from exc
+
+
+def _names(features: Sequence[Feature]) -> str:
+    return ", ".join(repr(f.name) for f in features)
+
+
+# ---- encoding ---------------------------------------------------------------------------------
+
+
+def requested_outputs(requested: Sequence[str]) -> tuple[str, ...]:
+    """The outputs to answer with: the requested ones (checked) or all of OUTPUTS."""
+    unknown = [name for name in requested if name not in OUTPUTS]
+    if unknown:
+        raise InvalidInput(f"unknown requested output(s) {unknown}: available are {list(OUTPUTS)}")
+    return tuple(dict.fromkeys(requested)) or OUTPUTS
+
+
+def encode_outputs(
+    names: Sequence[str], labels: np.ndarray, probabilities: np.ndarray
+) -> list[OutputTensor]:
+    """Output tensors: "label" (BYTES [N]) and/or "probabilities" (FP64 [N, C])."""
+    tensors = []
+    for name in names:
+        if name == LABEL:
+            data = np.empty(len(labels), dtype=object)
+            data[:] = [str(label).encode("utf-8") for label in labels]
+            tensors.append(OutputTensor(LABEL, "BYTES", (len(labels),), data))
+        else:
+            proba = np.ascontiguousarray(probabilities, dtype=np.float64)
+            tensors.append(OutputTensor(PROBABILITIES, "FP64", proba.shape, proba.reshape(-1)))
+    return tensors
+
+
+def raw_bytes(tensor: OutputTensor) -> bytes:
+    """The tensor's raw content: little-endian values, or length-prefixed elements (BYTES)."""
+    if tensor.datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(v)) + v for v in tensor.data)
+    return tensor.data.astype("<f8", copy=False).tobytes()

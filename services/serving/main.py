@@ -1,0 +1,67 @@
+"""Entry point of the serving service: wiring only.
+
+Builds the slot, deployer, prediction logger, Kafka consumer, reconciler and V2 servicer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from driftloop.services.serving.core import InferenceService
+from driftloop.services.serving.deployment import Deployer
+from driftloop.services.serving.events import (
+    ModelEvents,
+    model_events_consumer,
+    prediction_log_publisher,
+)
+from driftloop.services.serving.grpc_api import InferenceServicer, RegistryReader, binding
+from driftloop.services.serving.prediction_log import PredictionLogger
+from driftloop.services.serving.reconcile import Reconciler
+from driftloop.services.serving.settings import ServingSettings
+from driftloop.services.serving.slot import ModelSlot
+from driftloop.shared import artifacts, logging, runtime
+from driftloop.shared.bus import EventPublisher
+from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.settings import CommonSettings
+
+
+def main() -> None:
+    common = CommonSettings()
+    settings = ServingSettings()
+    logging.configure("serving", json=common.log_json, level=common.log_level)
+    asyncio.run(run(common, settings))
+
+
+async def run(common: CommonSettings, settings: ServingSettings) -> None:
+    """Build the parts inside the event loop (aiokafka's producer needs a running loop)."""
+    store = open_object_store(common)
+
+    async def fetch(key: str) -> bytes:
+        return await asyncio.to_thread(store.get, key)
+
+    async def load(data: bytes, sha256: str) -> Any:
+        return await asyncio.to_thread(artifacts.load_model, data, sha256)
+
+    publisher = EventPublisher(common.bootstrap(), "serving")
+    slot = ModelSlot()
+    deployer = Deployer(slot, fetch, load)
+    logger = PredictionLogger(
+        prediction_log_publisher(publisher),
+        max_rows=settings.log_queue_rows,
+        batch_rows=settings.log_batch_rows,
+        flush_interval_s=settings.log_flush_interval_s,
+    )
+    model_events = ModelEvents(deployer, publisher, settings.instance_name())
+    registry = RegistryReader(common, settings.reconcile_timeout_s)
+    reconciler = Reconciler(deployer, model_events, registry,
+                            interval_s=settings.reconcile_interval_s)
+    servicer = InferenceServicer(InferenceService(slot, logger), reconciler.first_done.is_set)
+    await runtime.serve(
+        "serving", common, [binding(servicer)],
+        publisher=publisher,
+        consumers=[model_events_consumer(common, publisher, model_events)],
+        background=[reconciler.run, logger.run],
+        on_start=reconciler.reconcile_once,
+        on_stop=logger.flush,  # what is still queued, before the publisher stops
+    )

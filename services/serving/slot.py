@@ -1,0 +1,98 @@
+"""The model slot: which version of each model answers, and which versions stay loaded.
+
+A swap is one reference assignment with no await in between, so a request that already holds a
+LoadedModel keeps predicting with it while new requests get the new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from driftloop.shared.artifacts import ModelSignature
+from driftloop.shared.errors import NotFound
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded, warmed-up version of a model: the pipeline and what it takes and gives."""
+
+    model: str
+    version: str
+    pipeline: Any
+    signature: ModelSignature
+    sha256: str
+
+
+@dataclass(frozen=True)
+class _Versions:
+    production: LoadedModel
+    previous: LoadedModel | None
+
+    def find(self, version: str) -> LoadedModel | None:
+        for loaded in (self.production, self.previous):
+            if loaded is not None and loaded.version == version:
+                return loaded
+        return None
+
+    def names(self) -> list[str]:
+        return [m.version for m in (self.production, self.previous) if m is not None]
+
+
+class ModelSlot:
+    """Per model name: the production version plus the previous one, kept for instant rollback.
+
+    Older versions are dropped on swap (their pipelines are freed once no request holds them).
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, _Versions] = {}
+
+    def swap(self, loaded: LoadedModel) -> LoadedModel | None:
+        """Make `loaded` the production version of its model; return the one it replaced."""
+        current = self._models.get(loaded.model)
+        if current is None:
+            self._models[loaded.model] = _Versions(loaded, None)
+            return None
+        if current.production.version == loaded.version:
+            self._models[loaded.model] = _Versions(loaded, current.previous)
+            return current.production
+        self._models[loaded.model] = _Versions(loaded, current.production)
+        return current.production
+
+    def get(self, model: str, version: str = "") -> LoadedModel:
+        """The production version when `version` is empty, else that loaded version."""
+        entry = self._models.get(model)
+        if entry is None:
+            served = ", ".join(sorted(self._models)) or "none"
+            raise NotFound(f"model {model!r} is not served (served models: {served})")
+        if not version:
+            return entry.production
+        loaded = entry.find(version)
+        if loaded is None:
+            raise NotFound(
+                f"model {model!r} version {version!r} is not loaded "
+                f"(loaded versions: {', '.join(entry.names())}); omit the version for production"
+            )
+        return loaded
+
+    def has(self, model: str, version: str = "") -> bool:
+        """Whether get(model, version) would answer."""
+        entry = self._models.get(model)
+        return entry is not None and (not version or entry.find(version) is not None)
+
+    def loaded(self, model: str, version: str) -> LoadedModel | None:
+        entry = self._models.get(model)
+        return entry.find(version) if entry is not None else None
+
+    def production_version(self, model: str) -> str | None:
+        entry = self._models.get(model)
+        return entry.production.version if entry is not None else None
+
+    def versions(self, model: str) -> list[str]:
+        """Loaded versions of `model`, production first; empty when the model is not served."""
+        entry = self._models.get(model)
+        return entry.names() if entry is not None else []
+
+    def models(self) -> list[str]:
+        return sorted(self._models)

@@ -1,0 +1,54 @@
+"""Tiny real scikit-learn pipelines for the serving tests, built the way training builds them.
+
+Pipeline([("prep", ColumnTransformer([("num", ...), ("cat", ...)])), ("model", estimator)])
+fitted on a DataFrame, string classes; plus a broken variant that loads but cannot predict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import KNNImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.pipeline import make_pipeline as chain
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+FEATURES = ["x1", "color", "x2"]
+NUMERIC = ["x1", "x2"]
+CATEGORICAL = ["color"]
+
+
+def training_frame(rows: int = 80, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "x1": rng.normal(size=rows),
+        "color": rng.choice(["red", "blue", "green"], size=rows),
+        "x2": rng.normal(size=rows),
+    })
+    target = np.where(frame["x1"] + (frame["color"] == "red") > 0.5, "yes", "no").astype(str)
+    return frame, target
+
+
+def make_pipeline(seed: int = 0) -> Any:
+    """A fitted pipeline on features x1 (numeric), color (categorical), x2 (numeric).
+
+    why KNNImputer: shared.artifacts refuses SimpleImputer's pickled numpy.dtype (see report).
+    """
+    frame, target = training_frame(seed=seed)
+    prep = ColumnTransformer([
+        ("num", chain(KNNImputer(n_neighbors=1), StandardScaler()), NUMERIC),
+        ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+    ])
+    return Pipeline([("prep", prep), ("model", LogisticRegression())]).fit(frame, target)
+
+
+def make_broken_pipeline() -> Any:
+    """Loads fine, fails every prediction: its coefficients no longer match its inputs."""
+    pipeline = make_pipeline()
+    model = pipeline.named_steps["model"]
+    model.coef_ = np.zeros((1, model.coef_.shape[1] + 3))
+    return pipeline
