@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import skops.io as sio
+
 from driftloop.shared.errors import ArtifactRejected
 
 TRUSTED_TYPES = frozenset(

@@ -16,11 +16,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from google.protobuf.message import Message
+from prometheus_client import Counter
+
 from driftloop.events.v1 import events_pb2
 from driftloop.shared import envelope, topics
 from driftloop.shared.errors import Unavailable
-from google.protobuf.message import Message
-from prometheus_client import Counter
 
 log = structlog.get_logger(__name__)
 

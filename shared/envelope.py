@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 
+from google.protobuf.message import DecodeError, Message
+
 from driftloop.events.v1 import events_pb2
 from driftloop.shared.errors import InvalidInput
-from google.protobuf.message import DecodeError, Message
 
 Envelope = events_pb2.Envelope
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from driftloop.shared.settings import CommonSettings
 
 _OPTIONS = [

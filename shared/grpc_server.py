@@ -14,11 +14,12 @@ from typing import Any
 
 import grpc
 import structlog
-from driftloop.shared import errors
-from driftloop.shared.settings import CommonSettings
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
+
+from driftloop.shared import errors
+from driftloop.shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 

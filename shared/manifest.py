@@ -19,10 +19,11 @@ import time
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel
+
 from driftloop.shared.errors import ArtifactRejected, NotFound
 from driftloop.shared.names import check_name
 from driftloop.shared.objectstore import ObjectStore
-from pydantic import BaseModel
 
 INGESTED_AT = "_ingested_at"
 """Column ingestion adds to every row: epoch seconds when the row was accepted."""

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Protocol
 
 import urllib3
+from minio import Minio
+from minio.error import S3Error
+
 from driftloop.shared.errors import NotFound, Unavailable
 from driftloop.shared.names import check_key
 from driftloop.shared.settings import CommonSettings
-from minio import Minio
-from minio.error import S3Error
 
 
 class ObjectStore(Protocol):

@@ -12,10 +12,11 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
+from prometheus_client import start_http_server
+
 from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
 from driftloop.shared.grpc_server import ServiceBinding, build_server, set_not_serving, set_serving
 from driftloop.shared.settings import CommonSettings
-from prometheus_client import start_http_server
 
 log = structlog.get_logger(__name__)
 

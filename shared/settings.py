@@ -77,7 +77,9 @@ class CommonSettings(BaseSettings):
     """Settings every driftloop process reads."""
 
     model_config = SettingsConfigDict(
-        env_prefix="DRIFTLOOP_", env_nested_delimiter="__", extra="forbid",
+        env_prefix="DRIFTLOOP_",
+        env_nested_delimiter="__",
+        extra="forbid",
         use_attribute_docstrings=True,
     )
 
@@ -148,8 +150,10 @@ def settings_classes() -> list[type[BaseSettings]]:
     for name in SERVICES:
         module = importlib.import_module(f"driftloop.services.{name}.settings")
         found += [
-            obj for obj in vars(module).values()
-            if isinstance(obj, type) and issubclass(obj, ServiceSettings)
+            obj
+            for obj in vars(module).values()
+            if isinstance(obj, type)
+            and issubclass(obj, ServiceSettings)
             and obj is not ServiceSettings
         ]
     return found

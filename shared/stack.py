@@ -17,13 +17,14 @@ from typing import Any
 
 import grpc
 import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from driftloop.shared.broker import broker_argv, wait_for_port
 from driftloop.shared.bus import ensure_topics
 from driftloop.shared.errors import Conflict, Unavailable
 from driftloop.shared.grpc_client import sync_channel
 from driftloop.shared.settings import SERVICES, CommonSettings
 from driftloop.shared.supervisor import ProcessSpec, Supervisor
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 log = structlog.get_logger(__name__)
 ENDPOINTS = "endpoints.json"

@@ -28,9 +28,12 @@ async def registry_server(
     publisher = EventPublisher(common.bootstrap(), "registry")
     await publisher.start()
     outbox = OutboxPublisher(store, publisher)
-    binding = ServiceBinding(add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-                             servicer=RegistryServicer(Registry(store, on_commit=outbox.notify)),
-                             full_name=SERVICE_NAME, mutating=MUTATING)
+    binding = ServiceBinding(
+        add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        servicer=RegistryServicer(Registry(store, on_commit=outbox.notify)),
+        full_name=SERVICE_NAME,
+        mutating=MUTATING,
+    )
     server, _, _ = build_server(common, common.ports.registry, [binding])
     await server.start()
     task = asyncio.create_task(outbox.run())

@@ -24,11 +24,13 @@ CATEGORICAL = ["color"]
 
 def training_frame(rows: int = 80, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "x1": rng.normal(size=rows),
-        "color": rng.choice(["red", "blue", "green"], size=rows),
-        "x2": rng.normal(size=rows),
-    })
+    frame = pd.DataFrame(
+        {
+            "x1": rng.normal(size=rows),
+            "color": rng.choice(["red", "blue", "green"], size=rows),
+            "x2": rng.normal(size=rows),
+        }
+    )
     target = np.where(frame["x1"] + (frame["color"] == "red") > 0.5, "yes", "no").astype(str)
     return frame, target
 
@@ -39,10 +41,12 @@ def make_pipeline(seed: int = 0) -> Any:
     why KNNImputer: shared.artifacts refuses SimpleImputer's pickled numpy.dtype (see report).
     """
     frame, target = training_frame(seed=seed)
-    prep = ColumnTransformer([
-        ("num", chain(KNNImputer(n_neighbors=1), StandardScaler()), NUMERIC),
-        ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
-    ])
+    prep = ColumnTransformer(
+        [
+            ("num", chain(KNNImputer(n_neighbors=1), StandardScaler()), NUMERIC),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+        ]
+    )
     return Pipeline([("prep", prep), ("model", LogisticRegression())]).fit(frame, target)
 
 

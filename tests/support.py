@@ -24,10 +24,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
         except Exception as exc:  # noqa: BLE001 - keep polling, report the last error
             last_error = exc
         time.sleep(0.1)  # poll
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_error!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}; last error: {last_error!r}"
+    )
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+async def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition"
+) -> Any:
     """Async twin of wait_until; `predicate` may be sync or async."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -41,19 +45,31 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: st
         except Exception as exc:  # noqa: BLE001
             last_error = exc
         await asyncio.sleep(0.1)  # poll
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_error!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}; last error: {last_error!r}"
+    )
 
 
-def start_process(argv: list[str], *, env: dict[str, str] | None = None,
-                  log_path: str | None = None) -> subprocess.Popen[bytes]:
+def start_process(
+    argv: list[str], *, env: dict[str, str] | None = None, log_path: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start a process in its own process group (so stop_process can end its children too)."""
     if log_path is None:
-        return subprocess.Popen(argv, env={**os.environ, **(env or {})},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     with open(log_path, "wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:

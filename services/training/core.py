@@ -55,8 +55,13 @@ class Training:
     """Queue runs and work them off; `wake()` is called after every queue insert."""
 
     def __init__(
-        self, runs: RunStore, registry: RegistryPort, executor: RunExecutorPort, *,
-        auto: AutoTrainPolicy = AutoTrainPolicy(), poll_seconds: float = 0.5,
+        self,
+        runs: RunStore,
+        registry: RegistryPort,
+        executor: RunExecutorPort,
+        *,
+        auto: AutoTrainPolicy = AutoTrainPolicy(),
+        poll_seconds: float = 0.5,
     ) -> None:
         self._runs = runs
         self._registry = registry
@@ -77,21 +82,31 @@ class Training:
         return run
 
     async def queue_drift(
-        self, model: str, episode_id: str, correlation_id: str, causation_id: str,
-        window_start: float | None,
+        self,
+        model: str,
+        episode_id: str,
+        correlation_id: str,
+        causation_id: str,
+        data_since: float | None,
     ) -> Run | None:
         """One run per drift episode: None when the episode already has one."""
         if not model or not episode_id:
             raise InvalidInput("DriftDetected needs a model and an episode_id")
         run = await asyncio.to_thread(
-            self._runs.queue, model, "drift", episode_id=episode_id,
-            correlation_id=correlation_id, causation_id=causation_id, window_start=window_start,
+            self._runs.queue,
+            model,
+            "drift",
+            episode_id=episode_id,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            data_since=data_since,
         )
         if run is None:
             log.info("drift_episode_already_has_run", model=model, episode_id=episode_id)
             return None
-        log.info("run_queued", run_id=run.run_id, model=model, trigger="drift",
-                 episode_id=episode_id)
+        log.info(
+            "run_queued", run_id=run.run_id, model=model, trigger="drift", episode_id=episode_id
+        )
         self.wake()
         return run
 
@@ -104,12 +119,21 @@ class Training:
             if model.dataset != dataset or model.production_version:
                 continue
             run = await asyncio.to_thread(
-                self._runs.queue, model.name, "auto", causation_id=causation_id,
+                self._runs.queue,
+                model.name,
+                "auto",
+                causation_id=causation_id,
                 only_if_no_runs=True,
             )
             if run is not None:
-                log.info("run_queued", run_id=run.run_id, model=model.name, trigger="auto",
-                         dataset=dataset, total_rows=total_rows)
+                log.info(
+                    "run_queued",
+                    run_id=run.run_id,
+                    model=model.name,
+                    trigger="auto",
+                    dataset=dataset,
+                    total_rows=total_rows,
+                )
                 queued.append(run)
         if queued:
             self.wake()

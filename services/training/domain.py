@@ -90,7 +90,7 @@ class Run:
     episode_id: str | None
     correlation_id: str
     causation_id: str
-    window_start: float | None
+    data_since: float | None
     created_at: float
     reason: str = ""
     error: str = ""

@@ -48,8 +48,13 @@ class PinnedData:
 
 class RunExecutor:
     def __init__(
-        self, runs: RunStore, store: ObjectStore, registry: RegistryPort, *,
-        wait: DataWait = DataWait(), retry_seconds: float = 2.0,
+        self,
+        runs: RunStore,
+        store: ObjectStore,
+        registry: RegistryPort,
+        *,
+        wait: DataWait = DataWait(),
+        retry_seconds: float = 2.0,
     ) -> None:
         self._runs = runs
         self._store = store
@@ -74,8 +79,7 @@ class RunExecutor:
                 await asyncio.to_thread(self._runs.fail, run.run_id, str(exc))
             except Exception as exc:  # noqa: BLE001 - record any crash on the run, keep working
                 log.exception("run_crashed")
-                await asyncio.to_thread(self._runs.fail, run.run_id,
-                                        f"{type(exc).__name__}: {exc}")
+                await asyncio.to_thread(self._runs.fail, run.run_id, f"{type(exc).__name__}: {exc}")
 
     async def _execute(self, run: Run) -> None:
         done = await self._registry.find_run(run.model, run.run_id)
@@ -95,19 +99,25 @@ class RunExecutor:
         await asyncio.to_thread(
             self._runs.record_data, run.run_id, data.manifest.version, result.training_rows
         )
-        candidate = await asyncio.to_thread(self._store_outputs, run, model, data, result,
-                                            champion.version if champion else "")
+        candidate = await asyncio.to_thread(
+            self._store_outputs, run, model, data, result, champion.version if champion else ""
+        )
         registration = await self._registry.register(candidate)
         await asyncio.to_thread(self._runs.succeed, run.run_id, registration, result.fit_seconds)
-        log.info("run_succeeded", version=registration.version, promoted=registration.promoted,
-                 reason=registration.decision_reason, metrics=result.metrics,
-                 champion_metrics=result.champion_metrics)
+        log.info(
+            "run_succeeded",
+            version=registration.version,
+            promoted=registration.promoted,
+            reason=registration.decision_reason,
+            metrics=result.metrics,
+            champion_metrics=result.champion_metrics,
+        )
 
     async def _pin_data(self, run: Run, model: ModelInfo) -> PinnedData:
         pinned = await asyncio.to_thread(self._latest, model)
-        if run.trigger != "drift" or run.window_start is None:
+        if run.trigger != "drift" or run.data_since is None:
             return PinnedData(pinned, await asyncio.to_thread(self._read, pinned, None), None)
-        since = run.window_start
+        since = run.data_since
         deadline = time.monotonic() + self._wait.max_wait_seconds
         while True:
             recent = await asyncio.to_thread(self._rows_since, pinned, since)
@@ -115,8 +125,11 @@ class RunExecutor:
                 log.info("drift_window_ready", rows=len(recent), manifest_version=pinned.version)
                 return PinnedData(pinned, recent, since)
             if time.monotonic() >= deadline:
-                log.warning("drift_data_wait_expired", since=since,
-                            waited_seconds=self._wait.max_wait_seconds)
+                log.warning(
+                    "drift_data_wait_expired",
+                    since=since,
+                    waited_seconds=self._wait.max_wait_seconds,
+                )
                 return PinnedData(pinned, await asyncio.to_thread(self._read, pinned, None), None)
             await asyncio.sleep(self._wait.poll_seconds)  # poll: validation curates as data comes
             pinned = await asyncio.to_thread(self._latest, model)
@@ -158,7 +171,11 @@ class RunExecutor:
         return trainer.train_candidate(model.name, window, model.target, model.spec, champion)
 
     def _store_outputs(
-        self, run: Run, model: ModelInfo, data: PinnedData, result: trainer.TrainedCandidate,
+        self,
+        run: Run,
+        model: ModelInfo,
+        data: PinnedData,
+        result: trainer.TrainedCandidate,
         champion_version: str,
     ) -> CandidateVersion:
         body = artifacts.dump_model(result.pipeline)
@@ -166,26 +183,40 @@ class RunExecutor:
         profile_key = f"artifacts/{model.name}/{run.run_id}/profile.json"
         self._store.put(artifact_key, body)
         self._store.put(profile_key, result.profile.to_json())
-        files = [f for f in data.manifest.files
-                 if data.since is None or f.max_ingested_at >= data.since]
+        files = [
+            f for f in data.manifest.files if data.since is None or f.max_ingested_at >= data.since
+        ]
         spec = model.spec
         lineage = CandidateLineage(
-            run_id=run.run_id, manifest_version=data.manifest.version,
+            run_id=run.run_id,
+            manifest_version=data.manifest.version,
             manifest_key=data.manifest.key,
             files=tuple(DataFileRef(f.key, f.sha256, f.rows) for f in files),
-            params={"estimator": spec.estimator, **spec.params,
-                    "features": json.dumps(result.features),
-                    "window_rows": str(spec.window_rows),
-                    "holdout_fraction": str(spec.holdout_fraction)},
+            params={
+                "estimator": spec.estimator,
+                **spec.params,
+                "features": json.dumps(result.features),
+                "window_rows": str(spec.window_rows),
+                "holdout_fraction": str(spec.holdout_fraction),
+            },
             code_version=importlib.metadata.version("driftloop"),
-            causing_event_id=run.causation_id, correlation_id=run.correlation_id,
-            episode_id=run.episode_id or "", parent_version=champion_version,
-            trigger=run.trigger, training_rows=result.training_rows,
+            causing_event_id=run.causation_id,
+            correlation_id=run.correlation_id,
+            episode_id=run.episode_id or "",
+            parent_version=champion_version,
+            trigger=run.trigger,
+            training_rows=result.training_rows,
         )
         return CandidateVersion(
-            model=model.name, run_id=run.run_id, artifact_uri=artifact_key,
-            artifact_sha256=artifacts.sha256(body), profile_uri=profile_key,
-            metrics=result.metrics, champion_metrics=result.champion_metrics,
-            champion_version=champion_version, lineage=lineage,
-            correlation_id=run.correlation_id, causation_id=run.causation_id,
+            model=model.name,
+            run_id=run.run_id,
+            artifact_uri=artifact_key,
+            artifact_sha256=artifacts.sha256(body),
+            profile_uri=profile_key,
+            metrics=result.metrics,
+            champion_metrics=result.champion_metrics,
+            champion_version=champion_version,
+            lineage=lineage,
+            correlation_id=run.correlation_id,
+            causation_id=run.causation_id,
         )

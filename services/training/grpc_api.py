@@ -46,11 +46,21 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
 
 def run_to_pb(run: Run) -> pb.Run:
     return pb.Run(
-        run_id=run.run_id, model=run.model, state=run.state, trigger=run.trigger,
-        episode_id=run.episode_id or "", correlation_id=run.correlation_id, error=run.error,
-        created_at=_timestamp(run.created_at), started_at=_timestamp(run.started_at),
-        finished_at=_timestamp(run.finished_at), registered_version=run.registered_version,
-        metrics=run.metrics, manifest_version=run.manifest_version,
-        training_rows=run.training_rows, fit_seconds=run.fit_seconds, promoted=run.promoted,
+        run_id=run.run_id,
+        model=run.model,
+        state=run.state,
+        trigger=run.trigger,
+        episode_id=run.episode_id or "",
+        correlation_id=run.correlation_id,
+        error=run.error,
+        created_at=_timestamp(run.created_at),
+        started_at=_timestamp(run.started_at),
+        finished_at=_timestamp(run.finished_at),
+        registered_version=run.registered_version,
+        metrics=run.metrics,
+        manifest_version=run.manifest_version,
+        training_rows=run.training_rows,
+        fit_seconds=run.fit_seconds,
+        promoted=run.promoted,
         decision_reason=run.decision_reason,
     )

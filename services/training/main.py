@@ -34,31 +34,56 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
     # built inside the running loop: aiokafka's producer and grpc.aio channels need one
     channel = aio_channel(common, "registry")
     registry = RegistryClient(channel, auth_metadata(common), timeout=settings.registry_timeout_s)
-    wait = DataWait(min_rows_after_drift=settings.min_rows_after_drift,
-                    max_wait_seconds=settings.drift_data_wait_s, poll_seconds=settings.poll_seconds)
+    wait = DataWait(
+        min_rows_after_drift=settings.min_rows_after_drift,
+        max_wait_seconds=settings.drift_data_wait_s,
+        poll_seconds=settings.poll_seconds,
+    )
     executor = RunExecutor(runs, store, registry, wait=wait)
-    training = Training(runs, registry, executor,
-                        auto=AutoTrainPolicy(min_rows=settings.auto_train_min_rows),
-                        poll_seconds=settings.poll_seconds)
+    training = Training(
+        runs,
+        registry,
+        executor,
+        auto=AutoTrainPolicy(min_rows=settings.auto_train_min_rows),
+        poll_seconds=settings.poll_seconds,
+    )
     handlers = TrainingEvents(training)
     publisher = EventPublisher(common.bootstrap(), "training")
     consumers = [
-        EventConsumer(bootstrap=common.bootstrap(), group="training", topic_names=[topics.DRIFT],
-                      publisher=publisher, on_event=handlers.on_drift,
-                      group_membership=common.consumer_group_membership),
-        EventConsumer(bootstrap=common.bootstrap(), group="training-auto",
-                      topic_names=[topics.RECORDS_VALIDATED], publisher=publisher,
-                      on_event=handlers.on_validated,
-                      group_membership=common.consumer_group_membership),
+        EventConsumer(
+            bootstrap=common.bootstrap(),
+            group="training",
+            topic_names=[topics.DRIFT],
+            publisher=publisher,
+            on_event=handlers.on_drift,
+            group_membership=common.consumer_group_membership,
+        ),
+        EventConsumer(
+            bootstrap=common.bootstrap(),
+            group="training-auto",
+            topic_names=[topics.RECORDS_VALIDATED],
+            publisher=publisher,
+            on_event=handlers.on_validated,
+            group_membership=common.consumer_group_membership,
+        ),
     ]
     binding = ServiceBinding(
         add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
-        servicer=TrainingServicer(training), full_name=SERVICE_NAME, mutating=MUTATING,
+        servicer=TrainingServicer(training),
+        full_name=SERVICE_NAME,
+        mutating=MUTATING,
     )
 
     async def close() -> None:
         await channel.close()
         runs.close()
 
-    await runtime.serve("training", common, [binding], publisher=publisher, consumers=consumers,
-                        background=[training.work], on_stop=close)
+    await runtime.serve(
+        "training",
+        common,
+        [binding],
+        publisher=publisher,
+        consumers=consumers,
+        background=[training.work],
+        on_stop=close,
+    )

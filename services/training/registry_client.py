@@ -44,7 +44,9 @@ async def _call(what: str, call: Awaitable[T]) -> T:
 
 class RegistryClient:
     def __init__(
-        self, channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]] = (),
+        self,
+        channel: grpc.aio.Channel,
+        metadata: Sequence[tuple[str, str]] = (),
         timeout: float = 30.0,
     ) -> None:
         self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
@@ -52,65 +54,107 @@ class RegistryClient:
         self._timeout = timeout
 
     async def get_model(self, name: str) -> ModelInfo:
-        model = await _call(f"GetModel {name}", self._stub.GetModel(
-            pb.GetModelRequest(name=name), timeout=self._timeout))
+        model = await _call(
+            f"GetModel {name}",
+            self._stub.GetModel(pb.GetModelRequest(name=name), timeout=self._timeout),
+        )
         return model_from_pb(model)
 
     async def list_models(self) -> list[ModelInfo]:
-        response = await _call("ListModels", self._stub.ListModels(
-            pb.ListModelsRequest(), timeout=self._timeout))
+        response = await _call(
+            "ListModels", self._stub.ListModels(pb.ListModelsRequest(), timeout=self._timeout)
+        )
         return [model_from_pb(m) for m in response.models]
 
     async def production(self, model: str) -> Champion | None:
         try:
-            v = await _call(f"GetProduction {model}", self._stub.GetProduction(
-                pb.GetProductionRequest(model=model), timeout=self._timeout))
+            v = await _call(
+                f"GetProduction {model}",
+                self._stub.GetProduction(
+                    pb.GetProductionRequest(model=model), timeout=self._timeout
+                ),
+            )
         except errors.NotFound:
             return None
-        return Champion(version=v.version, artifact_uri=v.artifact_uri,
-                        artifact_sha256=v.artifact_sha256)
+        return Champion(
+            version=v.version, artifact_uri=v.artifact_uri, artifact_sha256=v.artifact_sha256
+        )
 
     async def find_run(self, model: str, run_id: str) -> Registration | None:
-        response = await _call(f"ListVersions {model}", self._stub.ListVersions(
-            pb.ListVersionsRequest(model=model), timeout=self._timeout))
+        response = await _call(
+            f"ListVersions {model}",
+            self._stub.ListVersions(pb.ListVersionsRequest(model=model), timeout=self._timeout),
+        )
         for v in response.versions:
             if v.run_id == run_id:
-                return Registration(version=v.version, promoted=v.status in (
-                    "production", "archived"), decision_reason=v.decision_reason,
-                    metrics=dict(v.metrics))
+                return Registration(
+                    version=v.version,
+                    promoted=v.status in ("production", "archived"),
+                    decision_reason=v.decision_reason,
+                    metrics=dict(v.metrics),
+                )
         return None
 
     async def register(self, candidate: CandidateVersion) -> Registration:
-        response = await _call(f"RegisterVersion {candidate.model}", self._stub.RegisterVersion(
-            candidate_to_pb(candidate), metadata=self._metadata, timeout=self._timeout))
-        return Registration(version=response.version.version, promoted=response.promoted,
-                            decision_reason=response.decision_reason,
-                            metrics=dict(response.version.metrics))
+        response = await _call(
+            f"RegisterVersion {candidate.model}",
+            self._stub.RegisterVersion(
+                candidate_to_pb(candidate), metadata=self._metadata, timeout=self._timeout
+            ),
+        )
+        return Registration(
+            version=response.version.version,
+            promoted=response.promoted,
+            decision_reason=response.decision_reason,
+            metrics=dict(response.version.metrics),
+        )
 
 
 def model_from_pb(model: pb.Model) -> ModelInfo:
     s = model.spec
-    spec = ModelSpec(features=tuple(s.features), estimator=s.estimator, params=dict(s.params),
-                     window_rows=s.window_rows, holdout_fraction=s.holdout_fraction,
-                     min_rows=s.min_rows)
-    return ModelInfo(name=model.name, dataset=model.dataset, target=model.target, spec=spec,
-                     production_version=model.production_version)
+    spec = ModelSpec(
+        features=tuple(s.features),
+        estimator=s.estimator,
+        params=dict(s.params),
+        window_rows=s.window_rows,
+        holdout_fraction=s.holdout_fraction,
+        min_rows=s.min_rows,
+    )
+    return ModelInfo(
+        name=model.name,
+        dataset=model.dataset,
+        target=model.target,
+        spec=spec,
+        production_version=model.production_version,
+    )
 
 
 def candidate_to_pb(c: CandidateVersion) -> pb.RegisterVersionRequest:
     lin = c.lineage
     return pb.RegisterVersionRequest(
-        model=c.model, run_id=c.run_id, artifact_uri=c.artifact_uri,
-        artifact_sha256=c.artifact_sha256, profile_uri=c.profile_uri, metrics=c.metrics,
-        champion_metrics=c.champion_metrics, champion_version=c.champion_version,
-        correlation_id=c.correlation_id, causation_id=c.causation_id,
+        model=c.model,
+        run_id=c.run_id,
+        artifact_uri=c.artifact_uri,
+        artifact_sha256=c.artifact_sha256,
+        profile_uri=c.profile_uri,
+        metrics=c.metrics,
+        champion_metrics=c.champion_metrics,
+        champion_version=c.champion_version,
+        correlation_id=c.correlation_id,
+        causation_id=c.causation_id,
         lineage=pb.Lineage(
-            model=c.model, run_id=lin.run_id, manifest_version=lin.manifest_version,
+            model=c.model,
+            run_id=lin.run_id,
+            manifest_version=lin.manifest_version,
             manifest_key=lin.manifest_key,
             files=[pb.DataFile(key=f.key, sha256=f.sha256, rows=f.rows) for f in lin.files],
-            params=lin.params, code_version=lin.code_version,
-            causing_event_id=lin.causing_event_id, correlation_id=lin.correlation_id,
-            episode_id=lin.episode_id, parent_version=lin.parent_version, trigger=lin.trigger,
+            params=lin.params,
+            code_version=lin.code_version,
+            causing_event_id=lin.causing_event_id,
+            correlation_id=lin.correlation_id,
+            episode_id=lin.episode_id,
+            parent_version=lin.parent_version,
+            trigger=lin.trigger,
             training_rows=lin.training_rows,
         ),
     )

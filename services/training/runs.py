@@ -24,7 +24,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE runs (
         run_id TEXT PRIMARY KEY, model TEXT NOT NULL, state TEXT NOT NULL,
         trigger TEXT NOT NULL, episode_id TEXT UNIQUE, correlation_id TEXT NOT NULL,
-        causation_id TEXT NOT NULL, window_start REAL, reason TEXT NOT NULL DEFAULT '',
+        causation_id TEXT NOT NULL, data_since REAL, reason TEXT NOT NULL DEFAULT '',
         error TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, started_at REAL,
         finished_at REAL, registered_version TEXT NOT NULL DEFAULT '',
         promoted INTEGER NOT NULL DEFAULT 0, decision_reason TEXT NOT NULL DEFAULT '',
@@ -69,27 +69,46 @@ class RunStore:
             self._conn.close()
 
     def queue(
-        self, model: str, trigger: str, *, episode_id: str | None = None,
-        correlation_id: str = "", causation_id: str = "", window_start: float | None = None,
-        reason: str = "", only_if_no_runs: bool = False,
+        self,
+        model: str,
+        trigger: str,
+        *,
+        episode_id: str | None = None,
+        correlation_id: str = "",
+        causation_id: str = "",
+        data_since: float | None = None,
+        reason: str = "",
+        only_if_no_runs: bool = False,
     ) -> Run | None:
         """Queue a run; None when the episode already has one (or, with only_if_no_runs, when
         the model has any run). An empty correlation id becomes the run id."""
         run_id = uuid.uuid4().hex
         with self._tx() as c:
-            if episode_id is not None and c.execute(
-                "SELECT 1 FROM runs WHERE episode_id = ?", (episode_id,)
-            ).fetchone():
+            if (
+                episode_id is not None
+                and c.execute("SELECT 1 FROM runs WHERE episode_id = ?", (episode_id,)).fetchone()
+            ):
                 return None
-            if only_if_no_runs and c.execute(
-                "SELECT 1 FROM runs WHERE model = ?", (model,)
-            ).fetchone():
+            if (
+                only_if_no_runs
+                and c.execute("SELECT 1 FROM runs WHERE model = ?", (model,)).fetchone()
+            ):
                 return None
             c.execute(
                 "INSERT INTO runs (run_id, model, state, trigger, episode_id, correlation_id,"
-                " causation_id, window_start, reason, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (run_id, model, "queued", trigger, episode_id, correlation_id or run_id,
-                 causation_id, window_start, reason, time.time()),
+                " causation_id, data_since, reason, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    model,
+                    "queued",
+                    trigger,
+                    episode_id,
+                    correlation_id or run_id,
+                    causation_id,
+                    data_since,
+                    reason,
+                    time.time(),
+                ),
             )
             return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone())
 
@@ -108,19 +127,24 @@ class RunStore:
             ).fetchone()
             if row is None:
                 return None
-            c.execute("UPDATE runs SET state = 'running', started_at = ?, error = ''"
-                      " WHERE run_id = ?", (time.time(), row["run_id"]))
+            c.execute(
+                "UPDATE runs SET state = 'running', started_at = ?, error = '' WHERE run_id = ?",
+                (time.time(), row["run_id"]),
+            )
             return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (row[0],)).fetchone())
 
     def requeue(self, run_id: str, error: str) -> None:
         with self._tx() as c:
-            c.execute("UPDATE runs SET state = 'queued', error = ? WHERE run_id = ?",
-                      (error, run_id))
+            c.execute(
+                "UPDATE runs SET state = 'queued', error = ? WHERE run_id = ?", (error, run_id)
+            )
 
     def record_data(self, run_id: str, manifest_version: int, training_rows: int) -> None:
         with self._tx() as c:
-            c.execute("UPDATE runs SET manifest_version = ?, training_rows = ? WHERE run_id = ?",
-                      (manifest_version, training_rows, run_id))
+            c.execute(
+                "UPDATE runs SET manifest_version = ?, training_rows = ? WHERE run_id = ?",
+                (manifest_version, training_rows, run_id),
+            )
 
     def succeed(self, run_id: str, reg: Registration, fit_seconds: float) -> None:
         with self._tx() as c:
@@ -128,14 +152,23 @@ class RunStore:
                 "UPDATE runs SET state = 'succeeded', finished_at = ?, registered_version = ?,"
                 " promoted = ?, decision_reason = ?, metrics_json = ?, fit_seconds = ?,"
                 " error = '' WHERE run_id = ?",
-                (time.time(), reg.version, int(reg.promoted), reg.decision_reason,
-                 json.dumps(reg.metrics, sort_keys=True), fit_seconds, run_id),
+                (
+                    time.time(),
+                    reg.version,
+                    int(reg.promoted),
+                    reg.decision_reason,
+                    json.dumps(reg.metrics, sort_keys=True),
+                    fit_seconds,
+                    run_id,
+                ),
             )
 
     def fail(self, run_id: str, error: str) -> None:
         with self._tx() as c:
-            c.execute("UPDATE runs SET state = 'failed', finished_at = ?, error = ?"
-                      " WHERE run_id = ?", (time.time(), error, run_id))
+            c.execute(
+                "UPDATE runs SET state = 'failed', finished_at = ?, error = ? WHERE run_id = ?",
+                (time.time(), error, run_id),
+            )
 
     def get(self, run_id: str) -> Run | None:
         with self._tx() as c:

@@ -22,10 +22,11 @@ class TrainingSettings(ServiceSettings):
     """Train a model with no production version and no runs once its dataset has this many
     curated rows."""
     drift_data_wait_s: float = 60.0
-    """How long a drift run waits for min_rows_after_drift rows ingested after the drift began,
-    before it trains on the most recent rows instead."""
+    """How long a drift run waits for min_rows_after_drift rows ingested after the drift was
+    detected, before it trains on the most recent rows instead."""
     min_rows_after_drift: int = 500
-    """Rows ingested at/after the drift window's start a drift run wants to train on."""
+    """Rows ingested after the drift was detected (the monitor's window end) that a drift run
+    waits for and trains on, so the new model learns only the new regime."""
     poll_seconds: float = 0.5
     """How often the worker checks the queue (besides being woken) and a drift run re-reads
     the dataset manifest while it waits for data."""

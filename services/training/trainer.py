@@ -78,12 +78,27 @@ def split_holdout(window: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, 
 def build_pipeline(frame: pd.DataFrame, features: list[str], spec: ModelSpec) -> Pipeline:
     numeric = [c for c in features if _is_numeric(frame[c])]
     categorical = [c for c in features if c not in numeric]
-    prep = ColumnTransformer([
-        ("num", Pipeline([("impute", SimpleImputer(strategy="median")),
-                          ("scale", StandardScaler())]), numeric),
-        ("cat", Pipeline([("impute", SimpleImputer(strategy="most_frequent")),
-                          ("onehot", OneHotEncoder(handle_unknown="ignore"))]), categorical),
-    ])
+    prep = ColumnTransformer(
+        [
+            (
+                "num",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
+                numeric,
+            ),
+            (
+                "cat",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore")),
+                    ]
+                ),
+                categorical,
+            ),
+        ]
+    )
     return Pipeline([("prep", prep), ("model", make_estimator(spec))])
 
 
@@ -137,7 +152,9 @@ def train_candidate(
         metrics=score(pipeline, holdout, target),
         champion_metrics={} if champion is None else score_champion(champion, holdout, target),
         profile=build_profile(model, "", train[features], predictions),
-        features=features, training_rows=len(train), holdout_rows=len(holdout),
+        features=features,
+        training_rows=len(train),
+        holdout_rows=len(holdout),
         fit_seconds=fit_seconds,
     )
 
@@ -151,5 +168,8 @@ def score_champion(champion: Any, holdout: pd.DataFrame, target: str) -> dict[st
 
 
 def _is_numeric(column: pd.Series) -> bool:
-    return bool(pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-                and not np.issubdtype(column.dtype, np.timedelta64))
+    return bool(
+        pd.api.types.is_numeric_dtype(column)
+        and not pd.api.types.is_bool_dtype(column)
+        and not np.issubdtype(column.dtype, np.timedelta64)
+    )

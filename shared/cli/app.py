@@ -14,6 +14,9 @@ from typing import Annotated
 import grpc
 import typer
 import yaml
+from google.protobuf import json_format
+from rich.console import Console
+
 from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.shared import stack
 from driftloop.shared.errors import DriftloopError
@@ -21,8 +24,6 @@ from driftloop.shared.grpc_client import auth_metadata, sync_channel
 from driftloop.shared.logging import configure
 from driftloop.shared.settings import CommonSettings
 from driftloop.training.v1 import training_pb2, training_pb2_grpc
-from google.protobuf import json_format
-from rich.console import Console
 
 app = typer.Typer(
     help="driftloop: a closed-loop MLOps platform.", no_args_is_help=True, add_completion=False

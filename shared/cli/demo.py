@@ -24,6 +24,10 @@ import grpc
 import numpy as np
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from google.protobuf import struct_pb2
+from rich.console import Console
+from rich.table import Table
+
 from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
@@ -34,10 +38,6 @@ from driftloop.shared.cli.demo_data import FEATURES, TARGET, make_rows
 from driftloop.shared.grpc_client import aio_channel, auth_metadata
 from driftloop.shared.settings import CommonSettings, Ports
 from driftloop.training.v1 import training_pb2, training_pb2_grpc
-from driftloop.validation.v1 import validation_pb2, validation_pb2_grpc
-from google.protobuf import struct_pb2
-from rich.console import Console
-from rich.table import Table
 
 TRAIN_ROWS = 2000
 BATCH = 10
@@ -74,17 +74,17 @@ class Demo:
 
     async def run(self, timeout: float) -> dict[str, Any]:
         channels = {
-            s: aio_channel(self.common, s)
-            for s in ("ingestion", "registry", "training", "serving", "validation")
+            s: aio_channel(self.common, s) for s in ("ingestion", "registry", "training", "serving")
         }
         self.ingest = ingestion_pb2_grpc.IngestionServiceStub(channels["ingestion"])
         self.registry = registry_pb2_grpc.RegistryServiceStub(channels["registry"])
         self.training = training_pb2_grpc.TrainingServiceStub(channels["training"])
         self.serving = v2_grpc.GRPCInferenceServiceStub(channels["serving"])
-        self.validation = validation_pb2_grpc.ValidationServiceStub(channels["validation"])
         tail = asyncio.create_task(self._tail_events())
         try:
             return await asyncio.wait_for(self._story(), timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(str(exc) or f"the loop did not close within {timeout:.0f}s") from exc
         finally:
             tail.cancel()
             await asyncio.gather(tail, return_exceptions=True)
@@ -92,65 +92,72 @@ class Demo:
                 await ch.close()
 
     async def _story(self) -> dict[str, Any]:
-        self.say(f"dataset and model [bold]{self.name}[/bold]: ingesting {TRAIN_ROWS} rows")
-        await self._ingest(make_rows(TRAIN_ROWS, drifted=False, rng=self.rng))
         await self.registry.CreateModel(
             registry_pb2.CreateModelRequest(name=self.name, dataset=self.name, target=TARGET),
             metadata=self.meta,
         )
-        await self._until(self._curated_rows_at_least, TRAIN_ROWS, what="curated rows")
-        t_train = time.monotonic()
-        run = await self.training.StartRun(
-            training_pb2.StartRunRequest(model=self.name, reason="demo: first version"),
-            metadata=self.meta,
+        self.say(
+            f"model [bold]{self.name}[/bold] declared; ingesting {TRAIN_ROWS} labelled rows "
+            "(training starts by itself once enough rows are curated)"
         )
-        self.say(f"training run {run.run_id} started")
-        await self._until(self._serving_version, "1", what="version 1 serving")
-        self.say(f"version 1 trained and serving in {time.monotonic() - t_train:.1f}s")
+        t_train = time.monotonic()
+        for _ in range(TRAIN_ROWS // 500):
+            await self._ingest(make_rows(500, drifted=False, rng=self.rng))
+        first = await self._until(self._production_version, what="a first production version")
+        await self._until(self._serving_version, first, what=f"version {first} serving")
+        self.say(
+            f"version {first} trained, promoted and serving "
+            f"{time.monotonic() - t_train:.1f}s after the first row"
+        )
 
         before = Traffic()
         await self._traffic(before, rows=800, drifted=False)
-        self.say(f"live traffic on version 1: accuracy {before.accuracy():.3f}")
+        self.say(f"live traffic on version {first}: accuracy {before.accuracy():.3f}")
 
         self.say("[yellow]shifting the data[/yellow] (x0 moves by 2 sd and the boundary follows)")
         t0_wall, t0 = time.time(), time.monotonic()
         during = Traffic()
-        while not any(r.version == "2" for r in during.results[-5:]):
+        while not any(r.version != first for r in during.results[-5:]):
             await self._traffic(during, rows=BATCH * 5, drifted=True)
         drift_to_serving = time.monotonic() - t0
-        self.say(f"[green]version 2 answering[/green] {drift_to_serving:.1f}s after the shift")
+        second = next(r.version for r in during.results if r.version != first)
+        self.say(
+            f"[green]version {second} answering[/green] {drift_to_serving:.1f}s after the shift"
+        )
 
         after = Traffic()
         await self._traffic(after, rows=800, drifted=True)
-        summary = {
+        return {
             "model": self.name,
-            "loop_closed": after.accuracy("2") > during.accuracy("1"),
+            "loop_closed": after.accuracy(second) > during.accuracy(first),
             "versions": sorted(
-                {r.version for r in before.results + during.results + after.results}
+                {r.version for r in before.results + during.results + after.results}, key=int
             ),
             "drift_to_serving_s": round(drift_to_serving, 2),
             "accuracy_before_drift": before.accuracy(),
-            "accuracy_during_drift": during.accuracy("1"),
-            "accuracy_after_redeploy": after.accuracy("2"),
-            "timeline": await self._timeline(t0_wall),
+            "accuracy_during_drift": during.accuracy(first),
+            "accuracy_after_redeploy": after.accuracy(),
+            "timeline": await self._timeline(t0_wall, second),
         }
-        return summary
 
-    async def _until(self, probe: Any, arg: Any, *, what: str, timeout: float = 120) -> None:
+    async def _until(self, probe: Any, *args: Any, what: str, timeout: float = 120) -> Any:
         deadline = time.monotonic() + timeout
-        while not await probe(arg):
+        while not (found := await probe(*args)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gave up waiting for {what} after {timeout}s")
             await asyncio.sleep(0.2)  # poll: waiting on the stack
+        return found
 
-    async def _curated_rows_at_least(self, n: int) -> bool:
+    async def _production_version(self) -> str:
         try:
-            report = await self.validation.GetQualityReport(
-                validation_pb2.GetQualityReportRequest(dataset=self.name)
+            version = await self.registry.GetProduction(
+                registry_pb2.GetProductionRequest(model=self.name)
             )
-        except grpc.aio.AioRpcError:
-            return False
-        return report.curated_rows >= n
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return ""
+            raise
+        return version.version
 
     async def _serving_version(self, version: str) -> bool:
         reply = await self.serving.ModelReady(v2.ModelReadyRequest(name=self.name, version=version))
@@ -216,7 +223,7 @@ class Demo:
         finally:
             await consumer.stop()
 
-    async def _timeline(self, t0: float) -> list[dict[str, Any]]:
+    async def _timeline(self, t0: float, version: str) -> list[dict[str, Any]]:
         """Loop steps after the shift, from the events and the training run, in seconds."""
 
         def first(kind: str, **match: str) -> envelope.Envelope | None:

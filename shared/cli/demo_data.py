@@ -3,7 +3,7 @@
 Before: x0..x3 ~ N(0, 1), segment in {a, b, c}; label = 1 when x0 + 0.5*x1 + bonus(segment) > 0.
 After the shift the population moves (x0 ~ N(2, 1)) and so does the boundary (> 2): a model
 trained before keeps answering 1 for most rows and its accuracy falls towards the base rate,
-while a model retrained on the new rows recovers. Detection sees the shift in x0.
+while a model retrained on the new rows recovers. Detection sees the shift in x0. 3% of labels are flipped, so no model is perfect.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pandas as pd
 FEATURES = ["x0", "x1", "x2", "x3", "segment"]
 TARGET = "label"
 SEGMENT_BONUS = {"a": 0.5, "b": 0.0, "c": -0.5}
+LABEL_NOISE = 0.03
 
 
 def make_rows(n: int, *, drifted: bool, rng: np.random.Generator) -> pd.DataFrame:
@@ -29,5 +30,6 @@ def make_rows(n: int, *, drifted: bool, rng: np.random.Generator) -> pd.DataFram
     )
     bonus = frame["segment"].map(SEGMENT_BONUS).to_numpy()
     score = frame["x0"].to_numpy() + 0.5 * frame["x1"].to_numpy() + bonus
-    frame[TARGET] = np.where(score > shift, "1", "0")
+    positive = (score > shift) ^ (rng.random(n) < LABEL_NOISE)
+    frame[TARGET] = np.where(positive, "1", "0")
     return frame

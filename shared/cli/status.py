@@ -14,15 +14,16 @@ import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from google.protobuf import json_format
+from rich.console import Console
+from rich.table import Table
+
 from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.shared import envelope, topics
 from driftloop.shared.grpc_client import sync_channel
 from driftloop.shared.settings import SERVICES, CommonSettings
 from driftloop.shared.stack import health_of
 from driftloop.training.v1 import training_pb2, training_pb2_grpc
-from google.protobuf import json_format
-from rich.console import Console
-from rich.table import Table
 
 CONSUMER_GROUPS = {
     "validation": [topics.RECORDS_RAW],

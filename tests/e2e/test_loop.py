@@ -26,19 +26,24 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 def _env(common: CommonSettings) -> dict[str, str]:
     env = {"DRIFTLOOP_DATA_DIR": str(common.data_dir), "DRIFTLOOP_LOG_JSON": "true"}
-    env.update({f"DRIFTLOOP_PORTS__{k.upper()}": str(v)
-                for k, v in common.ports.model_dump().items()})
+    env.update(
+        {f"DRIFTLOOP_PORTS__{k.upper()}": str(v) for k, v in common.ports.model_dump().items()}
+    )
     return env
 
 
 @pytest.fixture
 def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
     common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
-    proc = start_process([sys.executable, "-m", "driftloop.shared.cli", "up"], env=_env(common),
-                         log_path=str(tmp_path / "up.log"))
+    proc = start_process(
+        [sys.executable, "-m", "driftloop.shared.cli", "up"],
+        env=_env(common),
+        log_path=str(tmp_path / "up.log"),
+    )
     try:
-        wait_until(lambda: proc.poll() is None and stack.read_endpoints(common), 60,
-                   "endpoints.json")
+        wait_until(
+            lambda: proc.poll() is None and stack.read_endpoints(common), 60, "endpoints.json"
+        )
         stack.wait_healthy(common, timeout=120, alive=lambda: proc.poll() is None)
         yield common
     finally:
@@ -50,7 +55,10 @@ def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
 def _status(common: CommonSettings) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "driftloop.shared.cli", "status", "--json"],
-        env={**os.environ, **_env(common)}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **_env(common)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -68,8 +76,11 @@ def test_drift_retrains_promotes_and_redeploys(running_stack: CommonSettings) ->
 
     with grpc.insecure_channel(common.address("serving")) as channel:
         stub = v2_grpc.GRPCInferenceServiceStub(channel)
-        request = demo._request(__import__("driftloop.shared.cli.demo_data", fromlist=["x"])
-                                .make_rows(3, drifted=True, rng=demo.rng))
+        request = demo._request(
+            __import__("driftloop.shared.cli.demo_data", fromlist=["x"]).make_rows(
+                3, drifted=True, rng=demo.rng
+            )
+        )
         reply = stub.ModelInfer(request, timeout=10)
     assert reply.model_version == "2"
     assert len(reply.outputs[0].contents.bytes_contents) == 3
@@ -83,9 +94,19 @@ def test_drift_retrains_promotes_and_redeploys(running_stack: CommonSettings) ->
 
 def test_demo_command_closes_the_loop(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "driftloop.shared.cli", "demo", "--json",
-         "--data-dir", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=540, env={**os.environ, "COLUMNS": "200"},
+        [
+            sys.executable,
+            "-m",
+            "driftloop.shared.cli",
+            "demo",
+            "--json",
+            "--data-dir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])

@@ -29,10 +29,20 @@ async def test_events_flow_and_poison_messages_are_dead_lettered(broker: str) ->
     async def on_letter(event: envelope.Envelope) -> None:
         letters.append(event.dead_letter)
 
-    consumer = EventConsumer(bootstrap=broker, group="t-drift", topic_names=[topics.DRIFT],
-                             publisher=publisher, on_event=on_drift)
-    dlq = EventConsumer(bootstrap=broker, group="t-dlq", topic_names=[topics.DEADLETTER],
-                        publisher=publisher, on_event=on_letter)
+    consumer = EventConsumer(
+        bootstrap=broker,
+        group="t-drift",
+        topic_names=[topics.DRIFT],
+        publisher=publisher,
+        on_event=on_drift,
+    )
+    dlq = EventConsumer(
+        bootstrap=broker,
+        group="t-dlq",
+        topic_names=[topics.DEADLETTER],
+        publisher=publisher,
+        on_event=on_letter,
+    )
     tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(dlq.run())]
     try:
         await asyncio.wait_for(asyncio.gather(consumer.ready.wait(), dlq.ready.wait()), 30)
@@ -67,9 +77,13 @@ async def test_committed_offsets_resume_after_restart(broker: str) -> None:
         seen.append(event.model_deployed.version)
 
     async def run_until(count: int) -> None:
-        consumer = EventConsumer(bootstrap=broker, group="t-resume",
-                                 topic_names=[topics.DEPLOYMENTS], publisher=publisher,
-                                 on_event=on_event)
+        consumer = EventConsumer(
+            bootstrap=broker,
+            group="t-resume",
+            topic_names=[topics.DEPLOYMENTS],
+            publisher=publisher,
+            on_event=on_event,
+        )
         task = asyncio.create_task(consumer.run())
         await wait_for(lambda: len(seen) >= count, 20, f"{count} events")
         await consumer.stop()

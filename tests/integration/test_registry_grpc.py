@@ -32,8 +32,13 @@ async def model_events(common: CommonSettings) -> AsyncIterator[list[envelope.En
 
     publisher = EventPublisher(common.bootstrap(), "test")
     await publisher.start()
-    consumer = EventConsumer(bootstrap=common.bootstrap(), group=None, topic_names=[topics.MODELS],
-                             publisher=publisher, on_event=collect)
+    consumer = EventConsumer(
+        bootstrap=common.bootstrap(),
+        group=None,
+        topic_names=[topics.MODELS],
+        publisher=publisher,
+        on_event=collect,
+    )
     task = asyncio.create_task(consumer.run())
     try:
         await asyncio.wait_for(consumer.ready.wait(), 30)
@@ -44,24 +49,34 @@ async def model_events(common: CommonSettings) -> AsyncIterator[list[envelope.En
         await publisher.stop()
 
 
-def register_request(model: str, run_id: str, accuracy: float, correlation_id: str,
-                     champion: str = "", champion_accuracy: float | None = None
-                     ) -> pb.RegisterVersionRequest:
+def register_request(
+    model: str,
+    run_id: str,
+    accuracy: float,
+    correlation_id: str,
+    champion: str = "",
+    champion_accuracy: float | None = None,
+) -> pb.RegisterVersionRequest:
     return pb.RegisterVersionRequest(
-        model=model, run_id=run_id, artifact_uri=f"artifacts/{model}/{run_id}/model.skops",
-        artifact_sha256=SHA, profile_uri=f"artifacts/{model}/{run_id}/profile.json",
+        model=model,
+        run_id=run_id,
+        artifact_uri=f"artifacts/{model}/{run_id}/model.skops",
+        artifact_sha256=SHA,
+        profile_uri=f"artifacts/{model}/{run_id}/profile.json",
         metrics={"accuracy": accuracy, "f1_macro": accuracy},
         champion_metrics={} if champion_accuracy is None else {"accuracy": champion_accuracy},
         champion_version=champion,
         lineage=pb.Lineage(run_id=run_id, correlation_id=correlation_id, trigger="drift"),
-        correlation_id=correlation_id, causation_id="drift-event-1",
+        correlation_id=correlation_id,
+        causation_id="drift-event-1",
     )
 
 
 async def test_register_promote_and_rollback_publish_events(common: CommonSettings) -> None:
     async with registry_server(common) as stub, model_events(common) as seen:
-        created = await stub.CreateModel(pb.CreateModelRequest(
-            name="iris", dataset="flowers", target="species"))
+        created = await stub.CreateModel(
+            pb.CreateModelRequest(name="iris", dataset="flowers", target="species")
+        )
         assert created.spec.policy.floor == 0.6 and created.production_version == ""
 
         first = await stub.RegisterVersion(register_request("iris", "run-a", 0.9, "corr-1"))
@@ -71,9 +86,14 @@ async def test_register_promote_and_rollback_publish_events(common: CommonSettin
         assert len((await stub.ListVersions(pb.ListVersionsRequest(model="iris"))).versions) == 1
 
         def promoted(action: str, version: str) -> list[envelope.Envelope]:
-            return [e for e in seen if e.type == "ModelPromoted"
-                    and e.model_promoted.model == "iris" and e.model_promoted.action == action
-                    and e.model_promoted.version == version]
+            return [
+                e
+                for e in seen
+                if e.type == "ModelPromoted"
+                and e.model_promoted.model == "iris"
+                and e.model_promoted.action == action
+                and e.model_promoted.version == version
+            ]
 
         event = (await wait_for(lambda: promoted("promote", "1"), 20, "ModelPromoted v1"))[0]
         assert event.correlation_id == "corr-1" and event.causation_id == "drift-event-1"
@@ -81,7 +101,8 @@ async def test_register_promote_and_rollback_publish_events(common: CommonSettin
         assert event.model_promoted.artifact_sha256 == SHA
 
         second = await stub.RegisterVersion(
-            register_request("iris", "run-b", 0.95, "corr-2", champion="1", champion_accuracy=0.9))
+            register_request("iris", "run-b", 0.95, "corr-2", champion="1", champion_accuracy=0.9)
+        )
         assert second.promoted and second.version.version == "2"
         assert "0.950 >= champion 0.900 + margin 0.010" in second.decision_reason
         model = await stub.GetModel(pb.GetModelRequest(name="iris"))

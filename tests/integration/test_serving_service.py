@@ -93,9 +93,13 @@ async def serving(common: CommonSettings) -> AsyncIterator[Stack]:
     async def collect(event: envelope.Envelope) -> None:
         seen.append(event)
 
-    listener = EventConsumer(bootstrap=common.bootstrap(), group=None,
-                             topic_names=[topics.DEPLOYMENTS, topics.PREDICTIONS],
-                             publisher=publisher, on_event=collect)
+    listener = EventConsumer(
+        bootstrap=common.bootstrap(),
+        group=None,
+        topic_names=[topics.DEPLOYMENTS, topics.PREDICTIONS],
+        publisher=publisher,
+        on_event=collect,
+    )
     tasks = [asyncio.create_task(t) for t in (consumer.run(), listener.run(), logger.run())]
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -103,8 +107,9 @@ async def serving(common: CommonSettings) -> AsyncIterator[Stack]:
         # why the private consumer: from_latest resolves the offset lazily; a promotion published
         # before that would be skipped, so wait until the position is known.
         await asyncio.wait_for(consumer._consumer.position(TopicPartition(topics.MODELS, 0)), 30)
-        stack = Stack(pb_grpc.GRPCInferenceServiceStub(channel), registry, store, deployer,
-                      events, seen)
+        stack = Stack(
+            pb_grpc.GRPCInferenceServiceStub(channel), registry, store, deployer, events, seen
+        )
         yield stack
     finally:
         await channel.close()
@@ -119,8 +124,14 @@ async def serving(common: CommonSettings) -> AsyncIterator[Stack]:
 
 def promoted(stack: Stack, model: str, version: str, key: str, sha: str) -> envelope.Envelope:
     return stack.registry.event(
-        events_pb2.ModelPromoted(model=model, version=version, artifact_uri=key,
-                                 artifact_sha256=sha, action="promote", reason="test"),
+        events_pb2.ModelPromoted(
+            model=model,
+            version=version,
+            artifact_uri=key,
+            artifact_sha256=sha,
+            action="promote",
+            reason="test",
+        ),
         correlation_id=f"corr-{model}-{version}",
     )
 
@@ -133,8 +144,9 @@ def infer_request(model: str, rows: list[tuple[float, str, float]], rid: str) ->
         ("x2", "FP64", [r[2] for r in rows]),
     ):
         tensor = req.inputs.add(name=name, datatype=datatype, shape=[len(rows)])
-        target = tensor.contents.bytes_contents if datatype == "BYTES" \
-            else tensor.contents.fp64_contents
+        target = (
+            tensor.contents.bytes_contents if datatype == "BYTES" else tensor.contents.fp64_contents
+        )
         target.extend(column)
     return req
 
@@ -145,11 +157,13 @@ async def test_promotion_deploys_answers_logs_and_a_bad_hash_keeps_v1(
     async with serving(common) as stack:
         stack.store.put("artifacts/churn/r1/model.skops", V1)
         stack.store.put("artifacts/churn/r2/model.skops", V2)
-        first = promoted(stack, "churn", "1", "artifacts/churn/r1/model.skops",
-                         artifacts.sha256(V1))
+        first = promoted(
+            stack, "churn", "1", "artifacts/churn/r1/model.skops", artifacts.sha256(V1)
+        )
         await stack.registry.publish(topics.MODELS, "churn", first)
-        [deployed] = await wait_for(lambda: stack.of("ModelDeployed", model="churn"), 30,
-                                    "ModelDeployed for churn v1")
+        [deployed] = await wait_for(
+            lambda: stack.of("ModelDeployed", model="churn"), 30, "ModelDeployed for churn v1"
+        )
         assert deployed.causation_id == first.event_id
         assert deployed.correlation_id == "corr-churn-1"
         assert deployed.model_deployed.version == "1"
@@ -161,8 +175,9 @@ async def test_promotion_deploys_answers_logs_and_a_bad_hash_keeps_v1(
         labels = list(reply.outputs[0].contents.bytes_contents)
         assert len(labels) == 2 and set(labels) <= {b"yes", b"no"}
 
-        [log] = await wait_for(lambda: stack.of("PredictionLog", model="churn"), 30,
-                               "PredictionLog for churn")
+        [log] = await wait_for(
+            lambda: stack.of("PredictionLog", model="churn"), 30, "PredictionLog for churn"
+        )
         assert (log.prediction_log.version, log.prediction_log.row_count) == ("1", 2)
         table = ipc_to_table(log.prediction_log.arrow_ipc).to_pydict()
         assert table["x1"] == [1.5, -2.0] and table["color"] == ["red", "blue"]
@@ -172,8 +187,9 @@ async def test_promotion_deploys_answers_logs_and_a_bad_hash_keeps_v1(
 
         bad = promoted(stack, "churn", "2", "artifacts/churn/r2/model.skops", "0" * 64)
         await stack.registry.publish(topics.MODELS, "churn", bad)
-        [failed] = await wait_for(lambda: stack.of("DeploymentFailed", model="churn"), 30,
-                                  "DeploymentFailed for churn v2")
+        [failed] = await wait_for(
+            lambda: stack.of("DeploymentFailed", model="churn"), 30, "DeploymentFailed for churn v2"
+        )
         assert failed.causation_id == bad.event_id
         assert failed.deployment_failed.version == "2"
         assert "hash mismatch" in failed.deployment_failed.error
@@ -186,8 +202,9 @@ async def test_promotion_deploys_answers_logs_and_a_bad_hash_keeps_v1(
 async def test_v2_api_metadata_and_error_statuses(common: CommonSettings) -> None:
     async with serving(common) as stack:
         stack.store.put("artifacts/fraud/r1/model.skops", V1)
-        await stack.deployer.deploy("fraud", "1", "artifacts/fraud/r1/model.skops",
-                                    artifacts.sha256(V1))
+        await stack.deployer.deploy(
+            "fraud", "1", "artifacts/fraud/r1/model.skops", artifacts.sha256(V1)
+        )
         assert (await stack.stub.ServerLive(pb.ServerLiveRequest())).live
         assert (await stack.stub.ServerReady(pb.ServerReadyRequest())).ready
         assert (await stack.stub.ModelReady(pb.ModelReadyRequest(name="fraud"))).ready
@@ -196,9 +213,14 @@ async def test_v2_api_metadata_and_error_statuses(common: CommonSettings) -> Non
         model = await stack.stub.ModelMetadata(pb.ModelMetadataRequest(name="fraud"))
         assert (list(model.versions), model.platform) == (["1"], "sklearn")
         assert [(t.name, t.datatype, list(t.shape)) for t in model.inputs] == [
-            ("x1", "FP64", [-1]), ("color", "BYTES", [-1]), ("x2", "FP64", [-1])]
+            ("x1", "FP64", [-1]),
+            ("color", "BYTES", [-1]),
+            ("x2", "FP64", [-1]),
+        ]
         assert [(t.name, list(t.shape)) for t in model.outputs] == [
-            ("label", [-1]), ("probabilities", [-1, 2])]
+            ("label", [-1]),
+            ("probabilities", [-1, 2]),
+        ]
 
         req = infer_request("fraud", [(1.0, "red", 2.0)], "r")
         req.inputs[0].name = "x9"
@@ -214,8 +236,10 @@ async def test_v2_api_metadata_and_error_statuses(common: CommonSettings) -> Non
         assert mixed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "raw_input_contents has 1 entries" in (mixed.value.details() or "")
 
-        for call in (stack.stub.ModelInfer(infer_request("nope", [(1.0, "red", 2.0)], "r")),
-                     stack.stub.ModelMetadata(pb.ModelMetadataRequest(name="nope"))):
+        for call in (
+            stack.stub.ModelInfer(infer_request("nope", [(1.0, "red", 2.0)], "r")),
+            stack.stub.ModelMetadata(pb.ModelMetadataRequest(name="nope")),
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as missing:
                 await call
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -229,15 +253,20 @@ class RegistryStandIn(registry_pb2_grpc.RegistryServiceServicer):
         self.sha = sha
 
     async def ListModels(self, request: Any, context: Any) -> Any:
-        return registry_pb2.ListModelsResponse(models=[
-            registry_pb2.Model(name="ads", production_version="1"),
-            registry_pb2.Model(name="draft", production_version=""),
-        ])
+        return registry_pb2.ListModelsResponse(
+            models=[
+                registry_pb2.Model(name="ads", production_version="1"),
+                registry_pb2.Model(name="draft", production_version=""),
+            ]
+        )
 
     async def GetVersion(self, request: Any, context: Any) -> Any:
         return registry_pb2.ModelVersion(
-            model=request.model, version=request.version, status="production",
-            artifact_uri="artifacts/ads/r1/model.skops", artifact_sha256=self.sha,
+            model=request.model,
+            version=request.version,
+            status="production",
+            artifact_uri="artifacts/ads/r1/model.skops",
+            artifact_sha256=self.sha,
             lineage=registry_pb2.Lineage(correlation_id="corr-lineage"),
         )
 
@@ -252,16 +281,24 @@ async def test_reconcile_deploys_the_registry_production_version(
         assert reconciler.first_done.is_set() and stack.deployer.slot.models() == []
 
         stack.store.put("artifacts/ads/r1/model.skops", V1)
-        registry, _, port = build_server(common, common.ports.registry, [ServiceBinding(
-            add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-            servicer=RegistryStandIn(artifacts.sha256(V1)),
-            full_name="driftloop.registry.v1.RegistryService")])
+        registry, _, port = build_server(
+            common,
+            common.ports.registry,
+            [
+                ServiceBinding(
+                    add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+                    servicer=RegistryStandIn(artifacts.sha256(V1)),
+                    full_name="driftloop.registry.v1.RegistryService",
+                )
+            ],
+        )
         await registry.start()
         try:
             await reconciler.reconcile_once()
             assert stack.deployer.slot.production_version("ads") == "1"
-            [deployed] = await wait_for(lambda: stack.of("ModelDeployed", model="ads"), 30,
-                                        "ModelDeployed for ads")
+            [deployed] = await wait_for(
+                lambda: stack.of("ModelDeployed", model="ads"), 30, "ModelDeployed for ads"
+            )
             assert deployed.correlation_id == "corr-lineage" and not deployed.causation_id
             await reconciler.reconcile_once()  # already served: nothing more
             reply = await stack.stub.ModelInfer(infer_request("ads", [(0.0, "red", 0.0)], ""))
@@ -272,7 +309,8 @@ async def test_reconcile_deploys_the_registry_production_version(
 
 
 async def test_the_service_process_starts_deploys_a_promotion_and_stops(
-    common: CommonSettings, tmp_path: Any,
+    common: CommonSettings,
+    tmp_path: Any,
 ) -> None:
     """`python -m driftloop.services.serving` as the supervisor runs it (main.py's wiring)."""
     await ensure_topics(common.bootstrap())
@@ -286,8 +324,11 @@ async def test_the_service_process_starts_deploys_a_promotion_and_stops(
         "DRIFTLOOP_PORTS__REGISTRY": str(ports.registry),
         "DRIFTLOOP_LOG_JSON": "true",
     }
-    proc = start_process([sys.executable, "-m", "driftloop.services.serving"], env=env,
-                         log_path=str(tmp_path / "serving.log"))
+    proc = start_process(
+        [sys.executable, "-m", "driftloop.services.serving"],
+        env=env,
+        log_path=str(tmp_path / "serving.log"),
+    )
     registry = EventPublisher(common.bootstrap(), "registry")
     await registry.start()
     seen: list[envelope.Envelope] = []
@@ -295,9 +336,13 @@ async def test_the_service_process_starts_deploys_a_promotion_and_stops(
     async def collect(event: envelope.Envelope) -> None:
         seen.append(event)
 
-    listener = EventConsumer(bootstrap=common.bootstrap(), group=None,
-                             topic_names=[topics.DEPLOYMENTS], publisher=registry,
-                             on_event=collect)
+    listener = EventConsumer(
+        bootstrap=common.bootstrap(),
+        group=None,
+        topic_names=[topics.DEPLOYMENTS],
+        publisher=registry,
+        on_event=collect,
+    )
     task = asyncio.create_task(listener.run())
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{ports.serving}")
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -311,9 +356,15 @@ async def test_the_service_process_starts_deploys_a_promotion_and_stops(
             return True
         if time.monotonic() - published[0] > 2:
             published[0] = time.monotonic()
-            event = registry.event(events_pb2.ModelPromoted(
-                model="proc", version="1", artifact_uri="artifacts/proc/r1/model.skops",
-                artifact_sha256=artifacts.sha256(V1), action="promote"))
+            event = registry.event(
+                events_pb2.ModelPromoted(
+                    model="proc",
+                    version="1",
+                    artifact_uri="artifacts/proc/r1/model.skops",
+                    artifact_sha256=artifacts.sha256(V1),
+                    action="promote",
+                )
+            )
             await registry.publish(topics.MODELS, "proc", event)
         return False
 

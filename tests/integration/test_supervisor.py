@@ -23,11 +23,14 @@ class Clock:
 
 def test_crashing_process_is_restarted_with_backoff(tmp_path: Path) -> None:
     marker = tmp_path / "starts"
-    crash = [sys.executable, "-c",
-             f"open({str(marker)!r}, 'a').write('x'); raise SystemExit(3)"]
+    crash = [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x'); raise SystemExit(3)"]
     clock = Clock()
-    sup = Supervisor([ProcessSpec("crasher", crash, {}, tmp_path / "crasher.log")],
-                     backoff_initial=1.0, backoff_max=4.0, clock=clock)
+    sup = Supervisor(
+        [ProcessSpec("crasher", crash, {}, tmp_path / "crasher.log")],
+        backoff_initial=1.0,
+        backoff_max=4.0,
+        clock=clock,
+    )
     sup.start("crasher")
     try:
         wait_until(lambda: marker.exists() and sup.pids()["crasher"] is None, 10, "first crash")
@@ -35,8 +38,11 @@ def test_crashing_process_is_restarted_with_backoff(tmp_path: Path) -> None:
         assert sup.check() == []  # not yet due
         clock.now += 1.0
         assert sup.check() == ["crasher"]
-        wait_until(lambda: len(marker.read_text()) == 2 and sup.pids()["crasher"] is None, 10,
-                   "second crash")
+        wait_until(
+            lambda: len(marker.read_text()) == 2 and sup.pids()["crasher"] is None,
+            10,
+            "second crash",
+        )
         sup.check()
         clock.now += 1.5
         assert sup.check() == [], "backoff doubled to 2 s after a quick crash"

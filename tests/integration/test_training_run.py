@@ -42,8 +42,14 @@ def curate(store: ObjectStore, batch_id: str, n: int, start: float, shift: float
     x = rng.normal(size=n) + shift
     color = rng.choice(["red", "blue"], n)
     label = np.where(x + (color == "red") > 0.5 + shift, "yes", "no")
-    table = pa.table({"x": x, "color": color, "label": label,
-                      "_ingested_at": start + np.arange(n, dtype=float) / n})
+    table = pa.table(
+        {
+            "x": x,
+            "color": color,
+            "label": label,
+            "_ingested_at": start + np.arange(n, dtype=float) / n,
+        }
+    )
     manifest.curate_batch(store, "flowers", batch_id, table, "schema-1")
 
 
@@ -62,20 +68,29 @@ async def training_stack(common: CommonSettings) -> AsyncIterator[Stack]:
         runs = RunStore(common.data_dir / "training.db")
         channel = aio_channel(common, "registry")
         client = RegistryClient(channel, auth_metadata(common))
-        executor = RunExecutor(runs, store, client, wait=DataWait(
-            min_rows_after_drift=300, max_wait_seconds=20, poll_seconds=0.2))
-        core = Training(runs, client, executor, auto=AutoTrainPolicy(min_rows=100),
-                        poll_seconds=0.2)
-        binding = ServiceBinding(add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
-                                 servicer=TrainingServicer(core), full_name=SERVICE_NAME,
-                                 mutating=MUTATING)
+        executor = RunExecutor(
+            runs,
+            store,
+            client,
+            wait=DataWait(min_rows_after_drift=300, max_wait_seconds=20, poll_seconds=0.2),
+        )
+        core = Training(
+            runs, client, executor, auto=AutoTrainPolicy(min_rows=100), poll_seconds=0.2
+        )
+        binding = ServiceBinding(
+            add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
+            servicer=TrainingServicer(core),
+            full_name=SERVICE_NAME,
+            mutating=MUTATING,
+        )
         server, _, _ = build_server(common, common.ports.training, [binding])
         await server.start()
         worker = asyncio.create_task(core.work())
         training_channel = aio_channel(common, "training")
         try:
-            yield Stack(registry_stub, training_pb2_grpc.TrainingServiceStub(training_channel),
-                        core, store)
+            yield Stack(
+                registry_stub, training_pb2_grpc.TrainingServiceStub(training_channel), core, store
+            )
         finally:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
@@ -89,6 +104,7 @@ async def finished(stack: Stack, run_id: str) -> tpb.Run:
     async def done() -> tpb.Run | None:
         run = await stack.training.GetRun(tpb.GetRunRequest(run_id=run_id))
         return run if run.state in ("succeeded", "failed") else None
+
     return await wait_for(done, 60, f"run {run_id} to finish")
 
 
@@ -98,8 +114,9 @@ async def test_manual_run_trains_registers_and_promotes(common: CommonSettings) 
             await stack.training.StartRun(tpb.StartRunRequest(model="nope"))
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
-        await stack.registry.CreateModel(rpb.CreateModelRequest(
-            name="iris", dataset="flowers", target="label"))
+        await stack.registry.CreateModel(
+            rpb.CreateModelRequest(name="iris", dataset="flowers", target="label")
+        )
         early = await stack.training.StartRun(tpb.StartRunRequest(model="iris", reason="no data"))
         failed = await finished(stack, early.run_id)
         assert failed.state == "failed" and "no curated data" in failed.error
@@ -123,9 +140,13 @@ async def test_manual_run_trains_registers_and_promotes(common: CommonSettings) 
         assert stack.store.exists(production.profile_uri)
         lineage = production.lineage
         assert (lineage.trigger, lineage.manifest_version, lineage.training_rows) == (
-            "manual", 2, 480)
+            "manual",
+            2,
+            480,
+        )
         assert [f.key for f in lineage.files] == [
-            f.key for f in manifest.latest_manifest(stack.store, "flowers").files]
+            f.key for f in manifest.latest_manifest(stack.store, "flowers").files
+        ]
         assert lineage.code_version
 
         listed = await stack.training.ListRuns(tpb.ListRunsRequest(model="iris"))
@@ -136,28 +157,34 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
     common: CommonSettings,
 ) -> None:
     async with training_stack(common) as stack:
-        await stack.registry.CreateModel(rpb.CreateModelRequest(
-            name="iris", dataset="flowers", target="label"))
+        await stack.registry.CreateModel(
+            rpb.CreateModelRequest(name="iris", dataset="flowers", target="label")
+        )
         now = time.time()
         curate(stack.store, "old", 400, now - 100)
         handlers = TrainingEvents(stack.core)
         publisher = EventPublisher(common.bootstrap(), "test")
         await publisher.start()
-        versioned = publisher.event(events_pb2.DatasetVersioned(
-            dataset="flowers", manifest_version=1, total_rows=400))
+        versioned = publisher.event(
+            events_pb2.DatasetVersioned(dataset="flowers", manifest_version=1, total_rows=400)
+        )
         auto = await stack.core.queue_auto("flowers", 400, versioned.event_id)
         assert len(auto) == 1 and auto[0].trigger == "auto"
         assert await stack.core.queue_auto("flowers", 400, versioned.event_id) == []
         assert (await finished(stack, auto[0].run_id)).registered_version == "1"
 
-        consumer = EventConsumer(bootstrap=common.bootstrap(), group="training",
-                                 topic_names=[topics.DRIFT], publisher=publisher,
-                                 on_event=handlers.on_drift)
+        consumer = EventConsumer(
+            bootstrap=common.bootstrap(),
+            group="training",
+            topic_names=[topics.DRIFT],
+            publisher=publisher,
+            on_event=handlers.on_drift,
+        )
         task = asyncio.create_task(consumer.run())
         try:
             await asyncio.wait_for(consumer.ready.wait(), 30)
             drift = events_pb2.DriftDetected(model="iris", version="1", episode_id="ep-7")
-            drift.window_start.FromNanoseconds(int((now - 10) * 1e9))
+            drift.window_end.FromNanoseconds(int((now - 10) * 1e9))
             event = publisher.event(drift)
             await publisher.publish(topics.DRIFT, "iris", event)
             await publisher.publish(topics.DRIFT, "iris", publisher.event(drift))  # same episode
@@ -173,8 +200,9 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
             assert done.state == "succeeded", done.error
             assert done.training_rows == 320  # only post-drift rows: 400 minus the holdout
             assert len(await drift_runs()) == 1
-            version = await stack.registry.GetVersion(rpb.GetVersionRequest(
-                model="iris", version=done.registered_version))
+            version = await stack.registry.GetVersion(
+                rpb.GetVersionRequest(model="iris", version=done.registered_version)
+            )
             assert version.lineage.episode_id == "ep-7"
             assert version.lineage.causing_event_id == event.event_id
             assert version.lineage.parent_version == "1"

@@ -17,7 +17,9 @@ def test_good_names(name: str) -> None:
     assert check_name("dataset", name) == name
 
 
-@pytest.mark.parametrize("name", ["", "../etc", "a/b", "-lead", ".hidden", "a..b", "X" * 129, "a b"])
+@pytest.mark.parametrize(
+    "name", ["", "../etc", "a/b", "-lead", ".hidden", "a..b", "X" * 129, "a b"]
+)
 def test_bad_names_say_why(name: str) -> None:
     with pytest.raises(InvalidInput, match="dataset name"):
         check_name("dataset", name)

@@ -16,8 +16,11 @@ TRANSPORTS = {"grpc", "aiokafka", "faust", "minio", "grpc_health", "grpc_reflect
 
 
 def _packages_on_disk() -> set[str]:
-    roots = {"driftloop": ROOT / "shared/_gen/driftloop", "driftloop.shared": ROOT / "shared",
-             "driftloop.services": ROOT / "services"}
+    roots = {
+        "driftloop": ROOT / "shared/_gen/driftloop",
+        "driftloop.shared": ROOT / "shared",
+        "driftloop.services": ROOT / "services",
+    }
     found = set()
     for prefix, root in roots.items():
         for init in root.rglob("__init__.py"):
@@ -29,8 +32,9 @@ def _packages_on_disk() -> set[str]:
 
 
 def test_every_package_is_listed_in_pyproject() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-                 ["packages"])
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
     assert _packages_on_disk() == listed
 
 

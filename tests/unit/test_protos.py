@@ -17,16 +17,31 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "protos").rglob("*.proto"))
     bin_dir = Path(sys.executable).parent
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", "protos", f"--python_out={tmp_path}",
-         f"--grpc_python_out={tmp_path}", f"--mypy_out={tmp_path}", *protos],
-        cwd=ROOT, check=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            "protos",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            f"--mypy_out={tmp_path}",
+            *protos,
+        ],
+        cwd=ROOT,
+        check=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
     )
     generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*.py*"))
-    checked_in = sorted(p.relative_to(ROOT / "shared/_gen")
-                        for p in (ROOT / "shared/_gen").rglob("*_pb2*.py*"))
+    checked_in = sorted(
+        p.relative_to(ROOT / "shared/_gen") for p in (ROOT / "shared/_gen").rglob("*_pb2*.py*")
+    )
     assert generated == checked_in, "generated file set differs: run `make protos`"
-    stale = [str(p) for p in generated
-             if not filecmp.cmp(tmp_path / p, ROOT / "shared/_gen" / p, shallow=False)]
+    stale = [
+        str(p)
+        for p in generated
+        if not filecmp.cmp(tmp_path / p, ROOT / "shared/_gen" / p, shallow=False)
+    ]
     assert not stale, f"stale generated code (run `make protos`): {stale}"
 
 
@@ -35,10 +50,23 @@ def test_v2_inference_proto_is_wire_compatible() -> None:
 
     service = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert service.full_name == "inference.GRPCInferenceService"
-    assert {m.name for m in service.methods} >= {"ServerLive", "ServerReady", "ModelReady",
-                                                 "ServerMetadata", "ModelMetadata", "ModelInfer"}
+    assert {m.name for m in service.methods} >= {
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
+    }
     fields = {f.name: f.number for f in v2.ModelInferRequest.DESCRIPTOR.fields}
-    assert fields == {"model_name": 1, "model_version": 2, "id": 3, "parameters": 4,
-                      "inputs": 5, "outputs": 6, "raw_input_contents": 7}
+    assert fields == {
+        "model_name": 1,
+        "model_version": 2,
+        "id": 3,
+        "parameters": 4,
+        "inputs": 5,
+        "outputs": 6,
+        "raw_input_contents": 7,
+    }
     contents = {f.name: f.number for f in v2.InferTensorContents.DESCRIPTOR.fields}
     assert contents["fp64_contents"] == 7 and contents["bytes_contents"] == 8

@@ -32,16 +32,25 @@ def registry(store: RegistryStore) -> Registry:
     return r
 
 
-def candidate(run_id: str, accuracy: float, champion: str = "", champ_acc: float | None = None,
-              correlation_id: str = "corr") -> Candidate:
+def candidate(
+    run_id: str,
+    accuracy: float,
+    champion: str = "",
+    champ_acc: float | None = None,
+    correlation_id: str = "corr",
+) -> Candidate:
     return Candidate(
-        model="churn", run_id=run_id, artifact_uri=f"artifacts/churn/{run_id}/model.skops",
-        artifact_sha256=SHA, profile_uri=f"artifacts/churn/{run_id}/profile.json",
+        model="churn",
+        run_id=run_id,
+        artifact_uri=f"artifacts/churn/{run_id}/model.skops",
+        artifact_sha256=SHA,
+        profile_uri=f"artifacts/churn/{run_id}/profile.json",
         metrics={"accuracy": accuracy, "f1_macro": accuracy},
         champion_metrics={} if champ_acc is None else {"accuracy": champ_acc},
         champion_version=champion,
         lineage=Lineage(run_id=run_id, correlation_id=correlation_id, trigger="manual"),
-        correlation_id=correlation_id, causation_id="cause-1",
+        correlation_id=correlation_id,
+        causation_id="cause-1",
     )
 
 
@@ -57,13 +66,16 @@ def test_defaults_fill_an_empty_spec(registry: Registry) -> None:
     assert spec.policy == PromotionPolicy("accuracy", 0.01, 0.6)
 
 
-@pytest.mark.parametrize("spec, message", [
-    (TrainingSpec(estimator="svm"), "unknown estimator"),
-    (TrainingSpec(holdout_fraction=0.95), "holdout_fraction"),
-    (TrainingSpec(policy=PromotionPolicy(margin=-0.1)), "margin"),
-    (TrainingSpec(policy=PromotionPolicy(floor=1.5)), "floor"),
-    (TrainingSpec(params={"C": "not json"}), "JSON"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (TrainingSpec(estimator="svm"), "unknown estimator"),
+        (TrainingSpec(holdout_fraction=0.95), "holdout_fraction"),
+        (TrainingSpec(policy=PromotionPolicy(margin=-0.1)), "margin"),
+        (TrainingSpec(policy=PromotionPolicy(floor=1.5)), "floor"),
+        (TrainingSpec(params={"C": "not json"}), "JSON"),
+    ],
+)
 def test_bad_specs_are_invalid_input(registry: Registry, spec: TrainingSpec, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         registry.create_model("other", "customers", "churned", spec)
@@ -131,7 +143,10 @@ def test_promotion_archives_the_old_champion_and_rollback_restores_it(
         history = tx.alias_history("churn")
         audit = [row["action"] for row in tx.audit("churn")]
     assert [(h["version"], h["previous_version"], h["actor"]) for h in history] == [
-        (1, None, "policy"), (2, 1, "policy"), (1, 2, "operator")]
+        (1, None, "policy"),
+        (2, 1, "policy"),
+        (1, 2, "operator"),
+    ]
     assert history[-1]["reason"] == "v2 misbehaves"
     assert audit[-1] == "rollback"
     last = outbox_events(store)[-1].model_promoted

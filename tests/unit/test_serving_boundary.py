@@ -30,6 +30,9 @@ def imported(path: Path) -> set[str]:
 def test_core_module_imports_no_transport(module: str) -> None:
     names = imported(SERVING / module)
     assert not {n for n in names if n.split(".")[0] in FORBIDDEN}
-    assert not {n for n in names if n.startswith("driftloop.services.serving.")
-                and n.split(".")[3] in ADAPTERS}
+    assert not {
+        n
+        for n in names
+        if n.startswith("driftloop.services.serving.") and n.split(".")[3] in ADAPTERS
+    }
     assert not {n for n in names if n.endswith(("_pb2", "_pb2_grpc"))}

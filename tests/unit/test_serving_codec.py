@@ -38,8 +38,9 @@ def tensor(name: str, datatype: str, shape: list[int], values: Any = None) -> An
     return t
 
 
-def request(*inputs: Any, raw: list[bytes] | None = None, outputs: tuple[str, ...] = (),
-            **kw: Any) -> Any:
+def request(
+    *inputs: Any, raw: list[bytes] | None = None, outputs: tuple[str, ...] = (), **kw: Any
+) -> Any:
     req = pb.ModelInferRequest(model_name="m", inputs=list(inputs), **kw)
     req.raw_input_contents.extend(raw or [])
     req.outputs.extend(pb.ModelInferRequest.InferRequestedOutputTensor(name=o) for o in outputs)
@@ -79,11 +80,13 @@ def test_one_bytes_matrix_for_mixed_features() -> None:
 
 
 def test_one_input_per_feature_typed_in_any_order_and_datatype() -> None:
-    frame = decode(request(
-        tensor("x2", "INT64", [2], [7, 8]),
-        tensor("color", "BYTES", [2, 1], [b"red", "grün".encode()]),
-        tensor("x1", "FP32", [2], [0.5, float("nan")]),
-    ))
+    frame = decode(
+        request(
+            tensor("x2", "INT64", [2], [7, 8]),
+            tensor("color", "BYTES", [2, 1], [b"red", "grün".encode()]),
+            tensor("x1", "FP32", [2], [0.5, float("nan")]),
+        )
+    )
     assert list(frame.columns) == ["x1", "color", "x2"]
     assert frame["x1"].tolist()[0] == 0.5 and np.isnan(frame["x1"].tolist()[1])
     assert frame["color"].tolist() == ["red", "grün"]
@@ -91,11 +94,18 @@ def test_one_input_per_feature_typed_in_any_order_and_datatype() -> None:
 
 
 def test_raw_contents_per_feature_including_bytes() -> None:
-    frame = decode(request(
-        tensor("x1", "FP64", [2]), tensor("color", "BYTES", [2]), tensor("x2", "INT32", [2]),
-        raw=[np.array([1.0, 2.0], "<f8").tobytes(), prefixed(b"red", b""),
-             np.array([3, 4], "<i4").tobytes()],
-    ))
+    frame = decode(
+        request(
+            tensor("x1", "FP64", [2]),
+            tensor("color", "BYTES", [2]),
+            tensor("x2", "INT32", [2]),
+            raw=[
+                np.array([1.0, 2.0], "<f8").tobytes(),
+                prefixed(b"red", b""),
+                np.array([3, 4], "<i4").tobytes(),
+            ],
+        )
+    )
     assert frame["x1"].tolist() == [1.0, 2.0]
     assert frame["color"].tolist() == ["red", ""]
     assert frame["x2"].tolist() == [3.0, 4.0]
@@ -113,36 +123,68 @@ def test_raw_matrix_fp32_and_bytes() -> None:
 
 ERRORS = [
     (request(), "no inputs"),
-    (request(tensor("x1", "FP64", [1], [1.0]), tensor("bogus", "FP64", [1], [1.0])),
-     "unknown input 'bogus'"),
-    (request(tensor("x1", "FP64", [1], [1.0]), tensor("x2", "FP64", [1], [1.0])),
-     r"missing feature input\(s\) \['color'\]"),
-    (request(tensor("x", "BYTES", [2, 3], [b"1"] * 5)),
-     r"input 'x': shape \[2, 3\] needs 6 elements but 5 were sent"),
+    (
+        request(tensor("x1", "FP64", [1], [1.0]), tensor("bogus", "FP64", [1], [1.0])),
+        "unknown input 'bogus'",
+    ),
+    (
+        request(tensor("x1", "FP64", [1], [1.0]), tensor("x2", "FP64", [1], [1.0])),
+        r"missing feature input\(s\) \['color'\]",
+    ),
+    (
+        request(tensor("x", "BYTES", [2, 3], [b"1"] * 5)),
+        r"input 'x': shape \[2, 3\] needs 6 elements but 5 were sent",
+    ),
     (request(tensor("x", "FP16", [1, 3], None)), "input 'x': datatype 'FP16' is not supported"),
-    (request(tensor("x", "BYTES", [1, 3], None), raw=[b"\x01\x00"]),
-     "input 'x': raw BYTES content is truncated"),
-    (request(tensor("x", "BYTES", [1, 3], None), raw=[b"\x09\x00\x00\x00ab"]),
-     "claims 9 bytes but only 2 remain"),
-    (request(tensor("x1", "FP64", [1], [1.0]), tensor("color", "BYTES", [2], [b"a", b"b"]),
-             tensor("x2", "FP64", [1], [1.0])),
-     "input 'color' has 2 rows but earlier inputs have 1"),
+    (
+        request(tensor("x", "BYTES", [1, 3], None), raw=[b"\x01\x00"]),
+        "input 'x': raw BYTES content is truncated",
+    ),
+    (
+        request(tensor("x", "BYTES", [1, 3], None), raw=[b"\x09\x00\x00\x00ab"]),
+        "claims 9 bytes but only 2 remain",
+    ),
+    (
+        request(
+            tensor("x1", "FP64", [1], [1.0]),
+            tensor("color", "BYTES", [2], [b"a", b"b"]),
+            tensor("x2", "FP64", [1], [1.0]),
+        ),
+        "input 'color' has 2 rows but earlier inputs have 1",
+    ),
     (request(tensor("x", "BYTES", [0, 3], [])), r"input 'x' has no rows \(N == 0\)"),
-    (request(tensor("x", "FP64", [1, 3], [1.0, 2.0, 3.0])),
-     "input 'x' is FP64 but feature 'color' is categorical"),
-    (request(tensor("x", "BYTES", [1, 3], [b"one", b"red", b"2"])),
-     "input 'x': feature 'x1' is numeric but a value is not a number"),
-    (request(tensor("x", "BYTES", [1, 3], [b"1", b"\xff", b"2"])),
-     "input 'x': feature 'color' has a value that is not UTF-8"),
-    (request(tensor("x", "BYTES", [1, 3], [b"inf", b"red", b"2"])),
-     "input 'x': feature 'x1' has an infinite value"),
-    (request(tensor("x", "BYTES", [3], [b"1", b"red", b"2"])),
-     r"input 'x' has shape \[3\]: a single input must be \[N, 3\]"),
-    (request(tensor("x1", "FP64", [1, 2], [1.0, 2.0]), tensor("color", "BYTES", [1], [b"a"]),
-             tensor("x2", "FP64", [1], [1.0])),
-     r"input 'x1' has shape \[1, 2\]: a per-feature input must be \[N\] or \[N, 1\]"),
-    (request(tensor("x1", "FP64", [1], [1.0]), tensor("x1", "FP64", [1], [1.0])),
-     "input 'x1' is given twice"),
+    (
+        request(tensor("x", "FP64", [1, 3], [1.0, 2.0, 3.0])),
+        "input 'x' is FP64 but feature 'color' is categorical",
+    ),
+    (
+        request(tensor("x", "BYTES", [1, 3], [b"one", b"red", b"2"])),
+        "input 'x': feature 'x1' is numeric but a value is not a number",
+    ),
+    (
+        request(tensor("x", "BYTES", [1, 3], [b"1", b"\xff", b"2"])),
+        "input 'x': feature 'color' has a value that is not UTF-8",
+    ),
+    (
+        request(tensor("x", "BYTES", [1, 3], [b"inf", b"red", b"2"])),
+        "input 'x': feature 'x1' has an infinite value",
+    ),
+    (
+        request(tensor("x", "BYTES", [3], [b"1", b"red", b"2"])),
+        r"input 'x' has shape \[3\]: a single input must be \[N, 3\]",
+    ),
+    (
+        request(
+            tensor("x1", "FP64", [1, 2], [1.0, 2.0]),
+            tensor("color", "BYTES", [1], [b"a"]),
+            tensor("x2", "FP64", [1], [1.0]),
+        ),
+        r"input 'x1' has shape \[1, 2\]: a per-feature input must be \[N\] or \[N, 1\]",
+    ),
+    (
+        request(tensor("x1", "FP64", [1], [1.0]), tensor("x1", "FP64", [1], [1.0])),
+        "input 'x1' is given twice",
+    ),
     (request(tensor("x", "BYTES", [-1, 3], [])), "negative dim"),
 ]
 
@@ -154,8 +196,10 @@ def test_bad_requests_say_what_is_wrong(req: Any, message: str) -> None:
 
 
 def test_datatype_must_match_its_contents_field() -> None:
-    with pytest.raises(InvalidInput, match="datatype FP64 but sends values in int64_contents; "
-                                           "put them in fp64_contents"):
+    with pytest.raises(
+        InvalidInput,
+        match="datatype FP64 but sends values in int64_contents; put them in fp64_contents",
+    ):
         t = tensor("m", "FP64", [1, 2])
         t.contents.int64_contents.extend([1, 2])
         decode(request(t), NUMERIC)
@@ -169,8 +213,9 @@ def test_raw_length_must_be_a_multiple_of_the_element_size() -> None:
 
 def test_raw_and_typed_contents_cannot_be_mixed() -> None:
     req = request(tensor("m", "FP64", [1, 2], [1.0, 2.0]), raw=[b"\x00" * 16])
-    with pytest.raises(InvalidInput, match="input 'm' has typed contents while the request uses "
-                                           "raw_input_contents"):
+    with pytest.raises(
+        InvalidInput, match="input 'm' has typed contents while the request uses raw_input_contents"
+    ):
         decode(req, NUMERIC)
 
 
@@ -185,8 +230,9 @@ def test_raw_contents_need_one_entry_per_input() -> None:
 
 
 def test_typed_request_gets_typed_outputs_with_id_and_parameters_echoed() -> None:
-    req = request(tensor("x", "BYTES", [2, 3], [b"2", b"red", b"0", b"-2", b"blue", b"0"]),
-                  id="req-1")
+    req = request(
+        tensor("x", "BYTES", [2, 3], [b"2", b"red", b"0", b"-2", b"blue", b"0"]), id="req-1"
+    )
     req.parameters["trace"].string_param = "abc"
     result = service().infer(converters.to_inference_request(req))
     resp = converters.to_infer_response(req, result)
@@ -201,8 +247,11 @@ def test_typed_request_gets_typed_outputs_with_id_and_parameters_echoed() -> Non
 
 
 def test_raw_request_gets_raw_outputs_in_requested_order() -> None:
-    req = request(tensor("x", "BYTES", [1, 3]), raw=[prefixed(b"2", b"red", b"0")],
-                  outputs=("probabilities", "label"))
+    req = request(
+        tensor("x", "BYTES", [1, 3]),
+        raw=[prefixed(b"2", b"red", b"0")],
+        outputs=("probabilities", "label"),
+    )
     resp = converters.to_infer_response(req, service().infer(converters.to_inference_request(req)))
     assert [o.name for o in resp.outputs] == ["probabilities", "label"]
     proba = np.frombuffer(resp.raw_output_contents[0], "<f8")
@@ -238,9 +287,9 @@ VALUES = {
     "int_contents": st.lists(st.integers(-(2**31), 2**31 - 1), max_size=12),
     "int64_contents": st.lists(st.integers(-(2**63), 2**63 - 1), max_size=12),
     "bool_contents": st.lists(st.booleans(), max_size=12),
-    "bytes_contents": st.lists(st.one_of(st.binary(max_size=6),
-                                         st.sampled_from([b"1", b"2.5", b"red", b""])),
-                               max_size=12),
+    "bytes_contents": st.lists(
+        st.one_of(st.binary(max_size=6), st.sampled_from([b"1", b"2.5", b"red", b""])), max_size=12
+    ),
 }
 
 
@@ -280,16 +329,21 @@ def valid_requests(draw: st.DrawFn) -> tuple[Any, int]:
     colors = [c.encode() for c in draw(st.lists(COLORS, min_size=n, max_size=n))]
     raw = draw(st.booleans())
     if draw(st.booleans()):  # one BYTES [N, 3] tensor
-        cells = [v for row in zip(x1, colors, x2, strict=True)
-                 for v in (str(row[0]).encode(), row[1], str(row[2]).encode())]
+        cells = [
+            v
+            for row in zip(x1, colors, x2, strict=True)
+            for v in (str(row[0]).encode(), row[1], str(row[2]).encode())
+        ]
         t = tensor("input-0", "BYTES", [n, 3], None if raw else cells)
         return request(t, raw=[prefixed(*cells)] if raw else None), n
     numeric = draw(st.sampled_from(["FP32", "FP64"]))
     dtype = codec.DATATYPES[numeric].dtype
     shape = draw(st.sampled_from([[n], [n, 1]]))
-    tensors = [tensor("x1", numeric, shape, None if raw else x1),
-               tensor("color", "BYTES", shape, None if raw else colors),
-               tensor("x2", numeric, shape, None if raw else x2)]
+    tensors = [
+        tensor("x1", numeric, shape, None if raw else x1),
+        tensor("color", "BYTES", shape, None if raw else colors),
+        tensor("x2", numeric, shape, None if raw else x2),
+    ]
     raws = [np.array(x1, dtype).tobytes(), prefixed(*colors), np.array(x2, dtype).tobytes()]
     return request(*tensors, raw=raws if raw else None), n
 

@@ -133,8 +133,9 @@ class RecordingPublisher:
 
 
 def promoted(version: str, key: str, sha: str) -> envelope.Envelope:
-    payload = events_pb2.ModelPromoted(model="e", version=version, artifact_uri=key,
-                                       artifact_sha256=sha, action="promote")
+    payload = events_pb2.ModelPromoted(
+        model="e", version=version, artifact_uri=key, artifact_sha256=sha, action="promote"
+    )
     return envelope.new_event("registry", payload, correlation_id="corr-1")
 
 
@@ -178,10 +179,18 @@ class Registry:
 async def test_reconcile_deploys_production_reports_failures_once_and_survives_outages() -> None:
     d, _ = deployer()
     publisher = RecordingPublisher()
-    registry = Registry({"good": ("1", "a/1/model.skops", artifacts.sha256(GOOD)),
-                         "gone": ("4", "a/9/model.skops", artifacts.sha256(GOOD))})
-    reconciler = Reconciler(d, ModelEvents(d, publisher, "h:1"), registry,  # type: ignore[arg-type]
-                            interval_s=5)
+    registry = Registry(
+        {
+            "good": ("1", "a/1/model.skops", artifacts.sha256(GOOD)),
+            "gone": ("4", "a/9/model.skops", artifacts.sha256(GOOD)),
+        }
+    )
+    reconciler = Reconciler(
+        d,
+        ModelEvents(d, publisher, "h:1"),
+        registry,  # type: ignore[arg-type]
+        interval_s=5,
+    )
     registry.down = True
     await reconciler.reconcile_once()
     assert reconciler.first_done.is_set() and publisher.sent == []

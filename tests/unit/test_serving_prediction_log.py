@@ -17,10 +17,12 @@ pytestmark = pytest.mark.unit
 
 
 def record(model: str, version: str, rows: int, request_id: str = "") -> PredictionRecord:
-    frame = pd.DataFrame({"x1": np.arange(rows, dtype=float),
-                          "color": np.array(["red"] * rows, dtype=object)})
-    return PredictionRecord(model, version, frame, request_id,
-                            np.array(["yes"] * rows, dtype=object), 123.5)
+    frame = pd.DataFrame(
+        {"x1": np.arange(rows, dtype=float), "color": np.array(["red"] * rows, dtype=object)}
+    )
+    return PredictionRecord(
+        model, version, frame, request_id, np.array(["yes"] * rows, dtype=object), 123.5
+    )
 
 
 class Sink:

@@ -14,8 +14,12 @@ pytestmark = pytest.mark.unit
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = ServingSettings()
-    assert (settings.reconcile_interval_s, settings.log_queue_rows, settings.log_batch_rows,
-            settings.log_flush_interval_s) == (5.0, 50_000, 1_000, 0.1)
+    assert (
+        settings.reconcile_interval_s,
+        settings.log_queue_rows,
+        settings.log_batch_rows,
+        settings.log_flush_interval_s,
+    ) == (5.0, 50_000, 1_000, 0.1)
     assert settings.instance_name().endswith(f":{os.getpid()}")
     monkeypatch.setenv("DRIFTLOOP_SERVING_LOG_BATCH_ROWS", "7")
     monkeypatch.setenv("DRIFTLOOP_SERVING_INSTANCE", "pod-a")
