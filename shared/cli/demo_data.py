@@ -3,7 +3,8 @@
 Before: x0..x3 ~ N(0, 1), segment in {a, b, c}; label = 1 when x0 + 0.5*x1 + bonus(segment) > 0.
 After the shift the population moves (x0 ~ N(2, 1)) and so does the boundary (> 2): a model
 trained before keeps answering 1 for most rows and its accuracy falls towards the base rate,
-while a model retrained on the new rows recovers. Detection sees the shift in x0. 3% of labels are flipped, so no model is perfect.
+while a model retrained on the new rows recovers. Detection sees the shift in x0.
+3% of labels are flipped, so no model is perfect.
 """
 
 from __future__ import annotations

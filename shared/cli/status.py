@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from google.protobuf import json_format
 from rich.console import Console
@@ -104,34 +103,40 @@ def _latest_run(common: CommonSettings) -> dict[str, Any] | None:
 
 async def _from_broker(bootstrap: str) -> tuple[dict[str, Any], dict[str, Any]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         await consumer.start()
-        await admin.start()
-        return await _lag(admin, consumer), await _latest_events(consumer)
+        lag = await _lag(bootstrap, consumer)
+        latest = await _latest_events(consumer)
+        return lag, latest
     except KafkaError:
         return {}, {}
     finally:
         await consumer.stop()
-        await admin.close()
 
 
-async def _lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> dict[str, Any]:
+async def _lag(bootstrap: str, consumer: AIOKafkaConsumer) -> dict[str, Any]:
+    # why: a consumer bound to the group reads its committed offsets; aiokafka's admin
+    # list_consumer_group_offsets cannot decode the embedded broker's OffsetFetch reply.
     lag: dict[str, Any] = {}
     for group, names in CONSUMER_GROUPS.items():
-        committed = await admin.list_consumer_group_offsets(group)
         tps = [
             TopicPartition(t, p)
             for t in names
             for p in sorted(consumer.partitions_for_topic(t) or {0})
         ]
         ends = await consumer.end_offsets(tps)
-        per_topic: dict[str, int] = {}
-        for tp in tps:
-            done = committed.get(tp)
-            offset = done.offset if done is not None and done.offset >= 0 else 0
-            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends[tp] - offset)
-        lag[group] = per_topic
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await reader.start()
+        try:
+            per_topic: dict[str, int] = {}
+            for tp in tps:
+                done = await reader.committed(tp)
+                per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends[tp] - (done or 0))
+            lag[group] = per_topic
+        finally:
+            await reader.stop()
     return lag
 
 
@@ -148,30 +153,36 @@ async def _latest_events(consumer: AIOKafkaConsumer) -> dict[str, Any]:
     for tp in tps:
         consumer.seek(tp, max(0, ends[tp] - 50))
     latest: dict[str, Any] = {}
-    while True:
-        batch = await asyncio.wait_for(consumer.getmany(timeout_ms=300), 5)
-        if not batch:
-            break
+    deadline = asyncio.get_running_loop().time() + 5
+    drained = False
+    while asyncio.get_running_loop().time() < deadline:
+        batch = await consumer.getmany(timeout_ms=200)
         for records in batch.values():
             for record in records:
-                try:
-                    event = envelope.decode(record.value)
-                except Exception:  # noqa: BLE001 - status shows what it can decode
-                    continue
-                if record.topic == topics.MODELS and event.type not in (
-                    "ModelPromoted",
-                    "ModelRejected",
-                ):
-                    continue
-                latest[wanted[record.topic]] = {
-                    "type": event.type,
-                    "at": event.occurred_at.ToJsonString(),
-                    "correlation_id": event.correlation_id,
-                    **json_format.MessageToDict(
-                        envelope.payload(event), preserving_proto_field_name=True
-                    ),
-                }
+                _remember_latest(latest, wanted[record.topic], record)
+        caught_up = all([await consumer.position(tp) >= ends[tp] for tp in tps])
+        # why: Tansu's high watermark can point inside the last batch; one more empty poll
+        # after reaching it makes sure that batch's later records were read too.
+        if caught_up and not batch:
+            if drained:
+                break
+            drained = True
     return latest
+
+
+def _remember_latest(latest: dict[str, Any], kind: str, record: Any) -> None:
+    try:
+        event = envelope.decode(record.value)
+    except Exception:  # noqa: BLE001 - status shows what it can decode
+        return
+    if record.topic == topics.MODELS and event.type not in ("ModelPromoted", "ModelRejected"):
+        return
+    latest[kind] = {
+        "type": event.type,
+        "at": event.occurred_at.ToJsonString(),
+        "correlation_id": event.correlation_id,
+        **json_format.MessageToDict(envelope.payload(event), preserving_proto_field_name=True),
+    }
 
 
 def render_status(console: Console, report: dict[str, Any]) -> None:

@@ -66,7 +66,7 @@ def _status(common: CommonSettings) -> dict:
 
 def test_drift_retrains_promotes_and_redeploys(running_stack: CommonSettings) -> None:
     common = running_stack
-    demo = Demo(common, Console(file=open(os.devnull, "w")), rate=300)  # noqa: SIM115
+    demo = Demo(common, Console(quiet=True), rate=300)
     summary = asyncio.run(demo.run(timeout=300))
 
     assert summary["versions"] == ["1", "2"]
