@@ -54,7 +54,7 @@ def test_crashing_process_is_restarted_with_backoff(tmp_path: Path) -> None:
 
 
 def test_stop_terminates_everything(tmp_path: Path) -> None:
-    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    sleeper = [sys.executable, "-c", "import signal; signal.pause()"]
     sup = Supervisor([ProcessSpec(f"s{i}", sleeper, {}, tmp_path / f"s{i}.log") for i in range(3)])
     pids = [sup.start(f"s{i}") for i in range(3)]
     assert all(sup.pids().values())

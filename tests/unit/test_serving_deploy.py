@@ -32,9 +32,11 @@ class Store:
         self.objects = objects
         self.fetched: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
 
     async def fetch(self, key: str) -> bytes:
         self.fetched.append(key)
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         if key not in self.objects:
@@ -111,8 +113,7 @@ async def test_deployments_of_one_model_are_serialized() -> None:
     sha = artifacts.sha256(GOOD)
     first = asyncio.create_task(d.deploy("s", "1", "a/1/model.skops", sha))
     second = asyncio.create_task(d.deploy("s", "1", "a/1/model.skops", sha))
-    while not store.fetched:
-        await asyncio.sleep(0)  # let the first task reach its fetch
+    await asyncio.wait_for(store.entered.wait(), 10)  # the first task holds the model's lock
     store.gate.set()
     results = await asyncio.gather(first, second)
     assert [r.swapped for r in results] == [True, False]
