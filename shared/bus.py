@@ -118,9 +118,10 @@ class EventPublisher:
 class EventConsumer:
     """Reads topics and calls a handler per message; failures go to driftloop.deadletter.
 
-    With `envelopes=True` (the default) each message is decoded into an Envelope and handlers
-    get it; a message that does not decode is dead-lettered. `ready` is set once partitions are
-    assigned, so callers (and tests) can wait for it instead of sleeping.
+    With `on_event`, each message is decoded into an Envelope for the handler and a message
+    that does not decode is dead-lettered; with `on_record` the handler gets the raw record
+    (for topics external producers write). `ready` is set once partitions are assigned and
+    their start offsets resolved, so callers (and tests) wait for it instead of sleeping.
     """
 
     def __init__(

@@ -10,10 +10,10 @@ import uuid
 
 from google.protobuf.message import DecodeError, Message
 
-from driftloop.events.v1 import events_pb2
+from driftloop.events.v1.events_pb2 import Envelope
 from driftloop.shared.errors import InvalidInput
 
-Envelope = events_pb2.Envelope
+__all__ = ["Envelope", "decode", "encode", "new_event", "payload"]
 
 # payload message name -> name of its field in the Envelope's `payload` oneof
 _PAYLOAD_FIELD = {

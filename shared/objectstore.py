@@ -139,14 +139,13 @@ class _mapped:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, S3Error):
             if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
                 raise NotFound(f"object store: {self._what} not found") from exc
             raise Unavailable(f"object store error on {self._what}: {exc.code}") from exc
         if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
             raise Unavailable(f"object store unreachable ({self._what}): {exc}") from exc
-        return False
 
 
 def open_object_store(common: CommonSettings) -> ObjectStore:

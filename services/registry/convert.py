@@ -24,70 +24,109 @@ def timestamp(seconds: float) -> Timestamp:
 
 def spec_from_pb(spec: pb.TrainingSpec) -> TrainingSpec:
     return TrainingSpec(
-        features=tuple(spec.features), estimator=spec.estimator, params=dict(spec.params),
-        window_rows=spec.window_rows, holdout_fraction=spec.holdout_fraction,
+        features=tuple(spec.features),
+        estimator=spec.estimator,
+        params=dict(spec.params),
+        window_rows=spec.window_rows,
+        holdout_fraction=spec.holdout_fraction,
         min_rows=spec.min_rows,
-        policy=PromotionPolicy(metric=spec.policy.metric, margin=spec.policy.margin,
-                               floor=spec.policy.floor),
+        policy=PromotionPolicy(
+            metric=spec.policy.metric, margin=spec.policy.margin, floor=spec.policy.floor
+        ),
     )
 
 
 def spec_to_pb(spec: TrainingSpec) -> pb.TrainingSpec:
     return pb.TrainingSpec(
-        features=list(spec.features), estimator=spec.estimator, params=spec.params,
-        window_rows=spec.window_rows, holdout_fraction=spec.holdout_fraction,
+        features=list(spec.features),
+        estimator=spec.estimator,
+        params=spec.params,
+        window_rows=spec.window_rows,
+        holdout_fraction=spec.holdout_fraction,
         min_rows=spec.min_rows,
-        policy=pb.PromotionPolicy(metric=spec.policy.metric, margin=spec.policy.margin,
-                                  floor=spec.policy.floor),
+        policy=pb.PromotionPolicy(
+            metric=spec.policy.metric, margin=spec.policy.margin, floor=spec.policy.floor
+        ),
     )
 
 
 def model_to_pb(model: Model) -> pb.Model:
     return pb.Model(
-        name=model.name, dataset=model.dataset, target=model.target, spec=spec_to_pb(model.spec),
-        production_version=model.production_version, created_at=timestamp(model.created_at),
+        name=model.name,
+        dataset=model.dataset,
+        target=model.target,
+        spec=spec_to_pb(model.spec),
+        production_version=model.production_version,
+        created_at=timestamp(model.created_at),
         latest_version=model.latest_version,
     )
 
 
 def lineage_from_pb(lin: pb.Lineage) -> Lineage:
     return Lineage(
-        model=lin.model, version=lin.version, run_id=lin.run_id,
-        manifest_version=lin.manifest_version, manifest_key=lin.manifest_key,
+        model=lin.model,
+        version=lin.version,
+        run_id=lin.run_id,
+        manifest_version=lin.manifest_version,
+        manifest_key=lin.manifest_key,
         files=tuple(DataFile(key=f.key, sha256=f.sha256, rows=f.rows) for f in lin.files),
-        params=dict(lin.params), code_version=lin.code_version,
-        causing_event_id=lin.causing_event_id, correlation_id=lin.correlation_id,
-        episode_id=lin.episode_id, parent_version=lin.parent_version, trigger=lin.trigger,
+        params=dict(lin.params),
+        code_version=lin.code_version,
+        causing_event_id=lin.causing_event_id,
+        correlation_id=lin.correlation_id,
+        episode_id=lin.episode_id,
+        parent_version=lin.parent_version,
+        trigger=lin.trigger,
         training_rows=lin.training_rows,
     )
 
 
 def lineage_to_pb(lin: Lineage) -> pb.Lineage:
     return pb.Lineage(
-        model=lin.model, version=lin.version, run_id=lin.run_id,
-        manifest_version=lin.manifest_version, manifest_key=lin.manifest_key,
+        model=lin.model,
+        version=lin.version,
+        run_id=lin.run_id,
+        manifest_version=lin.manifest_version,
+        manifest_key=lin.manifest_key,
         files=[pb.DataFile(key=f.key, sha256=f.sha256, rows=f.rows) for f in lin.files],
-        params=lin.params, code_version=lin.code_version,
-        causing_event_id=lin.causing_event_id, correlation_id=lin.correlation_id,
-        episode_id=lin.episode_id, parent_version=lin.parent_version, trigger=lin.trigger,
+        params=lin.params,
+        code_version=lin.code_version,
+        causing_event_id=lin.causing_event_id,
+        correlation_id=lin.correlation_id,
+        episode_id=lin.episode_id,
+        parent_version=lin.parent_version,
+        trigger=lin.trigger,
         training_rows=lin.training_rows,
     )
 
 
 def version_to_pb(v: ModelVersion) -> pb.ModelVersion:
     return pb.ModelVersion(
-        model=v.model, version=v.version, status=v.status, artifact_uri=v.artifact_uri,
-        artifact_sha256=v.artifact_sha256, profile_uri=v.profile_uri, metrics=v.metrics,
-        lineage=lineage_to_pb(v.lineage), decision_reason=v.decision_reason,
-        created_at=timestamp(v.created_at), run_id=v.run_id,
+        model=v.model,
+        version=v.version,
+        status=v.status,
+        artifact_uri=v.artifact_uri,
+        artifact_sha256=v.artifact_sha256,
+        profile_uri=v.profile_uri,
+        metrics=v.metrics,
+        lineage=lineage_to_pb(v.lineage),
+        decision_reason=v.decision_reason,
+        created_at=timestamp(v.created_at),
+        run_id=v.run_id,
     )
 
 
 def candidate_from_pb(req: pb.RegisterVersionRequest) -> Candidate:
     return Candidate(
-        model=req.model, run_id=req.run_id, artifact_uri=req.artifact_uri,
-        artifact_sha256=req.artifact_sha256, profile_uri=req.profile_uri,
-        metrics=dict(req.metrics), champion_metrics=dict(req.champion_metrics),
-        champion_version=req.champion_version, lineage=lineage_from_pb(req.lineage),
-        correlation_id=req.correlation_id, causation_id=req.causation_id,
+        model=req.model,
+        run_id=req.run_id,
+        artifact_uri=req.artifact_uri,
+        artifact_sha256=req.artifact_sha256,
+        profile_uri=req.profile_uri,
+        metrics=dict(req.metrics),
+        champion_metrics=dict(req.champion_metrics),
+        champion_version=req.champion_version,
+        lineage=lineage_from_pb(req.lineage),
+        correlation_id=req.correlation_id,
+        causation_id=req.causation_id,
     )

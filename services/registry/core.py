@@ -54,8 +54,9 @@ class Registry:
             if tx.model(name) is not None:
                 raise AlreadyExists(f"model {name!r} already exists")
             tx.insert_model(model)
-            tx.add_audit(name, "", "create", "model declared",
-                         {"dataset": dataset, "target": target})
+            tx.add_audit(
+                name, "", "create", "model declared", {"dataset": dataset, "target": target}
+            )
         log.info("model_created", model=name, dataset=dataset, target=target)
         return model
 
@@ -77,37 +78,65 @@ class Registry:
             if existing is not None:
                 version, promoted = existing
                 if version.model != c.model:
-                    raise Conflict(f"run {c.run_id} is already registered for model "
-                                   f"{version.model!r}, not {c.model!r}")
+                    raise Conflict(
+                        f"run {c.run_id} is already registered for model "
+                        f"{version.model!r}, not {c.model!r}"
+                    )
                 return Registration(version, promoted, version.decision_reason)
             champion = tx.production(c.model)
             decision = _decision(model, c, champion)
             number = str(tx.next_version(c.model))
             version = ModelVersion(
-                model=c.model, version=number,
+                model=c.model,
+                version=number,
                 status="production" if decision.promote else "rejected",
-                artifact_uri=c.artifact_uri, artifact_sha256=c.artifact_sha256,
-                profile_uri=c.profile_uri, metrics=dict(c.metrics),
+                artifact_uri=c.artifact_uri,
+                artifact_sha256=c.artifact_sha256,
+                profile_uri=c.profile_uri,
+                metrics=dict(c.metrics),
                 lineage=replace(c.lineage, model=c.model, version=number),
-                decision_reason=decision.reason, created_at=time.time(), run_id=c.run_id,
+                decision_reason=decision.reason,
+                created_at=time.time(),
+                run_id=c.run_id,
             )
             tx.insert_version(version, promoted=decision.promote)
-            tx.add_audit(c.model, number, "register", decision.reason,
-                         {"run_id": c.run_id, "metrics": c.metrics,
-                          "champion_metrics": c.champion_metrics,
-                          "champion_version": c.champion_version})
+            tx.add_audit(
+                c.model,
+                number,
+                "register",
+                decision.reason,
+                {
+                    "run_id": c.run_id,
+                    "metrics": c.metrics,
+                    "champion_metrics": c.champion_metrics,
+                    "champion_version": c.champion_version,
+                },
+            )
             ids = {"correlation_id": c.correlation_id, "causation_id": c.causation_id}
-            _outbox(tx, c.model, events_pb2.ModelRegistered(
-                model=c.model, version=number, run_id=c.run_id), **ids)
+            _outbox(
+                tx,
+                c.model,
+                events_pb2.ModelRegistered(model=c.model, version=number, run_id=c.run_id),
+                **ids,
+            )
             if decision.promote:
                 _move_production(tx, version, champion, decision.reason, "policy", "promote", ids)
             else:
                 tx.add_audit(c.model, number, "reject", decision.reason, {})
-                _outbox(tx, c.model, events_pb2.ModelRejected(
-                    model=c.model, version=number, reason=decision.reason), **ids)
+                _outbox(
+                    tx,
+                    c.model,
+                    events_pb2.ModelRejected(model=c.model, version=number, reason=decision.reason),
+                    **ids,
+                )
         self._on_commit()
-        log.info("version_registered", model=c.model, version=number,
-                 promoted=decision.promote, reason=decision.reason)
+        log.info(
+            "version_registered",
+            model=c.model,
+            version=number,
+            promoted=decision.promote,
+            reason=decision.reason,
+        )
         return Registration(version, decision.promote, decision.reason)
 
     def get_version(self, model: str, version: str) -> ModelVersion:
@@ -154,12 +183,15 @@ class Registry:
         with self._store.transaction() as tx:
             target = _need_version(tx, model, version)
             if target.status == "production":
-                raise Conflict(f"version {version} of model {model} is in production: promote "
-                               "or roll back to another version before rejecting it")
+                raise Conflict(
+                    f"version {version} of model {model} is in production: promote "
+                    "or roll back to another version before rejecting it"
+                )
             tx.set_status(model, version, "rejected")
             tx.add_audit(model, version, "reject", reason, {"actor": "operator"})
-            _outbox(tx, model, events_pb2.ModelRejected(model=model, version=version,
-                                                        reason=reason))
+            _outbox(
+                tx, model, events_pb2.ModelRejected(model=model, version=version, reason=reason)
+            )
         self._on_commit()
         log.info("version_rejected", model=model, version=version, reason=reason)
         return replace(target, status="rejected")
@@ -176,56 +208,94 @@ class Registry:
             if not version:
                 previous = history[-1]["previous_version"] if history else None
                 if previous is None:
-                    raise Conflict(f"model {model} has no earlier production version to roll "
-                                   f"back to (version {champion.version} was the first)")
+                    raise Conflict(
+                        f"model {model} has no earlier production version to roll "
+                        f"back to (version {champion.version} was the first)"
+                    )
                 version = str(previous)
             target = _need_version(tx, model, version)
             if target.version == champion.version:
                 raise Conflict(f"version {version} of model {model} is already in production")
             if not any(str(h["version"]) == target.version for h in history):
-                raise Conflict(f"version {version} of model {model} was never in production; "
-                               "use Promote to put it there")
+                raise Conflict(
+                    f"version {version} of model {model} was never in production; "
+                    "use Promote to put it there"
+                )
             promoted = _move_production(tx, target, champion, reason, "operator", "rollback", {})
         self._on_commit()
-        log.info("version_rolled_back", model=model, version=version,
-                 previous_version=champion.version, reason=reason)
+        log.info(
+            "version_rolled_back",
+            model=model,
+            version=version,
+            previous_version=champion.version,
+            reason=reason,
+        )
         return promoted
 
 
 def _decision(model: Model, c: Candidate, champion: ModelVersion | None) -> Decision:
     if model.spec.policy.metric not in c.metrics:
-        raise InvalidInput(f"candidate metrics lack {model.spec.policy.metric!r} (the policy "
-                           f"metric of model {model.name}); got {sorted(c.metrics)}")
+        raise InvalidInput(
+            f"candidate metrics lack {model.spec.policy.metric!r} (the policy "
+            f"metric of model {model.name}); got {sorted(c.metrics)}"
+        )
     if champion is not None and c.champion_version != champion.version:
         # the candidate was scored against another champion (or none): not comparable
-        return Decision(False, f"champion is version {champion.version} but the candidate was "
-                               f"compared with {c.champion_version or 'no champion'}; retrain")
-    return decide(model.spec.policy, c.metrics,
-                  c.champion_metrics if champion is not None else None)
+        return Decision(
+            False,
+            f"champion is version {champion.version} but the candidate was "
+            f"compared with {c.champion_version or 'no champion'}; retrain",
+        )
+    return decide(
+        model.spec.policy, c.metrics, c.champion_metrics if champion is not None else None
+    )
 
 
 def _move_production(
-    tx: RegistryTx, target: ModelVersion, champion: ModelVersion | None, reason: str,
-    actor: str, action: str, ids: dict[str, str],
+    tx: RegistryTx,
+    target: ModelVersion,
+    champion: ModelVersion | None,
+    reason: str,
+    actor: str,
+    action: str,
+    ids: dict[str, str],
 ) -> ModelVersion:
     previous = champion.version if champion is not None else ""
     if champion is not None:
         tx.set_status(champion.model, champion.version, "archived")
     tx.set_status(target.model, target.version, "production")
     tx.add_alias(target.model, target.version, previous, reason, actor)
-    tx.add_audit(target.model, target.version, action, reason,
-                 {"actor": actor, "previous_version": previous})
-    _outbox(tx, target.model, events_pb2.ModelPromoted(
-        model=target.model, version=target.version, previous_version=previous,
-        artifact_uri=target.artifact_uri, artifact_sha256=target.artifact_sha256,
-        reason=reason, action=action), **ids)
+    tx.add_audit(
+        target.model, target.version, action, reason, {"actor": actor, "previous_version": previous}
+    )
+    _outbox(
+        tx,
+        target.model,
+        events_pb2.ModelPromoted(
+            model=target.model,
+            version=target.version,
+            previous_version=previous,
+            artifact_uri=target.artifact_uri,
+            artifact_sha256=target.artifact_sha256,
+            reason=reason,
+            action=action,
+        ),
+        **ids,
+    )
     return replace(target, status="production")
 
 
-def _outbox(tx: RegistryTx, model: str, payload: Message, *, correlation_id: str = "",
-            causation_id: str = "") -> None:
-    event = envelope.new_event(PRODUCER, payload, correlation_id=correlation_id,
-                               causation_id=causation_id)
+def _outbox(
+    tx: RegistryTx,
+    model: str,
+    payload: Message,
+    *,
+    correlation_id: str = "",
+    causation_id: str = "",
+) -> None:
+    event = envelope.new_event(
+        PRODUCER, payload, correlation_id=correlation_id, causation_id=causation_id
+    )
     tx.add_outbox(event.event_id, topics.MODELS, model, envelope.encode(event))
 
 

@@ -40,9 +40,13 @@ class TrainingSpec:
     def from_json(cls, text: str) -> TrainingSpec:
         raw = json.loads(text)
         return cls(
-            features=tuple(raw["features"]), estimator=raw["estimator"], params=raw["params"],
-            window_rows=raw["window_rows"], holdout_fraction=raw["holdout_fraction"],
-            min_rows=raw["min_rows"], policy=PromotionPolicy(**raw["policy"]),
+            features=tuple(raw["features"]),
+            estimator=raw["estimator"],
+            params=raw["params"],
+            window_rows=raw["window_rows"],
+            holdout_fraction=raw["holdout_fraction"],
+            min_rows=raw["min_rows"],
+            policy=PromotionPolicy(**raw["policy"]),
         )
 
 

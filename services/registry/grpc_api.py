@@ -27,7 +27,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def CreateModel(self, request: pb.CreateModelRequest, context: Ctx) -> pb.Model:
         model = await asyncio.to_thread(
-            self._r.create_model, request.name, request.dataset, request.target,
+            self._r.create_model,
+            request.name,
+            request.dataset,
+            request.target,
             convert.spec_from_pb(request.spec),
         )
         return convert.model_to_pb(model)
@@ -46,7 +49,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> pb.RegisterVersionResponse:
         reg = await asyncio.to_thread(self._r.register, convert.candidate_from_pb(request))
         return pb.RegisterVersionResponse(
-            version=convert.version_to_pb(reg.version), promoted=reg.promoted,
+            version=convert.version_to_pb(reg.version),
+            promoted=reg.promoted,
             decision_reason=reg.decision_reason,
         )
 

@@ -27,16 +27,28 @@ async def _serve(common: CommonSettings, settings: RegistrySettings) -> None:
     # built inside the running loop: aiokafka's producer refuses to be created outside one
     store = RegistryStore(settings.database(common.data_dir))
     publisher = EventPublisher(common.bootstrap(), "registry")
-    outbox = OutboxPublisher(store, publisher, poll_seconds=settings.outbox_poll_seconds,
-                             retry_seconds=settings.outbox_retry_seconds)
+    outbox = OutboxPublisher(
+        store,
+        publisher,
+        poll_seconds=settings.outbox_poll_seconds,
+        retry_seconds=settings.outbox_retry_seconds,
+    )
     registry = Registry(store, on_commit=outbox.notify)
     binding = ServiceBinding(
         add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-        servicer=RegistryServicer(registry), full_name=SERVICE_NAME, mutating=MUTATING,
+        servicer=RegistryServicer(registry),
+        full_name=SERVICE_NAME,
+        mutating=MUTATING,
     )
 
     async def close_store() -> None:
         store.close()
 
-    await runtime.serve("registry", common, [binding], publisher=publisher,
-                        background=[outbox.run], on_stop=close_store)
+    await runtime.serve(
+        "registry",
+        common,
+        [binding],
+        publisher=publisher,
+        background=[outbox.run],
+        on_stop=close_store,
+    )

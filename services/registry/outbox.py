@@ -21,7 +21,11 @@ class OutboxPublisher:
     """`run()` is the background task; `notify()` (thread-safe) wakes it after a commit."""
 
     def __init__(
-        self, store: RegistryStore, publisher: EventPublisher, *, poll_seconds: float = 0.5,
+        self,
+        store: RegistryStore,
+        publisher: EventPublisher,
+        *,
+        poll_seconds: float = 0.5,
         retry_seconds: float = 1.0,
     ) -> None:
         self._store = store

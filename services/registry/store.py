@@ -133,9 +133,20 @@ class RegistryTx:
             "INSERT INTO versions (model, version, status, artifact_uri, artifact_sha256,"
             " profile_uri, metrics_json, lineage_json, decision_reason, run_id, created_at,"
             " promoted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (v.model, int(v.version), v.status, v.artifact_uri, v.artifact_sha256, v.profile_uri,
-             json.dumps(v.metrics, sort_keys=True), v.lineage.to_json(), v.decision_reason,
-             v.run_id, v.created_at, int(promoted)),
+            (
+                v.model,
+                int(v.version),
+                v.status,
+                v.artifact_uri,
+                v.artifact_sha256,
+                v.profile_uri,
+                json.dumps(v.metrics, sort_keys=True),
+                v.lineage.to_json(),
+                v.decision_reason,
+                v.run_id,
+                v.created_at,
+                int(promoted),
+            ),
         )
 
     def set_status(self, model: str, version: str, status: str) -> None:
@@ -182,8 +193,15 @@ class RegistryTx:
         self._c.execute(
             "INSERT INTO alias_history (model, alias, version, previous_version, reason, actor, at)"
             " VALUES (?,?,?,?,?,?,?)",
-            (model, PRODUCTION, int(version), int(previous) if previous else None, reason, actor,
-             time.time()),
+            (
+                model,
+                PRODUCTION,
+                int(version),
+                int(previous) if previous else None,
+                reason,
+                actor,
+                time.time(),
+            ),
         )
 
     def alias_history(self, model: str) -> list[dict[str, Any]]:
@@ -198,8 +216,14 @@ class RegistryTx:
         self._c.execute(
             "INSERT INTO audit (at, model, version, action, reason, details_json)"
             " VALUES (?,?,?,?,?,?)",
-            (time.time(), model, int(version) if version else None, action, reason,
-             json.dumps(details, sort_keys=True)),
+            (
+                time.time(),
+                model,
+                int(version) if version else None,
+                action,
+                reason,
+                json.dumps(details, sort_keys=True),
+            ),
         )
 
     def audit(self, model: str) -> list[dict[str, Any]]:
@@ -215,10 +239,13 @@ class RegistryTx:
     def unsent(self, limit: int = 100) -> list[OutboxRow]:
         rows = self._c.execute(
             "SELECT id, event_id, topic, key, payload FROM outbox WHERE sent = 0"
-            " ORDER BY id LIMIT ?", (limit,),
+            " ORDER BY id LIMIT ?",
+            (limit,),
         )
-        return [OutboxRow(r["id"], r["event_id"], r["topic"], r["key"], bytes(r["payload"]))
-                for r in rows]
+        return [
+            OutboxRow(r["id"], r["event_id"], r["topic"], r["key"], bytes(r["payload"]))
+            for r in rows
+        ]
 
     def mark_sent(self, outbox_id: int) -> None:
         self._c.execute("UPDATE outbox SET sent = 1 WHERE id = ?", (outbox_id,))
@@ -233,8 +260,11 @@ _MODEL_SELECT = (
 
 def _model(row: sqlite3.Row) -> Model:
     return Model(
-        name=row["name"], dataset=row["dataset"], target=row["target"],
-        spec=TrainingSpec.from_json(row["spec_json"]), created_at=row["created_at"],
+        name=row["name"],
+        dataset=row["dataset"],
+        target=row["target"],
+        spec=TrainingSpec.from_json(row["spec_json"]),
+        created_at=row["created_at"],
         production_version=str(row["production"]) if row["production"] is not None else "",
         latest_version=int(row["latest"] or 0),
     )
@@ -242,9 +272,15 @@ def _model(row: sqlite3.Row) -> Model:
 
 def _version(row: sqlite3.Row) -> ModelVersion:
     return ModelVersion(
-        model=row["model"], version=str(row["version"]), status=row["status"],
-        artifact_uri=row["artifact_uri"], artifact_sha256=row["artifact_sha256"],
-        profile_uri=row["profile_uri"], metrics=json.loads(row["metrics_json"]),
-        lineage=Lineage.from_json(row["lineage_json"]), decision_reason=row["decision_reason"],
-        created_at=row["created_at"], run_id=row["run_id"],
+        model=row["model"],
+        version=str(row["version"]),
+        status=row["status"],
+        artifact_uri=row["artifact_uri"],
+        artifact_sha256=row["artifact_sha256"],
+        profile_uri=row["profile_uri"],
+        metrics=json.loads(row["metrics_json"]),
+        lineage=Lineage.from_json(row["lineage_json"]),
+        decision_reason=row["decision_reason"],
+        created_at=row["created_at"],
+        run_id=row["run_id"],
     )

@@ -258,9 +258,7 @@ def _column(tensor: InputTensor, feature: Feature, values: np.ndarray) -> np.nda
     else:
         numbers = values.astype(np.float64)
     if np.isinf(numbers).any():
-        raise InvalidInput(
-            f"input {tensor.name!r}: feature {feature.name!r} has an infinite value"
-        )
+        raise InvalidInput(f"input {tensor.name!r}: feature {feature.name!r} has an infinite value")
     return numbers
 
 

@@ -65,8 +65,7 @@ def to_model_metadata(loaded: LoadedModel, versions: list[str]) -> pb.ModelMetad
     ]
     outputs = [
         meta(name=codec.LABEL, datatype="BYTES", shape=[-1]),
-        meta(name=codec.PROBABILITIES, datatype="FP64",
-             shape=[-1, len(loaded.signature.classes)]),
+        meta(name=codec.PROBABILITIES, datatype="FP64", shape=[-1, len(loaded.signature.classes)]),
     ]
     return pb.ModelMetadataResponse(
         name=loaded.model, versions=versions, platform=PLATFORM, inputs=inputs, outputs=outputs

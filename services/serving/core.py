@@ -74,7 +74,14 @@ class InferenceService:
         metrics.INFER_REQUESTS.labels(loaded.model, loaded.version).inc()
         metrics.INFER_ROWS.labels(loaded.model, loaded.version).inc(len(frame))
         if self._logger is not None:
-            self._logger.offer(PredictionRecord(
-                loaded.model, loaded.version, frame, request.id, labels, self._clock(),
-            ))
+            self._logger.offer(
+                PredictionRecord(
+                    loaded.model,
+                    loaded.version,
+                    frame,
+                    request.id,
+                    labels,
+                    self._clock(),
+                )
+            )
         return InferenceResult(loaded.model, loaded.version, outputs)

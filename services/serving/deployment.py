@@ -72,8 +72,13 @@ class Deployer:
             metrics.SWAPS.labels(model).inc()
             self.rejected.discard((model, version))
             seconds = time.perf_counter() - started
-            log.info("model_swapped", model=model, version=version,
-                     previous_version=replaced.version if replaced else "", load_seconds=seconds)
+            log.info(
+                "model_swapped",
+                model=model,
+                version=version,
+                previous_version=replaced.version if replaced else "",
+                load_seconds=seconds,
+            )
             return Deployment(model, version, replaced.version if replaced else "", seconds, True)
 
     async def _prepare(

@@ -30,7 +30,10 @@ class ModelEvents:
             return  # registrations and rejections change nothing that serves
         promoted = event.model_promoted
         await self.deploy_and_report(
-            promoted.model, promoted.version, promoted.artifact_uri, promoted.artifact_sha256,
+            promoted.model,
+            promoted.version,
+            promoted.artifact_uri,
+            promoted.artifact_sha256,
             cause=event,
         )
 
@@ -65,17 +68,27 @@ class ModelEvents:
             if not done.swapped and cause is None:
                 return done
             deployed = events_pb2.ModelDeployed(
-                model=model, version=version, previous_version=done.previous_version,
-                instance=self._instance, load_seconds=done.load_seconds,
+                model=model,
+                version=version,
+                previous_version=done.previous_version,
+                instance=self._instance,
+                load_seconds=done.load_seconds,
             )
             await self._send(deployed, model, cause, correlation_id)
-            log.info("model_deployed", previous_version=done.previous_version,
-                     load_seconds=done.load_seconds, swapped=done.swapped)
+            log.info(
+                "model_deployed",
+                previous_version=done.previous_version,
+                load_seconds=done.load_seconds,
+                swapped=done.swapped,
+            )
             return done
 
     async def _send(
-        self, payload: events_pb2.ModelDeployed | events_pb2.DeploymentFailed, model: str,
-        cause: Envelope | None, correlation_id: str,
+        self,
+        payload: events_pb2.ModelDeployed | events_pb2.DeploymentFailed,
+        model: str,
+        cause: Envelope | None,
+        correlation_id: str,
     ) -> None:
         event = self._publisher.event(payload, cause=cause, correlation_id=correlation_id)
         await self._publisher.publish(topics.DEPLOYMENTS, model, event)
@@ -87,8 +100,12 @@ def model_events_consumer(
     """Every replica reads every promotion from the latest offset and commits nothing: the
     registry, not the bus, is the truth about production, and reconcile covers the gap."""
     return EventConsumer(
-        bootstrap=common.bootstrap(), group=None, topic_names=[topics.MODELS],
-        publisher=publisher, on_event=handler.handle, from_latest=True,
+        bootstrap=common.bootstrap(),
+        group=None,
+        topic_names=[topics.MODELS],
+        publisher=publisher,
+        on_event=handler.handle,
+        from_latest=True,
     )
 
 

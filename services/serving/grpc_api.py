@@ -78,8 +78,9 @@ class RegistryReader:
         async with aio_channel(self._common, "registry") as channel:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             try:
-                reply = await stub.ListModels(registry_pb2.ListModelsRequest(),
-                                              timeout=self._timeout)
+                reply = await stub.ListModels(
+                    registry_pb2.ListModelsRequest(), timeout=self._timeout
+                )
             except grpc.aio.AioRpcError as exc:
                 raise self._unavailable("ListModels", exc) from exc
         return {m.name: m.production_version for m in reply.models if m.production_version}
@@ -95,8 +96,11 @@ class RegistryReader:
             except grpc.aio.AioRpcError as exc:
                 raise self._unavailable(f"GetVersion({model}, {version})", exc) from exc
         return ProductionVersion(
-            model=reply.model, version=reply.version, artifact_key=reply.artifact_uri,
-            sha256=reply.artifact_sha256, correlation_id=reply.lineage.correlation_id,
+            model=reply.model,
+            version=reply.version,
+            artifact_key=reply.artifact_uri,
+            sha256=reply.artifact_sha256,
+            correlation_id=reply.lineage.correlation_id,
         )
 
     def _unavailable(self, call: str, exc: grpc.aio.AioRpcError) -> Unavailable:

@@ -54,11 +54,14 @@ async def run(common: CommonSettings, settings: ServingSettings) -> None:
     )
     model_events = ModelEvents(deployer, publisher, settings.instance_name())
     registry = RegistryReader(common, settings.reconcile_timeout_s)
-    reconciler = Reconciler(deployer, model_events, registry,
-                            interval_s=settings.reconcile_interval_s)
+    reconciler = Reconciler(
+        deployer, model_events, registry, interval_s=settings.reconcile_interval_s
+    )
     servicer = InferenceServicer(InferenceService(slot, logger), reconciler.first_done.is_set)
     await runtime.serve(
-        "serving", common, [binding(servicer)],
+        "serving",
+        common,
+        [binding(servicer)],
         publisher=publisher,
         consumers=[model_events_consumer(common, publisher, model_events)],
         background=[reconciler.run, logger.run],

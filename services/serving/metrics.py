@@ -15,10 +15,12 @@ INFER_ROWS = Counter(
 )
 SWAPS = Counter("driftloop_serving_swaps_total", "Production versions swapped in", ["model"])
 DEPLOY_FAILURES = Counter(
-    "driftloop_serving_deploy_failures_total", "Deployments that failed (old version kept)",
+    "driftloop_serving_deploy_failures_total",
+    "Deployments that failed (old version kept)",
     ["model"],
 )
 PREDICTION_LOGS_DROPPED = Counter(
     "driftloop_serving_prediction_log_rows_dropped_total",
-    "Prediction-log rows dropped instead of blocking requests", ["reason"],
+    "Prediction-log rows dropped instead of blocking requests",
+    ["reason"],
 )

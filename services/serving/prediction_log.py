@@ -106,8 +106,14 @@ class PredictionLogger:
             await self._publish(model, version, table_to_ipc(chunk), chunk.num_rows)
         except Exception as exc:  # noqa: BLE001 - logging must never take serving down
             metrics.PREDICTION_LOGS_DROPPED.labels("publish_failed").inc(chunk.num_rows)
-            log.warning("prediction_log_dropped", model=model, version=version,
-                        rows=chunk.num_rows, error=str(exc), error_type=type(exc).__name__)
+            log.warning(
+                "prediction_log_dropped",
+                model=model,
+                version=version,
+                rows=chunk.num_rows,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
 
     def _table(self, group: list[PredictionRecord]) -> pa.Table:
         frame = pd.concat([r.frame for r in group], ignore_index=True)

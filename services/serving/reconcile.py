@@ -40,8 +40,12 @@ class ProductionSource(Protocol):
 
 class Reconciler:
     def __init__(
-        self, deployer: Deployer, events: ModelEvents, registry: ProductionSource,
-        *, interval_s: float,
+        self,
+        deployer: Deployer,
+        events: ModelEvents,
+        registry: ProductionSource,
+        *,
+        interval_s: float,
     ) -> None:
         self._deployer = deployer
         self._events = events
@@ -83,8 +87,12 @@ class Reconciler:
         version = await self._registry.get(model, wanted)
         log.info("reconcile_deploying", model=model, version=wanted)
         done = await self._events.deploy_and_report(
-            model, version.version, version.artifact_key, version.sha256,
-            correlation_id=version.correlation_id, report_failure=key not in self._reported,
+            model,
+            version.version,
+            version.artifact_key,
+            version.sha256,
+            correlation_id=version.correlation_id,
+            report_failure=key not in self._reported,
         )
         if done is None:
             self._reported.add(key)
