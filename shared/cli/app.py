@@ -149,6 +149,29 @@ def status(
         raise typer.Exit(1)
 
 
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file.", exists=True, dir_okay=False)],
+    dataset: Annotated[str, typer.Option(help="Dataset the rows belong to.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Stream a CSV or Parquet file into a dataset (larger-than-memory files work)."""
+    from driftloop.shared.cli.ingest_file import ingest_file
+
+    try:
+        reply = ingest_file(settings(data_dir), file, dataset)
+    except DriftloopError as exc:
+        fail(str(exc))
+        return
+    except grpc.RpcError as exc:
+        rpc_error(exc)
+        return
+    console.print(
+        f"{reply.rows_accepted:,} rows accepted for validation into dataset {dataset} "
+        f"in {len(reply.batch_ids)} batches"
+    )
+
+
 @model_app.command("create")
 def model_create(
     name: str,

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -301,7 +302,7 @@ def _ports() -> Ports:
     defaults = Ports()
     try:
         for port in defaults.model_dump().values():
-            with __import__("socket").socket() as s:
+            with socket.socket() as s:
                 s.bind(("127.0.0.1", port))
         return defaults
     except OSError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,9 +17,11 @@ from conftest import free_ports
 from rich.console import Console
 from support import start_process, stop_process, wait_until
 
+from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.shared import stack
 from driftloop.shared.cli.demo import Demo
+from driftloop.shared.cli.demo_data import make_rows
 from driftloop.shared.settings import SERVICES, CommonSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -76,20 +79,39 @@ def test_drift_retrains_promotes_and_redeploys(running_stack: CommonSettings) ->
 
     with grpc.insecure_channel(common.address("serving")) as channel:
         stub = v2_grpc.GRPCInferenceServiceStub(channel)
-        request = demo._request(
-            __import__("driftloop.shared.cli.demo_data", fromlist=["x"]).make_rows(
-                3, drifted=True, rng=demo.rng
-            )
-        )
+        request = demo._request(make_rows(3, drifted=True, rng=demo.rng))
         reply = stub.ModelInfer(request, timeout=10)
     assert reply.model_version == "2"
     assert len(reply.outputs[0].contents.bytes_contents) == 3
+
+    _kill_serving_and_see_it_come_back_with(common, request, "2")
 
     report = _status(common)
     assert {n for n, s in report["services"].items() if s["healthy"]} == set(SERVICES)
     model = next(m for m in report["models"] if m["name"] == demo.name)
     assert model["production_version"] == "2"
     assert report["latest"]["deployment"]["version"] == "2"
+
+
+def _kill_serving_and_see_it_come_back_with(
+    common: CommonSettings, request: v2.ModelInferRequest, version: str
+) -> None:
+    """kill -9 serving: the supervisor restarts it and it reconciles production from the
+    registry (the bus has no state to give it)."""
+    before = stack.read_endpoints(common)["services"]["serving"]["pid"]
+    os.kill(before, signal.SIGKILL)
+    wait_until(
+        lambda: stack.read_endpoints(common)["services"]["serving"]["pid"] not in (None, before),
+        60,
+        "serving restarted by the supervisor",
+    )
+
+    def answers() -> bool:
+        with grpc.insecure_channel(common.address("serving")) as channel:
+            stub = v2_grpc.GRPCInferenceServiceStub(channel)
+            return stub.ModelInfer(request, timeout=5).model_version == version
+
+    wait_until(answers, 60, f"restarted serving answering with version {version}")
 
 
 def test_demo_command_closes_the_loop(tmp_path: Path) -> None:
