@@ -19,6 +19,7 @@ from rich.console import Console
 
 from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.shared import stack
+from driftloop.shared.cli.bench import register as register_benchmarks
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc_client import auth_metadata, sync_channel
 from driftloop.shared.logging import configure
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Declare and inspect models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(register_benchmarks(), name="bench")
 console = Console()
 err = Console(stderr=True)
 
