@@ -11,6 +11,7 @@ Cores raise these; each adapter maps them once (gRPC: shared/grpc_server.py, Kaf
     ├── NotReady              the thing exists but cannot answer yet (no production model)
     ├── Unauthenticated       missing or wrong bearer token
     ├── ArtifactRejected      an artifact failed its hash check or is not trusted to load
+    ├── TooLarge              a request beyond a configured size limit (rows, bytes)
     └── Unavailable           a dependency (broker, object store, registry) cannot be reached
 """
 
@@ -54,4 +55,8 @@ class ArtifactRejected(DriftloopError):
 
 
 class Unavailable(DriftloopError):
+    pass
+
+
+class TooLarge(DriftloopError):
     pass

@@ -32,6 +32,7 @@ GRPC_STATUS: dict[type[errors.DriftloopError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.ArtifactRejected: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 RPC_TOTAL = Counter("driftloop_grpc_requests_total", "gRPC requests", ["method", "code"])

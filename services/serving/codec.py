@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop.shared.artifacts import Feature, ModelSignature
-from driftloop.shared.errors import InvalidInput
+from driftloop.shared.errors import InvalidInput, TooLarge
 
 LABEL = "label"
 PROBABILITIES = "probabilities"
@@ -34,6 +34,7 @@ DATATYPES: dict[str, _Datatype] = {
     "FP64": _Datatype("fp64_contents", np.dtype("<f8")),
     "INT32": _Datatype("int_contents", np.dtype("<i4")),
     "INT64": _Datatype("int64_contents", np.dtype("<i8")),
+    "BOOL": _Datatype("bool_contents", np.dtype("?")),
     "BYTES": _Datatype("bytes_contents", None),
 }
 
@@ -72,8 +73,68 @@ class OutputTensor:
 # ---- decoding ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Rows:
+    """A request's decoded rows: a float64 [N, F] matrix when the model is all-numeric and the
+    request sent one [N, F] tensor (the fast path), else one array per feature."""
+
+    count: int
+    matrix: np.ndarray | None = None
+    columns: Mapping[str, np.ndarray] | None = None
+
+    def column(self, j: int, name: str) -> np.ndarray:
+        if self.matrix is not None:
+            return self.matrix[:, j]
+        assert self.columns is not None
+        return self.columns[name]
+
+
 def decode_frame(request: InferenceRequest, signature: ModelSignature) -> pd.DataFrame:
-    """The request's rows as a DataFrame whose columns are the model's features, in order.
+    """The request's rows as a DataFrame whose columns are the model's features, in order."""
+    names = pd.Index([f.name for f in signature.features])
+    return rows_frame([decode_rows(request, signature)], names)
+
+
+def rows_frame(parts: Sequence[Rows], names: pd.Index) -> pd.DataFrame:
+    """One DataFrame of several requests' rows, in order (a micro-batch, or just one)."""
+    matrices = [p.matrix for p in parts if p.matrix is not None]
+    if len(matrices) == len(parts):
+        matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+        return pd.DataFrame(matrix, columns=names, copy=False)
+    return pd.DataFrame(
+        {name: np.concatenate([p.column(j, name) for p in parts]) for j, name in enumerate(names)},
+        columns=names,
+    )
+
+
+def decode_rows(request: InferenceRequest, signature: ModelSignature) -> Rows:
+    """The request's rows (see Rows); raises InvalidInput naming the input and the problem."""
+    features = signature.features
+    if len(request.inputs) == 1 and all(f.kind == "numeric" for f in features):
+        single = request.inputs[0]
+        kind = DATATYPES.get(single.datatype)
+        fast = (
+            single.name not in {f.name for f in features}
+            and len(single.shape) == 2
+            and single.shape[1] == len(features)
+            and kind is not None
+            and kind.dtype is not None
+        )
+        if fast:
+            raws = _raw_per_input(request)
+            values = _values(single, raws[0])
+            matrix = values.astype(np.float64).reshape(_rows(single), len(features))
+            if np.isinf(matrix).any():
+                raise InvalidInput(f"input {single.name!r} has an infinite value")
+            return Rows(len(matrix), matrix=matrix)
+    columns, count = decode_columns(request, signature)
+    return Rows(count, columns=columns)
+
+
+def decode_columns(
+    request: InferenceRequest, signature: ModelSignature
+) -> tuple[dict[str, np.ndarray], int]:
+    """The request's rows as one column per model feature, in order, and the row count.
 
     Accepts one [N, F] tensor in feature order, or one [N] / [N, 1] tensor per feature name.
     Numeric features become float64 (NaN allowed, the pipelines impute), categorical ones str.
@@ -95,7 +156,17 @@ def decode_frame(request: InferenceRequest, signature: ModelSignature) -> pd.Dat
         columns = _matrix_columns(single, raws[0], features)
     else:
         columns = _feature_columns(inputs, raws, features)
-    return pd.DataFrame(columns, columns=[f.name for f in features])
+    return columns, len(next(iter(columns.values()))) if columns else 0
+
+
+def check_rows(request: InferenceRequest, max_rows: int) -> None:
+    """Refuse a request whose inputs claim more than `max_rows` rows, before decoding it."""
+    for tensor in request.inputs:
+        if tensor.shape and tensor.shape[0] > max_rows:
+            raise TooLarge(
+                f"input {tensor.name!r} has {tensor.shape[0]} rows; this server takes at most "
+                f"{max_rows} rows per request: split the request"
+            )
 
 
 def _raw_per_input(request: InferenceRequest) -> list[bytes | None]:

@@ -6,13 +6,14 @@ Transport-free (MLServer's DataPlane): the gRPC servicer converts protobuf to th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from driftloop.services.serving import codec, metrics
+from driftloop.services.serving.batching import BatchPolicy, MicroBatcher, Part
 from driftloop.services.serving.prediction_log import PredictionLogger, PredictionRecord
 from driftloop.services.serving.slot import LoadedModel, ModelSlot
 from driftloop.shared.artifacts import ModelSignature
@@ -51,27 +52,70 @@ def warmup_frame(signature: ModelSignature) -> pd.DataFrame:
 
 
 class InferenceService:
-    """Answers inference requests from the slot and hands every answered row to the logger."""
+    """Answers inference requests from the slot and hands every answered row to the logger.
+
+    Small requests are scored through the micro-batcher when one is configured; the rows of
+    each predict call are logged as one record, so logging costs per batch, not per request.
+    """
 
     def __init__(
         self,
         slot: ModelSlot,
         logger: PredictionLogger | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        batching: BatchPolicy | None = None,
+        max_request_rows: int = 0,
     ) -> None:
         self.slot = slot
         self._logger = logger
         self._clock = clock
+        self._batcher = MicroBatcher(self._score, batching) if batching else None
+        self._max_rows = max_request_rows
 
     def infer(self, request: codec.InferenceRequest) -> InferenceResult:
+        """Score the request on its own (no batching)."""
+        loaded, names, rows = self._decode(request)
+        frame = codec.rows_frame([rows], loaded.feature_index)
+        labels, proba = self._score(loaded, frame, [(request.id, rows.count)])
+        return self._result(loaded, names, labels, proba)
+
+    async def infer_async(self, request: codec.InferenceRequest) -> InferenceResult:
+        """Score the request, together with concurrent small ones when batching is on."""
+        if self._batcher is None:
+            return self.infer(request)
+        loaded, names, rows = self._decode(request)
+        if self._batcher.accepts(rows.count):
+            labels, proba = await self._batcher.submit(loaded, rows, request.id)
+        else:
+            frame = codec.rows_frame([rows], loaded.feature_index)
+            labels, proba = self._score(loaded, frame, [(request.id, rows.count)])
+        return self._result(loaded, names, labels, proba)
+
+    @staticmethod
+    def _result(
+        loaded: LoadedModel, names: tuple[str, ...], labels: np.ndarray, proba: np.ndarray
+    ) -> InferenceResult:
+        outputs = codec.encode_outputs(names, labels, proba)
+        return InferenceResult(loaded.model, loaded.version, outputs)
+
+    def _decode(
+        self, request: codec.InferenceRequest
+    ) -> tuple[LoadedModel, tuple[str, ...], codec.Rows]:
         if not request.model:
             raise InvalidInput("model_name is empty: name the model to ask")
         loaded = self.slot.get(request.model, request.version)
         names = codec.requested_outputs(request.outputs)
-        frame = codec.decode_frame(request, loaded.signature)
+        if self._max_rows:
+            codec.check_rows(request, self._max_rows)
+        return loaded, names, codec.decode_rows(request, loaded.signature)
+
+    def _score(
+        self, loaded: LoadedModel, frame: pd.DataFrame, parts: Sequence[Part]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict `frame` (the rows of `parts`, in order), count it and log it."""
         labels, proba = predict(loaded, frame)
-        outputs = codec.encode_outputs(names, labels, proba)
-        metrics.INFER_REQUESTS.labels(loaded.model, loaded.version).inc()
+        metrics.INFER_REQUESTS.labels(loaded.model, loaded.version).inc(len(parts))
         metrics.INFER_ROWS.labels(loaded.model, loaded.version).inc(len(frame))
         if self._logger is not None:
             self._logger.offer(
@@ -79,9 +123,10 @@ class InferenceService:
                     loaded.model,
                     loaded.version,
                     frame,
-                    request.id,
+                    parts[0][0] if len(parts) == 1 else "",
                     labels,
                     self._clock(),
+                    parts=tuple(parts) if len(parts) > 1 else (),
                 )
             )
-        return InferenceResult(loaded.model, loaded.version, outputs)
+        return labels, proba

@@ -69,9 +69,9 @@ class Deployer:
                         self.rejected.add((model, version))
                     raise
             replaced = self.slot.swap(loaded)
-            metrics.SWAPS.labels(model).inc()
             self.rejected.discard((model, version))
             seconds = time.perf_counter() - started
+            metrics.record_swap(model, version, seconds)
             log.info(
                 "model_swapped",
                 model=model,

@@ -49,8 +49,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return converters.to_model_metadata(loaded, self._slot.versions(request.name))
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> Any:
-        # Inline, not in a thread: sklearn on a few rows takes well under a millisecond.
-        result = self._inference.infer(converters.to_inference_request(request))
+        # Inline, not in a thread: concurrent small requests are micro-batched into one predict.
+        result = await self._inference.infer_async(converters.to_inference_request(request))
         return converters.to_infer_response(request, result)
 
 

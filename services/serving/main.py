@@ -57,7 +57,13 @@ async def run(common: CommonSettings, settings: ServingSettings) -> None:
     reconciler = Reconciler(
         deployer, model_events, registry, interval_s=settings.reconcile_interval_s
     )
-    servicer = InferenceServicer(InferenceService(slot, logger), reconciler.first_done.is_set)
+    inference = InferenceService(
+        slot,
+        logger,
+        batching=settings.batch_policy(),
+        max_request_rows=settings.max_request_rows,
+    )
+    servicer = InferenceServicer(inference, reconciler.first_done.is_set)
     await runtime.serve(
         "serving",
         common,

@@ -5,7 +5,7 @@ Defined once here so the core and the adapters count into the same series.
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 INFER_REQUESTS = Counter(
     "driftloop_serving_infer_requests_total", "ModelInfer requests answered", ["model", "version"]
@@ -24,3 +24,26 @@ PREDICTION_LOGS_DROPPED = Counter(
     "Prediction-log rows dropped instead of blocking requests",
     ["reason"],
 )
+BATCH_ROWS = Histogram(
+    "driftloop_serving_batch_rows",
+    "Rows per micro-batched predict call",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+MODEL_VERSION = Gauge(
+    "driftloop_serving_model_version",
+    "Production version this replica serves (registry version number)",
+    ["model"],
+)
+DEPLOY_SECONDS = Histogram(
+    "driftloop_serving_deploy_seconds",
+    "Fetch, hash check, load, warm-up and swap of a new production version",
+    ["model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def record_swap(model: str, version: str, seconds: float) -> None:
+    """Count a swap and show the version now served (non-numeric versions show as -1)."""
+    SWAPS.labels(model).inc()
+    MODEL_VERSION.labels(model).set(float(version) if version.isdigit() else -1.0)
+    DEPLOY_SECONDS.labels(model).observe(seconds)

@@ -38,6 +38,9 @@ class PredictionRecord:
     request_id: str
     labels: np.ndarray
     ts: float
+    parts: tuple[tuple[str, int], ...] = ()
+    """When the frame holds several requests (a micro-batch): (request id, rows) of each, in
+    order; `request_id` is then unused."""
 
 
 class PredictionLogger:
@@ -128,6 +131,9 @@ class PredictionLogger:
         return table.append_column(TS, pa.array(ts, type=pa.float64()))
 
     def _request_ids(self, record: PredictionRecord) -> list[str]:
-        base = record.request_id or self._new_id()
-        rows = len(record.frame)
-        return [base] if rows == 1 else [f"{base}:{i}" for i in range(rows)]
+        parts = record.parts or ((record.request_id, len(record.frame)),)
+        ids: list[str] = []
+        for request_id, rows in parts:
+            base = request_id or self._new_id()
+            ids.extend([base] if rows == 1 else [f"{base}:{i}" for i in range(rows)])
+        return ids

@@ -11,6 +11,7 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from driftloop.services.serving.batching import BatchPolicy
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -35,9 +36,25 @@ class ServingSettings(ServiceSettings):
     """Rows per PredictionLog message; a full batch is flushed at once."""
     log_flush_interval_s: float = Field(default=0.1, gt=0)
     """Seconds between flushes of partially filled prediction-log batches."""
+    max_batch_size: int = Field(default=1024, ge=1)
+    """Rows per micro-batched predict call at most; 1 turns micro-batching off. Requests with
+    this many rows or more are scored on their own."""
+    max_batch_wait_ms: float = Field(default=0.0, ge=0)
+    """How long the first request of a micro-batch waits for others; 0 is adaptive: a batch
+    holds the requests that arrived while the previous predict call ran, and a lone request
+    waits for nothing."""
+    max_request_rows: int = Field(default=100_000, ge=1)
+    """Rows one ModelInfer request may hold; more get RESOURCE_EXHAUSTED (gRPC messages are
+    limited to 64 MiB too)."""
     instance: str = ""
     """Name of this serving replica in ModelDeployed/DeploymentFailed events; empty means
     hostname:pid."""
+
+    def batch_policy(self) -> BatchPolicy | None:
+        """The micro-batching policy, or None when max_batch_size is 1 (off)."""
+        if self.max_batch_size <= 1:
+            return None
+        return BatchPolicy(self.max_batch_size, self.max_batch_wait_ms / 1000.0)
 
     def instance_name(self) -> str:
         return self.instance or default_instance()

@@ -6,8 +6,11 @@ LoadedModel keeps predicting with it while new requests get the new version.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
+
+import pandas as pd
 
 from driftloop.shared.artifacts import ModelSignature
 from driftloop.shared.errors import NotFound
@@ -22,6 +25,11 @@ class LoadedModel:
     pipeline: Any
     signature: ModelSignature
     sha256: str
+
+    @functools.cached_property
+    def feature_index(self) -> pd.Index:
+        """The feature names as a pandas Index, built once (every DataFrame reuses it)."""
+        return pd.Index([f.name for f in self.signature.features])
 
 
 @dataclass(frozen=True)
