@@ -14,6 +14,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 PREDICTION = "_prediction"
+TARGET = "_label"
 
 
 class FeatureProfile(BaseModel):
@@ -34,6 +35,11 @@ class ReferenceProfile(BaseModel):
     rows: int
     features: list[FeatureProfile]
     prediction: FeatureProfile | None = None
+    target: FeatureProfile | None = None
+    """The training labels (categorical), for label-distribution (prior) drift; optional."""
+    metrics: dict[str, float] = {}
+    """Held-out metrics of the version (e.g. "accuracy"), the monitor's performance reference;
+    optional: without it the monitor takes its first labelled live window as the reference."""
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
@@ -79,10 +85,15 @@ def build_profile(
     features: pd.DataFrame,
     predictions: pd.Series | None = None,
     *,
+    target: pd.Series | None = None,
+    metrics: dict[str, float] | None = None,
     max_sample: int = 2000,
     seed: int = 0,
 ) -> ReferenceProfile:
-    """Profile every column of `features` (and the predictions, when given)."""
+    """Profile every column of `features` (and the predictions, labels and metrics, when given).
+
+    Labels are profiled as categories (targets are class strings) under the name TARGET.
+    """
     return ReferenceProfile(
         model=model,
         version=version,
@@ -94,4 +105,8 @@ def build_profile(
         prediction=None
         if predictions is None
         else profile_column(PREDICTION, predictions, max_sample=max_sample, seed=seed),
+        target=None
+        if target is None
+        else profile_column(TARGET, target.astype(str), max_sample=max_sample, seed=seed),
+        metrics=dict(metrics or {}),
     )

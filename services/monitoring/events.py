@@ -1,4 +1,5 @@
-"""Kafka adapter: prediction logs feed the monitor, deployments switch its reference profile.
+"""Kafka adapter: prediction logs and label batches feed the monitor, deployments switch its
+reference profile.
 
 Drift decisions are published as DriftDetected on driftloop.drift, keyed by model, each the
 start of a new correlation chain (the drift is a cause, not an effect of one event).
@@ -20,16 +21,16 @@ from driftloop.services.monitoring.registry_client import ProfileSource
 from driftloop.shared import topics
 from driftloop.shared.bus import EventPublisher
 from driftloop.shared.envelope import Envelope
-from driftloop.shared.errors import NotFound, Unavailable
+from driftloop.shared.errors import InvalidInput, NotFound, Unavailable
 from driftloop.shared.records import ipc_to_table
 
 log = structlog.get_logger(__name__)
 
-TOPICS = [topics.PREDICTIONS, topics.DEPLOYMENTS]
+TOPICS = [topics.PREDICTIONS, topics.LABELS, topics.DEPLOYMENTS]
 
 
 class MonitoringHandler:
-    """Handles PredictionLog and ModelDeployed envelopes; other types are ignored."""
+    """Handles PredictionLog, LabelBatch and ModelDeployed envelopes; others are ignored."""
 
     def __init__(
         self,
@@ -67,6 +68,8 @@ class MonitoringHandler:
         kind = event.WhichOneof("payload")
         if kind == "prediction_log":
             await self._on_predictions(event)
+        elif kind == "label_batch":
+            await self._on_labels(event)
         elif kind == "model_deployed":
             await self._on_deployed(event)
 
@@ -80,6 +83,28 @@ class MonitoringHandler:
             self._monitors.observe, logged.model, logged.version, frame, self._clock()
         )
         metrics.record_report(self._monitors.report(logged.model))
+        if decision is not None:
+            await self._publish(decision)
+
+    async def _on_labels(self, event: Envelope) -> None:
+        batch = event.label_batch
+        if len(batch.request_ids) != len(batch.labels):
+            raise InvalidInput(
+                f"LabelBatch for {batch.model!r} has {len(batch.request_ids)} request ids but "
+                f"{len(batch.labels)} labels; they must pair up"
+            )
+        metrics.LABELS_RECEIVED.labels(batch.model).inc(len(batch.labels))
+        if not self._monitors.knows(batch.model):
+            log.info("labels_skipped_unmonitored", model=batch.model, labels=len(batch.labels))
+            return
+        decision = await asyncio.to_thread(
+            self._monitors.observe_labels,
+            batch.model,
+            list(batch.request_ids),
+            list(batch.labels),
+            self._clock(),
+        )
+        metrics.record_report(self._monitors.report(batch.model))
         if decision is not None:
             await self._publish(decision)
 

@@ -31,7 +31,7 @@ def main() -> None:
 async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
     # Built inside the running loop: aiokafka clients refuse to be created outside one.
     store = open_object_store(common)
-    monitors = ModelMonitors(settings.policy())
+    monitors = ModelMonitors(settings.policy(), settings.policies())
     profiles = RegistryProfiles(common, store, timeout=settings.registry_timeout_s)
     publisher = EventPublisher(common.bootstrap(), "monitoring")
     handler = events.MonitoringHandler(

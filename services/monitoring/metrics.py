@@ -25,6 +25,9 @@ DRIFT_SHARE = Gauge(
 DRIFT_EVENTS = Counter(
     "driftloop_monitoring_drift_events_total", "DriftDetected decisions published", ["model"]
 )
+LABELS_RECEIVED = Counter(
+    "driftloop_monitoring_labels_received_total", "Labels received on driftloop.labels", ["model"]
+)
 ROWS_OBSERVED = Counter(
     "driftloop_monitoring_rows_observed_total", "Prediction rows received", ["model"]
 )

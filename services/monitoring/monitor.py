@@ -7,6 +7,7 @@ deployments; it answers with drift decisions to publish and with reports for the
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import uuid
 from dataclasses import dataclass
@@ -17,13 +18,21 @@ import pandas as pd
 from driftloop.services.monitoring.drift import (
     DriftPolicy,
     FeatureDrift,
+    PreparedReference,
     WindowEvaluation,
-    evaluate_window,
+)
+from driftloop.services.monitoring.performance import (
+    ERROR_RATE,
+    LABEL,
+    PerformanceReference,
+    PerformanceTracker,
+    PredictionJoin,
 )
 from driftloop.shared.errors import NotFound
 from driftloop.shared.profile import PREDICTION, ReferenceProfile
 
 TS = "_ts"
+REQUEST_ID = "_request_id"
 
 # Why these two guards together keep false alarms rare over thousands of evaluations:
 # Bonferroni (alpha / number of tests) bounds the chance that ANY of one evaluation's tests fires
@@ -32,6 +41,8 @@ TS = "_ts"
 # (which shares most rows with it, so the two are correlated and the gain is less than alpha**2,
 # but a single-window fluke is no longer enough), while real drift only grows as the window fills
 # with shifted rows. And an open episode mutes further decisions, so one drift = one retrain.
+# The error-rate detector is sequential by construction (a CUSUM whose threshold fixes the
+# average run length to a false alarm), so it needs neither correction nor persistence.
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,7 @@ class DriftEpisode:
 
 
 class ModelMonitor:
-    """Watches one model's live rows against the reference profile of its current version."""
+    """Watches one model's live rows (and their labels) against its current version's reference."""
 
     def __init__(
         self, model: str, policy: DriftPolicy, version: str, profile: ReferenceProfile
@@ -86,12 +97,16 @@ class ModelMonitor:
         """Every decision emitted since this monitor was built (across versions)."""
         self.rows_ignored = 0
         """Rows logged for versions other than the current one."""
+        self.labels_unmatched = 0
+        """Labels whose request id was unknown, forgotten, or of another version."""
+        self._join = PredictionJoin(policy.max_pending_predictions)
         self._lock = threading.Lock()  # observe() runs in a worker thread, reports on the loop
         self._reset(version, profile)
 
     def _reset(self, version: str, profile: ReferenceProfile) -> None:
         self.version = version
         self.profile = profile
+        self._reference = PreparedReference(profile)
         self.rows_seen = 0
         self.episode: DriftEpisode | None = None
         self.latest: WindowEvaluation | None = None
@@ -100,11 +115,23 @@ class ModelMonitor:
         self._chunks: collections.deque[pd.DataFrame] = collections.deque()
         self._window_len = 0
         self._streak = 0
+        p = self.policy
+        self.performance = PerformanceTracker(
+            _performance_reference(profile),
+            burn_in_rows=p.label_burn_in_rows,
+            window_rows=p.label_window_rows,
+            error_shift=p.error_shift,
+            error_arl0=p.error_arl0_rows,
+        )
+        self._label_ts: collections.deque[float] = collections.deque(maxlen=p.label_window_rows)
+        self._labels_since_test = 0
+        self._prior_streak = 0
 
     def switch(self, version: str, profile: ReferenceProfile) -> None:
         """A new version is deployed: new reference, empty window, counters reset, episode closed.
 
-        The reset is the cool-down: the next evaluation waits for `min_rows` fresh rows.
+        The reset is the cool-down: the next evaluation waits for `min_rows` fresh rows, and
+        performance restarts from the new version's reference (or a fresh burn-in).
         """
         with self._lock:
             self._reset(version, profile)
@@ -113,12 +140,14 @@ class ModelMonitor:
         """Add logged rows; evaluate at every `eval_every`-th row once `min_rows` were seen.
 
         The frame is cut at the evaluation points, so decisions do not depend on how rows were
-        batched. Returns a decision to publish, or None.
+        batched. Rows with a request id are kept (bounded) for labels to join. Returns a
+        decision to publish, or None.
         """
         with self._lock:
             if version != self.version:
                 self.rows_ignored += len(frame)
                 return None
+            self._remember(frame)
             frame = frame[[c for c in self._columns if c in frame.columns]]
             decision: DriftDecision | None = None
             start = 0
@@ -130,21 +159,58 @@ class ModelMonitor:
                     decision = self._evaluate(now) or decision
             return decision
 
+    def observe_labels(
+        self, request_ids: list[str], labels: list[str], now: float
+    ) -> DriftDecision | None:
+        """Join labels to logged predictions of the current version; track performance.
+
+        Decides on an error-rate shift (CUSUM crossing) or a persistent label-prior change,
+        when the policy lets those signals trigger. Returns a decision to publish, or None.
+        """
+        with self._lock:
+            joined = self._join.take(request_ids)
+            keep = [
+                (hit[1], label, hit[2])
+                for hit, label in zip(joined, labels, strict=True)
+                if hit is not None and hit[0] == self.version
+            ]
+            self.labels_unmatched += len(labels) - len(keep)
+            if not keep:
+                return None
+            predictions, truth, ts = (list(column) for column in zip(*keep, strict=True))
+            self._label_ts.extend(ts)
+            crossed = self.performance.observe(predictions, truth)
+            if crossed is not None and "accuracy" in self.policy.triggers:
+                return self._decide(now, self._performance_evidence(ERROR_RATE), ts[crossed])
+            return self._test_label_prior(len(keep), now, ts[-1])
+
     def report(self) -> DriftReport:
         with self._lock:
             latest = self.latest
+            features = latest.features if latest else ()
             return DriftReport(
                 model=self.model,
                 version=self.version,
                 window_rows=latest.live_rows if latest else self._window_len,
                 reference_rows=self.profile.rows,
-                features=latest.features if latest else (),
+                features=(*features, *self.performance.evidence(self.policy.alpha)),
                 drift_share=latest.drift_share if latest else 0.0,
                 drifted=latest.drifted if latest else False,
                 open_episode_id=self.episode.episode_id if self.episode else "",
                 evaluated_at=self.evaluated_at,
                 rows_seen=self.rows_seen,
             )
+
+    def _remember(self, frame: pd.DataFrame) -> None:
+        if REQUEST_ID not in frame.columns or PREDICTION not in frame.columns:
+            return
+        ts = frame[TS].to_numpy(dtype=float) if TS in frame.columns else np.zeros(len(frame))
+        self._join.add(
+            self.version,
+            frame[REQUEST_ID].astype(str).tolist(),
+            frame[PREDICTION].astype(str).tolist(),
+            ts.tolist(),
+        )
 
     def _rows_to_next_evaluation(self) -> int:
         p = self.policy
@@ -164,29 +230,80 @@ class ModelMonitor:
             self._window_len -= len(self._chunks.popleft())
 
     def _window(self) -> pd.DataFrame:
-        window = pd.concat(list(self._chunks), ignore_index=True)
-        return window.tail(self.policy.window_rows)
+        window = pd.concat(list(self._chunks), ignore_index=True).tail(self.policy.window_rows)
+        seconds = self.policy.window_seconds
+        if seconds is not None and TS in window.columns:
+            ts = pd.to_numeric(window[TS], errors="coerce")
+            window = window[ts >= ts.max() - seconds]
+        return window
 
     def _evaluate(self, now: float) -> DriftDecision | None:
         window = self._window()
-        evaluation = evaluate_window(self.profile, window, self.policy.alpha)
-        self.latest, self.evaluated_at = evaluation, now
-        self._streak = self._streak + 1 if evaluation.drifted else 0
-        if self._streak < self.policy.persistence or self._episode_blocks(now):
+        if len(window) < self.policy.min_rows:  # a time window can hold too few rows to test
             return None
-        self._streak = 0
-        self.episode = DriftEpisode(episode_id=uuid.uuid4().hex, opened_at=now)
+        evaluation = self._reference.evaluate(window, self.policy.alpha)
+        self.latest, self.evaluated_at = evaluation, now
+        self._streak = self._streak + 1 if self._triggers(evaluation) else 0
+        if self._streak < self.policy.persistence:
+            return None
         start, end = _time_span(window, now)
+        evidence = (*evaluation.features, *self.performance.evidence(self.policy.alpha))
+        return self._decide(now, evidence, end, start=start, live_rows=evaluation.live_rows)
+
+    def _triggers(self, evaluation: WindowEvaluation) -> bool:
+        allowed = self.policy.triggers
+        return any(
+            f.drifted and ("prediction" if f.feature == PREDICTION else "features") in allowed
+            for f in evaluation.features
+        )
+
+    def _test_label_prior(self, rows: int, now: float, end: float) -> DriftDecision | None:
+        self._labels_since_test += rows
+        if self._labels_since_test < self.policy.eval_every:
+            return None
+        self._labels_since_test = 0
+        prior = self.performance.label_prior(self.policy.alpha)
+        self._prior_streak = self._prior_streak + 1 if prior and prior.drifted else 0
+        if (
+            self._prior_streak < self.policy.persistence
+            or "label_prior" not in self.policy.triggers
+        ):
+            return None
+        return self._decide(now, self._performance_evidence(LABEL), end)
+
+    def _performance_evidence(self, fired: str) -> tuple[FeatureDrift, ...]:
+        """The latest feature tests plus performance figures, `fired` marked as drifted."""
+        perf = tuple(
+            dataclasses.replace(f, drifted=True) if f.feature == fired else f
+            for f in self.performance.evidence(self.policy.alpha)
+        )
+        return (*(self.latest.features if self.latest else ()), *perf)
+
+    def _decide(
+        self,
+        now: float,
+        evidence: tuple[FeatureDrift, ...],
+        end: float,
+        *,
+        start: float | None = None,
+        live_rows: int | None = None,
+    ) -> DriftDecision | None:
+        """Open an episode unless one is open; every signal shares the episode (one retrain)."""
+        if self._episode_blocks(now):
+            return None
+        self._streak = self._prior_streak = 0
+        self.episode = DriftEpisode(episode_id=uuid.uuid4().hex, opened_at=now)
+        tested = [f for f in evidence if f.test in ("ks", "chi2")]
         decision = DriftDecision(
             model=self.model,
             version=self.version,
             episode_id=self.episode.episode_id,
-            features=evaluation.features,
-            drift_share=evaluation.drift_share,
-            window_start=start,
+            features=evidence,
+            drift_share=sum(f.drifted for f in tested) / len(tested) if tested else 0.0,
+            window_start=min(self._label_ts, default=end) if start is None else start,
             window_end=end,
-            live_rows=evaluation.live_rows,
-            reference_rows=evaluation.reference_rows,
+            live_rows=self._window_len if live_rows is None else live_rows,
+            reference_rows=self.profile.rows,
             decided_at=now,
         )
         self.decisions.append(decision)
@@ -196,6 +313,15 @@ class ModelMonitor:
         if self.episode is None:
             return False
         return now - self.episode.opened_at < self.policy.episode_timeout_s
+
+
+def _performance_reference(profile: ReferenceProfile) -> PerformanceReference | None:
+    """The profile's held-out accuracy and label frequencies, when training recorded them."""
+    accuracy = profile.metrics.get("accuracy")
+    if accuracy is None or profile.target is None or not profile.target.frequencies:
+        return None
+    rows = max(1, profile.target.count)
+    return PerformanceReference(1.0 - accuracy, profile.target.frequencies, rows, "profile")
 
 
 def _time_span(window: pd.DataFrame, now: float) -> tuple[float, float]:
@@ -209,17 +335,24 @@ def _time_span(window: pd.DataFrame, now: float) -> tuple[float, float]:
 
 
 class ModelMonitors:
-    """Every monitored model's ModelMonitor, by model name."""
+    """Every monitored model's ModelMonitor, by model name, each with its model's policy."""
 
-    def __init__(self, policy: DriftPolicy) -> None:
+    def __init__(
+        self, policy: DriftPolicy, overrides: dict[str, DriftPolicy] | None = None
+    ) -> None:
         self.policy = policy
+        """The default policy; `overrides` hold the models that have their own."""
+        self.overrides = dict(overrides or {})
         self._monitors: dict[str, ModelMonitor] = {}
+
+    def policy_for(self, model: str) -> DriftPolicy:
+        return self.overrides.get(model, self.policy)
 
     def switch(self, model: str, version: str, profile: ReferenceProfile) -> None:
         """Monitor `model` at `version` against `profile` (first sight or a deployment)."""
         monitor = self._monitors.get(model)
         if monitor is None:
-            self._monitors[model] = ModelMonitor(model, self.policy, version, profile)
+            self._monitors[model] = ModelMonitor(model, self.policy_for(model), version, profile)
         else:
             monitor.switch(version, profile)
 
@@ -244,6 +377,11 @@ class ModelMonitors:
         self, model: str, version: str, frame: pd.DataFrame, now: float
     ) -> DriftDecision | None:
         return self.get(model).observe(version, frame, now)
+
+    def observe_labels(
+        self, model: str, request_ids: list[str], labels: list[str], now: float
+    ) -> DriftDecision | None:
+        return self.get(model).observe_labels(request_ids, labels, now)
 
     def report(self, model: str) -> DriftReport:
         return self.get(model).report()

@@ -1,14 +1,17 @@
 """Settings of the monitoring service (env prefix DRIFTLOOP_MONITORING_).
 
-One field per DriftPolicy knob, plus how the service talks to the registry.
+One field per DriftPolicy knob (the default policy), per-model overrides of any of them, plus
+how the service talks to the registry.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.services.monitoring.drift import DriftPolicy
+from driftloop.services.monitoring.drift import DriftPolicy, Signal
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -26,23 +29,45 @@ class MonitoringSettings(ServiceSettings):
     a deployment)."""
     eval_every: int = Field(50, gt=0)
     """Evaluate the window every N rows once min_rows were seen."""
-    alpha: float = Field(0.001, gt=0, lt=1)
+    alpha: float = Field(0.0001, gt=0, lt=1)
     """Family-wise false-alarm rate per evaluation (Bonferroni: alpha / number of tests)."""
     persistence: int = Field(2, gt=0)
     """Consecutive drifted evaluations needed before a drift episode opens."""
     episode_timeout_s: float = Field(600.0, gt=0)
     """An open episode with no deployment since may fire again after this many seconds."""
+    window_seconds: float | None = Field(None, gt=0)
+    """Also bound the live window by time: only rows logged within this many seconds of the
+    newest one are tested (None: by count only). Too few rows left means no evaluation."""
+    label_window_rows: int = Field(500, gt=0)
+    """Labelled rows behind the live accuracy figure and the label-prior test."""
+    label_burn_in_rows: int = Field(1000, gt=0)
+    """When the reference profile has no held-out accuracy and label frequencies, the first
+    this-many labelled rows after a deployment become the performance reference."""
+    error_shift: float = Field(0.1, gt=0, lt=1)
+    """Increase of the error rate (absolute) the error-rate CUSUM is tuned to catch fastest."""
+    error_arl0_rows: float = Field(1e7, gt=1)
+    """Average labelled rows between false error-rate alarms; sets the CUSUM threshold."""
+    max_pending_predictions: int = Field(200_000, gt=0)
+    """Logged predictions kept per model for labels to join (oldest forgotten first)."""
+    triggers: tuple[Signal, ...] = ("features", "prediction", "accuracy", "label_prior")
+    """Signals that may open a drift episode (and so a retrain): features, prediction,
+    accuracy, label_prior. The others are still tested and reported."""
+    model_policies: dict[str, dict[str, Any]] = {}
+    """Per-model overrides of the fields above, e.g.
+    DRIFTLOOP_MONITORING_MODEL_POLICIES='{"churn": {"alpha": 0.0001, "triggers": ["accuracy"]}}'."""
     registry_timeout_s: float = Field(5.0, gt=0)
     """Deadline of each registry call made to load a reference profile."""
     profile_retry_s: float = Field(10.0, gt=0)
     """After failing to load a model's profile, wait this long before trying again."""
 
     def policy(self) -> DriftPolicy:
-        return DriftPolicy(
-            window_rows=self.window_rows,
-            min_rows=self.min_rows,
-            eval_every=self.eval_every,
-            alpha=self.alpha,
-            persistence=self.persistence,
-            episode_timeout_s=self.episode_timeout_s,
-        )
+        """The default policy: every model without an entry in model_policies."""
+        return DriftPolicy(**{name: getattr(self, name) for name in DriftPolicy.model_fields})
+
+    def policies(self) -> dict[str, DriftPolicy]:
+        """Each model_policies entry over the default policy (validated: unknown keys fail)."""
+        default = self.policy().model_dump()
+        return {
+            model: DriftPolicy.model_validate({**default, **overrides})
+            for model, overrides in self.model_policies.items()
+        }

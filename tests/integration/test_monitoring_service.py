@@ -245,3 +245,90 @@ async def test_service_process_starts_serves_and_stops(common: CommonSettings) -
         stop_process(proc)
     assert proc.returncode == 0, log_path.read_text()[-2000:]
     assert "registry_unreachable_at_start" in log_path.read_text()
+
+
+def labelled_log(
+    publisher: EventPublisher, frame: pd.DataFrame, ids: list[str], ts: float
+) -> envelope.Envelope:
+    frame = frame.assign(_request_id=ids, _ts=ts + np.arange(len(frame)) * 0.01)
+    log = events_pb2.PredictionLog(
+        model=MODEL,
+        version="1",
+        row_count=len(frame),
+        arrow_ipc=table_to_ipc(pa.Table.from_pandas(frame, preserve_index=False)),
+    )
+    return publisher.event(log)
+
+
+async def test_labels_join_predictions_and_an_error_rise_is_published(
+    common: CommonSettings,
+) -> None:
+    rng = np.random.default_rng(31)
+    store = LocalObjectStore(common.data_dir / "objects")
+    keys = {"1": store_profile(store, rows(rng, 4000), "1")}
+    await ensure_topics(common.bootstrap())
+    monitors = ModelMonitors(DriftPolicy(label_burn_in_rows=300))
+    publisher = EventPublisher(common.bootstrap(), "monitoring")
+    serving = EventPublisher(common.bootstrap(), "serving")
+    handler = MonitoringHandler(monitors, publisher, StoreProfiles(store, keys, "1"))
+    drift: list[envelope.Envelope] = []
+
+    async def on_drift(event: envelope.Envelope) -> None:
+        drift.append(event)
+
+    consumers = [
+        EventConsumer(
+            bootstrap=common.bootstrap(),
+            group="monitoring",
+            topic_names=TOPICS,
+            publisher=publisher,
+            on_event=handler.handle,
+        ),
+        EventConsumer(
+            bootstrap=common.bootstrap(),
+            group="t-drift",
+            topic_names=[topics.DRIFT],
+            publisher=serving,
+            on_event=on_drift,
+        ),
+    ]
+    await publisher.start()
+    await serving.start()
+    tasks = [asyncio.create_task(c.run()) for c in consumers]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in consumers)), 30)
+        frame = rows(rng, 1500)
+        ids = [uuid.uuid4().hex for _ in range(len(frame))]
+        for start in range(0, 1500, 250):
+            part = frame.iloc[start : start + 250]
+            event = labelled_log(serving, part, ids[start : start + 250], 1_000.0 + start)
+            await serving.publish(topics.PREDICTIONS, MODEL, event)
+        await wait_for(
+            lambda: monitors.knows(MODEL) and monitors.report(MODEL).rows_seen == 1500,
+            30,
+            "predictions observed",
+        )
+        # Labels come later: the first 500 rows mostly right, then half of them wrong.
+        predicted = frame["_prediction"].to_numpy()
+        wrong = rng.random(1500) < np.r_[np.full(500, 0.05), np.full(1000, 0.5)]
+        truth = np.where(wrong, np.where(predicted == "1", "0", "1"), predicted)
+        for start in range(0, 1500, 100):
+            batch = events_pb2.LabelBatch(
+                model=MODEL,
+                request_ids=ids[start : start + 100],
+                labels=truth[start : start + 100].tolist(),
+            )
+            await serving.publish(topics.LABELS, MODEL, serving.event(batch))
+        await wait_for(lambda: len(drift) >= 1, 30, "DriftDetected from labels")
+        payload = drift[0].drift_detected
+        by_name = {f.feature: f for f in payload.features}
+        assert by_name["_error_rate"].drifted and by_name["_error_rate"].test == "cusum"
+        assert by_name["_accuracy"].statistic < by_name["_accuracy"].threshold
+        assert not any(f.drifted for f in payload.features if f.test in ("ks", "chi2"))
+        assert monitors.get(MODEL).labels_unmatched == 0
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
+        await asyncio.gather(*tasks)
+        await publisher.stop()
+        await serving.stop()

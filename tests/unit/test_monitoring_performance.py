@@ -1,0 +1,159 @@
+"""Unit tests of live performance: label join, error-rate CUSUM, label prior, per-model policy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftloop.services.monitoring.drift import DriftPolicy
+from driftloop.services.monitoring.monitor import ModelMonitor, ModelMonitors
+from driftloop.services.monitoring.performance import ErrorRateCusum, PredictionJoin
+from driftloop.services.monitoring.settings import MonitoringSettings
+from driftloop.shared.profile import ReferenceProfile, build_profile
+
+pytestmark = pytest.mark.unit
+
+
+def test_cusum_matches_the_row_by_row_recursion_and_restarts_after_an_alarm() -> None:
+    rng = np.random.default_rng(1)
+    errors = rng.random(5000) < np.r_[np.full(3000, 0.1), np.full(2000, 0.3)]
+    cusum = ErrorRateCusum(0.1, 0.1, 1e7)
+    s, expected = 0.0, None
+    w1, w0 = math.log(0.2 / 0.1), math.log(0.8 / 0.9)
+    for i, e in enumerate(errors):
+        s = max(0.0, s + (w1 if e else w0))
+        if s >= cusum.threshold:
+            expected = i
+            break
+    got = [cusum.update(chunk) for chunk in np.array_split(errors, 37)]
+    offsets = np.cumsum([0] + [len(c) for c in np.array_split(errors, 37)])
+    first = next(offsets[k] + g for k, g in enumerate(got) if g is not None)
+    assert expected is not None and first == expected and expected >= 3000
+    assert 12 < cusum.threshold < math.log(1e7) and cusum.alarm_statistic >= cusum.threshold
+
+
+def test_cusum_stays_quiet_on_a_long_stationary_error_stream() -> None:
+    # With an average run length of 1e9 rows, a false alarm in 1M rows has odds of ~1e-3.
+    rng = np.random.default_rng(2)
+    cusum = ErrorRateCusum(0.1, 0.1, 1e9)
+    assert all(cusum.update(rng.random(100_000) < 0.1) is None for _ in range(10))
+
+
+def test_prediction_join_is_bounded_and_forgets_the_oldest() -> None:
+    join = PredictionJoin(capacity=3)
+    join.add("1", ["a", "b"], ["x", "y"], [1.0, 2.0])
+    join.add("1", ["c", "d"], ["z", "w"], [3.0, 4.0])
+    assert len(join) == 3 and join.evicted == 1
+    assert join.take(["a", "d", "zz"]) == [None, ("1", "w", 4.0), None]
+    assert len(join) == 2
+
+
+def profile(rng: np.random.Generator, **kwargs: object) -> ReferenceProfile:
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 3000)})
+    predictions = pd.Series(np.where(frame["x"] > 0, "1", "0"))
+    return build_profile("m", "1", frame, predictions, **kwargs)  # type: ignore[arg-type]
+
+
+def labelled(
+    monitor: ModelMonitor, rng: np.random.Generator, n: int, error: float, start: int, p1: float
+) -> list[tuple[int, object]]:
+    """Log n predictions (10 ms apart), then their labels in batches of 100."""
+    x = rng.normal(0, 1, n)
+    predictions = np.where(x > 0, "1", "0")
+    wrong = rng.random(n) < error
+    truth = np.where(wrong, np.where(predictions == "1", "0", "1"), predictions)
+    flip = rng.random(n) < p1  # optionally skew the labels towards "1"
+    truth = np.where(flip, "1", truth)
+    ids = [str(start + i) for i in range(n)]
+    frame = pd.DataFrame(
+        {
+            "x": x,
+            "_prediction": predictions,
+            "_request_id": ids,
+            "_ts": (start + np.arange(n)) * 0.01,
+        }
+    )
+    monitor.observe("1", frame, now=(start + n) * 0.01)
+    found = []
+    for b in range(0, n, 100):
+        decision = monitor.observe_labels(ids[b : b + 100], truth[b : b + 100].tolist(), now=0.0)
+        if decision is not None:
+            found.append((start + b, decision))
+    return found
+
+
+def test_error_rate_rise_is_detected_from_labels_with_a_live_burn_in() -> None:
+    rng = np.random.default_rng(3)
+    monitor = ModelMonitor("m", DriftPolicy(), "1", profile(rng))
+    assert labelled(monitor, rng, 5000, 0.1, 0, 0.0) == []
+    assert monitor.performance.reference is not None
+    assert monitor.performance.reference.source == "live"
+    found = labelled(monitor, rng, 2000, 0.35, 5000, 0.0)
+    assert len(found) == 1
+    at, decision = found[0]
+    assert at - 5000 < 400
+    by_name = {f.feature: f for f in decision.features}
+    assert by_name["_error_rate"].drifted and by_name["_error_rate"].test == "cusum"
+    assert by_name["_accuracy"].statistic < 0.9 and by_name["_accuracy"].threshold > 0.85
+    assert monitor.labels_unmatched == 0
+
+
+def test_reference_accuracy_from_the_profile_skips_the_burn_in_and_labels_join_by_id() -> None:
+    rng = np.random.default_rng(4)
+    target = pd.Series(rng.choice(["0", "1"], 3000))
+    monitor = ModelMonitor(
+        "m", DriftPolicy(), "1", profile(rng, target=target, metrics={"accuracy": 0.9})
+    )
+    assert monitor.performance.reference is not None
+    assert monitor.performance.reference.source == "profile"
+    assert monitor.observe_labels(["unknown"], ["1"], now=0.0) is None
+    assert monitor.labels_unmatched == 1
+    found = labelled(monitor, rng, 3000, 0.4, 0, 0.0)
+    assert len(found) == 1 and found[0][0] < 500
+
+
+def test_label_prior_shift_is_detected_and_triggers_are_per_model() -> None:
+    policies = {"quiet": DriftPolicy(triggers=frozenset({"features"}))}
+    monitors = ModelMonitors(DriftPolicy(), policies)
+    for name in ("m", "quiet"):
+        monitors.switch(name, "1", profile(np.random.default_rng(6)))
+    loud, quiet = monitors.get("m"), monitors.get("quiet")
+    assert quiet.policy.triggers == {"features"} and loud.policy == DriftPolicy()
+    for monitor in (loud, quiet):
+        labelled(monitor, np.random.default_rng(7), 1000, 0.0, 0, 0.0)
+    # Half of the labels turn "1" whatever the prediction: a prior (and accuracy) change.
+    assert labelled(quiet, np.random.default_rng(8), 3000, 0.0, 1000, 0.5) == []
+    found = labelled(loud, np.random.default_rng(8), 3000, 0.0, 1000, 0.5)
+    assert len(found) == 1
+    drifted = {f.feature for f in found[0][1].features if f.drifted}
+    assert drifted & {"_error_rate", "_label"}
+    report = quiet.report()
+    assert {"_accuracy", "_error_rate", "_label"} <= {f.feature for f in report.features}
+
+
+def test_model_policies_override_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "DRIFTLOOP_MONITORING_MODEL_POLICIES",
+        '{"churn": {"alpha": 0.0001, "triggers": ["accuracy"]}}',
+    )
+    settings = MonitoringSettings()
+    assert settings.policy() == DriftPolicy()
+    churn = settings.policies()["churn"]
+    assert churn.alpha == 0.0001 and churn.triggers == {"accuracy"}
+    assert churn.window_rows == DriftPolicy().window_rows
+    monkeypatch.setenv("DRIFTLOOP_MONITORING_MODEL_POLICIES", '{"churn": {"alfa": 1}}')
+    with pytest.raises(ValueError, match="alfa"):
+        MonitoringSettings().policies()
+
+
+def test_time_window_drops_old_rows() -> None:
+    rng = np.random.default_rng(9)
+    policy = DriftPolicy(window_seconds=1.0, min_rows=50, window_rows=300)
+    monitor = ModelMonitor("m", policy, "1", profile(rng))
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 400), "_ts": np.arange(400) * 0.01})
+    frame["_prediction"] = np.where(frame["x"] > 0, "1", "0")
+    monitor.observe("1", frame, now=4.0)
+    assert monitor.report().window_rows <= 101
