@@ -13,10 +13,20 @@ _OPTIONS = [
 
 
 def _credentials(common: CommonSettings) -> grpc.ChannelCredentials | None:
-    if not common.tls_enabled():
+    """TLS credentials when this process has a certificate or a CA to trust: verify servers
+    with tls_ca_file (system roots when unset) and present our own certificate, if we have one,
+    so that servers requiring mutual TLS accept us."""
+    if not common.tls_enabled() and common.tls_ca_file is None:
         return None
     ca = common.tls_ca_file.read_bytes() if common.tls_ca_file else None
-    return grpc.ssl_channel_credentials(root_certificates=ca)
+    if not common.tls_enabled():
+        return grpc.ssl_channel_credentials(root_certificates=ca)
+    assert common.tls_cert_file is not None and common.tls_key_file is not None
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca,
+        private_key=common.tls_key_file.read_bytes(),
+        certificate_chain=common.tls_cert_file.read_bytes(),
+    )
 
 
 def aio_channel(common: CommonSettings, service: str) -> grpc.aio.Channel:

@@ -159,11 +159,11 @@ def build_server(
     address = f"{common.bind_host}:{port}"
     if common.tls_enabled():
         assert common.tls_cert_file is not None and common.tls_key_file is not None
-        ca = common.tls_ca_file.read_bytes() if common.tls_ca_file else None
+        client_ca = common.tls_client_ca_file.read_bytes() if common.tls_client_ca_file else None
         creds = grpc.ssl_server_credentials(
             [(common.tls_key_file.read_bytes(), common.tls_cert_file.read_bytes())],
-            root_certificates=ca,
-            require_client_auth=ca is not None,
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
         )
         bound = server.add_secure_port(address, creds)
     else:

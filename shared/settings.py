@@ -112,7 +112,10 @@ class CommonSettings(BaseSettings):
     tls_key_file: Path | None = None
     """PEM private key for tls_cert_file."""
     tls_ca_file: Path | None = None
-    """PEM CA bundle clients use to verify servers (and servers to verify clients with mTLS)."""
+    """PEM CA bundle clients use to verify servers (the system's roots when unset)."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle servers verify client certificates with; set, it turns on mutual TLS and
+    every client presents tls_cert_file/tls_key_file as its own certificate."""
     log_json: bool | None = None
     """JSON logs; unset means JSON unless stderr is a terminal."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
