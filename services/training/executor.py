@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import structlog
 
-from driftloop.services.training import trainer
+from driftloop.services.training import metrics, trainer
 from driftloop.services.training.core import RegistryPort
 from driftloop.services.training.domain import (
     CandidateLineage,
@@ -68,8 +68,10 @@ class RunExecutor:
             run_id=run.run_id, model=run.model, correlation_id=run.correlation_id
         ):
             log.info("run_started", trigger=run.trigger, episode_id=run.episode_id)
+            started = time.monotonic()
             try:
                 await self._execute(run)
+                metrics.record_run(run, "succeeded", started)
             except Unavailable as exc:
                 log.warning("run_requeued", error=str(exc))
                 await asyncio.to_thread(self._runs.requeue, run.run_id, str(exc))
@@ -77,9 +79,11 @@ class RunExecutor:
             except DriftloopError as exc:
                 log.warning("run_failed", error=str(exc), error_type=type(exc).__name__)
                 await asyncio.to_thread(self._runs.fail, run.run_id, str(exc))
+                metrics.record_run(run, "failed", started)
             except Exception as exc:  # noqa: BLE001 - record any crash on the run, keep working
                 log.exception("run_crashed")
                 await asyncio.to_thread(self._runs.fail, run.run_id, f"{type(exc).__name__}: {exc}")
+                metrics.record_run(run, "failed", started)
 
     async def _execute(self, run: Run) -> None:
         done = await self._registry.find_run(run.model, run.run_id)
