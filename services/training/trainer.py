@@ -147,11 +147,17 @@ def train_candidate(
     pipeline.fit(train[features], y_train)
     fit_seconds = time.perf_counter() - started
     predictions = pd.Series(pipeline.predict(train[features]), index=train.index).astype(str)
+    metrics = score(pipeline, holdout, target)
+    # why: the held-out accuracy and label frequencies give the monitor a performance and
+    # label-prior reference at once, instead of a burn-in of live labels after each deployment.
+    profile = build_profile(
+        model, "", train[features], predictions, target=y_train, metrics=metrics
+    )
     return TrainedCandidate(
         pipeline=pipeline,
-        metrics=score(pipeline, holdout, target),
+        metrics=metrics,
         champion_metrics={} if champion is None else score_champion(champion, holdout, target),
-        profile=build_profile(model, "", train[features], predictions),
+        profile=profile,
         features=features,
         training_rows=len(train),
         holdout_rows=len(holdout),
