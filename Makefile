@@ -34,7 +34,7 @@ protos: install
 	find $(GEN)/driftloop -name '*_pb2*.py*' -delete
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos --python_out=$(GEN) --grpc_python_out=$(GEN) \
 		--mypy_out=$(GEN) $(PROTO_FILES)
-	for d in $$(find $(GEN)/driftloop -mindepth 1 -type d); do test -f $$d/__init__.py || touch $$d/__init__.py; done
+	for d in $$(find $(GEN)/driftloop -mindepth 1 -type d -not -name __pycache__); do test -f $$d/__init__.py || touch $$d/__init__.py; done
 
 lint: install
 	$(VENV)/bin/ruff check shared services tests

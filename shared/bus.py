@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from google.protobuf.message import Message
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 from driftloop.events.v1 import events_pb2
 from driftloop.shared import envelope, topics
@@ -33,10 +33,22 @@ EVENTS_DEADLETTERED = Counter(
     "Kafka messages sent to the dead-letter topic",
     ["consumer", "topic"],
 )
+CONSUMER_LAG = Gauge(
+    "driftloop_consumer_lag_messages",
+    "Messages behind the partition's high watermark after the last handled batch",
+    ["consumer", "topic", "partition"],
+)
+LOOP_STAGE_SECONDS = Histogram(
+    "driftloop_loop_stage_seconds",
+    "Seconds from a cause event to the event it caused (e.g. ModelPromoted -> ModelDeployed)",
+    ["cause", "effect"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 EventHandler = Callable[[envelope.Envelope], Awaitable[None]]
 RecordHandler = Callable[[ConsumerRecord], Awaitable[None]]
+BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
 
 
 async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
@@ -70,13 +82,18 @@ async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
 class EventPublisher:
     """Publishes envelopes (and raw bytes) to Kafka on behalf of one service."""
 
-    def __init__(self, bootstrap: str, producer_name: str) -> None:
+    def __init__(self, bootstrap: str, producer_name: str, *, max_batch_bytes: int = 16384) -> None:
+        """`max_batch_bytes`: data buffered per partition before send() waits for the batch to
+        be drained (aiokafka's max_batch_size). A message larger than it travels alone and
+        the next send to that partition waits a round trip, so publishers of large messages
+        (record batches) raise it to pipeline several per request."""
         self.producer_name = producer_name
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=f"driftloop-{producer_name}",
             linger_ms=2,
             max_request_size=MAX_MESSAGE_BYTES,
+            max_batch_size=max_batch_bytes,
             acks="all",
         )
 
@@ -97,16 +114,37 @@ class EventPublisher:
         correlation_id: str = "",
         causation_id: str = "",
     ) -> envelope.Envelope:
-        return envelope.new_event(
+        made = envelope.new_event(
             self.producer_name,
             payload,
             cause=cause,
             correlation_id=correlation_id,
             causation_id=causation_id,
         )
+        if cause is not None and cause.HasField("occurred_at"):
+            waited = made.occurred_at.ToNanoseconds() - cause.occurred_at.ToNanoseconds()
+            LOOP_STAGE_SECONDS.labels(cause.type, made.type).observe(max(0.0, waited / 1e9))
+        return made
 
     async def publish(self, topic: str, key: str, event: envelope.Envelope) -> None:
         await self.publish_raw(topic, key.encode(), envelope.encode(event))
+
+    async def enqueue(self, topic: str, key: str, event: envelope.Envelope) -> asyncio.Task[None]:
+        """Hand an event to the producer without waiting for the broker's ack, so a caller can
+        pipeline many sends; await the returned task to know it was written (it raises
+        Unavailable when it was not). The producer's own buffer bounds how much can queue."""
+        try:
+            future = await self._producer.send(topic, envelope.encode(event), key=key.encode())
+        except KafkaError as exc:
+            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
+        return asyncio.ensure_future(self._acked(topic, future))
+
+    @staticmethod
+    async def _acked(topic: str, future: Awaitable[object]) -> None:
+        try:
+            await future
+        except KafkaError as exc:
+            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
 
     async def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         try:
@@ -120,8 +158,12 @@ class EventConsumer:
 
     With `on_event`, each message is decoded into an Envelope for the handler and a message
     that does not decode is dead-lettered; with `on_record` the handler gets the raw record
-    (for topics external producers write). `ready` is set once partitions are assigned and
-    their start offsets resolved, so callers (and tests) wait for it instead of sleeping.
+    (for topics external producers write). With `on_batch` the handler gets all the records
+    one poll returned for one partition, in order (to amortise work over many small messages);
+    if it raises, each record is handed to it again alone, and a record that still fails is
+    dead-lettered, so a batch handler must be idempotent per record. Offsets are committed
+    after each partition's records, whichever handler is used. `ready` is set once partitions
+    are assigned and their start offsets resolved, so callers (and tests) wait for it.
     """
 
     def __init__(
@@ -133,17 +175,20 @@ class EventConsumer:
         publisher: EventPublisher,
         on_event: EventHandler | None = None,
         on_record: RecordHandler | None = None,
+        on_batch: BatchHandler | None = None,
         group_membership: bool = False,
         from_latest: bool = False,
         max_records: int = 200,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
-        if (on_event is None) == (on_record is None):
-            raise TypeError("give exactly one of on_event or on_record")
+        if sum(h is not None for h in (on_event, on_record, on_batch)) != 1:
+            raise TypeError("give exactly one of on_event, on_record or on_batch")
         self.group = group
         self.topics = list(topic_names)
         self._publisher = publisher
         self._on_event = on_event
         self._on_record = on_record
+        self._on_batch = on_batch
         self._membership = group_membership and group is not None
         self._max_records = max_records
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -156,6 +201,7 @@ class EventConsumer:
             auto_offset_reset="latest" if from_latest else "earliest",
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
 
     async def run(self) -> None:
@@ -175,15 +221,25 @@ class EventConsumer:
                     timeout_ms=200, max_records=self._max_records
                 )
                 for tp, records in batches.items():
-                    for record in records:
-                        await self._handle(record)
+                    if self._on_batch is not None:
+                        await self._handle_batch(records)
+                    else:
+                        for record in records:
+                            await self._handle(record)
                     if self.group is not None:
                         await self._consumer.commit({tp: records[-1].offset + 1})
+                    self._record_lag(tp, records[-1].offset + 1)
         finally:
             await self._consumer.stop()
 
     async def stop(self) -> None:
         self._stopping.set()
+
+    def _record_lag(self, tp: TopicPartition, next_offset: int) -> None:
+        end = self._consumer.highwater(tp)
+        if end is not None:
+            lag = max(0, end - next_offset)
+            CONSUMER_LAG.labels(self.group or "ephemeral", tp.topic, str(tp.partition)).set(lag)
 
     async def _assign(self) -> None:
         if self._membership:
@@ -200,10 +256,25 @@ class EventConsumer:
             partitions.extend(TopicPartition(topic, p) for p in sorted(ids))
         self._consumer.assign(partitions)
 
+    async def _handle_batch(self, records: list[ConsumerRecord]) -> None:
+        assert self._on_batch is not None
+        try:
+            await self._on_batch(records)
+        except Unavailable:
+            raise  # a dependency is down: do not commit, let the service retry or restart
+        except Exception as exc:  # noqa: BLE001 - retried record by record, then dead-lettered
+            log.warning("batch_failed_retrying_records", records=len(records), error=str(exc))
+            for record in records:
+                await self._handle(record)
+            return
+        EVENTS_HANDLED.labels(self.group or "ephemeral", records[0].topic).inc(len(records))
+
     async def _handle(self, record: ConsumerRecord) -> None:
         consumer = self.group or "ephemeral"
         try:
-            if self._on_record is not None:
+            if self._on_batch is not None:
+                await self._on_batch([record])
+            elif self._on_record is not None:
                 await self._on_record(record)
             else:
                 event = envelope.decode(record.value)

@@ -5,12 +5,15 @@ Pure domain logic: no Kafka or gRPC here. The adapters publish the `RowBatch`es 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from driftloop.shared.errors import InvalidInput
@@ -22,6 +25,7 @@ from driftloop.shared.records import ipc_to_table, rows_to_table
 INGESTED_AT = "_ingested_at"
 MAX_BATCH_ROWS = 5000
 """Contract: no record batch on driftloop.records.raw holds more rows than this."""
+MAX_CLIENT_BATCH_ID = 100
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def request_table(
 
 def stamp(table: pa.Table, now: float) -> pa.Table:
     """Add (or overwrite) the `_ingested_at` column with `now`, in float epoch seconds."""
-    column = pa.array([now] * table.num_rows, type=pa.float64())
+    column = pa.array(np.full(table.num_rows, now, dtype=np.float64))
     if INGESTED_AT in table.column_names:
         return table.set_column(table.column_names.index(INGESTED_AT), INGESTED_AT, column)
     return table.append_column(INGESTED_AT, column)
@@ -84,10 +88,34 @@ def make_batches(
     *,
     batch_rows: int = MAX_BATCH_ROWS,
     now: float | None = None,
+    batch_id: str = "",
 ) -> list[RowBatch]:
-    """Convert, stamp and split one request's rows into batches with fresh batch ids."""
+    """Convert, stamp and split one request's rows into batches.
+
+    Batch ids are fresh uuid4s, or derived from the client's `batch_id` (the id itself for a
+    single batch, "<id>.<n>" for several) so that a retried request is curated only once."""
     table = stamp(request_table(dataset, rows, arrow_ipc), time.time() if now is None else now)
-    return [RowBatch(dataset, uuid.uuid4().hex, part) for part in split(table, batch_rows)]
+    parts = split(table, batch_rows)
+    ids = batch_ids(batch_id, len(parts))
+    return [RowBatch(dataset, b, part) for b, part in zip(ids, parts, strict=True)]
+
+
+def batch_ids(client_id: str, count: int) -> list[str]:
+    """`count` batch ids: from a client-chosen id when given, else fresh uuid4 hex strings."""
+    if not client_id:
+        return [uuid.uuid4().hex for _ in range(count)]
+    check_name("batch_id", client_id)
+    if len(client_id) > MAX_CLIENT_BATCH_ID:
+        raise InvalidInput(f"batch_id is longer than {MAX_CLIENT_BATCH_ID} characters")
+    return [client_id] if count == 1 else [f"{client_id}.{i}" for i in range(count)]
+
+
+def message_batch_id(partition: int, offset: int, timestamp: int, value: bytes) -> str:
+    """A stable id for one message of the JSON topic, so a re-delivered message is curated
+    once; the timestamp and checksum keep ids apart when a fresh broker reuses offsets."""
+    crc = zlib.crc32(value)
+    digest = hashlib.sha256(f"{partition}/{offset}/{timestamp}/{crc}".encode()).hexdigest()
+    return f"j{digest[:31]}"
 
 
 def parse_json_message(key: bytes | None, value: bytes | None) -> tuple[str, list[dict[str, Any]]]:

@@ -3,12 +3,19 @@ JSON topic driftloop.ingest.json (bad messages raise, so the consumer dead-lette
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
 from driftloop.events.v1 import events_pb2
-from driftloop.services.ingestion.core import RowBatch, make_batches, parse_json_message
+from driftloop.services.ingestion.core import (
+    RowBatch,
+    make_batches,
+    message_batch_id,
+    parse_json_message,
+)
 from driftloop.shared import topics
 from driftloop.shared.bus import EventPublisher
 from driftloop.shared.records import table_to_ipc
@@ -36,6 +43,14 @@ class RawBatchPublisher:
     async def publish(
         self, batches: list[RowBatch], source: str, *, correlation_id: str = ""
     ) -> None:
+        """Publish and wait until the broker has every batch."""
+        await asyncio.gather(*await self.enqueue(batches, source, correlation_id=correlation_id))
+
+    async def enqueue(
+        self, batches: list[RowBatch], source: str, *, correlation_id: str = ""
+    ) -> list[asyncio.Task[None]]:
+        """Hand the batches to the producer; the tasks finish when the broker has them."""
+        sends = []
         for batch in batches:
             payload = events_pb2.RecordBatch(
                 dataset=batch.dataset,
@@ -45,10 +60,10 @@ class RawBatchPublisher:
                 source=source,
             )
             event = self._publisher.event(payload, correlation_id=correlation_id)
-            await self._publisher.publish(topics.RECORDS_RAW, batch.dataset, event)
+            sends.append(await self._publisher.enqueue(topics.RECORDS_RAW, batch.dataset, event))
             ROWS_ACCEPTED.labels(batch.dataset, source).inc(batch.row_count)
             BATCHES_PUBLISHED.labels(batch.dataset, source).inc()
-            log.info(
+            log.debug(
                 "batch_published",
                 dataset=batch.dataset,
                 batch_id=batch.batch_id,
@@ -56,10 +71,15 @@ class RawBatchPublisher:
                 source=source,
                 event_id=event.event_id,
             )
+        return sends
 
 
 class JsonTopicHandler:
-    """Handles raw (non-envelope) messages of driftloop.ingest.json."""
+    """Handles raw (non-envelope) messages of driftloop.ingest.json.
+
+    Each message becomes its own batch(es) with an id derived from its partition, offset,
+    timestamp and checksum, so a message the bus delivers again is curated only once.
+    """
 
     SOURCE = "json-topic"
 
@@ -68,6 +88,18 @@ class JsonTopicHandler:
         self._batch_rows = batch_rows
 
     async def handle(self, record: ConsumerRecord) -> None:
-        dataset, rows = parse_json_message(record.key, record.value)
-        batches = make_batches(dataset, rows=rows, batch_rows=self._batch_rows)
+        await self.handle_records([record])
+
+    async def handle_records(self, records: list[ConsumerRecord]) -> None:
+        """One poll's messages: every message is parsed before any is published, so a bad one
+        fails the call untouched and the bus retries the messages one by one."""
+        batches: list[RowBatch] = []
+        for record in records:
+            dataset, rows = parse_json_message(record.key, record.value)
+            batch_id = message_batch_id(
+                record.partition, record.offset, record.timestamp, record.value or b""
+            )
+            batches.extend(
+                make_batches(dataset, rows=rows, batch_rows=self._batch_rows, batch_id=batch_id)
+            )
         await self._publisher.publish(batches, self.SOURCE)

@@ -5,6 +5,8 @@ No try/except here: the shared interceptor maps DriftloopError to gRPC status co
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -15,6 +17,8 @@ from driftloop.services.ingestion.core import RowBatch, make_batches
 
 PublishBatches = Callable[..., Awaitable[None]]
 """`async (batches: list[RowBatch], source: str, *, correlation_id: str) -> None`."""
+EnqueueBatches = Callable[..., Awaitable[list[asyncio.Task[None]]]]
+"""`async (batches, source, *, correlation_id) -> tasks` that finish once the broker has them."""
 
 CORRELATION_HEADER = "x-correlation-id"
 
@@ -22,9 +26,18 @@ CORRELATION_HEADER = "x-correlation-id"
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
     SOURCE = "grpc"
 
-    def __init__(self, publish: PublishBatches, *, batch_rows: int) -> None:
+    def __init__(
+        self,
+        publish: PublishBatches,
+        *,
+        batch_rows: int,
+        enqueue: EnqueueBatches | None = None,
+        max_in_flight: int = 16,
+    ) -> None:
         self._publish = publish
+        self._enqueue = enqueue
         self._batch_rows = batch_rows
+        self._max_in_flight = max_in_flight
 
     async def Ingest(  # noqa: N802 - generated name
         self, request: ingestion_pb2.IngestRequest, context: grpc.aio.ServicerContext
@@ -38,20 +51,39 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         request_iterator: AsyncIterator[ingestion_pb2.IngestRequest],
         context: grpc.aio.ServicerContext,
     ) -> ingestion_pb2.IngestResponse:
-        # Each message is published as soon as it is read, so a long stream never piles up in
-        # memory; a bad message fails the call, and the messages before it stay published.
+        # Each message is handed to the producer as soon as it is read, with at most
+        # `max_in_flight` batches not yet acknowledged by the broker: past that the stream stops
+        # reading (gRPC flow control then slows the client), so memory stays bounded. A bad
+        # message fails the call; the messages before it stay published.
         correlation_id = _correlation_id(context)
-        published: list[RowBatch] = []
-        async for request in request_iterator:
-            batches = self._batches(request)
-            await self._publish(batches, self.SOURCE, correlation_id=correlation_id)
-            published.extend(batches)
-        return _response(published)
+        rows = 0
+        batch_ids: list[str] = []  # ids only: holding the batches would keep every row in memory
+        pending: collections.deque[asyncio.Task[None]] = collections.deque()
+        try:
+            async for request in request_iterator:
+                batches = self._batches(request)
+                if self._enqueue is None:
+                    await self._publish(batches, self.SOURCE, correlation_id=correlation_id)
+                else:
+                    pending.extend(
+                        await self._enqueue(batches, self.SOURCE, correlation_id=correlation_id)
+                    )
+                    while len(pending) > self._max_in_flight:
+                        await pending.popleft()
+                rows += sum(b.row_count for b in batches)
+                batch_ids.extend(b.batch_id for b in batches)
+        finally:
+            await asyncio.gather(*pending)
+        return ingestion_pb2.IngestResponse(rows_accepted=rows, batch_ids=batch_ids)
 
     def _batches(self, request: ingestion_pb2.IngestRequest) -> list[RowBatch]:
         rows = [json_format.MessageToDict(row) for row in request.rows]
         return make_batches(
-            request.dataset, rows=rows, arrow_ipc=request.arrow_ipc, batch_rows=self._batch_rows
+            request.dataset,
+            rows=rows,
+            arrow_ipc=request.arrow_ipc,
+            batch_rows=self._batch_rows,
+            batch_id=request.batch_id,
         )
 
 

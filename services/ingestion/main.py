@@ -17,6 +17,7 @@ from driftloop.shared.grpc_server import ServiceBinding
 from driftloop.shared.logging import configure
 from driftloop.shared.settings import CommonSettings
 
+RECORD_BATCH_BUFFER = 4 * 1024 * 1024
 SERVICE = "driftloop.ingestion.v1.IngestionService"
 JSON_GROUP = "ingestion-json"
 
@@ -30,9 +31,16 @@ def main() -> None:
 
 async def run(common: CommonSettings, settings: IngestionSettings) -> None:
     """Build the parts inside the event loop (aiokafka's clients need a running loop)."""
-    publisher = EventPublisher(common.bootstrap(), "ingestion")
+    # why: record batches are large; a bigger per-partition buffer lets several travel per
+    # produce request instead of one round trip each
+    publisher = EventPublisher(common.bootstrap(), "ingestion", max_batch_bytes=RECORD_BATCH_BUFFER)
     raw = RawBatchPublisher(publisher)
-    servicer = IngestionServicer(raw.publish, batch_rows=settings.batch_rows)
+    servicer = IngestionServicer(
+        raw.publish,
+        batch_rows=settings.batch_rows,
+        enqueue=raw.enqueue,
+        max_in_flight=settings.max_in_flight_batches,
+    )
     consumers = []
     if settings.json_topic:
         handler = JsonTopicHandler(raw, batch_rows=settings.batch_rows)
@@ -42,7 +50,7 @@ async def run(common: CommonSettings, settings: IngestionSettings) -> None:
                 group=JSON_GROUP,
                 topic_names=[topics.INGEST_JSON],
                 publisher=publisher,
-                on_record=handler.handle,
+                on_batch=handler.handle_records,
                 group_membership=common.consumer_group_membership,
             )
         )

@@ -23,3 +23,6 @@ class IngestionSettings(ServiceSettings):
     """Most rows per record batch published to driftloop.records.raw (at most 5000)."""
     json_topic: bool = True
     """Consume the public JSON topic driftloop.ingest.json."""
+    max_in_flight_batches: int = Field(default=16, ge=1, le=1000)
+    """Most record batches of one IngestStream call handed to the producer but not yet
+    acknowledged by the broker; past that the stream stops reading (backpressure to the client)."""

@@ -16,7 +16,7 @@ import structlog
 from driftloop.services.validation import schema as schemas
 from driftloop.services.validation.schema import DatasetSchema
 from driftloop.shared.errors import NotFound
-from driftloop.shared.manifest import latest_manifest
+from driftloop.shared.manifest import manifest_head
 from driftloop.shared.names import check_name
 from driftloop.shared.objectstore import ObjectStore
 
@@ -35,6 +35,8 @@ class DatasetSummary:
     dataset: str
     manifest_version: int
     curated_rows: int
+    rows_rejected: int = 0
+    """Rows rejected so far, as the head manifest version accounts them (durable)."""
 
 
 class SchemaCatalog:
@@ -77,9 +79,13 @@ class SchemaCatalog:
         """The dataset's schema, inferring and pinning one from `table` if it has none."""
         with self._lock:  # two first batches at once must not pin two schemas
             try:
-                return self.get(dataset)
+                current = self.get(dataset)
             except NotFound:
                 return self.put(schemas.infer(dataset, table))
+            if current.origin != "inferred":
+                return current  # a declared schema changes only by declaration
+            grown = schemas.with_new_columns(current, table)
+            return current if grown is None else self.put(grown)
 
     def datasets(self) -> list[str]:
         """Every dataset that has a schema or a manifest."""
@@ -96,14 +102,14 @@ class SchemaCatalog:
         return sorted(names)
 
     def summary(self, dataset: str) -> DatasetSummary:
-        manifest = latest_manifest(self._store, dataset)
-        if manifest is None:
+        head = manifest_head(self._store, dataset)
+        if head is None:
             return DatasetSummary(dataset, 0, 0)
-        return DatasetSummary(dataset, manifest.version, manifest.total_rows)
+        return DatasetSummary(dataset, head.version, head.total_rows, head.rows_rejected)
 
     def knows(self, dataset: str) -> bool:
         check_name("dataset", dataset)
         return (
             self._store.exists(schema_key(dataset))
-            or latest_manifest(self._store, dataset) is not None
+            or manifest_head(self._store, dataset) is not None
         )

@@ -28,6 +28,8 @@ OUT_OF_RANGE = "out of range"
 UNKNOWN_CATEGORY = "unknown category"
 NOT_A_NUMBER = "not a number"
 MAX_SHOWN = 80
+MAX_SLICES = 32
+"""Up to this many rejected rows per batch are cut out by slicing; more by a filtered copy."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,7 @@ def check_batch(schema: DatasetSchema, table: pa.Table) -> Verdict:
                 reasons[i] = Rejection(int(i), spec.name, category, describe(value))
             rejected[fresh] = True
         arrays[spec.name] = converted.values
-    keep = np.flatnonzero(~rejected)
-    accepted = _accepted_table(schema, table, arrays, keep)
+    accepted = _accepted_table(schema, table, arrays, rejected)
     unknown: dict[str, int] = {}
     for position, name in enumerate(names):
         if not is_system_column(name) and schema.column(name) is None:
@@ -82,7 +83,7 @@ def check_batch(schema: DatasetSchema, table: pa.Table) -> Verdict:
             if carried:
                 unknown[name] = unknown.get(name, 0) + carried
     rejections = [r for r in reasons if r is not None]
-    return Verdict(rows, accepted, rejections, unknown, len(keep))
+    return Verdict(rows, accepted, rejections, unknown, rows - int(rejected.sum()))
 
 
 Describe = Callable[[object], str]
@@ -150,14 +151,23 @@ def _failures(
 
 
 def _accepted_table(
-    schema: DatasetSchema, table: pa.Table, arrays: dict[str, pa.Array], keep: np.ndarray
+    schema: DatasetSchema, table: pa.Table, arrays: dict[str, pa.Array], rejected: np.ndarray
 ) -> pa.Table:
-    index = pa.array(keep, type=pa.int64())
-    columns = {spec.name: arrays[spec.name].take(index) for spec in schema.columns}
+    columns = {spec.name: arrays[spec.name] for spec in schema.columns}
     if INGESTED_AT in table.column_names:
         stamp = table.column(table.column_names.index(INGESTED_AT)).combine_chunks()
-        columns[INGESTED_AT] = stamp.take(index).cast(pa.float64())
-    return pa.table(columns)
+        columns[INGESTED_AT] = stamp.cast(pa.float64())
+    accepted = pa.table(columns) if columns else pa.table({})
+    if not rejected.any() or not columns:
+        return accepted
+    dropped = np.flatnonzero(rejected)
+    if len(dropped) > MAX_SLICES:
+        return accepted.filter(pa.array(~rejected))
+    # why: a few rejected rows are cut out with zero-copy slices instead of copying every column
+    starts = np.concatenate(([0], dropped + 1))
+    ends = np.concatenate((dropped, [len(rejected)]))
+    pieces = [accepted.slice(a, b - a) for a, b in zip(starts, ends, strict=True) if b > a]
+    return pa.concat_tables(pieces) if pieces else accepted.slice(0, 0)
 
 
 def show(value: object) -> str:

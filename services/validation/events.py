@@ -1,21 +1,27 @@
-"""Validation's Kafka side: check each RecordBatch from driftloop.records.raw, curate the good
-rows, then publish them (and the new dataset version) and the rejected rows with their reasons."""
+"""Validation's Kafka side: check the RecordBatches one poll of driftloop.records.raw returned,
+curate their good rows as one Parquet file and one manifest version per dataset, then publish
+the accepted rows (and the new dataset version) and the rejected rows with their reasons."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from dataclasses import dataclass, field
 
+import pyarrow as pa
 import structlog
+from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
 from driftloop.events.v1 import events_pb2
+from driftloop.services.validation.batch_checks import BatchFlag, batch_flags
 from driftloop.services.validation.catalog import SchemaCatalog
 from driftloop.services.validation.checks import Verdict, check_batch, rejected_rows_json
 from driftloop.services.validation.quality import QualityTracker
 from driftloop.shared import envelope, topics
 from driftloop.shared.bus import EventPublisher
 from driftloop.shared.errors import InvalidInput
-from driftloop.shared.manifest import DatasetManifest, curate_batch, latest_manifest
+from driftloop.shared.manifest import CuratedPart, DatasetManifest, ManifestWriter
 from driftloop.shared.names import check_name
 from driftloop.shared.objectstore import ObjectStore
 from driftloop.shared.records import ipc_to_table, table_to_ipc
@@ -25,6 +31,25 @@ log = structlog.get_logger(__name__)
 ROWS_VALIDATED = Counter(
     "driftloop_validation_rows_total", "Rows checked by validation", ["dataset", "outcome"]
 )
+
+
+@dataclass
+class Checked:
+    """One raw batch after its row checks."""
+
+    event: envelope.Envelope
+    dataset: str
+    table: pa.Table
+    schema_hash: str = ""
+    verdict: Verdict | None = None
+    manifest: DatasetManifest | None = None
+    accepted_ipc: bytes = b""
+    rejected_json: list[str] | None = None
+    flags: list[BatchFlag] = field(default_factory=list)
+
+    @property
+    def batch(self) -> events_pb2.RecordBatch:
+        return self.event.record_batch
 
 
 class RecordBatchHandler:
@@ -37,88 +62,132 @@ class RecordBatchHandler:
         quality: QualityTracker,
         publisher: EventPublisher,
     ) -> None:
-        self._store = store
         self._catalog = catalog
         self._quality = quality
         self._publisher = publisher
+        self._writer = ManifestWriter(store)
 
     async def handle(self, event: envelope.Envelope) -> None:
-        if event.WhichOneof("payload") != "record_batch":
-            raise InvalidInput(f"expected a RecordBatch on {topics.RECORDS_RAW}, got {event.type}")
-        batch = event.record_batch
-        dataset = check_name("dataset", batch.dataset)
-        table = ipc_to_table(batch.arrow_ipc)
-        schema = await asyncio.to_thread(self._catalog.for_batch, dataset, table)
-        verdict = await asyncio.to_thread(check_batch, schema, table)
-        manifest = await asyncio.to_thread(
-            self._curate, dataset, batch.batch_id, verdict, schema.schema_hash
-        )
+        """One envelope (for an `on_event` consumer)."""
+        await self._process([_parse(event)])
+
+    async def handle_records(self, records: list[ConsumerRecord]) -> None:
+        """All records of one poll (for an `on_batch` consumer). Any bad record fails the whole
+        call before anything is written, so the bus retries them one by one."""
+        await self._process([_parse(envelope.decode(r.value)) for r in records])
+
+    async def _process(self, items: list[Checked]) -> None:
+        await asyncio.to_thread(self._check_and_curate, items)
+        sends: list[asyncio.Task[None]] = []
+        for _, group in itertools.groupby(items, key=lambda c: (c.dataset, id(c.manifest))):
+            members = list(group)
+            for item in members:
+                sends.extend(await self._publish_outcome(item))
+            last = members[-1]
+            if last.manifest is not None and any(
+                m.verdict and m.verdict.accepted_rows for m in members
+            ):
+                sends.append(await self._publish_version(last))
+        await asyncio.gather(*sends)
+        for item in items:
+            assert item.verdict is not None
+            self._quality.record(item.dataset, item.batch.batch_id, item.verdict, item.flags)
+
+    def _check_and_curate(self, items: list[Checked]) -> None:
+        """Blocking: row checks of every batch, then one curated file per run of batches of the
+        same dataset and schema."""
+        for item in items:
+            schema = self._catalog.for_batch(item.dataset, item.table)
+            item.schema_hash = schema.schema_hash
+            item.verdict = check_batch(schema, item.table)
+            rates = self._quality.null_rates(item.dataset)
+            item.flags = batch_flags(schema, item.batch.batch_id, item.verdict, rates)
+            if item.verdict.accepted_rows:
+                item.accepted_ipc = table_to_ipc(item.verdict.accepted)
+            item.rejected_json = rejected_rows_json(item.table, item.verdict.rejections)
+        for (dataset, schema_hash), group in itertools.groupby(
+            items, key=lambda c: (c.dataset, c.schema_hash)
+        ):
+            members = list(group)
+            parts = [
+                CuratedPart(m.batch.batch_id, m.verdict.accepted, len(m.verdict.rejections))
+                for m in members
+                if m.verdict is not None
+            ]
+            manifest, fresh = self._writer.curate(dataset, parts, schema_hash)
+            for m in members:
+                m.manifest = manifest
+            _log_curated(dataset, members, manifest, fresh)
+
+    async def _publish_outcome(self, item: Checked) -> list[asyncio.Task[None]]:
+        verdict, batch = item.verdict, item.batch
+        assert verdict is not None
+        sends = []
         if verdict.accepted_rows:
-            await self._publish_accepted(event, verdict, manifest)
+            accepted = events_pb2.RecordBatch(
+                dataset=batch.dataset,
+                batch_id=batch.batch_id,
+                arrow_ipc=item.accepted_ipc,
+                row_count=verdict.accepted_rows,
+                source=batch.source,
+                manifest_version=item.manifest.version if item.manifest else 0,
+            )
+            event = self._publisher.event(accepted, cause=item.event)
+            sends.append(
+                await self._publisher.enqueue(topics.RECORDS_VALIDATED, item.dataset, event)
+            )
         if verdict.rejections:
-            rows_json = await asyncio.to_thread(rejected_rows_json, table, verdict.rejections)
-            await self._publish_rejected(event, verdict, rows_json)
-        self._quality.record(dataset, batch.batch_id, verdict)
-        ROWS_VALIDATED.labels(dataset, "accepted").inc(verdict.accepted_rows)
-        ROWS_VALIDATED.labels(dataset, "rejected").inc(len(verdict.rejections))
-        log.info(
-            "batch_validated",
-            dataset=dataset,
-            batch_id=batch.batch_id,
-            rows=verdict.total_rows,
-            accepted=verdict.accepted_rows,
-            rejected=len(verdict.rejections),
-            unknown_columns=verdict.unknown_columns,
-            manifest_version=manifest.version if manifest else 0,
-        )
+            rows_json = item.rejected_json or []
+            rejected = events_pb2.RejectedRows(
+                dataset=batch.dataset,
+                batch_id=batch.batch_id,
+                rows=[
+                    events_pb2.RejectedRow(row_index=r.row_index, reason=r.reason, row_json=j)
+                    for r, j in zip(verdict.rejections, rows_json, strict=True)
+                ],
+            )
+            event = self._publisher.event(rejected, cause=item.event)
+            sends.append(
+                await self._publisher.enqueue(topics.RECORDS_REJECTED, item.dataset, event)
+            )
+        ROWS_VALIDATED.labels(item.dataset, "accepted").inc(verdict.accepted_rows)
+        ROWS_VALIDATED.labels(item.dataset, "rejected").inc(len(verdict.rejections))
+        return sends
 
-    def _curate(
-        self, dataset: str, batch_id: str, verdict: Verdict, schema_hash: str
-    ) -> DatasetManifest | None:
-        if not verdict.accepted_rows:
-            return latest_manifest(self._store, dataset)
-        return curate_batch(self._store, dataset, batch_id, verdict.accepted, schema_hash)
-
-    async def _publish_accepted(
-        self, cause: envelope.Envelope, verdict: Verdict, manifest: DatasetManifest | None
-    ) -> None:
-        batch = cause.record_batch
-        version = manifest.version if manifest else 0
-        accepted = events_pb2.RecordBatch(
-            dataset=batch.dataset,
-            batch_id=batch.batch_id,
-            arrow_ipc=table_to_ipc(verdict.accepted),
-            row_count=verdict.accepted_rows,
-            source=batch.source,
-            manifest_version=version,
-        )
-        await self._publisher.publish(
-            topics.RECORDS_VALIDATED, batch.dataset, self._publisher.event(accepted, cause=cause)
-        )
-        if manifest is None:
-            return
+    async def _publish_version(self, item: Checked) -> asyncio.Task[None]:
+        manifest = item.manifest
+        assert manifest is not None
         versioned = events_pb2.DatasetVersioned(
-            dataset=batch.dataset,
+            dataset=item.dataset,
             manifest_version=manifest.version,
             total_rows=manifest.total_rows,
             manifest_key=manifest.key,
         )
-        await self._publisher.publish(
-            topics.RECORDS_VALIDATED, batch.dataset, self._publisher.event(versioned, cause=cause)
-        )
+        event = self._publisher.event(versioned, cause=item.event)
+        return await self._publisher.enqueue(topics.RECORDS_VALIDATED, item.dataset, event)
 
-    async def _publish_rejected(
-        self, cause: envelope.Envelope, verdict: Verdict, rows_json: list[str]
-    ) -> None:
-        batch = cause.record_batch
-        rejected = events_pb2.RejectedRows(
-            dataset=batch.dataset,
-            batch_id=batch.batch_id,
-            rows=[
-                events_pb2.RejectedRow(row_index=r.row_index, reason=r.reason, row_json=j)
-                for r, j in zip(verdict.rejections, rows_json, strict=True)
-            ],
-        )
-        await self._publisher.publish(
-            topics.RECORDS_REJECTED, batch.dataset, self._publisher.event(rejected, cause=cause)
-        )
+
+def _parse(event: envelope.Envelope) -> Checked:
+    if event.WhichOneof("payload") != "record_batch":
+        raise InvalidInput(f"expected a RecordBatch on {topics.RECORDS_RAW}, got {event.type}")
+    dataset = check_name("dataset", event.record_batch.dataset)
+    if not event.record_batch.batch_id:
+        raise InvalidInput(f"a RecordBatch of dataset {dataset!r} has no batch_id")
+    return Checked(event, dataset, ipc_to_table(event.record_batch.arrow_ipc))
+
+
+def _log_curated(
+    dataset: str, members: list[Checked], manifest: DatasetManifest | None, fresh: list[str]
+) -> None:
+    verdicts = [m.verdict for m in members if m.verdict is not None]
+    log.info(
+        "batches_validated",
+        dataset=dataset,
+        batches=len(members),
+        new_batches=len(fresh),
+        rows=sum(v.total_rows for v in verdicts),
+        accepted=sum(v.accepted_rows for v in verdicts),
+        rejected=sum(len(v.rejections) for v in verdicts),
+        unknown_columns=sorted({c for v in verdicts for c in v.unknown_columns}),
+        manifest_version=manifest.version if manifest else 0,
+    )

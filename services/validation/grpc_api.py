@@ -17,6 +17,16 @@ from driftloop.shared.errors import NotFound
 from driftloop.shared.names import check_name
 from driftloop.validation.v1 import validation_pb2, validation_pb2_grpc
 
+SCHEMA_CHANGE_HEADER = "x-driftloop-schema-change"
+"""Request metadata: "breaking" lets PutSchema apply an incompatible schema change."""
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return str(value)
+    return ""
+
 
 class ValidationServicer(validation_pb2_grpc.ValidationServiceServicer):
     def __init__(self, catalog: SchemaCatalog, quality: QualityTracker) -> None:
@@ -48,7 +58,18 @@ class ValidationServicer(validation_pb2_grpc.ValidationServiceServicer):
         self, request: validation_pb2.DatasetSchema, context: grpc.aio.ServicerContext
     ) -> validation_pb2.DatasetSchema:
         declared = schemas.declare(request.dataset, [column_from_pb(c) for c in request.columns])
-        return schema_to_pb(await asyncio.to_thread(self._catalog.put, declared))
+        breaking = _metadata(context, SCHEMA_CHANGE_HEADER) == "breaking"
+
+        def put() -> DatasetSchema:
+            try:
+                current = self._catalog.get(declared.dataset)
+            except NotFound:
+                current = None
+            if current is not None:
+                schemas.check_evolution(current, declared, breaking=breaking)
+            return self._catalog.put(declared)
+
+        return schema_to_pb(await asyncio.to_thread(put))
 
     async def GetQualityReport(  # noqa: N802 - generated name
         self, request: validation_pb2.GetQualityReportRequest, context: grpc.aio.ServicerContext
@@ -62,12 +83,19 @@ class ValidationServicer(validation_pb2_grpc.ValidationServiceServicer):
             dataset=dataset,
             manifest_version=summary.manifest_version,
             curated_rows=summary.curated_rows,
+            manifest_rows_rejected=summary.rows_rejected,
         )
         if quality is not None:
             report.rows_accepted = quality.rows_accepted
             report.rows_rejected = quality.rows_rejected
             report.batches = quality.batches
             report.rejection_reasons.update(reason_counts(quality))
+            report.flags.extend(
+                validation_pb2.BatchFlag(
+                    batch_id=f.batch_id, column=f.column, check=f.check, detail=f.detail
+                )
+                for f in quality.flags
+            )
         return report
 
 

@@ -20,6 +20,7 @@ from driftloop.shared.objectstore import open_object_store
 from driftloop.shared.settings import CommonSettings
 from driftloop.validation.v1 import validation_pb2_grpc
 
+RECORD_BATCH_BUFFER = 4 * 1024 * 1024
 SERVICE = "driftloop.validation.v1.ValidationService"
 GROUP = "validation"
 
@@ -36,15 +37,21 @@ async def run(common: CommonSettings, settings: ValidationSettings) -> None:
     store = open_object_store(common)
     catalog = SchemaCatalog(store, cache_seconds=settings.schema_cache_seconds)
     quality = QualityTracker()
-    publisher = EventPublisher(common.bootstrap(), "validation")
+    # why: record batches are large; a bigger per-partition buffer lets several travel per
+    # produce request instead of one round trip each
+    publisher = EventPublisher(
+        common.bootstrap(), "validation", max_batch_bytes=RECORD_BATCH_BUFFER
+    )
     handler = RecordBatchHandler(store, catalog, quality, publisher)
     consumer = EventConsumer(
         bootstrap=common.bootstrap(),
         group=GROUP,
         topic_names=[topics.RECORDS_RAW],
         publisher=publisher,
-        on_event=handler.handle,
+        on_batch=handler.handle_records,
         group_membership=common.consumer_group_membership,
+        max_records=settings.poll_batches,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     binding = ServiceBinding(
         add=validation_pb2_grpc.add_ValidationServiceServicer_to_server,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+from driftloop.services.validation.batch_checks import BatchFlag
 from driftloop.services.validation.checks import Verdict
 
 MAX_REMEMBERED_BATCHES = 100_000
+MAX_FLAGS = 100
 
 
 @dataclass
@@ -19,6 +21,12 @@ class DatasetQuality:
     rejection_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     unknown_columns: collections.Counter[str] = field(default_factory=collections.Counter)
     """Rows that had a value in each column the schema does not know (dropped, not rejected)."""
+    flags: collections.deque[BatchFlag] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_FLAGS)
+    )
+    """The latest batch-level findings."""
+    nulls: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Null values per column among accepted rows."""
 
 
 class QualityTracker:
@@ -28,7 +36,9 @@ class QualityTracker:
         self._datasets: dict[str, DatasetQuality] = {}
         self._batches: collections.OrderedDict[str, None] = collections.OrderedDict()
 
-    def record(self, dataset: str, batch_id: str, verdict: Verdict) -> None:
+    def record(
+        self, dataset: str, batch_id: str, verdict: Verdict, flags: list[BatchFlag] | None = None
+    ) -> None:
         key = f"{dataset}/{batch_id}"
         if key in self._batches:
             return
@@ -41,6 +51,16 @@ class QualityTracker:
         quality.rows_rejected += len(verdict.rejections)
         quality.rejection_reasons.update(r.category for r in verdict.rejections)
         quality.unknown_columns.update(verdict.unknown_columns)
+        quality.flags.extend(flags or [])
+        accepted = verdict.accepted
+        quality.nulls.update({c: accepted.column(c).null_count for c in accepted.column_names})
+
+    def null_rates(self, dataset: str) -> dict[str, float]:
+        """Each column's null rate among the rows accepted so far (empty before any)."""
+        quality = self._datasets.get(dataset)
+        if quality is None or not quality.rows_accepted:
+            return {}
+        return {c: n / quality.rows_accepted for c, n in quality.nulls.items()}
 
     def get(self, dataset: str) -> DatasetQuality | None:
         return self._datasets.get(dataset)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pat
 
-from driftloop.shared.errors import InvalidInput
+from driftloop.shared.errors import Conflict, InvalidInput
 from driftloop.shared.names import check_name
 
 COLUMN_TYPES = ("float", "int", "string", "bool")
@@ -172,3 +172,43 @@ def infer(dataset: str, table: pa.Table) -> DatasetSchema:
             nulls += int(pc.sum(pc.is_nan(column)).as_py() or 0)
         columns.append(ColumnSpec(name=name, type=kind, required=nulls == 0))
     return build(dataset, columns, "inferred")
+
+
+def check_evolution(current: DatasetSchema, proposed: DatasetSchema, *, breaking: bool) -> None:
+    """Raise Conflict when replacing `current` by `proposed` is not compatible and the change
+    was not declared breaking: a removed column, a new required column, a changed type.
+    Adding an optional column and changing bounds, categories or `required` are compatible."""
+    if breaking:
+        return
+    problems = []
+    for column in proposed.columns:
+        before = current.column(column.name)
+        if before is None and column.required:
+            problems.append(f"new column {column.name!r} is required (add it as optional)")
+        elif before is not None and before.type != column.type:
+            problems.append(f"column {column.name!r} changes type {before.type} -> {column.type}")
+    removed = [c.name for c in current.columns if proposed.column(c.name) is None]
+    if removed:
+        problems.append(f"columns {removed} are removed")
+    if problems:
+        raise Conflict(
+            f"schema change for dataset {current.dataset!r} is not compatible: "
+            + "; ".join(problems)
+            + " (declare it as a breaking change to apply it)"
+        )
+
+
+def with_new_columns(current: DatasetSchema, table: pa.Table) -> DatasetSchema | None:
+    """An inferred schema grown by the typed columns `table` has and it lacks (as optional
+    columns: a compatible change), or None when there are none."""
+    known = {c.name for c in current.columns}
+    added = [
+        ColumnSpec(name=name, type=kind, required=False)
+        for name in table.column_names
+        if name not in known
+        and not is_system_column(name)
+        and (kind := arrow_column_type(table.schema.field(name).type)) is not None
+    ]
+    if not added:
+        return None
+    return build(current.dataset, [*current.columns, *added], current.origin)

@@ -21,3 +21,11 @@ class ValidationSettings(ServiceSettings):
     schema_cache_seconds: float = Field(default=5.0, ge=0)
     """How long a dataset schema read from the object store is reused before it is read again
     (a schema declared through another validation replica shows up within this time)."""
+    poll_batches: int = Field(default=32, ge=1, le=1000)
+    """Most raw record batches taken from the bus in one poll; the accepted rows of one poll's
+    batches of a dataset are curated as one Parquet file and one manifest version (so this
+    bounds both validation's memory and the size of a curated file)."""
+    fetch_max_wait_ms: int = Field(default=20, ge=1, le=5000)
+    """How long the broker may hold a fetch of driftloop.records.raw waiting for more data
+    (the embedded broker tends to hold fetches at the tail for this long even when data
+    arrived, so a short wait keeps validation close behind ingestion)."""

@@ -20,6 +20,7 @@ from rich.console import Console
 from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.shared import stack
 from driftloop.shared.cli.bench import register as register_benchmarks
+from driftloop.shared.cli.datasets import register as register_dataset_commands
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc_client import auth_metadata, sync_channel
 from driftloop.shared.logging import configure
@@ -32,6 +33,7 @@ app = typer.Typer(
 model_app = typer.Typer(help="Declare and inspect models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(register_benchmarks(), name="bench")
+register_dataset_commands(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -158,10 +160,11 @@ def ingest(
     data_dir: DataDir = None,
 ) -> None:
     """Stream a CSV or Parquet file into a dataset (larger-than-memory files work)."""
-    from driftloop.shared.cli.ingest_file import ingest_file
+    from driftloop.shared.cli.ingest_file import MAX_REJECTED_SHOWN, RejectedLine, ingest_file
 
+    rejected: list[RejectedLine] = []
     try:
-        reply = ingest_file(settings(data_dir), file, dataset)
+        reply = ingest_file(settings(data_dir), file, dataset, rejected)
     except DriftloopError as exc:
         fail(str(exc))
         return
@@ -172,6 +175,10 @@ def ingest(
         f"{reply.rows_accepted:,} rows accepted for validation into dataset {dataset} "
         f"in {len(reply.batch_ids)} batches"
     )
+    for line in rejected[:MAX_REJECTED_SHOWN]:
+        err.print(f"rejected line {line.line or '?'}: {line.reason}: {line.text!r}")
+    if rejected:
+        err.print(f"{len(rejected):,} malformed lines rejected (not sent)")
 
 
 @model_app.command("create")

@@ -7,6 +7,7 @@ larger than memory work; batches travel on one client-streaming IngestStream cal
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,23 +22,48 @@ from driftloop.shared.records import table_to_ipc
 from driftloop.shared.settings import CommonSettings
 
 BATCH_ROWS = 5000
+MAX_REJECTED_SHOWN = 20
 
 
-def record_batches(path: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Yield the file's rows in batches of at most `batch_rows`, never the whole file at once."""
+@dataclass(frozen=True)
+class RejectedLine:
+    """A CSV line that could not be parsed into a row (it was skipped, the rest went on)."""
+
+    line: int | None
+    reason: str
+    text: str
+
+
+def record_batches(
+    path: Path, batch_rows: int = BATCH_ROWS, rejected: list[RejectedLine] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Yield the file's rows in batches of at most `batch_rows`, never the whole file at once.
+
+    A CSV line with the wrong number of fields is skipped and appended to `rejected` with the
+    reason; without a `rejected` list it stops the read with InvalidInput."""
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv", ".txt"):
         raise InvalidInput(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
-    return _batches(path, suffix, batch_rows)
+    return _batches(path, suffix, batch_rows, rejected)
 
 
-def _batches(path: Path, suffix: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _batches(
+    path: Path, suffix: str, batch_rows: int, rejected: list[RejectedLine] | None
+) -> Iterator[pa.RecordBatch]:
+    def skip(row: pacsv.InvalidRow) -> str:
+        if rejected is None:
+            return "error"
+        reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        rejected.append(RejectedLine(row.number, reason, (row.text or "")[:200]))
+        return "skip"
+
     try:
         if suffix in (".parquet", ".pq"):
             yield from pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
             return
         options = pacsv.ReadOptions(block_size=1 << 20)
-        with pacsv.open_csv(path, read_options=options) as reader:
+        parse = pacsv.ParseOptions(invalid_row_handler=skip)
+        with pacsv.open_csv(path, read_options=options, parse_options=parse) as reader:
             for batch in reader:
                 for start in range(0, batch.num_rows, batch_rows):
                     yield batch.slice(start, batch_rows)
@@ -45,7 +71,12 @@ def _batches(path: Path, suffix: str, batch_rows: int) -> Iterator[pa.RecordBatc
         raise InvalidInput(f"{path}: cannot read: {exc}") from exc
 
 
-def ingest_file(common: CommonSettings, path: Path, dataset: str) -> ingestion_pb2.IngestResponse:
+def ingest_file(
+    common: CommonSettings,
+    path: Path,
+    dataset: str,
+    rejected: list[RejectedLine] | None = None,
+) -> ingestion_pb2.IngestResponse:
     size = path.stat().st_size
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -54,7 +85,7 @@ def ingest_file(common: CommonSettings, path: Path, dataset: str) -> ingestion_p
         TimeElapsedColumn(),
     ) as progress:
         task = progress.add_task(f"ingesting {path.name}", total=None, rows=0)
-        batches = record_batches(path)
+        batches = record_batches(path, rejected=rejected)
         sent = 0
         failure: InvalidInput | None = None
 

@@ -90,14 +90,14 @@ async def running_stack(common: CommonSettings, store: ObjectStore) -> AsyncIter
             group=JSON_GROUP,
             topic_names=[topics.INGEST_JSON],
             publisher=publisher,
-            on_record=JsonTopicHandler(raw, batch_rows=5000).handle,
+            on_batch=JsonTopicHandler(raw, batch_rows=5000).handle_records,
         ),
         EventConsumer(
             bootstrap=bootstrap,
             group=VALIDATION_GROUP,
             topic_names=[topics.RECORDS_RAW],
             publisher=publisher,
-            on_event=RecordBatchHandler(store, catalog, quality, publisher).handle,
+            on_batch=RecordBatchHandler(store, catalog, quality, publisher).handle_records,
         ),
         EventConsumer(
             bootstrap=bootstrap,

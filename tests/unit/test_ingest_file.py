@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftloop.shared.cli.ingest_file import record_batches
+from driftloop.shared.cli.ingest_file import RejectedLine, record_batches
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit
@@ -36,3 +36,17 @@ def test_broken_csv_says_where(tmp_path: Path) -> None:
     path.write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(InvalidInput, match="cannot read"):
         list(record_batches(path))
+
+
+def test_broken_csv_rows_are_rejected_with_a_reason_and_the_rest_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "broken.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n6\n7,8\n")
+    rejected: list[RejectedLine] = []
+    batches = list(record_batches(path, rejected=rejected))
+    assert sum(b.num_rows for b in batches) == 2
+    assert [b.to_pydict() for b in batches][0] == {"a": [1, 7], "b": [2, 8]}
+    assert [r.reason for r in rejected] == [
+        "expected 2 fields, found 3",
+        "expected 2 fields, found 1",
+    ]
+    assert [r.text for r in rejected] == ["3,4,5", "6"]

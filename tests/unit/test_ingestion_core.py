@@ -124,3 +124,17 @@ def test_json_object_and_array_messages() -> None:
 def test_bad_json_messages_say_why(key: bytes | None, value: bytes | None, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         core.parse_json_message(key, value)
+
+
+def test_json_message_batch_ids_are_stable_per_message_and_distinct_across_messages() -> None:
+    from driftloop.services.ingestion.core import message_batch_id
+
+    first = message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 1}')
+    assert first == message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 1}'), "re-delivery"
+    others = {
+        message_batch_id(1, 7, 1_700_000_000_000, b'{"a": 1}'),
+        message_batch_id(0, 8, 1_700_000_000_000, b'{"a": 1}'),
+        message_batch_id(0, 7, 1_700_000_000_001, b'{"a": 1}'),
+        message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 2}'),
+    }
+    assert first not in others and len(others) == 4 and len(first) == 32

@@ -73,3 +73,53 @@ async def test_ingest_refuses_empty_request_without_publishing() -> None:
     with pytest.raises(InvalidInput, match="no rows"):
         await servicer.Ingest(ingestion_pb2.IngestRequest(dataset="d"), FakeContext())
     assert publish.calls == []
+
+
+async def test_stream_stops_reading_while_too_many_batches_await_the_broker() -> None:
+    import asyncio
+
+    acks: list[asyncio.Future[None]] = []
+    read = 0
+
+    async def enqueue(batches: list[RowBatch], source: str, *, correlation_id: str) -> list[Any]:
+        futures = [asyncio.get_running_loop().create_future() for _ in batches]
+        acks.extend(futures)
+        return futures
+
+    servicer = IngestionServicer(Recorder(), batch_rows=5000, enqueue=enqueue, max_in_flight=3)
+
+    async def requests() -> AsyncIterator[ingestion_pb2.IngestRequest]:
+        nonlocal read
+        for i in range(10):
+            read += 1
+            yield ingestion_pb2.IngestRequest(
+                dataset="d", rows=[struct(x=i)], batch_id=f"client-{i}"
+            )
+
+    call = asyncio.create_task(servicer.IngestStream(requests(), FakeContext()))
+    for _ in range(20):
+        await asyncio.sleep(0)  # let the stream run as far as it can
+    assert read == 4 and not call.done(), "backpressure: at most max_in_flight + 1 unacked"
+    while not call.done():
+        for ack in acks:
+            if not ack.done():
+                ack.set_result(None)
+        await asyncio.sleep(0)
+    response = await call
+    assert response.rows_accepted == 10 and read == 10
+    assert list(response.batch_ids) == [f"client-{i}" for i in range(10)], "client ids reused"
+
+
+async def test_a_client_batch_id_spanning_several_batches_gets_numbered_ids() -> None:
+    publish = Recorder()
+    servicer = IngestionServicer(publish, batch_rows=2)
+    request = ingestion_pb2.IngestRequest(
+        dataset="d", rows=[struct(x=i) for i in range(5)], batch_id="retry-me"
+    )
+    response = await servicer.Ingest(request, FakeContext())
+    assert list(response.batch_ids) == ["retry-me.0", "retry-me.1", "retry-me.2"]
+    with pytest.raises(InvalidInput, match="batch_id"):
+        await servicer.Ingest(
+            ingestion_pb2.IngestRequest(dataset="d", rows=[struct(x=1)], batch_id="../x"),
+            FakeContext(),
+        )

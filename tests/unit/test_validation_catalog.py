@@ -10,7 +10,7 @@ import pytest
 from driftloop.services.validation import schema as schemas
 from driftloop.services.validation.catalog import SchemaCatalog, schema_key
 from driftloop.services.validation.schema import ColumnSpec
-from driftloop.shared.errors import NotFound
+from driftloop.shared.errors import Conflict, NotFound
 from driftloop.shared.manifest import curate_batch
 from driftloop.shared.objectstore import LocalObjectStore
 
@@ -24,8 +24,26 @@ def test_first_batch_pins_an_inferred_schema(tmp_path: Path) -> None:
         catalog.get("d")
     first = catalog.for_batch("d", pa.table({"x": [1, 2]}))
     assert first.origin == "inferred" and store.exists(schema_key("d"))
-    second = catalog.for_batch("d", pa.table({"x": ["text"], "y": [1.0]}))
+    second = catalog.for_batch("d", pa.table({"x": ["text"]}))
     assert second == first, "a pinned schema is not re-inferred"
+    grown = catalog.for_batch("d", pa.table({"x": [3], "y": [1.0]}))
+    assert grown.columns == (*first.columns, ColumnSpec("y", "float", required=False))
+    assert grown.schema_hash != first.schema_hash, "a new optional column evolves it"
+
+
+def test_declared_schemas_evolve_only_compatibly_unless_breaking() -> None:
+    old = schemas.declare("d", [ColumnSpec("x", "int", required=True)])
+    ok = schemas.declare("d", [ColumnSpec("x", "int", min=0), ColumnSpec("y", "string")])
+    schemas.check_evolution(old, ok, breaking=False)
+    retyped = schemas.declare("d", [ColumnSpec("x", "float")])
+    with pytest.raises(Conflict, match="changes type int -> float"):
+        schemas.check_evolution(old, retyped, breaking=False)
+    schemas.check_evolution(old, retyped, breaking=True)
+    required = schemas.declare("d", [ColumnSpec("x", "int"), ColumnSpec("z", "int", required=True)])
+    with pytest.raises(Conflict, match="'z' is required"):
+        schemas.check_evolution(old, required, breaking=False)
+    with pytest.raises(Conflict, match="removed"):
+        schemas.check_evolution(ok, old, breaking=False)
 
 
 def test_declared_schema_replaces_and_is_listed_with_manifest_counts(tmp_path: Path) -> None:

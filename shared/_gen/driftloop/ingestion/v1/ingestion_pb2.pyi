@@ -26,10 +26,16 @@ class IngestRequest(_message.Message):
     DATASET_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
     ARROW_IPC_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     """Dataset name: letters, digits, '-', '_' and '.', at most 128 characters."""
     arrow_ipc: _builtins.bytes
     """Rows as one Arrow IPC stream (the fast path)."""
+    batch_id: _builtins.str
+    """Optional client-chosen id of this request's rows (letters, digits, '-', '_', '.'; at most
+    100 characters). A retry with the same id is curated once: it becomes the RecordBatch
+    batch_id (with ".<n>" appended per micro-batch when the rows span several).
+    """
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
         """Rows as JSON-like objects (column -> value). Use this or arrow_ipc, not both."""
@@ -40,10 +46,11 @@ class IngestRequest(_message.Message):
         dataset: _builtins.str = ...,
         rows: _abc.Iterable[_struct_pb2.Struct] | None = ...,
         arrow_ipc: _builtins.bytes = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "dataset", b"dataset", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "batch_id", b"batch_id", "dataset", b"dataset", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -224,6 +224,8 @@ class QualityReport(_message.Message):
     MANIFEST_VERSION_FIELD_NUMBER: _builtins.int
     CURATED_ROWS_FIELD_NUMBER: _builtins.int
     BATCHES_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
+    MANIFEST_ROWS_REJECTED_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     rows_accepted: _builtins.int
     """Counts since this validation process started (curated_rows is the durable total)."""
@@ -231,8 +233,14 @@ class QualityReport(_message.Message):
     manifest_version: _builtins.int
     curated_rows: _builtins.int
     batches: _builtins.int
+    manifest_rows_rejected: _builtins.int
+    """Rows rejected so far as the head manifest version accounts them (durable, like curated_rows)."""
     @_builtins.property
     def rejection_reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchFlag]:
+        """Batches flagged by batch-level checks (most recent last), since this process started."""
+
     def __init__(
         self,
         *,
@@ -243,11 +251,44 @@ class QualityReport(_message.Message):
         manifest_version: _builtins.int = ...,
         curated_rows: _builtins.int = ...,
         batches: _builtins.int = ...,
+        flags: _abc.Iterable[Global___BatchFlag] | None = ...,
+        manifest_rows_rejected: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "curated_rows", b"curated_rows", "dataset", b"dataset", "manifest_version", b"manifest_version", "rejection_reasons", b"rejection_reasons", "rows_accepted", b"rows_accepted", "rows_rejected", b"rows_rejected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "curated_rows", b"curated_rows", "dataset", b"dataset", "flags", b"flags", "manifest_rows_rejected", b"manifest_rows_rejected", "manifest_version", b"manifest_version", "rejection_reasons", b"rejection_reasons", "rows_accepted", b"rows_accepted", "rows_rejected", b"rows_rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QualityReport: _TypeAlias = QualityReport  # noqa: Y015
+
+@_typing.final
+class BatchFlag(_message.Message):
+    """One batch-level finding: the batch's rows were still checked one by one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    CHECK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    column: _builtins.str
+    check: _builtins.str
+    """"null_rate_spike", "constant_column" or "outside_bounds"."""
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        column: _builtins.str = ...,
+        check: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "check", b"check", "column", b"column", "detail", b"detail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchFlag: _TypeAlias = BatchFlag  # noqa: Y015

@@ -1,0 +1,287 @@
+"""`driftloop bench ingest`: rows/s through ingestion -> validation -> curated Parquet, via gRPC
+streaming (Arrow IPC) and via the JSON topic, against the raw ceiling of the same broker.
+
+Everything runs for real: the embedded broker, ingestion and validation as `python -m` processes,
+a local object store in a temp dir. Rows count as done when the dataset's manifest accounts for
+them (curated + rejected), so the figures are end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+RAW_TOPIC = "bench.raw.ceiling"
+WARMUP_MESSAGES = 5
+
+
+def command(
+    json_out: bool = typer.Option(False, "--json", help="End with one JSON object."),
+    rows: int = typer.Option(1_000_000, "--rows", help="Rows pushed through each path."),
+    quick: bool = typer.Option(False, "--quick", help="100,000 rows (for development)."),
+    json_rows: int = typer.Option(
+        0, "--json-rows", help="Rows through the JSON topic (default: same as --rows)."
+    ),
+) -> None:
+    """Push rows through ingestion and validation into curated Parquet and report rows/s."""
+    from rich.console import Console
+
+    from driftloop.shared.cli import bench_ingest_run as run
+
+    rows = 100_000 if quick else rows
+    json_rows = json_rows or rows
+    console = Console(stderr=json_out)
+    with tempfile.TemporaryDirectory(prefix="driftloop-bench-ingest-") as tmp:
+        root = Path(tmp)
+        with console.status("starting broker, ingestion and validation"):
+            stack_cm = run.running_stack(root)
+            stack = stack_cm.__enter__()
+        try:
+            with run.RssSampler(stack.pids) as rss:
+                console.log(f"raw broker ceiling: {rows:,} rows")
+                raw = asyncio.run(_raw_ceiling(stack, rows))
+                console.log(f"gRPC streaming: {rows:,} rows")
+                grpc_result = asyncio.run(_grpc_path(stack, rows))
+                console.log(f"JSON topic: {json_rows:,} rows")
+                json_result = asyncio.run(_json_path(stack, json_rows))
+        finally:
+            stack_cm.__exit__(None, None, None)
+    result = _summary(rows, raw, grpc_result, json_result, rss.peak_mb)
+    _render(console, result)
+    if json_out:
+        print(json.dumps(result))  # noqa: T201 - the benchmark's machine-readable last line
+
+
+async def _raw_ceiling(stack: Any, rows: int) -> dict[str, float]:
+    """Produce and consume the same bytes the raw topic carries, with no processing."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from driftloop.events.v1 import events_pb2
+    from driftloop.shared import envelope
+    from driftloop.shared.bus import MAX_MESSAGE_BYTES
+    from driftloop.shared.cli.bench_ingest_run import BATCH_ROWS, bench_table
+    from driftloop.shared.records import table_to_ipc
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(RAW_TOPIC, 3, 1)])
+    await admin.close()
+    payload = events_pb2.RecordBatch(
+        dataset="bench-raw",
+        batch_id="x" * 32,
+        arrow_ipc=table_to_ipc(bench_table(BATCH_ROWS)),
+        row_count=BATCH_ROWS,
+    )
+    value = envelope.encode(envelope.new_event("bench", payload))
+    messages = -(-rows // BATCH_ROWS)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.bootstrap,
+        linger_ms=2,
+        max_request_size=MAX_MESSAGE_BYTES,
+        acks="all",
+    )
+    consumer = AIOKafkaConsumer(
+        RAW_TOPIC,
+        bootstrap_servers=stack.bootstrap,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+
+        async def produce(count: int) -> None:
+            sends = [await producer.send(RAW_TOPIC, value, key=b"bench-raw") for _ in range(count)]
+            await asyncio.gather(*sends)
+
+        async def move(count: int) -> None:
+            producing = asyncio.create_task(produce(count))
+            seen = 0
+            while seen < count:
+                got = await consumer.getmany(timeout_ms=200, max_records=200)
+                seen += sum(len(records) for records in got.values())
+            await producing
+
+        await move(WARMUP_MESSAGES)  # connections, metadata and first fetch out of the timing
+        start = time.perf_counter()
+        await move(messages)
+        seconds = time.perf_counter() - start
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {"rows": messages * BATCH_ROWS, "seconds": seconds, "bytes": messages * len(value)}
+
+
+async def _declare(stack: Any, dataset: str) -> None:
+    import grpc
+    from google.protobuf import json_format
+
+    from driftloop.shared.cli.bench_ingest_run import bench_schema_columns
+    from driftloop.validation.v1 import validation_pb2, validation_pb2_grpc
+
+    schema = json_format.ParseDict(
+        {"dataset": dataset, "columns": bench_schema_columns()}, validation_pb2.DatasetSchema()
+    )
+    async with grpc.aio.insecure_channel(stack.validation) as channel:
+        await validation_pb2_grpc.ValidationServiceStub(channel).PutSchema(schema, timeout=10)
+
+
+async def _grpc_path(stack: Any, rows: int) -> dict[str, float]:
+    import grpc
+
+    from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+    from driftloop.shared.cli.bench_ingest_run import BATCH_ROWS, bench_table, wait_accounted
+    from driftloop.shared.records import table_to_ipc
+
+    dataset = "bench-grpc"
+    await _declare(stack, dataset)
+    table = bench_table(rows)
+    requests = [
+        ingestion_pb2.IngestRequest(
+            dataset=dataset,
+            arrow_ipc=table_to_ipc(table.slice(start, BATCH_ROWS)),
+            batch_id=f"g{start}",
+        )
+        for start in range(0, rows, BATCH_ROWS)
+    ]
+    del table
+    options = [("grpc.max_send_message_length", 64 << 20)]
+    async with grpc.aio.insecure_channel(stack.ingestion, options=options) as channel:
+        stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
+        start = time.perf_counter()
+        reply = await stub.IngestStream(iter(requests), timeout=600)
+        sent = time.perf_counter()
+    head = await asyncio.to_thread(wait_accounted, stack, dataset, rows, 600)
+    done = time.perf_counter()
+    return _path_result(rows, reply.rows_accepted, head, start, sent, done)
+
+
+async def _json_path(stack: Any, rows: int) -> dict[str, float]:
+    from aiokafka import AIOKafkaProducer
+
+    from driftloop.shared import topics
+    from driftloop.shared.bus import MAX_MESSAGE_BYTES
+    from driftloop.shared.cli.bench_ingest_run import (
+        JSON_ROWS_PER_MESSAGE,
+        bench_table,
+        wait_accounted,
+    )
+
+    dataset = "bench-json"
+    await _declare(stack, dataset)
+    bodies = json_messages_for(bench_table(min(rows, 20 * JSON_ROWS_PER_MESSAGE)))
+    messages = rows // JSON_ROWS_PER_MESSAGE
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.bootstrap, linger_ms=5, max_request_size=MAX_MESSAGE_BYTES
+    )
+    await producer.start()
+    try:
+        start = time.perf_counter()
+        sends = [
+            await producer.send(topics.INGEST_JSON, bodies[i % len(bodies)], key=dataset.encode())
+            for i in range(messages)
+        ]
+        await asyncio.gather(*sends)
+        sent = time.perf_counter()
+    finally:
+        await producer.stop()
+    total = messages * JSON_ROWS_PER_MESSAGE
+    head = await asyncio.to_thread(wait_accounted, stack, dataset, total, 900)
+    done = time.perf_counter()
+    return _path_result(total, total, head, start, sent, done)
+
+
+def json_messages_for(table: Any) -> list[bytes]:
+    from driftloop.shared.cli.bench_ingest_run import json_messages
+
+    return json_messages(table)
+
+
+def _path_result(
+    rows: int, accepted: int, head: Any, start: float, sent: float, done: float
+) -> dict[str, float]:
+    return {
+        "rows_in": rows,
+        "rows_accepted_by_ingestion": accepted,
+        "rows_curated": head.total_rows,
+        "rows_rejected": head.rows_rejected,
+        "curated_files": head.file_count,
+        "manifest_version": head.version,
+        "seconds": done - start,
+        "rows_per_s": rows / (done - start),
+        "lag_s": done - sent,
+    }
+
+
+def _summary(
+    rows: int,
+    raw: dict[str, float],
+    grpc_result: dict[str, float],
+    json_result: dict[str, float],
+    peak: dict[str, float],
+) -> dict[str, Any]:
+    from driftloop.shared.cli.bench_ingest_run import expected_rejected
+
+    ceiling = raw["rows"] / raw["seconds"]
+    rows_in = grpc_result["rows_in"] + json_result["rows_in"]
+    curated = grpc_result["rows_curated"] + json_result["rows_curated"]
+    rejected = grpc_result["rows_rejected"] + json_result["rows_rejected"]
+    return {
+        "rows": rows,
+        "raw_ceiling_mb_per_s": raw["bytes"] / raw["seconds"] / 1e6,
+        "grpc": grpc_result,
+        "json_topic": json_result,
+        "grpc_ratio_to_ceiling": grpc_result["rows_per_s"] / ceiling,
+        "json_topic_ratio_to_ceiling": json_result["rows_per_s"] / ceiling,
+        "conservation_holds": rows_in == curated + rejected,
+        "expected_rejected": expected_rejected(int(grpc_result["rows_in"]))
+        + expected_rejected(int(json_result["rows_in"])),
+        "peak_rss_mb_by_process": {k: round(v, 1) for k, v in peak.items()},
+        "machine_cpus": _cpus(),
+        "grpc_rows_per_s": round(grpc_result["rows_per_s"]),
+        "json_topic_rows_per_s": round(json_result["rows_per_s"]),
+        "raw_ceiling_rows_per_s": round(ceiling),
+        "rows_in": int(rows_in),
+        "rows_curated": int(curated),
+        "rows_rejected": int(rejected),
+        "peak_rss_mb": round(max(peak.get(s, 0.0) for s in ("ingestion", "validation")), 1),
+    }
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def _render(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"driftloop bench ingest ({result['rows']:,} rows per path)")
+    for column in ("path", "rows/s", "vs raw ceiling", "seconds", "lag after send (s)"):
+        table.add_column(column, justify="right" if column != "path" else "left")
+    ceiling = result["raw_ceiling_rows_per_s"]
+    table.add_row("raw broker ceiling", f"{ceiling:,}", "1.00", "", "")
+    for name, key in (("gRPC stream (Arrow IPC)", "grpc"), ("JSON topic", "json_topic")):
+        r = result[key]
+        table.add_row(
+            name,
+            f"{r['rows_per_s']:,.0f}",
+            f"{r['rows_per_s'] / ceiling:.2f}",
+            f"{r['seconds']:.2f}",
+            f"{r['lag_s']:.2f}",
+        )
+    console.print(table)
+    console.print(
+        f"rows in {result['rows_in']:,} = curated {result['rows_curated']:,} + rejected "
+        f"{result['rows_rejected']:,}: {'holds' if result['conservation_holds'] else 'BROKEN'}; "
+        f"peak RSS (MB) {result['peak_rss_mb_by_process']}; {result['machine_cpus']} CPUs"
+    )
