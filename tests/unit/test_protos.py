@@ -13,6 +13,15 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _generated_files(root: Path) -> list[Path]:
+    """Generated sources under `root` (compiled caches are not part of the comparison)."""
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*_pb2*")
+        if p.suffix in (".py", ".pyi") and "__pycache__" not in p.parts
+    )
+
+
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "protos").rglob("*.proto"))
     bin_dir = Path(sys.executable).parent
@@ -32,10 +41,8 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
         check=True,
         env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
     )
-    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*_pb2*.py*"))
-    checked_in = sorted(
-        p.relative_to(ROOT / "shared/_gen") for p in (ROOT / "shared/_gen").rglob("*_pb2*.py*")
-    )
+    generated = _generated_files(tmp_path)
+    checked_in = _generated_files(ROOT / "shared/_gen")
     assert generated == checked_in, "generated file set differs: run `make protos`"
     stale = [
         str(p)
