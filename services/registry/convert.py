@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.registry.v1 import registry_pb2 as pb
 from driftloop.services.registry.domain import (
     Candidate,
     DataFile,
+    History,
     Lineage,
     Model,
     ModelVersion,
@@ -31,7 +34,10 @@ def spec_from_pb(spec: pb.TrainingSpec) -> TrainingSpec:
         holdout_fraction=spec.holdout_fraction,
         min_rows=spec.min_rows,
         policy=PromotionPolicy(
-            metric=spec.policy.metric, margin=spec.policy.margin, floor=spec.policy.floor
+            metric=spec.policy.metric,
+            margin=spec.policy.margin,
+            floor=spec.policy.floor,
+            mode=spec.policy.mode,
         ),
     )
 
@@ -45,7 +51,10 @@ def spec_to_pb(spec: TrainingSpec) -> pb.TrainingSpec:
         holdout_fraction=spec.holdout_fraction,
         min_rows=spec.min_rows,
         policy=pb.PromotionPolicy(
-            metric=spec.policy.metric, margin=spec.policy.margin, floor=spec.policy.floor
+            metric=spec.policy.metric,
+            margin=spec.policy.margin,
+            floor=spec.policy.floor,
+            mode=spec.policy.mode,
         ),
     )
 
@@ -129,4 +138,33 @@ def candidate_from_pb(req: pb.RegisterVersionRequest) -> Candidate:
         lineage=lineage_from_pb(req.lineage),
         correlation_id=req.correlation_id,
         causation_id=req.causation_id,
+    )
+
+
+def history_to_pb(history: History) -> pb.History:
+    return pb.History(
+        aliases=[
+            pb.AliasChange(
+                alias=a.alias,
+                version=a.version,
+                previous_version=a.previous_version,
+                reason=a.reason,
+                actor=a.actor,
+                at=timestamp(a.at),
+                action=a.action,
+            )
+            for a in history.aliases
+        ],
+        audit=[
+            pb.AuditRecord(
+                at=timestamp(r.at),
+                model=r.model,
+                version=r.version,
+                action=r.action,
+                reason=r.reason,
+                details_json=json.dumps(r.details, sort_keys=True),
+                correlation_id=r.correlation_id,
+            )
+            for r in history.audit
+        ],
     )

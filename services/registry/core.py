@@ -9,12 +9,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
-from google.protobuf.message import Message
 
 from driftloop.events.v1 import events_pb2
+from driftloop.services.registry import decisions
 from driftloop.services.registry.domain import (
     STATUSES,
     Candidate,
+    History,
     Lineage,
     Model,
     ModelVersion,
@@ -23,14 +24,11 @@ from driftloop.services.registry.domain import (
     validate_spec,
     with_defaults,
 )
-from driftloop.services.registry.policy import Decision, decide
 from driftloop.services.registry.store import RegistryStore, RegistryTx
-from driftloop.shared import envelope, topics
 from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from driftloop.shared.names import check_key, check_name
 
 log = structlog.get_logger(__name__)
-PRODUCER = "registry"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -70,7 +68,8 @@ class Registry:
 
     # versions
     def register(self, c: Candidate) -> Registration:
-        """Record a candidate and apply the policy; idempotent by run_id."""
+        """Record a candidate and apply the policy; idempotent by run_id. In approval mode a
+        passing candidate waits with status "pending_approval" until `approve`."""
         _check_candidate(c)
         with self._store.transaction() as tx:
             model = _need_model(tx, c.model)
@@ -84,60 +83,36 @@ class Registry:
                     )
                 return Registration(version, promoted, version.decision_reason)
             champion = tx.production(c.model)
-            decision = _decision(model, c, champion)
+            decision = decisions.decision_for(model, c, champion)
+            waits = decision.promote and model.spec.policy.mode == "approval"
+            reason = f"{decision.reason}; waiting for approval" if waits else decision.reason
             number = str(tx.next_version(c.model))
             version = ModelVersion(
                 model=c.model,
                 version=number,
-                status="production" if decision.promote else "rejected",
+                status=decisions.status_for(decision.promote, waits),
                 artifact_uri=c.artifact_uri,
                 artifact_sha256=c.artifact_sha256,
                 profile_uri=c.profile_uri,
                 metrics=dict(c.metrics),
                 lineage=replace(c.lineage, model=c.model, version=number),
-                decision_reason=decision.reason,
+                decision_reason=reason,
                 created_at=time.time(),
                 run_id=c.run_id,
             )
-            tx.insert_version(version, promoted=decision.promote)
-            tx.add_audit(
-                c.model,
-                number,
-                "register",
-                decision.reason,
-                {
-                    "run_id": c.run_id,
-                    "metrics": c.metrics,
-                    "champion_metrics": c.champion_metrics,
-                    "champion_version": c.champion_version,
-                },
-            )
-            ids = {"correlation_id": c.correlation_id, "causation_id": c.causation_id}
-            _outbox(
-                tx,
-                c.model,
-                events_pb2.ModelRegistered(model=c.model, version=number, run_id=c.run_id),
-                **ids,
-            )
-            if decision.promote:
-                _move_production(tx, version, champion, decision.reason, "policy", "promote", ids)
-            else:
-                tx.add_audit(c.model, number, "reject", decision.reason, {})
-                _outbox(
-                    tx,
-                    c.model,
-                    events_pb2.ModelRejected(model=c.model, version=number, reason=decision.reason),
-                    **ids,
-                )
+            promoted = decision.promote and not waits
+            tx.insert_version(version, promoted=promoted)
+            decisions.record_decision(tx, model, c, version, decision, waits, champion)
         self._on_commit()
         log.info(
             "version_registered",
             model=c.model,
             version=number,
-            promoted=decision.promote,
-            reason=decision.reason,
+            promoted=promoted,
+            waiting_for_approval=waits,
+            reason=reason,
         )
-        return Registration(version, decision.promote, decision.reason)
+        return Registration(version, promoted, reason)
 
     def get_version(self, model: str, version: str) -> ModelVersion:
         with self._store.transaction() as tx:
@@ -166,19 +141,21 @@ class Registry:
         return self.get_version(model, version).lineage
 
     # operator decisions
-    def promote(self, model: str, version: str, reason: str) -> ModelVersion:
+    def promote(self, model: str, version: str, reason: str, actor: str = "") -> ModelVersion:
         _need_reason(reason)
         with self._store.transaction() as tx:
             target = _need_version(tx, model, version)
             champion = tx.production(model)
             if champion is not None and champion.version == target.version:
                 raise Conflict(f"version {version} of model {model} is already in production")
-            promoted = _move_production(tx, target, champion, reason, "operator", "promote", {})
+            promoted = decisions.move_production(
+                tx, target, champion, reason, actor or "operator", "promote", {}
+            )
         self._on_commit()
         log.info("version_promoted", model=model, version=version, reason=reason)
         return promoted
 
-    def reject(self, model: str, version: str, reason: str) -> ModelVersion:
+    def reject(self, model: str, version: str, reason: str, actor: str = "") -> ModelVersion:
         _need_reason(reason)
         with self._store.transaction() as tx:
             target = _need_version(tx, model, version)
@@ -188,15 +165,60 @@ class Registry:
                     "or roll back to another version before rejecting it"
                 )
             tx.set_status(model, version, "rejected")
-            tx.add_audit(model, version, "reject", reason, {"actor": "operator"})
-            _outbox(
+            tx.add_audit(
+                model,
+                version,
+                "reject",
+                reason,
+                {"actor": actor or "operator"},
+                target.lineage.correlation_id,
+            )
+            decisions.outbox(
                 tx, model, events_pb2.ModelRejected(model=model, version=version, reason=reason)
             )
         self._on_commit()
         log.info("version_rejected", model=model, version=version, reason=reason)
         return replace(target, status="rejected")
 
-    def rollback(self, model: str, version: str, reason: str) -> ModelVersion:
+    def approve(self, model: str, version: str, reason: str, actor: str = "") -> ModelVersion:
+        """Promote a candidate that passed the policy in approval mode; its ModelPromoted event
+        keeps the candidate's correlation id, so the trace runs from drift to deployment."""
+        _need_reason(reason)
+        with self._store.transaction() as tx:
+            target = _need_version(tx, model, version)
+            if target.status != "pending_approval":
+                raise Conflict(
+                    f"version {version} of model {model} is {target.status}, not "
+                    "pending_approval: only candidates waiting for approval can be approved"
+                )
+            champion = tx.production(model)
+            compared = target.lineage.parent_version
+            if (champion.version if champion else "") != compared:
+                raise Conflict(
+                    f"version {version} was compared with champion {compared or 'none'} but "
+                    f"production is now {champion.version if champion else 'none'}; retrain, "
+                    "or use promote to override"
+                )
+            ids = {
+                "correlation_id": target.lineage.correlation_id,
+                "causation_id": target.lineage.causing_event_id,
+            }
+            promoted = decisions.move_production(
+                tx, target, champion, reason, actor or "operator", "approve", ids
+            )
+        self._on_commit()
+        log.info("version_approved", model=model, version=version, reason=reason)
+        return promoted
+
+    def history(self, model: str, version: str = "") -> History:
+        with self._store.transaction() as tx:
+            if version:
+                _need_version(tx, model, version)
+            else:
+                _need_model(tx, model)
+            return tx.history(model, version)
+
+    def rollback(self, model: str, version: str, reason: str, actor: str = "") -> ModelVersion:
         """Move production back to `version`, or (empty) to the version production had before."""
         _need_reason(reason)
         with self._store.transaction() as tx:
@@ -221,7 +243,9 @@ class Registry:
                     f"version {version} of model {model} was never in production; "
                     "use Promote to put it there"
                 )
-            promoted = _move_production(tx, target, champion, reason, "operator", "rollback", {})
+            promoted = decisions.move_production(
+                tx, target, champion, reason, actor or "operator", "rollback", {}
+            )
         self._on_commit()
         log.info(
             "version_rolled_back",
@@ -231,72 +255,6 @@ class Registry:
             reason=reason,
         )
         return promoted
-
-
-def _decision(model: Model, c: Candidate, champion: ModelVersion | None) -> Decision:
-    if model.spec.policy.metric not in c.metrics:
-        raise InvalidInput(
-            f"candidate metrics lack {model.spec.policy.metric!r} (the policy "
-            f"metric of model {model.name}); got {sorted(c.metrics)}"
-        )
-    if champion is not None and c.champion_version != champion.version:
-        # the candidate was scored against another champion (or none): not comparable
-        return Decision(
-            False,
-            f"champion is version {champion.version} but the candidate was "
-            f"compared with {c.champion_version or 'no champion'}; retrain",
-        )
-    return decide(
-        model.spec.policy, c.metrics, c.champion_metrics if champion is not None else None
-    )
-
-
-def _move_production(
-    tx: RegistryTx,
-    target: ModelVersion,
-    champion: ModelVersion | None,
-    reason: str,
-    actor: str,
-    action: str,
-    ids: dict[str, str],
-) -> ModelVersion:
-    previous = champion.version if champion is not None else ""
-    if champion is not None:
-        tx.set_status(champion.model, champion.version, "archived")
-    tx.set_status(target.model, target.version, "production")
-    tx.add_alias(target.model, target.version, previous, reason, actor)
-    tx.add_audit(
-        target.model, target.version, action, reason, {"actor": actor, "previous_version": previous}
-    )
-    _outbox(
-        tx,
-        target.model,
-        events_pb2.ModelPromoted(
-            model=target.model,
-            version=target.version,
-            previous_version=previous,
-            artifact_uri=target.artifact_uri,
-            artifact_sha256=target.artifact_sha256,
-            reason=reason,
-            action=action,
-        ),
-        **ids,
-    )
-    return replace(target, status="production")
-
-
-def _outbox(
-    tx: RegistryTx,
-    model: str,
-    payload: Message,
-    *,
-    correlation_id: str = "",
-    causation_id: str = "",
-) -> None:
-    event = envelope.new_event(
-        PRODUCER, payload, correlation_id=correlation_id, causation_id=causation_id
-    )
-    tx.add_outbox(event.event_id, topics.MODELS, model, envelope.encode(event))
 
 
 def _need_model(tx: RegistryTx, name: str) -> Model:

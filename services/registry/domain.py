@@ -13,7 +13,8 @@ from driftloop.shared.errors import InvalidInput
 
 ESTIMATORS = ("logistic_regression", "random_forest", "gradient_boosting")
 METRICS = ("accuracy", "f1_macro")
-STATUSES = ("candidate", "production", "rejected", "archived")
+STATUSES = ("candidate", "pending_approval", "production", "rejected", "archived")
+MODES = ("auto", "approval")
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class PromotionPolicy:
     metric: str = "accuracy"
     margin: float = 0.01
     floor: float = 0.6
+    mode: str = "auto"
+    """"auto": promote a passing candidate at once; "approval": it waits for Approve."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,10 @@ def with_defaults(spec: TrainingSpec) -> TrainingSpec:
         holdout_fraction=spec.holdout_fraction or default.holdout_fraction,
         min_rows=spec.min_rows or default.min_rows,
         policy=PromotionPolicy(
-            metric=p.metric or dp.metric, margin=p.margin or dp.margin, floor=p.floor or dp.floor
+            metric=p.metric or dp.metric,
+            margin=p.margin or dp.margin,
+            floor=p.floor or dp.floor,
+            mode=p.mode or dp.mode,
         ),
     )
 
@@ -81,6 +87,8 @@ def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
         raise InvalidInput("window_rows and min_rows must be positive")
     if spec.policy.metric not in METRICS:
         raise InvalidInput(f"unknown policy metric {spec.policy.metric!r}: use one of {METRICS}")
+    if spec.policy.mode not in MODES:
+        raise InvalidInput(f"unknown policy mode {spec.policy.mode!r}: use one of {list(MODES)}")
     if spec.policy.margin < 0:
         raise InvalidInput(f"policy margin {spec.policy.margin} must be >= 0")
     if not 0 <= spec.policy.floor <= 1:
@@ -182,3 +190,33 @@ class Registration:
     version: ModelVersion
     promoted: bool
     decision_reason: str
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One move of an alias: who or what moved it, when and why."""
+
+    alias: str
+    version: str
+    previous_version: str
+    reason: str
+    actor: str
+    at: float
+    action: str
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    at: float
+    model: str
+    version: str
+    action: str
+    reason: str
+    details: dict[str, Any]
+    correlation_id: str = ""
+
+
+@dataclass(frozen=True)
+class History:
+    aliases: list[AliasChange]
+    audit: list[AuditRecord]

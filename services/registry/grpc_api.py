@@ -16,7 +16,7 @@ from driftloop.services.registry import convert
 from driftloop.services.registry.core import Registry
 
 SERVICE_NAME = "driftloop.registry.v1.RegistryService"
-MUTATING = frozenset({"CreateModel", "RegisterVersion", "Promote", "Reject", "Rollback"})
+MUTATING = frozenset({"CreateModel", "RegisterVersion", "Promote", "Reject", "Rollback", "Approve"})
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 
@@ -79,22 +79,32 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def Promote(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
         version = await asyncio.to_thread(
-            self._r.promote, request.model, request.version, request.reason
+            self._r.promote, request.model, request.version, request.reason, request.actor
         )
         return convert.version_to_pb(version)
 
     async def Reject(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
         version = await asyncio.to_thread(
-            self._r.reject, request.model, request.version, request.reason
+            self._r.reject, request.model, request.version, request.reason, request.actor
         )
         return convert.version_to_pb(version)
 
     async def Rollback(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
         version = await asyncio.to_thread(
-            self._r.rollback, request.model, request.version, request.reason
+            self._r.rollback, request.model, request.version, request.reason, request.actor
         )
         return convert.version_to_pb(version)
 
     async def GetLineage(self, request: pb.GetVersionRequest, context: Ctx) -> pb.Lineage:
         lineage = await asyncio.to_thread(self._r.lineage, request.model, request.version)
         return convert.lineage_to_pb(lineage)
+
+    async def Approve(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
+        version = await asyncio.to_thread(
+            self._r.approve, request.model, request.version, request.reason, request.actor
+        )
+        return convert.version_to_pb(version)
+
+    async def GetHistory(self, request: pb.GetHistoryRequest, context: Ctx) -> pb.History:
+        history = await asyncio.to_thread(self._r.history, request.model, request.version)
+        return convert.history_to_pb(history)

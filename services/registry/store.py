@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from driftloop.services.registry.domain import Lineage, Model, ModelVersion, TrainingSpec
+from driftloop.services.registry.domain import (
+    AliasChange,
+    AuditRecord,
+    History,
+    Lineage,
+    Model,
+    ModelVersion,
+    TrainingSpec,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -47,6 +55,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_unsent ON outbox(sent, id);
     CREATE INDEX alias_by_model ON alias_history(model, id);
+    """,
+    # 2: what moved an alias (promote, approve, rollback) and the chain an audit record belongs to
+    """
+    ALTER TABLE alias_history ADD COLUMN action TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN correlation_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX audit_by_model ON audit(model, version, id)
     """,
 )
 PRODUCTION = "production"
@@ -189,10 +203,13 @@ class RegistryTx:
         return [_version(r) for r in self._c.execute(sql, args)]
 
     # production alias, audit, outbox
-    def add_alias(self, model: str, version: str, previous: str, reason: str, actor: str) -> None:
+    def add_alias(
+        self, model: str, version: str, previous: str, reason: str, actor: str, action: str = ""
+    ) -> None:
         self._c.execute(
-            "INSERT INTO alias_history (model, alias, version, previous_version, reason, actor, at)"
-            " VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO alias_history"
+            " (model, alias, version, previous_version, reason, actor, at, action)"
+            " VALUES (?,?,?,?,?,?,?,?)",
             (
                 model,
                 PRODUCTION,
@@ -201,6 +218,7 @@ class RegistryTx:
                 reason,
                 actor,
                 time.time(),
+                action,
             ),
         )
 
@@ -211,11 +229,17 @@ class RegistryTx:
         return [dict(r) for r in rows]
 
     def add_audit(
-        self, model: str, version: str, action: str, reason: str, details: dict[str, Any]
+        self,
+        model: str,
+        version: str,
+        action: str,
+        reason: str,
+        details: dict[str, Any],
+        correlation_id: str = "",
     ) -> None:
         self._c.execute(
-            "INSERT INTO audit (at, model, version, action, reason, details_json)"
-            " VALUES (?,?,?,?,?,?)",
+            "INSERT INTO audit (at, model, version, action, reason, details_json, correlation_id)"
+            " VALUES (?,?,?,?,?,?,?)",
             (
                 time.time(),
                 model,
@@ -223,12 +247,46 @@ class RegistryTx:
                 action,
                 reason,
                 json.dumps(details, sort_keys=True),
+                correlation_id,
             ),
         )
 
     def audit(self, model: str) -> list[dict[str, Any]]:
         rows = self._c.execute("SELECT * FROM audit WHERE model = ? ORDER BY id", (model,))
         return [dict(r) for r in rows]
+
+    def history(self, model: str, version: str = "") -> History:
+        """Alias moves to or from `version` (every move when empty) and its audit records."""
+        aliases = [
+            AliasChange(
+                alias=r["alias"],
+                version=str(r["version"]),
+                previous_version=_text(r["previous_version"]),
+                reason=r["reason"],
+                actor=r["actor"],
+                at=r["at"],
+                action=r["action"],
+            )
+            for r in self.alias_history(model)
+            if not version or version in (str(r["version"]), str(r["previous_version"]))
+        ]
+        sql = "SELECT * FROM audit WHERE model = ?"
+        args: list[Any] = [model]
+        if version:
+            sql, args = sql + " AND version = ?", [model, int(version)]
+        audit = [
+            AuditRecord(
+                at=r["at"],
+                model=r["model"],
+                version=_text(r["version"]),
+                action=r["action"],
+                reason=r["reason"],
+                details=json.loads(r["details_json"]),
+                correlation_id=r["correlation_id"],
+            )
+            for r in self._c.execute(sql + " ORDER BY id", args)
+        ]
+        return History(aliases, audit)
 
     def add_outbox(self, event_id: str, topic: str, key: str, payload: bytes) -> None:
         self._c.execute(
@@ -284,3 +342,7 @@ def _version(row: sqlite3.Row) -> ModelVersion:
         created_at=row["created_at"],
         run_id=row["run_id"],
     )
+
+
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)

@@ -13,6 +13,7 @@ from driftloop.services.training.domain import (
     CandidateVersion,
     Champion,
     ModelInfo,
+    RegisteredVersion,
     Registration,
     Run,
 )
@@ -38,6 +39,8 @@ class RegistryPort(Protocol):
         ...
 
     async def register(self, candidate: CandidateVersion) -> Registration: ...
+
+    async def get_version(self, model: str, version: str) -> RegisteredVersion: ...
 
 
 class RunExecutorPort(Protocol):
@@ -88,6 +91,8 @@ class Training:
         correlation_id: str,
         causation_id: str,
         data_since: float | None,
+        caused_at: float | None = None,
+        cause_detail: str = "",
     ) -> Run | None:
         """One run per drift episode: None when the episode already has one."""
         if not model or not episode_id:
@@ -100,6 +105,8 @@ class Training:
             correlation_id=correlation_id,
             causation_id=causation_id,
             data_since=data_since,
+            caused_at=caused_at,
+            cause_detail=cause_detail,
         )
         if run is None:
             log.info("drift_episode_already_has_run", model=model, episode_id=episode_id)
@@ -145,10 +152,12 @@ class Training:
             raise NotFound(f"training run {run_id!r} does not exist")
         return run
 
-    async def list_runs(self, model: str = "", limit: int = 50) -> list[Run]:
+    async def list_runs(
+        self, model: str = "", limit: int = 50, correlation_id: str = ""
+    ) -> list[Run]:
         if limit < 0:
             raise InvalidInput("limit must not be negative")
-        return await asyncio.to_thread(self._runs.list, model, limit or 50)
+        return await asyncio.to_thread(self._runs.list, model, limit or 50, correlation_id)
 
     async def work(self) -> None:
         """The worker loop (a background task): runs queued runs oldest first, one at a time."""

@@ -103,3 +103,21 @@ class Run:
     manifest_version: int = 0
     training_rows: int = 0
     fit_seconds: float = 0.0
+    data_wait_seconds: float = 0.0
+    caused_at: float | None = None
+    cause_detail: str = ""
+    progress: str = ""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A version as the registry recorded it: what reproducing it needs."""
+
+    model: str
+    version: str
+    run_id: str
+    artifact_uri: str
+    artifact_sha256: str
+    metrics: dict[str, float]
+    manifest_version: int
+    params: dict[str, str]

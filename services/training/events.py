@@ -3,6 +3,7 @@ DatasetVersioned event queues the first run of models waiting for enough data.""
 
 from __future__ import annotations
 
+from driftloop.events.v1 import events_pb2
 from driftloop.services.training.core import Training
 from driftloop.shared.envelope import Envelope
 
@@ -27,6 +28,8 @@ class TrainingEvents:
             correlation_id=event.correlation_id,
             causation_id=event.event_id,
             data_since=data_since,
+            caused_at=event.occurred_at.ToNanoseconds() / 1e9,
+            cause_detail=drift_summary(drift),
         )
 
     async def on_validated(self, event: Envelope) -> None:
@@ -36,3 +39,13 @@ class TrainingEvents:
         await self._training.queue_auto(
             versioned.dataset, versioned.total_rows, causation_id=event.event_id
         )
+
+
+def drift_summary(drift: events_pb2.DriftDetected) -> str:
+    """One line of evidence kept on the run, so a trace can show it after the bus forgot it."""
+    hits = [f"{f.feature} {f.test} p={f.p_value:.1e}" for f in drift.features if f.drifted]
+    return (
+        f"{', '.join(hits) or 'no single feature'} drifted; share {drift.drift_share:.2f}; "
+        f"window of {drift.live_rows} live rows vs {drift.reference_rows} reference rows "
+        f"(version {drift.version})"
+    )

@@ -20,6 +20,7 @@ from driftloop.services.training.domain import (
     CandidateVersion,
     DataFileRef,
     ModelInfo,
+    ModelSpec,
     Run,
 )
 from driftloop.services.training.runs import RunStore
@@ -44,6 +45,8 @@ class PinnedData:
     manifest: manifest.DatasetManifest
     frame: pd.DataFrame
     since: float | None
+    waited_seconds: float = 0.0
+    """Time spent waiting for rows after the drift (sample accumulation), not reading them."""
 
 
 class RunExecutor:
@@ -92,7 +95,10 @@ class RunExecutor:
             log.info("run_already_registered", version=done.version)
             return
         model = await self._registry.get_model(run.model)
+        waited = time.monotonic()
         data = await self._pin_data(run, model)
+        await asyncio.to_thread(self._runs.record_data_wait, run.run_id, time.monotonic() - waited)
+        await self._progress(run, "fitting")
         champion = await self._registry.production(model.name)
         champion_model = None
         if champion is not None:
@@ -106,6 +112,7 @@ class RunExecutor:
         candidate = await asyncio.to_thread(
             self._store_outputs, run, model, data, result, champion.version if champion else ""
         )
+        await self._progress(run, "registering")
         registration = await self._registry.register(candidate)
         await asyncio.to_thread(self._runs.succeed, run.run_id, registration, result.fit_seconds)
         log.info(
@@ -117,26 +124,37 @@ class RunExecutor:
             champion_metrics=result.champion_metrics,
         )
 
+    async def _progress(self, run: Run, text: str) -> None:
+        await asyncio.to_thread(self._runs.record_progress, run.run_id, text)
+
     async def _pin_data(self, run: Run, model: ModelInfo) -> PinnedData:
         pinned = await asyncio.to_thread(self._latest, model)
         if run.trigger != "drift" or run.data_since is None:
             return PinnedData(pinned, await asyncio.to_thread(self._read, pinned, None), None)
         since = run.data_since
-        deadline = time.monotonic() + self._wait.max_wait_seconds
+        began = time.monotonic()
+        deadline = began + self._wait.max_wait_seconds
         while True:
+            await self._progress(run, self._wait_progress(pinned, since))
+            checked = time.monotonic()
             recent = await asyncio.to_thread(self._rows_since, pinned, since)
             if recent is not None:
                 log.info("drift_window_ready", rows=len(recent), manifest_version=pinned.version)
-                return PinnedData(pinned, recent, since)
+                return PinnedData(pinned, recent, since, checked - began)
             if time.monotonic() >= deadline:
                 log.warning(
                     "drift_data_wait_expired",
                     since=since,
                     waited_seconds=self._wait.max_wait_seconds,
                 )
-                return PinnedData(pinned, await asyncio.to_thread(self._read, pinned, None), None)
+                frame = await asyncio.to_thread(self._read, pinned, None)
+                return PinnedData(pinned, frame, None, time.monotonic() - began)
             await asyncio.sleep(self._wait.poll_seconds)  # poll: validation curates as data comes
             pinned = await asyncio.to_thread(self._latest, model)
+
+    def _wait_progress(self, pinned: manifest.DatasetManifest, since: float) -> str:
+        rows = sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
+        return f"waiting for data ({rows}/{self._wait.min_rows_after_drift} rows after the drift)"
 
     def _latest(self, model: ModelInfo) -> manifest.DatasetManifest:
         pinned = manifest.latest_manifest(self._store, model.dataset)
@@ -196,13 +214,7 @@ class RunExecutor:
             manifest_version=data.manifest.version,
             manifest_key=data.manifest.key,
             files=tuple(DataFileRef(f.key, f.sha256, f.rows) for f in files),
-            params={
-                "estimator": spec.estimator,
-                **spec.params,
-                "features": json.dumps(result.features),
-                "window_rows": str(spec.window_rows),
-                "holdout_fraction": str(spec.holdout_fraction),
-            },
+            params=lineage_params(spec, result, data.since),
             code_version=importlib.metadata.version("driftloop"),
             causing_event_id=run.causation_id,
             correlation_id=run.correlation_id,
@@ -224,3 +236,26 @@ class RunExecutor:
             correlation_id=run.correlation_id,
             causation_id=run.causation_id,
         )
+
+
+def lineage_params(
+    spec: ModelSpec, result: trainer.TrainedCandidate, since: float | None
+) -> dict[str, str]:
+    """Everything needed to redo the fit: the spec as trained, the seed, the data window's
+    start, and the library versions and time of this training."""
+    params = {
+        "estimator": spec.estimator,
+        **spec.params,
+        "estimator_params": json.dumps(spec.params, sort_keys=True),
+        "features": json.dumps(result.features),
+        "window_rows": str(spec.window_rows),
+        "holdout_fraction": str(spec.holdout_fraction),
+        "min_rows": str(spec.min_rows),
+        "seed": str(trainer.SEED),
+        "fit_seconds": f"{result.fit_seconds:.4f}",
+        "trained_at": f"{time.time():.3f}",
+        **{f"lib.{name}": version for name, version in trainer.library_versions().items()},
+    }
+    if since is not None:
+        params["data_since"] = repr(since)
+    return params

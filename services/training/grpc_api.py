@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.services.training.core import Training
 from driftloop.services.training.domain import Run
+from driftloop.services.training.reproduce import Reproducer
 from driftloop.training.v1 import training_pb2 as pb
 from driftloop.training.v1 import training_pb2_grpc
 
@@ -22,8 +23,9 @@ Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
-    def __init__(self, training: Training) -> None:
+    def __init__(self, training: Training, reproducer: Reproducer) -> None:
         self._t = training
+        self._reproducer = reproducer
 
     async def StartRun(self, request: pb.StartRunRequest, context: Ctx) -> pb.Run:
         return run_to_pb(await self._t.start_manual(request.model, request.reason))
@@ -32,8 +34,23 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         return run_to_pb(await self._t.get_run(request.run_id))
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Ctx) -> pb.ListRunsResponse:
-        runs = await self._t.list_runs(request.model, request.limit)
+        runs = await self._t.list_runs(request.model, request.limit, request.correlation_id)
         return pb.ListRunsResponse(runs=[run_to_pb(r) for r in runs])
+
+    async def Reproduce(self, request: pb.ReproduceRequest, context: Ctx) -> pb.ReproduceReport:
+        found = await self._reproducer.run(request.model, request.version)
+        return pb.ReproduceReport(
+            model=request.model,
+            version=request.version,
+            matched=found.matched,
+            recorded_metrics=found.recorded_metrics,
+            reproduced_metrics=found.reproduced_metrics,
+            holdout_rows=found.holdout_rows,
+            prediction_mismatches=found.prediction_mismatches,
+            differences=found.differences,
+            manifest_version=found.manifest_version,
+            library_versions=found.library_versions,
+        )
 
 
 def _timestamp(seconds: float | None) -> Timestamp | None:
@@ -63,4 +80,9 @@ def run_to_pb(run: Run) -> pb.Run:
         fit_seconds=run.fit_seconds,
         promoted=run.promoted,
         decision_reason=run.decision_reason,
+        data_wait_seconds=run.data_wait_seconds,
+        caused_at=_timestamp(run.caused_at),
+        cause_detail=run.cause_detail,
+        reason=run.reason,
+        progress=run.progress,
     )

@@ -10,6 +10,7 @@ from driftloop.services.training.events import TrainingEvents
 from driftloop.services.training.executor import DataWait, RunExecutor
 from driftloop.services.training.grpc_api import MUTATING, SERVICE_NAME, TrainingServicer
 from driftloop.services.training.registry_client import RegistryClient
+from driftloop.services.training.reproduce import Reproducer
 from driftloop.services.training.runs import RunStore
 from driftloop.services.training.settings import TrainingSettings
 from driftloop.shared import logging, runtime, topics
@@ -69,7 +70,7 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
     ]
     binding = ServiceBinding(
         add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
-        servicer=TrainingServicer(training),
+        servicer=TrainingServicer(training, Reproducer(store, registry)),
         full_name=SERVICE_NAME,
         mutating=MUTATING,
     )

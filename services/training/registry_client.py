@@ -18,6 +18,7 @@ from driftloop.services.training.domain import (
     Champion,
     ModelInfo,
     ModelSpec,
+    RegisteredVersion,
     Registration,
 )
 from driftloop.shared import errors
@@ -94,6 +95,24 @@ class RegistryClient:
                     metrics=dict(v.metrics),
                 )
         return None
+
+    async def get_version(self, model: str, version: str) -> RegisteredVersion:
+        v = await _call(
+            f"GetVersion {model}:{version}",
+            self._stub.GetVersion(
+                pb.GetVersionRequest(model=model, version=version), timeout=self._timeout
+            ),
+        )
+        return RegisteredVersion(
+            model=v.model,
+            version=v.version,
+            run_id=v.run_id,
+            artifact_uri=v.artifact_uri,
+            artifact_sha256=v.artifact_sha256,
+            metrics=dict(v.metrics),
+            manifest_version=v.lineage.manifest_version,
+            params=dict(v.lineage.params),
+        )
 
     async def register(self, candidate: CandidateVersion) -> Registration:
         response = await _call(

@@ -34,6 +34,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_by_state ON runs(state, created_at);
     CREATE INDEX runs_by_model ON runs(model, created_at)
     """,
+    # 2: sample accumulation time, the causing event's time and summary, live progress
+    """
+    ALTER TABLE runs ADD COLUMN data_wait_seconds REAL NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN caused_at REAL;
+    ALTER TABLE runs ADD COLUMN cause_detail TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN progress TEXT NOT NULL DEFAULT '';
+    CREATE INDEX runs_by_correlation ON runs(correlation_id)
+    """,
 )
 _RUN_FIELDS = {f.name for f in fields(Run)}
 
@@ -79,6 +87,8 @@ class RunStore:
         data_since: float | None = None,
         reason: str = "",
         only_if_no_runs: bool = False,
+        caused_at: float | None = None,
+        cause_detail: str = "",
     ) -> Run | None:
         """Queue a run; None when the episode already has one (or, with only_if_no_runs, when
         the model has any run). An empty correlation id becomes the run id."""
@@ -96,7 +106,8 @@ class RunStore:
                 return None
             c.execute(
                 "INSERT INTO runs (run_id, model, state, trigger, episode_id, correlation_id,"
-                " causation_id, data_since, reason, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " causation_id, data_since, reason, created_at, caused_at, cause_detail)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     model,
@@ -108,6 +119,8 @@ class RunStore:
                     data_since,
                     reason,
                     time.time(),
+                    caused_at,
+                    cause_detail,
                 ),
             )
             return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone())
@@ -116,7 +129,8 @@ class RunStore:
         """Runs left "running" by a killed process go back to the queue (redone from scratch)."""
         with self._tx() as c:
             return c.execute(
-                "UPDATE runs SET state = 'queued', started_at = NULL WHERE state = 'running'"
+                "UPDATE runs SET state = 'queued', started_at = NULL, progress = ''"
+                " WHERE state = 'running'"
             ).rowcount
 
     def claim_next(self) -> Run | None:
@@ -136,7 +150,8 @@ class RunStore:
     def requeue(self, run_id: str, error: str) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE runs SET state = 'queued', error = ? WHERE run_id = ?", (error, run_id)
+                "UPDATE runs SET state = 'queued', error = ?, progress = '' WHERE run_id = ?",
+                (error, run_id),
             )
 
     def record_data(self, run_id: str, manifest_version: int, training_rows: int) -> None:
@@ -146,12 +161,20 @@ class RunStore:
                 (manifest_version, training_rows, run_id),
             )
 
+    def record_progress(self, run_id: str, progress: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE runs SET progress = ? WHERE run_id = ?", (progress, run_id))
+
+    def record_data_wait(self, run_id: str, seconds: float) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE runs SET data_wait_seconds = ? WHERE run_id = ?", (seconds, run_id))
+
     def succeed(self, run_id: str, reg: Registration, fit_seconds: float) -> None:
         with self._tx() as c:
             c.execute(
                 "UPDATE runs SET state = 'succeeded', finished_at = ?, registered_version = ?,"
                 " promoted = ?, decision_reason = ?, metrics_json = ?, fit_seconds = ?,"
-                " error = '' WHERE run_id = ?",
+                " error = '', progress = '' WHERE run_id = ?",
                 (
                     time.time(),
                     reg.version,
@@ -166,7 +189,8 @@ class RunStore:
     def fail(self, run_id: str, error: str) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE runs SET state = 'failed', finished_at = ?, error = ? WHERE run_id = ?",
+                "UPDATE runs SET state = 'failed', finished_at = ?, error = ?, progress = ''"
+                " WHERE run_id = ?",
                 (time.time(), error, run_id),
             )
 
@@ -175,10 +199,12 @@ class RunStore:
             row = c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else _run(row)
 
-    def list(self, model: str = "", limit: int = 50) -> list[Run]:
-        sql, args = "SELECT * FROM runs", []
-        if model:
-            sql, args = sql + " WHERE model = ?", [model]
+    def list(self, model: str = "", limit: int = 50, correlation_id: str = "") -> list[Run]:
+        sql, args = "SELECT * FROM runs WHERE 1=1", list[Any]()
+        for column, value in (("model", model), ("correlation_id", correlation_id)):
+            if value:
+                sql += f" AND {column} = ?"
+                args.append(value)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         with self._tx() as c:
             return [_run(r) for r in c.execute(sql, [*args, limit]).fetchall()]

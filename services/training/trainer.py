@@ -6,8 +6,11 @@ scored on exactly those rows, so the registry compares like with like.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
+import platform
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,10 @@ from driftloop.services.training.domain import ModelSpec
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.manifest import INGESTED_AT
 from driftloop.shared.profile import ReferenceProfile, build_profile
+
+SEED = 0
+"""Seed of every random source a fit touches (estimator random_state, numpy, random)."""
+LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "scipy", "skops")
 
 ESTIMATORS: dict[str, Any] = {
     "logistic_regression": lambda: LogisticRegression(max_iter=1000),
@@ -113,7 +120,7 @@ def make_estimator(spec: ModelSpec) -> Any:
         except ValueError as exc:
             raise InvalidInput(f"estimator parameter {name}={raw!r} is not a JSON value") from exc
     if "random_state" in estimator.get_params():
-        params.setdefault("random_state", 0)
+        params.setdefault("random_state", SEED)
     try:
         return estimator.set_params(**params)
     except ValueError as exc:
@@ -143,6 +150,7 @@ def train_candidate(
     if y_train.nunique() < 2:
         raise InvalidInput(f"training rows hold a single class {y_train.iloc[0]!r}: need two")
     pipeline = build_pipeline(train, features, spec)
+    seed_everything()
     started = time.perf_counter()
     pipeline.fit(train[features], y_train)
     fit_seconds = time.perf_counter() - started
@@ -163,6 +171,23 @@ def train_candidate(
         holdout_rows=len(holdout),
         fit_seconds=fit_seconds,
     )
+
+
+def seed_everything(seed: int = SEED) -> None:
+    """Seed the global random sources an estimator could fall back on (one fit at a time)."""
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a fit depends on, and of Python."""
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
 
 
 def score_champion(champion: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:

@@ -21,6 +21,9 @@ from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.shared import stack
 from driftloop.shared.cli.bench import register as register_benchmarks
 from driftloop.shared.cli.datasets import register as register_dataset_commands
+from driftloop.shared.cli.registry_cmds import register as register_registry_commands
+from driftloop.shared.cli.runs_cmds import register as register_run_commands
+from driftloop.shared.cli.trace import register as register_trace_command
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc_client import auth_metadata, sync_channel
 from driftloop.shared.logging import configure
@@ -34,6 +37,9 @@ model_app = typer.Typer(help="Declare and inspect models.", no_args_is_help=True
 app.add_typer(model_app, name="model")
 app.add_typer(register_benchmarks(), name="bench")
 register_dataset_commands(app)
+register_registry_commands(app)
+register_run_commands(app)
+register_trace_command(app)
 console = Console()
 err = Console(stderr=True)
 
@@ -232,12 +238,21 @@ def models(data_dir: DataDir = None) -> None:
 
 @app.command()
 def train(
-    name: str,
+    name: Annotated[str, typer.Argument(help="Model to train.")] = "",
     reason: Annotated[str, typer.Option(help="Why; kept in lineage.")] = "manual",
     wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = True,
+    reproduce: Annotated[
+        str, typer.Option(help="MODEL:VERSION: retrain it and check same metrics/predictions.")
+    ] = "",
     data_dir: DataDir = None,
 ) -> None:
-    """Start a training run for a model now."""
+    """Start a training run for a model now (or, with --reproduce, check a version)."""
+    if reproduce:
+        from driftloop.shared.cli.runs_cmds import reproduce as check_reproduction
+
+        raise typer.Exit(check_reproduction(reproduce, data_dir))
+    if not name:
+        fail("name the model to train (or pass --reproduce MODEL:VERSION)")
     common = settings(data_dir)
     with sync_channel(common, "training") as channel:
         stub = training_pb2_grpc.TrainingServiceStub(channel)

@@ -18,8 +18,13 @@ SEGMENT_BONUS = {"a": 0.5, "b": 0.0, "c": -0.5}
 LABEL_NOISE = 0.03
 
 
-def make_rows(n: int, *, drifted: bool, rng: np.random.Generator) -> pd.DataFrame:
-    shift = 2.0 if drifted else 0.0
+def make_rows(
+    n: int, *, drifted: bool = False, rng: np.random.Generator, shift: float | None = None
+) -> pd.DataFrame:
+    """`n` labelled rows; x0's mean and the decision boundary sit at `shift` (default: 2 when
+    drifted, else 0)."""
+    if shift is None:
+        shift = 2.0 if drifted else 0.0
     frame = pd.DataFrame(
         {
             "x0": rng.normal(shift, 1.0, n),

@@ -24,6 +24,7 @@ from driftloop.services.training.events import TrainingEvents
 from driftloop.services.training.executor import DataWait, RunExecutor
 from driftloop.services.training.grpc_api import MUTATING, SERVICE_NAME, TrainingServicer
 from driftloop.services.training.registry_client import RegistryClient
+from driftloop.services.training.reproduce import Reproducer
 from driftloop.services.training.runs import RunStore
 from driftloop.shared import artifacts, manifest, topics
 from driftloop.shared.bus import EventConsumer, EventPublisher
@@ -79,7 +80,7 @@ async def training_stack(common: CommonSettings) -> AsyncIterator[Stack]:
         )
         binding = ServiceBinding(
             add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
-            servicer=TrainingServicer(core),
+            servicer=TrainingServicer(core, Reproducer(store, client)),
             full_name=SERVICE_NAME,
             mutating=MUTATING,
         )
@@ -184,6 +185,7 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
         try:
             await asyncio.wait_for(consumer.ready.wait(), 30)
             drift = events_pb2.DriftDetected(model="iris", version="1", episode_id="ep-7")
+            drift.features.add(feature="x", test="ks", p_value=1e-9, drifted=True)
             drift.window_end.FromNanoseconds(int((now - 10) * 1e9))
             event = publisher.event(drift)
             await publisher.publish(topics.DRIFT, "iris", event)
@@ -195,9 +197,23 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
 
             run = (await wait_for(drift_runs, 20, "the drift run"))[0]
             assert run.episode_id == "ep-7" and run.correlation_id == event.correlation_id
+            assert "x ks p=1.0e-09" in run.cause_detail
+            caused = run.caused_at.ToNanoseconds() - event.occurred_at.ToNanoseconds()
+            assert abs(caused) < 1000  # float epoch seconds keep about a microsecond
+
+            async def waiting() -> bool:
+                now_run = await stack.training.GetRun(tpb.GetRunRequest(run_id=run.run_id))
+                return now_run.progress.startswith("waiting for data (0/300")
+
+            await wait_for(waiting, 20, "the run to show it waits for data")
             curate(stack.store, "new", 400, now - 5, shift=1.0)  # rows after the drift began
             done = await finished(stack, run.run_id)
             assert done.state == "succeeded", done.error
+            assert done.data_wait_seconds > 0 and done.progress == ""
+            by_chain = await stack.training.ListRuns(
+                tpb.ListRunsRequest(correlation_id=event.correlation_id)
+            )
+            assert [r.run_id for r in by_chain.runs] == [run.run_id]
             assert done.training_rows == 320  # only post-drift rows: 400 minus the holdout
             assert len(await drift_runs()) == 1
             version = await stack.registry.GetVersion(
@@ -207,6 +223,19 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
             assert version.lineage.causing_event_id == event.event_id
             assert version.lineage.parent_version == "1"
             assert [f.key.rsplit("/", 1)[-1] for f in version.lineage.files] == ["new.parquet"]
+            params = version.lineage.params
+            assert params["seed"] == "0" and params["lib.scikit-learn"] and params["lib.numpy"]
+            assert float(params["data_since"]) == pytest.approx(now - 10, abs=1e-3)
+            assert float(params["fit_seconds"]) > 0
+
+            curate(stack.store, "later", 400, now + 5, shift=1.0)  # the dataset moves on
+            for number in ("1", done.registered_version):
+                report = await stack.training.Reproduce(
+                    tpb.ReproduceRequest(model="iris", version=number)
+                )
+                assert report.matched, list(report.differences)
+                assert dict(report.reproduced_metrics) == dict(report.recorded_metrics)
+                assert report.prediction_mismatches == 0 and report.holdout_rows == 80
         finally:
             await consumer.stop()
             await task

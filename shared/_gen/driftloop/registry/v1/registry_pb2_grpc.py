@@ -94,6 +94,16 @@ class RegistryServiceStub:
                 request_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.GetVersionRequest.SerializeToString,
                 response_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.Lineage.FromString,
                 _registered_method=True)
+        self.Approve = channel.unary_unary(
+                '/driftloop.registry.v1.RegistryService/Approve',
+                request_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.DecisionRequest.SerializeToString,
+                response_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.GetHistory = channel.unary_unary(
+                '/driftloop.registry.v1.RegistryService/GetHistory',
+                request_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.GetHistoryRequest.SerializeToString,
+                response_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.History.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -178,6 +188,20 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Approve(self, request, context):
+        """Promote a candidate waiting for approval (status "pending_approval"), with a reason. Mutating.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHistory(self, request, context):
+        """The audit trail and the production alias history of a model (or of one version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +264,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetLineage,
                     request_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.GetVersionRequest.FromString,
                     response_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.Lineage.SerializeToString,
+            ),
+            'Approve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Approve,
+                    request_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.DecisionRequest.FromString,
+                    response_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'GetHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHistory,
+                    request_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.GetHistoryRequest.FromString,
+                    response_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.History.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -566,6 +600,60 @@ class RegistryService:
             '/driftloop.registry.v1.RegistryService/GetLineage',
             driftloop_dot_registry_dot_v1_dot_registry__pb2.GetVersionRequest.SerializeToString,
             driftloop_dot_registry_dot_v1_dot_registry__pb2.Lineage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Approve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.registry.v1.RegistryService/Approve',
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.DecisionRequest.SerializeToString,
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.registry.v1.RegistryService/GetHistory',
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.GetHistoryRequest.SerializeToString,
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.History.FromString,
             options,
             channel_credentials,
             insecure,

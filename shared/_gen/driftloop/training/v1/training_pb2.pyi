@@ -83,6 +83,11 @@ class Run(_message.Message):
     FIT_SECONDS_FIELD_NUMBER: _builtins.int
     PROMOTED_FIELD_NUMBER: _builtins.int
     DECISION_REASON_FIELD_NUMBER: _builtins.int
+    DATA_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    CAUSED_AT_FIELD_NUMBER: _builtins.int
+    CAUSE_DETAIL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     model: _builtins.str
     state: _builtins.str
@@ -101,6 +106,14 @@ class Run(_message.Message):
     promoted: _builtins.bool
     """Whether the registry promoted the candidate, and why (or why not)."""
     decision_reason: _builtins.str
+    data_wait_seconds: _builtins.float
+    """Seconds a drift run waited for rows ingested after the drift (sample accumulation)."""
+    cause_detail: _builtins.str
+    """A one-line summary of the causing event (drifted features and their p-values)."""
+    reason: _builtins.str
+    """Why a manual run was requested."""
+    progress: _builtins.str
+    """What a running run is doing now: "waiting for data", "fitting", "registering"; "" otherwise."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -109,6 +122,10 @@ class Run(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def caused_at(self) -> _timestamp_pb2.Timestamp:
+        """When the causing event happened (the DriftDetected event's time), if any."""
+
     def __init__(
         self,
         *,
@@ -129,10 +146,15 @@ class Run(_message.Message):
         fit_seconds: _builtins.float = ...,
         promoted: _builtins.bool = ...,
         decision_reason: _builtins.str = ...,
+        data_wait_seconds: _builtins.float = ...,
+        caused_at: _timestamp_pb2.Timestamp | None = ...,
+        cause_detail: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        progress: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caused_at", b"caused_at", "created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "created_at", b"created_at", "decision_reason", b"decision_reason", "episode_id", b"episode_id", "error", b"error", "finished_at", b"finished_at", "fit_seconds", b"fit_seconds", "manifest_version", b"manifest_version", "metrics", b"metrics", "model", b"model", "promoted", b"promoted", "registered_version", b"registered_version", "run_id", b"run_id", "started_at", b"started_at", "state", b"state", "training_rows", b"training_rows", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause_detail", b"cause_detail", "caused_at", b"caused_at", "correlation_id", b"correlation_id", "created_at", b"created_at", "data_wait_seconds", b"data_wait_seconds", "decision_reason", b"decision_reason", "episode_id", b"episode_id", "error", b"error", "finished_at", b"finished_at", "fit_seconds", b"fit_seconds", "manifest_version", b"manifest_version", "metrics", b"metrics", "model", b"model", "progress", b"progress", "promoted", b"promoted", "reason", b"reason", "registered_version", b"registered_version", "run_id", b"run_id", "started_at", b"started_at", "state", b"state", "training_rows", b"training_rows", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -163,18 +185,22 @@ class ListRunsRequest(_message.Message):
 
     MODEL_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Empty lists runs of every model."""
     limit: _builtins.int
+    correlation_id: _builtins.str
+    """Only runs with this correlation id (empty: any)."""
     def __init__(
         self,
         *,
         model: _builtins.str = ...,
         limit: _builtins.int = ...,
+        correlation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "limit", b"limit", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -199,3 +225,141 @@ class ListRunsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRunsResponse: _TypeAlias = ListRunsResponse  # noqa: Y015
+
+@_typing.final
+class ReproduceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReproduceRequest: _TypeAlias = ReproduceRequest  # noqa: Y015
+
+@_typing.final
+class ReproduceReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class RecordedMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ReproducedMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class LibraryVersionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    RECORDED_METRICS_FIELD_NUMBER: _builtins.int
+    REPRODUCED_METRICS_FIELD_NUMBER: _builtins.int
+    HOLDOUT_ROWS_FIELD_NUMBER: _builtins.int
+    PREDICTION_MISMATCHES_FIELD_NUMBER: _builtins.int
+    DIFFERENCES_FIELD_NUMBER: _builtins.int
+    MANIFEST_VERSION_FIELD_NUMBER: _builtins.int
+    LIBRARY_VERSIONS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.str
+    matched: _builtins.bool
+    """Same metrics and the same holdout predictions."""
+    holdout_rows: _builtins.int
+    prediction_mismatches: _builtins.int
+    """Holdout rows where the retrained model predicts otherwise than the registered artifact."""
+    manifest_version: _builtins.int
+    @_builtins.property
+    def recorded_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def reproduced_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def differences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Human-readable differences (empty when matched)."""
+
+    @_builtins.property
+    def library_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Library versions recorded at training time vs now, where they differ."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.str = ...,
+        matched: _builtins.bool = ...,
+        recorded_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        reproduced_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        holdout_rows: _builtins.int = ...,
+        prediction_mismatches: _builtins.int = ...,
+        differences: _abc.Iterable[_builtins.str] | None = ...,
+        manifest_version: _builtins.int = ...,
+        library_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["differences", b"differences", "holdout_rows", b"holdout_rows", "library_versions", b"library_versions", "manifest_version", b"manifest_version", "matched", b"matched", "model", b"model", "prediction_mismatches", b"prediction_mismatches", "recorded_metrics", b"recorded_metrics", "reproduced_metrics", b"reproduced_metrics", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReproduceReport: _TypeAlias = ReproduceReport  # noqa: Y015

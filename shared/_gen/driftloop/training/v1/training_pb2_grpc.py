@@ -49,6 +49,11 @@ class TrainingServiceStub:
                 request_serializer=driftloop_dot_training_dot_v1_dot_training__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=driftloop_dot_training_dot_v1_dot_training__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.Reproduce = channel.unary_unary(
+                '/driftloop.training.v1.TrainingService/Reproduce',
+                request_serializer=driftloop_dot_training_dot_v1_dot_training__pb2.ReproduceRequest.SerializeToString,
+                response_deserializer=driftloop_dot_training_dot_v1_dot_training__pb2.ReproduceReport.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -73,6 +78,14 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reproduce(self, request, context):
+        """Retrain a registered version with its recorded spec on its pinned manifest, and compare
+        metrics and holdout predictions with the registered artifact. Writes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +103,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=driftloop_dot_training_dot_v1_dot_training__pb2.ListRunsRequest.FromString,
                     response_serializer=driftloop_dot_training_dot_v1_dot_training__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'Reproduce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reproduce,
+                    request_deserializer=driftloop_dot_training_dot_v1_dot_training__pb2.ReproduceRequest.FromString,
+                    response_serializer=driftloop_dot_training_dot_v1_dot_training__pb2.ReproduceReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +191,33 @@ class TrainingService:
             '/driftloop.training.v1.TrainingService/ListRuns',
             driftloop_dot_training_dot_v1_dot_training__pb2.ListRunsRequest.SerializeToString,
             driftloop_dot_training_dot_v1_dot_training__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reproduce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.training.v1.TrainingService/Reproduce',
+            driftloop_dot_training_dot_v1_dot_training__pb2.ReproduceRequest.SerializeToString,
+            driftloop_dot_training_dot_v1_dot_training__pb2.ReproduceReport.FromString,
             options,
             channel_credentials,
             insecure,

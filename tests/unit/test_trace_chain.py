@@ -1,0 +1,121 @@
+"""The trace's chain assembly from registry, training and topic records: ordering, step
+durations, the fall-back to what training recorded when the bus forgot the drift event."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from driftloop.events.v1 import events_pb2
+from driftloop.registry.v1 import registry_pb2
+from driftloop.shared import envelope
+from driftloop.shared.cli.trace import parse_version
+from driftloop.shared.cli.trace_chain import GONE, Sources, build_chain
+from driftloop.training.v1 import training_pb2
+
+pytestmark = pytest.mark.unit
+T0 = 1_800_000_000.0
+
+
+def at(message: object, field: str, offset: float) -> None:
+    getattr(message, field).FromNanoseconds(int((T0 + offset) * 1e9))
+
+
+def sources(with_bus: bool) -> Sources:
+    drift = events_pb2.DriftDetected(model="m", version="1", episode_id="ep", live_rows=500)
+    drift.features.add(feature="x0", test="ks", p_value=1e-12, drifted=True)
+    drift_event = envelope.new_event("monitoring", drift)
+    at(drift_event, "occurred_at", 0)
+    corr = drift_event.event_id
+    run = training_pb2.Run(
+        run_id="r1",
+        model="m",
+        state="succeeded",
+        trigger="drift",
+        episode_id="ep",
+        correlation_id=corr,
+        fit_seconds=0.4,
+        training_rows=800,
+        data_wait_seconds=3.0,
+        cause_detail="x0 ks p=1.0e-12 drifted",
+    )
+    for field, offset in (
+        ("caused_at", 0),
+        ("created_at", 0.1),
+        ("started_at", 0.2),
+        ("finished_at", 4.0),
+    ):
+        at(run, field, offset)
+    version = registry_pb2.ModelVersion(model="m", version="2", status="production")
+    version.lineage.correlation_id = corr
+    history = registry_pb2.History()
+    register = history.audit.add(action="register", reason="accuracy 0.900 >= champion ...")
+    register.details_json = json.dumps(
+        {
+            "metrics": {"accuracy": 0.9},
+            "champion_metrics": {"accuracy": 0.6},
+            "champion_version": "1",
+        }
+    )
+    at(register, "at", 4.1)
+    promote = history.audit.add(action="promote", reason="accuracy 0.900 >= ...")
+    promote.details_json = json.dumps({"actor": "policy"})
+    at(promote, "at", 4.1)
+    later = history.aliases.add(
+        version="1",
+        previous_version="2",
+        action="rollback",
+        actor="bob",
+        reason="slice b regressed",
+    )
+    at(later, "at", 50)
+    deployed = envelope.new_event(
+        "serving",
+        events_pb2.ModelDeployed(model="m", version="2", load_seconds=0.2),
+        correlation_id=corr,
+    )
+    at(deployed, "occurred_at", 5.0)
+    events = [drift_event, deployed] if with_bus else []
+    return Sources(corr, runs=[run], versions=[version], history={"2": history}, events=events)
+
+
+def test_complete_chain_in_time_order_with_step_seconds() -> None:
+    chain = build_chain(sources(with_bus=True))
+    assert chain["complete"] and chain["model"] == "m" and chain["version"] == "2"
+    steps = [s["step"] for s in chain["steps"]]
+    assert steps == [
+        "drift detected",
+        "training run queued",
+        "training started",
+        "post-drift data ready",
+        "training succeeded",
+        "version 2 registered",
+        "version 2 promoted",
+        "version 2 deployed",
+        "production moved to v1",
+    ]
+    by_step = {s["step"]: s for s in chain["steps"]}
+    assert by_step["post-drift data ready"]["seconds"] == pytest.approx(3.0, abs=1e-3)
+    assert by_step["version 2 deployed"]["since_start"] == pytest.approx(5.0, abs=1e-3)
+    assert (
+        "accuracy 0.900 vs champion v1 accuracy 0.600" in by_step["version 2 registered"]["detail"]
+    )
+    assert "x0 ks p=1.0e-12" in by_step["drift detected"]["detail"]
+
+
+def test_without_the_bus_the_registry_and_training_still_tell_the_story() -> None:
+    chain = build_chain(sources(with_bus=False))
+    by_step = {s["step"]: s for s in chain["steps"]}
+    assert GONE in by_step["drift detected"]["source"]
+    assert by_step["deployment"]["detail"] == GONE and by_step["deployment"]["at"] is None
+    assert chain["steps"][-1]["step"] == "deployment"
+    assert not chain["complete"] and chain["missing"] == ["deployment"]
+
+
+@pytest.mark.parametrize(
+    "ident, version, expected",
+    [("m:3", "", ("m", "3")), ("m", "3", ("m", "3")), ("abc-123", "", None), ("a:b", "", None)],
+)
+def test_version_ids(ident: str, version: str, expected: tuple[str, str] | None) -> None:
+    assert parse_version(ident, version) == expected
