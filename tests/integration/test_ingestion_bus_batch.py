@@ -62,6 +62,10 @@ async def test_batches_arrive_together_and_poison_records_are_isolated(broker: s
         await publisher.stop()
 
 
+async def _ignore(_: object) -> None:
+    return None
+
+
 def test_exactly_one_handler_is_required() -> None:
     with pytest.raises(TypeError, match="exactly one"):
         EventConsumer(
@@ -69,6 +73,6 @@ def test_exactly_one_handler_is_required() -> None:
             group=None,
             topic_names=[],
             publisher=None,  # type: ignore[arg-type]
-            on_record=lambda r: asyncio.sleep(0),
-            on_batch=lambda rs: asyncio.sleep(0),
+            on_record=_ignore,
+            on_batch=_ignore,
         )

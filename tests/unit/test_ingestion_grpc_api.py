@@ -98,13 +98,13 @@ async def test_stream_stops_reading_while_too_many_batches_await_the_broker() ->
 
     call = asyncio.create_task(servicer.IngestStream(requests(), FakeContext()))
     for _ in range(20):
-        await asyncio.sleep(0)  # let the stream run as far as it can
+        await asyncio.sleep(0)  # poll: deterministic yield (no I/O) until the stream blocks
     assert read == 4 and not call.done(), "backpressure: at most max_in_flight + 1 unacked"
     while not call.done():
         for ack in acks:
             if not ack.done():
                 ack.set_result(None)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # poll: deterministic yield so the stream reads on
     response = await call
     assert response.rows_accepted == 10 and read == 10
     assert list(response.batch_ids) == [f"client-{i}" for i in range(10)], "client ids reused"
