@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import start_process, stop_process
+from support import stack_env, start_process, stop_process, wait_until
 
 from driftloop.shared.broker import broker_argv, free_port, wait_for_port
 from driftloop.shared.settings import CommonSettings, Ports
@@ -51,3 +51,29 @@ def common(tmp_path: Path, broker: str) -> CommonSettings:
     return CommonSettings(
         data_dir=tmp_path / "data", kafka_bootstrap=broker, ports=free_ports(), log_json=True
     )
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
+    """The whole embedded stack (`driftloop up` as a process on free ports), healthy; always
+    stopped afterwards, and it must stop cleanly."""
+    import sys
+
+    from driftloop.shared import stack
+
+    common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
+    proc = start_process(
+        [sys.executable, "-m", "driftloop.shared.cli", "up"],
+        env=stack_env(common),
+        log_path=str(tmp_path / "up.log"),
+    )
+    try:
+        wait_until(
+            lambda: proc.poll() is None and stack.read_endpoints(common), 60, "endpoints.json"
+        )
+        stack.wait_healthy(common, timeout=120, alive=lambda: proc.poll() is None)
+        yield common
+    finally:
+        stop_process(proc, grace=60)
+        assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
+        assert not stack.endpoints_path(common).exists(), "endpoints.json removed on stop"

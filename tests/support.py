@@ -83,3 +83,12 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         proc.wait(5)
     except ProcessLookupError:
         pass
+
+
+def stack_env(common: Any) -> dict[str, str]:
+    """Environment pointing a driftloop process at `common`'s data dir and ports."""
+    env = {"DRIFTLOOP_DATA_DIR": str(common.data_dir), "DRIFTLOOP_LOG_JSON": "true"}
+    env.update(
+        {f"DRIFTLOOP_PORTS__{k.upper()}": str(v) for k, v in common.ports.model_dump().items()}
+    )
+    return env

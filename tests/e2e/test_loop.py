@@ -8,14 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from conftest import free_ports
 from rich.console import Console
-from support import start_process, stop_process, wait_until
+from support import stack_env, wait_until
 
 from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
@@ -27,38 +25,10 @@ from driftloop.shared.settings import SERVICES, CommonSettings
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
-def _env(common: CommonSettings) -> dict[str, str]:
-    env = {"DRIFTLOOP_DATA_DIR": str(common.data_dir), "DRIFTLOOP_LOG_JSON": "true"}
-    env.update(
-        {f"DRIFTLOOP_PORTS__{k.upper()}": str(v) for k, v in common.ports.model_dump().items()}
-    )
-    return env
-
-
-@pytest.fixture
-def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
-    common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
-    proc = start_process(
-        [sys.executable, "-m", "driftloop.shared.cli", "up"],
-        env=_env(common),
-        log_path=str(tmp_path / "up.log"),
-    )
-    try:
-        wait_until(
-            lambda: proc.poll() is None and stack.read_endpoints(common), 60, "endpoints.json"
-        )
-        stack.wait_healthy(common, timeout=120, alive=lambda: proc.poll() is None)
-        yield common
-    finally:
-        stop_process(proc, grace=60)
-        assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
-        assert not stack.endpoints_path(common).exists(), "endpoints.json removed on stop"
-
-
 def _status(common: CommonSettings) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "driftloop.shared.cli", "status", "--json"],
-        env={**os.environ, **_env(common)},
+        env={**os.environ, **stack_env(common)},
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,22 +8,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from conftest import free_ports
 from google.protobuf import struct_pb2
-from support import start_process, stop_process, wait_until
+from support import stack_env, wait_until
 
 from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.registry.v1 import registry_pb2 as rpb
 from driftloop.registry.v1 import registry_pb2_grpc
-from driftloop.shared import stack
 from driftloop.shared.cli.demo_data import FEATURES, make_rows
 from driftloop.shared.settings import CommonSettings
 
@@ -31,37 +27,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 MODEL = "gated"
 
 
-def _env(common: CommonSettings) -> dict[str, str]:
-    env = {"DRIFTLOOP_DATA_DIR": str(common.data_dir), "DRIFTLOOP_LOG_JSON": "true"}
-    env.update(
-        {f"DRIFTLOOP_PORTS__{k.upper()}": str(v) for k, v in common.ports.model_dump().items()}
-    )
-    return env
-
-
-@pytest.fixture
-def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
-    common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
-    proc = start_process(
-        [sys.executable, "-m", "driftloop.shared.cli", "up"],
-        env=_env(common),
-        log_path=str(tmp_path / "up.log"),
-    )
-    try:
-        wait_until(
-            lambda: proc.poll() is None and stack.read_endpoints(common), 60, "endpoints.json"
-        )
-        stack.wait_healthy(common, timeout=120, alive=lambda: proc.poll() is None)
-        yield common
-    finally:
-        stop_process(proc, grace=60)
-        assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
-
-
 def cli(common: CommonSettings, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(
         [sys.executable, "-m", "driftloop.shared.cli", *args],
-        env={**os.environ, **_env(common), "COLUMNS": "200"},
+        env={**os.environ, **stack_env(common), "COLUMNS": "200"},
         capture_output=True,
         text=True,
         timeout=300,
