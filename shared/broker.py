@@ -8,6 +8,7 @@ the last batch's base offset + 1), so lag figures computed from it are approxima
 from __future__ import annotations
 
 import importlib.util
+import random
 import socket
 import time
 from pathlib import Path
@@ -57,7 +58,31 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
             time.sleep(0.05)  # poll: port not open yet
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port that is free now, chosen below the kernel's ephemeral range.
+
+    why: a port the OS hands out for bind(0) comes from the ephemeral range, which outgoing
+    connections (Kafka and gRPC clients) also draw their source ports from; such a port can be
+    taken by a connection before the service that was meant to get it binds it.
+    """
+    low, _ = _ephemeral_range()
+    top = max(low, 12000)
+    for _ in range(200):
+        port = random.randrange(10000, top)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # fall back to the OS's choice
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -107,10 +107,16 @@ def health_of(common: CommonSettings, service: str, timeout: float = 1.0) -> str
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-def wait_healthy(common: CommonSettings, timeout: float, alive: Any = None) -> None:
+def wait_healthy(
+    common: CommonSettings, timeout: float, alive: Any = None, tick: Any = None
+) -> None:
+    """Wait until every service answers SERVING; `tick` runs each round (e.g. supervision, so
+    a service that crashes while the stack starts is restarted rather than waited on)."""
     deadline = time.monotonic() + timeout
     pending = set(SERVICES)
     while pending:
+        if tick is not None:
+            tick()
         pending = {s for s in pending if health_of(common, s) != "SERVING"}
         if not pending:
             return
@@ -169,7 +175,7 @@ def run_foreground(
         for name in SERVICES:
             sup.start(name)
         endpoints_path(common).write_text(json.dumps(_endpoints(common, sup), indent=2))
-        wait_healthy(common, timeout=120, alive=lambda: not stopping)
+        wait_healthy(common, timeout=120, alive=lambda: not stopping, tick=sup.check)
         log.info(
             "stack_ready", data_dir=str(common.data_dir), endpoints=str(endpoints_path(common))
         )
