@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from driftloop.shared.errors import InvalidInput
+from driftloop.shared.errors import InvalidInput, TooLarge
 from driftloop.shared.names import check_name
 from driftloop.shared.records import ipc_to_table, rows_to_table
 
@@ -26,6 +26,43 @@ INGESTED_AT = "_ingested_at"
 MAX_BATCH_ROWS = 5000
 """Contract: no record batch on driftloop.records.raw holds more rows than this."""
 MAX_CLIENT_BATCH_ID = 100
+MAX_ROWS_PER_REQUEST = 100_000
+MAX_COLUMNS = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Most rows and columns one request (or one JSON-topic message) may hold."""
+
+    max_rows: int = MAX_ROWS_PER_REQUEST
+    max_columns: int = MAX_COLUMNS
+
+    def check_rows(self, dataset: str, count: int) -> None:
+        if count > self.max_rows:
+            raise TooLarge(
+                f"request for dataset {dataset!r} holds {count:,} rows, over the limit of "
+                f"{self.max_rows:,} (setting DRIFTLOOP_INGESTION_MAX_ROWS_PER_REQUEST): "
+                "split it into smaller requests"
+            )
+
+    def check_columns(self, dataset: str, count: int) -> None:
+        if count > self.max_columns:
+            raise TooLarge(
+                f"request for dataset {dataset!r} holds {count:,} columns, over the limit of "
+                f"{self.max_columns:,} (setting DRIFTLOOP_INGESTION_MAX_COLUMNS)"
+            )
+
+    def check_row_dicts(self, dataset: str, rows: list[dict[str, Any]]) -> None:
+        """Check row dicts before they are converted, so an oversized request costs little."""
+        self.check_rows(dataset, len(rows))
+        names: set[str] = set()
+        for row in rows:
+            names.update(row)
+            if len(names) > self.max_columns:
+                self.check_columns(dataset, len(names))
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -42,9 +79,13 @@ class RowBatch:
 
 
 def request_table(
-    dataset: str, rows: list[dict[str, Any]] | None, arrow_ipc: bytes | None
+    dataset: str,
+    rows: list[dict[str, Any]] | None,
+    arrow_ipc: bytes | None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> pa.Table:
-    """The rows of one request as a table: exactly one of `rows` or `arrow_ipc` must be given."""
+    """The rows of one request as a table: exactly one of `rows` or `arrow_ipc` must be given.
+    Raises TooLarge past `limits`."""
     check_name("dataset", dataset)
     if rows and arrow_ipc:
         raise InvalidInput(
@@ -54,7 +95,11 @@ def request_table(
         raise InvalidInput(
             f"request for dataset {dataset!r} has no rows: fill `rows` or `arrow_ipc`"
         )
+    if rows:
+        limits.check_row_dicts(dataset, rows)
     table = rows_to_table(rows) if rows else ipc_to_table(arrow_ipc or b"")
+    limits.check_rows(dataset, table.num_rows)
+    limits.check_columns(dataset, table.num_columns)
     if table.num_rows == 0:
         raise InvalidInput(f"request for dataset {dataset!r} holds zero rows")
     names = table.column_names
@@ -89,12 +134,15 @@ def make_batches(
     batch_rows: int = MAX_BATCH_ROWS,
     now: float | None = None,
     batch_id: str = "",
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[RowBatch]:
     """Convert, stamp and split one request's rows into batches.
 
     Batch ids are fresh uuid4s, or derived from the client's `batch_id` (the id itself for a
-    single batch, "<id>.<n>" for several) so that a retried request is curated only once."""
-    table = stamp(request_table(dataset, rows, arrow_ipc), time.time() if now is None else now)
+    single batch, "<id>.<n>" for several) so that a retried request is curated only once.
+    Raises TooLarge when the request holds more rows or columns than `limits` allow."""
+    table = request_table(dataset, rows, arrow_ipc, limits)
+    table = stamp(table, time.time() if now is None else now)
     parts = split(table, batch_rows)
     ids = batch_ids(batch_id, len(parts))
     return [RowBatch(dataset, b, part) for b, part in zip(ids, parts, strict=True)]

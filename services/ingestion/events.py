@@ -1,5 +1,5 @@
 """Ingestion's Kafka side: publish row batches to driftloop.records.raw, and read the public
-JSON topic driftloop.ingest.json (bad messages raise, so the consumer dead-letters them)."""
+JSON topic driftloop.ingest.json (bad or oversized messages raise: the bus dead-letters them)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from prometheus_client import Counter
 
 from driftloop.events.v1 import events_pb2
 from driftloop.services.ingestion.core import (
+    DEFAULT_LIMITS,
+    Limits,
     RowBatch,
     make_batches,
     message_batch_id,
@@ -83,9 +85,12 @@ class JsonTopicHandler:
 
     SOURCE = "json-topic"
 
-    def __init__(self, publisher: RawBatchPublisher, *, batch_rows: int) -> None:
+    def __init__(
+        self, publisher: RawBatchPublisher, *, batch_rows: int, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self._publisher = publisher
         self._batch_rows = batch_rows
+        self._limits = limits
 
     async def handle(self, record: ConsumerRecord) -> None:
         await self.handle_records([record])
@@ -100,6 +105,12 @@ class JsonTopicHandler:
                 record.partition, record.offset, record.timestamp, record.value or b""
             )
             batches.extend(
-                make_batches(dataset, rows=rows, batch_rows=self._batch_rows, batch_id=batch_id)
+                make_batches(
+                    dataset,
+                    rows=rows,
+                    batch_rows=self._batch_rows,
+                    batch_id=batch_id,
+                    limits=self._limits,
+                )
             )
         await self._publisher.publish(batches, self.SOURCE)

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf import json_format
 
 from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.services.ingestion.core import RowBatch, make_batches
+from driftloop.services.ingestion.core import DEFAULT_LIMITS, Limits, RowBatch, make_batches
 
 PublishBatches = Callable[..., Awaitable[None]]
 """`async (batches: list[RowBatch], source: str, *, correlation_id: str) -> None`."""
@@ -33,11 +33,13 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         batch_rows: int,
         enqueue: EnqueueBatches | None = None,
         max_in_flight: int = 16,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._publish = publish
         self._enqueue = enqueue
         self._batch_rows = batch_rows
         self._max_in_flight = max_in_flight
+        self._limits = limits
 
     async def Ingest(  # noqa: N802 - generated name
         self, request: ingestion_pb2.IngestRequest, context: grpc.aio.ServicerContext
@@ -77,6 +79,8 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         return ingestion_pb2.IngestResponse(rows_accepted=rows, batch_ids=batch_ids)
 
     def _batches(self, request: ingestion_pb2.IngestRequest) -> list[RowBatch]:
+        # why: refuse an oversized request before converting every protobuf row
+        self._limits.check_rows(request.dataset, len(request.rows))
         rows = [json_format.MessageToDict(row) for row in request.rows]
         return make_batches(
             request.dataset,
@@ -84,6 +88,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             arrow_ipc=request.arrow_ipc,
             batch_rows=self._batch_rows,
             batch_id=request.batch_id,
+            limits=self._limits,
         )
 
 

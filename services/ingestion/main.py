@@ -40,10 +40,11 @@ async def run(common: CommonSettings, settings: IngestionSettings) -> None:
         batch_rows=settings.batch_rows,
         enqueue=raw.enqueue,
         max_in_flight=settings.max_in_flight_batches,
+        limits=settings.limits(),
     )
     consumers = []
     if settings.json_topic:
-        handler = JsonTopicHandler(raw, batch_rows=settings.batch_rows)
+        handler = JsonTopicHandler(raw, batch_rows=settings.batch_rows, limits=settings.limits())
         consumers.append(
             EventConsumer(
                 bootstrap=common.bootstrap(),

@@ -8,7 +8,12 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.services.ingestion.core import MAX_BATCH_ROWS
+from driftloop.services.ingestion.core import (
+    MAX_BATCH_ROWS,
+    MAX_COLUMNS,
+    MAX_ROWS_PER_REQUEST,
+    Limits,
+)
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -26,3 +31,12 @@ class IngestionSettings(ServiceSettings):
     max_in_flight_batches: int = Field(default=16, ge=1, le=1000)
     """Most record batches of one IngestStream call handed to the producer but not yet
     acknowledged by the broker; past that the stream stops reading (backpressure to the client)."""
+    max_rows_per_request: int = Field(default=MAX_ROWS_PER_REQUEST, ge=1)
+    """Most rows one Ingest request, one IngestStream message or one JSON-topic message may
+    hold; larger ones are refused with RESOURCE_EXHAUSTED (JSON-topic messages: dead-lettered)."""
+    max_columns: int = Field(default=MAX_COLUMNS, ge=1)
+    """Most columns one request or JSON-topic message may hold; wider ones are refused like
+    over-long ones."""
+
+    def limits(self) -> Limits:
+        return Limits(max_rows=self.max_rows_per_request, max_columns=self.max_columns)

@@ -21,6 +21,7 @@ from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.shared import stack
 from driftloop.shared.cli.bench import register as register_benchmarks
 from driftloop.shared.cli.datasets import register as register_dataset_commands
+from driftloop.shared.cli.deadletter import command as deadletter_command
 from driftloop.shared.cli.registry_cmds import register as register_registry_commands
 from driftloop.shared.cli.runs_cmds import register as register_run_commands
 from driftloop.shared.cli.trace import register as register_trace_command
@@ -40,6 +41,7 @@ register_dataset_commands(app)
 register_registry_commands(app)
 register_run_commands(app)
 register_trace_command(app)
+app.command("deadletter")(deadletter_command)
 console = Console()
 err = Console(stderr=True)
 
