@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 GEN := shared/_gen
 
-.PHONY: install demo test test-unit test-integration test-e2e protos lint clean
+.PHONY: install foreign-client demo test test-unit test-integration test-e2e protos lint clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +17,15 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/driftloop demo
 
-test: install
+# tritonclient in its own venv (.bench/, gitignored): the foreign-client compatibility test runs
+# the unmodified client against serving (it cannot share driftloop's process; see benchmarks/).
+foreign-client: .bench/foreign-client-venv/.installed
+
+.bench/foreign-client-venv/.installed: benchmarks/foreign_client/setup.sh
+	bash benchmarks/foreign_client/setup.sh
+	touch $@
+
+test: install foreign-client
 	$(PY) -m pytest
 
 test-unit: install

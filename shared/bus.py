@@ -48,7 +48,9 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 EventHandler = Callable[[envelope.Envelope], Awaitable[None]]
 RecordHandler = Callable[[ConsumerRecord], Awaitable[None]]
-BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[None]]
+BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[Awaitable[None] | None]]
+"""May return an awaitable: the rest of its work (e.g. the broker's acks of what it published);
+the consumer then goes on polling and commits the records once that is done (see EventConsumer)."""
 
 
 async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
@@ -162,8 +164,13 @@ class EventConsumer:
     one poll returned for one partition, in order (to amortise work over many small messages);
     if it raises, each record is handed to it again alone, and a record that still fails is
     dead-lettered, so a batch handler must be idempotent per record. Offsets are committed
-    after each partition's records, whichever handler is used. `ready` is set once partitions
-    are assigned and their start offsets resolved, so callers (and tests) wait for it.
+    after each partition's records, whichever handler is used. A batch handler may return an
+    awaitable holding the rest of its work (typically the acks of what it published): the
+    consumer then polls and handles the next records while that completes, and commits each
+    poll's offsets only after its awaitable is done, in order (at most one is outstanding; if
+    it raises, the consumer stops with that error and nothing after it is committed). `ready`
+    is set once partitions are assigned and their start offsets resolved, so callers (and
+    tests) wait for it.
     """
 
     def __init__(
@@ -192,6 +199,9 @@ class EventConsumer:
         self._membership = group_membership and group is not None
         self._max_records = max_records
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._tails: collections.deque[tuple[TopicPartition, int, asyncio.Future[None]]] = (
+            collections.deque()
+        )
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
@@ -220,20 +230,52 @@ class EventConsumer:
                 batches = await self._consumer.getmany(
                     timeout_ms=200, max_records=self._max_records
                 )
+                await self._settle_done()  # commits the polls whose tails are done
                 for tp, records in batches.items():
+                    tail = None
                     if self._on_batch is not None:
-                        await self._handle_batch(records)
+                        tail = await self._handle_batch(records)
                     else:
                         for record in records:
                             await self._handle(record)
-                    if self.group is not None:
-                        await self._consumer.commit({tp: records[-1].offset + 1})
-                    self._record_lag(tp, records[-1].offset + 1)
+                    if tail is not None:
+                        # why: the next poll is handled while this one's tail (acks) completes
+                        self._tails.append(
+                            (tp, records[-1].offset + 1, asyncio.ensure_future(tail))
+                        )
+                        while len(self._tails) > 1:
+                            await self._settle_oldest()
+                    else:
+                        await self._settle_all()
+                        await self._commit(tp, records[-1].offset + 1)
+            await self._settle_all()
         finally:
+            for _, _, pending in self._tails:
+                pending.cancel()  # only left when the loop failed: uncommitted, redelivered
+            self._tails.clear()
             await self._consumer.stop()
 
     async def stop(self) -> None:
         self._stopping.set()
+
+    async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
+        if self.group is not None:
+            await self._consumer.commit({tp: next_offset})
+        self._record_lag(tp, next_offset)
+
+    async def _settle_oldest(self) -> None:
+        tp, next_offset, pending = self._tails[0]
+        await pending  # raises: the consumer stops before committing it
+        self._tails.popleft()
+        await self._commit(tp, next_offset)
+
+    async def _settle_done(self) -> None:
+        while self._tails and self._tails[0][2].done():
+            await self._settle_oldest()
+
+    async def _settle_all(self) -> None:
+        while self._tails:
+            await self._settle_oldest()
 
     def _record_lag(self, tp: TopicPartition, next_offset: int) -> None:
         end = self._consumer.highwater(tp)
@@ -256,24 +298,27 @@ class EventConsumer:
             partitions.extend(TopicPartition(topic, p) for p in sorted(ids))
         self._consumer.assign(partitions)
 
-    async def _handle_batch(self, records: list[ConsumerRecord]) -> None:
+    async def _handle_batch(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
         assert self._on_batch is not None
         try:
-            await self._on_batch(records)
+            tail = await self._on_batch(records)
         except Unavailable:
             raise  # a dependency is down: do not commit, let the service retry or restart
         except Exception as exc:  # noqa: BLE001 - retried record by record, then dead-lettered
             log.warning("batch_failed_retrying_records", records=len(records), error=str(exc))
             for record in records:
                 await self._handle(record)
-            return
+            return None
         EVENTS_HANDLED.labels(self.group or "ephemeral", records[0].topic).inc(len(records))
+        return tail
 
     async def _handle(self, record: ConsumerRecord) -> None:
         consumer = self.group or "ephemeral"
         try:
             if self._on_batch is not None:
-                await self._on_batch([record])
+                tail = await self._on_batch([record])
+                if tail is not None:
+                    await tail
             elif self._on_record is not None:
                 await self._on_record(record)
             else:

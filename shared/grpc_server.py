@@ -114,6 +114,10 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             except (grpc.aio.AbortError, grpc.RpcError):
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
                 raise
+            except NotImplementedError:
+                # The generated base servicer raises this for an rpc the service lacks.
+                code = grpc.StatusCode.UNIMPLEMENTED
+                await context.abort(code, f"{method} is not implemented by this service")
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("rpc_crashed", rpc=method)

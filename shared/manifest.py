@@ -244,13 +244,19 @@ class ManifestWriter:
         buf = io.BytesIO()
         # why: dictionary encoding pays off for strings; on numbers it costs more time than
         # it saves space, and zstd level 1 is ~3x faster than the default at a similar size.
+        # Integers are delta-encoded (DELTA_BINARY_PACKED: ~2x faster to write than plain +
+        # zstd, and smaller). Column statistics (min/max per page and row group) cost ~15 % of
+        # the write; only the ingestion time gets them (every reader here reads whole files).
         strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+        ints = [f.name for f in table.schema if pa.types.is_integer(f.type)]
         pq.write_table(
             table,
             buf,
             compression=PARQUET_COMPRESSION,
             compression_level=1,
             use_dictionary=strings,
+            column_encoding=dict.fromkeys(ints, "DELTA_BINARY_PACKED"),
+            write_statistics=[INGESTED_AT] if INGESTED_AT in table.column_names else False,
             row_group_size=1 << 20,
         )
         data = buf.getvalue()

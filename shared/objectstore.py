@@ -9,9 +9,12 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+import structlog
 import urllib3
 from minio import Minio
 from minio.error import S3Error
@@ -19,6 +22,20 @@ from minio.error import S3Error
 from driftloop.shared.errors import NotFound, Unavailable
 from driftloop.shared.names import check_key
 from driftloop.shared.settings import CommonSettings
+
+RETRY_SECONDS = 10.0
+"""How long S3 calls retry an unreachable endpoint before raising Unavailable."""
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+
+def check_prefix(prefix: str) -> str:
+    """A list() prefix: empty, or a relative key (or the start of one, possibly ending in '/')
+    with no '..' or '.' segment, so listing cannot leave the store."""
+    if not prefix:
+        return prefix
+    check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
 
 
 class ObjectStore(Protocol):
@@ -73,6 +90,7 @@ class LocalObjectStore:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
         base = self._root
         start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base
         if not start.is_dir():
@@ -89,42 +107,89 @@ class LocalObjectStore:
 
 
 class S3ObjectStore:
-    """A bucket on an S3 endpoint, through minio. Errors are mapped to driftloop's."""
+    """A bucket on an S3 endpoint, through minio. Errors are mapped to driftloop's.
 
-    def __init__(self, client: Minio, bucket: str) -> None:
+    Writes and reads that fail because the endpoint is unreachable (Unavailable) are retried
+    with a doubling delay for up to `retry_s` seconds, then raise: a caller acknowledges
+    nothing before its put returned, so a consumer does not commit and the message stays.
+    """
+
+    def __init__(
+        self,
+        client: Minio,
+        bucket: str,
+        *,
+        retry_s: float = RETRY_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
         self._bucket = bucket
+        self._retry_s = retry_s
+        self._sleep = sleep
         with _mapped(f"bucket {bucket!r}"):
             if not client.bucket_exists(bucket):
                 client.make_bucket(bucket)
 
+    def _retrying(self, call: Callable[[], T]) -> T:
+        waited, delay = 0.0, 0.1
+        while True:
+            try:
+                return call()
+            except Unavailable as exc:
+                if waited >= self._retry_s:
+                    raise
+                log.warning("object_store_retrying", error=str(exc), waited_s=round(waited, 2))
+            self._sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
+
     def put(self, key: str, data: bytes) -> None:
-        with _mapped(check_key(key)):
-            self._client.put_object(
-                self._bucket, key, io.BytesIO(data), len(data), part_size=16 * 1024 * 1024
-            )
+        check_key(key)
+
+        def put() -> None:
+            with _mapped(key):
+                self._client.put_object(
+                    self._bucket, key, io.BytesIO(data), len(data), part_size=16 * 1024 * 1024
+                )
+
+        self._retrying(put)
 
     def get(self, key: str) -> bytes:
-        with _mapped(check_key(key)):
-            response = self._client.get_object(self._bucket, key)
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
+        check_key(key)
+
+        def get() -> bytes:
+            with _mapped(key):
+                response = self._client.get_object(self._bucket, key)
+                try:
+                    return bytes(response.read())
+                finally:
+                    response.close()
+                    response.release_conn()
+
+        return self._retrying(get)
 
     def exists(self, key: str) -> bool:
-        try:
-            with _mapped(check_key(key)):
-                self._client.stat_object(self._bucket, key)
-            return True
-        except NotFound:
-            return False
+        check_key(key)
+
+        def stat() -> bool:
+            try:
+                with _mapped(key):
+                    self._client.stat_object(self._bucket, key)
+                return True
+            except NotFound:
+                return False
+
+        return self._retrying(stat)
 
     def list(self, prefix: str) -> list[str]:
-        with _mapped(f"prefix {prefix!r}"):
-            objects = self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
-            return sorted(o.object_name for o in objects if o.object_name)
+        check_prefix(prefix)
+
+        def listed() -> list[str]:
+            with _mapped(f"prefix {prefix!r}"):
+                objects = self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
+                return sorted(o.object_name for o in objects if o.object_name)
+
+        return self._retrying(listed)
 
     def uri(self, key: str) -> str:
         return f"s3://{self._bucket}/{key}"

@@ -135,6 +135,7 @@ def _endpoints(common: CommonSettings, sup: Supervisor) -> dict[str, Any]:
         "started_at": time.time(),
         "broker": common.bootstrap(),
         "embedded_broker": not common.kafka_bootstrap,
+        "broker_pid": pids.get("broker"),
         "services": {
             name: {
                 "grpc": f"{common.connect_host}:{common.ports.grpc(name)}",
@@ -144,6 +145,37 @@ def _endpoints(common: CommonSettings, sup: Supervisor) -> dict[str, Any]:
             for name in SERVICES
         },
     }
+
+
+RESTART_LAST_AFTER_BROKER_LOSS = ("serving",)
+"""Restarted only once the others answer again, so serving keeps answering with what it has
+loaded for as long as possible."""
+
+
+def _recover_broker(common: CommonSettings, sup: Supervisor) -> None:
+    """The memory-only broker died: start a fresh one, recreate the topics, restart every
+    service (serving last).
+
+    why: every consumer holds offsets into logs that no longer exist. A consumer whose position
+    is past the new log's end waits silently until the new log grows past it, skipping every
+    message before (rows acknowledged by ingestion would never be curated; serving would not
+    see promotions or poison). The services are stopped before the new broker accepts traffic,
+    so none reads it with a stale position; restarted, they find no committed offsets on the
+    fresh broker and read from its start (serving reconciles production from the registry).
+    """
+    first = [s for s in SERVICES if s not in RESTART_LAST_AFTER_BROKER_LOSS]
+    last = list(RESTART_LAST_AFTER_BROKER_LOSS)
+    log.warning("broker_lost", restarting=["broker", *first, *last])
+    sup.stop(grace=5, order=list(reversed(first)))
+    sup.restart_now(["broker"])
+    wait_for_port(common.connect_host, common.ports.broker, timeout=30)
+    asyncio.run(ensure_topics(common.bootstrap()))
+    sup.restart_now(first)
+    try:
+        wait_healthy(common, timeout=60, tick=sup.check)
+    except Unavailable as exc:
+        log.warning("services_slow_after_broker_loss", error=str(exc))
+    sup.restart_now(last)
 
 
 def run_foreground(
@@ -182,11 +214,11 @@ def run_foreground(
         if on_ready is not None:
             on_ready()
         while not stopping:
-            restarted = sup.check()
-            if "broker" in restarted:
-                # why: the embedded broker is memory-only; a restarted one has no topics.
-                wait_for_port(common.connect_host, common.ports.broker, timeout=30)
-                asyncio.run(ensure_topics(common.bootstrap()))
+            if not common.kafka_bootstrap and sup.exited("broker"):
+                _recover_broker(common, sup)
+                restarted = ["broker"]
+            else:
+                restarted = sup.check()
             if restarted:
                 endpoints_path(common).write_text(json.dumps(_endpoints(common, sup), indent=2))
             time.sleep(0.2)  # poll: supervision tick

@@ -108,6 +108,22 @@ class Supervisor:
                 restarted.append(name)
         return restarted
 
+    def exited(self, name: str) -> bool:
+        """Whether `name` was started and has exited (restart pending or not)."""
+        proc = self._children[name].proc
+        return proc is not None and proc.poll() is not None
+
+    def restart_now(self, names: list[str], grace: float = 5.0) -> None:
+        """Stop `names` (SIGTERM, SIGKILL after `grace`) and start them again at once, in
+        order, without backoff: for restarts the owner decides on, not crashes."""
+        self.stop(grace=grace, order=list(reversed(names)))
+        for name in names:
+            child = self._children[name]
+            child.restarts += 1
+            child.backoff = 0.0
+            pid = self.start(name)
+            log.warning("process_restarted", process=name, pid=pid, restarts=child.restarts)
+
     def pids(self) -> dict[str, int | None]:
         return {
             n: (c.proc.pid if c.proc and c.proc.poll() is None else None)

@@ -7,6 +7,8 @@ it matters (one dataset's batches, one model's promotions).
 from __future__ import annotations
 
 INGEST_JSON = "driftloop.ingest.json"
+LABELS_JSON = "driftloop.labels.json"
+"""Public: any producer writes one JSON object {"model", "request_id", "label"} per message."""
 RECORDS_RAW = "driftloop.records.raw"
 RECORDS_VALIDATED = "driftloop.records.validated"
 RECORDS_REJECTED = "driftloop.records.rejected"
@@ -21,6 +23,7 @@ DEADLETTER = "driftloop.deadletter"
 
 PARTITIONS: dict[str, int] = {
     INGEST_JSON: 3,
+    LABELS_JSON: 3,
     RECORDS_RAW: 3,
     RECORDS_VALIDATED: 3,
     RECORDS_REJECTED: 1,

@@ -14,11 +14,20 @@ from google.protobuf import json_format
 
 from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.services.ingestion.core import DEFAULT_LIMITS, Limits, RowBatch, make_batches
+from driftloop.services.ingestion.labels import (
+    LABELS_PER_BATCH,
+    MAX_LABELS_PER_REQUEST,
+    LabelChunk,
+    make_label_chunks,
+)
+from driftloop.shared.errors import NotReady
 
 PublishBatches = Callable[..., Awaitable[None]]
 """`async (batches: list[RowBatch], source: str, *, correlation_id: str) -> None`."""
 EnqueueBatches = Callable[..., Awaitable[list[asyncio.Task[None]]]]
 """`async (batches, source, *, correlation_id) -> tasks` that finish once the broker has them."""
+PublishLabels = Callable[..., Awaitable[None]]
+"""`async (chunks: list[LabelChunk], source: str, *, correlation_id: str) -> None`."""
 
 CORRELATION_HEADER = "x-correlation-id"
 
@@ -34,8 +43,12 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         enqueue: EnqueueBatches | None = None,
         max_in_flight: int = 16,
         limits: Limits = DEFAULT_LIMITS,
+        publish_labels: PublishLabels | None = None,
+        max_labels: int = MAX_LABELS_PER_REQUEST,
     ) -> None:
         self._publish = publish
+        self._publish_labels = publish_labels
+        self._max_labels = max_labels
         self._enqueue = enqueue
         self._batch_rows = batch_rows
         self._max_in_flight = max_in_flight
@@ -77,6 +90,26 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         finally:
             await asyncio.gather(*pending)
         return ingestion_pb2.IngestResponse(rows_accepted=rows, batch_ids=batch_ids)
+
+    async def IngestLabels(  # noqa: N802 - generated name
+        self, request: ingestion_pb2.IngestLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> ingestion_pb2.IngestLabelsResponse:
+        if self._publish_labels is None:
+            raise NotReady("this ingestion server does not publish labels")
+        # why: refuse an oversized request before copying every pair out of the protobuf
+        chunks: list[LabelChunk] = make_label_chunks(
+            request.model,
+            list(request.request_ids[: self._max_labels + 1]),
+            list(request.labels[: self._max_labels + 1]),
+            batch_id=request.batch_id,
+            chunk=LABELS_PER_BATCH,
+            max_labels=self._max_labels,
+        )
+        await self._publish_labels(chunks, self.SOURCE, correlation_id=_correlation_id(context))
+        return ingestion_pb2.IngestLabelsResponse(
+            labels_accepted=sum(len(c.labels) for c in chunks),
+            batch_ids=[c.batch_id for c in chunks],
+        )
 
     def _batches(self, request: ingestion_pb2.IngestRequest) -> list[RowBatch]:
         # why: refuse an oversized request before converting every protobuf row

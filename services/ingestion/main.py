@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 
 from driftloop.ingestion.v1 import ingestion_pb2_grpc
+from driftloop.services.ingestion.allocator import keep_freed_buffers
 from driftloop.services.ingestion.events import JsonTopicHandler, RawBatchPublisher
 from driftloop.services.ingestion.grpc_api import IngestionServicer
+from driftloop.services.ingestion.label_events import JsonLabelsHandler, LabelPublisher
+from driftloop.services.ingestion.labels import LABELS_PER_BATCH
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared import runtime, topics
 from driftloop.shared.bus import EventConsumer, EventPublisher
@@ -20,12 +23,14 @@ from driftloop.shared.settings import CommonSettings
 RECORD_BATCH_BUFFER = 4 * 1024 * 1024
 SERVICE = "driftloop.ingestion.v1.IngestionService"
 JSON_GROUP = "ingestion-json"
+LABELS_JSON_GROUP = "ingestion-labels-json"
 
 
 def main() -> None:
     common = CommonSettings()
     settings = IngestionSettings()
     configure("ingestion", json=common.log_json, level=common.log_level)
+    keep_freed_buffers()
     asyncio.run(run(common, settings))
 
 
@@ -35,12 +40,15 @@ async def run(common: CommonSettings, settings: IngestionSettings) -> None:
     # produce request instead of one round trip each
     publisher = EventPublisher(common.bootstrap(), "ingestion", max_batch_bytes=RECORD_BATCH_BUFFER)
     raw = RawBatchPublisher(publisher)
+    labels = LabelPublisher(publisher)
     servicer = IngestionServicer(
         raw.publish,
         batch_rows=settings.batch_rows,
         enqueue=raw.enqueue,
         max_in_flight=settings.max_in_flight_batches,
         limits=settings.limits(),
+        publish_labels=labels.publish,
+        max_labels=settings.max_labels_per_request,
     )
     consumers = []
     if settings.json_topic:
@@ -55,10 +63,22 @@ async def run(common: CommonSettings, settings: IngestionSettings) -> None:
                 group_membership=common.consumer_group_membership,
             )
         )
+    if settings.labels_json_topic:
+        labels_handler = JsonLabelsHandler(labels, chunk=LABELS_PER_BATCH)
+        consumers.append(
+            EventConsumer(
+                bootstrap=common.bootstrap(),
+                group=LABELS_JSON_GROUP,
+                topic_names=[topics.LABELS_JSON],
+                publisher=publisher,
+                on_batch=labels_handler.handle_records,
+                group_membership=common.consumer_group_membership,
+            )
+        )
     binding = ServiceBinding(
         add=ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
         servicer=servicer,
         full_name=SERVICE,
-        mutating=frozenset({"Ingest", "IngestStream"}),
+        mutating=frozenset({"Ingest", "IngestStream", "IngestLabels"}),
     )
     await runtime.serve("ingestion", common, [binding], publisher=publisher, consumers=consumers)

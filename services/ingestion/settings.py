@@ -14,6 +14,7 @@ from driftloop.services.ingestion.core import (
     MAX_ROWS_PER_REQUEST,
     Limits,
 )
+from driftloop.services.ingestion.labels import MAX_LABELS_PER_REQUEST
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -37,6 +38,13 @@ class IngestionSettings(ServiceSettings):
     max_columns: int = Field(default=MAX_COLUMNS, ge=1)
     """Most columns one request or JSON-topic message may hold; wider ones are refused like
     over-long ones."""
+
+    labels_json_topic: bool = True
+    """Consume the public JSON topic driftloop.labels.json (one {"model", "request_id",
+    "label"} object per message) and publish its labels to driftloop.labels."""
+    max_labels_per_request: int = Field(default=MAX_LABELS_PER_REQUEST, ge=1)
+    """Most labels one IngestLabels request may hold; more are refused with RESOURCE_EXHAUSTED.
+    Labels travel on driftloop.labels in LabelBatch events of at most 5000."""
 
     def limits(self) -> Limits:
         return Limits(max_rows=self.max_rows_per_request, max_columns=self.max_columns)

@@ -22,7 +22,7 @@ MIN_EXPECTED = 5.0
 
 Signal = Literal["features", "prediction", "accuracy", "label_prior"]
 SIGNALS: frozenset[Signal] = frozenset({"features", "prediction", "accuracy", "label_prior"})
-TestName = Literal["ks", "chi2", "accuracy", "cusum", "label_prior"]
+TestName = Literal["ks", "chi2", "accuracy", "cusum", "glr", "label_prior"]
 
 
 class DriftPolicy(BaseModel):

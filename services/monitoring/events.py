@@ -15,13 +15,16 @@ import pandas as pd
 import structlog
 
 from driftloop.services.monitoring import metrics
+from driftloop.services.monitoring.history import DriftHistory
 from driftloop.services.monitoring.messages import drift_detected_pb
 from driftloop.services.monitoring.monitor import DriftDecision, ModelMonitors
 from driftloop.services.monitoring.registry_client import ProfileSource
+from driftloop.services.monitoring.shadow import ShadowMonitor
 from driftloop.shared import topics
 from driftloop.shared.bus import EventPublisher
 from driftloop.shared.envelope import Envelope
 from driftloop.shared.errors import InvalidInput, NotFound, Unavailable
+from driftloop.shared.profile import ReferenceProfile
 from driftloop.shared.records import ipc_to_table
 
 log = structlog.get_logger(__name__)
@@ -40,8 +43,14 @@ class MonitoringHandler:
         *,
         clock: Callable[[], float] = time.time,
         retry_after_s: float = 10.0,
+        history: DriftHistory | None = None,
+        shadow: ShadowMonitor | None = None,
     ) -> None:
         self._monitors = monitors
+        self.shadow = shadow
+        """Shadow versions' evidence (shadow logs stay out of the drift windows)."""
+        self.history = history if history is not None else DriftHistory()
+        """Every decision published (persisted when the history has a store)."""
         self._publisher = publisher
         self._profiles = profiles
         self._clock = clock
@@ -52,8 +61,11 @@ class MonitoringHandler:
         """Load every production profile from the registry (on start; the bus keeps no state).
 
         An unreachable registry is not fatal: profiles are then loaded lazily per model when its
-        first prediction log arrives.
+        first prediction log arrives. The drift history is read back first, so an episode
+        decided before a restart is neither forgotten nor decided again.
         """
+        loaded = await asyncio.to_thread(self.history.load)
+        log.info("drift_history_loaded", entries=loaded)
         try:
             found = await self._profiles.production_profiles()
         except Unavailable as exc:
@@ -61,7 +73,7 @@ class MonitoringHandler:
             return
         for model, version, profile in found:
             if self._monitors.version(model) != version:
-                self._monitors.switch(model, version, profile)
+                self._load(model, version, profile)
                 log.info("reference_loaded", model=model, version=version, rows=profile.rows)
 
     async def handle(self, event: Envelope) -> None:
@@ -75,6 +87,8 @@ class MonitoringHandler:
 
     async def _on_predictions(self, event: Envelope) -> None:
         logged = event.prediction_log
+        if self.shadow is not None and await self.shadow.on_predictions(logged):
+            return
         metrics.ROWS_OBSERVED.labels(logged.model).inc(logged.row_count)
         if not await self._ensure_monitored(logged.model):
             return
@@ -94,6 +108,8 @@ class MonitoringHandler:
                 f"{len(batch.labels)} labels; they must pair up"
             )
         metrics.LABELS_RECEIVED.labels(batch.model).inc(len(batch.labels))
+        if self.shadow is not None:
+            await self.shadow.on_labels(batch)
         if not self._monitors.knows(batch.model):
             log.info("labels_skipped_unmonitored", model=batch.model, labels=len(batch.labels))
             return
@@ -112,6 +128,7 @@ class MonitoringHandler:
         drifted = [f.feature for f in decision.features if f.drifted]
         event = self._publisher.event(drift_detected_pb(decision))  # no cause: a new chain
         await self._publisher.publish(topics.DRIFT, decision.model, event)
+        await asyncio.to_thread(self.history.record, decision, event.event_id, event.correlation_id)
         metrics.record_decision(decision)
         log.info(
             "drift_detected",
@@ -140,9 +157,17 @@ class MonitoringHandler:
             log.info("predictions_skipped_no_reference", model=model)
             return False
         version, profile = found
-        self._monitors.switch(model, version, profile)
+        self._load(model, version, profile)
         log.info("reference_loaded", model=model, version=version, rows=profile.rows)
         return True
+
+    def _load(self, model: str, version: str, profile: ReferenceProfile) -> None:
+        """First sight of a model in this process: its reference, and its latest episode."""
+        self._monitors.switch(model, version, profile)
+        latest = self.history.latest(model)
+        if latest is not None:
+            d = latest.decision
+            self._monitors.get(model).resume(d.episode_id, d.version, d.decided_at)
 
     async def _on_deployed(self, event: Envelope) -> None:
         deployed = event.model_deployed

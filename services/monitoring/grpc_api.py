@@ -8,7 +8,12 @@ from __future__ import annotations
 import grpc
 
 from driftloop.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
-from driftloop.services.monitoring.messages import drift_detected_pb, drift_report_pb
+from driftloop.services.monitoring.history import DriftHistory, HistoryEntry
+from driftloop.services.monitoring.messages import (
+    drift_detected_pb,
+    drift_report_pb,
+    history_entry_pb,
+)
 from driftloop.services.monitoring.monitor import ModelMonitors
 from driftloop.shared.errors import InvalidInput
 
@@ -16,8 +21,9 @@ FULL_NAME = "driftloop.monitoring.v1.MonitoringService"
 
 
 class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
-    def __init__(self, monitors: ModelMonitors) -> None:
+    def __init__(self, monitors: ModelMonitors, history: DriftHistory | None = None) -> None:
         self._monitors = monitors
+        self._history = history
 
     async def GetDriftReport(  # noqa: N802 - generated name
         self, request: monitoring_pb2.GetDriftReportRequest, context: grpc.aio.ServicerContext
@@ -29,9 +35,12 @@ class MonitoringServicer(monitoring_pb2_grpc.MonitoringServiceServicer):
     async def ListDriftEvents(  # noqa: N802 - generated name
         self, request: monitoring_pb2.ListDriftEventsRequest, context: grpc.aio.ServicerContext
     ) -> monitoring_pb2.ListDriftEventsResponse:
-        # The history lives in memory since this process started; the DriftDetected events on
-        # driftloop.drift are the durable record (persisting it here is a later issue).
-        decisions = self._monitors.decisions(request.model)
+        # The persisted history when there is one (it survives restarts), else this process's.
+        if self._history is not None:
+            entries = self._history.entries(request.model)
+        else:
+            entries = [HistoryEntry(d) for d in self._monitors.decisions(request.model)]
         return monitoring_pb2.ListDriftEventsResponse(
-            events=[drift_detected_pb(d) for d in decisions]
+            events=[drift_detected_pb(e.decision) for e in entries],
+            entries=[history_entry_pb(e) for e in entries],
         )

@@ -10,9 +10,12 @@ import asyncio
 from driftloop.monitoring.v1 import monitoring_pb2_grpc
 from driftloop.services.monitoring import events
 from driftloop.services.monitoring.grpc_api import FULL_NAME, MonitoringServicer
+from driftloop.services.monitoring.history import DriftHistory
 from driftloop.services.monitoring.monitor import ModelMonitors
 from driftloop.services.monitoring.registry_client import RegistryProfiles
 from driftloop.services.monitoring.settings import MonitoringSettings
+from driftloop.services.monitoring.shadow import ShadowComparisons, ShadowMonitor
+from driftloop.services.monitoring.shadow_client import RegistryEvidence
 from driftloop.shared import logging
 from driftloop.shared.bus import EventConsumer, EventPublisher
 from driftloop.shared.grpc_server import ServiceBinding
@@ -34,8 +37,20 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
     monitors = ModelMonitors(settings.policy(), settings.policies())
     profiles = RegistryProfiles(common, store, timeout=settings.registry_timeout_s)
     publisher = EventPublisher(common.bootstrap(), "monitoring")
+    history = DriftHistory(store)
+    shadow = ShadowMonitor(
+        ShadowComparisons(
+            capacity=settings.shadow_max_pending, report_every=settings.shadow_report_every
+        ),
+        RegistryEvidence(common, timeout=settings.registry_timeout_s),
+    )
     handler = events.MonitoringHandler(
-        monitors, publisher, profiles, retry_after_s=settings.profile_retry_s
+        monitors,
+        publisher,
+        profiles,
+        retry_after_s=settings.profile_retry_s,
+        history=history,
+        shadow=shadow,
     )
     consumer = EventConsumer(
         bootstrap=common.bootstrap(),
@@ -47,7 +62,7 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
     )
     binding = ServiceBinding(
         add=monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server,
-        servicer=MonitoringServicer(monitors),
+        servicer=MonitoringServicer(monitors, history),
         full_name=FULL_NAME,
         mutating=frozenset(),
     )

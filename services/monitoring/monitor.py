@@ -9,12 +9,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+import time
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from driftloop.services.monitoring.decision import DriftDecision, DriftEpisode
 from driftloop.services.monitoring.drift import (
     DriftPolicy,
     FeatureDrift,
@@ -22,11 +23,16 @@ from driftloop.services.monitoring.drift import (
     WindowEvaluation,
 )
 from driftloop.services.monitoring.performance import (
-    ERROR_RATE,
     LABEL,
-    PerformanceReference,
     PerformanceTracker,
     PredictionJoin,
+    profile_reference,
+)
+from driftloop.services.monitoring.report import (
+    DriftReport,
+    EpisodeState,
+    model_distributions,
+    performance_summary,
 )
 from driftloop.shared.errors import NotFound
 from driftloop.shared.profile import PREDICTION, ReferenceProfile
@@ -34,55 +40,12 @@ from driftloop.shared.profile import PREDICTION, ReferenceProfile
 TS = "_ts"
 REQUEST_ID = "_request_id"
 
-# Why these two guards together keep false alarms rare over thousands of evaluations:
-# Bonferroni (alpha / number of tests) bounds the chance that ANY of one evaluation's tests fires
-# on a stationary window by alpha, however many features a model has. Persistence then asks for
-# drift in `persistence` consecutive evaluations: a fluke in one window must survive into the next
-# (which shares most rows with it, so the two are correlated and the gain is less than alpha**2,
-# but a single-window fluke is no longer enough), while real drift only grows as the window fills
-# with shifted rows. And an open episode mutes further decisions, so one drift = one retrain.
-# The error-rate detector is sequential by construction (a CUSUM whose threshold fixes the
-# average run length to a false alarm), so it needs neither correction nor persistence.
-
-
-@dataclass(frozen=True)
-class DriftDecision:
-    """The monitor's decision that a model drifted: what to publish as DriftDetected."""
-
-    model: str
-    version: str
-    episode_id: str
-    features: tuple[FeatureDrift, ...]
-    drift_share: float
-    window_start: float
-    window_end: float
-    live_rows: int
-    reference_rows: int
-    decided_at: float
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """The latest evaluation of one model, plus the monitor's state, for GetDriftReport."""
-
-    model: str
-    version: str
-    window_rows: int
-    reference_rows: int
-    features: tuple[FeatureDrift, ...]
-    drift_share: float
-    drifted: bool
-    open_episode_id: str
-    evaluated_at: float | None
-    rows_seen: int
-
-
-@dataclass(frozen=True)
-class DriftEpisode:
-    """An open drift episode: from its decision until the next deployment (or its timeout)."""
-
-    episode_id: str
-    opened_at: float
+# Why feature drift rarely cries wolf over thousands of evaluations: Bonferroni (alpha / number
+# of tests) bounds the chance that ANY test of one evaluation fires on a stationary window by
+# alpha; persistence then asks for drift in `persistence` consecutive evaluations (a one-window
+# fluke is not enough, real drift only grows as the window fills). The error-rate detectors are
+# sequential by construction (performance.py, sequential.py: thresholds set for an in-control
+# average run length), so they need neither. An open episode mutes further decisions.
 
 
 class ModelMonitor:
@@ -100,6 +63,8 @@ class ModelMonitor:
         self.labels_unmatched = 0
         """Labels whose request id was unknown, forgotten, or of another version."""
         self._join = PredictionJoin(policy.max_pending_predictions)
+        self.last_episode: DriftEpisode | None = None
+        """The latest episode of any version (kept across deployments, for the report)."""
         self._lock = threading.Lock()  # observe() runs in a worker thread, reports on the loop
         self._reset(version, profile)
 
@@ -117,7 +82,7 @@ class ModelMonitor:
         self._streak = 0
         p = self.policy
         self.performance = PerformanceTracker(
-            _performance_reference(profile),
+            profile_reference(profile),
             burn_in_rows=p.label_burn_in_rows,
             window_rows=p.label_window_rows,
             error_shift=p.error_shift,
@@ -181,25 +146,58 @@ class ModelMonitor:
             self._label_ts.extend(ts)
             crossed = self.performance.observe(predictions, truth)
             if crossed is not None and "accuracy" in self.policy.triggers:
-                return self._decide(now, self._performance_evidence(ERROR_RATE), ts[crossed])
+                return self._decide(
+                    now, self._performance_evidence(self.performance.fired), ts[crossed]
+                )
             return self._test_label_prior(len(keep), now, ts[-1])
 
-    def report(self) -> DriftReport:
+    def report(self, now: float | None = None) -> DriftReport:
+        now = time.time() if now is None else now
         with self._lock:
             latest = self.latest
-            features = latest.features if latest else ()
+            window = self._window() if self._chunks else pd.DataFrame()
+            start, end = _time_span(window, now) if len(window) else (None, None)
             return DriftReport(
                 model=self.model,
                 version=self.version,
                 window_rows=latest.live_rows if latest else self._window_len,
                 reference_rows=self.profile.rows,
-                features=(*features, *self.performance.evidence(self.policy.alpha)),
+                features=(*(latest.features if latest else ()), *self._perf_evidence()),
                 drift_share=latest.drift_share if latest else 0.0,
                 drifted=latest.drifted if latest else False,
                 open_episode_id=self.episode.episode_id if self.episode else "",
                 evaluated_at=self.evaluated_at,
                 rows_seen=self.rows_seen,
+                window_start=start,
+                window_end=end,
+                distributions=model_distributions(self.profile, window, self.performance),
+                performance=performance_summary(
+                    self.performance, self.labels_unmatched, len(self._join)
+                ),
+                episode=self._episode_state(now),
+                rows_ignored=self.rows_ignored,
             )
+
+    def resume(self, episode_id: str, version: str, opened_at: float) -> None:
+        """Restore an episode recorded before a restart, so it is not decided a second time."""
+        with self._lock:
+            episode = DriftEpisode(episode_id=episode_id, opened_at=opened_at)
+            if self.last_episode is None or self.last_episode.opened_at < opened_at:
+                self.last_episode = episode
+            if version == self.version:
+                self.episode = episode
+
+    def _perf_evidence(self) -> tuple[FeatureDrift, ...]:
+        return self.performance.evidence(self.policy.alpha)
+
+    def _episode_state(self, now: float) -> EpisodeState:
+        last = self.last_episode
+        cooldown = max(0, self.policy.min_rows - self.rows_seen)
+        if last is None:
+            return EpisodeState(cooldown_rows_left=cooldown)
+        is_open = self.episode is not None and self._episode_blocks(now)
+        reopens = last.opened_at + self.policy.episode_timeout_s - now if is_open else 0.0
+        return EpisodeState(last.episode_id, last.opened_at, is_open, cooldown, max(0.0, reopens))
 
     def _remember(self, frame: pd.DataFrame) -> None:
         if REQUEST_ID not in frame.columns or PREDICTION not in frame.columns:
@@ -293,6 +291,7 @@ class ModelMonitor:
             return None
         self._streak = self._prior_streak = 0
         self.episode = DriftEpisode(episode_id=uuid.uuid4().hex, opened_at=now)
+        self.last_episode = self.episode
         tested = [f for f in evidence if f.test in ("ks", "chi2")]
         decision = DriftDecision(
             model=self.model,
@@ -313,15 +312,6 @@ class ModelMonitor:
         if self.episode is None:
             return False
         return now - self.episode.opened_at < self.policy.episode_timeout_s
-
-
-def _performance_reference(profile: ReferenceProfile) -> PerformanceReference | None:
-    """The profile's held-out accuracy and label frequencies, when training recorded them."""
-    accuracy = profile.metrics.get("accuracy")
-    if accuracy is None or profile.target is None or not profile.target.frequencies:
-        return None
-    rows = max(1, profile.target.count)
-    return PerformanceReference(1.0 - accuracy, profile.target.frequencies, rows, "profile")
 
 
 def _time_span(window: pd.DataFrame, now: float) -> tuple[float, float]:
@@ -383,8 +373,8 @@ class ModelMonitors:
     ) -> DriftDecision | None:
         return self.get(model).observe_labels(request_ids, labels, now)
 
-    def report(self, model: str) -> DriftReport:
-        return self.get(model).report()
+    def report(self, model: str, now: float | None = None) -> DriftReport:
+        return self.get(model).report(now)
 
     def decisions(self, model: str = "") -> list[DriftDecision]:
         """Decisions emitted since start, for one model or (empty name) all, oldest first."""

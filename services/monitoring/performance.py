@@ -15,13 +15,20 @@ import pandas as pd
 from scipy import stats
 
 from driftloop.services.monitoring.drift import FeatureDrift, chi2_test
+from driftloop.services.monitoring.sequential import ErrorRateGlr, alarm_rate
+from driftloop.shared.profile import ReferenceProfile
 
 ACCURACY = "_accuracy"
 """Evidence name of the live accuracy (test "accuracy")."""
 ERROR_RATE = "_error_rate"
-"""Evidence name of the error-rate change detector (test "cusum")."""
+"""Evidence name of the error-rate change detector against the reference (test "cusum")."""
+ERROR_SHIFT = "_error_shift"
+"""Evidence name of the error-rate change detector within the live stream (test "glr")."""
 LABEL = "_label"
 """Evidence name of the label-distribution test (test "label_prior")."""
+GLR_SHARE = 0.9
+"""Share of the error-rate false-alarm budget spent by the live-stream GLR (the faster of the
+two detectors on every error-rate increase we measured); the CUSUM bank gets the rest."""
 
 
 class PredictionJoin:
@@ -131,6 +138,11 @@ class PerformanceReference:
     rows: int
     source: str
     """"profile" (held-out metrics from training) or "live" (first labelled window)."""
+    f1_macro: float | None = None
+    accuracy: float | None = None
+    """As measured (error_rate may be taken a margin high); None: 1 - error_rate."""
+    holdout_rows: float = 0.0
+    """Rows behind `accuracy` (a real sample: the live-stream GLR uses it as its prefix)."""
 
 
 class PerformanceTracker:
@@ -149,9 +161,19 @@ class PerformanceTracker:
         self.labelled_rows = 0
         self._burn_in_rows = burn_in_rows
         self._window_rows = window_rows
-        self._shift, self._arl0 = error_shift, error_arl0
+        # The two detectors share the false-alarm budget of one alarm per error_arl0 rows
+        # (alarm rates add): the live-stream GLR gets GLR_SHARE of it, the CUSUM bank the rest.
+        self._shift, self._arl0 = error_shift, error_arl0 / (1.0 - GLR_SHARE)
+        prior = (0, 0.0)
+        if reference is not None and reference.accuracy is not None and reference.holdout_rows:
+            n = round(reference.holdout_rows)
+            prior = (n, n * (1.0 - reference.accuracy))
+        self.glr = ErrorRateGlr(error_arl0 / GLR_SHARE, prior_rows=prior[0], prior_errors=prior[1])
+        self.fired = ""
+        """Evidence name of the detector behind the latest alarm (ERROR_RATE or ERROR_SHIFT)."""
         self._errors: collections.deque[bool] = collections.deque(maxlen=window_rows)
         self._labels: collections.deque[str] = collections.deque(maxlen=window_rows)
+        self._predictions: collections.deque[str] = collections.deque(maxlen=window_rows)
         self._burn_in: list[tuple[bool, str]] = []
         self.cusum = None if reference is None else self._cusum(reference)
 
@@ -166,6 +188,20 @@ class PerformanceTracker:
         self.labelled_rows += len(labels)
         self._errors.extend(errors.tolist())
         self._labels.extend(labels)
+        self._predictions.extend(predictions)
+        shifted = self.glr.update(errors)
+        crossed = self._update_cusum(errors, labels)
+        hits = [
+            (i, name)
+            for i, name in ((crossed, ERROR_RATE), (shifted, ERROR_SHIFT))
+            if i is not None
+        ]
+        if not hits:
+            return None
+        index, self.fired = min(hits)
+        return index
+
+    def _update_cusum(self, errors: np.ndarray, labels: list[str]) -> int | None:
         start = 0
         if self.cusum is None:
             start = self._collect_burn_in(errors, labels)
@@ -200,10 +236,24 @@ class PerformanceTracker:
         one-sided binomial tail of its errors under the reference error rate, threshold = the
         reference accuracy. "_error_rate"/"cusum": statistic = the CUSUM (at its latest alarm,
         else now), threshold = ln(arl0), p_value = exp(-statistic) (the likelihood-ratio bound
-        for one fixed change point). "_label"/"label_prior": chi-squared of the label window.
+        for one fixed change point). "_error_shift"/"glr": the live-stream GLR (its penalised
+        statistic at its latest alarm, else now; threshold h; p_value = the calibrated
+        in-control false alarms per labelled row at that level, sequential.alarm_rate).
+        "_label"/"label_prior": chi-squared of the label window.
         """
-        if self.reference is None or not self._errors or self.cusum is None:
+        if not self._errors:
             return ()
+        glr = max(self.glr.statistic, self.glr.alarm_statistic)
+        shift = FeatureDrift(
+            ERROR_SHIFT,
+            "glr",
+            glr,
+            alarm_rate(glr),
+            self.glr.threshold,
+            False,
+        )
+        if self.reference is None or self.cusum is None:
+            return (shift,)
         n = len(self._errors)
         errors = int(sum(self._errors))
         ref = self.reference
@@ -223,6 +273,7 @@ class PerformanceTracker:
                 strongest.threshold,
                 False,
             ),
+            shift,
         ]
         prior = self.label_prior(alpha)
         return (*found, *([prior] if prior else []))
@@ -238,5 +289,35 @@ class PerformanceTracker:
         statistic, p_value = result
         return FeatureDrift(LABEL, "label_prior", statistic, p_value, alpha, p_value < alpha)
 
+    def window(self) -> tuple[list[str], list[str]]:
+        """(predictions, labels) of the latest label window, oldest first."""
+        return list(self._predictions), list(self._labels)
+
     def window_full(self) -> bool:
         return len(self._labels) >= self._window_rows
+
+
+def profile_reference(profile: ReferenceProfile) -> PerformanceReference | None:
+    """The profile's held-out accuracy and label frequencies, when training recorded them.
+
+    The held-out error rate is an estimate: it is taken two standard errors high (as the
+    burn-in's), over metrics["holdout_rows"] rows, else a quarter of the training rows (the
+    default 20% holdout), so a lucky holdout cannot make the reference CUSUM drift upwards.
+    """
+    accuracy = profile.metrics.get("accuracy")
+    if accuracy is None or profile.target is None or not profile.target.frequencies:
+        return None
+    rows = max(1, profile.target.count)
+    holdout = max(1.0, profile.metrics.get("holdout_rows", rows / 4))
+    error = 1.0 - accuracy
+    error += 2.0 * math.sqrt(max(error * (1.0 - error), 1.0 / holdout) / holdout)
+    f1 = profile.metrics.get("f1_macro")
+    return PerformanceReference(
+        error,
+        profile.target.frequencies,
+        rows,
+        "profile",
+        f1_macro=f1,
+        accuracy=accuracy,
+        holdout_rows=holdout,
+    )

@@ -6,6 +6,7 @@ Pure: no transport. Rows are 10 ms apart; labels arrive right after their predic
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ import pandas as pd
 
 from driftloop.services.monitoring.drift import DriftPolicy
 from driftloop.services.monitoring.monitor import REQUEST_ID, TS, DriftDecision, ModelMonitor
+from driftloop.services.monitoring.report import f1_macro
 from driftloop.shared.profile import PREDICTION, ReferenceProfile, build_profile
 
 ROW_SECONDS = 0.01
@@ -36,6 +38,8 @@ class LabelledStream:
     drift_at: int | None = None
     """The row delays are measured from: drift_start, or the middle of a gradual ramp (the
     `position` convention of river's ConceptDriftStream)."""
+    reference_labels: np.ndarray | None = None
+    """Labels of the reference rows: training's holdout accuracy and label frequencies."""
 
     @property
     def errors(self) -> np.ndarray:
@@ -74,10 +78,29 @@ def score(stream: LabelledStream, alarm_rows: list[int]) -> StreamScore:
     return StreamScore(1, 1, max(0, hits[0] + 1 - at), false_alarms, stream.stationary_rows)
 
 
-def reference_profile(stream: LabelledStream, version: str = "1") -> ReferenceProfile:
-    """The profile training would store (features and predictions; no held-out accuracy, as
-    training does not record one yet, so the monitor's performance reference is its burn-in)."""
-    return build_profile(stream.name, version, stream.reference, stream.reference_predictions)
+def reference_profile(
+    stream: LabelledStream, version: str = "1", holdout_fraction: float = 0.2
+) -> ReferenceProfile:
+    """The profile training would store: like services/training/trainer.py's train_candidate,
+    the newest `holdout_fraction` of the reference is held out; features, predictions and
+    labels of the rest are profiled, with the holdout's accuracy and macro F1 as metrics.
+    Without reference labels: features and predictions only (the monitor then burns in)."""
+    if stream.reference_labels is None:
+        return build_profile(stream.name, version, stream.reference, stream.reference_predictions)
+    n_train = len(stream.reference) - max(1, math.ceil(len(stream.reference) * holdout_fraction))
+    predicted = stream.reference_predictions.astype(str).to_numpy()
+    truth = stream.reference_labels.astype(str)
+    return build_profile(
+        stream.name,
+        version,
+        stream.reference.iloc[:n_train],
+        pd.Series(predicted[:n_train]),
+        target=pd.Series(truth[:n_train]),
+        metrics={
+            "accuracy": float(np.mean(predicted[n_train:] == truth[n_train:])),
+            "f1_macro": float(f1_macro(list(predicted[n_train:]), list(truth[n_train:])) or 0.0),
+        },
+    )
 
 
 def replay(stream: LabelledStream, policy: DriftPolicy, batch_rows: int = 250) -> list[int]:

@@ -59,6 +59,11 @@ class MonitoringSettings(ServiceSettings):
     """Deadline of each registry call made to load a reference profile."""
     profile_retry_s: float = Field(10.0, gt=0)
     """After failing to load a model's profile, wait this long before trying again."""
+    shadow_report_every: int = Field(50, gt=0)
+    """Shadow mode: report live evidence (shadow vs production on the same labelled requests)
+    to the registry every this many new labelled pairs; the registry decides."""
+    shadow_max_pending: int = Field(100_000, gt=0)
+    """Shadow mode: answers kept per side (shadow, production) for labels to join."""
 
     def policy(self) -> DriftPolicy:
         """The default policy: every model without an entry in model_policies."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -15,6 +16,9 @@ from driftloop.services.registry.domain import (
     Model,
     ModelVersion,
     PromotionPolicy,
+    SearchSpec,
+    SliceMetric,
+    SpecVersion,
     TrainingSpec,
 )
 
@@ -38,7 +42,19 @@ def spec_from_pb(spec: pb.TrainingSpec) -> TrainingSpec:
             margin=spec.policy.margin,
             floor=spec.policy.floor,
             mode=spec.policy.mode,
+            slice_tolerance=spec.policy.slice_tolerance,
+            min_slice_rows=spec.policy.min_slice_rows,
+            shadow_min_labels=spec.policy.shadow_min_labels,
+            shadow_max_labels=spec.policy.shadow_max_labels,
         ),
+        slice_columns=tuple(spec.slice_columns),
+        search=SearchSpec(
+            param_grid=dict(spec.search.param_grid),
+            cv=spec.search.cv,
+            max_candidates=spec.search.max_candidates,
+            scoring=spec.search.scoring,
+        ),
+        schedule_seconds=spec.schedule_seconds,
     )
 
 
@@ -55,8 +71,46 @@ def spec_to_pb(spec: TrainingSpec) -> pb.TrainingSpec:
             margin=spec.policy.margin,
             floor=spec.policy.floor,
             mode=spec.policy.mode,
+            slice_tolerance=spec.policy.slice_tolerance,
+            min_slice_rows=spec.policy.min_slice_rows,
+            shadow_min_labels=spec.policy.shadow_min_labels,
+            shadow_max_labels=spec.policy.shadow_max_labels,
         ),
+        slice_columns=list(spec.slice_columns),
+        search=pb.SearchSpec(
+            param_grid=spec.search.param_grid,
+            cv=spec.search.cv,
+            max_candidates=spec.search.max_candidates,
+            scoring=spec.search.scoring,
+        ),
+        schedule_seconds=spec.schedule_seconds,
     )
+
+
+def spec_version_to_pb(v: SpecVersion) -> pb.SpecVersion:
+    return pb.SpecVersion(
+        model=v.model,
+        number=v.number,
+        spec=spec_to_pb(v.spec),
+        sha256=v.sha256,
+        author=v.author,
+        created_at=timestamp(v.created_at),
+        comment=v.comment,
+    )
+
+
+def slices_from_pb(slices: Iterable[pb.SliceMetrics]) -> tuple[SliceMetric, ...]:
+    return tuple(
+        SliceMetric(column=s.column, value=s.value, rows=s.rows, metrics=dict(s.metrics))
+        for s in slices
+    )
+
+
+def slices_to_pb(slices: Iterable[SliceMetric]) -> list[pb.SliceMetrics]:
+    return [
+        pb.SliceMetrics(column=s.column, value=s.value, rows=s.rows, metrics=s.metrics)
+        for s in slices
+    ]
 
 
 def model_to_pb(model: Model) -> pb.Model:
@@ -68,6 +122,8 @@ def model_to_pb(model: Model) -> pb.Model:
         production_version=model.production_version,
         created_at=timestamp(model.created_at),
         latest_version=model.latest_version,
+        spec_version=model.spec_version,
+        shadow_version=model.shadow_version,
     )
 
 
@@ -87,6 +143,8 @@ def lineage_from_pb(lin: pb.Lineage) -> Lineage:
         parent_version=lin.parent_version,
         trigger=lin.trigger,
         training_rows=lin.training_rows,
+        spec_version=lin.spec_version,
+        spec_sha256=lin.spec_sha256,
     )
 
 
@@ -106,6 +164,8 @@ def lineage_to_pb(lin: Lineage) -> pb.Lineage:
         parent_version=lin.parent_version,
         trigger=lin.trigger,
         training_rows=lin.training_rows,
+        spec_version=lin.spec_version,
+        spec_sha256=lin.spec_sha256,
     )
 
 
@@ -122,6 +182,7 @@ def version_to_pb(v: ModelVersion) -> pb.ModelVersion:
         decision_reason=v.decision_reason,
         created_at=timestamp(v.created_at),
         run_id=v.run_id,
+        slice_metrics=slices_to_pb(v.slice_metrics),
     )
 
 
@@ -138,6 +199,8 @@ def candidate_from_pb(req: pb.RegisterVersionRequest) -> Candidate:
         lineage=lineage_from_pb(req.lineage),
         correlation_id=req.correlation_id,
         causation_id=req.causation_id,
+        slice_metrics=slices_from_pb(req.slice_metrics),
+        champion_slice_metrics=slices_from_pb(req.champion_slice_metrics),
     )
 
 

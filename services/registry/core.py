@@ -11,8 +11,9 @@ from dataclasses import replace
 import structlog
 
 from driftloop.events.v1 import events_pb2
-from driftloop.services.registry import decisions
+from driftloop.services.registry import decisions, shadow, specs
 from driftloop.services.registry.domain import (
+    METRICS,
     STATUSES,
     Candidate,
     History,
@@ -20,10 +21,12 @@ from driftloop.services.registry.domain import (
     Model,
     ModelVersion,
     Registration,
+    SpecVersion,
     TrainingSpec,
     validate_spec,
     with_defaults,
 )
+from driftloop.services.registry.metrics import record_decision
 from driftloop.services.registry.store import RegistryStore, RegistryTx
 from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from driftloop.shared.names import check_key, check_name
@@ -36,27 +39,107 @@ class Registry:
     """Every registry operation; each mutation is one store transaction, then `on_commit()`
     (the outbox publisher's wake-up) is called."""
 
-    def __init__(self, store: RegistryStore, on_commit: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        on_commit: Callable[[], None] = lambda: None,
+        *,
+        max_search_candidates: int = 50,
+    ) -> None:
         self._store = store
         self._on_commit = on_commit
+        self._max_search = max_search_candidates
 
     # models
-    def create_model(self, name: str, dataset: str, target: str, spec: TrainingSpec) -> Model:
+    def create_model(
+        self,
+        name: str,
+        dataset: str,
+        target: str,
+        spec: TrainingSpec,
+        spec_yaml: str = "",
+        author: str = "",
+    ) -> Model:
+        """Declare a model; its spec (from `spec`, or `spec_yaml` when given, which may also name
+        dataset and target) becomes spec version 1."""
+        if spec_yaml:
+            parsed = specs.parse_yaml(spec_yaml)
+            spec = parsed.spec
+            dataset = _same("dataset", dataset, parsed.dataset)
+            target = _same("target", target, parsed.target)
         check_name("model", name)
         check_name("dataset", dataset)
         if not target:
             raise InvalidInput("target column is empty: name the column the model predicts")
-        spec = validate_spec(with_defaults(spec), target)
+        spec = self._checked(spec, target)
         model = Model(name=name, dataset=dataset, target=target, spec=spec, created_at=time.time())
         with self._store.transaction() as tx:
             if tx.model(name) is not None:
                 raise AlreadyExists(f"model {name!r} already exists")
             tx.insert_model(model)
+            first = tx.set_spec(name, spec, author or "operator", "model declared")
             tx.add_audit(
-                name, "", "create", "model declared", {"dataset": dataset, "target": target}
+                name,
+                "",
+                "create",
+                "model declared",
+                {"dataset": dataset, "target": target, "spec_sha256": first.sha256},
             )
         log.info("model_created", model=name, dataset=dataset, target=target)
-        return model
+        return replace(model, spec_version=1)
+
+    def _checked(self, spec: TrainingSpec, target: str) -> TrainingSpec:
+        spec = validate_spec(with_defaults(spec), target)
+        specs.check_estimator(spec, METRICS, self._max_search)
+        return spec
+
+    # spec versions
+    def set_spec(
+        self,
+        name: str,
+        spec: TrainingSpec,
+        spec_yaml: str = "",
+        author: str = "",
+        comment: str = "",
+    ) -> SpecVersion:
+        """A new immutable spec version, or the current one when the spec did not change."""
+        with self._store.transaction() as tx:
+            model = _need_model(tx, name)
+        if spec_yaml:
+            parsed = specs.parse_yaml(spec_yaml)
+            _same("dataset", model.dataset, parsed.dataset, changeable=False)
+            _same("target", model.target, parsed.target, changeable=False)
+            spec = parsed.spec
+        spec = self._checked(spec, model.target)
+        with self._store.transaction() as tx:
+            current = tx.spec_versions(name, _need_model(tx, name).spec_version)
+            if current and current[0].sha256 == spec.sha256():
+                return current[0]
+            version = tx.set_spec(name, spec, author or "operator", comment)
+            tx.add_audit(
+                name,
+                "",
+                "set_spec",
+                comment or f"spec version {version.number}",
+                {"spec_version": version.number, "spec_sha256": version.sha256, "actor": author},
+            )
+        log.info("spec_set", model=name, spec_version=version.number, sha256=version.sha256)
+        return version
+
+    def get_spec(self, name: str, number: int = 0) -> SpecVersion:
+        if number < 0:
+            raise InvalidInput("spec version number must not be negative")
+        with self._store.transaction() as tx:
+            model = _need_model(tx, name)
+            found = tx.spec_versions(name, number or model.spec_version)
+        if not found:
+            raise NotFound(f"model {name} has no spec version {number}")
+        return found[0]
+
+    def list_specs(self, name: str) -> list[SpecVersion]:
+        with self._store.transaction() as tx:
+            _need_model(tx, name)
+            return tx.spec_versions(name)
 
     def get_model(self, name: str) -> Model:
         with self._store.transaction() as tx:
@@ -84,13 +167,20 @@ class Registry:
                 return Registration(version, promoted, version.decision_reason)
             champion = tx.production(c.model)
             decision = decisions.decision_for(model, c, champion)
-            waits = decision.promote and model.spec.policy.mode == "approval"
+            mode = model.spec.policy.mode if decision.promote else ""
+            waits = mode == "approval"
+            shadows = mode == "shadow" and champion is not None  # no champion: nothing to beat
             reason = f"{decision.reason}; waiting for approval" if waits else decision.reason
+            if shadows:
+                reason += (
+                    f"; runs as a shadow beside version {c.champion_version} "
+                    "until live labels decide"
+                )
             number = str(tx.next_version(c.model))
             version = ModelVersion(
                 model=c.model,
                 version=number,
-                status=decisions.status_for(decision.promote, waits),
+                status=decisions.status_for(decision.promote, waits, shadows),
                 artifact_uri=c.artifact_uri,
                 artifact_sha256=c.artifact_sha256,
                 profile_uri=c.profile_uri,
@@ -99,11 +189,18 @@ class Registry:
                 decision_reason=reason,
                 created_at=time.time(),
                 run_id=c.run_id,
+                slice_metrics=c.slice_metrics,
             )
-            promoted = decision.promote and not waits
+            promoted = decision.promote and not waits and not shadows
             tx.insert_version(version, promoted=promoted)
-            decisions.record_decision(tx, model, c, version, decision, waits, champion)
+            decisions.record_decision(
+                tx, model, c, version, decision, waits, champion, shadows=shadows
+            )
         self._on_commit()
+        action = "promoted" if promoted else "rejected"
+        record_decision(
+            c.model, "pending_approval" if waits else ("shadowed" if shadows else action)
+        )
         log.info(
             "version_registered",
             model=c.model,
@@ -152,6 +249,7 @@ class Registry:
                 tx, target, champion, reason, actor or "operator", "promote", {}
             )
         self._on_commit()
+        record_decision(model, "promoted")
         log.info("version_promoted", model=model, version=version, reason=reason)
         return promoted
 
@@ -164,6 +262,7 @@ class Registry:
                     f"version {version} of model {model} is in production: promote "
                     "or roll back to another version before rejecting it"
                 )
+            decisions.clear_shadow(tx, target, reason, actor or "operator")
             tx.set_status(model, version, "rejected")
             tx.add_audit(
                 model,
@@ -177,6 +276,7 @@ class Registry:
                 tx, model, events_pb2.ModelRejected(model=model, version=version, reason=reason)
             )
         self._on_commit()
+        record_decision(model, "rejected")
         log.info("version_rejected", model=model, version=version, reason=reason)
         return replace(target, status="rejected")
 
@@ -207,8 +307,26 @@ class Registry:
                 tx, target, champion, reason, actor or "operator", "approve", ids
             )
         self._on_commit()
+        record_decision(model, "approved")
         log.info("version_approved", model=model, version=version, reason=reason)
         return promoted
+
+    def report_shadow_evidence(self, e: shadow.ShadowEvidence) -> shadow.EvidenceOutcome:
+        """Shadow mode: judge live evidence; promote, reject, or wait (idempotent)."""
+        with self._store.transaction() as tx:
+            found = shadow.apply_evidence(tx, _need_model(tx, e.model), e)
+        if found.decided:
+            self._on_commit()
+            record_decision(e.model, found.outcome)
+        log.info(
+            "shadow_evidence",
+            model=e.model,
+            version=e.version,
+            outcome=found.outcome,
+            labelled=e.labelled,
+            reason=found.reason,
+        )
+        return found
 
     def history(self, model: str, version: str = "") -> History:
         with self._store.transaction() as tx:
@@ -247,6 +365,7 @@ class Registry:
                 tx, target, champion, reason, actor or "operator", "rollback", {}
             )
         self._on_commit()
+        record_decision(model, "rolled_back")
         log.info(
             "version_rolled_back",
             model=model,
@@ -272,6 +391,16 @@ def _need_version(tx: RegistryTx, model: str, version: str) -> ModelVersion:
     if found is None:
         raise NotFound(f"model {model} has no version {version!r}")
     return found
+
+
+def _same(field: str, given: str, in_spec: str, changeable: bool = True) -> str:
+    """The value a spec and the request agree on (either may leave it out)."""
+    if given and in_spec and given != in_spec:
+        how = "" if changeable else " (it is fixed when the model is declared)"
+        raise InvalidInput(
+            f"spec field {field!r} is {in_spec!r} but the model's {field} is {given!r}{how}"
+        )
+    return given or in_spec
 
 
 def _need_reason(reason: str) -> None:

@@ -5,6 +5,7 @@ Plain dataclasses the store persists as JSON and the gRPC adapter converts to an
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -13,8 +14,12 @@ from driftloop.shared.errors import InvalidInput
 
 ESTIMATORS = ("logistic_regression", "random_forest", "gradient_boosting")
 METRICS = ("accuracy", "f1_macro")
-STATUSES = ("candidate", "pending_approval", "production", "rejected", "archived")
-MODES = ("auto", "approval")
+STATUSES = ("candidate", "pending_approval", "shadow", "production", "rejected", "archived")
+MODES = ("auto", "approval", "shadow")
+"""Policy modes: "auto" promotes a passing candidate at once, "approval" makes it wait for
+Approve, "shadow" runs it beside production on live traffic until live labels decide (shadow.py)."""
+MAX_SLICE_VALUES = 100
+"""Slices kept per slice column (the most frequent values); more would flood versions."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,37 @@ class PromotionPolicy:
     floor: float = 0.6
     mode: str = "auto"
     """"auto": promote a passing candidate at once; "approval": it waits for Approve."""
+    slice_tolerance: float = 0.05
+    """Largest drop of the policy metric vs the champion allowed on any declared slice."""
+    min_slice_rows: int = 30
+    """Slices with fewer holdout rows than this are reported but never reject."""
+    shadow_min_labels: int = 200
+    """Shadow mode: labelled live predictions needed before the shadow may be promoted."""
+    shadow_max_labels: int = 1000
+    """Shadow mode: with this many labels and still not better by the margin, it is rejected."""
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A small hyper-parameter search; an empty grid means none."""
+
+    param_grid: dict[str, str] = field(default_factory=dict)
+    """Estimator parameter -> JSON list of values."""
+    cv: int = 3
+    max_candidates: int = 0
+    scoring: str = ""
+
+    def size(self) -> int:
+        """Combinations in the full grid."""
+        total = 1
+        for values in self.param_grid.values():
+            total *= len(json.loads(values))
+        return total if self.param_grid else 0
+
+    def candidates(self) -> int:
+        """Combinations actually tried."""
+        size = self.size()
+        return min(size, self.max_candidates) if self.max_candidates else size
 
 
 @dataclass(frozen=True)
@@ -35,9 +71,16 @@ class TrainingSpec:
     holdout_fraction: float = 0.2
     min_rows: int = 200
     policy: PromotionPolicy = PromotionPolicy()
+    slice_columns: tuple[str, ...] = ()
+    search: SearchSpec = SearchSpec()
+    schedule_seconds: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    def sha256(self) -> str:
+        """Hash of the canonical JSON: equal specs hash equal."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @classmethod
     def from_json(cls, text: str) -> TrainingSpec:
@@ -50,7 +93,23 @@ class TrainingSpec:
             holdout_fraction=raw["holdout_fraction"],
             min_rows=raw["min_rows"],
             policy=PromotionPolicy(**raw["policy"]),
+            slice_columns=tuple(raw.get("slice_columns", ())),
+            search=SearchSpec(**raw.get("search", {})),
+            schedule_seconds=int(raw.get("schedule_seconds", 0)),
         )
+
+
+@dataclass(frozen=True)
+class SpecVersion:
+    """One immutable version of a model's training spec."""
+
+    model: str
+    number: int
+    spec: TrainingSpec
+    sha256: str
+    author: str
+    created_at: float
+    comment: str = ""
 
 
 def with_defaults(spec: TrainingSpec) -> TrainingSpec:
@@ -71,36 +130,77 @@ def with_defaults(spec: TrainingSpec) -> TrainingSpec:
             margin=p.margin or dp.margin,
             floor=p.floor or dp.floor,
             mode=p.mode or dp.mode,
+            slice_tolerance=p.slice_tolerance or dp.slice_tolerance,
+            min_slice_rows=p.min_slice_rows or dp.min_slice_rows,
+            shadow_min_labels=p.shadow_min_labels or dp.shadow_min_labels,
+            shadow_max_labels=p.shadow_max_labels
+            or 5 * (p.shadow_min_labels or dp.shadow_min_labels),
         ),
+        search=_search_defaults(spec.search, p.metric or dp.metric),
     )
+
+
+def _search_defaults(search: SearchSpec, metric: str) -> SearchSpec:
+    if not search.param_grid:
+        return SearchSpec()
+    return replace(search, cv=search.cv or 3, scoring=search.scoring or metric)
 
 
 def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
     """Return `spec` if it can be trained, else raise InvalidInput naming the bad field."""
     if spec.estimator not in ESTIMATORS:
-        raise InvalidInput(f"unknown estimator {spec.estimator!r}: use one of {list(ESTIMATORS)}")
+        raise InvalidInput(
+            f"spec field 'estimator': unknown estimator {spec.estimator!r}: use one of "
+            f"{list(ESTIMATORS)}"
+        )
     if not 0 < spec.holdout_fraction < 0.9:
         raise InvalidInput(
-            f"holdout_fraction {spec.holdout_fraction} must be between 0 and 0.9 (exclusive)"
+            f"spec field 'holdout_fraction': {spec.holdout_fraction} must be between 0 and 0.9 "
+            "(exclusive)"
         )
     if spec.window_rows <= 0 or spec.min_rows <= 0:
-        raise InvalidInput("window_rows and min_rows must be positive")
+        raise InvalidInput("spec fields 'window_rows' and 'min_rows' must be positive")
     if spec.policy.metric not in METRICS:
-        raise InvalidInput(f"unknown policy metric {spec.policy.metric!r}: use one of {METRICS}")
+        raise InvalidInput(
+            f"spec field 'policy.metric': unknown {spec.policy.metric!r}: use one of {METRICS}"
+        )
     if spec.policy.mode not in MODES:
-        raise InvalidInput(f"unknown policy mode {spec.policy.mode!r}: use one of {list(MODES)}")
+        raise InvalidInput(
+            f"spec field 'policy.mode': unknown {spec.policy.mode!r}: use one of {list(MODES)}"
+        )
     if spec.policy.margin < 0:
-        raise InvalidInput(f"policy margin {spec.policy.margin} must be >= 0")
+        raise InvalidInput(f"spec field 'policy.margin': {spec.policy.margin} must be >= 0")
     if not 0 <= spec.policy.floor <= 1:
-        raise InvalidInput(f"policy floor {spec.policy.floor} must be between 0 and 1")
+        raise InvalidInput(
+            f"spec field 'policy.floor': {spec.policy.floor} must be between 0 and 1"
+        )
     if target in spec.features:
-        raise InvalidInput(f"target column {target!r} cannot also be a feature")
+        raise InvalidInput(
+            f"spec field 'features': the target column {target!r} cannot also be a feature"
+        )
+    if target in spec.slice_columns:
+        raise InvalidInput(
+            f"spec field 'slice_columns': the target {target!r} cannot be a slice column"
+        )
+    if spec.policy.slice_tolerance < 0 or spec.policy.min_slice_rows < 0:
+        raise InvalidInput(
+            "spec fields 'policy.slice_tolerance' and 'policy.min_slice_rows' must be >= 0"
+        )
+    if spec.policy.shadow_min_labels < 1 or spec.policy.shadow_max_labels < (
+        spec.policy.shadow_min_labels
+    ):
+        raise InvalidInput(
+            "spec fields 'policy.shadow_min_labels' and 'policy.shadow_max_labels': need "
+            f"1 <= min ({spec.policy.shadow_min_labels}) <= max ({spec.policy.shadow_max_labels})"
+        )
+    if spec.schedule_seconds < 0:
+        raise InvalidInput(f"spec field 'schedule': {spec.schedule_seconds}s must not be negative")
     for name, value in spec.params.items():
         try:
             json.loads(value)
         except ValueError as exc:
             raise InvalidInput(
-                f"estimator parameter {name}={value!r} is not a JSON value "
+                f"spec field 'params.{name}': {value!r} is not a JSON value "
                 '(write strings quoted, e.g. "\\"balanced\\"")'
             ) from exc
     return spec
@@ -115,6 +215,8 @@ class Model:
     created_at: float
     production_version: str = ""
     latest_version: int = 0
+    spec_version: int = 0
+    shadow_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +244,8 @@ class Lineage:
     parent_version: str = ""
     trigger: str = ""
     training_rows: int = 0
+    spec_version: int = 0
+    spec_sha256: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -151,6 +255,16 @@ class Lineage:
         raw: dict[str, Any] = json.loads(text)
         raw["files"] = tuple(DataFile(**f) for f in raw.get("files", ()))
         return cls(**raw)
+
+
+@dataclass(frozen=True)
+class SliceMetric:
+    """Metrics of the holdout rows where `column` == `value`."""
+
+    column: str
+    value: str
+    rows: int
+    metrics: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -168,6 +282,8 @@ class Candidate:
     lineage: Lineage
     correlation_id: str = ""
     causation_id: str = ""
+    slice_metrics: tuple[SliceMetric, ...] = ()
+    champion_slice_metrics: tuple[SliceMetric, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +299,7 @@ class ModelVersion:
     decision_reason: str
     created_at: float
     run_id: str
+    slice_metrics: tuple[SliceMetric, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,21 @@ from driftloop.registry.v1 import registry_pb2 as pb
 from driftloop.registry.v1 import registry_pb2_grpc
 from driftloop.services.registry import convert
 from driftloop.services.registry.core import Registry
+from driftloop.services.registry.shadow import ShadowEvidence
 
 SERVICE_NAME = "driftloop.registry.v1.RegistryService"
-MUTATING = frozenset({"CreateModel", "RegisterVersion", "Promote", "Reject", "Rollback", "Approve"})
+MUTATING = frozenset(
+    {
+        "CreateModel",
+        "RegisterVersion",
+        "Promote",
+        "Reject",
+        "Rollback",
+        "Approve",
+        "SetSpec",
+        "ReportShadowEvidence",
+    }
+)
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 
@@ -32,6 +44,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             request.dataset,
             request.target,
             convert.spec_from_pb(request.spec),
+            request.spec_yaml,
+            request.author,
         )
         return convert.model_to_pb(model)
 
@@ -108,3 +122,42 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetHistory(self, request: pb.GetHistoryRequest, context: Ctx) -> pb.History:
         history = await asyncio.to_thread(self._r.history, request.model, request.version)
         return convert.history_to_pb(history)
+
+    async def SetSpec(self, request: pb.SetSpecRequest, context: Ctx) -> pb.SpecVersion:
+        version = await asyncio.to_thread(
+            self._r.set_spec,
+            request.model,
+            convert.spec_from_pb(request.spec),
+            request.spec_yaml,
+            request.author,
+            request.comment,
+        )
+        return convert.spec_version_to_pb(version)
+
+    async def GetSpec(self, request: pb.GetSpecRequest, context: Ctx) -> pb.SpecVersion:
+        version = await asyncio.to_thread(self._r.get_spec, request.model, request.number)
+        return convert.spec_version_to_pb(version)
+
+    async def ListSpecs(self, request: pb.ListSpecsRequest, context: Ctx) -> pb.ListSpecsResponse:
+        found = await asyncio.to_thread(self._r.list_specs, request.model)
+        return pb.ListSpecsResponse(specs=[convert.spec_version_to_pb(v) for v in found])
+
+    async def ReportShadowEvidence(
+        self, request: pb.ShadowEvidenceRequest, context: Ctx
+    ) -> pb.ShadowEvidenceResponse:
+        evidence = ShadowEvidence(
+            model=request.model,
+            version=request.version,
+            champion_version=request.champion_version,
+            labelled=request.labelled,
+            shadow_metrics=dict(request.shadow_metrics),
+            champion_metrics=dict(request.champion_metrics),
+            actor=request.actor or "monitoring",
+        )
+        found = await asyncio.to_thread(self._r.report_shadow_evidence, evidence)
+        return pb.ShadowEvidenceResponse(
+            outcome=found.outcome,
+            reason=found.reason,
+            min_labels=found.min_labels,
+            version=convert.version_to_pb(found.version),
+        )

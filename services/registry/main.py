@@ -33,7 +33,9 @@ async def _serve(common: CommonSettings, settings: RegistrySettings) -> None:
         poll_seconds=settings.outbox_poll_seconds,
         retry_seconds=settings.outbox_retry_seconds,
     )
-    registry = Registry(store, on_commit=outbox.notify)
+    registry = Registry(
+        store, on_commit=outbox.notify, max_search_candidates=settings.max_search_candidates
+    )
     binding = ServiceBinding(
         add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
         servicer=RegistryServicer(registry),

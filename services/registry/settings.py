@@ -22,6 +22,9 @@ class RegistrySettings(ServiceSettings):
     """How often the outbox publisher looks for unsent events besides being woken on commit."""
     outbox_retry_seconds: float = 1.0
     """Pause before retrying the outbox when the broker is unreachable."""
+    max_search_candidates: int = 50
+    """Largest hyper-parameter search a training spec may ask for (parameter combinations
+    tried); larger grids are refused unless search.max_candidates samples them down."""
 
     def database(self, data_dir: Path) -> Path:
         return self.db_path if self.db_path is not None else data_dir / "registry.db"

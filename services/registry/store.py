@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from driftloop.services.registry.domain import (
     Lineage,
     Model,
     ModelVersion,
+    SliceMetric,
+    SpecVersion,
     TrainingSpec,
 )
 
@@ -62,8 +64,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE audit ADD COLUMN correlation_id TEXT NOT NULL DEFAULT '';
     CREATE INDEX audit_by_model ON audit(model, version, id)
     """,
+    # 3: immutable spec versions (the current spec stays in models.spec_json), per-slice metrics
+    """
+    CREATE TABLE spec_versions (
+        model TEXT NOT NULL REFERENCES models(name), number INTEGER NOT NULL,
+        spec_json TEXT NOT NULL, sha256 TEXT NOT NULL, author TEXT NOT NULL,
+        created_at REAL NOT NULL, comment TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (model, number)
+    );
+    INSERT INTO spec_versions (model, number, spec_json, sha256, author, created_at, comment)
+        SELECT name, 1, spec_json, '', 'migration', created_at,
+        'the spec the model had before spec versions' FROM models;
+    ALTER TABLE versions ADD COLUMN slices_json TEXT NOT NULL DEFAULT '[]'
+    """,
 )
 PRODUCTION = "production"
+SHADOW = "shadow"
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,8 @@ class RegistryStore:
                 for statement in filter(str.strip, script.split(";")):
                     self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version = {number}")
+        with self.transaction() as tx:
+            tx.hash_migrated_specs()
 
     @contextmanager
     def transaction(self) -> Iterator[RegistryTx]:
@@ -128,6 +146,54 @@ class RegistryTx:
             (model.name, model.dataset, model.target, model.spec.to_json(), model.created_at),
         )
 
+    def set_spec(self, model: str, spec: TrainingSpec, author: str, comment: str) -> SpecVersion:
+        """Append spec version N+1 and make it the model's current spec."""
+        row = self._c.execute(
+            "SELECT COALESCE(MAX(number), 0) FROM spec_versions WHERE model = ?", (model,)
+        ).fetchone()
+        version = SpecVersion(
+            model=model,
+            number=int(row[0]) + 1,
+            spec=spec,
+            sha256=spec.sha256(),
+            author=author,
+            created_at=time.time(),
+            comment=comment,
+        )
+        self._c.execute(
+            "INSERT INTO spec_versions (model, number, spec_json, sha256, author, created_at,"
+            " comment) VALUES (?,?,?,?,?,?,?)",
+            (
+                model,
+                version.number,
+                spec.to_json(),
+                version.sha256,
+                author,
+                version.created_at,
+                comment,
+            ),
+        )
+        self._c.execute("UPDATE models SET spec_json = ? WHERE name = ?", (spec.to_json(), model))
+        return version
+
+    def spec_versions(self, model: str, number: int = 0) -> list[SpecVersion]:
+        """Every spec version of `model` oldest first, or only `number` (when > 0)."""
+        sql, args = "SELECT * FROM spec_versions WHERE model = ?", list[Any]([model])
+        if number:
+            sql, args = sql + " AND number = ?", [model, number]
+        return [_spec_version(r) for r in self._c.execute(sql + " ORDER BY number", args)]
+
+    def hash_migrated_specs(self) -> None:
+        """Spec versions copied by migration 3 get their hash (SQLite has no SHA-256)."""
+        rows = self._c.execute(
+            "SELECT model, number, spec_json FROM spec_versions WHERE sha256 = ''"
+        ).fetchall()
+        for r in rows:
+            self._c.execute(
+                "UPDATE spec_versions SET sha256 = ? WHERE model = ? AND number = ?",
+                (TrainingSpec.from_json(r["spec_json"]).sha256(), r["model"], r["number"]),
+            )
+
     def model(self, name: str) -> Model | None:
         row = self._c.execute(_MODEL_SELECT + " WHERE m.name = ?", (name,)).fetchone()
         return None if row is None else _model(row)
@@ -146,7 +212,7 @@ class RegistryTx:
         self._c.execute(
             "INSERT INTO versions (model, version, status, artifact_uri, artifact_sha256,"
             " profile_uri, metrics_json, lineage_json, decision_reason, run_id, created_at,"
-            " promoted) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " promoted, slices_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 v.model,
                 int(v.version),
@@ -160,6 +226,7 @@ class RegistryTx:
                 v.run_id,
                 v.created_at,
                 int(promoted),
+                json.dumps([asdict(x) for x in v.slice_metrics], sort_keys=True),
             ),
         )
 
@@ -204,16 +271,24 @@ class RegistryTx:
 
     # production alias, audit, outbox
     def add_alias(
-        self, model: str, version: str, previous: str, reason: str, actor: str, action: str = ""
+        self,
+        model: str,
+        version: str,
+        previous: str,
+        reason: str,
+        actor: str,
+        action: str = "",
+        alias: str = PRODUCTION,
     ) -> None:
+        """Record a move of `alias`; an empty `version` records that it was cleared."""
         self._c.execute(
             "INSERT INTO alias_history"
             " (model, alias, version, previous_version, reason, actor, at, action)"
             " VALUES (?,?,?,?,?,?,?,?)",
             (
                 model,
-                PRODUCTION,
-                int(version),
+                alias,
+                int(version) if version else 0,
                 int(previous) if previous else None,
                 reason,
                 actor,
@@ -222,11 +297,20 @@ class RegistryTx:
             ),
         )
 
-    def alias_history(self, model: str) -> list[dict[str, Any]]:
-        rows = self._c.execute(
-            "SELECT * FROM alias_history WHERE model = ? ORDER BY id", (model,)
-        ).fetchall()
-        return [dict(r) for r in rows]
+    def alias_history(self, model: str, alias: str | None = PRODUCTION) -> list[dict[str, Any]]:
+        """Moves of `alias` (every alias when None), oldest first."""
+        sql, args = "SELECT * FROM alias_history WHERE model = ?", [model]
+        if alias is not None:
+            sql, args = sql + " AND alias = ?", [model, alias]
+        return [dict(r) for r in self._c.execute(sql + " ORDER BY id", args).fetchall()]
+
+    def shadow(self, model: str) -> ModelVersion | None:
+        """The version the shadow alias points at (status "shadow"), if any."""
+        row = self._c.execute(
+            "SELECT * FROM versions WHERE model = ? AND status = ? ORDER BY version DESC LIMIT 1",
+            (model, SHADOW),
+        ).fetchone()
+        return None if row is None else _version(row)
 
     def add_audit(
         self,
@@ -260,14 +344,14 @@ class RegistryTx:
         aliases = [
             AliasChange(
                 alias=r["alias"],
-                version=str(r["version"]),
+                version=_text(r["version"] or None),
                 previous_version=_text(r["previous_version"]),
                 reason=r["reason"],
                 actor=r["actor"],
                 at=r["at"],
                 action=r["action"],
             )
-            for r in self.alias_history(model)
+            for r in self.alias_history(model, None)
             if not version or version in (str(r["version"]), str(r["previous_version"]))
         ]
         sql = "SELECT * FROM audit WHERE model = ?"
@@ -312,7 +396,11 @@ class RegistryTx:
 _MODEL_SELECT = (
     "SELECT m.*, (SELECT MAX(version) FROM versions v WHERE v.model = m.name) AS latest,"
     " (SELECT MAX(version) FROM versions v WHERE v.model = m.name AND v.status = 'production')"
-    " AS production FROM models m"
+    " AS production,"
+    " (SELECT MAX(version) FROM versions v WHERE v.model = m.name AND v.status = 'shadow')"
+    " AS shadow,"
+    " (SELECT MAX(number) FROM spec_versions s WHERE s.model = m.name) AS spec_version"
+    " FROM models m"
 )
 
 
@@ -325,6 +413,20 @@ def _model(row: sqlite3.Row) -> Model:
         created_at=row["created_at"],
         production_version=str(row["production"]) if row["production"] is not None else "",
         latest_version=int(row["latest"] or 0),
+        spec_version=int(row["spec_version"] or 0),
+        shadow_version=str(row["shadow"]) if row["shadow"] is not None else "",
+    )
+
+
+def _spec_version(row: sqlite3.Row) -> SpecVersion:
+    return SpecVersion(
+        model=row["model"],
+        number=int(row["number"]),
+        spec=TrainingSpec.from_json(row["spec_json"]),
+        sha256=row["sha256"],
+        author=row["author"],
+        created_at=row["created_at"],
+        comment=row["comment"],
     )
 
 
@@ -341,6 +443,7 @@ def _version(row: sqlite3.Row) -> ModelVersion:
         decision_reason=row["decision_reason"],
         created_at=row["created_at"],
         run_id=row["run_id"],
+        slice_metrics=tuple(SliceMetric(**x) for x in json.loads(row["slices_json"])),
     )
 
 

@@ -5,12 +5,17 @@ Only shapes data; every rule about what a valid request is lives in codec.py.
 
 from __future__ import annotations
 
+import functools
+import json
+
 from driftloop.inference.v2 import grpc_predict_v2_pb2 as pb
 from driftloop.services.serving import codec
 from driftloop.services.serving.core import InferenceResult
 from driftloop.services.serving.slot import LoadedModel
 
 PLATFORM = "sklearn"
+CLASSES = "classes"
+"""Parameter of the probabilities output: its columns' classes, as a JSON list of strings."""
 
 
 def to_inference_request(request: pb.ModelInferRequest) -> codec.InferenceRequest:
@@ -47,6 +52,8 @@ def to_infer_response(
         out = response.outputs.add(
             name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape)
         )
+        if tensor.name == codec.PROBABILITIES and result.classes:
+            out.parameters[CLASSES].string_param = classes_json(result.classes)
         if raw:
             response.raw_output_contents.append(codec.raw_bytes(tensor))
         elif tensor.datatype == "BYTES":
@@ -54,6 +61,11 @@ def to_infer_response(
         else:
             out.contents.fp64_contents.extend(tensor.data.tolist())
     return response
+
+
+@functools.lru_cache(maxsize=256)
+def classes_json(classes: tuple[str, ...]) -> str:
+    return json.dumps(list(classes))
 
 
 def to_model_metadata(loaded: LoadedModel, versions: list[str]) -> pb.ModelMetadataResponse:

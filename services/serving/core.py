@@ -6,8 +6,10 @@ Transport-free (MLServer's DataPlane): the gRPC servicer converts protobuf to th
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,9 @@ from driftloop.services.serving.slot import LoadedModel, ModelSlot
 from driftloop.shared.artifacts import ModelSignature
 from driftloop.shared.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from driftloop.services.serving.shadow import ShadowScorer
+
 
 @dataclass(frozen=True)
 class InferenceResult:
@@ -26,6 +31,8 @@ class InferenceResult:
     version: str
     """The version that answered."""
     outputs: list[codec.OutputTensor]
+    classes: tuple[str, ...] = ()
+    """The class of each probabilities column, in order."""
 
 
 def predict(loaded: LoadedModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -66,9 +73,11 @@ class InferenceService:
         *,
         batching: BatchPolicy | None = None,
         max_request_rows: int = 0,
+        shadow: ShadowScorer | None = None,
     ) -> None:
         self.slot = slot
         self._logger = logger
+        self._shadow = shadow
         self._clock = clock
         self._batcher = MicroBatcher(self._score, batching) if batching else None
         self._max_rows = max_request_rows
@@ -97,7 +106,7 @@ class InferenceService:
         loaded: LoadedModel, names: tuple[str, ...], labels: np.ndarray, proba: np.ndarray
     ) -> InferenceResult:
         outputs = codec.encode_outputs(names, labels, proba)
-        return InferenceResult(loaded.model, loaded.version, outputs)
+        return InferenceResult(loaded.model, loaded.version, outputs, loaded.signature.classes)
 
     def _decode(
         self, request: codec.InferenceRequest
@@ -117,6 +126,11 @@ class InferenceService:
         labels, proba = predict(loaded, frame)
         metrics.INFER_REQUESTS.labels(loaded.model, loaded.version).inc(len(parts))
         metrics.INFER_ROWS.labels(loaded.model, loaded.version).inc(len(frame))
+        shadow = self._shadow.active(loaded.model, loaded.version) if self._shadow else None
+        if shadow is not None:
+            # both logs must carry the same request ids: name the unnamed requests here
+            parts = [(rid or uuid.uuid4().hex, rows) for rid, rows in parts]
+        ts = self._clock()
         if self._logger is not None:
             self._logger.offer(
                 PredictionRecord(
@@ -125,8 +139,10 @@ class InferenceService:
                     frame,
                     parts[0][0] if len(parts) == 1 else "",
                     labels,
-                    self._clock(),
+                    ts,
                     parts=tuple(parts) if len(parts) > 1 else (),
                 )
             )
+        if shadow is not None and self._shadow is not None:
+            self._shadow.offer(shadow, frame, parts, ts)
         return labels, proba

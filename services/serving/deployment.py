@@ -68,7 +68,10 @@ class Deployer:
                     if isinstance(exc, ArtifactRejected):
                         self.rejected.add((model, version))
                     raise
+            was_shadow = self.slot.shadow(model) is loaded
             replaced = self.slot.swap(loaded)
+            if was_shadow:
+                metrics.SHADOW_VERSION.labels(model).set(0)
             self.rejected.discard((model, version))
             seconds = time.perf_counter() - started
             metrics.record_swap(model, version, seconds)
@@ -80,6 +83,31 @@ class Deployer:
                 load_seconds=seconds,
             )
             return Deployment(model, version, replaced.version if replaced else "", seconds, True)
+
+    async def deploy_shadow(self, model: str, version: str, artifact_key: str, sha256: str) -> bool:
+        """Load `version` as the model's shadow, the same safe way as production (hash checked,
+        warm-up); False when there was nothing to do (already the shadow, or production)."""
+        lock = self._locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            current = self.slot.shadow(model)
+            if self.slot.production_version(model) == version or (
+                current is not None and current.version == version and current.sha256 == sha256
+            ):
+                return False
+            started = time.perf_counter()
+            loaded = self.slot.loaded(model, version)
+            if loaded is None or loaded.sha256 != sha256:
+                loaded = await self._prepare(model, version, artifact_key, sha256)
+            replaced = self.slot.set_shadow(loaded)
+            metrics.SHADOW_VERSION.labels(model).set(float(version) if version.isdigit() else -1)
+            log.info(
+                "shadow_loaded",
+                model=model,
+                version=version,
+                replaced_shadow=replaced.version if replaced else "",
+                load_seconds=time.perf_counter() - started,
+            )
+            return True
 
     async def _prepare(
         self, model: str, version: str, artifact_key: str, sha256: str

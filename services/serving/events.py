@@ -7,6 +7,7 @@ from __future__ import annotations
 import structlog
 
 from driftloop.events.v1 import events_pb2
+from driftloop.services.serving import metrics
 from driftloop.services.serving.deployment import Deployer, Deployment
 from driftloop.services.serving.prediction_log import PublishLog
 from driftloop.shared import topics
@@ -26,8 +27,19 @@ class ModelEvents:
         self._instance = instance
 
     async def handle(self, event: Envelope) -> None:
-        if event.WhichOneof("payload") != "model_promoted":
-            return  # registrations and rejections change nothing that serves
+        kind = event.WhichOneof("payload")
+        if kind == "model_shadowed":
+            s = event.model_shadowed
+            await self.deploy_shadow(s.model, s.version, s.artifact_uri, s.artifact_sha256)
+            return
+        if kind == "model_rejected":
+            rejected = event.model_rejected
+            if self._deployer.slot.clear_shadow(rejected.model, rejected.version) is not None:
+                metrics.SHADOW_VERSION.labels(rejected.model).set(0)
+                log.info("shadow_cleared", model=rejected.model, version=rejected.version)
+            return
+        if kind != "model_promoted":
+            return  # registrations change nothing that serves
         promoted = event.model_promoted
         await self.deploy_and_report(
             promoted.model,
@@ -83,6 +95,17 @@ class ModelEvents:
             )
             return done
 
+    async def deploy_shadow(self, model: str, version: str, artifact_key: str, sha256: str) -> bool:
+        """Load `version` as the shadow (verified, warmed up); False when it failed (logged,
+        counted): serving is unaffected either way."""
+        with structlog.contextvars.bound_contextvars(model=model, version=version):
+            try:
+                await self._deployer.deploy_shadow(model, version, artifact_key, sha256)
+            except Exception as exc:  # noqa: BLE001 - a shadow that cannot load is only logged
+                log.warning("shadow_deploy_failed", error=f"{type(exc).__name__}: {exc}")
+                return False
+            return True
+
     async def _send(
         self,
         payload: events_pb2.ModelDeployed | events_pb2.DeploymentFailed,
@@ -109,12 +132,13 @@ def model_events_consumer(
     )
 
 
-def prediction_log_publisher(publisher: EventPublisher) -> PublishLog:
-    """publish(model, version, arrow_ipc, row_count) as a PredictionLog keyed by model."""
+def prediction_log_publisher(publisher: EventPublisher, *, shadow: bool = False) -> PublishLog:
+    """publish(model, version, arrow_ipc, row_count) as a PredictionLog keyed by model (marked
+    as a shadow's predictions when `shadow`)."""
 
     async def publish(model: str, version: str, arrow_ipc: bytes, row_count: int) -> None:
         payload = events_pb2.PredictionLog(
-            model=model, version=version, arrow_ipc=arrow_ipc, row_count=row_count
+            model=model, version=version, arrow_ipc=arrow_ipc, row_count=row_count, shadow=shadow
         )
         await publisher.publish(topics.PREDICTIONS, model, publisher.event(payload))
 

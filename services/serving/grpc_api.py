@@ -73,6 +73,7 @@ class RegistryReader:
     def __init__(self, common: CommonSettings, timeout_s: float) -> None:
         self._common = common
         self._timeout = timeout_s
+        self._shadows: dict[str, str] = {}
 
     async def production_versions(self) -> dict[str, str]:
         async with aio_channel(self._common, "registry") as channel:
@@ -83,7 +84,12 @@ class RegistryReader:
                 )
             except grpc.aio.AioRpcError as exc:
                 raise self._unavailable("ListModels", exc) from exc
+        self._shadows = {m.name: m.shadow_version for m in reply.models if m.shadow_version}
         return {m.name: m.production_version for m in reply.models if m.production_version}
+
+    async def shadow_versions(self) -> dict[str, str]:
+        """The shadows seen by the latest production_versions() call (same ListModels reply)."""
+        return dict(self._shadows)
 
     async def get(self, model: str, version: str) -> ProductionVersion:
         async with aio_channel(self._common, "registry") as channel:

@@ -16,9 +16,11 @@ from driftloop.services.serving.events import (
     prediction_log_publisher,
 )
 from driftloop.services.serving.grpc_api import InferenceServicer, RegistryReader, binding
+from driftloop.services.serving.inference_events import KafkaInference, kafka_inference_consumer
 from driftloop.services.serving.prediction_log import PredictionLogger
 from driftloop.services.serving.reconcile import Reconciler
 from driftloop.services.serving.settings import ServingSettings
+from driftloop.services.serving.shadow import ShadowScorer
 from driftloop.services.serving.slot import ModelSlot
 from driftloop.shared import artifacts, logging, runtime
 from driftloop.shared.bus import EventPublisher
@@ -52,25 +54,50 @@ async def run(common: CommonSettings, settings: ServingSettings) -> None:
         batch_rows=settings.log_batch_rows,
         flush_interval_s=settings.log_flush_interval_s,
     )
+    shadow_logger = PredictionLogger(
+        prediction_log_publisher(publisher, shadow=True),
+        max_rows=settings.log_queue_rows,
+        batch_rows=settings.log_batch_rows,
+        flush_interval_s=settings.log_flush_interval_s,
+    )
+    shadow = ShadowScorer(slot, shadow_logger, max_rows=settings.shadow_queue_rows)
     model_events = ModelEvents(deployer, publisher, settings.instance_name())
     registry = RegistryReader(common, settings.reconcile_timeout_s)
     reconciler = Reconciler(
-        deployer, model_events, registry, interval_s=settings.reconcile_interval_s
+        deployer,
+        model_events,
+        registry,
+        interval_s=settings.reconcile_interval_s,
+        shadows=registry,
     )
     inference = InferenceService(
         slot,
         logger,
         batching=settings.batch_policy(),
         max_request_rows=settings.max_request_rows,
+        shadow=shadow,
     )
     servicer = InferenceServicer(inference, reconciler.first_done.is_set)
+    consumers = [model_events_consumer(common, publisher, model_events)]
+    if settings.kafka_inference:
+        kafka = KafkaInference(inference, publisher)
+        consumers.append(kafka_inference_consumer(common, publisher, kafka))
     await runtime.serve(
         "serving",
         common,
         [binding(servicer)],
         publisher=publisher,
-        consumers=[model_events_consumer(common, publisher, model_events)],
-        background=[reconciler.run, logger.run],
+        consumers=consumers,
+        background=[reconciler.run, logger.run, shadow.run, shadow_logger.run],
         on_start=reconciler.reconcile_once,
-        on_stop=logger.flush,  # what is still queued, before the publisher stops
+        on_stop=lambda: _flush_all(shadow, logger, shadow_logger),
     )
+
+
+async def _flush_all(
+    shadow: ShadowScorer, logger: PredictionLogger, shadow_logger: PredictionLogger
+) -> None:
+    """What is still queued, before the publisher stops."""
+    await logger.flush()
+    await shadow.drain()
+    await shadow_logger.flush()

@@ -13,6 +13,11 @@ INFER_REQUESTS = Counter(
 INFER_ROWS = Counter(
     "driftloop_serving_infer_rows_total", "Rows predicted by ModelInfer", ["model", "version"]
 )
+KAFKA_REQUESTS = Counter(
+    "driftloop_serving_kafka_requests_total",
+    "Requests answered from driftloop.inference.requests, by outcome (OK or a gRPC status name)",
+    ["outcome"],
+)
 SWAPS = Counter("driftloop_serving_swaps_total", "Production versions swapped in", ["model"])
 DEPLOY_FAILURES = Counter(
     "driftloop_serving_deploy_failures_total",
@@ -23,6 +28,21 @@ PREDICTION_LOGS_DROPPED = Counter(
     "driftloop_serving_prediction_log_rows_dropped_total",
     "Prediction-log rows dropped instead of blocking requests",
     ["reason"],
+)
+SHADOW_ROWS = Counter(
+    "driftloop_serving_shadow_rows_total",
+    "Live rows scored again by the model's shadow version (answers not returned)",
+    ["model", "version"],
+)
+SHADOW_ROWS_DROPPED = Counter(
+    "driftloop_serving_shadow_rows_dropped_total",
+    "Live rows the shadow did not score (queue full, or the shadow failed on them)",
+    ["model", "reason"],
+)
+SHADOW_VERSION = Gauge(
+    "driftloop_serving_shadow_version",
+    "Shadow version this replica runs beside production (0: none)",
+    ["model"],
 )
 BATCH_ROWS = Histogram(
     "driftloop_serving_batch_rows",

@@ -38,6 +38,12 @@ class ProductionSource(Protocol):
     async def get(self, model: str, version: str) -> ProductionVersion: ...
 
 
+class ShadowSource(Protocol):
+    async def shadow_versions(self) -> dict[str, str]:
+        """Model name -> shadow version (the registry's "shadow" alias), for models with one."""
+        ...
+
+
 class Reconciler:
     def __init__(
         self,
@@ -46,8 +52,10 @@ class Reconciler:
         registry: ProductionSource,
         *,
         interval_s: float,
+        shadows: ShadowSource | None = None,
     ) -> None:
         self._deployer = deployer
+        self._shadows = shadows
         self._events = events
         self._registry = registry
         self._interval = interval_s
@@ -67,6 +75,8 @@ class Reconciler:
             wanted = await self._registry.production_versions()
             for model, version in sorted(wanted.items()):
                 await self._reconcile_model(model, version)
+            if self._shadows is not None:
+                await self._reconcile_shadows(await self._shadows.shadow_versions())
             if self._registry_down:
                 log.info("registry_reachable_again")
             self._registry_down = False
@@ -77,6 +87,25 @@ class Reconciler:
             self._registry_down = True
         finally:
             self.first_done.set()
+
+    async def _reconcile_shadows(self, wanted: dict[str, str]) -> None:
+        """Load each registry shadow that is not loaded; drop shadows the registry no longer has."""
+        slot = self._deployer.slot
+        for model in slot.models():
+            current = slot.shadow(model)
+            if current is not None and wanted.get(model) != current.version:
+                slot.clear_shadow(model, current.version)
+                log.info("shadow_cleared", model=model, version=current.version)
+        for model, version in sorted(wanted.items()):
+            current = slot.shadow(model)
+            if (current is not None and current.version == version) or (
+                model,
+                version,
+            ) in self._deployer.rejected:
+                continue
+            found = await self._registry.get(model, version)
+            log.info("reconcile_shadow", model=model, version=version)
+            await self._events.deploy_shadow(model, version, found.artifact_key, found.sha256)
 
     async def _reconcile_model(self, model: str, wanted: str) -> None:
         key = (model, wanted)

@@ -46,6 +46,12 @@ class ServingSettings(ServiceSettings):
     max_request_rows: int = Field(default=100_000, ge=1)
     """Rows one ModelInfer request may hold; more get RESOURCE_EXHAUSTED (gRPC messages are
     limited to 64 MiB too)."""
+    shadow_queue_rows: int = Field(default=20_000, ge=1)
+    """Live rows waiting for the shadow version at most; beyond this the shadow skips rows
+    (counted in driftloop_serving_shadow_rows_dropped_total), requests are never slowed."""
+    kafka_inference: bool = True
+    """Answer V2 requests published to driftloop.inference.requests (protobuf or JSON) on
+    driftloop.inference.responses, keyed by request id."""
     instance: str = ""
     """Name of this serving replica in ModelDeployed/DeploymentFailed events; empty means
     hostname:pid."""

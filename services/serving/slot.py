@@ -48,16 +48,37 @@ class _Versions:
 
 
 class ModelSlot:
-    """Per model name: the production version plus the previous one, kept for instant rollback.
+    """Per model name: the production version plus the previous one, kept for instant rollback,
+    and optionally a shadow version (scored on a copy of live traffic, never answering).
 
     Older versions are dropped on swap (their pipelines are freed once no request holds them).
     """
 
     def __init__(self) -> None:
         self._models: dict[str, _Versions] = {}
+        self._shadows: dict[str, LoadedModel] = {}
+
+    def set_shadow(self, loaded: LoadedModel) -> LoadedModel | None:
+        """Make `loaded` the shadow of its model; return the shadow it replaced."""
+        previous = self._shadows.get(loaded.model)
+        self._shadows[loaded.model] = loaded
+        return previous
+
+    def clear_shadow(self, model: str, version: str = "") -> LoadedModel | None:
+        """Drop the shadow of `model` (only if it is `version`, when given); return it."""
+        current = self._shadows.get(model)
+        if current is None or (version and current.version != version):
+            return None
+        return self._shadows.pop(model)
+
+    def shadow(self, model: str) -> LoadedModel | None:
+        return self._shadows.get(model)
 
     def swap(self, loaded: LoadedModel) -> LoadedModel | None:
         """Make `loaded` the production version of its model; return the one it replaced."""
+        shadow = self._shadows.get(loaded.model)
+        if shadow is not None and shadow.version == loaded.version:
+            del self._shadows[loaded.model]  # the shadow was promoted: it answers now
         current = self._models.get(loaded.model)
         if current is None:
             self._models[loaded.model] = _Versions(loaded, None)
@@ -90,8 +111,13 @@ class ModelSlot:
         return entry is not None and (not version or entry.find(version) is not None)
 
     def loaded(self, model: str, version: str) -> LoadedModel | None:
+        """That version if it is loaded: production, previous, or the shadow."""
         entry = self._models.get(model)
-        return entry.find(version) if entry is not None else None
+        found = entry.find(version) if entry is not None else None
+        shadow = self._shadows.get(model)
+        if found is None and shadow is not None and shadow.version == version:
+            return shadow
+        return found
 
     def production_version(self, model: str) -> str | None:
         entry = self._models.get(model)

@@ -16,6 +16,7 @@ from driftloop.services.training.domain import (
     RegisteredVersion,
     Registration,
     Run,
+    SpecInfo,
 )
 from driftloop.services.training.runs import RunStore
 from driftloop.shared.errors import InvalidInput, NotFound
@@ -41,6 +42,10 @@ class RegistryPort(Protocol):
     async def register(self, candidate: CandidateVersion) -> Registration: ...
 
     async def get_version(self, model: str, version: str) -> RegisteredVersion: ...
+
+    async def get_spec(self, model: str, number: int = 0) -> SpecInfo:
+        """Spec version `number` of `model` (0: the current one)."""
+        ...
 
 
 class RunExecutorPort(Protocol):
@@ -145,6 +150,16 @@ class Training:
         if queued:
             self.wake()
         return queued
+
+    async def queue_scheduled(self, model: str, slot: str, reason: str) -> Run | None:
+        """One run per schedule slot: None when the slot already has one."""
+        run = await asyncio.to_thread(
+            self._runs.queue, model, "schedule", reason=reason, schedule_slot=slot
+        )
+        if run is not None:
+            log.info("run_queued", run_id=run.run_id, model=model, trigger="schedule", slot=slot)
+            self.wake()
+        return run
 
     async def get_run(self, run_id: str) -> Run:
         run = await asyncio.to_thread(self._runs.get, run_id)

@@ -10,6 +10,17 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class SearchSpec:
+    """A hyper-parameter search; an empty grid means none."""
+
+    param_grid: dict[str, str] = field(default_factory=dict)
+    """Estimator parameter -> JSON list of values."""
+    cv: int = 3
+    max_candidates: int = 0
+    scoring: str = "accuracy"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     features: tuple[str, ...] = ()
     estimator: str = "logistic_regression"
@@ -17,6 +28,9 @@ class ModelSpec:
     window_rows: int = 2000
     holdout_fraction: float = 0.2
     min_rows: int = 200
+    slice_columns: tuple[str, ...] = ()
+    search: SearchSpec = SearchSpec()
+    schedule_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,26 @@ class ModelInfo:
     target: str
     spec: ModelSpec
     production_version: str = ""
+    spec_version: int = 0
+
+
+@dataclass(frozen=True)
+class SpecInfo:
+    """One immutable spec version of a model, as the registry stores it."""
+
+    number: int
+    sha256: str
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
+class SliceScore:
+    """Metrics of the holdout rows where `column` == `value`."""
+
+    column: str
+    value: str
+    rows: int
+    metrics: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -56,6 +90,8 @@ class CandidateLineage:
     parent_version: str
     trigger: str
     training_rows: int
+    spec_version: int = 0
+    spec_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,8 @@ class CandidateVersion:
     lineage: CandidateLineage
     correlation_id: str
     causation_id: str
+    slice_metrics: tuple[SliceScore, ...] = ()
+    champion_slice_metrics: tuple[SliceScore, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +145,9 @@ class Run:
     caused_at: float | None = None
     cause_detail: str = ""
     progress: str = ""
+    spec_version: int = 0
+    best_params: dict[str, str] = field(default_factory=dict)
+    schedule_slot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,3 +162,4 @@ class RegisteredVersion:
     metrics: dict[str, float]
     manifest_version: int
     params: dict[str, str]
+    spec_version: int = 0

@@ -7,7 +7,7 @@ import asyncio
 import importlib.metadata
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -22,6 +22,7 @@ from driftloop.services.training.domain import (
     ModelInfo,
     ModelSpec,
     Run,
+    SpecInfo,
 )
 from driftloop.services.training.runs import RunStore
 from driftloop.shared import artifacts, manifest
@@ -94,7 +95,7 @@ class RunExecutor:
             await asyncio.to_thread(self._runs.succeed, run.run_id, done, 0.0)
             log.info("run_already_registered", version=done.version)
             return
-        model = await self._registry.get_model(run.model)
+        model, spec = await self._model_and_spec(run)
         waited = time.monotonic()
         data = await self._pin_data(run, model)
         await asyncio.to_thread(self._runs.record_data_wait, run.run_id, time.monotonic() - waited)
@@ -107,10 +108,15 @@ class RunExecutor:
             )
         result = await asyncio.to_thread(self._train, run, model, data, champion_model)
         await asyncio.to_thread(
-            self._runs.record_data, run.run_id, data.manifest.version, result.training_rows
+            self._runs.record_data,
+            run.run_id,
+            data.manifest.version,
+            result.training_rows,
+            result.search.best_params if result.search else None,
         )
+        champion_version = champion.version if champion else ""
         candidate = await asyncio.to_thread(
-            self._store_outputs, run, model, data, result, champion.version if champion else ""
+            self._store_outputs, run, model, data, result, champion_version, spec
         )
         await self._progress(run, "registering")
         registration = await self._registry.register(candidate)
@@ -123,6 +129,13 @@ class RunExecutor:
             metrics=result.metrics,
             champion_metrics=result.champion_metrics,
         )
+
+    async def _model_and_spec(self, run: Run) -> tuple[ModelInfo, SpecInfo]:
+        """The model, with the spec version current now (recorded on the run)."""
+        model = await self._registry.get_model(run.model)
+        spec = await self._registry.get_spec(run.model, 0)
+        await asyncio.to_thread(self._runs.record_spec, run.run_id, spec.number)
+        return replace(model, spec=spec.spec, spec_version=spec.number), spec
 
     async def _progress(self, run: Run, text: str) -> None:
         await asyncio.to_thread(self._runs.record_progress, run.run_id, text)
@@ -199,6 +212,7 @@ class RunExecutor:
         data: PinnedData,
         result: trainer.TrainedCandidate,
         champion_version: str,
+        spec_info: SpecInfo,
     ) -> CandidateVersion:
         body = artifacts.dump_model(result.pipeline)
         artifact_key = f"artifacts/{model.name}/{run.run_id}/model.skops"
@@ -222,6 +236,8 @@ class RunExecutor:
             parent_version=champion_version,
             trigger=run.trigger,
             training_rows=result.training_rows,
+            spec_version=spec_info.number,
+            spec_sha256=spec_info.sha256,
         )
         return CandidateVersion(
             model=model.name,
@@ -235,6 +251,8 @@ class RunExecutor:
             lineage=lineage,
             correlation_id=run.correlation_id,
             causation_id=run.causation_id,
+            slice_metrics=result.slices,
+            champion_slice_metrics=result.champion_slices,
         )
 
 
@@ -256,6 +274,15 @@ def lineage_params(
         "trained_at": f"{time.time():.3f}",
         **{f"lib.{name}": version for name, version in trainer.library_versions().items()},
     }
+    if spec.slice_columns:
+        params["slice_columns"] = json.dumps(list(spec.slice_columns))
+    if spec.search.param_grid:
+        params["search"] = json.dumps(asdict(spec.search), sort_keys=True)
+    if result.search is not None:
+        params["search.best_params"] = json.dumps(result.search.best_params, sort_keys=True)
+        params["search.best_cv_score"] = f"{result.search.best_score:.6f}"
+        params["search.candidates"] = str(result.search.candidates)
+        params["search.method"] = result.search.method
     if since is not None:
         params["data_since"] = repr(since)
     return params

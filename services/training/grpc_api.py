@@ -50,6 +50,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             differences=found.differences,
             manifest_version=found.manifest_version,
             library_versions=found.library_versions,
+            spec_version=found.spec_version,
         )
 
 
@@ -85,4 +86,7 @@ def run_to_pb(run: Run) -> pb.Run:
         cause_detail=run.cause_detail,
         reason=run.reason,
         progress=run.progress,
+        spec_version=run.spec_version,
+        best_params=run.best_params,
+        schedule_slot=run.schedule_slot or "",
     )

@@ -12,12 +12,13 @@ from driftloop.services.training.grpc_api import MUTATING, SERVICE_NAME, Trainin
 from driftloop.services.training.registry_client import RegistryClient
 from driftloop.services.training.reproduce import Reproducer
 from driftloop.services.training.runs import RunStore
+from driftloop.services.training.schedule import Scheduler
 from driftloop.services.training.settings import TrainingSettings
-from driftloop.shared import logging, runtime, topics
+from driftloop.shared import logging, manifest, runtime, topics
 from driftloop.shared.bus import EventConsumer, EventPublisher
 from driftloop.shared.grpc_client import aio_channel, auth_metadata
 from driftloop.shared.grpc_server import ServiceBinding
-from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.objectstore import ObjectStore, open_object_store
 from driftloop.shared.settings import CommonSettings
 from driftloop.training.v1 import training_pb2_grpc
 
@@ -47,6 +48,13 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
         executor,
         auto=AutoTrainPolicy(min_rows=settings.auto_train_min_rows),
         poll_seconds=settings.poll_seconds,
+    )
+    scheduler = Scheduler(
+        training,
+        runs,
+        registry,
+        lambda dataset: _head_version(store, dataset),
+        poll_seconds=settings.schedule_poll_s,
     )
     handlers = TrainingEvents(training)
     publisher = EventPublisher(common.bootstrap(), "training")
@@ -85,6 +93,11 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
         [binding],
         publisher=publisher,
         consumers=consumers,
-        background=[training.work],
+        background=[training.work, scheduler.run],
         on_stop=close,
     )
+
+
+def _head_version(store: ObjectStore, dataset: str) -> int:
+    head = manifest.manifest_head(store, dataset)
+    return 0 if head is None else head.version

@@ -20,6 +20,9 @@ from driftloop.services.training.domain import (
     ModelSpec,
     RegisteredVersion,
     Registration,
+    SearchSpec,
+    SliceScore,
+    SpecInfo,
 )
 from driftloop.shared import errors
 
@@ -112,7 +115,17 @@ class RegistryClient:
             metrics=dict(v.metrics),
             manifest_version=v.lineage.manifest_version,
             params=dict(v.lineage.params),
+            spec_version=v.lineage.spec_version,
         )
+
+    async def get_spec(self, model: str, number: int = 0) -> SpecInfo:
+        found = await _call(
+            f"GetSpec {model}:{number or 'current'}",
+            self._stub.GetSpec(
+                pb.GetSpecRequest(model=model, number=number), timeout=self._timeout
+            ),
+        )
+        return SpecInfo(number=found.number, sha256=found.sha256, spec=spec_from_pb(found.spec))
 
     async def register(self, candidate: CandidateVersion) -> Registration:
         response = await _call(
@@ -129,23 +142,41 @@ class RegistryClient:
         )
 
 
-def model_from_pb(model: pb.Model) -> ModelInfo:
-    s = model.spec
-    spec = ModelSpec(
+def spec_from_pb(s: pb.TrainingSpec) -> ModelSpec:
+    return ModelSpec(
         features=tuple(s.features),
         estimator=s.estimator,
         params=dict(s.params),
         window_rows=s.window_rows,
         holdout_fraction=s.holdout_fraction,
         min_rows=s.min_rows,
+        slice_columns=tuple(s.slice_columns),
+        search=SearchSpec(
+            param_grid=dict(s.search.param_grid),
+            cv=s.search.cv or 3,
+            max_candidates=s.search.max_candidates,
+            scoring=s.search.scoring or s.policy.metric or "accuracy",
+        ),
+        schedule_seconds=s.schedule_seconds,
     )
+
+
+def model_from_pb(model: pb.Model) -> ModelInfo:
     return ModelInfo(
         name=model.name,
         dataset=model.dataset,
         target=model.target,
-        spec=spec,
+        spec=spec_from_pb(model.spec),
         production_version=model.production_version,
+        spec_version=model.spec_version,
     )
+
+
+def _slices(found: tuple[SliceScore, ...]) -> list[pb.SliceMetrics]:
+    return [
+        pb.SliceMetrics(column=s.column, value=s.value, rows=s.rows, metrics=s.metrics)
+        for s in found
+    ]
 
 
 def candidate_to_pb(c: CandidateVersion) -> pb.RegisterVersionRequest:
@@ -161,6 +192,8 @@ def candidate_to_pb(c: CandidateVersion) -> pb.RegisterVersionRequest:
         champion_version=c.champion_version,
         correlation_id=c.correlation_id,
         causation_id=c.causation_id,
+        slice_metrics=_slices(c.slice_metrics),
+        champion_slice_metrics=_slices(c.champion_slice_metrics),
         lineage=pb.Lineage(
             model=c.model,
             run_id=lin.run_id,
@@ -175,5 +208,7 @@ def candidate_to_pb(c: CandidateVersion) -> pb.RegisterVersionRequest:
             parent_version=lin.parent_version,
             trigger=lin.trigger,
             training_rows=lin.training_rows,
+            spec_version=lin.spec_version,
+            spec_sha256=lin.spec_sha256,
         ),
     )

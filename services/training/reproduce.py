@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
 from driftloop.services.training import trainer
 from driftloop.services.training.core import RegistryPort
-from driftloop.services.training.domain import ModelInfo, ModelSpec, RegisteredVersion
+from driftloop.services.training.domain import (
+    ModelInfo,
+    ModelSpec,
+    RegisteredVersion,
+    SearchSpec,
+)
 from driftloop.shared import artifacts, manifest
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.objectstore import ObjectStore
@@ -30,6 +35,12 @@ _META = {
     "fit_seconds",
     "trained_at",
     "data_since",
+    "slice_columns",
+    "search",
+    "search.best_params",
+    "search.best_cv_score",
+    "search.candidates",
+    "search.method",
 }
 
 
@@ -44,6 +55,8 @@ class Reproduction:
     manifest_version: int
     library_versions: dict[str, str] = field(default_factory=dict)
     """Libraries whose version differs now from training time: "recorded -> now"."""
+    spec_version: int = 0
+    """The registry spec version retrained with (0: the spec recorded in the lineage)."""
 
 
 def spec_from_lineage(params: dict[str, str]) -> tuple[ModelSpec, float | None]:
@@ -64,14 +77,27 @@ def spec_from_lineage(params: dict[str, str]) -> tuple[ModelSpec, float | None]:
         holdout_fraction=float(params.get("holdout_fraction", "0.2")),
         min_rows=int(params.get("min_rows", "1")),
     )
+    if "slice_columns" in params:
+        spec = replace(spec, slice_columns=tuple(json.loads(params["slice_columns"])))
+    if "search" in params:
+        spec = replace(spec, search=SearchSpec(**json.loads(params["search"])))
     since = float(params["data_since"]) if "data_since" in params else None
     return spec, since
 
 
-def reproduce(store: ObjectStore, model: ModelInfo, version: RegisteredVersion) -> Reproduction:
+def reproduce(
+    store: ObjectStore,
+    model: ModelInfo,
+    version: RegisteredVersion,
+    spec_version: ModelSpec | None = None,
+) -> Reproduction:
+    """Retrain `version`; with `spec_version` (the registry's spec version the run recorded),
+    train with that spec, on the feature columns the lineage resolved from the data."""
     if version.manifest_version <= 0:
         raise InvalidInput(f"version {version.version} has no pinned manifest in its lineage")
     spec, since = spec_from_lineage(version.params)
+    if spec_version is not None:
+        spec = replace(spec_version, features=spec.features)
     pinned = manifest.read_manifest(store, model.dataset, version.manifest_version)
     frame = manifest.read_snapshot(store, pinned, since=since)
     window = trainer.select_window(frame, model.target, spec.window_rows)
@@ -93,6 +119,7 @@ def reproduce(store: ObjectStore, model: ModelInfo, version: RegisteredVersion) 
         differences=differences,
         manifest_version=pinned.version,
         library_versions=_library_changes(version.params),
+        spec_version=version.spec_version if spec_version is not None else 0,
     )
 
 
@@ -138,4 +165,7 @@ class Reproducer:
             raise InvalidInput("name the version to reproduce as MODEL and VERSION")
         info = await self._registry.get_model(model)
         registered = await self._registry.get_version(model, version)
-        return await asyncio.to_thread(reproduce, self._store, info, registered)
+        spec = None
+        if registered.spec_version > 0:
+            spec = (await self._registry.get_spec(model, registered.spec_version)).spec
+        return await asyncio.to_thread(reproduce, self._store, info, registered, spec)

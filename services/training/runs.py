@@ -42,6 +42,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN progress TEXT NOT NULL DEFAULT '';
     CREATE INDEX runs_by_correlation ON runs(correlation_id)
     """,
+    # 3: the spec version trained, the search's best parameters, the schedule slot (one run each)
+    """
+    ALTER TABLE runs ADD COLUMN spec_version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN best_params_json TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN schedule_slot TEXT;
+    CREATE UNIQUE INDEX runs_by_schedule_slot ON runs(schedule_slot)
+    """,
 )
 _RUN_FIELDS = {f.name for f in fields(Run)}
 
@@ -89,16 +96,18 @@ class RunStore:
         only_if_no_runs: bool = False,
         caused_at: float | None = None,
         cause_detail: str = "",
+        schedule_slot: str | None = None,
     ) -> Run | None:
-        """Queue a run; None when the episode already has one (or, with only_if_no_runs, when
-        the model has any run). An empty correlation id becomes the run id."""
+        """Queue a run; None when the episode or schedule slot already has one (or, with
+        only_if_no_runs, when the model has any run). An empty correlation id becomes the run id."""
         run_id = uuid.uuid4().hex
         with self._tx() as c:
-            if (
-                episode_id is not None
-                and c.execute("SELECT 1 FROM runs WHERE episode_id = ?", (episode_id,)).fetchone()
-            ):
-                return None
+            for column, key in (("episode_id", episode_id), ("schedule_slot", schedule_slot)):
+                if (
+                    key is not None
+                    and c.execute(f"SELECT 1 FROM runs WHERE {column} = ?", (key,)).fetchone()
+                ):
+                    return None
             if (
                 only_if_no_runs
                 and c.execute("SELECT 1 FROM runs WHERE model = ?", (model,)).fetchone()
@@ -106,8 +115,8 @@ class RunStore:
                 return None
             c.execute(
                 "INSERT INTO runs (run_id, model, state, trigger, episode_id, correlation_id,"
-                " causation_id, data_since, reason, created_at, caused_at, cause_detail)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " causation_id, data_since, reason, created_at, caused_at, cause_detail,"
+                " schedule_slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     model,
@@ -121,6 +130,7 @@ class RunStore:
                     time.time(),
                     caused_at,
                     cause_detail,
+                    schedule_slot,
                 ),
             )
             return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone())
@@ -154,12 +164,39 @@ class RunStore:
                 (error, run_id),
             )
 
-    def record_data(self, run_id: str, manifest_version: int, training_rows: int) -> None:
+    def record_data(
+        self,
+        run_id: str,
+        manifest_version: int,
+        training_rows: int,
+        best_params: dict[str, str] | None = None,
+    ) -> None:
         with self._tx() as c:
             c.execute(
-                "UPDATE runs SET manifest_version = ?, training_rows = ? WHERE run_id = ?",
-                (manifest_version, training_rows, run_id),
+                "UPDATE runs SET manifest_version = ?, training_rows = ?, best_params_json = ?"
+                " WHERE run_id = ?",
+                (manifest_version, training_rows, json.dumps(best_params or {}), run_id),
             )
+
+    def record_spec(self, run_id: str, spec_version: int) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE runs SET spec_version = ? WHERE run_id = ?", (spec_version, run_id))
+
+    def has_slot(self, schedule_slot: str) -> bool:
+        with self._tx() as c:
+            found = c.execute("SELECT 1 FROM runs WHERE schedule_slot = ?", (schedule_slot,))
+            return found.fetchone() is not None
+
+    def schedule_state(self, model: str) -> tuple[bool, int]:
+        """(whether a run of `model` is queued or running, the newest manifest version any of
+        its runs trained on)."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT COALESCE(MAX(state IN ('queued', 'running')), 0),"
+                " COALESCE(MAX(manifest_version), 0) FROM runs WHERE model = ?",
+                (model,),
+            ).fetchone()
+        return bool(row[0]), int(row[1])
 
     def record_progress(self, run_id: str, progress: str) -> None:
         with self._tx() as c:
@@ -214,4 +251,5 @@ def _run(row: sqlite3.Row) -> Run:
     values: dict[str, Any] = {k: row[k] for k in row.keys() if k in _RUN_FIELDS}
     values["metrics"] = json.loads(row["metrics_json"])
     values["promoted"] = bool(row["promoted"])
+    values["best_params"] = json.loads(row["best_params_json"])
     return Run(**values)

@@ -32,6 +32,9 @@ class TrainingSettings(ServiceSettings):
     the dataset manifest while it waits for data."""
     registry_timeout_s: float = 30.0
     """Deadline of each call to the registry."""
+    schedule_poll_s: float = 10.0
+    """How often the schedule trigger checks models whose spec sets a schedule (a due slot
+    starts at most this late)."""
 
     def database(self, data_dir: Path) -> Path:
         return self.db_path if self.db_path is not None else data_dir / "training.db"

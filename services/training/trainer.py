@@ -22,16 +22,20 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from driftloop.services.training.domain import ModelSpec
+from driftloop.services.training.domain import ModelSpec, SliceScore
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.manifest import INGESTED_AT
 from driftloop.shared.profile import ReferenceProfile, build_profile
 
 SEED = 0
 """Seed of every random source a fit touches (estimator random_state, numpy, random)."""
+MAX_SLICE_VALUES = 100
+"""Slices scored per slice column (its most frequent values)."""
+MISSING = "<missing>"
 LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "scipy", "skops")
 
 ESTIMATORS: dict[str, Any] = {
@@ -39,6 +43,17 @@ ESTIMATORS: dict[str, Any] = {
     "random_forest": RandomForestClassifier,
     "gradient_boosting": HistGradientBoostingClassifier,
 }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best_params: dict[str, str]
+    """Estimator parameter -> JSON value the search chose."""
+    best_score: float
+    """Mean cross-validated score of the best parameters."""
+    candidates: int
+    method: str
+    """"grid" or "random" (a sample of max_candidates combinations)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,9 @@ class TrainedCandidate:
     training_rows: int
     holdout_rows: int
     fit_seconds: float
+    slices: tuple[SliceScore, ...] = ()
+    champion_slices: tuple[SliceScore, ...] = ()
+    search: SearchResult | None = None
 
 
 def feature_columns(frame: pd.DataFrame, target: str, spec: ModelSpec) -> list[str]:
@@ -149,18 +167,28 @@ def train_candidate(
     y_train = train[target].astype(str)
     if y_train.nunique() < 2:
         raise InvalidInput(f"training rows hold a single class {y_train.iloc[0]!r}: need two")
+    missing = [c for c in spec.slice_columns if c not in window.columns]
+    if missing:
+        raise InvalidInput(f"slice columns {missing} are not in the curated data")
     pipeline = build_pipeline(train, features, spec)
     seed_everything()
     started = time.perf_counter()
-    pipeline.fit(train[features], y_train)
+    pipeline, searched = fit(pipeline, spec, train[features], y_train)
     fit_seconds = time.perf_counter() - started
     predictions = pd.Series(pipeline.predict(train[features]), index=train.index).astype(str)
     metrics = score(pipeline, holdout, target)
     # why: the held-out accuracy and label frequencies give the monitor a performance and
     # label-prior reference at once, instead of a burn-in of live labels after each deployment.
+    # The holdout size tells the monitor how certain the reference accuracy is.
     profile = build_profile(
-        model, "", train[features], predictions, target=y_train, metrics=metrics
+        model,
+        "",
+        train[features],
+        predictions,
+        target=y_train,
+        metrics={**metrics, "holdout_rows": float(len(holdout))},
     )
+    champion_ok = champion is not None and _has_features(champion, holdout)
     return TrainedCandidate(
         pipeline=pipeline,
         metrics=metrics,
@@ -170,7 +198,77 @@ def train_candidate(
         training_rows=len(train),
         holdout_rows=len(holdout),
         fit_seconds=fit_seconds,
+        slices=slice_scores(pipeline, holdout, target, spec.slice_columns),
+        champion_slices=(
+            slice_scores(champion, holdout, target, spec.slice_columns) if champion_ok else ()
+        ),
+        search=searched,
     )
+
+
+def fit(
+    pipeline: Pipeline, spec: ModelSpec, x: pd.DataFrame, y: pd.Series
+) -> tuple[Pipeline, SearchResult | None]:
+    """Fit `pipeline`, or with a search spec, cross-validate the grid (random sample of
+    max_candidates combinations when larger) with a fixed seed and refit the best."""
+    search = spec.search
+    if not search.param_grid:
+        return pipeline.fit(x, y), None
+    grid = {f"model__{k}": json.loads(v) for k, v in sorted(search.param_grid.items())}
+    size = math.prod(len(v) for v in grid.values())
+    common: dict[str, Any] = {
+        "cv": StratifiedKFold(n_splits=search.cv),  # unshuffled: the same folds every time
+        "scoring": search.scoring,
+        "n_jobs": 1,
+        "refit": True,
+        "error_score": "raise",
+    }
+    sampled = bool(search.max_candidates) and size > search.max_candidates
+    searcher: GridSearchCV | RandomizedSearchCV = (
+        RandomizedSearchCV(
+            pipeline, grid, n_iter=search.max_candidates, random_state=SEED, **common
+        )
+        if sampled
+        else GridSearchCV(pipeline, grid, **common)
+    )
+    try:
+        searcher.fit(x, y)
+    except ValueError as exc:
+        raise InvalidInput(f"hyper-parameter search failed: {exc}") from exc
+    best = {
+        k.removeprefix("model__"): json.dumps(_plain(v))
+        for k, v in sorted(searcher.best_params_.items())
+    }
+    result = SearchResult(
+        best_params=best,
+        best_score=float(searcher.best_score_),
+        candidates=search.max_candidates if sampled else size,
+        method="random" if sampled else "grid",
+    )
+    return searcher.best_estimator_, result
+
+
+def slice_scores(
+    pipeline: Any, holdout: pd.DataFrame, target: str, columns: tuple[str, ...]
+) -> tuple[SliceScore, ...]:
+    """Metrics per value of each slice column on `holdout` (the most frequent values first,
+    at most MAX_SLICE_VALUES per column; missing values form the slice "<missing>")."""
+    found = []
+    for column in columns:
+        values = holdout[column].astype(object).where(holdout[column].notna(), MISSING)
+        values = values.astype(str)
+        for value in values.value_counts().index[:MAX_SLICE_VALUES]:
+            rows = holdout[values == value]
+            found.append(SliceScore(column, str(value), len(rows), score(pipeline, rows, target)))
+    return tuple(found)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _has_features(model: Any, frame: pd.DataFrame) -> bool:
+    return all(c in frame.columns for c in model.feature_names_in_)
 
 
 def seed_everything(seed: int = SEED) -> None:
@@ -191,8 +289,7 @@ def library_versions() -> dict[str, str]:
 
 
 def score_champion(champion: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
-    missing = [c for c in champion.feature_names_in_ if c not in holdout.columns]
-    if missing:
+    if not _has_features(champion, holdout):
         # the data no longer has what the champion needs: it cannot serve it either
         return {"accuracy": 0.0, "f1_macro": 0.0}
     return score(champion, holdout, target)

@@ -65,6 +65,8 @@ def _is_text(data_type: pa.DataType) -> bool:
 
 
 def _nulls(arr: pa.Array) -> np.ndarray:
+    if not arr.null_count:
+        return np.zeros(len(arr), dtype=bool)
     return np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -75,7 +77,7 @@ def _as_floats(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if _is_numeric(arr.type):
         # safe=False: integers beyond 2**53 round to the nearest double (for float columns and
         # range checks) instead of failing the whole column; int columns keep exact int64.
-        as_float = arr.cast(pa.float64(), safe=False)
+        as_float = arr if arr.type == pa.float64() else arr.cast(pa.float64(), safe=False)
         numbers = np.asarray(as_float.to_numpy(zero_copy_only=False), dtype=float)
         return numbers, null | np.isnan(numbers), np.zeros(n, dtype=bool)
     if _is_text(arr.type):
@@ -89,6 +91,8 @@ def _as_floats(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _float(arr: pa.Array) -> Converted:
     numbers, null, bad = _as_floats(arr)
+    if arr.type == pa.float64() and not arr.null_count and not null.any():
+        return Converted(arr, null, bad, "not a number", numbers)  # already clean: no copy
     numbers = np.where(null | bad, np.nan, numbers)
     values = pa.array(numbers, type=pa.float64(), mask=null | bad)
     return Converted(values, null, bad, "not a number", numbers)
@@ -98,7 +102,7 @@ def _int(arr: pa.Array) -> Converted:
     numbers, null, unparsed = _as_floats(arr)
     if pat.is_integer(arr.type):
         try:
-            values = arr.cast(pa.int64())
+            values = arr if arr.type == pa.int64() else arr.cast(pa.int64())
             return Converted(values, null, unparsed, "not an integer", numbers, unparsed)
         except pa.ArrowInvalid:
             pass  # uint64 beyond int64: fall through to the float path, which flags them

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from driftloop.events.v1 import events_pb2
 from driftloop.services.validation.batch_checks import BatchFlag, batch_flags
 from driftloop.services.validation.catalog import SchemaCatalog
 from driftloop.services.validation.checks import Verdict, check_batch, rejected_rows_json
+from driftloop.services.validation.key_catalog import KeyCatalog
 from driftloop.services.validation.quality import QualityTracker
 from driftloop.shared import envelope, topics
 from driftloop.shared.bus import EventPublisher
@@ -61,23 +63,58 @@ class RecordBatchHandler:
         catalog: SchemaCatalog,
         quality: QualityTracker,
         publisher: EventPublisher,
+        *,
+        keys: KeyCatalog | None = None,
     ) -> None:
         self._catalog = catalog
         self._quality = quality
         self._publisher = publisher
         self._writer = ManifestWriter(store)
+        self._keys = keys if keys is not None else KeyCatalog(store)
+        # why: a poll's checks run while the previous poll is curated and published. Checks
+        # that use unique keys (or the manifest writer) wait until no poll awaits curation.
+        self._curated = threading.Condition()
+        self._uncurated = 0
+        self._previous: asyncio.Future[None] | None = None
 
     async def handle(self, event: envelope.Envelope) -> None:
         """One envelope (for an `on_event` consumer)."""
-        await self._process([_parse(event)])
+        await (await self._process([_parse(event)]))
 
-    async def handle_records(self, records: list[ConsumerRecord]) -> None:
+    async def handle_records(self, records: list[ConsumerRecord]) -> asyncio.Future[None]:
         """All records of one poll (for an `on_batch` consumer). Any bad record fails the whole
-        call before anything is written, so the bus retries them one by one."""
-        await self._process([_parse(envelope.decode(r.value)) for r in records])
+        call before anything is written, so the bus retries them one by one.
 
-    async def _process(self, items: list[Checked]) -> None:
-        await asyncio.to_thread(self._check_and_curate, items)
+        Returns once the poll's rows are checked. The returned future finishes the poll, in
+        order after the previous one: one curated file and manifest version per dataset, then
+        the events, done when the broker has acknowledged every one (the bus commits the
+        poll's offsets only then, and meanwhile checks the next poll). If curating fails, it
+        and every later poll's future fail: the consumer stops and nothing is committed."""
+        return await self._process([_parse(envelope.decode(r.value)) for r in records])
+
+    async def _process(self, items: list[Checked]) -> asyncio.Future[None]:
+        try:
+            await asyncio.to_thread(self._check, items)
+        except BaseException:
+            self._keys.forget()  # they may hold keys of rows that will not be curated
+            raise
+        for item in items:
+            assert item.verdict is not None
+            self._quality.record(item.dataset, item.batch.batch_id, item.verdict, item.flags)
+        with self._curated:
+            self._uncurated += 1
+        self._previous = asyncio.ensure_future(self._finish(items, self._previous))
+        return self._previous
+
+    async def _finish(self, items: list[Checked], previous: asyncio.Future[None] | None) -> None:
+        try:
+            if previous is not None:
+                await previous  # versions and events stay in poll order
+            await asyncio.to_thread(self._curate_or_forget, items)
+        finally:
+            with self._curated:
+                self._uncurated -= 1
+                self._curated.notify_all()
         sends: list[asyncio.Task[None]] = []
         for _, group in itertools.groupby(items, key=lambda c: (c.dataset, id(c.manifest))):
             members = list(group)
@@ -89,22 +126,37 @@ class RecordBatchHandler:
             ):
                 sends.append(await self._publish_version(last))
         await asyncio.gather(*sends)
-        for item in items:
-            assert item.verdict is not None
-            self._quality.record(item.dataset, item.batch.batch_id, item.verdict, item.flags)
 
-    def _check_and_curate(self, items: list[Checked]) -> None:
-        """Blocking: row checks of every batch, then one curated file per run of batches of the
-        same dataset and schema."""
+    def _curate_or_forget(self, items: list[Checked]) -> None:
+        """Blocking: one curated file per run of batches of the same dataset and schema. If it
+        fails, the key indexes are dropped (they may hold keys of rows that were not curated)
+        and rebuilt from the curated data on next use."""
+        try:
+            self._curate(items)
+        except BaseException:
+            self._keys.forget()
+            raise
+
+    def _check(self, items: list[Checked]) -> None:
+        """Blocking: row and batch checks of every batch, and the encoded outcomes."""
         for item in items:
             schema = self._catalog.for_batch(item.dataset, item.table)
             item.schema_hash = schema.schema_hash
-            item.verdict = check_batch(schema, item.table)
+            if schema.unique_columns:
+                with self._curated:  # the keys must include every earlier poll's, curated
+                    self._curated.wait_for(lambda: self._uncurated == 0)
+                    head = self._writer.head(item.dataset)
+                    keys = self._keys.for_dataset(item.dataset, schema.unique_columns, head)
+                    item.verdict = check_batch(schema, item.table, keys, item.batch.batch_id)
+            else:
+                item.verdict = check_batch(schema, item.table, None, item.batch.batch_id)
             rates = self._quality.null_rates(item.dataset)
             item.flags = batch_flags(schema, item.batch.batch_id, item.verdict, rates)
             if item.verdict.accepted_rows:
                 item.accepted_ipc = table_to_ipc(item.verdict.accepted)
             item.rejected_json = rejected_rows_json(item.table, item.verdict.rejections)
+
+    def _curate(self, items: list[Checked]) -> None:
         for (dataset, schema_hash), group in itertools.groupby(
             items, key=lambda c: (c.dataset, c.schema_hash)
         ):
@@ -117,6 +169,8 @@ class RecordBatchHandler:
             manifest, fresh = self._writer.curate(dataset, parts, schema_hash)
             for m in members:
                 m.manifest = manifest
+            if manifest is not None:
+                self._keys.committed(dataset, manifest.version)
             _log_curated(dataset, members, manifest, fresh)
 
     async def _publish_outcome(self, item: Checked) -> list[asyncio.Task[None]]:

@@ -107,6 +107,7 @@ def column_from_pb(column: validation_pb2.ColumnSchema) -> ColumnSpec:
         min=column.min if column.HasField("min") else None,
         max=column.max if column.HasField("max") else None,
         categories=tuple(column.categories),
+        unique=column.unique,
     )
 
 
@@ -116,6 +117,7 @@ def column_to_pb(column: ColumnSpec) -> validation_pb2.ColumnSchema:
         type=column.type,
         required=column.required,
         categories=list(column.categories),
+        unique=column.unique,
     )
     if column.min is not None:
         message.min = column.min

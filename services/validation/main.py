@@ -10,6 +10,7 @@ import asyncio
 from driftloop.services.validation.catalog import SchemaCatalog
 from driftloop.services.validation.events import RecordBatchHandler
 from driftloop.services.validation.grpc_api import ValidationServicer
+from driftloop.services.validation.key_catalog import KeyCatalog
 from driftloop.services.validation.quality import QualityTracker
 from driftloop.services.validation.settings import ValidationSettings
 from driftloop.shared import runtime, topics
@@ -42,7 +43,8 @@ async def run(common: CommonSettings, settings: ValidationSettings) -> None:
     publisher = EventPublisher(
         common.bootstrap(), "validation", max_batch_bytes=RECORD_BATCH_BUFFER
     )
-    handler = RecordBatchHandler(store, catalog, quality, publisher)
+    keys = KeyCatalog(store, max_keys=settings.unique_max_keys)
+    handler = RecordBatchHandler(store, catalog, quality, publisher, keys=keys)
     consumer = EventConsumer(
         bootstrap=common.bootstrap(),
         group=GROUP,

@@ -34,6 +34,12 @@ class ColumnSpec:
     min: float | None = None
     max: float | None = None
     categories: tuple[str, ...] = field(default_factory=tuple)
+    unique: bool = False
+    """A key column: a non-null value may be accepted once per dataset (declared, never
+    inferred); later rows with it are rejected as "duplicate key <column>=<value>"."""
+
+
+UNIQUE_TYPES = ("int", "string")
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,10 @@ class DatasetSchema:
 
     def column(self, name: str) -> ColumnSpec | None:
         return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def unique_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.unique)
 
     def to_json(self) -> bytes:
         body = {
@@ -69,7 +79,11 @@ class DatasetSchema:
 
 
 def _column_dict(column: ColumnSpec) -> dict[str, Any]:
-    return {**asdict(column), "categories": list(column.categories)}
+    body = {**asdict(column), "categories": list(column.categories)}
+    if not column.unique:
+        # why: schemas written before `unique` existed keep their hash
+        del body["unique"]
+    return body
 
 
 def columns_hash(columns: tuple[ColumnSpec, ...] | list[ColumnSpec]) -> str:
@@ -133,6 +147,10 @@ def _check_column(column: ColumnSpec) -> None:
             raise InvalidInput(f"column {name!r}: {bound} is NaN")
     if column.min is not None and column.max is not None and column.min > column.max:
         raise InvalidInput(f"column {name!r}: min {column.min} is above max {column.max}")
+    if column.unique and column.type not in UNIQUE_TYPES:
+        raise InvalidInput(
+            f"column {name!r}: unique applies to int or string columns, not {column.type}"
+        )
     if column.categories:
         if column.type != "string":
             raise InvalidInput(f"column {name!r}: categories only apply to string columns")

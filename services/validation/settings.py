@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from driftloop.services.validation.keys import DEFAULT_MAX_KEYS
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -29,3 +30,7 @@ class ValidationSettings(ServiceSettings):
     """How long the broker may hold a fetch of driftloop.records.raw waiting for more data
     (the embedded broker tends to hold fetches at the tail for this long even when data
     arrived, so a short wait keeps validation close behind ingestion)."""
+    unique_max_keys: int = Field(default=DEFAULT_MAX_KEYS, ge=1000)
+    """Keys remembered per unique column of a dataset (12 bytes each), rebuilt from the curated
+    data on start; past it the oldest are forgotten in blocks (at least the newest half are
+    always checked), so memory stays bounded."""

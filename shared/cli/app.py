@@ -13,8 +13,6 @@ from typing import Annotated
 
 import grpc
 import typer
-import yaml
-from google.protobuf import json_format
 from rich.console import Console
 
 from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -22,7 +20,10 @@ from driftloop.shared import stack
 from driftloop.shared.cli.bench import register as register_benchmarks
 from driftloop.shared.cli.datasets import register as register_dataset_commands
 from driftloop.shared.cli.deadletter import command as deadletter_command
+from driftloop.shared.cli.drift import command as drift_command
+from driftloop.shared.cli.predict import command as predict_command
 from driftloop.shared.cli.registry_cmds import register as register_registry_commands
+from driftloop.shared.cli.registry_cmds import register_spec_command
 from driftloop.shared.cli.runs_cmds import register as register_run_commands
 from driftloop.shared.cli.trace import register as register_trace_command
 from driftloop.shared.errors import DriftloopError
@@ -39,9 +40,12 @@ app.add_typer(model_app, name="model")
 app.add_typer(register_benchmarks(), name="bench")
 register_dataset_commands(app)
 register_registry_commands(app)
+register_spec_command(model_app)
 register_run_commands(app)
 register_trace_command(app)
 app.command("deadletter")(deadletter_command)
+app.command("drift")(drift_command)
+app.command("predict")(predict_command)
 console = Console()
 err = Console(stderr=True)
 
@@ -164,13 +168,24 @@ def status(
 @app.command()
 def ingest(
     file: Annotated[Path, typer.Argument(help="CSV or Parquet file.", exists=True, dir_okay=False)],
-    dataset: Annotated[str, typer.Option(help="Dataset the rows belong to.")],
+    dataset: Annotated[str, typer.Option(help="Dataset the rows belong to.")] = "",
+    labels: Annotated[bool, typer.Option("--labels", help="The file holds labels.")] = False,
+    model: Annotated[str, typer.Option(help="Model the labels are for (--labels).")] = "",
+    id_column: Annotated[str, typer.Option(help="Request id column (--labels).")] = "request_id",
+    label_column: Annotated[str, typer.Option(help="Label column (--labels).")] = "label",
     data_dir: DataDir = None,
 ) -> None:
-    """Stream a CSV or Parquet file into a dataset (larger-than-memory files work)."""
+    """Stream a CSV or Parquet file into a dataset, or labels for a model (--labels)."""
     from driftloop.shared.cli.ingest_file import MAX_REJECTED_SHOWN, RejectedLine, ingest_file
 
     rejected: list[RejectedLine] = []
+    if labels:
+        from driftloop.shared.cli.ingest_file import ingest_labels_command
+
+        ingest_labels_command(settings(data_dir), file, model, id_column, label_column)
+        return
+    if not dataset:
+        fail("--dataset is required (or --labels --model NAME for a labels file)")
     try:
         reply = ingest_file(settings(data_dir), file, dataset, rejected)
     except DriftloopError as exc:
@@ -192,18 +207,22 @@ def ingest(
 @model_app.command("create")
 def model_create(
     name: str,
-    dataset: Annotated[str, typer.Option(help="Dataset the model trains on.")],
-    target: Annotated[str, typer.Option(help="Target column.")],
+    dataset: Annotated[str, typer.Option(help="Dataset (or `dataset:` in the spec).")] = "",
+    target: Annotated[str, typer.Option(help="Target column (or `target:` in the spec).")] = "",
     spec: Annotated[Path | None, typer.Option(help="Training spec (YAML).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Declare a model on a dataset (defaults fill anything the spec leaves out)."""
+    from driftloop.shared.cli.registry_cmds import actor
+
     common = settings(data_dir)
-    request = registry_pb2.CreateModelRequest(name=name, dataset=dataset, target=target)
+    request = registry_pb2.CreateModelRequest(
+        name=name, dataset=dataset, target=target, author=actor()
+    )
     if spec is not None:
         try:
-            json_format.ParseDict(yaml.safe_load(spec.read_text()) or {}, request.spec)
-        except (OSError, yaml.YAMLError, json_format.ParseError) as exc:
+            request.spec_yaml = spec.read_text() or "{}"
+        except OSError as exc:
             fail(f"cannot read training spec {spec}: {exc}")
     with sync_channel(common, "registry") as channel:
         try:

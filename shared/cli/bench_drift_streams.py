@@ -88,7 +88,7 @@ def _stream(
     start: int | None = None,
     drift_at: int | None = None,
 ) -> LabelledStream:
-    reference, ref_predictions, _ = _rows(rng, REFERENCE_ROWS, None)
+    reference, ref_predictions, ref_labels = _rows(rng, REFERENCE_ROWS, None)
     live, predictions, labels = _rows(rng, n, drift)
     return LabelledStream(
         name=name,
@@ -97,6 +97,7 @@ def _stream(
         reference_predictions=ref_predictions,
         live=live.assign(**{PREDICTION: predictions}),
         labels=labels,
+        reference_labels=ref_labels,
         drift_start=start,
         drift_at=drift_at,
     )

@@ -45,11 +45,12 @@ def command(
         try:
             with run.RssSampler(stack.pids) as rss:
                 console.log(f"raw broker ceiling: {rows:,} rows")
-                raw = asyncio.run(_raw_ceiling(stack, rows))
+                raw = asyncio.run(_raw_ceiling(stack, rows, run.CpuMeter(stack.pids)))
                 console.log(f"gRPC streaming: {rows:,} rows")
-                grpc_result = asyncio.run(_grpc_path(stack, rows))
+                grpc_result = asyncio.run(_grpc_path(stack, rows, run.CpuMeter(stack.pids)))
                 console.log(f"JSON topic: {json_rows:,} rows")
-                json_result = asyncio.run(_json_path(stack, json_rows))
+                json_meter = run.CpuMeter(stack.pids)
+                json_result = asyncio.run(_json_path(stack, json_rows, json_meter))
         finally:
             stack_cm.__exit__(None, None, None)
     result = _summary(rows, raw, grpc_result, json_result, rss.peak_mb)
@@ -58,7 +59,7 @@ def command(
         print(json.dumps(result))  # noqa: T201 - the benchmark's machine-readable last line
 
 
-async def _raw_ceiling(stack: Any, rows: int) -> dict[str, float]:
+async def _raw_ceiling(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
     """Produce and consume the same bytes the raw topic carries, with no processing."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -111,13 +112,20 @@ async def _raw_ceiling(stack: Any, rows: int) -> dict[str, float]:
             await producing
 
         await move(WARMUP_MESSAGES)  # connections, metadata and first fetch out of the timing
+        cpu.start()
         start = time.perf_counter()
         await move(messages)
         seconds = time.perf_counter() - start
+        cpu.stop()
     finally:
         await consumer.stop()
         await producer.stop()
-    return {"rows": messages * BATCH_ROWS, "seconds": seconds, "bytes": messages * len(value)}
+    return {
+        "rows": messages * BATCH_ROWS,
+        "seconds": seconds,
+        "bytes": messages * len(value),
+        "cpu_s_per_million_rows": cpu.per_million(messages * BATCH_ROWS),
+    }
 
 
 async def _declare(stack: Any, dataset: str) -> None:
@@ -134,7 +142,7 @@ async def _declare(stack: Any, dataset: str) -> None:
         await validation_pb2_grpc.ValidationServiceStub(channel).PutSchema(schema, timeout=10)
 
 
-async def _grpc_path(stack: Any, rows: int) -> dict[str, float]:
+async def _grpc_path(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
     import grpc
 
     from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
@@ -156,15 +164,17 @@ async def _grpc_path(stack: Any, rows: int) -> dict[str, float]:
     options = [("grpc.max_send_message_length", 64 << 20)]
     async with grpc.aio.insecure_channel(stack.ingestion, options=options) as channel:
         stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
+        cpu.start()
         start = time.perf_counter()
         reply = await stub.IngestStream(iter(requests), timeout=600)
         sent = time.perf_counter()
     head = await asyncio.to_thread(wait_accounted, stack, dataset, rows, 600)
     done = time.perf_counter()
-    return _path_result(rows, reply.rows_accepted, head, start, sent, done)
+    cpu.stop()
+    return _path_result(rows, reply.rows_accepted, head, start, sent, done, cpu)
 
 
-async def _json_path(stack: Any, rows: int) -> dict[str, float]:
+async def _json_path(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
     from driftloop.shared import topics
@@ -184,6 +194,7 @@ async def _json_path(stack: Any, rows: int) -> dict[str, float]:
     )
     await producer.start()
     try:
+        cpu.start()
         start = time.perf_counter()
         sends = [
             await producer.send(topics.INGEST_JSON, bodies[i % len(bodies)], key=dataset.encode())
@@ -196,7 +207,8 @@ async def _json_path(stack: Any, rows: int) -> dict[str, float]:
     total = messages * JSON_ROWS_PER_MESSAGE
     head = await asyncio.to_thread(wait_accounted, stack, dataset, total, 900)
     done = time.perf_counter()
-    return _path_result(total, total, head, start, sent, done)
+    cpu.stop()
+    return _path_result(total, total, head, start, sent, done, cpu)
 
 
 def json_messages_for(table: Any) -> list[bytes]:
@@ -206,8 +218,8 @@ def json_messages_for(table: Any) -> list[bytes]:
 
 
 def _path_result(
-    rows: int, accepted: int, head: Any, start: float, sent: float, done: float
-) -> dict[str, float]:
+    rows: int, accepted: int, head: Any, start: float, sent: float, done: float, cpu: Any
+) -> dict[str, Any]:
     return {
         "rows_in": rows,
         "rows_accepted_by_ingestion": accepted,
@@ -218,14 +230,15 @@ def _path_result(
         "seconds": done - start,
         "rows_per_s": rows / (done - start),
         "lag_s": done - sent,
+        "cpu_s_per_million_rows": cpu.per_million(rows),
     }
 
 
 def _summary(
     rows: int,
-    raw: dict[str, float],
-    grpc_result: dict[str, float],
-    json_result: dict[str, float],
+    raw: dict[str, Any],
+    grpc_result: dict[str, Any],
+    json_result: dict[str, Any],
     peak: dict[str, float],
 ) -> dict[str, Any]:
     from driftloop.shared.cli.bench_ingest_run import expected_rejected
@@ -237,6 +250,7 @@ def _summary(
     return {
         "rows": rows,
         "raw_ceiling_mb_per_s": raw["bytes"] / raw["seconds"] / 1e6,
+        "raw_ceiling_cpu_s_per_million_rows": raw["cpu_s_per_million_rows"],
         "grpc": grpc_result,
         "json_topic": json_result,
         "grpc_ratio_to_ceiling": grpc_result["rows_per_s"] / ceiling,
@@ -246,6 +260,7 @@ def _summary(
         + expected_rejected(int(json_result["rows_in"])),
         "peak_rss_mb_by_process": {k: round(v, 1) for k, v in peak.items()},
         "machine_cpus": _cpus(),
+        "load_average_1m_after": round(_load(), 2),
         "grpc_rows_per_s": round(grpc_result["rows_per_s"]),
         "json_topic_rows_per_s": round(json_result["rows_per_s"]),
         "raw_ceiling_rows_per_s": round(ceiling),
@@ -254,6 +269,12 @@ def _summary(
         "rows_rejected": int(rejected),
         "peak_rss_mb": round(max(peak.get(s, 0.0) for s in ("ingestion", "validation")), 1),
     }
+
+
+def _load() -> float:
+    import os
+
+    return os.getloadavg()[0]
 
 
 def _cpus() -> int:
@@ -283,5 +304,12 @@ def _render(console: Any, result: dict[str, Any]) -> None:
     console.print(
         f"rows in {result['rows_in']:,} = curated {result['rows_curated']:,} + rejected "
         f"{result['rows_rejected']:,}: {'holds' if result['conservation_holds'] else 'BROKEN'}; "
-        f"peak RSS (MB) {result['peak_rss_mb_by_process']}; {result['machine_cpus']} CPUs"
+        f"peak RSS (MB) {result['peak_rss_mb_by_process']}; {result['machine_cpus']} CPUs, "
+        f"load average {result['load_average_1m_after']}"
     )
+    for name, per in (
+        ("raw ceiling", result["raw_ceiling_cpu_s_per_million_rows"]),
+        ("gRPC", result["grpc"]["cpu_s_per_million_rows"]),
+        ("JSON topic", result["json_topic"]["cpu_s_per_million_rows"]),
+    ):
+        console.print(f"CPU seconds per million rows, {name}: {per}")

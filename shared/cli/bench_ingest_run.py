@@ -172,6 +172,43 @@ class RssSampler:
                 self.peak_mb[name] = max(self.peak_mb[name], rss)
 
 
+class CpuMeter:
+    """CPU seconds (user + system) each process used between start() and stop(); the bench
+    client is this process ("client")."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        import psutil
+
+        self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._procs["client"] = psutil.Process(os.getpid())
+        self._start: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        import psutil
+
+        out = {}
+        for name, proc in self._procs.items():
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            out[name] = times.user + times.system
+        return out
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def stop(self) -> None:
+        now = self._now()
+        self.seconds = {n: now[n] - self._start[n] for n in self._start if n in now}
+
+    def per_million(self, rows: int) -> dict[str, float]:
+        per = {n: round(s / rows * 1e6, 2) for n, s in self.seconds.items()}
+        per["total"] = round(sum(self.seconds.values()) / rows * 1e6, 2)
+        return per
+
+
 def wait_accounted(stack: BenchStack, dataset: str, rows: int, timeout: float) -> ManifestHead:
     """Poll the manifest pointer until every row is curated or rejected."""
     deadline = time.monotonic() + timeout

@@ -31,7 +31,8 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def schema_from_yaml(dataset: str, path: Path) -> validation_pb2.DatasetSchema:
-    """Read a schema file: `columns:` a list of {name, type, required, min, max, categories}."""
+    """Read a schema file: `columns:` a list of {name, type, required, min, max, categories,
+    unique}; `key: true` is another way to write `unique: true`."""
     try:
         body = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -41,12 +42,25 @@ def schema_from_yaml(dataset: str, path: Path) -> validation_pb2.DatasetSchema:
     unknown = set(body) - {"dataset", "columns"}
     if unknown:
         raise InvalidInput(f"{path}: unknown keys {sorted(unknown)}")
+    columns = [_key_alias(c) for c in body["columns"]]
     try:
         return json_format.ParseDict(
-            {"dataset": dataset, "columns": body["columns"]}, validation_pb2.DatasetSchema()
+            {"dataset": dataset, "columns": columns}, validation_pb2.DatasetSchema()
         )
     except json_format.ParseError as exc:
         raise InvalidInput(f"{path}: {exc}") from exc
+
+
+def _key_alias(column: Any) -> Any:
+    """`key: true` -> `unique: true` (both may not disagree)."""
+    if not isinstance(column, dict) or "key" not in column:
+        return column
+    column = dict(column)
+    key = column.pop("key")
+    if "unique" in column and column["unique"] != key:
+        raise InvalidInput(f"column {column.get('name')!r}: `key` and `unique` disagree")
+    column["unique"] = key
+    return column
 
 
 def _fail(message: str) -> None:
@@ -110,12 +124,13 @@ def schema(
     if as_json:
         console.print_json(json_format.MessageToJson(reply))
         return
-    table = Table("column", "type", "required", "min", "max", "categories")
+    table = Table("column", "type", "required", "unique", "min", "max", "categories")
     for c in reply.columns:
         table.add_row(
             c.name,
             c.type,
             "yes" if c.required else "",
+            "yes" if c.unique else "",
             str(c.min) if c.HasField("min") else "",
             str(c.max) if c.HasField("max") else "",
             ", ".join(c.categories),

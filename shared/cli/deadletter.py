@@ -1,15 +1,20 @@
-"""`driftloop deadletter [--topic T] [--limit N] [--json] [--replay]`: list the messages consumers
-dead-lettered (driftloop.deadletter), and optionally publish them again to their source topics.
+"""`driftloop deadletter [--topic T] [--limit N] [--json] [--replay [--force]]`: list the messages
+consumers dead-lettered (driftloop.deadletter), and optionally publish them again to their sources.
 
-Replay re-publishes each letter's original key and value bytes; it does not mark letters as
-replayed, so replaying twice publishes twice (envelope consumers skip event ids they have seen
-only while they run). A letter whose value was cut at the dead-letter size cap is not replayed.
+Replay re-publishes each letter's original key and value bytes with a `driftloop-replay-of`
+header naming the letter, and records a digest of the message (source topic, key, value) in
+<data-dir>/deadletter-replays.json. A message replayed once is not replayed again (it is listed
+as replayed; --force overrides), so a message that fails again after its replay lands in the
+dead letters a second time but cannot loop. A letter whose value was cut at the dead-letter size
+cap is not replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +31,9 @@ from driftloop.shared.errors import Unavailable
 from driftloop.shared.settings import CommonSettings
 
 TRUNCATED_AT = MAX_MESSAGE_BYTES // 2
+REPLAY_HEADER = "driftloop-replay-of"
+"""Kafka header on a replayed message: the event id of the dead letter it came from."""
+LEDGER = "deadletter-replays.json"
 """EventConsumer.dead_letter keeps at most this many value bytes."""
 READ_TIMEOUT = 30.0
 console = Console()
@@ -45,10 +53,20 @@ class Letter:
     error: str
     key: bytes = field(repr=False)
     value: bytes = field(repr=False)
+    replayed: bool = False
+    """This message (same source topic, key and value) was replayed before."""
 
     @property
     def truncated(self) -> bool:
         return len(self.value) >= TRUNCATED_AT
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.source_topic.encode(), self.key, self.value):
+            h.update(len(part).to_bytes(8, "big"))
+            h.update(part)
+        return h.hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         shown = {k: v for k, v in asdict(self).items() if k not in ("key", "value")}
@@ -58,6 +76,32 @@ class Letter:
             "value_bytes": len(self.value),
             "truncated": self.truncated,
         }
+
+
+class ReplayLedger:
+    """Digests of the messages already replayed, in a JSON file (written atomically)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._digests = set(json.loads(path.read_text()).get("replayed", []))
+        except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+            self._digests = set()
+
+    def __contains__(self, letter: Letter) -> bool:
+        return letter.digest in self._digests
+
+    def add(self, letter: Letter) -> None:
+        self._digests.add(letter.digest)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"replayed": sorted(self._digests)}))
+        os.replace(tmp, self.path)
+
+    def mark(self, letters: list[Letter]) -> list[Letter]:
+        for letter in letters:
+            letter.replayed = letter in self
+        return letters
 
 
 async def read_letters(
@@ -130,24 +174,42 @@ def _letter(value: bytes | None) -> Letter | None:
     )
 
 
-async def replay(bootstrap: str, letters: list[Letter]) -> tuple[int, list[Letter]]:
-    """Publish each letter's key and value to its source topic: (published, skipped) where
-    skipped letters had their value truncated when they were dead-lettered."""
+async def replay(
+    bootstrap: str,
+    letters: list[Letter],
+    ledger: ReplayLedger | None = None,
+    *,
+    force: bool = False,
+) -> tuple[int, list[Letter]]:
+    """Publish each letter's key and value to its source topic, once per message: (published,
+    skipped). Skipped: letters whose value was truncated when dead-lettered, and (unless
+    `force`) messages the ledger says were replayed before or that this call already sent."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id="driftloop-deadletter-replay",
         max_request_size=MAX_MESSAGE_BYTES,
         acks="all",
     )
-    skipped = [letter for letter in letters if letter.truncated]
+    skipped: list[Letter] = []
+    done: set[str] = set()
     sent = 0
     try:
         await producer.start()
         for letter in letters:
-            if letter.truncated or not letter.source_topic:
+            again = letter.digest in done or (ledger is not None and letter in ledger)
+            if letter.truncated or (again and not force):
+                skipped.append(letter)
                 continue
-            await producer.send_and_wait(letter.source_topic, letter.value, key=letter.key or None)
+            if not letter.source_topic:
+                continue
+            headers = [(REPLAY_HEADER, letter.event_id.encode())]
+            await producer.send_and_wait(
+                letter.source_topic, letter.value, key=letter.key or None, headers=headers
+            )
             sent += 1
+            done.add(letter.digest)
+            if ledger is not None:
+                ledger.add(letter)
     except KafkaError as exc:
         raise Unavailable(f"replay stopped after {sent} messages: {exc}") from exc
     finally:
@@ -157,7 +219,7 @@ async def replay(bootstrap: str, letters: list[Letter]) -> tuple[int, list[Lette
 
 def render(out: Console, letters: list[Letter]) -> None:
     table = Table(title=f"dead letters ({len(letters)})")
-    for col in ("time", "source", "consumer group", "error", "value bytes"):
+    for col in ("time", "source", "consumer group", "error", "value bytes", "replayed"):
         table.add_column(col)
     for letter in letters:
         table.add_row(
@@ -166,6 +228,7 @@ def render(out: Console, letters: list[Letter]) -> None:
             letter.consumer_group or "-",
             letter.error,
             f"{len(letter.value):,}" + (" (cut)" if letter.truncated else ""),
+            "yes" if letter.replayed else "",
         )
     out.print(table)
 
@@ -177,6 +240,9 @@ def command(
     do_replay: Annotated[
         bool, typer.Option("--replay", help="Publish the listed letters to their source topics.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --replay: also messages replayed before.")
+    ] = False,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -187,9 +253,12 @@ def command(
     """List dead-lettered messages; with --replay, publish them again to their source topics."""
     common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
     bootstrap = stack.settings_from_endpoints(common).bootstrap()
+    ledger = ReplayLedger(common.data_dir / LEDGER)
     try:
-        letters = asyncio.run(read_letters(bootstrap, topic=topic, limit=limit))
-        sent, skipped = asyncio.run(replay(bootstrap, letters)) if do_replay else (0, [])
+        letters = ledger.mark(asyncio.run(read_letters(bootstrap, topic=topic, limit=limit)))
+        sent, skipped = (
+            asyncio.run(replay(bootstrap, letters, ledger, force=force)) if do_replay else (0, [])
+        )
     except Unavailable as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -197,11 +266,18 @@ def command(
         report: dict[str, Any] = {"letters": [letter.to_json() for letter in letters]}
         if do_replay:
             report["replayed"] = sent
-            report["skipped_truncated"] = len(skipped)
+            report["skipped_truncated"] = sum(x.truncated for x in skipped)
+            report["skipped_replayed_before"] = sum(not x.truncated for x in skipped)
         console.print(json.dumps(report), markup=False, highlight=False, soft_wrap=True)
         return
     render(console, letters)
     if do_replay:
         console.print(f"replayed {sent} messages to their source topics")
-        if skipped:
-            err.print(f"{len(skipped)} letters skipped: their value was cut when dead-lettered")
+        cut = sum(x.truncated for x in skipped)
+        if cut:
+            err.print(f"{cut} letters skipped: their value was cut when dead-lettered")
+        if len(skipped) > cut:
+            err.print(
+                f"{len(skipped) - cut} letters skipped: replayed before (failed again?); "
+                "--force replays them anyway"
+            )

@@ -1,5 +1,6 @@
-"""`driftloop versions MODEL`, `approve`, `reject`, `rollback`: a model's versions with their
-metrics and decisions, the production alias history, and the operator's decisions (with reasons)."""
+"""`driftloop versions MODEL`, `approve`, `reject`, `rollback`, `model spec`: a model's versions
+with their metrics and decisions, the production alias history, the operator's decisions (with
+reasons), and the model's versioned training spec."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 import grpc
 import typer
+import yaml
 from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
@@ -68,34 +70,47 @@ def versions_report(
                 "parent_version": v.lineage.parent_version,
                 "correlation_id": v.lineage.correlation_id,
                 "decision_reason": v.decision_reason,
+                "spec_version": v.lineage.spec_version,
+                "slice_metrics": [as_dict(s) for s in v.slice_metrics],
             }
             for v in versions
         ],
         "alias_history": [as_dict(a) for a in history.aliases],
+        "shadow_version": next((v.version for v in versions if v.status == "shadow"), ""),
     }
 
 
 def render_versions(model: str, report: dict[str, Any]) -> None:
     table = Table(title=f"versions of {model}")
-    for col in ("version", "status", "created (UTC)", "metrics", "trigger", "decision"):
+    for col in ("version", "status", "created (UTC)", "metrics", "trigger", "spec", "decision"):
         table.add_column(col)
     for v in report["versions"]:
-        color = {"production": "green", "rejected": "red", "pending_approval": "yellow"}.get(
-            v["status"], ""
-        )
+        color = {
+            "production": "green",
+            "rejected": "red",
+            "pending_approval": "yellow",
+            "shadow": "cyan",
+        }.get(v["status"], "")
         status = f"[{color}]{v['status']}[/{color}]" if color else v["status"]
         metrics = ", ".join(f"{k} {x:.3f}" for k, x in sorted(v["metrics"].items()))
+        spec = f"v{v['spec_version']}" if v["spec_version"] else "-"
         table.add_row(
-            v["version"], status, v["created_at"], metrics, v["trigger"], v["decision_reason"]
+            v["version"], status, v["created_at"], metrics, v["trigger"], spec, v["decision_reason"]
         )
     console.print(table)
-    aliases = Table(title="production alias history")
-    for col in ("at (UTC)", "version", "from", "action", "by", "why"):
+    if report.get("shadow_version"):
+        console.print(
+            f"shadow alias: version {report['shadow_version']} (runs beside production on live "
+            "traffic until live labels decide)"
+        )
+    aliases = Table(title="alias history")
+    for col in ("at (UTC)", "alias", "version", "from", "action", "by", "why"):
         aliases.add_column(col)
     for a in report["alias_history"]:
         aliases.add_row(
             a.get("at", "-").replace("T", " ")[:19],
-            a.get("version", ""),
+            a.get("alias", "production"),
+            a.get("version", "-"),
             a.get("previous_version", "-"),
             a.get("action", ""),
             a.get("actor", ""),
@@ -151,3 +166,114 @@ def register(app: typer.Typer) -> None:
         )
         done = _registry(data_dir, "Rollback", request, mutating=True)
         console.print(f"{model} production is now version {done.version}")
+
+
+def spec_document(spec: registry_pb2.TrainingSpec) -> dict[str, Any]:
+    """A spec as the YAML an operator writes (and `model spec --set` reads back)."""
+    doc: dict[str, Any] = {
+        "estimator": spec.estimator,
+        "params": {k: json.loads(v) for k, v in sorted(spec.params.items())},
+        "features": list(spec.features),
+        "window_rows": spec.window_rows,
+        "holdout_fraction": spec.holdout_fraction,
+        "min_rows": spec.min_rows,
+        "slice_columns": list(spec.slice_columns),
+    }
+    if spec.search.param_grid:
+        doc["search"] = {
+            "param_grid": {k: json.loads(v) for k, v in sorted(spec.search.param_grid.items())},
+            "cv": spec.search.cv,
+            "max_candidates": spec.search.max_candidates,
+            "scoring": spec.search.scoring,
+        }
+    if spec.schedule_seconds:
+        doc["schedule"] = spec.schedule_seconds
+    p = spec.policy
+    doc["policy"] = {
+        "metric": p.metric,
+        "margin": p.margin,
+        "floor": p.floor,
+        "mode": p.mode,
+        "slice_tolerance": p.slice_tolerance,
+        "min_slice_rows": p.min_slice_rows,
+    }
+    if p.mode == "shadow":
+        doc["policy"]["shadow_min_labels"] = p.shadow_min_labels
+        doc["policy"]["shadow_max_labels"] = p.shadow_max_labels
+    return doc
+
+
+def render_spec(found: registry_pb2.SpecVersion) -> None:
+    console.print(
+        f"# {found.model} spec version {found.number}, sha256 {found.sha256[:12]}, "
+        f"by {found.author or '-'} at {_at(found.created_at)} UTC",
+        markup=False,
+        highlight=False,
+    )
+    text = yaml.safe_dump(spec_document(found.spec), sort_keys=False)
+    console.print(text, markup=False, highlight=False, end="")
+
+
+def render_spec_history(model: str, specs: list[registry_pb2.SpecVersion]) -> None:
+    table = Table(title=f"spec versions of {model}")
+    for col in ("version", "sha256", "author", "created (UTC)", "estimator", "comment"):
+        table.add_column(col)
+    for v in specs:
+        table.add_row(
+            str(v.number),
+            v.sha256[:12],
+            v.author,
+            _at(v.created_at),
+            v.spec.estimator,
+            v.comment,
+        )
+    console.print(table)
+
+
+def register_spec_command(model_app: typer.Typer) -> None:
+    @model_app.command("spec")
+    def spec(
+        model: str,
+        set_file: Annotated[
+            Path | None, typer.Option("--set", help="New spec (YAML): a new spec version.")
+        ] = None,
+        history: Annotated[bool, typer.Option("--history", help="List spec versions.")] = False,
+        version: Annotated[int, typer.Option("--version", help="Show this version.")] = 0,
+        comment: Annotated[str, typer.Option(help="Why the spec changes (with --set).")] = "",
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        data_dir: DataDir = None,
+    ) -> None:
+        """Show a model's training spec, set a new version (--set), or list versions."""
+        if set_file is not None:
+            from driftloop.shared.cli.app import fail
+
+            try:
+                text = set_file.read_text()
+            except OSError as exc:
+                fail(f"cannot read training spec {set_file}: {exc}")
+                return
+            request = registry_pb2.SetSpecRequest(
+                model=model, spec_yaml=text or "{}", author=actor(), comment=comment
+            )
+            done = _registry(data_dir, "SetSpec", request, mutating=True)
+            console.print(f"{model} spec is version {done.number} (sha256 {done.sha256[:12]})")
+            return
+        if history:
+            found = _registry(data_dir, "ListSpecs", registry_pb2.ListSpecsRequest(model=model))
+            specs = list(found.specs)
+            if as_json:
+                rows = [
+                    json_format.MessageToDict(v, preserving_proto_field_name=True) for v in specs
+                ]
+                console.print(json.dumps(rows), soft_wrap=True, highlight=False, markup=False)
+            else:
+                render_spec_history(model, specs)
+            return
+        one = _registry(
+            data_dir, "GetSpec", registry_pb2.GetSpecRequest(model=model, number=version)
+        )
+        if as_json:
+            doc = json_format.MessageToDict(one, preserving_proto_field_name=True)
+            console.print(json.dumps(doc), soft_wrap=True, highlight=False, markup=False)
+        else:
+            render_spec(one)

@@ -39,8 +39,9 @@ def _at(ts: Any) -> str:
 
 def render_runs(runs: list[training_pb2.Run]) -> None:
     table = Table(title="training runs (newest first)")
-    for col in ("run", "model", "trigger", "state", "progress", "queued", "wait s", "fit s"):
+    for col in ("run", "model", "trigger", "spec", "state", "progress", "queued", "wait s"):
         table.add_column(col)
+    table.add_column("fit s")
     table.add_column("version")
     for r in runs:
         outcome = r.registered_version and (
@@ -50,6 +51,7 @@ def render_runs(runs: list[training_pb2.Run]) -> None:
             r.run_id[:12],
             r.model,
             r.trigger,
+            f"v{r.spec_version}" if r.spec_version else "-",
             r.state,
             r.progress or (r.error[:60] if r.state == "failed" else ""),
             _at(r.created_at),
@@ -68,8 +70,9 @@ def reproduce(target: str, data_dir: Path | None) -> int:
         return 2
     request = training_pb2.ReproduceRequest(model=model, version=version)
     report = _training(data_dir, "Reproduce", request, timeout=600)
+    spec = f", spec v{report.spec_version}" if report.spec_version else ""
     table = Table(
-        title=f"reproducing {model} version {version} (manifest v{report.manifest_version})"
+        title=f"reproducing {model} version {version} (manifest v{report.manifest_version}{spec})"
     )
     for col in ("metric", "recorded", "reproduced"):
         table.add_column(col)

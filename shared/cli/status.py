@@ -29,7 +29,9 @@ CONSUMER_GROUPS = {
     "ingestion-json": [topics.INGEST_JSON],
     "training": [topics.DRIFT],
     "training-auto": [topics.RECORDS_VALIDATED],
-    "monitoring": [topics.PREDICTIONS, topics.DEPLOYMENTS],
+    "ingestion-labels-json": [topics.LABELS_JSON],
+    "monitoring": [topics.PREDICTIONS, topics.LABELS, topics.DEPLOYMENTS],
+    "serving-inference": [topics.INFERENCE_REQUESTS],
 }
 LAG_NOTE = (
     "approximate: the embedded broker's high watermark can trail the real end of a "
@@ -58,7 +60,60 @@ def collect_status(common: CommonSettings) -> dict[str, Any]:
     if report["broker"]["reachable"]:
         report["lag"], report["latest"] = asyncio.run(_from_broker(common.bootstrap()))
     report["latest"]["training"] = _latest_run(common)
-    return report
+    report["config"] = config_summary(common)
+    return redact(report, secrets_of(common))
+
+
+REDACTED = "***"
+
+
+def secrets_of(common: CommonSettings) -> list[str]:
+    """The secret values this process knows (token, S3 keys), longest first."""
+    found = [common.s3.access_key.get_secret_value(), common.s3.secret_key.get_secret_value()]
+    try:
+        found.append(common.token() or "")
+    except OSError:
+        pass  # an unreadable token file: nothing to redact
+    # why: a secret of a few characters would blank out ordinary words of the report
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def config_summary(common: CommonSettings) -> dict[str, Any]:
+    """Where the stack keeps things and which controls are on; secrets only as "***"."""
+    try:
+        token_set = common.token() is not None
+    except OSError:
+        token_set = False
+    summary: dict[str, Any] = {
+        "data_dir": str(common.data_dir),
+        "object_store": common.object_store,
+        "auth": "bearer token required on mutating RPCs" if token_set else "none",
+        "auth_token": REDACTED if token_set else None,
+        "tls": common.tls_enabled(),
+        "mutual_tls": common.tls_client_ca_file is not None,
+    }
+    if common.object_store == "s3":
+        summary["s3"] = {
+            "endpoint": common.s3.endpoint,
+            "bucket": common.s3.bucket,
+            "access_key": REDACTED,
+            "secret_key": REDACTED,
+        }
+    return summary
+
+
+def redact(value: Any, secrets: list[str]) -> Any:
+    """`value` with every occurrence of a secret inside any string replaced by "***" (a
+    secret can reach the report through an error message or an address)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {redact(k, secrets): redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, secrets) for v in value]
+    return value
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -214,3 +269,7 @@ def render_status(console: Console, report: dict[str, Any]) -> None:
     for kind, event in report["latest"].items():
         if event:
             console.print(f"latest {kind}: {event}")
+    config = report.get("config")
+    if config:
+        shown = ", ".join(f"{k}={v}" for k, v in config.items() if v not in (None, ""))
+        console.print(f"config: {shown}", markup=False, highlight=False)

@@ -106,6 +106,8 @@ def _run_steps(run: training_pb2.Run) -> list[Step]:
     if finished is not None:
         detail = (
             f"fit {run.fit_seconds:.2f}s on {run.training_rows} rows"
+            + (f" with spec v{run.spec_version}" if run.spec_version else "")
+            + (f"; search chose {_params(run.best_params)}" if run.best_params else "")
             if run.state == "succeeded"
             else f"failed: {run.error}"
         )
@@ -117,6 +119,18 @@ def _run_steps(run: training_pb2.Run) -> list[Step]:
 
 def _metrics(values: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())) or "none"
+
+
+def _params(values: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(dict(values).items()))
+
+
+def _slices(details: dict[str, Any]) -> str:
+    found = details.get("slice_metrics") or []
+    if not found:
+        return ""
+    columns = sorted({s["column"] for s in found})
+    return f"; {len(found)} slices of {', '.join(columns)} scored"
 
 
 def _version_steps(v: registry_pb2.ModelVersion, history: registry_pb2.History) -> list[Step]:
@@ -131,7 +145,8 @@ def _version_steps(v: registry_pb2.ModelVersion, history: registry_pb2.History) 
                     f"version {v.version} registered",
                     at,
                     f"candidate {_metrics(details.get('metrics', {}))} vs champion v{champ} "
-                    f"{_metrics(details.get('champion_metrics', {}))} on the same holdout",
+                    f"{_metrics(details.get('champion_metrics', {}))} on the same holdout"
+                    + _slices(details),
                     "registry",
                 )
             )
@@ -143,6 +158,9 @@ def _version_steps(v: registry_pb2.ModelVersion, history: registry_pb2.History) 
                 "reject": "rejected",
                 "await_approval": "waiting for approval",
                 "rollback": "rolled back to",
+                "shadow": "runs as a shadow",
+                "shadow_evidence": "live evidence",
+                "shadow_replaced": "replaced as the shadow",
             }.get(record.action, record.action)
             steps.append(
                 Step(
@@ -153,6 +171,8 @@ def _version_steps(v: registry_pb2.ModelVersion, history: registry_pb2.History) 
                 )
             )
     for alias in history.aliases:
+        if alias.alias not in ("", "production"):
+            continue  # the shadow alias's moves are in the audit records
         if alias.previous_version == v.version:  # production later moved away from it
             steps.append(
                 Step(
@@ -163,6 +183,19 @@ def _version_steps(v: registry_pb2.ModelVersion, history: registry_pb2.History) 
                 )
             )
     return steps
+
+
+def _pending_steps(src: Sources) -> list[Step]:
+    """ModelPendingApproval events: the registry asked operators for a decision."""
+    return [
+        Step(
+            f"version {e.model_pending_approval.version} approval requested",
+            seconds(e.occurred_at),
+            f"ModelPendingApproval published for operators: {e.model_pending_approval.reason}",
+            "driftloop.models",
+        )
+        for e in _events(src, "ModelPendingApproval")
+    ]
 
 
 def _deployment_steps(src: Sources) -> list[Step]:
@@ -223,6 +256,7 @@ def build_chain(src: Sources) -> dict[str, Any]:
     for v in sorted(src.versions, key=lambda v: int(v.version)):
         steps += _version_steps(v, src.history.get(v.version, registry_pb2.History()))
     steps += _operator_steps(src)
+    steps += _pending_steps(src)
     steps += _deployment_steps(src)
     timed = sorted((s for s in steps if s.at is not None), key=lambda s: s.at or 0.0)
     untimed = [s for s in steps if s.at is None]
@@ -238,7 +272,14 @@ def build_chain(src: Sources) -> dict[str, Any]:
         "run": bool(src.runs),
         "version": bool(src.versions),
         "decision": any(
-            w in names for w in ("promoted", "rejected", "waiting for approval", "rolled back")
+            w in names
+            for w in (
+                "promoted",
+                "rejected",
+                "waiting for approval",
+                "rolled back",
+                "runs as a shadow",
+            )
         ),
         "deployment": " deployed" in names or "deployment failed" in names,
     }

@@ -109,3 +109,57 @@ def test_cli_lists_and_replays_as_json(
     table = runner.invoke(app, ["deadletter", "--data-dir", str(tmp_path)])
     assert table.exit_code == 0, table.output
     assert "dead letters" in table.stdout
+
+
+async def test_a_replayed_message_is_marked_and_not_replayed_again(
+    broker: str, tmp_path: Path
+) -> None:
+    from driftloop.shared.cli.deadletter import REPLAY_HEADER, ReplayLedger
+
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    poison = b"\x01always refused " + tmp_path.name.encode()
+    headers: list[list[tuple[str, bytes]]] = []
+
+    async def refuse(record: ConsumerRecord) -> None:
+        if record.value == poison:
+            headers.append(list(record.headers or ()))
+            raise ValueError("refused again")
+
+    consumer = EventConsumer(
+        bootstrap=broker,
+        group="t-replay-mark",
+        topic_names=[topics.LABELS],
+        publisher=publisher,
+        on_record=refuse,
+    )
+    task = asyncio.create_task(consumer.run())
+    ledger = ReplayLedger(tmp_path / "ledger.json")
+    try:
+        await asyncio.wait_for(consumer.ready.wait(), 30)
+        await publisher.publish_raw(topics.LABELS, b"m", poison)
+        await wait_for(lambda: len(headers) == 1, 20, "the poison consumed once")
+        mine = [x for x in await read_letters(broker, topic=topics.LABELS) if x.value == poison]
+        assert len(mine) == 1 and not ledger.mark(mine)[0].replayed
+
+        assert (await replay(broker, mine, ledger))[0] == 1
+        await wait_for(lambda: len(headers) == 2, 20, "the replayed poison consumed")
+        assert (REPLAY_HEADER, mine[0].event_id.encode()) in headers[1]
+
+        async def twice() -> list | None:
+            found = [
+                x for x in await read_letters(broker, topic=topics.LABELS) if x.value == poison
+            ]
+            return found if len(found) == 2 else None
+
+        again = await wait_for(twice, 20, "dead-lettered a second time")
+        assert all(x.replayed for x in ReplayLedger(ledger.path).mark(again))
+        sent, skipped = await replay(broker, again, ReplayLedger(ledger.path))
+        assert (sent, len(skipped)) == (0, 2), "a message replayed once is not replayed again"
+        sent, _ = await replay(broker, again[:1], ledger, force=True)
+        assert sent == 1
+    finally:
+        await consumer.stop()
+        await task
+        await publisher.stop()

@@ -33,4 +33,12 @@ async def test_latest_events_and_lag_come_from_the_topics(broker: str) -> None:
     assert latest["drift"]["correlation_id"] == drift.correlation_id
     assert "promotion" not in latest, "undecodable messages are skipped, not shown"
     assert lag["monitoring"][topics.DEPLOYMENTS] >= 2, "nothing committed: lag is the backlog"
-    assert set(lag) == {"validation", "ingestion-json", "training", "training-auto", "monitoring"}
+    assert set(lag) == {
+        "validation",
+        "ingestion-json",
+        "ingestion-labels-json",
+        "training",
+        "training-auto",
+        "monitoring",
+        "serving-inference",
+    }

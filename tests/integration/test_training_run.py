@@ -4,6 +4,7 @@ curated data in a local object store, register, and land in the registry with th
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -240,3 +241,65 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
             await consumer.stop()
             await task
             await publisher.stop()
+
+
+SPEC_V1 = """
+dataset: flowers
+target: label
+estimator: logistic_regression
+slice_column: color
+search: {param_grid: {C: [0.01, 1.0]}, cv: 3}
+"""
+SPEC_V2 = """
+estimator: random_forest
+params: {n_estimators: 20, max_depth: 4}
+slice_columns: [color]
+policy: {margin: 0.000001, slice_tolerance: 0.2}
+"""
+
+
+async def test_yaml_spec_versions_slices_and_search_through_the_registry(
+    common: CommonSettings,
+) -> None:
+    async with training_stack(common) as stack:
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await stack.registry.CreateModel(
+                rpb.CreateModelRequest(name="iris", spec_yaml=SPEC_V1 + "windw_rows: 5\n")
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'windw_rows' is unknown" in (bad.value.details() or "")
+        model = await stack.registry.CreateModel(
+            rpb.CreateModelRequest(name="iris", spec_yaml=SPEC_V1, author="operator:ann")
+        )
+        assert (model.dataset, model.target, model.spec_version) == ("flowers", "label", 1)
+        now = time.time()
+        curate(stack.store, "b1", 600, now - 100)
+        first = await stack.training.StartRun(tpb.StartRunRequest(model="iris"))
+        done = await finished(stack, first.run_id)
+        assert done.state == "succeeded", done.error
+        assert done.spec_version == 1 and set(done.best_params) == {"C"}
+        v1 = await stack.registry.GetVersion(rpb.GetVersionRequest(model="iris", version="1"))
+        spec1 = await stack.registry.GetSpec(rpb.GetSpecRequest(model="iris", number=1))
+        assert (v1.lineage.spec_version, v1.lineage.spec_sha256) == (1, spec1.sha256)
+        assert {s.value for s in v1.slice_metrics} == {"red", "blue"}
+        assert sum(s.rows for s in v1.slice_metrics) == 120
+        assert v1.lineage.params["search.best_params"] == json.dumps(dict(done.best_params))
+
+        spec2 = await stack.registry.SetSpec(
+            rpb.SetSpecRequest(model="iris", spec_yaml=SPEC_V2, author="operator:bob")
+        )
+        assert spec2.number == 2 and spec2.sha256 != spec1.sha256
+        second = await stack.training.StartRun(tpb.StartRunRequest(model="iris"))
+        done2 = await finished(stack, second.run_id)
+        assert done2.state == "succeeded", done2.error
+        assert done2.spec_version == 2 and not done2.best_params
+        history = await stack.registry.GetHistory(
+            rpb.GetHistoryRequest(model="iris", version=done2.registered_version)
+        )
+        register = json.loads(history.audit[0].details_json)
+        assert register["spec_version"] == 2
+        assert {s["value"] for s in register["champion_slice_metrics"]} == {"red", "blue"}
+
+        report = await stack.training.Reproduce(tpb.ReproduceRequest(model="iris", version="1"))
+        assert report.matched, list(report.differences)
+        assert report.spec_version == 1  # the recorded spec version, not the current one

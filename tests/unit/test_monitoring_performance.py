@@ -96,7 +96,9 @@ def test_error_rate_rise_is_detected_from_labels_with_a_live_burn_in() -> None:
     at, decision = found[0]
     assert at - 5000 < 400
     by_name = {f.feature: f for f in decision.features}
-    assert by_name["_error_rate"].drifted and by_name["_error_rate"].test == "cusum"
+    # The live-stream GLR (no reference needed, every row) fires before the CUSUM bank here.
+    assert by_name["_error_shift"].drifted and by_name["_error_shift"].test == "glr"
+    assert by_name["_error_rate"].test == "cusum" and not by_name["_error_rate"].drifted
     assert by_name["_accuracy"].statistic < 0.9 and by_name["_accuracy"].threshold > 0.85
     assert monitor.labels_unmatched == 0
 
@@ -129,7 +131,7 @@ def test_label_prior_shift_is_detected_and_triggers_are_per_model() -> None:
     found = labelled(loud, np.random.default_rng(8), 3000, 0.0, 1000, 0.5)
     assert len(found) == 1
     drifted = {f.feature for f in found[0][1].features if f.drifted}
-    assert drifted & {"_error_rate", "_label"}
+    assert drifted & {"_error_rate", "_error_shift", "_label"}
     report = quiet.report()
     assert {"_accuracy", "_error_rate", "_label"} <= {f.feature for f in report.features}
 

@@ -10,7 +10,8 @@ import pytest
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-# Adapters may import transports: these names plus any `<peer>_client.py` (a gRPC client).
+# Adapters may import transports: these names plus any `<peer>_client.py` (a gRPC client)
+# and any `<topic>_events.py` (Kafka handlers for one more topic family).
 ADAPTER_MODULES = {"grpc_api.py", "events.py", "main.py", "__main__.py", "settings.py"}
 TRANSPORTS = {"grpc", "aiokafka", "faust", "minio", "grpc_health", "grpc_reflection"}
 
@@ -52,7 +53,7 @@ def _imports(path: Path) -> set[str]:
 def test_service_cores_import_no_transport() -> None:
     offenders = {}
     for path in (ROOT / "services").rglob("*.py"):
-        if path.name in ADAPTER_MODULES or path.name.endswith("_client.py"):
+        if path.name in ADAPTER_MODULES or path.name.endswith(("_client.py", "_events.py")):
             continue
         bad = _imports(path) & TRANSPORTS
         if bad:

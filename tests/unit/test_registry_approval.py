@@ -77,7 +77,12 @@ def test_passing_candidate_waits_and_approval_promotes_with_its_chain(
     reg = registry.register(candidate("r1", 0.9))
     assert not reg.promoted and reg.version.status == "pending_approval"
     assert "waiting for approval" in reg.decision_reason and "0.900" in reg.decision_reason
-    assert [e.type for e in events(store)] == ["ModelRegistered"]
+    assert [e.type for e in events(store)] == ["ModelRegistered", "ModelPendingApproval"]
+    pending = events(store)[-1]
+    assert pending.model_pending_approval.version == "1"
+    assert pending.model_pending_approval.metrics["accuracy"] == 0.9
+    assert pending.model_pending_approval.run_id == "r1"
+    assert (pending.correlation_id, pending.causation_id) == ("corr-r1", "drift-r1")
     with pytest.raises(InvalidInput, match="reason"):
         registry.approve("churn", "1", " ")
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 SERVING = Path(__file__).resolve().parents[2] / "services" / "serving"
 CORE = ["slot.py", "codec.py", "core.py", "deployment.py", "prediction_log.py", "metrics.py"]
 FORBIDDEN = {"grpc", "aiokafka", "faust", "minio"}
-ADAPTERS = {"grpc_api", "events", "reconcile", "converters", "main"}
+ADAPTERS = {"grpc_api", "events", "reconcile", "converters", "main", "inference_events", "v2_json"}
 
 
 def imported(path: Path) -> set[str]:

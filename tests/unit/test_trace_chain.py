@@ -119,3 +119,61 @@ def test_without_the_bus_the_registry_and_training_still_tell_the_story() -> Non
 )
 def test_version_ids(ident: str, version: str, expected: tuple[str, str] | None) -> None:
     assert parse_version(ident, version) == expected
+
+
+def test_pending_approval_event_spec_version_search_and_slices_show_in_the_chain() -> None:
+    src = sources(with_bus=True)
+    run = src.runs[0]
+    run.spec_version = 3
+    run.best_params["C"] = "1.0"
+    register = src.history["2"].audit[0]
+    details = json.loads(register.details_json)
+    details["slice_metrics"] = [
+        {"column": "segment", "value": v, "rows": 50, "metrics": {}} for v in "ab"
+    ]
+    register.details_json = json.dumps(details)
+    pending = envelope.new_event(
+        "registry",
+        events_pb2.ModelPendingApproval(model="m", version="2", reason="passes; waiting"),
+        correlation_id=src.correlation_id,
+    )
+    at(pending, "occurred_at", 4.2)
+    src.events.append(pending)
+    by_step = {s["step"]: s for s in build_chain(src)["steps"]}
+    assert "with spec v3; search chose C=1.0" in by_step["training succeeded"]["detail"]
+    assert "2 slices of segment scored" in by_step["version 2 registered"]["detail"]
+    requested = by_step["version 2 approval requested"]
+    assert requested["source"] == "driftloop.models" and "passes; waiting" in requested["detail"]
+
+
+def test_shadow_steps_show_the_live_evidence_and_the_shadow_alias_is_not_a_production_move() -> (
+    None
+):
+    src = sources(with_bus=True)
+    history = src.history["2"]
+    promote = history.audit.pop()  # the promotion now comes after the live evidence
+    shadowed = history.audit.add(action="shadow", reason="accuracy 0.900 >= ...; runs as a shadow")
+    shadowed.details_json = json.dumps({"champion_version": "1", "shadow_min_labels": 200})
+    at(shadowed, "at", 4.1)
+    evidence = history.audit.add(
+        action="shadow_evidence",
+        reason="live accuracy 0.910 >= champion 0.700 + margin 0.010 on 250 labelled live "
+        "predictions (the same requests)",
+    )
+    evidence.details_json = json.dumps({"labelled": 250, "reported_by": "monitoring"})
+    at(evidence, "at", 4.6)
+    promote.reason = evidence.reason
+    at(promote, "at", 4.6)
+    history.audit.append(promote)
+    cleared = history.aliases.add(
+        alias="shadow", version="", previous_version="2", action="clear", actor="policy"
+    )
+    at(cleared, "at", 4.6)
+    chain = build_chain(src)
+    steps = [s["step"] for s in chain["steps"]]
+    assert "version 2 runs as a shadow" in steps and "version 2 live evidence" in steps
+    assert steps.index("version 2 live evidence") < steps.index("version 2 promoted")
+    by_step = {s["step"]: s for s in chain["steps"]}
+    assert "250 labelled live predictions" in by_step["version 2 promoted"]["detail"]
+    assert "production moved to v" not in " ".join(steps[:-1])  # the shadow clear is not one
+    assert chain["complete"], chain["missing"]

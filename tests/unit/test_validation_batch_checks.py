@@ -51,3 +51,19 @@ def test_healthy_or_small_batches_are_not_flagged_and_null_history_accumulates()
     assert quality.null_rates("d") == {"x": 0.0, "c": 0.0, "n": 0.0}
     small = pa.table({"x": [99.0] * 5, "c": ["a"] * 5, "n": [None] * 5})
     assert batch_flags(SCHEMA, "s", check_batch(SCHEMA, small), {"n": 0.0}) == []
+
+
+def test_a_column_that_changes_only_after_its_first_rows_is_not_constant() -> None:
+    rows = 200  # more than the rows peeked at first
+    table = pa.table(
+        {
+            "x": [1.0] * (rows - 1) + [2.0],
+            "c": ["a"] * 150 + [None] * 49 + ["b"],
+            "n": [None] * 100 + [3.0] * 100,  # nulls first, then one value: constant
+        }
+    )
+    flags = batch_flags(SCHEMA, "late", check_batch(SCHEMA, table), {})
+    found = {(f.column, f.check) for f in flags}
+    assert ("x", "constant_column") not in found
+    assert ("c", "constant_column") not in found
+    assert ("n", "constant_column") in found

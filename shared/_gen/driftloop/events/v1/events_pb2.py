@@ -25,41 +25,53 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n driftloop/events/v1/events.proto\x12\x13\x64riftloop.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x07\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08producer\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\x06 \x01(\t\x12\x38\n\x0crecord_batch\x18\n \x01(\x0b\x32 .driftloop.events.v1.RecordBatchH\x00\x12:\n\rrejected_rows\x18\x0b \x01(\x0b\x32!.driftloop.events.v1.RejectedRowsH\x00\x12<\n\x0eprediction_log\x18\x0c \x01(\x0b\x32\".driftloop.events.v1.PredictionLogH\x00\x12\x36\n\x0blabel_batch\x18\r \x01(\x0b\x32\x1f.driftloop.events.v1.LabelBatchH\x00\x12<\n\x0e\x64rift_detected\x18\x0e \x01(\x0b\x32\".driftloop.events.v1.DriftDetectedH\x00\x12@\n\x10model_registered\x18\x0f \x01(\x0b\x32$.driftloop.events.v1.ModelRegisteredH\x00\x12<\n\x0emodel_promoted\x18\x10 \x01(\x0b\x32\".driftloop.events.v1.ModelPromotedH\x00\x12<\n\x0emodel_rejected\x18\x11 \x01(\x0b\x32\".driftloop.events.v1.ModelRejectedH\x00\x12<\n\x0emodel_deployed\x18\x12 \x01(\x0b\x32\".driftloop.events.v1.ModelDeployedH\x00\x12\x42\n\x11\x64\x65ployment_failed\x18\x13 \x01(\x0b\x32%.driftloop.events.v1.DeploymentFailedH\x00\x12\x36\n\x0b\x64\x65\x61\x64_letter\x18\x14 \x01(\x0b\x32\x1f.driftloop.events.v1.DeadLetterH\x00\x12\x42\n\x11\x64\x61taset_versioned\x18\x15 \x01(\x0b\x32%.driftloop.events.v1.DatasetVersionedH\x00\x42\t\n\x07payload\"\x80\x01\n\x0bRecordBatch\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x11\n\tarrow_ipc\x18\x03 \x01(\x0c\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x18\n\x10manifest_version\x18\x06 \x01(\x03\"a\n\x0cRejectedRows\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12.\n\x04rows\x18\x03 \x03(\x0b\x32 .driftloop.events.v1.RejectedRow\"B\n\x0bRejectedRow\x12\x11\n\trow_index\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08row_json\x18\x03 \x01(\t\"g\n\x10\x44\x61tasetVersioned\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x18\n\x10manifest_version\x18\x02 \x01(\x03\x12\x12\n\ntotal_rows\x18\x03 \x01(\x03\x12\x14\n\x0cmanifest_key\x18\x04 \x01(\t\"U\n\rPredictionLog\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tarrow_ipc\x18\x03 \x01(\x0c\x12\x11\n\trow_count\x18\x04 \x01(\x03\"@\n\nLabelBatch\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\"u\n\x0c\x46\x65\x61tureDrift\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04test\x18\x02 \x01(\t\x12\x11\n\tstatistic\x18\x03 \x01(\x01\x12\x0f\n\x07p_value\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x06 \x01(\x08\"\x9a\x02\n\rDriftDetected\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x33\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32!.driftloop.events.v1.FeatureDrift\x12\x13\n\x0b\x64rift_share\x18\x05 \x01(\x01\x12\x30\n\x0cwindow_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tlive_rows\x18\x08 \x01(\x03\x12\x16\n\x0ereference_rows\x18\t \x01(\x03\"A\n\x0fModelRegistered\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\"\x98\x01\n\rModelPromoted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\x12\x14\n\x0c\x61rtifact_uri\x18\x04 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\"?\n\rModelRejected\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"q\n\rModelDeployed\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\x12\x10\n\x08instance\x18\x04 \x01(\t\x12\x14\n\x0cload_seconds\x18\x05 \x01(\x01\"S\n\x10\x44\x65ploymentFailed\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08instance\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x88\x01\n\nDeadLetter\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n driftloop/events/v1/events.proto\x12\x13\x64riftloop.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x08\n\x08\x45nvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08producer\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\x06 \x01(\t\x12\x38\n\x0crecord_batch\x18\n \x01(\x0b\x32 .driftloop.events.v1.RecordBatchH\x00\x12:\n\rrejected_rows\x18\x0b \x01(\x0b\x32!.driftloop.events.v1.RejectedRowsH\x00\x12<\n\x0eprediction_log\x18\x0c \x01(\x0b\x32\".driftloop.events.v1.PredictionLogH\x00\x12\x36\n\x0blabel_batch\x18\r \x01(\x0b\x32\x1f.driftloop.events.v1.LabelBatchH\x00\x12<\n\x0e\x64rift_detected\x18\x0e \x01(\x0b\x32\".driftloop.events.v1.DriftDetectedH\x00\x12@\n\x10model_registered\x18\x0f \x01(\x0b\x32$.driftloop.events.v1.ModelRegisteredH\x00\x12<\n\x0emodel_promoted\x18\x10 \x01(\x0b\x32\".driftloop.events.v1.ModelPromotedH\x00\x12<\n\x0emodel_rejected\x18\x11 \x01(\x0b\x32\".driftloop.events.v1.ModelRejectedH\x00\x12<\n\x0emodel_deployed\x18\x12 \x01(\x0b\x32\".driftloop.events.v1.ModelDeployedH\x00\x12\x42\n\x11\x64\x65ployment_failed\x18\x13 \x01(\x0b\x32%.driftloop.events.v1.DeploymentFailedH\x00\x12\x36\n\x0b\x64\x65\x61\x64_letter\x18\x14 \x01(\x0b\x32\x1f.driftloop.events.v1.DeadLetterH\x00\x12\x42\n\x11\x64\x61taset_versioned\x18\x15 \x01(\x0b\x32%.driftloop.events.v1.DatasetVersionedH\x00\x12K\n\x16model_pending_approval\x18\x16 \x01(\x0b\x32).driftloop.events.v1.ModelPendingApprovalH\x00\x12<\n\x0emodel_shadowed\x18\x17 \x01(\x0b\x32\".driftloop.events.v1.ModelShadowedH\x00\x42\t\n\x07payload\"\x80\x01\n\x0bRecordBatch\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12\x11\n\tarrow_ipc\x18\x03 \x01(\x0c\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x18\n\x10manifest_version\x18\x06 \x01(\x03\"a\n\x0cRejectedRows\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12.\n\x04rows\x18\x03 \x03(\x0b\x32 .driftloop.events.v1.RejectedRow\"B\n\x0bRejectedRow\x12\x11\n\trow_index\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08row_json\x18\x03 \x01(\t\"g\n\x10\x44\x61tasetVersioned\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x18\n\x10manifest_version\x18\x02 \x01(\x03\x12\x12\n\ntotal_rows\x18\x03 \x01(\x03\x12\x14\n\x0cmanifest_key\x18\x04 \x01(\t\"e\n\rPredictionLog\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tarrow_ipc\x18\x03 \x01(\x0c\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x0e\n\x06shadow\x18\x05 \x01(\x08\"@\n\nLabelBatch\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\"u\n\x0c\x46\x65\x61tureDrift\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04test\x18\x02 \x01(\t\x12\x11\n\tstatistic\x18\x03 \x01(\x01\x12\x0f\n\x07p_value\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x06 \x01(\x08\"\x9a\x02\n\rDriftDetected\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x33\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32!.driftloop.events.v1.FeatureDrift\x12\x13\n\x0b\x64rift_share\x18\x05 \x01(\x01\x12\x30\n\x0cwindow_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tlive_rows\x18\x08 \x01(\x03\x12\x16\n\x0ereference_rows\x18\t \x01(\x03\"A\n\x0fModelRegistered\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\"\x98\x01\n\rModelPromoted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\x12\x14\n\x0c\x61rtifact_uri\x18\x04 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\"?\n\rModelRejected\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xfb\x02\n\x14ModelPendingApproval\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12G\n\x07metrics\x18\x05 \x03(\x0b\x32\x36.driftloop.events.v1.ModelPendingApproval.MetricsEntry\x12\x18\n\x10\x63hampion_version\x18\x06 \x01(\t\x12X\n\x10\x63hampion_metrics\x18\x07 \x03(\x0b\x32>.driftloop.events.v1.ModelPendingApproval.ChampionMetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14\x43hampionMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb9\x01\n\rModelShadowed\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x1f\n\x17previous_shadow_version\x18\x03 \x01(\t\x12\x14\n\x0c\x61rtifact_uri\x18\x04 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x18\n\x10\x63hampion_version\x18\x07 \x01(\t\x12\x0e\n\x06run_id\x18\x08 \x01(\t\"q\n\rModelDeployed\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10previous_version\x18\x03 \x01(\t\x12\x10\n\x08instance\x18\x04 \x01(\t\x12\x14\n\x0cload_seconds\x18\x05 \x01(\x01\"S\n\x10\x44\x65ploymentFailed\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08instance\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x88\x01\n\nDeadLetter\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'driftloop.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MODELPENDINGAPPROVAL_METRICSENTRY']._loaded_options = None
+  _globals['_MODELPENDINGAPPROVAL_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELPENDINGAPPROVAL_CHAMPIONMETRICSENTRY']._loaded_options = None
+  _globals['_MODELPENDINGAPPROVAL_CHAMPIONMETRICSENTRY']._serialized_options = b'8\001'
   _globals['_ENVELOPE']._serialized_start=91
-  _globals['_ENVELOPE']._serialized_end=999
-  _globals['_RECORDBATCH']._serialized_start=1002
-  _globals['_RECORDBATCH']._serialized_end=1130
-  _globals['_REJECTEDROWS']._serialized_start=1132
-  _globals['_REJECTEDROWS']._serialized_end=1229
-  _globals['_REJECTEDROW']._serialized_start=1231
-  _globals['_REJECTEDROW']._serialized_end=1297
-  _globals['_DATASETVERSIONED']._serialized_start=1299
-  _globals['_DATASETVERSIONED']._serialized_end=1402
-  _globals['_PREDICTIONLOG']._serialized_start=1404
-  _globals['_PREDICTIONLOG']._serialized_end=1489
-  _globals['_LABELBATCH']._serialized_start=1491
-  _globals['_LABELBATCH']._serialized_end=1555
-  _globals['_FEATUREDRIFT']._serialized_start=1557
-  _globals['_FEATUREDRIFT']._serialized_end=1674
-  _globals['_DRIFTDETECTED']._serialized_start=1677
-  _globals['_DRIFTDETECTED']._serialized_end=1959
-  _globals['_MODELREGISTERED']._serialized_start=1961
-  _globals['_MODELREGISTERED']._serialized_end=2026
-  _globals['_MODELPROMOTED']._serialized_start=2029
-  _globals['_MODELPROMOTED']._serialized_end=2181
-  _globals['_MODELREJECTED']._serialized_start=2183
-  _globals['_MODELREJECTED']._serialized_end=2246
-  _globals['_MODELDEPLOYED']._serialized_start=2248
-  _globals['_MODELDEPLOYED']._serialized_end=2361
-  _globals['_DEPLOYMENTFAILED']._serialized_start=2363
-  _globals['_DEPLOYMENTFAILED']._serialized_end=2446
-  _globals['_DEADLETTER']._serialized_start=2449
-  _globals['_DEADLETTER']._serialized_end=2585
+  _globals['_ENVELOPE']._serialized_end=1138
+  _globals['_RECORDBATCH']._serialized_start=1141
+  _globals['_RECORDBATCH']._serialized_end=1269
+  _globals['_REJECTEDROWS']._serialized_start=1271
+  _globals['_REJECTEDROWS']._serialized_end=1368
+  _globals['_REJECTEDROW']._serialized_start=1370
+  _globals['_REJECTEDROW']._serialized_end=1436
+  _globals['_DATASETVERSIONED']._serialized_start=1438
+  _globals['_DATASETVERSIONED']._serialized_end=1541
+  _globals['_PREDICTIONLOG']._serialized_start=1543
+  _globals['_PREDICTIONLOG']._serialized_end=1644
+  _globals['_LABELBATCH']._serialized_start=1646
+  _globals['_LABELBATCH']._serialized_end=1710
+  _globals['_FEATUREDRIFT']._serialized_start=1712
+  _globals['_FEATUREDRIFT']._serialized_end=1829
+  _globals['_DRIFTDETECTED']._serialized_start=1832
+  _globals['_DRIFTDETECTED']._serialized_end=2114
+  _globals['_MODELREGISTERED']._serialized_start=2116
+  _globals['_MODELREGISTERED']._serialized_end=2181
+  _globals['_MODELPROMOTED']._serialized_start=2184
+  _globals['_MODELPROMOTED']._serialized_end=2336
+  _globals['_MODELREJECTED']._serialized_start=2338
+  _globals['_MODELREJECTED']._serialized_end=2401
+  _globals['_MODELPENDINGAPPROVAL']._serialized_start=2404
+  _globals['_MODELPENDINGAPPROVAL']._serialized_end=2783
+  _globals['_MODELPENDINGAPPROVAL_METRICSENTRY']._serialized_start=2681
+  _globals['_MODELPENDINGAPPROVAL_METRICSENTRY']._serialized_end=2727
+  _globals['_MODELPENDINGAPPROVAL_CHAMPIONMETRICSENTRY']._serialized_start=2729
+  _globals['_MODELPENDINGAPPROVAL_CHAMPIONMETRICSENTRY']._serialized_end=2783
+  _globals['_MODELSHADOWED']._serialized_start=2786
+  _globals['_MODELSHADOWED']._serialized_end=2971
+  _globals['_MODELDEPLOYED']._serialized_start=2973
+  _globals['_MODELDEPLOYED']._serialized_end=3086
+  _globals['_DEPLOYMENTFAILED']._serialized_start=3088
+  _globals['_DEPLOYMENTFAILED']._serialized_end=3171
+  _globals['_DEADLETTER']._serialized_start=3174
+  _globals['_DEADLETTER']._serialized_end=3310
 # @@protoc_insertion_point(module_scope)

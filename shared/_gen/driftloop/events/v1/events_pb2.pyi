@@ -46,6 +46,8 @@ class Envelope(_message.Message):
     DEPLOYMENT_FAILED_FIELD_NUMBER: _builtins.int
     DEAD_LETTER_FIELD_NUMBER: _builtins.int
     DATASET_VERSIONED_FIELD_NUMBER: _builtins.int
+    MODEL_PENDING_APPROVAL_FIELD_NUMBER: _builtins.int
+    MODEL_SHADOWED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     type: _builtins.str
     """The payload's type name, e.g. "RecordBatch", "DriftDetected"."""
@@ -79,6 +81,10 @@ class Envelope(_message.Message):
     def dead_letter(self) -> Global___DeadLetter: ...
     @_builtins.property
     def dataset_versioned(self) -> Global___DatasetVersioned: ...
+    @_builtins.property
+    def model_pending_approval(self) -> Global___ModelPendingApproval: ...
+    @_builtins.property
+    def model_shadowed(self) -> Global___ModelShadowed: ...
     def __init__(
         self,
         *,
@@ -100,12 +106,14 @@ class Envelope(_message.Message):
         deployment_failed: Global___DeploymentFailed | None = ...,
         dead_letter: Global___DeadLetter | None = ...,
         dataset_versioned: Global___DatasetVersioned | None = ...,
+        model_pending_approval: Global___ModelPendingApproval | None = ...,
+        model_shadowed: Global___ModelShadowed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "correlation_id", b"correlation_id", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "event_id", b"event_id", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "producer", b"producer", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "correlation_id", b"correlation_id", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "event_id", b"event_id", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "producer", b"producer", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["record_batch", "rejected_rows", "prediction_log", "label_batch", "drift_detected", "model_registered", "model_promoted", "model_rejected", "model_deployed", "deployment_failed", "dead_letter", "dataset_versioned"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["record_batch", "rejected_rows", "prediction_log", "label_batch", "drift_detected", "model_registered", "model_promoted", "model_rejected", "model_deployed", "deployment_failed", "dead_letter", "dataset_versioned", "model_pending_approval", "model_shadowed"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -249,6 +257,7 @@ class PredictionLog(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     ARROW_IPC_FIELD_NUMBER: _builtins.int
     ROW_COUNT_FIELD_NUMBER: _builtins.int
+    SHADOW_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     arrow_ipc: _builtins.bytes
@@ -256,6 +265,10 @@ class PredictionLog(_message.Message):
     "_prediction" and "_ts" (epoch seconds).
     """
     row_count: _builtins.int
+    shadow: _builtins.bool
+    """True when the rows were scored by the model's shadow version on a copy of live traffic
+    (their answers were not returned); the request ids are those of the production answers.
+    """
     def __init__(
         self,
         *,
@@ -263,10 +276,11 @@ class PredictionLog(_message.Message):
         version: _builtins.str = ...,
         arrow_ipc: _builtins.bytes = ...,
         row_count: _builtins.int = ...,
+        shadow: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "model", b"model", "row_count", b"row_count", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "model", b"model", "row_count", b"row_count", "shadow", b"shadow", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -481,6 +495,140 @@ class ModelRejected(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelRejected: _TypeAlias = ModelRejected  # noqa: Y015
+
+@_typing.final
+class ModelPendingApproval(_message.Message):
+    """A candidate passed the promotion policy in "approval" mode and waits for Approve (or Reject).
+    Topic: driftloop.models, keyed by model; correlation id = the candidate's run chain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ChampionMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    CHAMPION_VERSION_FIELD_NUMBER: _builtins.int
+    CHAMPION_METRICS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.str
+    run_id: _builtins.str
+    reason: _builtins.str
+    """The policy's verdict with its numbers."""
+    champion_version: _builtins.str
+    """Production version the candidate was compared with ("" when none)."""
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def champion_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        champion_version: _builtins.str = ...,
+        champion_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["champion_metrics", b"champion_metrics", "champion_version", b"champion_version", "metrics", b"metrics", "model", b"model", "reason", b"reason", "run_id", b"run_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelPendingApproval: _TypeAlias = ModelPendingApproval  # noqa: Y015
+
+@_typing.final
+class ModelShadowed(_message.Message):
+    """A candidate passed the offline policy checks in "shadow" mode: serving runs it on a copy of live
+    traffic (answers not returned, predictions logged under its version) until monitoring's live
+    evidence makes the registry promote or reject it. Topic: driftloop.models, keyed by model;
+    correlation id = the candidate's run chain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SHADOW_VERSION_FIELD_NUMBER: _builtins.int
+    ARTIFACT_URI_FIELD_NUMBER: _builtins.int
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHAMPION_VERSION_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.str
+    previous_shadow_version: _builtins.str
+    """The shadow version this one replaces ("" when none)."""
+    artifact_uri: _builtins.str
+    artifact_sha256: _builtins.str
+    reason: _builtins.str
+    """The offline verdict with its numbers."""
+    champion_version: _builtins.str
+    """Production version it runs beside."""
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.str = ...,
+        previous_shadow_version: _builtins.str = ...,
+        artifact_uri: _builtins.str = ...,
+        artifact_sha256: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        champion_version: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "artifact_uri", b"artifact_uri", "champion_version", b"champion_version", "model", b"model", "previous_shadow_version", b"previous_shadow_version", "reason", b"reason", "run_id", b"run_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelShadowed: _TypeAlias = ModelShadowed  # noqa: Y015
 
 @_typing.final
 class ModelDeployed(_message.Message):

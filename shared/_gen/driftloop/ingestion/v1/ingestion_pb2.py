@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&driftloop/ingestion/v1/ingestion.proto\x12\x16\x64riftloop.ingestion.v1\x1a\x1cgoogle/protobuf/struct.proto\"l\n\rIngestRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12%\n\x04rows\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tarrow_ipc\x18\x03 \x01(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x04 \x01(\t\":\n\x0eIngestResponse\x12\x15\n\rrows_accepted\x18\x01 \x01(\x03\x12\x11\n\tbatch_ids\x18\x02 \x03(\t2\xcc\x01\n\x10IngestionService\x12W\n\x06Ingest\x12%.driftloop.ingestion.v1.IngestRequest\x1a&.driftloop.ingestion.v1.IngestResponse\x12_\n\x0cIngestStream\x12%.driftloop.ingestion.v1.IngestRequest\x1a&.driftloop.ingestion.v1.IngestResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&driftloop/ingestion/v1/ingestion.proto\x12\x16\x64riftloop.ingestion.v1\x1a\x1cgoogle/protobuf/struct.proto\"l\n\rIngestRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12%\n\x04rows\x18\x02 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tarrow_ipc\x18\x03 \x01(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x04 \x01(\t\":\n\x0eIngestResponse\x12\x15\n\rrows_accepted\x18\x01 \x01(\x03\x12\x11\n\tbatch_ids\x18\x02 \x03(\t\"[\n\x13IngestLabelsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0brequest_ids\x18\x02 \x03(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x10\n\x08\x62\x61tch_id\x18\x04 \x01(\t\"B\n\x14IngestLabelsResponse\x12\x17\n\x0flabels_accepted\x18\x01 \x01(\x03\x12\x11\n\tbatch_ids\x18\x02 \x03(\t2\xb7\x02\n\x10IngestionService\x12W\n\x06Ingest\x12%.driftloop.ingestion.v1.IngestRequest\x1a&.driftloop.ingestion.v1.IngestResponse\x12_\n\x0cIngestStream\x12%.driftloop.ingestion.v1.IngestRequest\x1a&.driftloop.ingestion.v1.IngestResponse(\x01\x12i\n\x0cIngestLabels\x12+.driftloop.ingestion.v1.IngestLabelsRequest\x1a,.driftloop.ingestion.v1.IngestLabelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTREQUEST']._serialized_end=204
   _globals['_INGESTRESPONSE']._serialized_start=206
   _globals['_INGESTRESPONSE']._serialized_end=264
-  _globals['_INGESTIONSERVICE']._serialized_start=267
-  _globals['_INGESTIONSERVICE']._serialized_end=471
+  _globals['_INGESTLABELSREQUEST']._serialized_start=266
+  _globals['_INGESTLABELSREQUEST']._serialized_end=357
+  _globals['_INGESTLABELSRESPONSE']._serialized_start=359
+  _globals['_INGESTLABELSRESPONSE']._serialized_end=425
+  _globals['_INGESTIONSERVICE']._serialized_start=428
+  _globals['_INGESTIONSERVICE']._serialized_end=739
 # @@protoc_insertion_point(module_scope)

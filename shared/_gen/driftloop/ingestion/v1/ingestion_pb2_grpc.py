@@ -44,6 +44,11 @@ class IngestionServiceStub:
                 request_serializer=driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestRequest.SerializeToString,
                 response_deserializer=driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestResponse.FromString,
                 _registered_method=True)
+        self.IngestLabels = channel.unary_unary(
+                '/driftloop.ingestion.v1.IngestionService/IngestLabels',
+                request_serializer=driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestLabelsRequest.SerializeToString,
+                response_deserializer=driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestLabelsResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -63,6 +68,14 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IngestLabels(self, request, context):
+        """Ground-truth labels of logged predictions, joined by request id in monitoring; published
+        as LabelBatch events on driftloop.labels keyed by model. Mutating.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.IngestStream,
                     request_deserializer=driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestRequest.FromString,
                     response_serializer=driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestResponse.SerializeToString,
+            ),
+            'IngestLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.IngestLabels,
+                    request_deserializer=driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestLabelsRequest.FromString,
+                    response_serializer=driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestLabelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class IngestionService:
             '/driftloop.ingestion.v1.IngestionService/IngestStream',
             driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestRequest.SerializeToString,
             driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.ingestion.v1.IngestionService/IngestLabels',
+            driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestLabelsRequest.SerializeToString,
+            driftloop_dot_ingestion_dot_v1_dot_ingestion__pb2.IngestLabelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from driftloop.events.v1 import events_pb2 as driftloop_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(driftloop/monitoring/v1/monitoring.proto\x12\x17\x64riftloop.monitoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a driftloop/events/v1/events.proto\"&\n\x15GetDriftReportRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x93\x02\n\x0b\x44riftReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bwindow_rows\x18\x03 \x01(\x03\x12\x16\n\x0ereference_rows\x18\x04 \x01(\x03\x12\x33\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32!.driftloop.events.v1.FeatureDrift\x12\x13\n\x0b\x64rift_share\x18\x06 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x07 \x01(\x08\x12\x17\n\x0fopen_episode_id\x18\x08 \x01(\t\x12\x30\n\x0c\x65valuated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trows_seen\x18\n \x01(\x03\"\'\n\x16ListDriftEventsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"M\n\x17ListDriftEventsResponse\x12\x32\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".driftloop.events.v1.DriftDetected2\xf1\x01\n\x11MonitoringService\x12\x66\n\x0eGetDriftReport\x12..driftloop.monitoring.v1.GetDriftReportRequest\x1a$.driftloop.monitoring.v1.DriftReport\x12t\n\x0fListDriftEvents\x12/.driftloop.monitoring.v1.ListDriftEventsRequest\x1a\x30.driftloop.monitoring.v1.ListDriftEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(driftloop/monitoring/v1/monitoring.proto\x12\x17\x64riftloop.monitoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a driftloop/events/v1/events.proto\"&\n\x15GetDriftReportRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xc2\x04\n\x0b\x44riftReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bwindow_rows\x18\x03 \x01(\x03\x12\x16\n\x0ereference_rows\x18\x04 \x01(\x03\x12\x33\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32!.driftloop.events.v1.FeatureDrift\x12\x13\n\x0b\x64rift_share\x18\x06 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x07 \x01(\x08\x12\x17\n\x0fopen_episode_id\x18\x08 \x01(\t\x12\x30\n\x0c\x65valuated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trows_seen\x18\n \x01(\x03\x12\x30\n\x0cwindow_start\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x42\n\rdistributions\x18\r \x03(\x0b\x32+.driftloop.monitoring.v1.ColumnDistribution\x12\x39\n\x0bperformance\x18\x0e \x01(\x0b\x32$.driftloop.monitoring.v1.Performance\x12\x36\n\x07\x65pisode\x18\x0f \x01(\x0b\x32%.driftloop.monitoring.v1.EpisodeState\x12\x14\n\x0crows_ignored\x18\x10 \x01(\x03\"\xb5\x01\n\x12\x43olumnDistribution\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tbin_edges\x18\x03 \x03(\x01\x12\x12\n\ncategories\x18\x04 \x03(\t\x12\x18\n\x10reference_shares\x18\x05 \x03(\x01\x12\x13\n\x0blive_shares\x18\x06 \x03(\x01\x12\x17\n\x0freference_count\x18\x07 \x01(\x03\x12\x12\n\nlive_count\x18\x08 \x01(\x03\"\x87\x02\n\x0bPerformance\x12\x15\n\rlabelled_rows\x18\x01 \x01(\x03\x12\x18\n\x10unmatched_labels\x18\x02 \x01(\x03\x12\x13\n\x0bwindow_rows\x18\x03 \x01(\x03\x12\x15\n\rlive_accuracy\x18\x04 \x01(\x01\x12\x15\n\rlive_f1_macro\x18\x05 \x01(\x01\x12\x15\n\rhas_reference\x18\x06 \x01(\x08\x12\x1a\n\x12reference_accuracy\x18\x07 \x01(\x01\x12\x1a\n\x12reference_f1_macro\x18\x08 \x01(\x01\x12\x18\n\x10reference_source\x18\t \x01(\t\x12\x1b\n\x13pending_predictions\x18\n \x01(\x03\"\x91\x01\n\x0c\x45pisodeState\x12\x12\n\nepisode_id\x18\x01 \x01(\t\x12-\n\topened_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x03 \x01(\x08\x12\x1a\n\x12\x63ooldown_rows_left\x18\x04 \x01(\x03\x12\x14\n\x0creopens_in_s\x18\x05 \x01(\x01\"\xa0\x01\n\x11\x44riftHistoryEntry\x12\x31\n\x05\x65vent\x18\x01 \x01(\x0b\x32\".driftloop.events.v1.DriftDetected\x12.\n\ndecided_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x04 \x01(\t\"\'\n\x16ListDriftEventsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x8a\x01\n\x17ListDriftEventsResponse\x12\x32\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".driftloop.events.v1.DriftDetected\x12;\n\x07\x65ntries\x18\x02 \x03(\x0b\x32*.driftloop.monitoring.v1.DriftHistoryEntry2\xf1\x01\n\x11MonitoringService\x12\x66\n\x0eGetDriftReport\x12..driftloop.monitoring.v1.GetDriftReportRequest\x1a$.driftloop.monitoring.v1.DriftReport\x12t\n\x0fListDriftEvents\x12/.driftloop.monitoring.v1.ListDriftEventsRequest\x1a\x30.driftloop.monitoring.v1.ListDriftEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETDRIFTREPORTREQUEST']._serialized_start=136
   _globals['_GETDRIFTREPORTREQUEST']._serialized_end=174
   _globals['_DRIFTREPORT']._serialized_start=177
-  _globals['_DRIFTREPORT']._serialized_end=452
-  _globals['_LISTDRIFTEVENTSREQUEST']._serialized_start=454
-  _globals['_LISTDRIFTEVENTSREQUEST']._serialized_end=493
-  _globals['_LISTDRIFTEVENTSRESPONSE']._serialized_start=495
-  _globals['_LISTDRIFTEVENTSRESPONSE']._serialized_end=572
-  _globals['_MONITORINGSERVICE']._serialized_start=575
-  _globals['_MONITORINGSERVICE']._serialized_end=816
+  _globals['_DRIFTREPORT']._serialized_end=755
+  _globals['_COLUMNDISTRIBUTION']._serialized_start=758
+  _globals['_COLUMNDISTRIBUTION']._serialized_end=939
+  _globals['_PERFORMANCE']._serialized_start=942
+  _globals['_PERFORMANCE']._serialized_end=1205
+  _globals['_EPISODESTATE']._serialized_start=1208
+  _globals['_EPISODESTATE']._serialized_end=1353
+  _globals['_DRIFTHISTORYENTRY']._serialized_start=1356
+  _globals['_DRIFTHISTORYENTRY']._serialized_end=1516
+  _globals['_LISTDRIFTEVENTSREQUEST']._serialized_start=1518
+  _globals['_LISTDRIFTEVENTSREQUEST']._serialized_end=1557
+  _globals['_LISTDRIFTEVENTSRESPONSE']._serialized_start=1560
+  _globals['_LISTDRIFTEVENTSRESPONSE']._serialized_end=1698
+  _globals['_MONITORINGSERVICE']._serialized_start=1701
+  _globals['_MONITORINGSERVICE']._serialized_end=1942
 # @@protoc_insertion_point(module_scope)

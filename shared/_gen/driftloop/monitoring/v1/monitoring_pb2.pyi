@@ -53,6 +53,12 @@ class DriftReport(_message.Message):
     OPEN_EPISODE_ID_FIELD_NUMBER: _builtins.int
     EVALUATED_AT_FIELD_NUMBER: _builtins.int
     ROWS_SEEN_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    DISTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    PERFORMANCE_FIELD_NUMBER: _builtins.int
+    EPISODE_FIELD_NUMBER: _builtins.int
+    ROWS_IGNORED_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     """Production version whose reference profile is in force."""
@@ -64,10 +70,30 @@ class DriftReport(_message.Message):
     """Set while a drift episode is open (between DriftDetected and the next deployment)."""
     rows_seen: _builtins.int
     """Predictions seen for this version since it was deployed."""
+    rows_ignored: _builtins.int
+    """Rows logged for other versions than this one (ignored)."""
     @_builtins.property
     def features(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.FeatureDrift]: ...
     @_builtins.property
     def evaluated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """Live window the latest evaluation tested (logged-at times of its first and last rows)."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def distributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ColumnDistribution]:
+        """Reference vs live distribution of every profiled column, the prediction and the label."""
+
+    @_builtins.property
+    def performance(self) -> Global___Performance:
+        """Labels joined to predictions, and live vs reference performance."""
+
+    @_builtins.property
+    def episode(self) -> Global___EpisodeState:
+        """Decision state: the latest episode (open or not) and the cool-down after a deployment."""
+
     def __init__(
         self,
         *,
@@ -81,14 +107,191 @@ class DriftReport(_message.Message):
         open_episode_id: _builtins.str = ...,
         evaluated_at: _timestamp_pb2.Timestamp | None = ...,
         rows_seen: _builtins.int = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        distributions: _abc.Iterable[Global___ColumnDistribution] | None = ...,
+        performance: Global___Performance | None = ...,
+        episode: Global___EpisodeState | None = ...,
+        rows_ignored: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluated_at", b"evaluated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["episode", b"episode", "evaluated_at", b"evaluated_at", "performance", b"performance", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drift_share", b"drift_share", "drifted", b"drifted", "evaluated_at", b"evaluated_at", "features", b"features", "model", b"model", "open_episode_id", b"open_episode_id", "reference_rows", b"reference_rows", "rows_seen", b"rows_seen", "version", b"version", "window_rows", b"window_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distributions", b"distributions", "drift_share", b"drift_share", "drifted", b"drifted", "episode", b"episode", "evaluated_at", b"evaluated_at", "features", b"features", "model", b"model", "open_episode_id", b"open_episode_id", "performance", b"performance", "reference_rows", b"reference_rows", "rows_ignored", b"rows_ignored", "rows_seen", b"rows_seen", "version", b"version", "window_end", b"window_end", "window_rows", b"window_rows", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DriftReport: _TypeAlias = DriftReport  # noqa: Y015
+
+@_typing.final
+class ColumnDistribution(_message.Message):
+    """One column's distribution in the reference profile and in the live window, for plots."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    BIN_EDGES_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    REFERENCE_SHARES_FIELD_NUMBER: _builtins.int
+    LIVE_SHARES_FIELD_NUMBER: _builtins.int
+    REFERENCE_COUNT_FIELD_NUMBER: _builtins.int
+    LIVE_COUNT_FIELD_NUMBER: _builtins.int
+    column: _builtins.str
+    kind: _builtins.str
+    """"numeric" (bins given by bin_edges) or "categorical" (bins named by categories)."""
+    reference_count: _builtins.int
+    live_count: _builtins.int
+    @_builtins.property
+    def bin_edges(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Numeric: len(bins) + 1 increasing edges; values outside fall in the end bins."""
+
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reference_shares(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Shares per bin (each sums to 1 when the side has rows)."""
+
+    @_builtins.property
+    def live_shares(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        column: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        bin_edges: _abc.Iterable[_builtins.float] | None = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        reference_shares: _abc.Iterable[_builtins.float] | None = ...,
+        live_shares: _abc.Iterable[_builtins.float] | None = ...,
+        reference_count: _builtins.int = ...,
+        live_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bin_edges", b"bin_edges", "categories", b"categories", "column", b"column", "kind", b"kind", "live_count", b"live_count", "live_shares", b"live_shares", "reference_count", b"reference_count", "reference_shares", b"reference_shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ColumnDistribution: _TypeAlias = ColumnDistribution  # noqa: Y015
+
+@_typing.final
+class Performance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABELLED_ROWS_FIELD_NUMBER: _builtins.int
+    UNMATCHED_LABELS_FIELD_NUMBER: _builtins.int
+    WINDOW_ROWS_FIELD_NUMBER: _builtins.int
+    LIVE_ACCURACY_FIELD_NUMBER: _builtins.int
+    LIVE_F1_MACRO_FIELD_NUMBER: _builtins.int
+    HAS_REFERENCE_FIELD_NUMBER: _builtins.int
+    REFERENCE_ACCURACY_FIELD_NUMBER: _builtins.int
+    REFERENCE_F1_MACRO_FIELD_NUMBER: _builtins.int
+    REFERENCE_SOURCE_FIELD_NUMBER: _builtins.int
+    PENDING_PREDICTIONS_FIELD_NUMBER: _builtins.int
+    labelled_rows: _builtins.int
+    """Labelled rows joined to a prediction of this version, since it was deployed."""
+    unmatched_labels: _builtins.int
+    """Labels whose request id was unknown, forgotten or of another version."""
+    window_rows: _builtins.int
+    """Labelled rows behind the live figures below (the latest label window)."""
+    live_accuracy: _builtins.float
+    live_f1_macro: _builtins.float
+    has_reference: _builtins.bool
+    """Unset (has_reference false) until the profile or the burn-in gives one."""
+    reference_accuracy: _builtins.float
+    reference_f1_macro: _builtins.float
+    reference_source: _builtins.str
+    """"profile" (training's held-out metrics) or "live" (burn-in of the first labels)."""
+    pending_predictions: _builtins.int
+    """Logged predictions waiting for their label."""
+    def __init__(
+        self,
+        *,
+        labelled_rows: _builtins.int = ...,
+        unmatched_labels: _builtins.int = ...,
+        window_rows: _builtins.int = ...,
+        live_accuracy: _builtins.float = ...,
+        live_f1_macro: _builtins.float = ...,
+        has_reference: _builtins.bool = ...,
+        reference_accuracy: _builtins.float = ...,
+        reference_f1_macro: _builtins.float = ...,
+        reference_source: _builtins.str = ...,
+        pending_predictions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_reference", b"has_reference", "labelled_rows", b"labelled_rows", "live_accuracy", b"live_accuracy", "live_f1_macro", b"live_f1_macro", "pending_predictions", b"pending_predictions", "reference_accuracy", b"reference_accuracy", "reference_f1_macro", b"reference_f1_macro", "reference_source", b"reference_source", "unmatched_labels", b"unmatched_labels", "window_rows", b"window_rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Performance: _TypeAlias = Performance  # noqa: Y015
+
+@_typing.final
+class EpisodeState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPISODE_ID_FIELD_NUMBER: _builtins.int
+    OPENED_AT_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
+    COOLDOWN_ROWS_LEFT_FIELD_NUMBER: _builtins.int
+    REOPENS_IN_S_FIELD_NUMBER: _builtins.int
+    episode_id: _builtins.str
+    """The latest episode of this model (may be closed), empty when none."""
+    open: _builtins.bool
+    cooldown_rows_left: _builtins.int
+    """Rows still needed before the current version is first evaluated (0: evaluating)."""
+    reopens_in_s: _builtins.float
+    """Seconds until an open episode may fire again without a deployment."""
+    @_builtins.property
+    def opened_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        episode_id: _builtins.str = ...,
+        opened_at: _timestamp_pb2.Timestamp | None = ...,
+        open: _builtins.bool = ...,
+        cooldown_rows_left: _builtins.int = ...,
+        reopens_in_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["opened_at", b"opened_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_rows_left", b"cooldown_rows_left", "episode_id", b"episode_id", "open", b"open", "opened_at", b"opened_at", "reopens_in_s", b"reopens_in_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EpisodeState: _TypeAlias = EpisodeState  # noqa: Y015
+
+@_typing.final
+class DriftHistoryEntry(_message.Message):
+    """One DriftDetected as the monitor recorded it (persisted: survives restarts)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Envelope ids of the published event (its correlation id is what the loop inherits)."""
+    correlation_id: _builtins.str
+    @_builtins.property
+    def event(self) -> _events_pb2.DriftDetected: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event: _events_pb2.DriftDetected | None = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        event_id: _builtins.str = ...,
+        correlation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "decided_at", b"decided_at", "event", b"event", "event_id", b"event_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftHistoryEntry: _TypeAlias = DriftHistoryEntry  # noqa: Y015
 
 @_typing.final
 class ListDriftEventsRequest(_message.Message):
@@ -115,16 +318,22 @@ class ListDriftEventsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.DriftDetected]: ...
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DriftHistoryEntry]:
+        """The same events, oldest first, with when they were decided and their envelope ids."""
+
     def __init__(
         self,
         *,
         events: _abc.Iterable[_events_pb2.DriftDetected] | None = ...,
+        entries: _abc.Iterable[Global___DriftHistoryEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,6 +29,10 @@ class PromotionPolicy(_message.Message):
     MARGIN_FIELD_NUMBER: _builtins.int
     FLOOR_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    SLICE_TOLERANCE_FIELD_NUMBER: _builtins.int
+    MIN_SLICE_ROWS_FIELD_NUMBER: _builtins.int
+    SHADOW_MIN_LABELS_FIELD_NUMBER: _builtins.int
+    SHADOW_MAX_LABELS_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
     """Metric compared, higher is better ("accuracy", "f1_macro")."""
     margin: _builtins.float
@@ -37,7 +41,22 @@ class PromotionPolicy(_message.Message):
     """Candidate must reach at least this, also when there is no champion."""
     mode: _builtins.str
     """"auto" (default): a passing candidate is promoted at once; "approval": it waits with status
-    "pending_approval" until Approve.
+    "pending_approval" until Approve; "shadow": it runs beside production on a copy of live
+    traffic (status "shadow") until live labels show it better (see shadow_min_labels).
+    """
+    slice_tolerance: _builtins.float
+    """With slice_columns declared: the candidate may not fall below the champion by more than this
+    on the policy metric in any slice (same holdout) that has at least min_slice_rows rows.
+    """
+    min_slice_rows: _builtins.int
+    shadow_min_labels: _builtins.int
+    """Shadow mode: labelled live predictions needed before the shadow can be promoted (it must
+    then beat the champion by `margin` on the policy metric, on the same requests).
+    """
+    shadow_max_labels: _builtins.int
+    """Shadow mode: with this many labelled predictions and still not better by `margin`, the
+    shadow is rejected (0: 5 x shadow_min_labels). A shadow worse than the champion by `margin`
+    is rejected as soon as it has shadow_min_labels.
     """
     def __init__(
         self,
@@ -46,14 +65,76 @@ class PromotionPolicy(_message.Message):
         margin: _builtins.float = ...,
         floor: _builtins.float = ...,
         mode: _builtins.str = ...,
+        slice_tolerance: _builtins.float = ...,
+        min_slice_rows: _builtins.int = ...,
+        shadow_min_labels: _builtins.int = ...,
+        shadow_max_labels: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["floor", b"floor", "margin", b"margin", "metric", b"metric", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["floor", b"floor", "margin", b"margin", "metric", b"metric", "min_slice_rows", b"min_slice_rows", "mode", b"mode", "shadow_max_labels", b"shadow_max_labels", "shadow_min_labels", b"shadow_min_labels", "slice_tolerance", b"slice_tolerance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PromotionPolicy: _TypeAlias = PromotionPolicy  # noqa: Y015
+
+@_typing.final
+class SearchSpec(_message.Message):
+    """A small hyper-parameter search inside training (grid, or random when the grid is larger than
+    max_candidates), cross-validated on the training rows with a fixed seed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ParamGridEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PARAM_GRID_FIELD_NUMBER: _builtins.int
+    CV_FIELD_NUMBER: _builtins.int
+    MAX_CANDIDATES_FIELD_NUMBER: _builtins.int
+    SCORING_FIELD_NUMBER: _builtins.int
+    cv: _builtins.int
+    """Cross-validation folds (default 3)."""
+    max_candidates: _builtins.int
+    """Try at most this many combinations (random sample of the grid); 0: the whole grid."""
+    scoring: _builtins.str
+    """"accuracy" or "f1_macro" (default: the policy metric)."""
+    @_builtins.property
+    def param_grid(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Estimator parameter -> JSON list of values to try, e.g. "C": "[0.1, 1, 10]"."""
+
+    def __init__(
+        self,
+        *,
+        param_grid: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cv: _builtins.int = ...,
+        max_candidates: _builtins.int = ...,
+        scoring: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cv", b"cv", "max_candidates", b"max_candidates", "param_grid", b"param_grid", "scoring", b"scoring"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchSpec: _TypeAlias = SearchSpec  # noqa: Y015
 
 @_typing.final
 class TrainingSpec(_message.Message):
@@ -88,6 +169,9 @@ class TrainingSpec(_message.Message):
     HOLDOUT_FRACTION_FIELD_NUMBER: _builtins.int
     MIN_ROWS_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
+    SLICE_COLUMNS_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    SCHEDULE_SECONDS_FIELD_NUMBER: _builtins.int
     estimator: _builtins.str
     """"logistic_regression", "random_forest" or "gradient_boosting"."""
     window_rows: _builtins.int
@@ -96,6 +180,10 @@ class TrainingSpec(_message.Message):
     """Fraction of the window (the most recent rows) held out for evaluation."""
     min_rows: _builtins.int
     """Do not train with fewer rows than this."""
+    schedule_seconds: _builtins.int
+    """Retrain every this many seconds when new curated data arrived since the last run (0: never).
+    Slots are aligned to the Unix epoch; one run per slot.
+    """
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Feature columns, in the order the model takes them. Empty: every column but the target."""
@@ -106,6 +194,16 @@ class TrainingSpec(_message.Message):
 
     @_builtins.property
     def policy(self) -> Global___PromotionPolicy: ...
+    @_builtins.property
+    def slice_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Columns whose values define slices: metrics are computed per value on the holdout, and the
+        policy refuses a candidate that regresses on a slice beyond policy.slice_tolerance.
+        """
+
+    @_builtins.property
+    def search(self) -> Global___SearchSpec:
+        """Optional hyper-parameter search (empty param_grid: none)."""
+
     def __init__(
         self,
         *,
@@ -116,14 +214,209 @@ class TrainingSpec(_message.Message):
         holdout_fraction: _builtins.float = ...,
         min_rows: _builtins.int = ...,
         policy: Global___PromotionPolicy | None = ...,
+        slice_columns: _abc.Iterable[_builtins.str] | None = ...,
+        search: Global___SearchSpec | None = ...,
+        schedule_seconds: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimator", b"estimator", "features", b"features", "holdout_fraction", b"holdout_fraction", "min_rows", b"min_rows", "params", b"params", "policy", b"policy", "window_rows", b"window_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimator", b"estimator", "features", b"features", "holdout_fraction", b"holdout_fraction", "min_rows", b"min_rows", "params", b"params", "policy", b"policy", "schedule_seconds", b"schedule_seconds", "search", b"search", "slice_columns", b"slice_columns", "window_rows", b"window_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrainingSpec: _TypeAlias = TrainingSpec  # noqa: Y015
+
+@_typing.final
+class SpecVersion(_message.Message):
+    """One immutable version of a model's training spec."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    number: _builtins.int
+    sha256: _builtins.str
+    """SHA-256 of the spec's canonical JSON (defaults filled in)."""
+    author: _builtins.str
+    comment: _builtins.str
+    @_builtins.property
+    def spec(self) -> Global___TrainingSpec: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        number: _builtins.int = ...,
+        spec: Global___TrainingSpec | None = ...,
+        sha256: _builtins.str = ...,
+        author: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "comment", b"comment", "created_at", b"created_at", "model", b"model", "number", b"number", "sha256", b"sha256", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpecVersion: _TypeAlias = SpecVersion  # noqa: Y015
+
+@_typing.final
+class SetSpecRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    SPEC_YAML_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    spec_yaml: _builtins.str
+    """A YAML training spec; unknown keys, unknown estimators and bad parameters are
+    INVALID_ARGUMENT naming the field.
+    """
+    author: _builtins.str
+    comment: _builtins.str
+    @_builtins.property
+    def spec(self) -> Global___TrainingSpec:
+        """Used when spec_yaml is empty."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        spec: Global___TrainingSpec | None = ...,
+        spec_yaml: _builtins.str = ...,
+        author: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "comment", b"comment", "model", b"model", "spec", b"spec", "spec_yaml", b"spec_yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSpecRequest: _TypeAlias = SetSpecRequest  # noqa: Y015
+
+@_typing.final
+class GetSpecRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    number: _builtins.int
+    """0: the current spec version."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        number: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "number", b"number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpecRequest: _TypeAlias = GetSpecRequest  # noqa: Y015
+
+@_typing.final
+class ListSpecsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSpecsRequest: _TypeAlias = ListSpecsRequest  # noqa: Y015
+
+@_typing.final
+class ListSpecsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPECS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def specs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SpecVersion]: ...
+    def __init__(
+        self,
+        *,
+        specs: _abc.Iterable[Global___SpecVersion] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["specs", b"specs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSpecsResponse: _TypeAlias = ListSpecsResponse  # noqa: Y015
+
+@_typing.final
+class SliceMetrics(_message.Message):
+    """Metrics of one slice (rows of the holdout where `column` has `value`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COLUMN_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    column: _builtins.str
+    value: _builtins.str
+    rows: _builtins.int
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        column: _builtins.str = ...,
+        value: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "metrics", b"metrics", "rows", b"rows", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SliceMetrics: _TypeAlias = SliceMetrics  # noqa: Y015
 
 @_typing.final
 class Model(_message.Message):
@@ -136,12 +429,18 @@ class Model(_message.Message):
     PRODUCTION_VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    SHADOW_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     dataset: _builtins.str
     target: _builtins.str
     production_version: _builtins.str
     """Empty until a version is promoted."""
     latest_version: _builtins.int
+    spec_version: _builtins.int
+    """The current spec version (what the next run trains with)."""
+    shadow_version: _builtins.str
+    """The version the "shadow" alias points at (empty when none)."""
     @_builtins.property
     def spec(self) -> Global___TrainingSpec: ...
     @_builtins.property
@@ -156,10 +455,12 @@ class Model(_message.Message):
         production_version: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         latest_version: _builtins.int = ...,
+        spec_version: _builtins.int = ...,
+        shadow_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset", b"dataset", "latest_version", b"latest_version", "name", b"name", "production_version", b"production_version", "spec", b"spec", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset", b"dataset", "latest_version", b"latest_version", "name", b"name", "production_version", b"production_version", "shadow_version", b"shadow_version", "spec", b"spec", "spec_version", b"spec_version", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,6 +531,8 @@ class Lineage(_message.Message):
     PARENT_VERSION_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
     TRAINING_ROWS_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    SPEC_SHA256_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     run_id: _builtins.str
@@ -244,6 +547,9 @@ class Lineage(_message.Message):
     """Production version when this one was trained."""
     trigger: _builtins.str
     training_rows: _builtins.int
+    spec_version: _builtins.int
+    """The spec version the run trained with, and its hash."""
+    spec_sha256: _builtins.str
     @_builtins.property
     def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataFile]: ...
     @_builtins.property
@@ -265,10 +571,12 @@ class Lineage(_message.Message):
         parent_version: _builtins.str = ...,
         trigger: _builtins.str = ...,
         training_rows: _builtins.int = ...,
+        spec_version: _builtins.int = ...,
+        spec_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["causing_event_id", b"causing_event_id", "code_version", b"code_version", "correlation_id", b"correlation_id", "episode_id", b"episode_id", "files", b"files", "manifest_key", b"manifest_key", "manifest_version", b"manifest_version", "model", b"model", "params", b"params", "parent_version", b"parent_version", "run_id", b"run_id", "training_rows", b"training_rows", "trigger", b"trigger", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["causing_event_id", b"causing_event_id", "code_version", b"code_version", "correlation_id", b"correlation_id", "episode_id", b"episode_id", "files", b"files", "manifest_key", b"manifest_key", "manifest_version", b"manifest_version", "model", b"model", "params", b"params", "parent_version", b"parent_version", "run_id", b"run_id", "spec_sha256", b"spec_sha256", "spec_version", b"spec_version", "training_rows", b"training_rows", "trigger", b"trigger", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -309,10 +617,11 @@ class ModelVersion(_message.Message):
     DECISION_REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    SLICE_METRICS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     status: _builtins.str
-    """"candidate", "pending_approval", "production", "rejected" or "archived"."""
+    """"candidate", "pending_approval", "shadow", "production", "rejected" or "archived"."""
     artifact_uri: _builtins.str
     artifact_sha256: _builtins.str
     profile_uri: _builtins.str
@@ -325,6 +634,10 @@ class ModelVersion(_message.Message):
     def lineage(self) -> Global___Lineage: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def slice_metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___SliceMetrics]:
+        """Per-slice metrics on the holdout (when the spec declares slice_columns)."""
+
     def __init__(
         self,
         *,
@@ -339,10 +652,11 @@ class ModelVersion(_message.Message):
         decision_reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         run_id: _builtins.str = ...,
+        slice_metrics: _abc.Iterable[Global___SliceMetrics] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "artifact_uri", b"artifact_uri", "created_at", b"created_at", "decision_reason", b"decision_reason", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "profile_uri", b"profile_uri", "run_id", b"run_id", "status", b"status", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "artifact_uri", b"artifact_uri", "created_at", b"created_at", "decision_reason", b"decision_reason", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "profile_uri", b"profile_uri", "run_id", b"run_id", "slice_metrics", b"slice_metrics", "status", b"status", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,9 +670,15 @@ class CreateModelRequest(_message.Message):
     DATASET_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    SPEC_YAML_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     dataset: _builtins.str
     target: _builtins.str
+    spec_yaml: _builtins.str
+    """A YAML training spec, used instead of `spec` when set (it may also name dataset and target)."""
+    author: _builtins.str
+    """Who declared the model (recorded as the author of spec version 1)."""
     @_builtins.property
     def spec(self) -> Global___TrainingSpec:
         """Optional; defaults fill anything unset."""
@@ -370,10 +690,12 @@ class CreateModelRequest(_message.Message):
         dataset: _builtins.str = ...,
         target: _builtins.str = ...,
         spec: Global___TrainingSpec | None = ...,
+        spec_yaml: _builtins.str = ...,
+        author: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "name", b"name", "spec", b"spec", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "dataset", b"dataset", "name", b"name", "spec", b"spec", "spec_yaml", b"spec_yaml", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -488,6 +810,8 @@ class RegisterVersionRequest(_message.Message):
     LINEAGE_FIELD_NUMBER: _builtins.int
     CORRELATION_ID_FIELD_NUMBER: _builtins.int
     CAUSATION_ID_FIELD_NUMBER: _builtins.int
+    SLICE_METRICS_FIELD_NUMBER: _builtins.int
+    CHAMPION_SLICE_METRICS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     run_id: _builtins.str
     artifact_uri: _builtins.str
@@ -506,6 +830,12 @@ class RegisterVersionRequest(_message.Message):
 
     @_builtins.property
     def lineage(self) -> Global___Lineage: ...
+    @_builtins.property
+    def slice_metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___SliceMetrics]:
+        """Candidate and champion metrics per slice, on the same holdout."""
+
+    @_builtins.property
+    def champion_slice_metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___SliceMetrics]: ...
     def __init__(
         self,
         *,
@@ -520,10 +850,12 @@ class RegisterVersionRequest(_message.Message):
         lineage: Global___Lineage | None = ...,
         correlation_id: _builtins.str = ...,
         causation_id: _builtins.str = ...,
+        slice_metrics: _abc.Iterable[Global___SliceMetrics] | None = ...,
+        champion_slice_metrics: _abc.Iterable[Global___SliceMetrics] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "artifact_uri", b"artifact_uri", "causation_id", b"causation_id", "champion_metrics", b"champion_metrics", "champion_version", b"champion_version", "correlation_id", b"correlation_id", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "profile_uri", b"profile_uri", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "artifact_uri", b"artifact_uri", "causation_id", b"causation_id", "champion_metrics", b"champion_metrics", "champion_slice_metrics", b"champion_slice_metrics", "champion_version", b"champion_version", "correlation_id", b"correlation_id", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "profile_uri", b"profile_uri", "run_id", b"run_id", "slice_metrics", b"slice_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -736,7 +1068,9 @@ class AliasChange(_message.Message):
     actor: _builtins.str
     """"policy" for automatic promotions, else the operator."""
     action: _builtins.str
-    """"promote", "approve" or "rollback"."""
+    """"promote", "approve" or "rollback"; for the "shadow" alias: "shadow", or "clear" (version
+    empty) when the shadow was promoted, rejected or replaced.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -825,3 +1159,121 @@ class History(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___History: _TypeAlias = History  # noqa: Y015
+
+@_typing.final
+class ShadowEvidenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ShadowMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ChampionMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CHAMPION_VERSION_FIELD_NUMBER: _builtins.int
+    LABELLED_FIELD_NUMBER: _builtins.int
+    SHADOW_METRICS_FIELD_NUMBER: _builtins.int
+    CHAMPION_METRICS_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.str
+    """The shadow version the evidence is about."""
+    champion_version: _builtins.str
+    """The production version whose answers the shadow was compared with."""
+    labelled: _builtins.int
+    """Labelled live requests both versions answered."""
+    actor: _builtins.str
+    """Who reports ("monitoring" when empty)."""
+    @_builtins.property
+    def shadow_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Metrics of the shadow and of the champion on those requests ("accuracy", "f1_macro")."""
+
+    @_builtins.property
+    def champion_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.str = ...,
+        champion_version: _builtins.str = ...,
+        labelled: _builtins.int = ...,
+        shadow_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        champion_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "champion_metrics", b"champion_metrics", "champion_version", b"champion_version", "labelled", b"labelled", "model", b"model", "shadow_metrics", b"shadow_metrics", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowEvidenceRequest: _TypeAlias = ShadowEvidenceRequest  # noqa: Y015
+
+@_typing.final
+class ShadowEvidenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MIN_LABELS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    outcome: _builtins.str
+    """"waiting" (not enough labels yet), "promoted", "rejected", or "stale" (the evidence does not
+    apply: another production or shadow version, or the version is no longer the shadow).
+    """
+    reason: _builtins.str
+    min_labels: _builtins.int
+    """Labels the policy needs before deciding."""
+    @_builtins.property
+    def version(self) -> Global___ModelVersion: ...
+    def __init__(
+        self,
+        *,
+        outcome: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        min_labels: _builtins.int = ...,
+        version: Global___ModelVersion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_labels", b"min_labels", "outcome", b"outcome", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowEvidenceResponse: _TypeAlias = ShadowEvidenceResponse  # noqa: Y015

@@ -104,6 +104,26 @@ class RegistryServiceStub:
                 request_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.History.FromString,
                 _registered_method=True)
+        self.SetSpec = channel.unary_unary(
+                '/driftloop.registry.v1.RegistryService/SetSpec',
+                request_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.SetSpecRequest.SerializeToString,
+                response_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.SpecVersion.FromString,
+                _registered_method=True)
+        self.GetSpec = channel.unary_unary(
+                '/driftloop.registry.v1.RegistryService/GetSpec',
+                request_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.GetSpecRequest.SerializeToString,
+                response_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.SpecVersion.FromString,
+                _registered_method=True)
+        self.ListSpecs = channel.unary_unary(
+                '/driftloop.registry.v1.RegistryService/ListSpecs',
+                request_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ListSpecsRequest.SerializeToString,
+                response_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ListSpecsResponse.FromString,
+                _registered_method=True)
+        self.ReportShadowEvidence = channel.unary_unary(
+                '/driftloop.registry.v1.RegistryService/ReportShadowEvidence',
+                request_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ShadowEvidenceRequest.SerializeToString,
+                response_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ShadowEvidenceResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -202,6 +222,38 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSpec(self, request, context):
+        """Store a new immutable version of a model's training spec (from a TrainingSpec or YAML text);
+        the current spec is unchanged when the new one hashes the same. Mutating.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSpec(self, request, context):
+        """One spec version of a model (number 0: the current one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSpecs(self, request, context):
+        """Every spec version of a model, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportShadowEvidence(self, request, context):
+        """Live evidence on a shadow version (policy mode "shadow"), from monitoring: the shadow and the
+        champion scored on the same labelled live requests. The registry applies the policy: it
+        promotes the shadow, rejects it, or waits for more labels. Idempotent: evidence for a
+        version that is no longer the shadow only reports what became of it. Mutating.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +326,26 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.GetHistoryRequest.FromString,
                     response_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.History.SerializeToString,
+            ),
+            'SetSpec': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSpec,
+                    request_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.SetSpecRequest.FromString,
+                    response_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.SpecVersion.SerializeToString,
+            ),
+            'GetSpec': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpec,
+                    request_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.GetSpecRequest.FromString,
+                    response_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.SpecVersion.SerializeToString,
+            ),
+            'ListSpecs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSpecs,
+                    request_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ListSpecsRequest.FromString,
+                    response_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ListSpecsResponse.SerializeToString,
+            ),
+            'ReportShadowEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportShadowEvidence,
+                    request_deserializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ShadowEvidenceRequest.FromString,
+                    response_serializer=driftloop_dot_registry_dot_v1_dot_registry__pb2.ShadowEvidenceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -654,6 +726,114 @@ class RegistryService:
             '/driftloop.registry.v1.RegistryService/GetHistory',
             driftloop_dot_registry_dot_v1_dot_registry__pb2.GetHistoryRequest.SerializeToString,
             driftloop_dot_registry_dot_v1_dot_registry__pb2.History.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSpec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.registry.v1.RegistryService/SetSpec',
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.SetSpecRequest.SerializeToString,
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.SpecVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.registry.v1.RegistryService/GetSpec',
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.GetSpecRequest.SerializeToString,
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.SpecVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSpecs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.registry.v1.RegistryService/ListSpecs',
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.ListSpecsRequest.SerializeToString,
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.ListSpecsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportShadowEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/driftloop.registry.v1.RegistryService/ReportShadowEvidence',
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.ShadowEvidenceRequest.SerializeToString,
+            driftloop_dot_registry_dot_v1_dot_registry__pb2.ShadowEvidenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

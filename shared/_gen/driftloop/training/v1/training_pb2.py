@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$driftloop/training/v1/training.proto\x12\x15\x64riftloop.training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x0fStartRunRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x89\x05\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x12\n\nepisode_id\x18\x05 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12registered_version\x18\x0b \x01(\t\x12\x38\n\x07metrics\x18\x0c \x03(\x0b\x32\'.driftloop.training.v1.Run.MetricsEntry\x12\x18\n\x10manifest_version\x18\r \x01(\x03\x12\x15\n\rtraining_rows\x18\x0e \x01(\x03\x12\x13\n\x0b\x66it_seconds\x18\x0f \x01(\x01\x12\x10\n\x08promoted\x18\x10 \x01(\x08\x12\x17\n\x0f\x64\x65\x63ision_reason\x18\x11 \x01(\t\x12\x19\n\x11\x64\x61ta_wait_seconds\x18\x12 \x01(\x01\x12-\n\tcaused_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61use_detail\x18\x14 \x01(\t\x12\x0e\n\x06reason\x18\x15 \x01(\t\x12\x10\n\x08progress\x18\x16 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"G\n\x0fListRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\"<\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.driftloop.training.v1.Run\"2\n\x10ReproduceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xd9\x04\n\x0fReproduceReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07matched\x18\x03 \x01(\x08\x12U\n\x10recorded_metrics\x18\x04 \x03(\x0b\x32;.driftloop.training.v1.ReproduceReport.RecordedMetricsEntry\x12Y\n\x12reproduced_metrics\x18\x05 \x03(\x0b\x32=.driftloop.training.v1.ReproduceReport.ReproducedMetricsEntry\x12\x14\n\x0choldout_rows\x18\x06 \x01(\x03\x12\x1d\n\x15prediction_mismatches\x18\x07 \x01(\x03\x12\x13\n\x0b\x64ifferences\x18\x08 \x03(\t\x12\x18\n\x10manifest_version\x18\t \x01(\x03\x12U\n\x10library_versions\x18\n \x03(\x0b\x32;.driftloop.training.v1.ReproduceReport.LibraryVersionsEntry\x1a\x36\n\x14RecordedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x38\n\x16ReproducedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14LibraryVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe8\x02\n\x0fTrainingService\x12N\n\x08StartRun\x12&.driftloop.training.v1.StartRunRequest\x1a\x1a.driftloop.training.v1.Run\x12J\n\x06GetRun\x12$.driftloop.training.v1.GetRunRequest\x1a\x1a.driftloop.training.v1.Run\x12[\n\x08ListRuns\x12&.driftloop.training.v1.ListRunsRequest\x1a\'.driftloop.training.v1.ListRunsResponse\x12\\\n\tReproduce\x12\'.driftloop.training.v1.ReproduceRequest\x1a&.driftloop.training.v1.ReproduceReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$driftloop/training/v1/training.proto\x12\x15\x64riftloop.training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x0fStartRunRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x06\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x12\n\nepisode_id\x18\x05 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12registered_version\x18\x0b \x01(\t\x12\x38\n\x07metrics\x18\x0c \x03(\x0b\x32\'.driftloop.training.v1.Run.MetricsEntry\x12\x18\n\x10manifest_version\x18\r \x01(\x03\x12\x15\n\rtraining_rows\x18\x0e \x01(\x03\x12\x13\n\x0b\x66it_seconds\x18\x0f \x01(\x01\x12\x10\n\x08promoted\x18\x10 \x01(\x08\x12\x17\n\x0f\x64\x65\x63ision_reason\x18\x11 \x01(\t\x12\x19\n\x11\x64\x61ta_wait_seconds\x18\x12 \x01(\x01\x12-\n\tcaused_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61use_detail\x18\x14 \x01(\t\x12\x0e\n\x06reason\x18\x15 \x01(\t\x12\x10\n\x08progress\x18\x16 \x01(\t\x12\x14\n\x0cspec_version\x18\x17 \x01(\x03\x12?\n\x0b\x62\x65st_params\x18\x18 \x03(\x0b\x32*.driftloop.training.v1.Run.BestParamsEntry\x12\x15\n\rschedule_slot\x18\x19 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x42\x65stParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"G\n\x0fListRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\"<\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.driftloop.training.v1.Run\"2\n\x10ReproduceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xef\x04\n\x0fReproduceReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07matched\x18\x03 \x01(\x08\x12U\n\x10recorded_metrics\x18\x04 \x03(\x0b\x32;.driftloop.training.v1.ReproduceReport.RecordedMetricsEntry\x12Y\n\x12reproduced_metrics\x18\x05 \x03(\x0b\x32=.driftloop.training.v1.ReproduceReport.ReproducedMetricsEntry\x12\x14\n\x0choldout_rows\x18\x06 \x01(\x03\x12\x1d\n\x15prediction_mismatches\x18\x07 \x01(\x03\x12\x13\n\x0b\x64ifferences\x18\x08 \x03(\t\x12\x18\n\x10manifest_version\x18\t \x01(\x03\x12U\n\x10library_versions\x18\n \x03(\x0b\x32;.driftloop.training.v1.ReproduceReport.LibraryVersionsEntry\x12\x14\n\x0cspec_version\x18\x0b \x01(\x03\x1a\x36\n\x14RecordedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x38\n\x16ReproducedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14LibraryVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe8\x02\n\x0fTrainingService\x12N\n\x08StartRun\x12&.driftloop.training.v1.StartRunRequest\x1a\x1a.driftloop.training.v1.Run\x12J\n\x06GetRun\x12$.driftloop.training.v1.GetRunRequest\x1a\x1a.driftloop.training.v1.Run\x12[\n\x08ListRuns\x12&.driftloop.training.v1.ListRunsRequest\x1a\'.driftloop.training.v1.ListRunsResponse\x12\\\n\tReproduce\x12\'.driftloop.training.v1.ReproduceRequest\x1a&.driftloop.training.v1.ReproduceReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUN_METRICSENTRY']._loaded_options = None
   _globals['_RUN_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_RUN_BESTPARAMSENTRY']._loaded_options = None
+  _globals['_RUN_BESTPARAMSENTRY']._serialized_options = b'8\001'
   _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._loaded_options = None
   _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_options = b'8\001'
   _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._loaded_options = None
@@ -43,25 +45,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTRUNREQUEST']._serialized_start=96
   _globals['_STARTRUNREQUEST']._serialized_end=144
   _globals['_RUN']._serialized_start=147
-  _globals['_RUN']._serialized_end=796
-  _globals['_RUN_METRICSENTRY']._serialized_start=750
-  _globals['_RUN_METRICSENTRY']._serialized_end=796
-  _globals['_GETRUNREQUEST']._serialized_start=798
-  _globals['_GETRUNREQUEST']._serialized_end=829
-  _globals['_LISTRUNSREQUEST']._serialized_start=831
-  _globals['_LISTRUNSREQUEST']._serialized_end=902
-  _globals['_LISTRUNSRESPONSE']._serialized_start=904
-  _globals['_LISTRUNSRESPONSE']._serialized_end=964
-  _globals['_REPRODUCEREQUEST']._serialized_start=966
-  _globals['_REPRODUCEREQUEST']._serialized_end=1016
-  _globals['_REPRODUCEREPORT']._serialized_start=1019
-  _globals['_REPRODUCEREPORT']._serialized_end=1620
-  _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_start=1452
-  _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_end=1506
-  _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._serialized_start=1508
-  _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._serialized_end=1564
-  _globals['_REPRODUCEREPORT_LIBRARYVERSIONSENTRY']._serialized_start=1566
-  _globals['_REPRODUCEREPORT_LIBRARYVERSIONSENTRY']._serialized_end=1620
-  _globals['_TRAININGSERVICE']._serialized_start=1623
-  _globals['_TRAININGSERVICE']._serialized_end=1983
+  _globals['_RUN']._serialized_end=957
+  _globals['_RUN_METRICSENTRY']._serialized_start=860
+  _globals['_RUN_METRICSENTRY']._serialized_end=906
+  _globals['_RUN_BESTPARAMSENTRY']._serialized_start=908
+  _globals['_RUN_BESTPARAMSENTRY']._serialized_end=957
+  _globals['_GETRUNREQUEST']._serialized_start=959
+  _globals['_GETRUNREQUEST']._serialized_end=990
+  _globals['_LISTRUNSREQUEST']._serialized_start=992
+  _globals['_LISTRUNSREQUEST']._serialized_end=1063
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1065
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1125
+  _globals['_REPRODUCEREQUEST']._serialized_start=1127
+  _globals['_REPRODUCEREQUEST']._serialized_end=1177
+  _globals['_REPRODUCEREPORT']._serialized_start=1180
+  _globals['_REPRODUCEREPORT']._serialized_end=1803
+  _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_start=1635
+  _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_end=1689
+  _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._serialized_start=1691
+  _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._serialized_end=1747
+  _globals['_REPRODUCEREPORT_LIBRARYVERSIONSENTRY']._serialized_start=1749
+  _globals['_REPRODUCEREPORT_LIBRARYVERSIONSENTRY']._serialized_end=1803
+  _globals['_TRAININGSERVICE']._serialized_start=1806
+  _globals['_TRAININGSERVICE']._serialized_end=2166
 # @@protoc_insertion_point(module_scope)

@@ -66,6 +66,26 @@ class Run(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class BestParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     RUN_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -88,12 +108,15 @@ class Run(_message.Message):
     CAUSE_DETAIL_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
+    BEST_PARAMS_FIELD_NUMBER: _builtins.int
+    SCHEDULE_SLOT_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     model: _builtins.str
     state: _builtins.str
     """"queued", "running", "succeeded" or "failed"."""
     trigger: _builtins.str
-    """"manual", "drift" or "auto"."""
+    """"manual", "drift", "auto" or "schedule"."""
     episode_id: _builtins.str
     """The drift episode that caused the run (trigger "drift")."""
     correlation_id: _builtins.str
@@ -114,6 +137,10 @@ class Run(_message.Message):
     """Why a manual run was requested."""
     progress: _builtins.str
     """What a running run is doing now: "waiting for data", "fitting", "registering"; "" otherwise."""
+    spec_version: _builtins.int
+    """The registry spec version the run trained with (0 until the run started)."""
+    schedule_slot: _builtins.str
+    """The schedule slot of a scheduled run ("MODEL@PERIOD:SLOT")."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -125,6 +152,10 @@ class Run(_message.Message):
     @_builtins.property
     def caused_at(self) -> _timestamp_pb2.Timestamp:
         """When the causing event happened (the DriftDetected event's time), if any."""
+
+    @_builtins.property
+    def best_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Parameters the hyper-parameter search chose (JSON values), when the spec has a search."""
 
     def __init__(
         self,
@@ -151,10 +182,13 @@ class Run(_message.Message):
         cause_detail: _builtins.str = ...,
         reason: _builtins.str = ...,
         progress: _builtins.str = ...,
+        spec_version: _builtins.int = ...,
+        best_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        schedule_slot: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caused_at", b"caused_at", "created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause_detail", b"cause_detail", "caused_at", b"caused_at", "correlation_id", b"correlation_id", "created_at", b"created_at", "data_wait_seconds", b"data_wait_seconds", "decision_reason", b"decision_reason", "episode_id", b"episode_id", "error", b"error", "finished_at", b"finished_at", "fit_seconds", b"fit_seconds", "manifest_version", b"manifest_version", "metrics", b"metrics", "model", b"model", "progress", b"progress", "promoted", b"promoted", "reason", b"reason", "registered_version", b"registered_version", "run_id", b"run_id", "started_at", b"started_at", "state", b"state", "training_rows", b"training_rows", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_params", b"best_params", "cause_detail", b"cause_detail", "caused_at", b"caused_at", "correlation_id", b"correlation_id", "created_at", b"created_at", "data_wait_seconds", b"data_wait_seconds", "decision_reason", b"decision_reason", "episode_id", b"episode_id", "error", b"error", "finished_at", b"finished_at", "fit_seconds", b"fit_seconds", "manifest_version", b"manifest_version", "metrics", b"metrics", "model", b"model", "progress", b"progress", "promoted", b"promoted", "reason", b"reason", "registered_version", b"registered_version", "run_id", b"run_id", "schedule_slot", b"schedule_slot", "spec_version", b"spec_version", "started_at", b"started_at", "state", b"state", "training_rows", b"training_rows", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -322,6 +356,7 @@ class ReproduceReport(_message.Message):
     DIFFERENCES_FIELD_NUMBER: _builtins.int
     MANIFEST_VERSION_FIELD_NUMBER: _builtins.int
     LIBRARY_VERSIONS_FIELD_NUMBER: _builtins.int
+    SPEC_VERSION_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     matched: _builtins.bool
@@ -330,6 +365,8 @@ class ReproduceReport(_message.Message):
     prediction_mismatches: _builtins.int
     """Holdout rows where the retrained model predicts otherwise than the registered artifact."""
     manifest_version: _builtins.int
+    spec_version: _builtins.int
+    """The spec version the reproduction trained with (0: the spec recorded in the lineage)."""
     @_builtins.property
     def recorded_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
@@ -355,10 +392,11 @@ class ReproduceReport(_message.Message):
         differences: _abc.Iterable[_builtins.str] | None = ...,
         manifest_version: _builtins.int = ...,
         library_versions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        spec_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["differences", b"differences", "holdout_rows", b"holdout_rows", "library_versions", b"library_versions", "manifest_version", b"manifest_version", "matched", b"matched", "model", b"model", "prediction_mismatches", b"prediction_mismatches", "recorded_metrics", b"recorded_metrics", "reproduced_metrics", b"reproduced_metrics", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["differences", b"differences", "holdout_rows", b"holdout_rows", "library_versions", b"library_versions", "manifest_version", b"manifest_version", "matched", b"matched", "model", b"model", "prediction_mismatches", b"prediction_mismatches", "recorded_metrics", b"recorded_metrics", "reproduced_metrics", b"reproduced_metrics", "spec_version", b"spec_version", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

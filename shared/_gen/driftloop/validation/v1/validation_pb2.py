@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(driftloop/validation/v1/validation.proto\x12\x17\x64riftloop.validation.v1\"\x84\x01\n\x0c\x43olumnSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\ncategories\x18\x06 \x03(\tB\x06\n\x04_minB\x06\n\x04_max\"}\n\rDatasetSchema\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x36\n\x07\x63olumns\x18\x02 \x03(\x0b\x32%.driftloop.validation.v1.ColumnSchema\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x13\n\x0bschema_hash\x18\x04 \x01(\t\"\x15\n\x13ListDatasetsRequest\"Q\n\x0e\x44\x61tasetSummary\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x18\n\x10manifest_version\x18\x02 \x01(\x03\x12\x14\n\x0c\x63urated_rows\x18\x03 \x01(\x03\"Q\n\x14ListDatasetsResponse\x12\x39\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\'.driftloop.validation.v1.DatasetSummary\"#\n\x10GetSchemaRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"*\n\x17GetQualityReportRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"\xf4\x02\n\rQualityReport\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x15\n\rrows_accepted\x18\x02 \x01(\x03\x12\x15\n\rrows_rejected\x18\x03 \x01(\x03\x12W\n\x11rejection_reasons\x18\x04 \x03(\x0b\x32<.driftloop.validation.v1.QualityReport.RejectionReasonsEntry\x12\x18\n\x10manifest_version\x18\x05 \x01(\x03\x12\x14\n\x0c\x63urated_rows\x18\x06 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x07 \x01(\x03\x12\x31\n\x05\x66lags\x18\x08 \x03(\x0b\x32\".driftloop.validation.v1.BatchFlag\x12\x1e\n\x16manifest_rows_rejected\x18\t \x01(\x03\x1a\x37\n\x15RejectionReasonsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"L\n\tBatchFlag\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\r\n\x05\x63heck\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t2\xab\x03\n\x11ValidationService\x12k\n\x0cListDatasets\x12,.driftloop.validation.v1.ListDatasetsRequest\x1a-.driftloop.validation.v1.ListDatasetsResponse\x12^\n\tGetSchema\x12).driftloop.validation.v1.GetSchemaRequest\x1a&.driftloop.validation.v1.DatasetSchema\x12[\n\tPutSchema\x12&.driftloop.validation.v1.DatasetSchema\x1a&.driftloop.validation.v1.DatasetSchema\x12l\n\x10GetQualityReport\x12\x30.driftloop.validation.v1.GetQualityReportRequest\x1a&.driftloop.validation.v1.QualityReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(driftloop/validation/v1/validation.proto\x12\x17\x64riftloop.validation.v1\"\x94\x01\n\x0c\x43olumnSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\ncategories\x18\x06 \x03(\t\x12\x0e\n\x06unique\x18\x07 \x01(\x08\x42\x06\n\x04_minB\x06\n\x04_max\"}\n\rDatasetSchema\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x36\n\x07\x63olumns\x18\x02 \x03(\x0b\x32%.driftloop.validation.v1.ColumnSchema\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x13\n\x0bschema_hash\x18\x04 \x01(\t\"\x15\n\x13ListDatasetsRequest\"Q\n\x0e\x44\x61tasetSummary\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x18\n\x10manifest_version\x18\x02 \x01(\x03\x12\x14\n\x0c\x63urated_rows\x18\x03 \x01(\x03\"Q\n\x14ListDatasetsResponse\x12\x39\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\'.driftloop.validation.v1.DatasetSummary\"#\n\x10GetSchemaRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"*\n\x17GetQualityReportRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"\xf4\x02\n\rQualityReport\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x15\n\rrows_accepted\x18\x02 \x01(\x03\x12\x15\n\rrows_rejected\x18\x03 \x01(\x03\x12W\n\x11rejection_reasons\x18\x04 \x03(\x0b\x32<.driftloop.validation.v1.QualityReport.RejectionReasonsEntry\x12\x18\n\x10manifest_version\x18\x05 \x01(\x03\x12\x14\n\x0c\x63urated_rows\x18\x06 \x01(\x03\x12\x0f\n\x07\x62\x61tches\x18\x07 \x01(\x03\x12\x31\n\x05\x66lags\x18\x08 \x03(\x0b\x32\".driftloop.validation.v1.BatchFlag\x12\x1e\n\x16manifest_rows_rejected\x18\t \x01(\x03\x1a\x37\n\x15RejectionReasonsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"L\n\tBatchFlag\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\r\n\x05\x63heck\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t2\xab\x03\n\x11ValidationService\x12k\n\x0cListDatasets\x12,.driftloop.validation.v1.ListDatasetsRequest\x1a-.driftloop.validation.v1.ListDatasetsResponse\x12^\n\tGetSchema\x12).driftloop.validation.v1.GetSchemaRequest\x1a&.driftloop.validation.v1.DatasetSchema\x12[\n\tPutSchema\x12&.driftloop.validation.v1.DatasetSchema\x1a&.driftloop.validation.v1.DatasetSchema\x12l\n\x10GetQualityReport\x12\x30.driftloop.validation.v1.GetQualityReportRequest\x1a&.driftloop.validation.v1.QualityReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUALITYREPORT_REJECTIONREASONSENTRY']._loaded_options = None
   _globals['_QUALITYREPORT_REJECTIONREASONSENTRY']._serialized_options = b'8\001'
   _globals['_COLUMNSCHEMA']._serialized_start=70
-  _globals['_COLUMNSCHEMA']._serialized_end=202
-  _globals['_DATASETSCHEMA']._serialized_start=204
-  _globals['_DATASETSCHEMA']._serialized_end=329
-  _globals['_LISTDATASETSREQUEST']._serialized_start=331
-  _globals['_LISTDATASETSREQUEST']._serialized_end=352
-  _globals['_DATASETSUMMARY']._serialized_start=354
-  _globals['_DATASETSUMMARY']._serialized_end=435
-  _globals['_LISTDATASETSRESPONSE']._serialized_start=437
-  _globals['_LISTDATASETSRESPONSE']._serialized_end=518
-  _globals['_GETSCHEMAREQUEST']._serialized_start=520
-  _globals['_GETSCHEMAREQUEST']._serialized_end=555
-  _globals['_GETQUALITYREPORTREQUEST']._serialized_start=557
-  _globals['_GETQUALITYREPORTREQUEST']._serialized_end=599
-  _globals['_QUALITYREPORT']._serialized_start=602
-  _globals['_QUALITYREPORT']._serialized_end=974
-  _globals['_QUALITYREPORT_REJECTIONREASONSENTRY']._serialized_start=919
-  _globals['_QUALITYREPORT_REJECTIONREASONSENTRY']._serialized_end=974
-  _globals['_BATCHFLAG']._serialized_start=976
-  _globals['_BATCHFLAG']._serialized_end=1052
-  _globals['_VALIDATIONSERVICE']._serialized_start=1055
-  _globals['_VALIDATIONSERVICE']._serialized_end=1482
+  _globals['_COLUMNSCHEMA']._serialized_end=218
+  _globals['_DATASETSCHEMA']._serialized_start=220
+  _globals['_DATASETSCHEMA']._serialized_end=345
+  _globals['_LISTDATASETSREQUEST']._serialized_start=347
+  _globals['_LISTDATASETSREQUEST']._serialized_end=368
+  _globals['_DATASETSUMMARY']._serialized_start=370
+  _globals['_DATASETSUMMARY']._serialized_end=451
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=453
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=534
+  _globals['_GETSCHEMAREQUEST']._serialized_start=536
+  _globals['_GETSCHEMAREQUEST']._serialized_end=571
+  _globals['_GETQUALITYREPORTREQUEST']._serialized_start=573
+  _globals['_GETQUALITYREPORTREQUEST']._serialized_end=615
+  _globals['_QUALITYREPORT']._serialized_start=618
+  _globals['_QUALITYREPORT']._serialized_end=990
+  _globals['_QUALITYREPORT_REJECTIONREASONSENTRY']._serialized_start=935
+  _globals['_QUALITYREPORT_REJECTIONREASONSENTRY']._serialized_end=990
+  _globals['_BATCHFLAG']._serialized_start=992
+  _globals['_BATCHFLAG']._serialized_end=1068
+  _globals['_VALIDATIONSERVICE']._serialized_start=1071
+  _globals['_VALIDATIONSERVICE']._serialized_end=1498
 # @@protoc_insertion_point(module_scope)

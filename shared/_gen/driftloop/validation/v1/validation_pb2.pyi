@@ -28,6 +28,7 @@ class ColumnSchema(_message.Message):
     MIN_FIELD_NUMBER: _builtins.int
     MAX_FIELD_NUMBER: _builtins.int
     CATEGORIES_FIELD_NUMBER: _builtins.int
+    UNIQUE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     type: _builtins.str
     """"float", "int", "string" or "bool"."""
@@ -35,6 +36,10 @@ class ColumnSchema(_message.Message):
     """A required column must be present and non-null in every row."""
     min: _builtins.float
     max: _builtins.float
+    unique: _builtins.bool
+    """A key column: a row whose non-null value was already accepted (in the same batch or an
+    earlier one of the dataset) is rejected with "duplicate key <column>=<value>".
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Allowed values of a string column; empty means any."""
@@ -48,10 +53,11 @@ class ColumnSchema(_message.Message):
         min: _builtins.float | None = ...,
         max: _builtins.float | None = ...,
         categories: _abc.Iterable[_builtins.str] | None = ...,
+        unique: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "categories", b"categories", "max", b"max", "min", b"min", "name", b"name", "required", b"required", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "categories", b"categories", "max", b"max", "min", b"min", "name", b"name", "required", b"required", "type", b"type", "unique", b"unique"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
     _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015

@@ -1,0 +1,110 @@
+"""EventConsumer with a batch handler that returns the rest of its work (its "tail"): the next
+poll is handled while the tail runs, offsets are committed only once it is done, and a failing
+tail stops the consumer without committing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from support import wait_for
+
+from driftloop.shared import topics
+from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+TOPIC = topics.INGEST_JSON
+
+
+async def _committed(broker: str, group: str, partition: int) -> int:
+    reader = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        found = await reader.committed(TopicPartition(TOPIC, partition))
+        return -1 if found is None else found
+    finally:
+        await reader.stop()
+
+
+async def _publish(publisher: EventPublisher, *values: bytes) -> None:
+    for value in values:
+        await publisher.publish_raw(TOPIC, b"k", value)
+
+
+async def test_offsets_wait_for_the_tail_while_the_next_poll_is_handled(broker: str) -> None:
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    await _publish(publisher, b"a")
+    release = asyncio.get_running_loop().create_future()
+    polls: list[list[bytes]] = []
+    partitions: set[int] = set()
+
+    async def on_batch(records: list[ConsumerRecord]) -> asyncio.Future[None] | None:
+        polls.append([r.value for r in records])
+        partitions.update(r.partition for r in records)
+        return release if len(polls) == 1 else None
+
+    consumer = EventConsumer(
+        bootstrap=broker,
+        group="t-tail",
+        topic_names=[TOPIC],
+        publisher=publisher,
+        on_batch=on_batch,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await wait_for(lambda: len(polls) == 1, 30, "first poll handled")
+        await _publish(publisher, b"b")
+        await wait_for(lambda: len(polls) == 2, 30, "next poll handled while the tail runs")
+        (partition,) = partitions
+        assert await _committed(broker, "t-tail", partition) < 1, "nothing committed yet"
+        release.set_result(None)
+        await wait_for(
+            lambda: _committed_is(broker, "t-tail", partition, 2),
+            30,
+            "both polls committed after the tail",
+        )
+    finally:
+        if not release.done():
+            release.set_result(None)
+        await consumer.stop()
+        await task
+        await publisher.stop()
+
+
+async def test_a_failing_tail_stops_the_consumer_uncommitted(broker: str) -> None:
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    await _publish(publisher, b"x")
+
+    async def fail() -> None:
+        raise RuntimeError("curating failed")
+
+    partitions: set[int] = set()
+
+    async def on_batch(records: list[ConsumerRecord]) -> asyncio.Future[None]:
+        partitions.update(r.partition for r in records)
+        return asyncio.ensure_future(fail())
+
+    consumer = EventConsumer(
+        bootstrap=broker,
+        group="t-tail-fail",
+        topic_names=[TOPIC],
+        publisher=publisher,
+        on_batch=on_batch,
+    )
+    try:
+        with pytest.raises(RuntimeError, match="curating failed"):
+            await asyncio.wait_for(consumer.run(), 30)
+        (partition,) = partitions
+        assert await _committed(broker, "t-tail-fail", partition) < 1
+    finally:
+        await publisher.stop()
+
+
+async def _committed_is(broker: str, group: str, partition: int, offset: int) -> bool:
+    return await _committed(broker, group, partition) == offset

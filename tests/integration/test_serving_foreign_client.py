@@ -1,0 +1,83 @@
+"""Foreign clients against serving's V2 gRPC API: benchmarks/foreign_client/check.py runs the
+unmodified tritonclient (and the KServe SDK when installed) from their own venv against a live
+server holding a mixed-feature and an all-numeric model."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serving_models import make_pipeline
+
+from driftloop.services.serving.batching import BatchPolicy
+from driftloop.services.serving.core import InferenceService
+from driftloop.services.serving.grpc_api import InferenceServicer, binding
+from driftloop.services.serving.slot import LoadedModel, ModelSlot
+from driftloop.shared import artifacts
+from driftloop.shared.cli.bench_serving_stack import MODEL, train_bench_model
+from driftloop.shared.grpc_server import build_server
+from driftloop.shared.settings import CommonSettings
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_PYTHON = REPO / ".bench" / "foreign-client-venv" / "bin" / "python"
+CHECK = REPO / "benchmarks" / "foreign_client" / "check.py"
+SETUP = "benchmarks/foreign_client/setup.sh"
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    """Serving's V2 servicer (batching on) on a free port, in a background thread's loop."""
+    slot = ModelSlot()
+    mixed = make_pipeline()
+    slot.swap(LoadedModel("churn", "1", mixed, artifacts.signature(mixed), "sha"))
+    numeric, _ = train_bench_model()
+    slot.swap(LoadedModel(MODEL, "1", numeric, artifacts.signature(numeric), "sha"))
+    service = InferenceService(slot, batching=BatchPolicy(max_batch_size=64))
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def serve() -> None:
+        server, _, port = build_server(
+            CommonSettings(), 0, [binding(InferenceServicer(service, lambda: True))]
+        )
+        await server.start()
+        state["stop"], state["port"] = asyncio.Event(), port
+        started.set()
+        await state["stop"].wait()
+        await server.stop(grace=1)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(30), "server did not start"
+    try:
+        yield f"127.0.0.1:{state['port']}"
+    finally:
+        loop.call_soon_threadsafe(state["stop"].set)
+        thread.join(30)
+        loop.close()
+
+
+def test_unmodified_tritonclient_and_kserve_sdk(address: str) -> None:
+    if not VENV_PYTHON.exists():
+        pytest.skip(f"foreign-client venv missing: run `{SETUP}` (WITH_KSERVE=1 adds KServe)")
+    done = subprocess.run(
+        [str(VENV_PYTHON), str(CHECK), "--url", address, "--model", "churn", "--model", MODEL],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "FAIL" not in output and "PASSED: 0 failed" in output, output
+    assert output.count("ok   tritonclient infer") >= 2 * 6, output
+    if "skip kserve" not in output:
+        assert output.count("ok   kserve infer") == 2 * 3 and "ok   kserve checks" in output, output
