@@ -6,6 +6,10 @@ fitted on a DataFrame, string classes; plus a broken variant that loads but cann
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -56,3 +60,36 @@ def make_broken_pipeline() -> Any:
     model = pipeline.named_steps["model"]
     model.coef_ = np.zeros((1, model.coef_.shape[1] + 3))
     return pipeline
+
+
+@contextlib.contextmanager
+def serving_in_thread(service: Any) -> Iterator[str]:
+    """Serve `service` (an InferenceService) over real gRPC on a free port, from an event loop
+    in a background thread, so synchronous clients can call it; yields "127.0.0.1:PORT"."""
+    from driftloop.services.serving.grpc_api import InferenceServicer, binding
+    from driftloop.shared.grpc_server import build_server
+    from driftloop.shared.settings import CommonSettings
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def serve() -> None:
+        server, _, port = build_server(
+            CommonSettings(), 0, [binding(InferenceServicer(service, lambda: True))]
+        )
+        await server.start()
+        state["stop"], state["port"] = asyncio.Event(), port
+        started.set()
+        await state["stop"].wait()
+        await server.stop(grace=1)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(30), "server did not start"
+    try:
+        yield f"127.0.0.1:{state['port']}"
+    finally:
+        loop.call_soon_threadsafe(state["stop"].set)
+        thread.join(30)
+        loop.close()

@@ -4,24 +4,18 @@ server holding a mixed-feature and an all-numeric model."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from serving_models import make_pipeline
+from serving_models import make_pipeline, serving_in_thread
 
 from driftloop.services.serving.batching import BatchPolicy
 from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.grpc_api import InferenceServicer, binding
 from driftloop.services.serving.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.cli.bench_serving_stack import MODEL, train_bench_model
-from driftloop.shared.grpc_server import build_server
-from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
 
@@ -40,29 +34,8 @@ def address() -> Iterator[str]:
     numeric, _ = train_bench_model()
     slot.swap(LoadedModel(MODEL, "1", numeric, artifacts.signature(numeric), "sha"))
     service = InferenceService(slot, batching=BatchPolicy(max_batch_size=64))
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def serve() -> None:
-        server, _, port = build_server(
-            CommonSettings(), 0, [binding(InferenceServicer(service, lambda: True))]
-        )
-        await server.start()
-        state["stop"], state["port"] = asyncio.Event(), port
-        started.set()
-        await state["stop"].wait()
-        await server.stop(grace=1)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert started.wait(30), "server did not start"
-    try:
-        yield f"127.0.0.1:{state['port']}"
-    finally:
-        loop.call_soon_threadsafe(state["stop"].set)
-        thread.join(30)
-        loop.close()
+    with serving_in_thread(service) as address:
+        yield address
 
 
 def test_unmodified_tritonclient_and_kserve_sdk(address: str) -> None:

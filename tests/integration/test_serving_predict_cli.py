@@ -4,8 +4,6 @@ and clear errors for an unknown model, missing columns and an unreadable file.""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,19 +12,17 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from serving_models import make_pipeline, training_frame
+from serving_models import make_pipeline, serving_in_thread, training_frame
 from typer.testing import CliRunner
 
 from driftloop.services.serving.batching import BatchPolicy
 from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.grpc_api import InferenceServicer, binding
 from driftloop.services.serving.prediction_log import PredictionLogger, PredictionRecord
 from driftloop.services.serving.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.cli.app import app
 from driftloop.shared.cli.predict import predict_file
 from driftloop.shared.errors import InvalidInput, NotFound
-from driftloop.shared.grpc_server import build_server
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -57,29 +53,8 @@ def served() -> Iterator[tuple[str, Logged]]:
     slot.swap(LoadedModel("churn", "4", PIPELINE, artifacts.signature(PIPELINE), "sha"))
     logged = Logged()
     service = InferenceService(slot, logged, batching=BatchPolicy(max_batch_size=64))
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    state: dict[str, Any] = {}
-
-    async def serve() -> None:
-        server, _, port = build_server(
-            CommonSettings(), 0, [binding(InferenceServicer(service, lambda: True))]
-        )
-        await server.start()
-        state["stop"], state["port"] = asyncio.Event(), port
-        started.set()
-        await state["stop"].wait()
-        await server.stop(grace=1)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert started.wait(30), "server did not start"
-    try:
-        yield f"127.0.0.1:{state['port']}", logged
-    finally:
-        loop.call_soon_threadsafe(state["stop"].set)
-        thread.join(30)
-        loop.close()
+    with serving_in_thread(service) as address:
+        yield address, logged
 
 
 def settings(address: str, tmp_path: Path) -> CommonSettings:
