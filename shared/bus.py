@@ -11,6 +11,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -44,10 +45,20 @@ LOOP_STAGE_SECONDS = Histogram(
     ["cause", "effect"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
+HANDLER_RETRIES = Counter(
+    "driftloop_handler_retries_total",
+    "Handler calls retried because a dependency (registry, store, broker) was unavailable",
+    ["consumer", "topic"],
+)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+UNAVAILABLE_BUDGET_S = 120.0
+"""How long a consumer retries a record whose handler raises Unavailable before it gives up
+and stops (so the supervisor restarts the service). Below aiokafka's 300 s max poll interval,
+so the consumer keeps its group membership while it waits."""
 
 EventHandler = Callable[[envelope.Envelope], Awaitable[None]]
 RecordHandler = Callable[[ConsumerRecord], Awaitable[None]]
+T = TypeVar("T")
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[Awaitable[None] | None]]
 """May return an awaitable: the rest of its work (e.g. the broker's acks of what it published);
 the consumer then goes on polling and commits the records once that is done (see EventConsumer)."""
@@ -168,9 +179,11 @@ class EventConsumer:
     awaitable holding the rest of its work (typically the acks of what it published): the
     consumer then polls and handles the next records while that completes, and commits each
     poll's offsets only after its awaitable is done, in order (at most one is outstanding; if
-    it raises, the consumer stops with that error and nothing after it is committed). `ready`
-    is set once partitions are assigned and their start offsets resolved, so callers (and
-    tests) wait for it.
+    it raises, the consumer stops with that error and nothing after it is committed). A
+    handler that raises `Unavailable` (a dependency is down) is called again with backoff for
+    up to `unavailable_budget_s`; meanwhile nothing is committed or dead-lettered, and the
+    service stays up. `ready` is set once partitions are assigned and their start offsets
+    resolved, so callers (and tests) wait for it.
     """
 
     def __init__(
@@ -187,6 +200,7 @@ class EventConsumer:
         from_latest: bool = False,
         max_records: int = 200,
         fetch_max_wait_ms: int = 500,
+        unavailable_budget_s: float = UNAVAILABLE_BUDGET_S,
     ) -> None:
         if sum(h is not None for h in (on_event, on_record, on_batch)) != 1:
             raise TypeError("give exactly one of on_event, on_record or on_batch")
@@ -198,6 +212,7 @@ class EventConsumer:
         self._on_batch = on_batch
         self._membership = group_membership and group is not None
         self._max_records = max_records
+        self._unavailable_budget_s = unavailable_budget_s
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._tails: collections.deque[tuple[TopicPartition, int, asyncio.Future[None]]] = (
             collections.deque()
@@ -301,7 +316,7 @@ class EventConsumer:
     async def _handle_batch(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
         assert self._on_batch is not None
         try:
-            tail = await self._on_batch(records)
+            tail = await self._retrying(records[0], lambda: self._on_batch_call(records))
         except Unavailable:
             raise  # a dependency is down: do not commit, let the service retry or restart
         except Exception as exc:  # noqa: BLE001 - retried record by record, then dead-lettered
@@ -316,11 +331,12 @@ class EventConsumer:
         consumer = self.group or "ephemeral"
         try:
             if self._on_batch is not None:
-                tail = await self._on_batch([record])
+                tail = await self._retrying(record, lambda: self._on_batch_call([record]))
                 if tail is not None:
                     await tail
             elif self._on_record is not None:
-                await self._on_record(record)
+                on_record = self._on_record
+                await self._retrying(record, lambda: on_record(record))
             else:
                 event = envelope.decode(record.value)
                 if event.event_id in self._seen:
@@ -330,8 +346,9 @@ class EventConsumer:
                     correlation_id=event.correlation_id,
                     event_type=event.type,
                 ):
-                    assert self._on_event is not None
-                    await self._on_event(event)
+                    on_event = self._on_event
+                    assert on_event is not None
+                    await self._retrying(record, lambda: on_event(event))
                 self._remember(event.event_id)
             EVENTS_HANDLED.labels(consumer, record.topic).inc()
         except Unavailable:
@@ -347,6 +364,38 @@ class EventConsumer:
             )
             await self.dead_letter(record, f"{type(exc).__name__}: {exc}")
             EVENTS_DEADLETTERED.labels(consumer, record.topic).inc()
+
+    async def _on_batch_call(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
+        assert self._on_batch is not None
+        return await self._on_batch(records)
+
+    async def _retrying(self, record: ConsumerRecord, call: Callable[[], Awaitable[T]]) -> T:
+        """Call a handler, again with backoff while it raises Unavailable, within the budget.
+
+        why: a registry or object-store outage is usually short; crashing the service would
+        only restart it into the same outage and drop the in-memory state it had built."""
+        deadline = time.monotonic() + self._unavailable_budget_s
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except Unavailable as exc:
+                if self._stopping.is_set() or time.monotonic() + delay > deadline:
+                    raise
+                HANDLER_RETRIES.labels(self.group or "ephemeral", record.topic).inc()
+                log.warning(
+                    "dependency_unavailable_retrying",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error=str(exc),
+                    retry_in_s=delay,
+                )
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                except TimeoutError:
+                    pass  # backoff elapsed: try again
+                delay = min(delay * 2, 5.0)
 
     async def dead_letter(self, record: ConsumerRecord, error: str) -> None:
         letter = events_pb2.DeadLetter(

@@ -7,9 +7,12 @@ up for `stable_after` seconds); every restart is logged.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +21,30 @@ from pathlib import Path
 import structlog
 
 log = structlog.get_logger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGTERM when its parent dies, even by SIGKILL.
+
+    why: children run in their own process groups (so they can be stopped as a group), so a
+    killed `driftloop up` or test runner would otherwise leave the broker and services running.
+    Linux only; None elsewhere. Also None off the main thread: the kernel ties the signal to
+    the thread that forked, and a worker thread's exit must not kill the stack.
+    """
+    if _prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+    prctl = _prctl
+
+    def _preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return _preexec
 
 
 @dataclass
@@ -69,6 +96,7 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # prctl only: takes no locks after fork
             )
         child.started_at = self._clock()
         child.restart_at = None

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from driftloop.shared.supervisor import die_with_parent
+
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
@@ -61,6 +63,7 @@ def start_process(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     with open(log_path, "wb") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
@@ -69,6 +72,7 @@ def start_process(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
 

@@ -16,7 +16,7 @@ from driftloop.services.registry.domain import (
     SearchSpec,
     TrainingSpec,
 )
-from driftloop.shared.errors import InvalidInput
+from driftloop.shared.errors import InvalidInput, TooLarge
 
 TOP_KEYS = (
     "dataset",
@@ -46,6 +46,9 @@ POLICY_KEYS = (
 )
 SEARCH_KEYS = ("param_grid", "cv", "max_candidates", "scoring")
 MAX_CV = 10
+MAX_SPEC_BYTES = 64 * 1024
+"""A spec is a page of YAML; anything near this size is a mistake or an attack."""
+MAX_LIST_ITEMS = 10_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SCHEDULE = re.compile(
     r"^(?:every\s+)?(\d+(?:\.\d+)?)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)$"
@@ -61,7 +64,13 @@ class ParsedSpec:
 
 def parse_yaml(text: str) -> ParsedSpec:
     """A YAML training spec; InvalidInput names the field for unknown keys and bad types."""
+    size = len(text.encode())
+    if size > MAX_SPEC_BYTES:
+        raise TooLarge(f"training spec is {size} bytes; the limit is {MAX_SPEC_BYTES}")
     try:
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text)):
+            # why: aliases let a few bytes expand into billions of values once copied out
+            raise InvalidInput("training spec: YAML anchors and aliases (*name) are not allowed")
         raw = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
         raise InvalidInput(f"training spec is not valid YAML: {exc}") from exc
@@ -233,6 +242,10 @@ def _strings(where: str, value: Any) -> list[str]:
         return [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidInput(f"spec field {where!r} must be a list of column names")
+    if len(value) > MAX_LIST_ITEMS:
+        raise TooLarge(
+            f"spec field {where!r} lists {len(value)} columns; the limit is {MAX_LIST_ITEMS}"
+        )
     return value
 
 

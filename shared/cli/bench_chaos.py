@@ -135,6 +135,7 @@ ALL = (
     "tampered_artifact",
     "poison",
     "backlog",
+    "duplicated_episode",
 )
 
 

@@ -111,3 +111,18 @@ def wait_letters(
             break
         time.sleep(1)  # poll: consumers dead-letter asynchronously
     return counts
+
+
+def publish(bootstrap: str, topic: str, key: str, values: list[bytes]) -> None:
+    """Write `values` to `topic` under `key`, in order, each acknowledged."""
+    asyncio.run(_publish(bootstrap, topic, key, values))
+
+
+async def _publish(bootstrap: str, topic: str, key: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()

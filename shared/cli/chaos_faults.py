@@ -10,93 +10,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from driftloop.registry.v1 import registry_pb2 as rpb
 from driftloop.shared import stack, topics
 from driftloop.shared.cli import chaos_events
-from driftloop.shared.cli.chaos_harness import Harness
-from driftloop.shared.cli.chaos_infra import MotoS3, pid_of, rss_mb, wait_new_pid
+from driftloop.shared.cli.chaos_common import (
+    Chaos,
+    Inject,
+    Row,
+    in_background,
+    kill,
+    recovered,
+    wait_truthy,
+)
+from driftloop.shared.cli.chaos_episode import duplicated_episode, one_run_per_episode
+from driftloop.shared.cli.chaos_infra import pid_of, rss_mb, wait_new_pid
 from driftloop.shared.manifest import manifest_head
 
-
-@dataclass
-class Chaos:
-    """What every fault gets: the client, the stack's settings, sizes, the S3 outage switch."""
-
-    h: Harness
-    rows: int
-    """Rows ingested during each fault."""
-    outage_s: float = 8.0
-    timeout: float = 150.0
-    s3: MotoS3 | None = None
-
-
-@dataclass
-class Row:
-    fault: str
-    injected: bool = False
-    loop_closed: bool = False
-    records_in: int = 0
-    curated: int = 0
-    rejected: int = 0
-    lost: int = 0
-    duplicates: int = 0
-    recovery_s: float | None = None
-    loop_s: float | None = None
-    version: str = ""
-    checks: dict[str, bool] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-    note: str = ""
-
-    @property
-    def survived(self) -> bool:
-        return (
-            self.injected
-            and self.loop_closed
-            and self.lost == 0
-            and self.duplicates == 0
-            and all(self.checks.values())
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items()}
-        out["survived"] = self.survived
-        return out
-
-
-Inject = Callable[[Chaos, Row], str | None]
-"""Injects one fault (ingesting the fault's rows on the way); returns a training run id when it
-started one that must close the loop, else None (a run is started afterwards)."""
-
-
-def kill(c: Chaos, name: str, row: Row) -> int:
-    pid = pid_of(c.h.common, name)
-    if pid is None:
-        raise RuntimeError(f"no live pid for {name}")
-    os.kill(pid, signal.SIGKILL)
-    row.injected = True
-    row.info.setdefault("killed_at", round(time.monotonic(), 3))
-    return pid
-
-
-def recovered(c: Chaos, name: str, old: int, since: float) -> float:
-    """Seconds from `since` until `name` was restarted and answers health checks again."""
-    wait_new_pid(c.h.common, name, old, c.timeout)
-    if name != "broker":
-        deadline = time.monotonic() + c.timeout
-        while stack.health_of(c.h.common, name) != "SERVING":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} not healthy again within {c.timeout:.0f}s")
-            time.sleep(0.1)  # poll: the restarted service is starting
-    return round(time.monotonic() - since, 2)
-
-
-def _in_background(work: Callable[[], Any]) -> threading.Thread:
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    return thread
+__all__ = ["FAULTS", "Chaos", "Row", "run_fault"]
 
 
 # ---- kill -9 of each service at its point of the loop
@@ -118,7 +50,7 @@ def kill_ingestion(c: Chaos, row: Row) -> None:
 def kill_validation(c: Chaos, row: Row) -> None:
     before = manifest_head(c.h.store, c.h.model)
     v0 = before.version if before else 0
-    feeder = _in_background(lambda: c.h.ingest(c.rows))
+    feeder = in_background(lambda: c.h.ingest(c.rows))
     deadline = time.monotonic() + c.timeout
     while time.monotonic() < deadline:
         head = manifest_head(c.h.store, c.h.model)
@@ -205,7 +137,7 @@ def kill_monitoring(c: Chaos, row: Row) -> str:
     pid = kill(c, "monitoring", row)
     row.recovery_s = recovered(c, "monitoring", pid, t)
     c.h.predict(20)
-    report = _wait(lambda: _report_current(c), c.timeout)
+    report = wait_truthy(lambda: _report_current(c), c.timeout)
     row.checks["profile_reloaded"] = bool(report)
     run_id = c.h.start_run("chaos: after monitoring restart")
     return run_id
@@ -214,16 +146,6 @@ def kill_monitoring(c: Chaos, row: Row) -> str:
 def _report_current(c: Chaos) -> bool:
     report = c.h.drift_report()
     return bool(report and report.version == c.h.production() and report.rows_seen > 0)
-
-
-def _wait(probe: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.3)  # poll
-    return None
 
 
 # ---- infrastructure faults
@@ -244,7 +166,7 @@ def broker_restart(c: Chaos, row: Row) -> None:
 
 def after_broker_restart(c: Chaos, row: Row) -> None:
     c.h.predict(20)
-    row.checks["monitoring_follows_new_version"] = bool(_wait(lambda: _report_current(c), 60))
+    row.checks["monitoring_follows_new_version"] = bool(wait_truthy(lambda: _report_current(c), 60))
 
 
 def object_store_outage(c: Chaos, row: Row) -> None:
@@ -376,7 +298,7 @@ def backlog(c: Chaos, row: Row) -> None:
             peak = max(peak, rss_mb(pid))
             time.sleep(0.1)  # poll: memory sampling interval
 
-    sampler = _in_background(sample)
+    sampler = in_background(sample)
     c.h.wait_accounted(c.timeout)
     done.set()
     sampler.join()
@@ -399,8 +321,12 @@ FAULTS: dict[str, tuple[str, Inject]] = {
     "tampered_artifact": ("tampered artifact promoted", tampered_artifact),  # type: ignore[dict-item]
     "poison": ("poison messages on every consumed topic", poison),  # type: ignore[dict-item]
     "backlog": ("backlog: validation paused", backlog),  # type: ignore[dict-item]
+    "duplicated_episode": ("drift episode re-sent, training killed mid-run", duplicated_episode),
 }
-AFTER: dict[str, Callable[[Chaos, Row], None]] = {"broker_restart": after_broker_restart}
+AFTER: dict[str, Callable[[Chaos, Row], None]] = {
+    "broker_restart": after_broker_restart,
+    "duplicated_episode": one_run_per_episode,
+}
 """Checks that need the loop to have closed after the fault."""
 
 

@@ -1,5 +1,6 @@
 """The short chaos matrix on the real stack: kill -9 validation mid-stream, poison messages on
-every consumed topic, kill -9 serving mid-swap. Each must lose no row, curate none twice, and
+every consumed topic, kill -9 serving mid-swap, one drift episode delivered three times with
+training killed mid-run. Each must lose no row, curate none twice, and
 leave a loop that still closes (`driftloop bench chaos` runs the full matrix)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from driftloop.shared.cli.bench_chaos import run_matrix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-FAULTS = ["kill_validation", "poison", "kill_serving"]
+FAULTS = ["kill_validation", "poison", "kill_serving", "duplicated_episode"]
 
 
 def test_short_chaos_matrix_loses_nothing_and_the_loop_closes(tmp_path: Path) -> None:
@@ -28,6 +29,8 @@ def test_short_chaos_matrix_loses_nothing_and_the_loop_closes(tmp_path: Path) ->
         assert row["loop_closed"], row
         assert all(row["checks"].values()), row
     assert rows["poison"]["checks"]["garbage_dead_lettered_on_every_topic"]
+    assert rows["duplicated_episode"]["checks"]["episode_trained_once"]
+    assert rows["duplicated_episode"]["info"]["runs_for_episode"] == 1
     assert report["faults_survived"] == len(FAULTS)
     assert report["records_lost"] == 0 and report["duplicates"] == 0
     assert report["versions_registered_twice"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from support import wait_for
@@ -10,6 +11,7 @@ from support import wait_for
 from driftloop.events.v1 import events_pb2
 from driftloop.shared import envelope, topics
 from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.errors import Unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -98,5 +100,99 @@ async def test_committed_offsets_resume_after_restart(broker: str) -> None:
         await publisher.publish(topics.DEPLOYMENTS, "m", event)
         await run_until(3)
         assert seen == ["1", "2", "3"], "a restarted consumer resumes after its commit"
+    finally:
+        await publisher.stop()
+
+
+async def test_unavailable_dependency_is_retried_not_dead_lettered(broker: str) -> None:
+    """A handler whose dependency is down is called again (nothing committed, nothing
+    dead-lettered, the consumer keeps running) and the record is handled once it is back."""
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    attempts: list[str] = []
+    handled: list[str] = []
+    letters: list[str] = []
+
+    async def on_event(event: envelope.Envelope) -> None:
+        if event.drift_detected.model not in ("first", "second"):
+            return  # earlier tests' events on the same broker
+        attempts.append(event.drift_detected.model)
+        if len(attempts) <= 3:
+            raise Unavailable("registry unreachable")
+        handled.append(event.drift_detected.model)
+
+    async def on_letter(event: envelope.Envelope) -> None:
+        if "unreachable" in event.dead_letter.error:
+            letters.append(event.dead_letter.error)
+
+    consumer = EventConsumer(
+        bootstrap=broker,
+        group="t-retry",
+        topic_names=[topics.DRIFT],
+        publisher=publisher,
+        on_event=on_event,
+    )
+    dlq = EventConsumer(
+        bootstrap=broker,
+        group="t-retry-dlq",
+        topic_names=[topics.DEADLETTER],
+        publisher=publisher,
+        on_event=on_letter,
+    )
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(dlq.run())]
+    try:
+        await asyncio.wait_for(asyncio.gather(consumer.ready.wait(), dlq.ready.wait()), 30)
+        for model in ("first", "second"):
+            event = publisher.event(events_pb2.DriftDetected(model=model))
+            await publisher.publish(topics.DRIFT, model, event)
+        await wait_for(lambda: handled == ["first", "second"], 30, "both handled after retries")
+        assert attempts == ["first"] * 4 + ["second"], "the record was retried, in order"
+        assert not tasks[0].done(), "the consumer survived the outage"
+        assert letters == [], "an outage is not a poison message"
+    finally:
+        await consumer.stop()
+        await dlq.stop()
+        await asyncio.gather(*tasks)
+        await publisher.stop()
+
+
+async def test_outage_longer_than_budget_stops_the_consumer_uncommitted(broker: str) -> None:
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+
+    async def always_down(event: envelope.Envelope) -> None:
+        if event.model_deployed.model == "b":
+            raise Unavailable("store unreachable")
+
+    seen: list[str] = []
+
+    async def recovered(event: envelope.Envelope) -> None:
+        if event.model_deployed.model == "b":
+            seen.append(event.model_deployed.version)
+
+    def consumer(handler: Callable[[envelope.Envelope], Awaitable[None]]) -> EventConsumer:
+        return EventConsumer(
+            bootstrap=broker,
+            group="t-budget",
+            topic_names=[topics.DEPLOYMENTS],
+            publisher=publisher,
+            on_event=handler,
+            unavailable_budget_s=1.0,
+        )
+
+    try:
+        event = publisher.event(events_pb2.ModelDeployed(model="b", version="7"))
+        await publisher.publish(topics.DEPLOYMENTS, "b", event)
+        with pytest.raises(Unavailable, match="store unreachable"):
+            await asyncio.wait_for(consumer(always_down).run(), 60)
+        second = consumer(recovered)
+        task = asyncio.create_task(second.run())
+        try:
+            await wait_for(lambda: seen == ["7"], 30, "the uncommitted record is redelivered")
+        finally:
+            await second.stop()
+            await task
     finally:
         await publisher.stop()

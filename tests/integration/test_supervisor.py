@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -62,3 +66,41 @@ def test_stop_terminates_everything(tmp_path: Path) -> None:
     assert sup.returncodes() == {"s0": -15, "s1": -15, "s2": -15}, "stopped by SIGTERM, not KILL"
     assert sup.pids() == {"s0": None, "s1": None, "s2": None}
     assert len(set(pids)) == 3
+
+
+def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL of the process that owns the stack (e.g. `driftloop up`) leaves no orphans."""
+    pid_file = tmp_path / "child.pid"
+    owner = textwrap.dedent(
+        f"""
+        import signal, sys
+        from pathlib import Path
+        from driftloop.shared.supervisor import ProcessSpec, Supervisor
+        sleeper = [sys.executable, "-c", "import signal; signal.pause()"]
+        sup = Supervisor([ProcessSpec("child", sleeper, {{}}, Path({str(tmp_path / "c.log")!r}))])
+        Path({str(pid_file)!r}).write_text(str(sup.start("child")))
+        signal.pause()
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", owner])
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", 20, "child started")
+        child = int(pid_file.read_text())
+        assert _alive(child)
+        parent.kill()
+        parent.wait(10)
+        wait_until(lambda: not _alive(child), 10, "child gone after its parent was killed")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if pid_file.exists() and _alive(int(pid_file.read_text() or 0)):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie counts as gone: it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -12,7 +12,7 @@ from driftloop.services.registry.core import Registry
 from driftloop.services.registry.domain import TrainingSpec
 from driftloop.services.registry.specs import parse_yaml, schedule_seconds
 from driftloop.services.registry.store import MIGRATIONS, RegistryStore
-from driftloop.shared.errors import InvalidInput, NotFound
+from driftloop.shared.errors import InvalidInput, NotFound, TooLarge
 
 pytestmark = pytest.mark.unit
 
@@ -182,3 +182,21 @@ def test_the_yaml_the_cli_prints_reads_back_as_the_same_spec(registry: Registry)
     printed = yaml.safe_dump(spec_document(spec_to_pb(model.spec)), sort_keys=False)
     again = registry.set_spec("m", TrainingSpec(), printed)
     assert again.number == 1  # same hash: no new version
+
+
+def test_oversized_spec_is_refused_before_parsing() -> None:
+    text = "features: [" + ", ".join(f"c{i}" for i in range(20_000)) + "]"
+    with pytest.raises(TooLarge, match="limit is 65536"):
+        parse_yaml(text)
+
+
+def test_long_column_lists_are_refused_naming_the_field() -> None:
+    text = "features: [" + ", ".join("c" for _ in range(10_001)) + "]"
+    with pytest.raises(TooLarge, match="'features' lists 10001 columns"):
+        parse_yaml(text)
+
+
+def test_yaml_aliases_are_refused() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    with pytest.raises(InvalidInput, match="anchors and aliases"):
+        parse_yaml(bomb + "params: {grid: [*b, *b, *b, *b, *b, *b, *b, *b, *b]}")
