@@ -133,6 +133,7 @@ ALL = (
     "broker_restart",
     "object_store_outage",
     "tampered_artifact",
+    "warmup_failure",
     "poison",
     "backlog",
     "duplicated_episode",

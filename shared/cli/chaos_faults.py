@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from driftloop.registry.v1 import registry_pb2 as rpb
-from driftloop.shared import stack, topics
+from driftloop.shared import artifacts, stack, topics
 from driftloop.shared.cli import chaos_events
 from driftloop.shared.cli.chaos_common import (
     Chaos,
@@ -192,17 +194,47 @@ def object_store_outage(c: Chaos, row: Row) -> None:
 
 
 def tampered_artifact(c: Chaos, row: Row) -> None:
+    """Bytes changed after the registry recorded their hash: refused before loading."""
     h = c.h
     c.h.ingest(c.rows)
-    production = h.production()
-    current = h.retry(
-        lambda: h.registry.GetVersion(rpb.GetVersionRequest(model=h.model, version=production))
-    )
-    run_id = f"tampered-{uuid.uuid4().hex[:8]}"
-    key = f"artifacts/{h.model}/{run_id}/model.skops"
+    current = _production_version(c)
     data = bytearray(h.store.get(current.artifact_uri))
     data[len(data) // 2] ^= 0xFF
-    h.store.put(key, bytes(data))
+    _refused_artifact(c, row, bytes(data), current.artifact_sha256, "hash mismatch")
+
+
+def warmup_failure(c: Chaos, row: Row) -> None:
+    """A well-formed artifact with the right hash that loads but cannot predict: refused at
+    the warm-up prediction, before any request could reach it."""
+    h = c.h
+    c.h.ingest(c.rows)
+    current = _production_version(c)
+    pipeline = artifacts.load_model(h.store.get(current.artifact_uri), current.artifact_sha256)
+    estimator = pipeline.steps[-1][1]
+    if not hasattr(estimator, "coef_"):
+        raise RuntimeError("the warm-up fault needs a linear model (one with coef_)")
+    estimator.coef_ = np.zeros((estimator.coef_.shape[0], estimator.coef_.shape[1] + 3))
+    data = artifacts.dump_model(pipeline)
+    _refused_artifact(c, row, data, artifacts.sha256(data), "warm-up")
+
+
+def _production_version(c: Chaos) -> Any:
+    h = c.h
+    production = h.production()
+    return h.retry(
+        lambda: h.registry.GetVersion(rpb.GetVersionRequest(model=h.model, version=production))
+    )
+
+
+def _refused_artifact(c: Chaos, row: Row, data: bytes, sha: str, expect: str) -> None:
+    """Register `data` as a new version that wins promotion; serving must refuse it with an
+    error mentioning `expect`, keep answering with production, and the registry roll back."""
+    h = c.h
+    production = h.production()
+    current = _production_version(c)
+    run_id = f"refused-{uuid.uuid4().hex[:8]}"
+    key = f"artifacts/{h.model}/{run_id}/model.skops"
+    h.store.put(key, data)
     since = time.time()
     reply = h.retry(
         lambda: h.registry.RegisterVersion(
@@ -210,7 +242,7 @@ def tampered_artifact(c: Chaos, row: Row) -> None:
                 model=h.model,
                 run_id=run_id,
                 artifact_uri=key,
-                artifact_sha256=current.artifact_sha256,  # the hash of the untampered bytes
+                artifact_sha256=sha,
                 profile_uri=current.profile_uri,
                 metrics={"accuracy": 1.0},
                 champion_metrics={"accuracy": 0.0},
@@ -230,6 +262,9 @@ def tampered_artifact(c: Chaos, row: Row) -> None:
         timeout=60,
     )
     row.checks["deployment_failed_recorded"] = failed is not None
+    row.checks["refused_for_the_right_reason"] = (
+        failed is not None and expect in failed.deployment_failed.error
+    )
     row.checks["serving_kept_current_model"] = h.served_version() == production
     h.retry(
         lambda: h.registry.Rollback(
@@ -239,7 +274,7 @@ def tampered_artifact(c: Chaos, row: Row) -> None:
         )
     )
     row.checks["registry_rolled_back"] = h.production() == production
-    row.info["tampered_version"] = bad
+    row.info["refused_version"] = bad
     row.recovery_s = round(time.time() - since, 2)
 
 
@@ -319,6 +354,7 @@ FAULTS: dict[str, tuple[str, Inject]] = {
     "broker_restart": ("broker restart (memory lost)", broker_restart),  # type: ignore[dict-item]
     "object_store_outage": ("object store unreachable", object_store_outage),  # type: ignore[dict-item]
     "tampered_artifact": ("tampered artifact promoted", tampered_artifact),  # type: ignore[dict-item]
+    "warmup_failure": ("artifact that fails warm-up promoted", warmup_failure),  # type: ignore[dict-item]
     "poison": ("poison messages on every consumed topic", poison),  # type: ignore[dict-item]
     "backlog": ("backlog: validation paused", backlog),  # type: ignore[dict-item]
     "duplicated_episode": ("drift episode re-sent, training killed mid-run", duplicated_episode),
