@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import re
 
-from driftloop.shared.errors import InvalidInput
+from driftloop.shared.errors import InvalidInput, TooLarge
+
+MAX_TEXT_CHARS = 4096
+"""Free text a caller attaches to a decision or a run (reasons, comments, authors): it is
+stored in audit rows and events, so it is kept to a paragraph."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -32,3 +36,10 @@ def check_key(key: str) -> str:
     if any(p in ("", ".", "..") for p in parts):
         raise InvalidInput(f"object key {key!r} has an empty, '.' or '..' segment")
     return key
+
+
+def check_text(field: str, value: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Return free text `value` if it is at most `limit` characters, else raise TooLarge."""
+    if len(value) > limit:
+        raise TooLarge(f"{field} is {len(value)} characters; the limit is {limit}")
+    return value

@@ -15,6 +15,7 @@ from driftloop.registry.v1 import registry_pb2_grpc
 from driftloop.services.registry import convert
 from driftloop.services.registry.core import Registry
 from driftloop.services.registry.shadow import ShadowEvidence
+from driftloop.shared.names import check_text
 
 SERVICE_NAME = "driftloop.registry.v1.RegistryService"
 MUTATING = frozenset(
@@ -45,7 +46,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             request.target,
             convert.spec_from_pb(request.spec),
             request.spec_yaml,
-            request.author,
+            check_text("author", request.author),
         )
         return convert.model_to_pb(model)
 
@@ -93,19 +94,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def Promote(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
         version = await asyncio.to_thread(
-            self._r.promote, request.model, request.version, request.reason, request.actor
+            self._r.promote, request.model, request.version, *_why(request)
         )
         return convert.version_to_pb(version)
 
     async def Reject(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
         version = await asyncio.to_thread(
-            self._r.reject, request.model, request.version, request.reason, request.actor
+            self._r.reject, request.model, request.version, *_why(request)
         )
         return convert.version_to_pb(version)
 
     async def Rollback(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
         version = await asyncio.to_thread(
-            self._r.rollback, request.model, request.version, request.reason, request.actor
+            self._r.rollback, request.model, request.version, *_why(request)
         )
         return convert.version_to_pb(version)
 
@@ -115,7 +116,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def Approve(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
         version = await asyncio.to_thread(
-            self._r.approve, request.model, request.version, request.reason, request.actor
+            self._r.approve, request.model, request.version, *_why(request)
         )
         return convert.version_to_pb(version)
 
@@ -129,8 +130,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             request.model,
             convert.spec_from_pb(request.spec),
             request.spec_yaml,
-            request.author,
-            request.comment,
+            check_text("author", request.author),
+            check_text("comment", request.comment),
         )
         return convert.spec_version_to_pb(version)
 
@@ -161,3 +162,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             min_labels=found.min_labels,
             version=convert.version_to_pb(found.version),
         )
+
+
+def _why(request: pb.DecisionRequest) -> tuple[str, str]:
+    """A decision's reason and actor, each within the free-text limit."""
+    return check_text("reason", request.reason), check_text("actor", request.actor)

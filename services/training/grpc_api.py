@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from driftloop.services.training.core import Training
 from driftloop.services.training.domain import Run
 from driftloop.services.training.reproduce import Reproducer
+from driftloop.shared.names import check_text
 from driftloop.training.v1 import training_pb2 as pb
 from driftloop.training.v1 import training_pb2_grpc
 
@@ -28,7 +29,8 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         self._reproducer = reproducer
 
     async def StartRun(self, request: pb.StartRunRequest, context: Ctx) -> pb.Run:
-        return run_to_pb(await self._t.start_manual(request.model, request.reason))
+        reason = check_text("reason", request.reason)
+        return run_to_pb(await self._t.start_manual(request.model, reason))
 
     async def GetRun(self, request: pb.GetRunRequest, context: Ctx) -> pb.Run:
         return run_to_pb(await self._t.get_run(request.run_id))

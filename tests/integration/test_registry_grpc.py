@@ -140,6 +140,14 @@ async def test_errors_map_to_grpc_status_codes(common: CommonSettings) -> None:
             del request.metrics["accuracy"]
             await stub.RegisterVersion(request)
         assert missing_metric.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as essay:
+            await stub.Rollback(pb.DecisionRequest(model="m", reason="x" * 5000))
+        assert essay.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert essay.value.details() == "reason is 5000 characters; the limit is 4096"
+        with pytest.raises(grpc.aio.AioRpcError) as big_spec:
+            await stub.SetSpec(pb.SetSpecRequest(model="m", spec_yaml="#" * 70_000))
+        assert big_spec.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "training spec is 70000 bytes" in (big_spec.value.details() or "")
 
 
 async def test_mutations_need_the_token_when_one_is_configured(common: CommonSettings) -> None:
