@@ -130,12 +130,18 @@ class _Interceptor(grpc.aio.ServerInterceptor):
 
 
 def build_server(
-    common: CommonSettings, port: int, bindings: Iterable[ServiceBinding]
+    common: CommonSettings,
+    port: int,
+    bindings: Iterable[ServiceBinding],
+    *,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Build (not start) a gRPC server with health, reflection, auth and error mapping.
 
     Returns the server, its health servicer (every service starts NOT_SERVING; call
-    `set_serving`) and the port actually bound (useful when `port` is 0).
+    `set_serving`) and the port actually bound (useful when `port` is 0). `reuse_port` sets
+    SO_REUSEPORT so several processes can listen on one port (serving's workers; the kernel
+    spreads connections); off, a port already in use fails the bind at once.
     """
     bindings = list(bindings)
     mutating = {f"/{b.full_name}/{m}" for b in bindings for m in b.mutating}
@@ -144,7 +150,7 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
     health_servicer = health.aio.HealthServicer()

@@ -34,13 +34,18 @@ async def serve(
     background: Sequence[Hook] = (),
     on_start: Hook | None = None,
     on_stop: Hook | None = None,
+    reuse_port: bool = False,
 ) -> None:
-    """Run the service until SIGTERM/SIGINT (or until a consumer or background task fails)."""
+    """Run the service until SIGTERM/SIGINT (or until a consumer or background task fails).
+
+    `reuse_port`: bind the gRPC port with SO_REUSEPORT (several processes share it)."""
     start_http_server(common.ports.metrics(name), addr=common.bind_host)
     await ensure_topics(common.bootstrap())
     if publisher is not None:
         await publisher.start()
-    server, health, port = build_server(common, common.ports.grpc(name), bindings)
+    server, health, port = build_server(
+        common, common.ports.grpc(name), bindings, reuse_port=reuse_port
+    )
     await server.start()
     names = [b.full_name for b in bindings]
     stop = asyncio.Event()

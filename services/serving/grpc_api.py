@@ -22,13 +22,24 @@ from driftloop.shared.grpc_server import ServiceBinding
 from driftloop.shared.settings import CommonSettings
 
 SERVICE_NAME = "inference.GRPCInferenceService"
+WORKER_METADATA = "driftloop-worker"
+"""Trailing metadata of ServerMetadata naming the worker that answered (workers > 1 only)."""
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, inference: InferenceService, is_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        inference: InferenceService,
+        is_ready: Callable[[], bool],
+        *,
+        worker: int | None = None,
+    ) -> None:
+        """`worker`: this process's index when serving runs several workers; ServerMetadata
+        then names it in its trailing metadata (a connection stays with one worker)."""
         self._inference = inference
         self._slot = inference.slot
         self._is_ready = is_ready
+        self._worker = worker
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -40,6 +51,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=self._slot.has(request.name, request.version))
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> Any:
+        if self._worker is not None:
+            context.set_trailing_metadata(((WORKER_METADATA, str(self._worker)),))
         return pb.ServerMetadataResponse(
             name="driftloop", version=importlib.metadata.version("driftloop"), extensions=[]
         )

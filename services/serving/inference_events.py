@@ -153,16 +153,62 @@ def _error(parsed: ParsedRecord, status: str, error: str) -> bytes:
     return response.SerializeToString()
 
 
+def owns(partition: int, worker: int, workers: int) -> bool:
+    """Whether `worker` (of `workers`) answers the requests of `partition`: p % workers."""
+    return partition % workers == worker
+
+
+class _PartitionShare(EventConsumer):
+    """The manually assigned consumer restricted to one worker's share of the partitions.
+
+    why: without group membership every consumer is assigned every partition, so each worker
+    would answer each request; a static split needs no rebalance (the workers live and die
+    together). A worker with no partition (more workers than partitions) stays idle and ready.
+    """
+
+    def __init__(self, *, worker: int, workers: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._worker = worker
+        self._workers = workers
+
+    async def _assign(self) -> None:
+        await super()._assign()
+        mine = [
+            tp
+            for tp in self._consumer.assignment()
+            if owns(tp.partition, self._worker, self._workers)
+        ]
+        self._consumer.assign(mine)
+        log.info(
+            "inference_partitions",
+            worker=self._worker,
+            partitions=sorted(tp.partition for tp in mine),
+        )
+        if not mine:
+            self.ready.set()
+
+
 def kafka_inference_consumer(
-    common: CommonSettings, publisher: EventPublisher, handler: KafkaInference
+    common: CommonSettings,
+    publisher: EventPublisher,
+    handler: KafkaInference,
+    *,
+    worker: int | None = None,
+    workers: int = 1,
 ) -> EventConsumer:
     """One consumer group for every serving process, so each request is answered once; it
-    commits, so requests published while serving was down are answered when it is back."""
-    return EventConsumer(
-        bootstrap=common.bootstrap(),
-        group=GROUP,
-        topic_names=[topics.INFERENCE_REQUESTS],
-        publisher=publisher,
-        on_batch=handler.handle_records,
-        group_membership=common.consumer_group_membership,
-    )
+    commits, so requests published while serving was down are answered when it is back.
+
+    Several workers of one serving (`worker` set): with group membership the group shares
+    the partitions out; without it, worker i reads the partitions p with p % workers == i."""
+    options: dict[str, Any] = {
+        "bootstrap": common.bootstrap(),
+        "group": GROUP,
+        "topic_names": [topics.INFERENCE_REQUESTS],
+        "publisher": publisher,
+        "on_batch": handler.handle_records,
+        "group_membership": common.consumer_group_membership,
+    }
+    if worker is None or workers <= 1 or common.consumer_group_membership:
+        return EventConsumer(**options)
+    return _PartitionShare(worker=worker, workers=workers, **options)

@@ -1,13 +1,18 @@
 """Entry point of the serving service: wiring only.
 
-Builds the slot, deployer, prediction logger, Kafka consumer, reconciler and V2 servicer.
+Builds the slot, deployer, prediction logger, Kafka consumer, reconciler and V2 servicer; with
+DRIFTLOOP_SERVING_WORKERS > 1 starts that many worker processes instead (see workers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
+import structlog
+
+from driftloop.services.serving import workers
 from driftloop.services.serving.core import InferenceService
 from driftloop.services.serving.deployment import Deployer
 from driftloop.services.serving.events import (
@@ -32,11 +37,21 @@ def main() -> None:
     common = CommonSettings()
     settings = ServingSettings()
     logging.configure("serving", json=common.log_json, level=common.log_level)
-    asyncio.run(run(common, settings))
+    worker = workers.worker_index(sys.argv[1:])
+    if worker is None and settings.workers > 1:
+        sys.exit(workers.run_parent(common, settings.workers))
+    if worker is not None:
+        structlog.contextvars.bind_contextvars(worker=worker)
+        # the parent serves every worker's metrics on the metrics port; this one takes any port
+        ports = common.ports.model_copy(update={"metrics_serving": 0})
+        common = common.model_copy(update={"ports": ports})
+    asyncio.run(run(common, settings, worker=worker))
 
 
-async def run(common: CommonSettings, settings: ServingSettings) -> None:
-    """Build the parts inside the event loop (aiokafka's producer needs a running loop)."""
+async def run(common: CommonSettings, settings: ServingSettings, worker: int | None = None) -> None:
+    """Build the parts inside the event loop (aiokafka's producer needs a running loop).
+
+    `worker`: this process's index when it is one of several serving workers on one port."""
     store = open_object_store(common)
 
     async def fetch(key: str) -> bytes:
@@ -61,7 +76,7 @@ async def run(common: CommonSettings, settings: ServingSettings) -> None:
         flush_interval_s=settings.log_flush_interval_s,
     )
     shadow = ShadowScorer(slot, shadow_logger, max_rows=settings.shadow_queue_rows)
-    model_events = ModelEvents(deployer, publisher, settings.instance_name())
+    model_events = ModelEvents(deployer, publisher, settings.instance_name(worker))
     registry = RegistryReader(common, settings.reconcile_timeout_s)
     reconciler = Reconciler(
         deployer,
@@ -77,11 +92,16 @@ async def run(common: CommonSettings, settings: ServingSettings) -> None:
         max_request_rows=settings.max_request_rows,
         shadow=shadow,
     )
-    servicer = InferenceServicer(inference, reconciler.first_done.is_set)
+    servicer = InferenceServicer(inference, reconciler.first_done.is_set, worker=worker)
+    # every worker reads every model event (no group), so all of them swap
     consumers = [model_events_consumer(common, publisher, model_events)]
     if settings.kafka_inference:
         kafka = KafkaInference(inference, publisher)
-        consumers.append(kafka_inference_consumer(common, publisher, kafka))
+        consumers.append(
+            kafka_inference_consumer(
+                common, publisher, kafka, worker=worker, workers=settings.workers
+            )
+        )
     await runtime.serve(
         "serving",
         common,
@@ -91,6 +111,7 @@ async def run(common: CommonSettings, settings: ServingSettings) -> None:
         background=[reconciler.run, logger.run, shadow.run, shadow_logger.run],
         on_start=reconciler.reconcile_once,
         on_stop=lambda: _flush_all(shadow, logger, shadow_logger),
+        reuse_port=worker is not None,
     )
 
 

@@ -54,7 +54,14 @@ class ServingSettings(ServiceSettings):
     driftloop.inference.responses, keyed by request id."""
     instance: str = ""
     """Name of this serving replica in ModelDeployed/DeploymentFailed events; empty means
-    hostname:pid."""
+    hostname:pid (each worker's own pid). With several workers a set name gets `/w<index>`."""
+    workers: int = Field(default=1, ge=1)
+    """Serving processes sharing the gRPC port (SO_REUSEPORT; the kernel spreads connections).
+    Above 1, `python -m driftloop.services.serving` starts this many workers and serves no
+    request itself: each worker loads and swaps every promoted version on its own, the Kafka
+    inference partitions are split between them, and the metrics port shows all of them
+    (prometheus-client multiprocess mode). A worker that dies takes the others down, so the
+    supervisor restarts serving as a whole. Needs a fixed gRPC port (not 0)."""
 
     def batch_policy(self) -> BatchPolicy | None:
         """The micro-batching policy, or None when max_batch_size is 1 (off)."""
@@ -62,5 +69,8 @@ class ServingSettings(ServiceSettings):
             return None
         return BatchPolicy(self.max_batch_size, self.max_batch_wait_ms / 1000.0)
 
-    def instance_name(self) -> str:
-        return self.instance or default_instance()
+    def instance_name(self, worker: int | None = None) -> str:
+        """This process's name in deployment events; `worker` is its index among workers."""
+        if not self.instance:
+            return default_instance()
+        return self.instance if worker is None else f"{self.instance}/w{worker}"

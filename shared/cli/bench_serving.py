@@ -33,6 +33,10 @@ def command(
     serving_set: list[str] = typer.Option(  # noqa: B008 - typer's way to declare options
         [], "--set", help="Serving setting for this run, e.g. --set max_batch_size=1."
     ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Serving worker processes."),
+    connections: int = typer.Option(
+        1, "--connections", min=1, help="Client connections (workers share them, not requests)."
+    ),
 ) -> None:
     """Start serving (with broker and registry) on a real trained model and load it over V2."""
     from rich.console import Console
@@ -46,7 +50,7 @@ def command(
         console.width = 140  # a log file or pipe: do not squeeze the table into 80 columns
     points = QUICK_POINTS if quick else FULL_POINTS
     per_point = seconds or (2.0 if quick else 5.0)
-    env = _serving_env(serving_set)
+    env = {"DRIFTLOOP_SERVING_WORKERS": str(workers), **_serving_env(serving_set)}
     result: dict[str, Any] = {"points": [], "machine_cpus": _cpus(), "serving_settings": env}
     with console.status("starting broker, registry and serving"), bench.running_stack(env) as stack:
         registry = bench.BenchRegistry(stack)
@@ -57,7 +61,14 @@ def command(
             registry.wait_model()
             for concurrency, rows in points:
                 console.log(f"load: concurrency {concurrency}, rows {rows}")
-                ours = _load(stack.serving, bench.MODEL, concurrency, rows, per_point)
+                ours = _load(
+                    stack.serving,
+                    bench.MODEL,
+                    concurrency,
+                    rows,
+                    per_point,
+                    connections=connections,
+                )
                 theirs = _load(against, model, concurrency, rows, per_point) if against else None
                 result["points"].append({"driftloop": ours, "against": theirs})
             if swap:
@@ -96,6 +107,7 @@ def _load(
     *,
     trace: str = "",
     stop_file: str = "",
+    connections: int = 1,
 ) -> dict[str, Any]:
     """Run the load client process once and return its summary."""
     from driftloop.shared.cli.bench_serving_load import LoadSpec
@@ -110,6 +122,7 @@ def _load(
         seconds=seconds,
         trace=trace,
         stop_file=stop_file,
+        connections=connections,
     )
     argv = [
         sys.executable,

@@ -2,8 +2,9 @@
 not share the server's GIL: `python -m driftloop.shared.cli.bench_serving_load SPEC_JSON`.
 
 It sends one pre-serialized ModelInfer request ([N, F] FP64, typed contents) from `concurrency`
-coroutines over one channel, and prints one JSON object: counts, latency percentiles and, with
-`trace`, a per-request trace file (start time, latency, ok, answering version) for swap analysis.
+coroutines over one channel (or `connections`), and prints one JSON object: counts, latency
+percentiles and, with `trace`, a per-request trace file (start time, latency, ok, answering
+version) for swap analysis.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class LoadSpec:
     stop_file: str = ""
     """When set, stop as soon as this file exists (`seconds` is then an upper bound)."""
     seed: int = 0
+    connections: int = 1
+    """TCP connections (channels) the coroutines share round-robin; serving's workers share
+    its port per connection, so loading several workers needs several connections."""
 
 
 def infer_request(model: str, rows: int, features: int, seed: int = 0) -> pb.ModelInferRequest:
@@ -68,21 +72,52 @@ class _Trace:
 async def run(spec: LoadSpec) -> dict[str, Any]:
     payload = infer_request(spec.model, spec.rows, spec.features, spec.seed).SerializeToString()
     trace = _Trace()
-    async with grpc.aio.insecure_channel(spec.target, options=_OPTIONS) as channel:
-        call = channel.unary_unary(
-            INFER, request_serializer=None, response_deserializer=pb.ModelInferResponse.FromString
-        )
-        await call(payload, timeout=30)  # connect and check before timing anything
+    options = list(_OPTIONS)
+    if spec.connections > 1:
+        options.append(("grpc.use_local_subchannel_pool", 1))  # a connection per channel
+    channels = [
+        grpc.aio.insecure_channel(spec.target, options=options)
+        for _ in range(max(1, spec.connections))
+    ]
+    try:
+        calls = [
+            channel.unary_unary(
+                INFER,
+                request_serializer=None,
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            for channel in channels
+        ]
+        for call in calls:
+            await _first_call(call, payload)  # connect and check before timing anything
         began = time.perf_counter()
         window = _Window(began + spec.warmup_s, began + spec.warmup_s + spec.seconds)
         watcher = asyncio.create_task(_watch(spec.stop_file, window)) if spec.stop_file else None
         workers = [
-            _worker(call, payload, spec.rows, window, trace) for _ in range(spec.concurrency)
+            _worker(calls[i % len(calls)], payload, spec.rows, window, trace)
+            for i in range(spec.concurrency)
         ]
         await asyncio.gather(*workers)
         if watcher is not None:
             watcher.cancel()
+    finally:
+        for channel in channels:
+            await channel.close()
     return _summary(spec, trace, began, window)
+
+
+async def _first_call(call: Any, payload: bytes, timeout: float = 30.0) -> None:
+    """One request that must succeed; NOT_FOUND is retried for a while (a serving worker on
+    another connection may load the model a moment after the one the bench waited on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await call(payload, timeout=timeout)
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)  # poll: the model is still loading on this worker
 
 
 @dataclass
