@@ -22,7 +22,7 @@ MIN_EXPECTED = 5.0
 
 Signal = Literal["features", "prediction", "accuracy", "label_prior"]
 SIGNALS: frozenset[Signal] = frozenset({"features", "prediction", "accuracy", "label_prior"})
-TestName = Literal["ks", "chi2", "accuracy", "cusum", "glr", "label_prior"]
+TestName = Literal["ks", "chi2", "accuracy", "cusum", "glr", "adwin", "label_prior"]
 
 
 class DriftPolicy(BaseModel):
@@ -44,6 +44,7 @@ class DriftPolicy(BaseModel):
     label_burn_in_rows: int = Field(1000, gt=0)
     error_shift: float = Field(0.1, gt=0, lt=1)
     error_arl0_rows: float = Field(1e7, gt=1)
+    adwin_delta: float = Field(0.002, ge=0, lt=1)
     max_pending_predictions: int = Field(200_000, gt=0)
     triggers: frozenset[Signal] = SIGNALS
 

@@ -87,6 +87,7 @@ class ModelMonitor:
             window_rows=p.label_window_rows,
             error_shift=p.error_shift,
             error_arl0=p.error_arl0_rows,
+            adwin_delta=p.adwin_delta,
         )
         self._label_ts: collections.deque[float] = collections.deque(maxlen=p.label_window_rows)
         self._labels_since_test = 0

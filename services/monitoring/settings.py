@@ -47,6 +47,10 @@ class MonitoringSettings(ServiceSettings):
     """Increase of the error rate (absolute) the error-rate CUSUM is tuned to catch fastest."""
     error_arl0_rows: float = Field(1e7, gt=1)
     """Average labelled rows between false error-rate alarms; sets the CUSUM threshold."""
+    adwin_delta: float = Field(0.002, ge=0, lt=1)
+    """Confidence of river's ADWIN on the live error stream (a member of the error-rate bank;
+    smaller = fewer false cuts, later detection; 0 turns it off). Its false alarms are not part
+    of error_arl0_rows' budget: `driftloop bench drift` measures them."""
     max_pending_predictions: int = Field(200_000, gt=0)
     """Logged predictions kept per model for labels to join (oldest forgotten first)."""
     triggers: tuple[Signal, ...] = ("features", "prediction", "accuracy", "label_prior")

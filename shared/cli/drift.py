@@ -25,6 +25,7 @@ TEST_NAMES = {
     "accuracy": "accuracy (binomial)",
     "cusum": "error-rate CUSUM",
     "glr": "error-rate GLR",
+    "adwin": "error-rate ADWIN",
     "label_prior": "label prior (chi-squared)",
 }
 

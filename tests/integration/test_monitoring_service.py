@@ -323,7 +323,11 @@ async def test_labels_join_predictions_and_an_error_rise_is_published(
         payload = drift[0].drift_detected
         by_name = {f.feature: f for f in payload.features}
         fired = {f.feature: f.test for f in payload.features if f.drifted}
-        assert fired in ({"_error_rate": "cusum"}, {"_error_shift": "glr"})
+        assert fired in (
+            {"_error_rate": "cusum"},
+            {"_error_shift": "glr"},
+            {"_error_adwin": "adwin"},
+        )
         assert by_name["_accuracy"].statistic < by_name["_accuracy"].threshold
         assert not any(f.drifted for f in payload.features if f.test in ("ks", "chi2"))
         assert monitors.get(MODEL).labels_unmatched == 0

@@ -55,10 +55,20 @@ def test_wasserstein_reproduction_matches_scipy() -> None:
 def test_every_detector_runs_and_the_summary_has_the_documented_keys() -> None:
     policy = DriftPolicy()
     scores = {d: {k: [] for k in bench_drift.KINDS} for d in bench_drift.DETECTORS}
+    concept = []
     for stream in bench_drift_streams.streams(TINY, 0):
-        for detector, result in bench_drift.run_detectors(stream, policy, TINY).items():
+        found = bench_drift.run_detectors(stream, policy, TINY)
+        for detector, result in found.items():
             scores[detector][stream.kind].append(result)
+        if stream.kind == "concept":
+            concept.append(bench_drift.concept_row(stream, found))
     summary = bench_drift.summarize(scores, policy, 9000, 1.0)
+    summary.update(bench_drift.concept_summary(concept, summary["baselines"]))
+    assert [r["stream"] for r in summary["concept_streams"]] == ["concept-0"]
+    assert (
+        summary["concept_streams"][0]["error_after"] > summary["concept_streams"][0]["error_before"]
+    )
+    assert set(summary["concept_streams"][0]["delay_rows"]) == set(bench_drift.DETECTORS)
     for key in (
         "abrupt_drifts",
         "abrupt_detected",
@@ -73,3 +83,34 @@ def test_every_detector_runs_and_the_summary_has_the_documented_keys() -> None:
     assert summary["max_covariate_delay_rows"] <= policy.window_rows
     assert summary["false_alarms"] == 0 and summary["stationary_rows"] == 6000
     assert summary["baselines"]["kswin"]["stationary_rows"] == 1000 + 500 + 500
+
+
+def test_concept_summary_compares_with_the_best_baseline_that_meets_the_same_bar() -> None:
+    def figs(false_alarms: int, detected: int, median: float, worst: float) -> dict[str, object]:
+        concept = {"drifts": 2, "detected": detected, "delay_median": median, "delay_max": worst}
+        return {
+            "false_alarms": false_alarms,
+            "concept_delay_rows_median": median,
+            "per_kind": {"concept": concept},
+        }
+
+    baselines = {
+        "adwin": figs(0, 2, 150, 300),
+        "page_hinkley": figs(3, 2, 100, 120),  # faster, but raises false alarms: not fair
+        "kswin": figs(0, 1, 50, 50),  # misses one drift: not fair
+    }
+    rows = [
+        {"stream": "a", "delay_rows": {"driftloop": 100, "adwin": 100, "page_hinkley": 90}},
+        {"stream": "b", "delay_rows": {"driftloop": 200, "adwin": 300, "page_hinkley": 150}},
+    ]
+    summary = bench_drift.concept_summary(rows, baselines)
+    assert summary["concept_fair_baselines"] == ["adwin"]
+    assert summary["concept_best_baseline"] == "adwin"
+    assert summary["best_baseline_concept_delay_rows_median"] == 150
+    assert summary["concept_delay_no_worse_than_best_baseline"] is True
+    assert summary["concept_streams_no_worse_than_every_fair_baseline"] == 2
+    rows[1]["delay_rows"]["driftloop"] = 400  # now slower than ADWIN at the max
+    assert (
+        bench_drift.concept_summary(rows, baselines)["concept_delay_no_worse_than_best_baseline"]
+        is False
+    )

@@ -10,7 +10,12 @@ import pytest
 
 from driftloop.services.monitoring.drift import DriftPolicy
 from driftloop.services.monitoring.monitor import ModelMonitor, ModelMonitors
-from driftloop.services.monitoring.performance import ErrorRateCusum, PredictionJoin
+from driftloop.services.monitoring.performance import (
+    ErrorRateAdwin,
+    ErrorRateCusum,
+    PerformanceTracker,
+    PredictionJoin,
+)
 from driftloop.services.monitoring.settings import MonitoringSettings
 from driftloop.shared.profile import ReferenceProfile, build_profile
 
@@ -40,6 +45,83 @@ def test_cusum_stays_quiet_on_a_long_stationary_error_stream() -> None:
     rng = np.random.default_rng(2)
     cusum = ErrorRateCusum(0.1, 0.1, 1e9)
     assert all(cusum.update(rng.random(100_000) < 0.1) is None for _ in range(10))
+
+
+def river_adwin_first_drift(errors: np.ndarray, delta: float) -> int | None:
+    from river import drift
+
+    detector = drift.ADWIN(delta=delta)
+    for i, error in enumerate(errors.tolist()):
+        detector.update(float(error))
+        if detector.drift_detected:
+            return i
+    return None
+
+
+def test_adwin_member_cuts_where_river_does_whatever_the_batching_and_only_on_increases() -> None:
+    rng = np.random.default_rng(5)
+    errors = rng.random(6000) < np.r_[np.full(3000, 0.1), np.full(3000, 0.25)]
+    expected = river_adwin_first_drift(errors, 0.002)
+    adwin = ErrorRateAdwin(0.002)
+    chunks = np.array_split(errors, 23)
+    offsets = np.cumsum([0] + [len(c) for c in chunks])
+    got = [adwin.update(chunk) for chunk in chunks]
+    first = next(offsets[k] + g for k, g in enumerate(got) if g is not None)
+    assert expected is not None and expected >= 3000 and first == expected
+    assert adwin.alarm_recent is not None and adwin.alarm_older is not None
+    assert adwin.alarm_recent > adwin.alarm_older
+    # The same size of change downwards: river cuts, the member does not call it an alarm.
+    falling = rng.random(6000) < np.r_[np.full(3000, 0.25), np.full(3000, 0.1)]
+    assert river_adwin_first_drift(falling, 0.002) is not None
+    assert ErrorRateAdwin(0.002).update(falling) is None
+
+
+def test_adwin_member_is_in_the_bank_its_evidence_is_reported_and_a_policy_can_turn_it_off() -> (
+    None
+):
+    rng = np.random.default_rng(6)
+    errors = rng.random(8000) < np.r_[np.full(3000, 0.1), np.full(5000, 0.2)]
+    labels = np.where(errors, "1", "0").tolist()
+    predictions = ["0"] * len(labels)
+
+    def tracker(delta: float) -> PerformanceTracker:
+        return PerformanceTracker(
+            None,
+            burn_in_rows=1000,
+            window_rows=500,
+            error_shift=0.1,
+            error_arl0=1e7,
+            adwin_delta=delta,
+        )
+
+    with_adwin, without = tracker(0.002), tracker(0.0)
+    alarms = [
+        with_adwin.observe(predictions[b : b + 250], labels[b : b + 250])
+        for b in range(0, 8000, 250)
+    ]
+    first = next(b * 250 + a for b, a in enumerate(alarms) if a is not None)
+    # The bank alarms no later than ADWIN alone would (it is one of its members).
+    river_first = river_adwin_first_drift(errors, 0.002)
+    assert river_first is not None and 3000 <= first <= river_first
+    names = {f.feature: f for f in with_adwin.evidence(0.0001)}
+    assert names["_error_adwin"].test == "adwin" and names["_error_adwin"].p_value == 0.002
+    assert with_adwin.fired in ("_error_rate", "_error_shift", "_error_adwin")
+    without.observe(predictions, labels)
+    assert without.adwin is None
+    assert "_error_adwin" not in {f.feature for f in without.evidence(0.0001)}
+
+
+def test_adwin_delta_is_a_per_model_policy_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_MONITORING_MODEL_POLICIES", '{"quiet": {"adwin_delta": 0}}')
+    settings = MonitoringSettings()
+    assert settings.policy().adwin_delta == 0.002
+    assert settings.policies()["quiet"].adwin_delta == 0
+    monitor = ModelMonitor(
+        "quiet", settings.policies()["quiet"], "1", profile(np.random.default_rng(7))
+    )
+    assert monitor.performance.adwin is None
+    with pytest.raises(ValueError, match="adwin_delta"):
+        DriftPolicy(adwin_delta=1.5)
 
 
 def test_prediction_join_is_bounded_and_forgets_the_oldest() -> None:
