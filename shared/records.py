@@ -8,10 +8,19 @@ import pyarrow as pa
 
 from driftloop.shared.errors import InvalidInput
 
+IPC_COMPRESSIONS = ("none", "lz4", "zstd")
+"""Arrow IPC buffer compressions a writer may choose; every Arrow IPC reader (pyarrow's
+included) decompresses them transparently, so readers need no setting."""
 
-def table_to_ipc(table: pa.Table) -> bytes:
+
+def table_to_ipc(table: pa.Table, compression: str = "none") -> bytes:
+    """One Arrow IPC stream of `table`; `compression` ("none", "lz4" or "zstd") compresses
+    each buffer (the body), not the schema or the framing."""
+    if compression not in IPC_COMPRESSIONS:
+        raise ValueError(f"compression must be one of {IPC_COMPRESSIONS}, got {compression!r}")
+    options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 

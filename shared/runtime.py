@@ -8,6 +8,7 @@ an error so the supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -61,6 +62,11 @@ async def serve(
             asyncio.create_task(job(), name=getattr(job, "__name__", "job")) for job in background
         ]
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in consumers)), 60)
+        # why: the imports and start-up above leave a large heap of long-lived objects (numpy,
+        # pandas, pyarrow, grpc, protobuf modules); moving it to the permanent generation spares
+        # every later full collection from walking it (~5 % of validation's CPU went to gc)
+        gc.collect()
+        gc.freeze()
         await set_serving(health, names)
         log.info("service_started", grpc_port=port, metrics_port=common.ports.metrics(name))
         stopper = asyncio.create_task(stop.wait())

@@ -7,6 +7,7 @@ accepted + rejected always holds. Pure: Arrow, numpy, pandas.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -82,14 +83,51 @@ def check_batch(
         index = keys if keys is not None else KeyIndex(schema.unique_columns)
         _check_keys(schema.unique_columns, index, batch_id, arrays, nulls, reasons, rejected, table)
     accepted = _accepted_table(schema, table, arrays, rejected)
+    rejections = [r for r in reasons if r is not None]
+    return Verdict(
+        rows, accepted, rejections, _unknown_columns(schema, table), rows - int(rejected.sum())
+    )
+
+
+def check_batches(schema: DatasetSchema, tables: list[pa.Table]) -> list[Verdict]:
+    """Check several batches of one dataset as one table, then split the verdict per batch.
+
+    The same verdicts as check_batch on each table, for a fraction of the cost: the
+    per-column work (conversions, masks, casts, the accepted copy) is paid once per call
+    instead of once per batch, which for 5000-row batches was most of it. Batches with unique
+    columns (their keys are recorded per batch id) or with differing Arrow schemas are
+    checked one by one. Each verdict's `accepted` is a zero-copy slice of one accepted table.
+    """
+    if len(tables) < 2 or schema.unique_columns:
+        return [check_batch(schema, table) for table in tables]
+    if any(table.schema != tables[0].schema for table in tables[1:]):
+        return [check_batch(schema, table) for table in tables]
+    whole = check_batch(schema, pa.concat_tables(tables))
+    verdicts: list[Verdict] = []
+    start = accepted_start = taken = 0
+    for table in tables:
+        stop = start + table.num_rows
+        mine: list[Rejection] = []
+        while taken < len(whole.rejections) and whole.rejections[taken].row_index < stop:
+            found = whole.rejections[taken]
+            mine.append(dataclasses.replace(found, row_index=found.row_index - start))
+            taken += 1
+        accepted_rows = table.num_rows - len(mine)
+        accepted = whole.accepted.slice(accepted_start, accepted_rows)
+        unknown = _unknown_columns(schema, table)
+        verdicts.append(Verdict(table.num_rows, accepted, mine, unknown, accepted_rows))
+        start, accepted_start = stop, accepted_start + accepted_rows
+    return verdicts
+
+
+def _unknown_columns(schema: DatasetSchema, table: pa.Table) -> dict[str, int]:
     unknown: dict[str, int] = {}
-    for position, name in enumerate(names):
+    for position, name in enumerate(table.column_names):
         if not is_system_column(name) and schema.column(name) is None:
-            carried = rows - table.column(position).null_count
+            carried = table.num_rows - table.column(position).null_count
             if carried:
                 unknown[name] = unknown.get(name, 0) + carried
-    rejections = [r for r in reasons if r is not None]
-    return Verdict(rows, accepted, rejections, unknown, rows - int(rejected.sum()))
+    return unknown
 
 
 Describe = Callable[[object], str]

@@ -101,11 +101,15 @@ def _float(arr: pa.Array) -> Converted:
 def _int(arr: pa.Array) -> Converted:
     numbers, null, unparsed = _as_floats(arr)
     if pat.is_integer(arr.type):
-        try:
-            values = arr if arr.type == pa.int64() else arr.cast(pa.int64())
-            return Converted(values, null, unparsed, "not an integer", numbers, unparsed)
-        except pa.ArrowInvalid:
-            pass  # uint64 beyond int64: fall through to the float path, which flags them
+        if arr.type == pa.int64():
+            return Converted(arr, null, unparsed, "not an integer", numbers, unparsed)
+        # uint64 beyond int64 is bad; every other value casts exactly (never through floats,
+        # which round beyond 2**53, and whatever other rows of the column hold)
+        too_big = _beyond_int64(arr)
+        if too_big.any():
+            arr = pc.if_else(pa.array(too_big), pa.scalar(None, arr.type), arr)
+            numbers = np.where(too_big, np.nan, numbers)
+        return Converted(arr.cast(pa.int64()), null, too_big, "not an integer", numbers, unparsed)
     with np.errstate(invalid="ignore"):
         integral = (
             np.isfinite(numbers) & (np.floor(numbers) == numbers) & (np.abs(numbers) < INT64_LIMIT)
@@ -116,6 +120,14 @@ def _int(arr: pa.Array) -> Converted:
     numbers = np.where(ok, numbers, np.nan)
     values = pa.array(ints, type=pa.int64(), mask=~ok)
     return Converted(values, null, bad, "not an integer", numbers, unparsed)
+
+
+def _beyond_int64(arr: pa.Array) -> np.ndarray:
+    """Rows of an integer column whose value does not fit int64 (only uint64 can hold one)."""
+    if arr.type != pa.uint64():
+        return np.zeros(len(arr), dtype=bool)
+    above = pc.greater(arr, pa.scalar(2**63 - 1, pa.uint64())).fill_null(False)
+    return np.asarray(above.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _bool(arr: pa.Array) -> Converted:

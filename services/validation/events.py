@@ -17,7 +17,12 @@ from prometheus_client import Counter
 from driftloop.events.v1 import events_pb2
 from driftloop.services.validation.batch_checks import BatchFlag, batch_flags
 from driftloop.services.validation.catalog import SchemaCatalog
-from driftloop.services.validation.checks import Verdict, check_batch, rejected_rows_json
+from driftloop.services.validation.checks import (
+    Verdict,
+    check_batch,
+    check_batches,
+    rejected_rows_json,
+)
 from driftloop.services.validation.key_catalog import KeyCatalog
 from driftloop.services.validation.quality import QualityTracker
 from driftloop.shared import envelope, topics
@@ -65,8 +70,10 @@ class RecordBatchHandler:
         publisher: EventPublisher,
         *,
         keys: KeyCatalog | None = None,
+        compression: str = "none",
     ) -> None:
         self._catalog = catalog
+        self._compression = compression
         self._quality = quality
         self._publisher = publisher
         self._writer = ManifestWriter(store)
@@ -138,23 +145,35 @@ class RecordBatchHandler:
             raise
 
     def _check(self, items: list[Checked]) -> None:
-        """Blocking: row and batch checks of every batch, and the encoded outcomes."""
-        for item in items:
-            schema = self._catalog.for_batch(item.dataset, item.table)
+        """Blocking: row and batch checks of every batch, and the encoded outcomes. A run of
+        batches of one dataset under one schema is checked as one table (check_batches)."""
+        schemas = [self._catalog.for_batch(item.dataset, item.table) for item in items]
+        for item, schema in zip(items, schemas, strict=True):
             item.schema_hash = schema.schema_hash
+        runs = itertools.groupby(
+            zip(items, schemas, strict=True), key=lambda pair: (pair[0].dataset, pair[1])
+        )
+        for (dataset, schema), run in runs:
+            members = [item for item, _ in run]
             if schema.unique_columns:
-                with self._curated:  # the keys must include every earlier poll's, curated
-                    self._curated.wait_for(lambda: self._uncurated == 0)
-                    head = self._writer.head(item.dataset)
-                    keys = self._keys.for_dataset(item.dataset, schema.unique_columns, head)
-                    item.verdict = check_batch(schema, item.table, keys, item.batch.batch_id)
+                for item in members:
+                    with self._curated:  # the keys must include every earlier poll's, curated
+                        self._curated.wait_for(lambda: self._uncurated == 0)
+                        head = self._writer.head(dataset)
+                        keys = self._keys.for_dataset(dataset, schema.unique_columns, head)
+                        item.verdict = check_batch(schema, item.table, keys, item.batch.batch_id)
             else:
-                item.verdict = check_batch(schema, item.table, None, item.batch.batch_id)
-            rates = self._quality.null_rates(item.dataset)
-            item.flags = batch_flags(schema, item.batch.batch_id, item.verdict, rates)
-            if item.verdict.accepted_rows:
-                item.accepted_ipc = table_to_ipc(item.verdict.accepted)
-            item.rejected_json = rejected_rows_json(item.table, item.verdict.rejections)
+                verdicts = check_batches(schema, [item.table for item in members])
+                for item, verdict in zip(members, verdicts, strict=True):
+                    item.verdict = verdict
+            rates = self._quality.null_rates(dataset)
+            for item in members:
+                verdict = item.verdict
+                assert verdict is not None
+                item.flags = batch_flags(schema, item.batch.batch_id, verdict, rates)
+                if verdict.accepted_rows:
+                    item.accepted_ipc = table_to_ipc(verdict.accepted, self._compression)
+                item.rejected_json = rejected_rows_json(item.table, verdict.rejections)
 
     def _curate(self, items: list[Checked]) -> None:
         for (dataset, schema_hash), group in itertools.groupby(

@@ -35,7 +35,7 @@ from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
 from driftloop.shared.grpc_server import ServiceBinding, build_server
 from driftloop.shared.manifest import latest_manifest, read_snapshot
 from driftloop.shared.objectstore import ObjectStore, open_object_store
-from driftloop.shared.records import table_to_ipc
+from driftloop.shared.records import ipc_to_table, table_to_ipc
 from driftloop.shared.settings import CommonSettings, S3Settings
 from driftloop.validation.v1 import validation_pb2, validation_pb2_grpc
 
@@ -97,7 +97,9 @@ async def running_stack(common: CommonSettings, store: ObjectStore) -> AsyncIter
             group=VALIDATION_GROUP,
             topic_names=[topics.RECORDS_RAW],
             publisher=publisher,
-            on_batch=RecordBatchHandler(store, catalog, quality, publisher).handle_records,
+            on_batch=RecordBatchHandler(
+                store, catalog, quality, publisher, compression="zstd"
+            ).handle_records,
         ),
         EventConsumer(
             bootstrap=bootstrap,
@@ -339,6 +341,8 @@ async def test_json_topic_rows_are_curated_and_malformed_messages_dead_lettered(
         ]
         batches = await wait_for(lambda: _validated_rows(stack, dataset, 3), 30, "validated rows")
         assert {b.source for b in batches} == {"json-topic"}
+        # republished as zstd-compressed Arrow IPC, which any Arrow reader decodes as is
+        assert sum(ipc_to_table(b.arrow_ipc).num_rows for b in batches) == 3
         assert stack.seen(topics.RECORDS_REJECTED, "RejectedRows", dataset) == []
 
 

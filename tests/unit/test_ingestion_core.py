@@ -138,3 +138,19 @@ def test_json_message_batch_ids_are_stable_per_message_and_distinct_across_messa
         message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 2}'),
     }
     assert first not in others and len(others) == 4 and len(first) == 32
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+def test_ipc_compression_round_trips_and_compressed_is_smaller(compression: str) -> None:
+    from driftloop.shared.records import ipc_to_table
+
+    table = pa.table({"x": list(range(2000)), "s": ["north", "south"] * 1000})
+    data = table_to_ipc(table, compression)
+    assert ipc_to_table(data).equals(table)
+    if compression != "none":
+        assert len(data) < len(table_to_ipc(table)) / 2
+
+
+def test_ipc_compression_must_be_known() -> None:
+    with pytest.raises(ValueError, match="compression must be one of"):
+        table_to_ipc(pa.table({"x": [1]}), "gzip")

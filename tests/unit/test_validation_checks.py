@@ -15,6 +15,7 @@ from driftloop.services.validation.checks import (
     INGESTED_AT,
     Verdict,
     check_batch,
+    check_batches,
     rejected_rows_json,
 )
 from driftloop.services.validation.quality import QualityTracker, reason_counts
@@ -275,3 +276,54 @@ def test_an_inferred_schema_accepts_the_batch_it_was_inferred_from(table: pa.Tab
     verdict = check_batch(schema, table)
     assert verdict.rejections == []
     assert verdict.accepted_rows == table.num_rows
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch_and_schema(), st.lists(st.integers(0, ROWS), max_size=3))
+def test_batches_checked_together_get_the_verdicts_they_get_alone(
+    case: tuple[schemas.DatasetSchema, pa.Table], cuts: list[int]
+) -> None:
+    schema, table = case
+    bounds = [0, *sorted(cuts), ROWS]
+    parts = [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
+    together = check_batches(schema, parts)
+    assert len(together) == len(parts)
+    for part, verdict in zip(parts, together, strict=True):
+        alone = check_batch(schema, part)
+        assert verdict.rejections == alone.rejections
+        assert verdict.accepted.equals(alone.accepted)
+        assert verdict.unknown_columns == alone.unknown_columns
+        assert (verdict.total_rows, verdict.accepted_rows) == (
+            alone.total_rows,
+            alone.accepted_rows,
+        )
+
+
+def test_batches_with_different_arrow_types_or_unique_keys_are_checked_one_by_one() -> None:
+    schema = schemas.declare("d", [ColumnSpec("x", "int", max=10)])
+    ints = pa.table({"x": pa.array([1, 50], pa.int64())})
+    texts = pa.table({"x": ["3", "x"]})
+    verdicts = check_batches(schema, [ints, texts])
+    assert [reasons(v) for v in verdicts] == [
+        {1: "column 'x': value 50 is above the maximum 10"},
+        {1: "column 'x': value 'x' is not a number"},
+    ]
+    keyed = schemas.declare("d", [ColumnSpec("k", "int", unique=True)])
+    first, second = check_batches(keyed, [pa.table({"k": [1, 2]}), pa.table({"k": [2, 3]})])
+    # checked alone, each batch only knows its own keys (the service passes the dataset's)
+    assert first.accepted_rows == 2 and second.accepted_rows == 2
+
+
+def test_uint64_beyond_int64_is_rejected_and_other_values_stay_exact() -> None:
+    big = 2**63 + 5
+    exact = 2**60 + 1  # not representable as a float64
+    table = pa.table({"x": pa.array([exact, big, None], pa.uint64())})
+    verdict = check([ColumnSpec("x", "int")], {"x": table.column("x")})
+    assert reasons(verdict) == {1: f"column 'x': value {big} is not an integer"}
+    assert verdict.accepted.column("x").to_pylist() == [exact, None]
+    first, second = check_batches(
+        schemas.declare("d", [ColumnSpec("x", "int")]),
+        [table.slice(0, 1), table.slice(1, 2)],
+    )
+    assert first.accepted.column("x").to_pylist() == [exact]
+    assert second.accepted.column("x").to_pylist() == [None]
