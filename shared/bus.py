@@ -178,12 +178,13 @@ class EventConsumer:
     after each partition's records, whichever handler is used. A batch handler may return an
     awaitable holding the rest of its work (typically the acks of what it published): the
     consumer then polls and handles the next records while that completes, and commits each
-    poll's offsets only after its awaitable is done, in order (at most one is outstanding; if
-    it raises, the consumer stops with that error and nothing after it is committed). A
-    handler that raises `Unavailable` (a dependency is down) is called again with backoff for
-    up to `unavailable_budget_s`; meanwhile nothing is committed or dead-lettered, and the
-    service stays up. `ready` is set once partitions are assigned and their start offsets
-    resolved, so callers (and tests) wait for it.
+    poll's offsets only after its awaitable is done, in order (at most `max_pending_polls`
+    polls are in flight, counting the one being handled; if one raises, the consumer stops
+    with that error and nothing after it is committed). A handler that raises `Unavailable` (a
+    dependency is down) is called again with backoff for up to `unavailable_budget_s`;
+    meanwhile nothing is committed or dead-lettered, and the service stays up. `ready` is set
+    once partitions are assigned and their start offsets resolved, so callers (and tests)
+    wait for it.
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class EventConsumer:
         group_membership: bool = False,
         from_latest: bool = False,
         max_records: int = 200,
+        max_pending_polls: int = 2,
         fetch_max_wait_ms: int = 500,
         unavailable_budget_s: float = UNAVAILABLE_BUDGET_S,
     ) -> None:
@@ -212,6 +214,9 @@ class EventConsumer:
         self._on_batch = on_batch
         self._membership = group_membership and group is not None
         self._max_records = max_records
+        if max_pending_polls < 1:
+            raise ValueError(f"max_pending_polls must be at least 1, got {max_pending_polls}")
+        self._max_pending_polls = max_pending_polls
         self._unavailable_budget_s = unavailable_budget_s
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._tails: collections.deque[tuple[TopicPartition, int, asyncio.Future[None]]] = (
@@ -258,7 +263,7 @@ class EventConsumer:
                         self._tails.append(
                             (tp, records[-1].offset + 1, asyncio.ensure_future(tail))
                         )
-                        while len(self._tails) > 1:
+                        while len(self._tails) >= self._max_pending_polls:
                             await self._settle_oldest()
                     else:
                         await self._settle_all()

@@ -114,6 +114,9 @@ class RecordBatchHandler:
         return self._previous
 
     async def _finish(self, items: list[Checked], previous: asyncio.Future[None] | None) -> None:
+        # why: encoding the outcomes (Arrow IPC compression, rejected rows as JSON) is off the
+        # poll loop's path: it runs while the previous poll is curated and this one waits
+        encoding = asyncio.ensure_future(asyncio.to_thread(self._encode, items))
         try:
             if previous is not None:
                 await previous  # versions and events stay in poll order
@@ -122,6 +125,9 @@ class RecordBatchHandler:
             with self._curated:
                 self._uncurated -= 1
                 self._curated.notify_all()
+            await asyncio.wait([encoding])  # never left running
+            encoding.exception()  # retrieved here, so a failure is never reported twice
+        encoding.result()
         sends: list[asyncio.Task[None]] = []
         for _, group in itertools.groupby(items, key=lambda c: (c.dataset, id(c.manifest))):
             members = list(group)
@@ -145,8 +151,8 @@ class RecordBatchHandler:
             raise
 
     def _check(self, items: list[Checked]) -> None:
-        """Blocking: row and batch checks of every batch, and the encoded outcomes. A run of
-        batches of one dataset under one schema is checked as one table (check_batches)."""
+        """Blocking: row and batch checks of every batch. A run of batches of one dataset under
+        one schema is checked as one table (check_batches)."""
         schemas = [self._catalog.for_batch(item.dataset, item.table) for item in items]
         for item, schema in zip(items, schemas, strict=True):
             item.schema_hash = schema.schema_hash
@@ -171,9 +177,15 @@ class RecordBatchHandler:
                 verdict = item.verdict
                 assert verdict is not None
                 item.flags = batch_flags(schema, item.batch.batch_id, verdict, rates)
-                if verdict.accepted_rows:
-                    item.accepted_ipc = table_to_ipc(verdict.accepted, self._compression)
-                item.rejected_json = rejected_rows_json(item.table, verdict.rejections)
+
+    def _encode(self, items: list[Checked]) -> None:
+        """Blocking: each batch's accepted rows as (compressed) Arrow IPC, rejected rows as JSON."""
+        for item in items:
+            verdict = item.verdict
+            assert verdict is not None
+            if verdict.accepted_rows:
+                item.accepted_ipc = table_to_ipc(verdict.accepted, self._compression)
+            item.rejected_json = rejected_rows_json(item.table, verdict.rejections)
 
     def _curate(self, items: list[Checked]) -> None:
         for (dataset, schema_hash), group in itertools.groupby(

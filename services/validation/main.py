@@ -55,6 +55,7 @@ async def run(common: CommonSettings, settings: ValidationSettings) -> None:
         on_batch=handler.handle_records,
         group_membership=common.consumer_group_membership,
         max_records=settings.poll_batches,
+        max_pending_polls=settings.polls_in_flight,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     binding = ServiceBinding(

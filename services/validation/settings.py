@@ -28,6 +28,10 @@ class ValidationSettings(ServiceSettings):
     """Most raw record batches taken from the bus in one poll; the accepted rows of one poll's
     batches of a dataset are curated as one Parquet file and one manifest version (so this
     bounds both validation's memory and the size of a curated file)."""
+    polls_in_flight: int = Field(default=2, ge=1, le=16)
+    """Polls handled at once: one being checked while the ones before it are curated and
+    published (in order; offsets are committed only after). Memory is bounded by
+    polls_in_flight x poll_batches record batches. 3 measured no faster than 2 on 2 cores."""
     fetch_max_wait_ms: int = Field(default=20, ge=1, le=5000)
     """How long the broker may hold a fetch of driftloop.records.raw waiting for more data
     (the embedded broker tends to hold fetches at the tail for this long even when data

@@ -75,6 +75,75 @@ async def test_offsets_wait_for_the_tail_while_the_next_poll_is_handled(broker: 
         await publisher.stop()
 
 
+async def test_more_polls_in_flight_commit_in_order(broker: str) -> None:
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    loop = asyncio.get_running_loop()
+    tails = [loop.create_future(), loop.create_future()]
+    polls: list[list[bytes]] = []
+    partitions: set[int] = set()
+    last_offset = -1
+
+    async def on_batch(records: list[ConsumerRecord]) -> asyncio.Future[None] | None:
+        nonlocal last_offset
+        polls.append([r.value for r in records])
+        partitions.update(r.partition for r in records)
+        last_offset = max(last_offset, *(r.offset for r in records))
+        return tails[len(polls) - 1] if len(polls) <= len(tails) else None
+
+    consumer = EventConsumer(
+        bootstrap=broker,
+        group="t-tail-3",
+        topic_names=[TOPIC],
+        publisher=publisher,
+        on_batch=on_batch,
+        from_latest=True,  # the module's broker holds other tests' messages on this topic
+        max_pending_polls=3,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await consumer.ready.wait()
+        for value in (b"1", b"2", b"3"):
+            await _publish(publisher, value)
+            await wait_for(lambda v=value: [v] in polls, 30, f"poll of {value!r} handled")
+        (partition,) = partitions
+        # the third poll was handled while both earlier tails were pending; the second tail
+        # finishing first commits nothing, since the first poll is not done
+        tails[1].set_result(None)
+        assert await _committed(broker, "t-tail-3", partition) < last_offset - 1
+        tails[0].set_result(None)
+        await wait_for(
+            lambda: _committed_is(broker, "t-tail-3", partition, last_offset + 1),
+            30,
+            "all three committed",
+        )
+    finally:
+        for tail in tails:
+            if not tail.done():
+                tail.set_result(None)
+        await consumer.stop()
+        await task
+        await publisher.stop()
+
+
+async def test_max_pending_polls_must_be_positive(broker: str) -> None:
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    try:
+        with pytest.raises(ValueError, match="max_pending_polls must be at least 1, got 0"):
+            EventConsumer(
+                bootstrap=broker,
+                group=None,
+                topic_names=[TOPIC],
+                publisher=publisher,
+                on_batch=lambda records: None,  # type: ignore[arg-type,return-value]
+                max_pending_polls=0,
+            )
+    finally:
+        await publisher.stop()
+
+
 async def test_a_failing_tail_stops_the_consumer_uncommitted(broker: str) -> None:
     await ensure_topics(broker)
     publisher = EventPublisher(broker, "test")
