@@ -28,6 +28,9 @@ def command(
     json_rows: int = typer.Option(
         0, "--json-rows", help="Rows through the JSON topic (default: same as --rows)."
     ),
+    ceiling_runs: int = typer.Option(
+        3, "--ceiling-runs", min=1, help="Raw ceiling measurements; the fastest one counts."
+    ),
 ) -> None:
     """Push rows through ingestion and validation into curated Parquet and report rows/s."""
     from rich.console import Console
@@ -37,11 +40,16 @@ def command(
     rows = 100_000 if quick else rows
     json_rows = json_rows or rows
     console = Console(stderr=json_out)
-    phases = (
-        ("raw broker ceiling", _raw_ceiling, rows),
+    # why: one short ceiling run is easily slowed by a noisy neighbour, which would flatter
+    # the ratios; the fastest of a few (each on a fresh broker) is the conservative ceiling
+    phases = [
+        *[
+            (f"raw broker ceiling {i + 1}/{ceiling_runs}", _raw_ceiling, rows)
+            for i in range(ceiling_runs)
+        ],
         ("gRPC streaming", _grpc_path, rows),
         ("JSON topic", _json_path, json_rows),
-    )
+    ]
     results: list[dict[str, Any]] = []
     peak: dict[str, float] = {}
     for title, phase, count in phases:
@@ -61,8 +69,10 @@ def command(
                 stack_cm.__exit__(None, None, None)
             for name, mb in rss.peak_mb.items():
                 peak[name] = max(peak.get(name, 0.0), mb)
-    raw, grpc_result, json_result = results
+    *raw_runs, grpc_result, json_result = results
+    raw = max(raw_runs, key=lambda run: run["rows"] / run["seconds"])
     result = _summary(rows, raw, grpc_result, json_result, peak)
+    result["raw_ceiling_runs_rows_per_s"] = [round(r["rows"] / r["seconds"]) for r in raw_runs]
     _render(console, result)
     if json_out:
         print(json.dumps(result))  # noqa: T201 - the benchmark's machine-readable last line
@@ -310,6 +320,8 @@ def _render(console: Any, result: dict[str, Any]) -> None:
             f"{r['lag_s']:.2f}",
         )
     console.print(table)
+    runs = result.get("raw_ceiling_runs_rows_per_s", [ceiling])
+    console.print(f"raw ceiling: the fastest of {len(runs)} runs {[f'{r:,}' for r in runs]}")
     console.print(
         f"rows in {result['rows_in']:,} = curated {result['rows_curated']:,} + rejected "
         f"{result['rows_rejected']:,}: {'holds' if result['conservation_holds'] else 'BROKEN'}; "
