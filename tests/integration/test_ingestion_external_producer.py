@@ -102,3 +102,71 @@ def test_confluent_kafka_producer_rows_are_curated_and_bad_ones_dead_lettered(
     manifest = latest_manifest(store, DATASET)
     assert manifest is not None and manifest.rows_rejected == 0
     assert sorted(read_snapshot(store, manifest)["n"].tolist()) == list(range(25))
+
+
+async def label_events(bootstrap: str, model: bytes, want: int) -> list[envelope.Envelope]:
+    """LabelBatch events keyed by `model` on driftloop.labels until `want` labels are seen."""
+    consumer = AIOKafkaConsumer(
+        topics.LABELS, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: list[envelope.Envelope] = []
+    try:
+        async with asyncio.timeout(60):
+            while sum(len(e.label_batch.request_ids) for e in found) < want:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [envelope.decode(r.value) for r in records if r.key == model]
+    finally:
+        await consumer.stop()
+    return found
+
+
+def test_confluent_kafka_producer_labels_reach_the_labels_topic_and_bad_ones_dead_letter(
+    common: CommonSettings, tmp_path: Path
+) -> None:
+    from confluent_kafka import Producer
+
+    asyncio.run(ensure_topics(common.bootstrap()))
+    argv = [sys.executable, "-m", "driftloop.services.ingestion"]
+    proc = start_process(
+        argv, env=service_env(common), log_path=str(tmp_path / "ingestion-labels.log")
+    )
+    try:
+        wait_for_port("127.0.0.1", common.ports.grpc("ingestion"), timeout=60)
+        producer = Producer({"bootstrap.servers": common.bootstrap(), "linger.ms": 5})
+        delivered: list[str] = []
+
+        def on_delivery(err: object, msg: object) -> None:
+            delivered.append("ok" if err is None else str(err))
+
+        key = b"fraud-ext"
+        for i in range(10):  # one object per message; labels as strings or numbers
+            label = {"model": "fraud-ext", "request_id": f"r{i}", "label": i % 2}
+            producer.produce(
+                topics.LABELS_JSON, json.dumps(label).encode(), key, on_delivery=on_delivery
+            )
+        bad = json.dumps({"model": "fraud-ext", "request_id": "r99"}).encode()
+        producer.produce(topics.LABELS_JSON, bad, key, on_delivery=on_delivery)
+        many = [{"model": "fraud-ext", "request_id": f"r{10 + i}", "label": "1"} for i in range(5)]
+        producer.produce(
+            topics.LABELS_JSON, json.dumps(many).encode(), key, on_delivery=on_delivery
+        )
+        assert producer.flush(30) == 0
+        assert delivered == ["ok"] * 12
+
+        events = asyncio.run(label_events(common.bootstrap(), key, 15))
+        pairs = {
+            (rid, label)
+            for e in events
+            for rid, label in zip(e.label_batch.request_ids, e.label_batch.labels, strict=True)
+        }
+        assert pairs == {(f"r{i}", str(i % 2)) for i in range(10)} | {
+            (f"r{10 + i}", "1") for i in range(5)
+        }
+        assert {e.label_batch.model for e in events} == {"fraud-ext"}
+        [letter] = asyncio.run(dead_letters(common.bootstrap(), key, 1))
+        assert letter.dead_letter.source_topic == topics.LABELS_JSON
+        assert "lacks ['label']" in letter.dead_letter.error
+        assert letter.dead_letter.value == bad
+    finally:
+        stop_process(proc)
