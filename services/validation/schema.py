@@ -13,10 +13,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pat
 
-from driftloop.shared.errors import Conflict, InvalidInput
+from driftloop.shared.errors import Conflict, InvalidInput, TooLarge
 from driftloop.shared.names import check_name
 
 COLUMN_TYPES = ("float", "int", "string", "bool")
+MAX_COLUMNS = 2000
+"""Most columns a dataset schema may hold (declared, or inferred and grown)."""
+MAX_CATEGORIES = 10_000
+"""Most allowed categories of one string column."""
+MAX_NAME_CHARS = 256
+"""Longest column name."""
+MAX_CATEGORY_CHARS = 1024
+"""Longest allowed category value."""
 ORIGINS = ("declared", "inferred")
 NUMERIC_TYPES = ("float", "int")
 
@@ -99,6 +107,11 @@ def build(dataset: str, columns: list[ColumnSpec], origin: str) -> DatasetSchema
     check_name("dataset", dataset)
     if origin not in ORIGINS:
         raise InvalidInput(f"schema origin {origin!r} is not one of {list(ORIGINS)}")
+    if len(columns) > MAX_COLUMNS:
+        raise TooLarge(
+            f"schema for dataset {dataset!r} has {len(columns):,} columns; the limit is "
+            f"{MAX_COLUMNS:,}"
+        )
     seen: set[str] = set()
     columns = [_normalised(c) for c in columns]
     for column in columns:
@@ -131,6 +144,11 @@ def _check_column(column: ColumnSpec) -> None:
     name = column.name
     if not name or not name.strip():
         raise InvalidInput("a column has an empty name")
+    if len(name) > MAX_NAME_CHARS:
+        raise TooLarge(
+            f"column {name[:40]!r}...: the name has {len(name):,} characters; the limit is "
+            f"{MAX_NAME_CHARS}"
+        )
     if is_system_column(name):
         raise InvalidInput(f"column {name!r}: names starting with '_' are reserved for driftloop")
     if column.type not in COLUMN_TYPES:
@@ -152,6 +170,17 @@ def _check_column(column: ColumnSpec) -> None:
             f"column {name!r}: unique applies to int or string columns, not {column.type}"
         )
     if column.categories:
+        if len(column.categories) > MAX_CATEGORIES:
+            raise TooLarge(
+                f"column {name!r}: {len(column.categories):,} categories; the limit is "
+                f"{MAX_CATEGORIES:,}"
+            )
+        longest = max(len(c) for c in column.categories)
+        if longest > MAX_CATEGORY_CHARS:
+            raise TooLarge(
+                f"column {name!r}: a category has {longest:,} characters; the limit is "
+                f"{MAX_CATEGORY_CHARS:,}"
+            )
         if column.type != "string":
             raise InvalidInput(f"column {name!r}: categories only apply to string columns")
         if len(set(column.categories)) != len(column.categories):

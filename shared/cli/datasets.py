@@ -28,13 +28,24 @@ DataDir = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+MAX_SCHEMA_FILE_CHARS = 4 * 1024 * 1024
+"""Largest schema YAML file `driftloop schema --declare` reads."""
 
 
 def schema_from_yaml(dataset: str, path: Path) -> validation_pb2.DatasetSchema:
     """Read a schema file: `columns:` a list of {name, type, required, min, max, categories,
     unique}; `key: true` is another way to write `unique: true`."""
     try:
-        body = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        if len(text) > MAX_SCHEMA_FILE_CHARS:
+            raise InvalidInput(
+                f"{path}: {len(text):,} characters; a schema file may hold "
+                f"{MAX_SCHEMA_FILE_CHARS:,}"
+            )
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader)):
+            # why: aliases let a few bytes expand into billions of values once loaded
+            raise InvalidInput(f"{path}: YAML anchors and aliases (*name) are not allowed")
+        body = yaml.safe_load(text) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InvalidInput(f"cannot read schema file {path}: {exc}") from exc
     if not isinstance(body, dict) or not isinstance(body.get("columns"), list):

@@ -285,6 +285,19 @@ async def _assert_errors(stack: Stack) -> None:
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "type 'decimal'" in (info.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stack.validation.PutSchema(
+            validation_pb2.DatasetSchema(
+                dataset="d",
+                columns=[
+                    validation_pb2.ColumnSchema(
+                        name="c", type="string", categories=[str(i) for i in range(10_001)]
+                    )
+                ],
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "10,001 categories; the limit is 10,000" in (info.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
         await stack.ingestion.Ingest(ingestion_pb2.IngestRequest(dataset="d"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "no rows" in (info.value.details() or "")

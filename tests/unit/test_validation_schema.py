@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
 from driftloop.services.validation import schema as schemas
 from driftloop.services.validation.grpc_api import column_from_pb, schema_to_pb
 from driftloop.services.validation.schema import ColumnSpec, DatasetSchema
-from driftloop.shared.errors import InvalidInput
+from driftloop.shared.errors import InvalidInput, TooLarge
 from driftloop.validation.v1 import validation_pb2
 
 pytestmark = pytest.mark.unit
@@ -95,3 +97,39 @@ def test_declared_schema_needs_a_valid_dataset_name() -> None:
 def test_column_from_pb_keeps_unset_bounds_unset() -> None:
     column = column_from_pb(validation_pb2.ColumnSchema(name="x", type="int", max=3))
     assert column.min is None and column.max == 3.0
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (
+            [ColumnSpec(f"c{i}", "int") for i in range(schemas.MAX_COLUMNS + 1)],
+            "2,001 columns; the limit is 2,000",
+        ),
+        ([ColumnSpec("n" * 300, "int")], "the name has 300 characters; the limit is 256"),
+        (
+            [ColumnSpec("c", "string", categories=tuple(map(str, range(10_001))))],
+            "10,001 categories; the limit is 10,000",
+        ),
+        (
+            [ColumnSpec("c", "string", categories=("a", "x" * 2000))],
+            "a category has 2,000 characters; the limit is 1,024",
+        ),
+    ],
+)
+def test_oversized_schemas_are_refused_saying_which_limit(
+    columns: list[ColumnSpec], message: str
+) -> None:
+    with pytest.raises(TooLarge, match=message):
+        schemas.declare("d", columns)
+
+
+def test_schema_file_with_yaml_aliases_is_refused(tmp_path: Path) -> None:
+    from driftloop.shared.cli.datasets import schema_from_yaml
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text("a: &a [x, x, x]\nb: &b [*a, *a, *a]\ncolumns: [*b, *b]\n")
+    with pytest.raises(InvalidInput, match="anchors and aliases"):
+        schema_from_yaml("d", path)
+    path.write_text("columns:\n  - {name: x, type: int, min: 0}\n")
+    assert [c.name for c in schema_from_yaml("d", path).columns] == ["x"]
