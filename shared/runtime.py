@@ -39,11 +39,18 @@ async def serve(
 ) -> None:
     """Run the service until SIGTERM/SIGINT (or until a consumer or background task fails).
 
-    `reuse_port`: bind the gRPC port with SO_REUSEPORT (several processes share it)."""
+    `reuse_port`: bind the gRPC port with SO_REUSEPORT (several processes share it). The port is
+    then bound only after `on_start` has run: the kernel spreads new connections over every
+    process bound to it, and one still starting would answer them UNAVAILABLE while its
+    siblings are ready. Without it the port is bound first, so health checks can say
+    NOT_SERVING during start-up."""
     start_http_server(common.ports.metrics(name), addr=common.bind_host)
     await ensure_topics(common.bootstrap())
     if publisher is not None:
         await publisher.start()
+    if reuse_port and on_start is not None:
+        await on_start()
+        on_start = None
     server, health, port = build_server(
         common, common.ports.grpc(name), bindings, reuse_port=reuse_port
     )

@@ -70,27 +70,20 @@ def send_poison(bootstrap: str, names: list[str], model: str) -> int:
 
 
 async def _send_poison(bootstrap: str, names: list[str], model: str) -> int:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, max_request_size=MAX_MESSAGE_BYTES, acks="all"
-    )
-    await producer.start()
-    sent = 0
+    """Random bytes, a wrong event type (or JSON that is not a row) and an oversized message on
+    every topic; returns how many were written."""
     wrong = envelope.encode(
         envelope.new_event("chaos", events_pb2.ModelRejected(model=model, version="0"))
     )
-    try:
-        for topic in names:
-            key = model.encode()
-            messages = [
-                os.urandom(64),
-                b"[1, 2, 3]" if topic == topics.INGEST_JSON else wrong,
-                os.urandom(HUGE_BYTES),
-            ]
-            for value in messages:
-                await producer.send_and_wait(topic, value, key=key)
-                sent += 1
-    finally:
-        await producer.stop()
+    sent = 0
+    for topic in names:
+        messages = [
+            os.urandom(64),
+            b"[1, 2, 3]" if topic == topics.INGEST_JSON else wrong,
+            os.urandom(HUGE_BYTES),
+        ]
+        await _publish(bootstrap, topic, model, messages)
+        sent += len(messages)
     return sent
 
 
@@ -119,7 +112,9 @@ def publish(bootstrap: str, topic: str, key: str, values: list[bytes]) -> None:
 
 
 async def _publish(bootstrap: str, topic: str, key: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, max_request_size=MAX_MESSAGE_BYTES, acks="all"
+    )
     await producer.start()
     try:
         for value in values:
