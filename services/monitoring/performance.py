@@ -159,10 +159,6 @@ class ErrorRateAdwin:
         """Error rate over ADWIN's current window."""
         return float(self._detector.estimation)
 
-    @property
-    def width(self) -> int:
-        return int(self._detector.width)
-
     def update(self, errors: np.ndarray) -> int | None:
         """Feed errors in order (all of them); index of the first increase found, or None."""
         detector = self._detector

@@ -98,9 +98,8 @@ def check_batches(schema: DatasetSchema, tables: list[pa.Table]) -> list[Verdict
     columns (their keys are recorded per batch id) or with differing Arrow schemas are
     checked one by one. Each verdict's `accepted` is a zero-copy slice of one accepted table.
     """
-    if len(tables) < 2 or schema.unique_columns:
-        return [check_batch(schema, table) for table in tables]
-    if any(table.schema != tables[0].schema for table in tables[1:]):
+    mixed = any(table.schema != tables[0].schema for table in tables[1:])
+    if len(tables) < 2 or schema.unique_columns or mixed:
         return [check_batch(schema, table) for table in tables]
     whole = check_batch(schema, pa.concat_tables(tables))
     verdicts: list[Verdict] = []
