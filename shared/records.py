@@ -18,7 +18,12 @@ def table_to_ipc(table: pa.Table, compression: str = "none") -> bytes:
     each buffer (the body), not the schema or the framing."""
     if compression not in IPC_COMPRESSIONS:
         raise ValueError(f"compression must be one of {IPC_COMPRESSIONS}, got {compression!r}")
-    options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
+    # why: compressing each buffer on Arrow's thread pool cost ~45 % more CPU than doing it in
+    # the calling thread (2.3 vs 1.6 ms per 5000 bench rows); callers that compress already run
+    # off their event loop, on machines whose cores the whole pipeline shares
+    options = pa.ipc.IpcWriteOptions(
+        compression=None if compression == "none" else compression, use_threads=False
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)

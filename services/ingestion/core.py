@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from driftloop.shared.errors import InvalidInput, TooLarge
@@ -187,7 +188,7 @@ def parse_json_message(key: bytes | None, value: bytes | None) -> tuple[str, lis
     if not value:
         raise InvalidInput(f"message for dataset {dataset!r} has an empty value")
     try:
-        parsed = json.loads(value)
+        parsed = loads_json(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"message for dataset {dataset!r} is not valid JSON: {exc}") from exc
     if isinstance(parsed, dict):
@@ -206,6 +207,18 @@ def parse_json_message(key: bytes | None, value: bytes | None) -> tuple[str, lis
                 f"{_json_kind(item)}, expected an object"
             )
     return dataset, parsed
+
+
+def loads_json(value: bytes) -> Any:
+    """Parse a message's JSON with orjson (~4x faster than the standard library on row
+    messages, the JSON topic's main cost). What orjson refuses goes to the standard library,
+    which decides and words the error: it also reads NaN and Infinity, which Python's
+    json.dumps writes (they become nulls downstream). orjson reads integers beyond 64 bits as
+    floats, where the standard library kept them exact (and the message was refused)."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return json.loads(value)
 
 
 def _json_kind(value: object) -> str:

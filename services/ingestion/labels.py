@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from driftloop.services.ingestion.core import batch_ids
+from driftloop.services.ingestion.core import batch_ids, loads_json
 from driftloop.shared.errors import InvalidInput, TooLarge
 from driftloop.shared.names import check_name
 
@@ -109,7 +109,7 @@ def parse_label_message(value: bytes | None) -> list[tuple[str, str, str]]:
     if not value:
         raise InvalidInput("label message has an empty value")
     try:
-        parsed = json.loads(value)
+        parsed = loads_json(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"label message is not valid JSON: {exc}") from exc
     items = parsed if isinstance(parsed, list) else [parsed]

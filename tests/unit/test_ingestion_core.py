@@ -154,3 +154,22 @@ def test_ipc_compression_round_trips_and_compressed_is_smaller(compression: str)
 def test_ipc_compression_must_be_known() -> None:
     with pytest.raises(ValueError, match="compression must be one of"):
         table_to_ipc(pa.table({"x": [1]}), "gzip")
+
+
+def test_json_messages_keep_the_standard_library_leniency_for_nan_and_infinity() -> None:
+    # Python's json.dumps writes NaN and Infinity; orjson refuses them, the fallback reads them
+    dataset, rows = core.parse_json_message(b"d", b'[{"a": NaN}, {"a": Infinity}, {"a": 1.5}]')
+    values = [row["a"] for row in rows]
+    assert dataset == "d" and values[0] != values[0] and values[1] == float("inf")
+    assert values[2] == 1.5
+    # what neither parser reads is refused with the standard library's wording
+    with pytest.raises(InvalidInput, match="is not valid JSON: Expecting ',' delimiter"):
+        core.parse_json_message(b"d", b"[1, 2")
+    with pytest.raises(InvalidInput, match="is not valid JSON"):
+        core.parse_json_message(b"d", b'{"a": "\xff"}')
+
+
+def test_json_integers_beyond_64_bits_are_read_as_floats() -> None:
+    _, rows = core.parse_json_message(b"d", b'{"a": 123456789012345678901234567890, "b": 7}')
+    assert rows == [{"a": 1.2345678901234568e29, "b": 7}]
+    assert isinstance(rows[0]["b"], int)
