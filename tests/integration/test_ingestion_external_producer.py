@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from support import start_process, stop_process, wait_until
 
 from driftloop.shared import envelope, topics
@@ -36,21 +37,34 @@ def service_env(common: CommonSettings) -> dict[str, str]:
     return env
 
 
-async def dead_letters(bootstrap: str, key: bytes, want: int) -> list[envelope.Envelope]:
-    consumer = AIOKafkaConsumer(
-        topics.DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-    )
+async def read_events(
+    bootstrap: str,
+    topic: str,
+    keep: Callable[[ConsumerRecord, envelope.Envelope], bool],
+    enough: Callable[[list[envelope.Envelope]], bool],
+) -> list[envelope.Envelope]:
+    """Events of `topic` from its start that `keep` accepts, until `enough` of them (60 s)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     found: list[envelope.Envelope] = []
     try:
         async with asyncio.timeout(60):
-            while len(found) < want:
+            while not enough(found):
                 for records in (await consumer.getmany(timeout_ms=500)).values():
-                    events = [envelope.decode(r.value) for r in records]
-                    found += [e for e in events if e.dead_letter.key == key]
+                    events = [(r, envelope.decode(r.value)) for r in records]
+                    found += [e for r, e in events if keep(r, e)]
     finally:
         await consumer.stop()
     return found
+
+
+async def dead_letters(bootstrap: str, key: bytes, want: int) -> list[envelope.Envelope]:
+    return await read_events(
+        bootstrap,
+        topics.DEADLETTER,
+        lambda _, e: e.dead_letter.key == key,
+        lambda found: len(found) >= want,
+    )
 
 
 def test_confluent_kafka_producer_rows_are_curated_and_bad_ones_dead_lettered(
@@ -106,19 +120,12 @@ def test_confluent_kafka_producer_rows_are_curated_and_bad_ones_dead_lettered(
 
 async def label_events(bootstrap: str, model: bytes, want: int) -> list[envelope.Envelope]:
     """LabelBatch events keyed by `model` on driftloop.labels until `want` labels are seen."""
-    consumer = AIOKafkaConsumer(
-        topics.LABELS, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    return await read_events(
+        bootstrap,
+        topics.LABELS,
+        lambda r, _: r.key == model,
+        lambda found: sum(len(e.label_batch.request_ids) for e in found) >= want,
     )
-    await consumer.start()
-    found: list[envelope.Envelope] = []
-    try:
-        async with asyncio.timeout(60):
-            while sum(len(e.label_batch.request_ids) for e in found) < want:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    found += [envelope.decode(r.value) for r in records if r.key == model]
-    finally:
-        await consumer.stop()
-    return found
 
 
 def test_confluent_kafka_producer_labels_reach_the_labels_topic_and_bad_ones_dead_letter(
