@@ -28,6 +28,21 @@ async def _committed(broker: str, group: str, partition: int) -> int:
         await reader.stop()
 
 
+async def _shut_down(
+    tails: list[asyncio.Future[None]],
+    consumer: EventConsumer,
+    task: asyncio.Task[None],
+    publisher: EventPublisher,
+) -> None:
+    """Release the tails still pending, then stop the consumer and the publisher."""
+    for tail in tails:
+        if not tail.done():
+            tail.set_result(None)
+    await consumer.stop()
+    await task
+    await publisher.stop()
+
+
 async def _publish(publisher: EventPublisher, *values: bytes) -> None:
     for value in values:
         await publisher.publish_raw(TOPIC, b"k", value)
@@ -68,11 +83,7 @@ async def test_offsets_wait_for_the_tail_while_the_next_poll_is_handled(broker: 
             "both polls committed after the tail",
         )
     finally:
-        if not release.done():
-            release.set_result(None)
-        await consumer.stop()
-        await task
-        await publisher.stop()
+        await _shut_down([release], consumer, task, publisher)
 
 
 async def test_more_polls_in_flight_commit_in_order(broker: str) -> None:
@@ -119,12 +130,7 @@ async def test_more_polls_in_flight_commit_in_order(broker: str) -> None:
             "all three committed",
         )
     finally:
-        for tail in tails:
-            if not tail.done():
-                tail.set_result(None)
-        await consumer.stop()
-        await task
-        await publisher.stop()
+        await _shut_down(tails, consumer, task, publisher)
 
 
 async def test_max_pending_polls_must_be_positive(broker: str) -> None:
