@@ -43,6 +43,9 @@ INGESTED_AT = "_ingested_at"
 SNAPSHOT_EVERY = 64
 """A version is written as a full snapshot once its delta would hold this many entries."""
 PARQUET_COMPRESSION = "zstd"
+MAX_FILE_BYTES = 12 * 1024 * 1024
+"""A curated file holds batches of at most this many bytes of Arrow data (a single batch may be
+larger): its Parquet bytes then fit in one Kafka message on driftloop.records.validated."""
 
 
 class ManifestFile(BaseModel):
@@ -55,6 +58,8 @@ class ManifestFile(BaseModel):
     max_ingested_at: float
     batch_ids: list[str] = []
     """Every batch whose accepted rows this file holds (empty in old manifests: batch_id)."""
+    batch_rows: list[int] = []
+    """Accepted rows of each of `batch_ids`, same order (empty in older manifests)."""
 
     def all_batch_ids(self) -> list[str]:
         return self.batch_ids or [self.batch_id]
@@ -84,6 +89,11 @@ class DatasetManifest(BaseModel):
     @property
     def key(self) -> str:
         return version_key(self.dataset, self.version)
+
+    def files_holding(self, batch_ids: list[str]) -> list[ManifestFile]:
+        """The files holding accepted rows of any of `batch_ids`, in manifest order."""
+        wanted = set(batch_ids)
+        return [f for f in self.files if wanted.intersection(f.all_batch_ids())]
 
     def has_batch(self, batch_id: str) -> bool:
         if self._batch_set is None:
@@ -165,6 +175,26 @@ class CuratedPart:
     rejected_rows: int = 0
 
 
+@dataclass(frozen=True)
+class CuratedFile:
+    """A file one curate call wrote: its manifest entry and its Parquet bytes."""
+
+    entry: ManifestFile
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Curation:
+    """What one ManifestWriter.curate call did."""
+
+    manifest: DatasetManifest | None
+    """The head version afterwards (None if nothing was ever curated)."""
+    fresh: list[str]
+    """Ids of the parts that were new (the others were already curated)."""
+    files: list[CuratedFile] = field(default_factory=list)
+    """The files written, in order."""
+
+
 @dataclass
 class _Head:
     manifest: DatasetManifest
@@ -181,9 +211,16 @@ class ManifestWriter:
     Blocking (object store I/O): call it from async code through asyncio.to_thread.
     """
 
-    def __init__(self, store: ObjectStore, *, snapshot_every: int = SNAPSHOT_EVERY) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        max_file_bytes: int = MAX_FILE_BYTES,
+    ) -> None:
         self._store = store
         self._snapshot_every = snapshot_every
+        self._max_file_bytes = max_file_bytes
         self._heads: dict[str, _Head] = {}
 
     def head(self, dataset: str) -> DatasetManifest | None:
@@ -208,30 +245,40 @@ class ManifestWriter:
         self._heads[dataset] = state
         return state
 
-    def curate(
-        self, dataset: str, parts: list[CuratedPart], schema_hash: str
-    ) -> tuple[DatasetManifest | None, list[str]]:
-        """Store the accepted rows of `parts` (batches of one dataset, same schema) as one
-        Parquet file and publish one new version that accounts for all of them.
+    def curate(self, dataset: str, parts: list[CuratedPart], schema_hash: str) -> Curation:
+        """Store the accepted rows of `parts` (batches of one dataset, same schema) as Parquet
+        files and publish one new version that accounts for all of them. Consecutive parts
+        share a file up to `max_file_bytes` of Arrow data (so usually one file per call).
 
-        Idempotent by batch id: parts already in the head version are skipped. Returns the
-        head version afterwards (None if nothing was ever curated) and the ids of the parts
-        that were new.
+        Idempotent by batch id: parts already in the head version are skipped.
         """
         check_name("dataset", dataset)
         state = self._head(dataset)
         fresh = [p for p in parts if state is None or not state.manifest.has_batch(p.batch_id)]
         fresh = list({p.batch_id: p for p in fresh}.values())  # a poll may repeat a batch
         if not fresh:
-            return (None if state is None else state.manifest), []
+            return Curation(None if state is None else state.manifest, [])
         with_rows = [p for p in fresh if p.accepted.num_rows]
-        new_files = [self._write_file(dataset, with_rows)] if with_rows else []
+        files = [self._write_file(dataset, group) for group in self._file_groups(with_rows)]
         rejected_only = [p.batch_id for p in fresh if not p.accepted.num_rows]
         rejected = sum(p.rejected_rows for p in fresh)
-        manifest = self._publish(dataset, state, new_files, rejected_only, rejected, schema_hash)
-        return manifest, [p.batch_id for p in fresh]
+        entries = [f.entry for f in files]
+        manifest = self._publish(dataset, state, entries, rejected_only, rejected, schema_hash)
+        return Curation(manifest, [p.batch_id for p in fresh], files)
 
-    def _write_file(self, dataset: str, parts: list[CuratedPart]) -> ManifestFile:
+    def _file_groups(self, parts: list[CuratedPart]) -> list[list[CuratedPart]]:
+        groups: list[list[CuratedPart]] = []
+        size = 0
+        for part in parts:
+            nbytes = part.accepted.nbytes
+            if not groups or size + nbytes > self._max_file_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(part)
+            size += nbytes
+        return groups
+
+    def _write_file(self, dataset: str, parts: list[CuratedPart]) -> CuratedFile:
         table = pa.concat_tables([p.accepted for p in parts])
         if INGESTED_AT in table.column_names:
             stamps = table.column(INGESTED_AT)
@@ -261,7 +308,7 @@ class ManifestWriter:
         )
         data = buf.getvalue()
         self._store.put(key, data)
-        return ManifestFile(
+        entry = ManifestFile(
             key=key,
             sha256=sha256(data),
             rows=table.num_rows,
@@ -269,7 +316,9 @@ class ManifestWriter:
             min_ingested_at=first,
             max_ingested_at=last,
             batch_ids=[p.batch_id for p in parts],
+            batch_rows=[p.accepted.num_rows for p in parts],
         )
+        return CuratedFile(entry, data)
 
     def _publish(
         self,
@@ -346,9 +395,9 @@ def curate_batch(
 
     Idempotent by batch_id: a batch already in the latest manifest is not added again.
     """
-    manifest, _ = ManifestWriter(store).curate(dataset, [CuratedPart(batch_id, table)], schema_hash)
-    assert manifest is not None
-    return manifest
+    done = ManifestWriter(store).curate(dataset, [CuratedPart(batch_id, table)], schema_hash)
+    assert done.manifest is not None
+    return done.manifest
 
 
 def read_snapshot(

@@ -11,6 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from driftloop.shared import envelope
 from driftloop.shared.supervisor import die_with_parent
 
 
@@ -96,3 +99,24 @@ def stack_env(common: Any) -> dict[str, str]:
         {f"DRIFTLOOP_PORTS__{k.upper()}": str(v) for k, v in common.ports.model_dump().items()}
     )
     return env
+
+
+async def read_events(
+    bootstrap: str,
+    topic: str,
+    keep: Callable[[ConsumerRecord, envelope.Envelope], bool],
+    enough: Callable[[list[envelope.Envelope]], bool],
+) -> list[envelope.Envelope]:
+    """Events of `topic` from its start that `keep` accepts, until `enough` of them (60 s)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    found: list[envelope.Envelope] = []
+    try:
+        async with asyncio.timeout(60):
+            while not enough(found):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    events = [(r, envelope.decode(r.value)) for r in records]
+                    found += [e for r, e in events if keep(r, e)]
+    finally:
+        await consumer.stop()
+    return found

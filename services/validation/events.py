@@ -1,6 +1,7 @@
 """Validation's Kafka side: check the RecordBatches one poll of driftloop.records.raw returned,
-curate their good rows as one Parquet file and one manifest version per dataset, then publish
-the accepted rows (and the new dataset version) and the rejected rows with their reasons."""
+curate their good rows as Parquet (usually one file and one manifest version per dataset and
+poll), then publish each curated file (CuratedRows), the rejected rows with their reasons and
+the new dataset version."""
 
 from __future__ import annotations
 
@@ -26,18 +27,31 @@ from driftloop.services.validation.checks import (
 from driftloop.services.validation.key_catalog import KeyCatalog
 from driftloop.services.validation.quality import QualityTracker
 from driftloop.shared import envelope, topics
-from driftloop.shared.bus import EventPublisher
+from driftloop.shared.bus import MAX_MESSAGE_BYTES, EventPublisher
 from driftloop.shared.errors import InvalidInput
-from driftloop.shared.manifest import CuratedPart, DatasetManifest, ManifestWriter
+from driftloop.shared.manifest import CuratedFile, CuratedPart, DatasetManifest, ManifestWriter
 from driftloop.shared.names import check_name
 from driftloop.shared.objectstore import ObjectStore
-from driftloop.shared.records import ipc_to_table, table_to_ipc
+from driftloop.shared.records import ipc_to_table
 
 log = structlog.get_logger(__name__)
 
 ROWS_VALIDATED = Counter(
     "driftloop_validation_rows_total", "Rows checked by validation", ["dataset", "outcome"]
 )
+MAX_INLINE_PARQUET = MAX_MESSAGE_BYTES - (64 << 10)
+"""A curated file larger than this travels on driftloop.records.validated by reference only
+(file key and SHA-256; the envelope and batch list need the rest of a message)."""
+
+
+@dataclass
+class Run:
+    """Consecutive batches of one poll, of one dataset and schema, after curation."""
+
+    members: list[Checked]
+    manifest: DatasetManifest | None
+    files: list[CuratedFile]
+    """Files to publish: the ones just written, and those holding redelivered batches."""
 
 
 @dataclass
@@ -49,8 +63,6 @@ class Checked:
     table: pa.Table
     schema_hash: str = ""
     verdict: Verdict | None = None
-    manifest: DatasetManifest | None = None
-    accepted_ipc: bytes = b""
     rejected_json: list[str] | None = None
     flags: list[BatchFlag] = field(default_factory=list)
 
@@ -70,10 +82,9 @@ class RecordBatchHandler:
         publisher: EventPublisher,
         *,
         keys: KeyCatalog | None = None,
-        compression: str = "none",
     ) -> None:
         self._catalog = catalog
-        self._compression = compression
+        self._store = store
         self._quality = quality
         self._publisher = publisher
         self._writer = ManifestWriter(store)
@@ -114,13 +125,13 @@ class RecordBatchHandler:
         return self._previous
 
     async def _finish(self, items: list[Checked], previous: asyncio.Future[None] | None) -> None:
-        # why: encoding the outcomes (Arrow IPC compression, rejected rows as JSON) is off the
-        # poll loop's path: it runs while the previous poll is curated and this one waits
+        # why: encoding the rejected rows as JSON is off the poll loop's path: it runs while
+        # the previous poll is curated and this one waits
         encoding = asyncio.ensure_future(asyncio.to_thread(self._encode, items))
         try:
             if previous is not None:
                 await previous  # versions and events stay in poll order
-            await asyncio.to_thread(self._curate_or_forget, items)
+            runs = await asyncio.to_thread(self._curate_or_forget, items)
         finally:
             with self._curated:
                 self._uncurated -= 1
@@ -129,23 +140,24 @@ class RecordBatchHandler:
             encoding.exception()  # retrieved here, so a failure is never reported twice
         encoding.result()
         sends: list[asyncio.Task[None]] = []
-        for _, group in itertools.groupby(items, key=lambda c: (c.dataset, id(c.manifest))):
-            members = list(group)
-            for item in members:
+        for run in runs:
+            cause = run.members[0].event
+            for file in run.files:
+                sends.append(await self._publish_file(run, file, cause))
+            for item in run.members:
                 sends.extend(await self._publish_outcome(item))
-            last = members[-1]
-            if last.manifest is not None and any(
-                m.verdict and m.verdict.accepted_rows for m in members
+            if run.manifest is not None and any(
+                m.verdict and m.verdict.accepted_rows for m in run.members
             ):
-                sends.append(await self._publish_version(last))
+                sends.append(await self._publish_version(run.manifest, run.members[-1]))
         await asyncio.gather(*sends)
 
-    def _curate_or_forget(self, items: list[Checked]) -> None:
+    def _curate_or_forget(self, items: list[Checked]) -> list[Run]:
         """Blocking: one curated file per run of batches of the same dataset and schema. If it
         fails, the key indexes are dropped (they may hold keys of rows that were not curated)
         and rebuilt from the curated data on next use."""
         try:
-            self._curate(items)
+            return self._curate(items)
         except BaseException:
             self._keys.forget()
             raise
@@ -179,15 +191,18 @@ class RecordBatchHandler:
                 item.flags = batch_flags(schema, item.batch.batch_id, verdict, rates)
 
     def _encode(self, items: list[Checked]) -> None:
-        """Blocking: each batch's accepted rows as (compressed) Arrow IPC, rejected rows as JSON."""
+        """Blocking: each batch's rejected rows as JSON."""
         for item in items:
             verdict = item.verdict
             assert verdict is not None
-            if verdict.accepted_rows:
-                item.accepted_ipc = table_to_ipc(verdict.accepted, self._compression)
             item.rejected_json = rejected_rows_json(item.table, verdict.rejections)
 
-    def _curate(self, items: list[Checked]) -> None:
+    def _curate(self, items: list[Checked]) -> list[Run]:
+        """Blocking: curate each run of batches of one dataset and schema. A run's files to
+        publish are the ones written now and, for batches curated before (redelivered after a
+        restart or rebalance), the files holding them, read back from the store: their
+        CuratedRows may never have reached the bus."""
+        runs = []
         for (dataset, schema_hash), group in itertools.groupby(
             items, key=lambda c: (c.dataset, c.schema_hash)
         ):
@@ -197,30 +212,56 @@ class RecordBatchHandler:
                 for m in members
                 if m.verdict is not None
             ]
-            manifest, fresh = self._writer.curate(dataset, parts, schema_hash)
-            for m in members:
-                m.manifest = manifest
-            if manifest is not None:
-                self._keys.committed(dataset, manifest.version)
-            _log_curated(dataset, members, manifest, fresh)
+            done = self._writer.curate(dataset, parts, schema_hash)
+            files = list(done.files)
+            if done.manifest is not None:
+                self._keys.committed(dataset, done.manifest.version)
+                fresh = set(done.fresh)
+                seen = [
+                    p.batch_id for p in parts if p.batch_id not in fresh and p.accepted.num_rows
+                ]
+                written = {f.entry.key for f in files}
+                for entry in done.manifest.files_holding(seen):
+                    if entry.key not in written:
+                        files.append(CuratedFile(entry, self._store.get(entry.key)))
+            _log_curated(dataset, members, done.manifest, done.fresh)
+            runs.append(Run(members, done.manifest, files))
+        return runs
+
+    async def _publish_file(
+        self, run: Run, file: CuratedFile, cause: envelope.Envelope
+    ) -> asyncio.Task[None]:
+        entry = file.entry
+        inline = len(file.data) <= MAX_INLINE_PARQUET
+        if not inline:
+            log.warning(
+                "curated_file_sent_by_reference",
+                file=entry.key,
+                bytes=len(file.data),
+                limit=MAX_INLINE_PARQUET,
+            )
+        counts = entry.batch_rows or [0] * len(entry.all_batch_ids())
+        sources = {m.batch.batch_id: m.batch.source for m in run.members}
+        curated = events_pb2.CuratedRows(
+            dataset=run.members[0].dataset,
+            manifest_version=run.manifest.version if run.manifest else 0,
+            file_key=entry.key,
+            sha256=entry.sha256,
+            row_count=entry.rows,
+            parquet=file.data if inline else b"",
+            batches=[
+                events_pb2.CuratedBatch(batch_id=b, rows=n, source=sources.get(b, ""))
+                for b, n in zip(entry.all_batch_ids(), counts, strict=True)
+            ],
+            schema_hash=run.members[0].schema_hash,
+        )
+        event = self._publisher.event(curated, cause=cause)
+        return await self._publisher.enqueue(topics.RECORDS_VALIDATED, curated.dataset, event)
 
     async def _publish_outcome(self, item: Checked) -> list[asyncio.Task[None]]:
         verdict, batch = item.verdict, item.batch
         assert verdict is not None
         sends = []
-        if verdict.accepted_rows:
-            accepted = events_pb2.RecordBatch(
-                dataset=batch.dataset,
-                batch_id=batch.batch_id,
-                arrow_ipc=item.accepted_ipc,
-                row_count=verdict.accepted_rows,
-                source=batch.source,
-                manifest_version=item.manifest.version if item.manifest else 0,
-            )
-            event = self._publisher.event(accepted, cause=item.event)
-            sends.append(
-                await self._publisher.enqueue(topics.RECORDS_VALIDATED, item.dataset, event)
-            )
         if verdict.rejections:
             rows_json = item.rejected_json or []
             rejected = events_pb2.RejectedRows(
@@ -239,9 +280,9 @@ class RecordBatchHandler:
         ROWS_VALIDATED.labels(item.dataset, "rejected").inc(len(verdict.rejections))
         return sends
 
-    async def _publish_version(self, item: Checked) -> asyncio.Task[None]:
-        manifest = item.manifest
-        assert manifest is not None
+    async def _publish_version(
+        self, manifest: DatasetManifest, item: Checked
+    ) -> asyncio.Task[None]:
         versioned = events_pb2.DatasetVersioned(
             dataset=item.dataset,
             manifest_version=manifest.version,

@@ -44,9 +44,7 @@ async def run(common: CommonSettings, settings: ValidationSettings) -> None:
         common.bootstrap(), "validation", max_batch_bytes=RECORD_BATCH_BUFFER
     )
     keys = KeyCatalog(store, max_keys=settings.unique_max_keys)
-    handler = RecordBatchHandler(
-        store, catalog, quality, publisher, keys=keys, compression=settings.validated_compression
-    )
+    handler = RecordBatchHandler(store, catalog, quality, publisher, keys=keys)
     consumer = EventConsumer(
         bootstrap=common.bootstrap(),
         group=GROUP,

@@ -5,8 +5,6 @@ Built once in main.py and passed down.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -36,12 +34,6 @@ class ValidationSettings(ServiceSettings):
     """How long the broker may hold a fetch of driftloop.records.raw waiting for more data
     (the embedded broker tends to hold fetches at the tail for this long even when data
     arrived, so a short wait keeps validation close behind ingestion)."""
-    validated_compression: Literal["none", "lz4", "zstd"] = "zstd"
-    """Arrow IPC compression of the accepted rows republished on driftloop.records.validated
-    (readers decompress transparently). That topic holds a second copy of every accepted row,
-    and the embedded broker keeps every message in memory: zstd halves that copy (~55 % of its
-    size on the bench's rows) for ~1 ms of validation CPU per 5000 rows, and measured faster
-    end to end than none or lz4 (`driftloop bench ingest`). The raw topic is never re-encoded."""
     unique_max_keys: int = Field(default=DEFAULT_MAX_KEYS, ge=1000)
     """Keys remembered per unique column of a dataset (12 bytes each), rebuilt from the curated
     data on start; past it the oldest are forgotten in blocks (at least the newest half are

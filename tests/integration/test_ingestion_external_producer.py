@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from support import start_process, stop_process, wait_until
+from support import read_events, start_process, stop_process, wait_until
 
 from driftloop.shared import envelope, topics
 from driftloop.shared.broker import wait_for_port
@@ -35,27 +33,6 @@ def service_env(common: CommonSettings) -> dict[str, str]:
     for name, value in common.ports.model_dump().items():
         env[f"DRIFTLOOP_PORTS__{name.upper()}"] = str(value)
     return env
-
-
-async def read_events(
-    bootstrap: str,
-    topic: str,
-    keep: Callable[[ConsumerRecord, envelope.Envelope], bool],
-    enough: Callable[[list[envelope.Envelope]], bool],
-) -> list[envelope.Envelope]:
-    """Events of `topic` from its start that `keep` accepts, until `enough` of them (60 s)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    found: list[envelope.Envelope] = []
-    try:
-        async with asyncio.timeout(60):
-            while not enough(found):
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    events = [(r, envelope.decode(r.value)) for r in records]
-                    found += [e for r, e in events if keep(r, e)]
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def dead_letters(bootstrap: str, key: bytes, want: int) -> list[envelope.Envelope]:

@@ -4,6 +4,9 @@ requests with the same batch ids (no row lost, none curated twice: distinct row 
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import io
 import os
 import signal
 import sys
@@ -12,10 +15,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from support import start_process, stop_process, wait_until
+from support import read_events, start_process, stop_process, wait_until
 
 from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from driftloop.shared import topics
 from driftloop.shared.broker import wait_for_port
 from driftloop.shared.bus import ensure_topics
 from driftloop.shared.manifest import latest_manifest, manifest_head, read_snapshot
@@ -84,8 +89,6 @@ def declare(common: CommonSettings) -> None:
 def test_rows_are_conserved_across_a_validation_kill_and_producer_retries(
     common: CommonSettings, tmp_path: Path
 ) -> None:
-    import asyncio
-
     asyncio.run(ensure_topics(common.bootstrap()))
     store = open_object_store(common)
     requests = [request(i * ROWS_PER_REQUEST, f"req-{i}") for i in range(REQUESTS)]
@@ -120,6 +123,28 @@ def test_rows_are_conserved_across_a_validation_kill_and_producer_retries(
     assert set(ids.tolist()) == set(all_ids.tolist()) - set(bad.tolist()), "no row lost"
     assert manifest.rows_rejected == len(bad)
     assert manifest.rows_in == total + ROWS_PER_REQUEST
+
+    # every curated file reached driftloop.records.validated whole, also those whose batches
+    # were curated just before the kill or sent again by the producer (at least once)
+    keys = {f.key: f for f in manifest.files}
+    sent = asyncio.run(
+        read_events(
+            common.bootstrap(),
+            topics.RECORDS_VALIDATED,
+            lambda _, e: e.type == "CuratedRows",
+            lambda found: {e.curated_rows.file_key for e in found} >= keys.keys(),
+        )
+    )
+    files = {e.curated_rows.file_key: e.curated_rows for e in sent}
+    assert files.keys() == keys.keys(), "only curated files are sent"
+    for key, curated in files.items():
+        assert curated.sha256 == keys[key].sha256 == hashlib.sha256(curated.parquet).hexdigest()
+    published = pa.concat_tables(pq.read_table(io.BytesIO(f.parquet)) for f in files.values())
+    assert sorted(published["id"].to_pylist()) == sorted(ids.tolist())
+    resent = [
+        e.curated_rows.file_key for e in sent if e.curated_rows.batches[0].batch_id == "req-0"
+    ]
+    assert len(resent) >= 2, "the retried req-0 sent its file again"
 
 
 def _accounted(store: object) -> int:

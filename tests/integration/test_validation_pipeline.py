@@ -4,6 +4,8 @@ good rows curated (local and S3 object stores), bad rows rejected with reasons o
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +15,7 @@ from typing import Any
 
 import grpc
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaProducer
 from google.protobuf import struct_pb2
@@ -35,7 +38,7 @@ from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
 from driftloop.shared.grpc_server import ServiceBinding, build_server
 from driftloop.shared.manifest import latest_manifest, read_snapshot
 from driftloop.shared.objectstore import ObjectStore, open_object_store
-from driftloop.shared.records import ipc_to_table, table_to_ipc
+from driftloop.shared.records import table_to_ipc
 from driftloop.shared.settings import CommonSettings, S3Settings
 from driftloop.validation.v1 import validation_pb2, validation_pb2_grpc
 
@@ -97,9 +100,7 @@ async def running_stack(common: CommonSettings, store: ObjectStore) -> AsyncIter
             group=VALIDATION_GROUP,
             topic_names=[topics.RECORDS_RAW],
             publisher=publisher,
-            on_batch=RecordBatchHandler(
-                store, catalog, quality, publisher, compression="zstd"
-            ).handle_records,
+            on_batch=RecordBatchHandler(store, catalog, quality, publisher).handle_records,
         ),
         EventConsumer(
             bootstrap=bootstrap,
@@ -257,7 +258,8 @@ async def test_grpc_rows_are_curated_and_bad_rows_rejected_with_reasons(
             "the last DatasetVersioned",
         )
         assert versions[0].total_rows == 3 and versions[0].manifest_key == manifest.key
-        assert all(b.manifest_version >= 1 and b.source == "grpc" for b in accepted)
+        assert all(f.manifest_version >= 1 for f in accepted)
+        assert {b.source for f in accepted for b in f.batches} == {"grpc"}
 
         listed = await stack.validation.ListDatasets(validation_pb2.ListDatasetsRequest())
         [summary] = [d for d in listed.datasets if d.dataset == dataset]
@@ -352,10 +354,20 @@ async def test_json_topic_rows_are_curated_and_malformed_messages_dead_lettered(
             ("room", "string"),
             ("ok", "bool"),
         ]
-        batches = await wait_for(lambda: _validated_rows(stack, dataset, 3), 30, "validated rows")
-        assert {b.source for b in batches} == {"json-topic"}
-        # republished as zstd-compressed Arrow IPC, which any Arrow reader decodes as is
-        assert sum(ipc_to_table(b.arrow_ipc).num_rows for b in batches) == 3
+        files = await wait_for(lambda: _validated_rows(stack, dataset, 3), 30, "validated rows")
+        # each curated file travels whole: the very bytes the store holds, as the manifest says
+        head = latest_manifest(store, dataset)
+        assert head is not None
+        entries = {f.key: f for f in head.files}
+        for curated in files:
+            entry = entries[curated.file_key]
+            assert curated.sha256 == entry.sha256 == hashlib.sha256(curated.parquet).hexdigest()
+            assert curated.parquet == store.get(curated.file_key)
+            assert [b.batch_id for b in curated.batches] == entry.batch_ids
+            assert sum(b.rows for b in curated.batches) == curated.row_count == entry.rows
+        assert {b.source for f in files for b in f.batches} == {"json-topic"}
+        rows = pa.concat_tables(pq.read_table(io.BytesIO(f.parquet)) for f in files)
+        assert sorted(rows.column("temp").to_pylist()) == [21.5, 23.0, 24.5]
         assert stack.seen(topics.RECORDS_REJECTED, "RejectedRows", dataset) == []
 
 
@@ -363,6 +375,6 @@ async def _curated_is(store: ObjectStore, dataset: str, rows: int) -> bool:
     return await curated_rows(store, dataset) == rows
 
 
-def _validated_rows(stack: Stack, dataset: str, rows: int) -> list[events_pb2.RecordBatch]:
-    batches = stack.seen(topics.RECORDS_VALIDATED, "RecordBatch", dataset)
-    return batches if sum(b.row_count for b in batches) == rows else []
+def _validated_rows(stack: Stack, dataset: str, rows: int) -> list[events_pb2.CuratedRows]:
+    files = stack.seen(topics.RECORDS_VALIDATED, "CuratedRows", dataset)
+    return files if sum(f.row_count for f in files) == rows else []

@@ -3,10 +3,12 @@ by batch id, rejected-row accounting, and reading manifests written by older dri
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from driftloop.shared.manifest import (
@@ -34,19 +36,44 @@ def part(batch_id: str, start: int, rows: int, rejected: int = 0) -> CuratedPart
 def test_one_poll_becomes_one_file_and_one_version(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path)
     writer = ManifestWriter(store)
-    manifest, fresh = writer.curate("d", [part("a", 0, 3), part("b", 3, 2, 1)], "h")
-    assert manifest is not None and fresh == ["a", "b"]
+    done = writer.curate("d", [part("a", 0, 3), part("b", 3, 2, 1)], "h")
+    manifest = done.manifest
+    assert manifest is not None and done.fresh == ["a", "b"]
     [only] = manifest.files
     assert only.batch_ids == ["a", "b"] and only.rows == 5 and only.batch_id == "a"
+    assert only.batch_rows == [3, 2]
     assert (manifest.version, manifest.rows_rejected, manifest.rows_in) == (1, 1, 6)
     assert len(store.list("curated/d/")) == 1
-    again, fresh = writer.curate("d", [part("b", 3, 2, 1), part("c", 5, 0, 4)], "h")
-    assert fresh == ["c"] and again is not None and again.version == 2
-    assert again.files == manifest.files, "an all-rejected batch adds no file"
-    assert again.rejected_batches == ["c"] and again.rows_in == 10
-    assert all(again.has_batch(b) for b in "abc") and not again.has_batch("z")
-    same, fresh = ManifestWriter(store).curate("d", [part("a", 0, 3), part("c", 5, 0, 4)], "h")
-    assert fresh == [] and same is not None and same.version == 2, "re-delivery adds nothing"
+    [written] = done.files
+    assert written.entry == only and written.data == store.get(only.key)
+    assert pq.read_table(io.BytesIO(written.data))["id"].to_pylist() == [0, 1, 2, 3, 4]
+    again = writer.curate("d", [part("b", 3, 2, 1), part("c", 5, 0, 4)], "h")
+    assert again.fresh == ["c"] and again.manifest is not None and again.manifest.version == 2
+    assert again.manifest.files == manifest.files, "an all-rejected batch adds no file"
+    assert again.files == []
+    assert again.manifest.rejected_batches == ["c"] and again.manifest.rows_in == 10
+    assert all(again.manifest.has_batch(b) for b in "abc")
+    assert not again.manifest.has_batch("z")
+    same = ManifestWriter(store).curate("d", [part("a", 0, 3), part("c", 5, 0, 4)], "h")
+    assert same.fresh == [] and same.files == [], "re-delivery adds nothing"
+    assert same.manifest is not None and same.manifest.version == 2
+    assert same.manifest.files_holding(["c", "b"]) == [only]
+    assert same.manifest.files_holding(["c"]) == []
+
+
+def test_a_large_poll_is_split_into_files_that_fit_a_message(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    parts = [part(f"b{i}", i * 100, 100) for i in range(5)]
+    per_part = parts[0].accepted.nbytes
+    writer = ManifestWriter(store, max_file_bytes=2 * per_part)
+    done = writer.curate("d", parts, "h")
+    assert done.manifest is not None and done.manifest.version == 1, "still one version"
+    assert [f.entry.batch_ids for f in done.files] == [["b0", "b1"], ["b2", "b3"], ["b4"]]
+    assert done.manifest.files == [f.entry for f in done.files]
+    assert read_snapshot(store, done.manifest)["id"].tolist() == list(range(500))
+    big = part("huge", 1000, 1000)
+    [alone] = writer.curate("d", [big], "h").files
+    assert alone.entry.batch_ids == ["huge"], "a batch over the limit still gets its file"
 
 
 def test_versions_are_deltas_on_snapshots_and_every_version_reads_back(tmp_path: Path) -> None:
@@ -78,8 +105,9 @@ def test_a_second_writer_continues_where_the_store_is(tmp_path: Path) -> None:
     first.curate("d", [part("a", 0, 1)], "h")
     first.curate("d", [part("b", 1, 1)], "h")
     second.curate("d", [part("c", 2, 1)], "h")
-    m, fresh = first.curate("d", [part("c", 2, 1), part("e", 3, 1)], "h")
-    assert fresh == ["e"] and m is not None and m.version == 4 and m.total_rows == 4
+    done = first.curate("d", [part("c", 2, 1), part("e", 3, 1)], "h")
+    m = done.manifest
+    assert done.fresh == ["e"] and m is not None and m.version == 4 and m.total_rows == 4
     assert [f.batch_id for f in read_manifest(store, "d", 4).files] == ["a", "b", "c", "e"]
 
 

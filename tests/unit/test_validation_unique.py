@@ -123,7 +123,8 @@ def test_keys_are_rebuilt_from_curated_files_after_a_restart(tmp_path: Path) -> 
     before = KeyCatalog(store).for_dataset("orders", ("id",), None)
     table = pa.table({"id": ["a", "b"], "amount": [1.0, 2.0]})
     verdict = check_batch(schema, table, before, "b1")
-    head, _ = writer.curate("orders", [CuratedPart("b1", verdict.accepted)], schema.schema_hash)
+    parts = [CuratedPart("b1", verdict.accepted)]
+    head = writer.curate("orders", parts, schema.schema_hash).manifest
     restarted = KeyCatalog(store).for_dataset("orders", ("id",), head)
     assert head is not None and restarted.version == head.version
     later = check_batch(schema, pa.table({"id": ["b", "c"], "amount": [1.0, 1.0]}), restarted, "b2")

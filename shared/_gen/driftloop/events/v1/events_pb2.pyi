@@ -48,6 +48,7 @@ class Envelope(_message.Message):
     DATASET_VERSIONED_FIELD_NUMBER: _builtins.int
     MODEL_PENDING_APPROVAL_FIELD_NUMBER: _builtins.int
     MODEL_SHADOWED_FIELD_NUMBER: _builtins.int
+    CURATED_ROWS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     type: _builtins.str
     """The payload's type name, e.g. "RecordBatch", "DriftDetected"."""
@@ -85,6 +86,8 @@ class Envelope(_message.Message):
     def model_pending_approval(self) -> Global___ModelPendingApproval: ...
     @_builtins.property
     def model_shadowed(self) -> Global___ModelShadowed: ...
+    @_builtins.property
+    def curated_rows(self) -> Global___CuratedRows: ...
     def __init__(
         self,
         *,
@@ -108,12 +111,13 @@ class Envelope(_message.Message):
         dataset_versioned: Global___DatasetVersioned | None = ...,
         model_pending_approval: Global___ModelPendingApproval | None = ...,
         model_shadowed: Global___ModelShadowed | None = ...,
+        curated_rows: Global___CuratedRows | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["curated_rows", b"curated_rows", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "correlation_id", b"correlation_id", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "event_id", b"event_id", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "producer", b"producer", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "correlation_id", b"correlation_id", "curated_rows", b"curated_rows", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "event_id", b"event_id", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "producer", b"producer", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["record_batch", "rejected_rows", "prediction_log", "label_batch", "drift_detected", "model_registered", "model_promoted", "model_rejected", "model_deployed", "deployment_failed", "dead_letter", "dataset_versioned", "model_pending_approval", "model_shadowed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["record_batch", "rejected_rows", "prediction_log", "label_batch", "drift_detected", "model_registered", "model_promoted", "model_rejected", "model_deployed", "deployment_failed", "dead_letter", "dataset_versioned", "model_pending_approval", "model_shadowed", "curated_rows"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -122,7 +126,7 @@ Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
 @_typing.final
 class RecordBatch(_message.Message):
     """A micro-batch of records of one dataset, columnar, as an Arrow IPC stream.
-    Topics: driftloop.records.raw (from ingestion), driftloop.records.validated (accepted rows).
+    Topic: driftloop.records.raw (from ingestion and driftloop's client library).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -142,7 +146,9 @@ class RecordBatch(_message.Message):
     source: _builtins.str
     """How the rows arrived: "grpc", "json-topic", "file"."""
     manifest_version: _builtins.int
-    """Set on validated batches: the dataset manifest version that includes these rows."""
+    """Unused since accepted rows travel as CuratedRows (was: the manifest version of validated
+    batches); kept so the field number is never reused.
+    """
     def __init__(
         self,
         *,
@@ -216,6 +222,92 @@ class RejectedRow(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RejectedRow: _TypeAlias = RejectedRow  # noqa: Y015
+
+@_typing.final
+class CuratedRows(_message.Message):
+    """Accepted rows, as curated: one message per curated Parquet file, carrying the file itself
+    (the very bytes the object store holds; their SHA-256 is the manifest's). Any Parquet reader
+    decodes `parquet`. At least once: a file is sent again (same file_key) when a raw batch it
+    holds is redelivered to validation, so consumers that must not count rows twice keep the
+    file keys they have seen. Topic: driftloop.records.validated.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    MANIFEST_VERSION_FIELD_NUMBER: _builtins.int
+    FILE_KEY_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    PARQUET_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
+    SCHEMA_HASH_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    manifest_version: _builtins.int
+    """The head manifest version when sent; it includes this file."""
+    file_key: _builtins.str
+    """Object store key of the file (curated/<dataset>/date=<day>/<first batch id>.parquet)."""
+    sha256: _builtins.str
+    row_count: _builtins.int
+    parquet: _builtins.bytes
+    """The Parquet file. Empty when it is larger than a Kafka message may be: read it from the
+    object store by file_key then (the manifest's SHA-256 verifies it).
+    """
+    schema_hash: _builtins.str
+    @_builtins.property
+    def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___CuratedBatch]:
+        """The raw batches whose accepted rows the file holds, in row order."""
+
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+        manifest_version: _builtins.int = ...,
+        file_key: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        row_count: _builtins.int = ...,
+        parquet: _builtins.bytes = ...,
+        batches: _abc.Iterable[Global___CuratedBatch] | None = ...,
+        schema_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "dataset", b"dataset", "file_key", b"file_key", "manifest_version", b"manifest_version", "parquet", b"parquet", "row_count", b"row_count", "schema_hash", b"schema_hash", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CuratedRows: _TypeAlias = CuratedRows  # noqa: Y015
+
+@_typing.final
+class CuratedBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    rows: _builtins.int
+    """Accepted rows of this batch in the file (0 when not known: files curated before counts
+    were kept).
+    """
+    source: _builtins.str
+    """How its rows arrived ("grpc", "json-topic", "file"); empty when the file is sent again
+    for another batch of it.
+    """
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "rows", b"rows", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CuratedBatch: _TypeAlias = CuratedBatch  # noqa: Y015
 
 @_typing.final
 class DatasetVersioned(_message.Message):
