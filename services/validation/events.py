@@ -82,9 +82,11 @@ class RecordBatchHandler:
         publisher: EventPublisher,
         *,
         keys: KeyCatalog | None = None,
+        max_inline_bytes: int = MAX_INLINE_PARQUET,
     ) -> None:
         self._catalog = catalog
         self._store = store
+        self._max_inline_bytes = max_inline_bytes
         self._quality = quality
         self._publisher = publisher
         self._writer = ManifestWriter(store)
@@ -104,10 +106,11 @@ class RecordBatchHandler:
         call before anything is written, so the bus retries them one by one.
 
         Returns once the poll's rows are checked. The returned future finishes the poll, in
-        order after the previous one: one curated file and manifest version per dataset, then
-        the events, done when the broker has acknowledged every one (the bus commits the
-        poll's offsets only then, and meanwhile checks the next poll). If curating fails, it
-        and every later poll's future fail: the consumer stops and nothing is committed."""
+        order after the previous one: curated files (usually one) and one manifest version per
+        dataset, then the events, done when the broker has acknowledged every one (the bus
+        commits the poll's offsets only then, and meanwhile checks the next poll). If curating
+        fails, it and every later poll's future fail: the consumer stops and nothing is
+        committed."""
         return await self._process([_parse(envelope.decode(r.value)) for r in records])
 
     async def _process(self, items: list[Checked]) -> asyncio.Future[None]:
@@ -153,9 +156,9 @@ class RecordBatchHandler:
         await asyncio.gather(*sends)
 
     def _curate_or_forget(self, items: list[Checked]) -> list[Run]:
-        """Blocking: one curated file per run of batches of the same dataset and schema. If it
-        fails, the key indexes are dropped (they may hold keys of rows that were not curated)
-        and rebuilt from the curated data on next use."""
+        """Blocking: curated files and a manifest version per run of batches of the same
+        dataset and schema. If it fails, the key indexes are dropped (they may hold keys of rows
+        that were not curated) and rebuilt from the curated data on next use."""
         try:
             return self._curate(items)
         except BaseException:
@@ -232,13 +235,13 @@ class RecordBatchHandler:
         self, run: Run, file: CuratedFile, cause: envelope.Envelope
     ) -> asyncio.Task[None]:
         entry = file.entry
-        inline = len(file.data) <= MAX_INLINE_PARQUET
+        inline = len(file.data) <= self._max_inline_bytes
         if not inline:
             log.warning(
                 "curated_file_sent_by_reference",
                 file=entry.key,
                 bytes=len(file.data),
-                limit=MAX_INLINE_PARQUET,
+                limit=self._max_inline_bytes,
             )
         counts = entry.batch_rows or [0] * len(entry.all_batch_ids())
         sources = {m.batch.batch_id: m.batch.source for m in run.members}

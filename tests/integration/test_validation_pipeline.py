@@ -70,7 +70,9 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(common: CommonSettings, store: ObjectStore) -> AsyncIterator[Stack]:
+async def running_stack(
+    common: CommonSettings, store: ObjectStore, **handler: Any
+) -> AsyncIterator[Stack]:
     """Both servicers on free ports, their consumers, and collectors of what they publish."""
     bootstrap = common.bootstrap()
     await ensure_topics(bootstrap)
@@ -100,7 +102,9 @@ async def running_stack(common: CommonSettings, store: ObjectStore) -> AsyncIter
             group=VALIDATION_GROUP,
             topic_names=[topics.RECORDS_RAW],
             publisher=publisher,
-            on_batch=RecordBatchHandler(store, catalog, quality, publisher).handle_records,
+            on_batch=RecordBatchHandler(
+                store, catalog, quality, publisher, **handler
+            ).handle_records,
         ),
         EventConsumer(
             bootstrap=bootstrap,
@@ -303,6 +307,23 @@ async def _assert_errors(stack: Stack) -> None:
         await stack.ingestion.Ingest(ingestion_pb2.IngestRequest(dataset="d"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "no rows" in (info.value.details() or "")
+
+
+async def test_a_curated_file_too_large_for_a_message_is_sent_by_reference(
+    common: CommonSettings,
+) -> None:
+    store = open_object_store(common)
+    dataset = f"big-{uuid.uuid4().hex[:8]}"
+    async with running_stack(common, store, max_inline_bytes=0) as stack:
+        reply = await stack.ingestion.Ingest(
+            ingestion_pb2.IngestRequest(dataset=dataset, rows=rows({"x": 1.0}, {"x": 2.0}))
+        )
+        assert reply.rows_accepted == 2
+        [curated] = await wait_for(lambda: _validated_rows(stack, dataset, 2), 30, "CuratedRows")
+    assert curated.parquet == b"" and curated.row_count == 2
+    stored = store.get(curated.file_key)
+    assert hashlib.sha256(stored).hexdigest() == curated.sha256
+    assert pq.read_table(io.BytesIO(stored))["x"].to_pylist() == [1.0, 2.0]
 
 
 async def test_json_topic_rows_are_curated_and_malformed_messages_dead_lettered(
