@@ -23,6 +23,9 @@ from driftloop.shared.settings import CommonSettings
 log = structlog.get_logger(__name__)
 
 Hook = Callable[[], Coroutine[Any, Any, None]]
+READY_WARN_S = 30.0
+"""While consumers wait for their partitions, a warning this often (the service keeps waiting,
+NOT_SERVING)."""
 
 
 async def serve(
@@ -68,16 +71,18 @@ async def serve(
         tasks += [
             asyncio.create_task(job(), name=getattr(job, "__name__", "job")) for job in background
         ]
-        await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in consumers)), 60)
-        # why: the imports and start-up above leave a large heap of long-lived objects (numpy,
-        # pandas, pyarrow, grpc, protobuf modules); moving it to the permanent generation spares
-        # every later full collection from walking it (~5 % of validation's CPU went to gc)
-        gc.collect()
-        gc.freeze()
-        await set_serving(health, names)
-        log.info("service_started", grpc_port=port, metrics_port=common.ports.metrics(name))
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        done = await _until_ready(consumers, [stopper, *tasks])
+        if not done:
+            # why: the imports and start-up above leave a large heap of long-lived objects
+            # (numpy, pandas, pyarrow, grpc, protobuf modules); moving it to the permanent
+            # generation spares every later full collection from walking it (~5 % of
+            # validation's CPU went to gc)
+            gc.collect()
+            gc.freeze()
+            await set_serving(health, names)
+            log.info("service_started", grpc_port=port, metrics_port=common.ports.metrics(name))
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in done if t is not stopper and t.exception() is not None]
         for task in failed:
             log.error("service_task_failed", task=task.get_name(), error=repr(task.exception()))
@@ -103,3 +108,27 @@ async def serve(
         if publisher is not None:
             await publisher.stop()
         log.info("service_stopped")
+
+
+async def _until_ready(
+    consumers: Sequence[EventConsumer], running: Sequence[asyncio.Task[Any]]
+) -> set[asyncio.Task[Any]]:
+    """Wait until every consumer has its partitions. Returns early with the finished tasks
+    when one of `running` ends first (a stop signal, a failed consumer or job). A slow group
+    join is not an error: the service stays NOT_SERVING and says so every READY_WARN_S."""
+    ready = asyncio.ensure_future(asyncio.gather(*(c.ready.wait() for c in consumers)))
+    waited = 0.0
+    try:
+        while True:
+            done, _ = await asyncio.wait(
+                [ready, *running], timeout=READY_WARN_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if ready in done:
+                return set()
+            if done:
+                return {t for t in running if t in done}
+            waited += READY_WARN_S
+            waiting = [c.group or ",".join(c.topics) for c in consumers if not c.ready.is_set()]
+            log.warning("consumers_not_ready_yet", waited_s=waited, waiting=waiting)
+    finally:
+        ready.cancel()

@@ -70,6 +70,12 @@ def stack(
             own = {**env, "DRIFTLOOP_DATA_DIR": str(root / name)}  # one volume per service
             argv = [sys.executable, "-m", f"driftloop.services.{name}"]
             procs.append(start_process(argv, env=own, log_path=str(root / f"{name}.log")))
+        for name in SERVICES:
+            try:
+                wait_until(lambda n=name: probe(n, env).returncode == 0, 120, f"{name} up")
+            except AssertionError as exc:
+                tail = (root / f"{name}.log").read_text(errors="replace").splitlines()[-40:]
+                raise AssertionError(f"{exc}\n{name}.log ends:\n" + "\n".join(tail)) from None
         yield env, ports
     finally:
         for proc in reversed(procs):
@@ -101,9 +107,6 @@ def test_services_become_healthy_and_export_every_dashboard_metric(
     stack: tuple[dict[str, str], Ports],
 ) -> None:
     env, ports = stack
-    for name in SERVICES:
-        wait_until(lambda n=name: probe(n, env).returncode == 0, timeout=120, what=f"{name} up")
-
     exported: set[str] = set()
     for name in SERVICES:
         exported |= scrape(ports.metrics(name))
@@ -114,8 +117,6 @@ def test_services_become_healthy_and_export_every_dashboard_metric(
 
 def test_status_from_the_host_sees_the_same_stack(stack: tuple[dict[str, str], Ports]) -> None:
     env, _ = stack
-    for name in SERVICES:
-        wait_until(lambda n=name: probe(n, env).returncode == 0, timeout=120, what=f"{name} up")
     client_env = {
         k: v
         for k, v in env.items()
