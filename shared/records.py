@@ -31,10 +31,18 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Build a table from row dicts; columns missing from some rows become nulls."""
     if not rows:
         raise InvalidInput("no rows given")
-    columns: dict[str, None] = {}
+    usual = rows[0].keys()
+    if all(row.keys() == usual for row in rows):
+        # why: the usual case (every row has the same keys) converts in Arrow's compiled
+        # loop, ~1.5x faster than building each column's list here
+        try:
+            return pa.Table.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # the column-by-column path below names the column that mixes types
+    columns = dict.fromkeys(rows[0])  # in order of first appearance
     for row in rows:
-        for name in row:
-            columns.setdefault(name, None)
+        if row.keys() != usual:
+            columns.update(dict.fromkeys(row))
     arrays = {}
     for name in columns:
         try:

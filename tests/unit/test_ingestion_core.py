@@ -11,7 +11,7 @@ from driftloop.services.ingestion import core
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared import manifest
 from driftloop.shared.errors import InvalidInput
-from driftloop.shared.records import table_to_ipc
+from driftloop.shared.records import rows_to_table, table_to_ipc
 
 pytestmark = pytest.mark.unit
 
@@ -171,3 +171,31 @@ def test_json_integers_beyond_64_bits_are_read_as_floats() -> None:
     _, rows = core.parse_json_message(b"d", b'{"a": 123456789012345678901234567890, "b": 7}')
     assert rows == [{"a": 1.2345678901234568e29, "b": 7}]
     assert isinstance(rows[0]["b"], int)
+
+
+def test_row_dicts_with_differing_keys_become_columns_in_order_of_first_appearance() -> None:
+    table = rows_to_table([{"a": 1, "b": 2.5}, {"b": 3.0, "c": "x"}, {"a": 5}, {"d": True}])
+    assert table.column_names == ["a", "b", "c", "d"]
+    assert table.to_pylist()[1] == {"a": None, "b": 3.0, "c": "x", "d": None}
+    assert table.schema.field("a").type == pa.int64()
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"a": 1, "s": "x"}, {"a": 2.5, "s": None}],  # same keys: Arrow's own conversion
+        [{"s": "x", "a": 1}, {"a": 2.5, "s": None}],  # same keys, another order
+        [{"a": 1}, {"a": 2.5, "s": "y"}],  # differing keys: column by column
+    ],
+)
+def test_both_conversions_of_row_dicts_agree(rows: list[dict[str, object]]) -> None:
+    table = rows_to_table(rows)
+    assert table.column("a").to_pylist() == [1.0, 2.5]
+    assert table.schema.field("a").type == pa.float64()
+    assert table.column("s").type == pa.string()
+
+
+@pytest.mark.parametrize("rows", [[{"a": 1}, {"a": "x"}], [{"a": 1, "b": 1}, {"a": "x"}]])
+def test_a_column_mixing_types_is_named(rows: list[dict[str, object]]) -> None:
+    with pytest.raises(InvalidInput, match="column 'a' mixes types"):
+        rows_to_table(rows)
