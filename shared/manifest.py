@@ -93,6 +93,8 @@ class DatasetManifest(BaseModel):
     def files_holding(self, batch_ids: list[str]) -> list[ManifestFile]:
         """The files holding accepted rows of any of `batch_ids`, in manifest order."""
         wanted = set(batch_ids)
+        if not wanted:  # the usual case, every poll: no scan of a long file list
+            return []
         return [f for f in self.files if wanted.intersection(f.all_batch_ids())]
 
     def has_batch(self, batch_id: str) -> bool:
