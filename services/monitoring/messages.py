@@ -94,6 +94,7 @@ def performance_pb(p: PerformanceSummary) -> monitoring_pb2.Performance:
     return monitoring_pb2.Performance(
         labelled_rows=p.labelled_rows,
         unmatched_labels=p.unmatched_labels,
+        duplicate_labels=p.duplicate_labels,
         window_rows=p.window_rows,
         live_accuracy=p.live_accuracy or 0.0,
         live_f1_macro=p.live_f1_macro or 0.0,

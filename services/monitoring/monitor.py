@@ -62,6 +62,8 @@ class ModelMonitor:
         """Rows logged for versions other than the current one."""
         self.labels_unmatched = 0
         """Labels whose request id was unknown, forgotten, or of another version."""
+        self.labels_duplicate = 0
+        """Labels of a request id already joined (sent again); never counted twice."""
         self._join = PredictionJoin(policy.max_pending_predictions)
         self.last_episode: DriftEpisode | None = None
         """The latest episode of any version (kept across deployments, for the report)."""
@@ -134,13 +136,16 @@ class ModelMonitor:
         when the policy lets those signals trigger. Returns a decision to publish, or None.
         """
         with self._lock:
+            before = self._join.duplicates
             joined = self._join.take(request_ids)
             keep = [
                 (hit[1], label, hit[2])
                 for hit, label in zip(joined, labels, strict=True)
                 if hit is not None and hit[0] == self.version
             ]
-            self.labels_unmatched += len(labels) - len(keep)
+            duplicates = self._join.duplicates - before
+            self.labels_duplicate += duplicates
+            self.labels_unmatched += len(labels) - len(keep) - duplicates
             if not keep:
                 return None
             predictions, truth, ts = (list(column) for column in zip(*keep, strict=True))
@@ -173,7 +178,10 @@ class ModelMonitor:
                 window_end=end,
                 distributions=model_distributions(self.profile, window, self.performance),
                 performance=performance_summary(
-                    self.performance, self.labels_unmatched, len(self._join)
+                    self.performance,
+                    self.labels_unmatched,
+                    len(self._join),
+                    duplicate=self.labels_duplicate,
                 ),
                 episode=self._episode_state(now),
                 rows_ignored=self.rows_ignored,

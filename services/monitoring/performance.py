@@ -36,12 +36,18 @@ two detectors on every error-rate increase we measured); the CUSUM bank gets the
 
 class PredictionJoin:
     """The most recent logged predictions by request id, bounded: labels may come much later,
-    but memory must not grow with traffic. The oldest entries are forgotten first."""
+    but memory must not grow with traffic. The oldest entries are forgotten first.
+
+    It also remembers the ids most recently joined (as many as it holds predictions), so a
+    label sent again (a producer's retry, a redelivery) is told apart from a label of an
+    unknown request: counted in `duplicates`, and never joined twice."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.evicted = 0
+        self.duplicates = 0
         self._rows: collections.OrderedDict[str, tuple[str, str, float]] = collections.OrderedDict()
+        self._joined: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -57,8 +63,19 @@ class PredictionJoin:
         self.evicted += max(0, overflow)
 
     def take(self, request_ids: list[str]) -> list[tuple[str, str, float] | None]:
-        """(version, prediction, logged at) of each id, removed; None when unknown/evicted."""
-        return [self._rows.pop(request_id, None) for request_id in request_ids]
+        """(version, prediction, logged at) of each id, removed; None when unknown, evicted or
+        joined before (those add to `duplicates`)."""
+        hits = []
+        for request_id in request_ids:
+            hit = self._rows.pop(request_id, None)
+            if hit is not None:
+                self._joined[request_id] = None
+            elif request_id in self._joined:
+                self.duplicates += 1
+            hits.append(hit)
+        for _ in range(len(self._joined) - self.capacity):
+            self._joined.popitem(last=False)
+        return hits
 
 
 class ErrorRateCusum:

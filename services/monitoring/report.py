@@ -43,6 +43,7 @@ class PerformanceSummary:
 
     labelled_rows: int = 0
     unmatched_labels: int = 0
+    duplicate_labels: int = 0
     window_rows: int = 0
     live_accuracy: float | None = None
     live_f1_macro: float | None = None
@@ -203,7 +204,7 @@ def model_distributions(
 
 
 def performance_summary(
-    performance: PerformanceTracker, unmatched: int, pending: int
+    performance: PerformanceTracker, unmatched: int, pending: int, *, duplicate: int = 0
 ) -> PerformanceSummary:
     predictions, labels = performance.window()
     ref = performance.reference
@@ -211,6 +212,7 @@ def performance_summary(
     return PerformanceSummary(
         labelled_rows=performance.labelled_rows,
         unmatched_labels=unmatched,
+        duplicate_labels=duplicate,
         window_rows=len(labels),
         live_accuracy=1.0 - errors / len(labels) if labels else None,
         live_f1_macro=f1_macro(predictions, labels),

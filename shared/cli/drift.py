@@ -147,7 +147,7 @@ def summary_rows(report: monitoring_pb2.DriftReport) -> list[tuple[str, str]]:
         ("dataset drift share", f"{report.drift_share:.1%}"),
         ("drifted (latest window)", "yes" if report.drifted else "no"),
         ("labelled rows", f"{p.labelled_rows:,} (window {p.window_rows:,})"),
-        ("unmatched labels", f"{p.unmatched_labels:,}"),
+        ("unmatched / duplicate labels", f"{p.unmatched_labels:,} / {p.duplicate_labels:,}"),
         ("pending predictions", f"{p.pending_predictions:,}"),
         ("live accuracy / F1", _pair(p.live_accuracy, p.live_f1_macro, p.window_rows > 0)),
         (

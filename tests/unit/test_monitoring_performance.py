@@ -131,6 +131,13 @@ def test_prediction_join_is_bounded_and_forgets_the_oldest() -> None:
     assert len(join) == 3 and join.evicted == 1
     assert join.take(["a", "d", "zz"]) == [None, ("1", "w", 4.0), None]
     assert len(join) == 2
+    assert join.duplicates == 0
+    assert join.take(["d", "zz", "d"]) == [None, None, None]
+    assert join.duplicates == 2, "d was joined before; zz never was"
+    join.take(["b", "c"])
+    join.add("1", ["e", "f"], ["v", "u"], [5.0, 6.0])
+    join.take(["e", "f"])  # the joined ids are bounded too: d (the oldest) is forgotten
+    assert join.take(["d", "f"]) == [None, None] and join.duplicates == 3
 
 
 def profile(rng: np.random.Generator, **kwargs: object) -> ReferenceProfile:
@@ -197,6 +204,18 @@ def test_reference_accuracy_from_the_profile_skips_the_burn_in_and_labels_join_b
     assert monitor.labels_unmatched == 1
     found = labelled(monitor, rng, 3000, 0.4, 0, 0.0)
     assert len(found) == 1 and found[0][0] < 500
+
+
+def test_labels_sent_again_are_counted_as_duplicates_not_joined_twice() -> None:
+    rng = np.random.default_rng(5)
+    monitor = ModelMonitor("m", DriftPolicy(), "1", profile(rng))
+    labelled(monitor, rng, 300, 0.1, 0, 0.0)
+    assert monitor.performance.labelled_rows == 300
+    assert monitor.observe_labels(["0", "1", "nope"], ["1", "1", "1"], now=0.0) is None
+    assert monitor.performance.labelled_rows == 300, "a retried label is not counted twice"
+    assert (monitor.labels_duplicate, monitor.labels_unmatched) == (2, 1)
+    summary = monitor.report(now=0.0).performance
+    assert (summary.duplicate_labels, summary.unmatched_labels) == (2, 1)
 
 
 def test_label_prior_shift_is_detected_and_triggers_are_per_model() -> None:

@@ -187,10 +187,11 @@ class Performance(_message.Message):
     REFERENCE_F1_MACRO_FIELD_NUMBER: _builtins.int
     REFERENCE_SOURCE_FIELD_NUMBER: _builtins.int
     PENDING_PREDICTIONS_FIELD_NUMBER: _builtins.int
+    DUPLICATE_LABELS_FIELD_NUMBER: _builtins.int
     labelled_rows: _builtins.int
     """Labelled rows joined to a prediction of this version, since it was deployed."""
     unmatched_labels: _builtins.int
-    """Labels whose request id was unknown, forgotten or of another version."""
+    """Labels whose request id was unknown, forgotten or of another version (not duplicates)."""
     window_rows: _builtins.int
     """Labelled rows behind the live figures below (the latest label window)."""
     live_accuracy: _builtins.float
@@ -203,6 +204,8 @@ class Performance(_message.Message):
     """"profile" (training's held-out metrics) or "live" (burn-in of the first labels)."""
     pending_predictions: _builtins.int
     """Logged predictions waiting for their label."""
+    duplicate_labels: _builtins.int
+    """Labels of a request already joined (sent again): not counted twice, not unmatched."""
     def __init__(
         self,
         *,
@@ -216,10 +219,11 @@ class Performance(_message.Message):
         reference_f1_macro: _builtins.float = ...,
         reference_source: _builtins.str = ...,
         pending_predictions: _builtins.int = ...,
+        duplicate_labels: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_reference", b"has_reference", "labelled_rows", b"labelled_rows", "live_accuracy", b"live_accuracy", "live_f1_macro", b"live_f1_macro", "pending_predictions", b"pending_predictions", "reference_accuracy", b"reference_accuracy", "reference_f1_macro", b"reference_f1_macro", "reference_source", b"reference_source", "unmatched_labels", b"unmatched_labels", "window_rows", b"window_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_labels", b"duplicate_labels", "has_reference", b"has_reference", "labelled_rows", b"labelled_rows", "live_accuracy", b"live_accuracy", "live_f1_macro", b"live_f1_macro", "pending_predictions", b"pending_predictions", "reference_accuracy", b"reference_accuracy", "reference_f1_macro", b"reference_f1_macro", "reference_source", b"reference_source", "unmatched_labels", b"unmatched_labels", "window_rows", b"window_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
