@@ -85,6 +85,7 @@ class Scheduler:
             if model.spec.schedule_seconds <= 0:
                 continue
             verdict = await asyncio.to_thread(self.check, model, self._clock())
+            log.debug("schedule_checked", model=model.name, slot=verdict.slot, why=verdict.why)
             if not verdict.due:
                 continue
             run = await self._training.queue_scheduled(model.name, verdict.slot, verdict.why)
