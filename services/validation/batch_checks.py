@@ -42,15 +42,17 @@ def batch_flags(
         r.column for r in verdict.rejections if r.category == OUT_OF_RANGE
     )
     accepted = verdict.accepted
+    rows = accepted.num_rows
+    positions = {name: i for i, name in enumerate(accepted.column_names)}
     for spec in schema.columns:
         share = outside[spec.name] / verdict.total_rows
         if share >= OUTSIDE_SHARE:
             detail = f"{share:.0%} of values outside [{spec.min}, {spec.max}]"
             flags.append(BatchFlag(batch_id, spec.name, "outside_bounds", detail))
-        if spec.name not in accepted.column_names or accepted.num_rows < MIN_ROWS:
+        if spec.name not in positions or rows < MIN_ROWS:
             continue
-        column = accepted.column(spec.name)
-        rate = column.null_count / accepted.num_rows
+        column = accepted.column(positions[spec.name])
+        rate = column.null_count / rows
         before = null_rates.get(spec.name)
         if before is not None and rate - before >= NULL_SPIKE:
             detail = f"null rate {rate:.0%}, was {before:.0%}"
