@@ -28,8 +28,9 @@ from driftloop.services.validation.key_catalog import KeyCatalog
 from driftloop.services.validation.quality import QualityTracker
 from driftloop.shared import envelope, topics
 from driftloop.shared.bus import MAX_MESSAGE_BYTES, EventPublisher
+from driftloop.shared.curation import CuratedFile, CuratedPart, ManifestWriter
 from driftloop.shared.errors import InvalidInput
-from driftloop.shared.manifest import CuratedFile, CuratedPart, DatasetManifest, ManifestWriter
+from driftloop.shared.manifest import DatasetManifest
 from driftloop.shared.names import check_name
 from driftloop.shared.objectstore import ObjectStore
 from driftloop.shared.records import ipc_to_table

@@ -27,7 +27,7 @@ from driftloop.services.training.grpc_api import MUTATING, SERVICE_NAME, Trainin
 from driftloop.services.training.registry_client import RegistryClient
 from driftloop.services.training.reproduce import Reproducer
 from driftloop.services.training.runs import RunStore
-from driftloop.shared import artifacts, manifest, topics
+from driftloop.shared import artifacts, curation, manifest, topics
 from driftloop.shared.bus import EventConsumer, EventPublisher
 from driftloop.shared.grpc_client import aio_channel, auth_metadata
 from driftloop.shared.grpc_server import ServiceBinding, build_server
@@ -52,7 +52,7 @@ def curate(store: ObjectStore, batch_id: str, n: int, start: float, shift: float
             "_ingested_at": start + np.arange(n, dtype=float) / n,
         }
     )
-    manifest.curate_batch(store, "flowers", batch_id, table, "schema-1")
+    curation.curate_batch(store, "flowers", batch_id, table, "schema-1")
 
 
 @dataclass

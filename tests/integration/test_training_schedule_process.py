@@ -20,7 +20,7 @@ from support import stack_env, start_process, stop_process, wait_until
 
 from driftloop.registry.v1 import registry_pb2 as rpb
 from driftloop.registry.v1 import registry_pb2_grpc
-from driftloop.shared import manifest
+from driftloop.shared import curation
 from driftloop.shared.broker import wait_for_port
 from driftloop.shared.objectstore import open_object_store
 from driftloop.shared.settings import CommonSettings
@@ -47,7 +47,7 @@ def curate(common: CommonSettings, batch_id: str, n: int) -> None:
             "_ingested_at": time.time() - 60 + np.arange(n, dtype=float) / n,
         }
     )
-    manifest.curate_batch(open_object_store(common), "flowers", batch_id, table, "schema-1")
+    curation.curate_batch(open_object_store(common), "flowers", batch_id, table, "schema-1")
 
 
 def start(service: str, common: CommonSettings, log: Path) -> Any:

@@ -14,7 +14,7 @@ from driftloop.services.training import trainer
 from driftloop.services.training.domain import ModelInfo, ModelSpec, RegisteredVersion
 from driftloop.services.training.executor import lineage_params
 from driftloop.services.training.reproduce import reproduce, spec_from_lineage
-from driftloop.shared import artifacts, manifest
+from driftloop.shared import artifacts, curation, manifest
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.objectstore import LocalObjectStore
 
@@ -30,7 +30,7 @@ def curate(store: LocalObjectStore, batch: str, n: int, start: float, seed: int)
     label = np.where(x + (color == "red") + rng.normal(0, 0.5, n) > 0.5, "yes", "no")
     ingested = start + np.arange(n, dtype=float) / n
     table = pa.table({"x": x, "color": color, "label": label, "_ingested_at": ingested})
-    manifest.curate_batch(store, "flowers", batch, table, "schema-1")
+    curation.curate_batch(store, "flowers", batch, table, "schema-1")
 
 
 def registered(store: LocalObjectStore, since: float | None) -> RegisteredVersion:

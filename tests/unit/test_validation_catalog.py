@@ -10,8 +10,8 @@ import pytest
 from driftloop.services.validation import schema as schemas
 from driftloop.services.validation.catalog import SchemaCatalog, schema_key
 from driftloop.services.validation.schema import ColumnSpec
+from driftloop.shared.curation import curate_batch
 from driftloop.shared.errors import Conflict, NotFound
-from driftloop.shared.manifest import curate_batch
 from driftloop.shared.objectstore import LocalObjectStore
 
 pytestmark = pytest.mark.unit

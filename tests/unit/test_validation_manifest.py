@@ -11,10 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from driftloop.shared.curation import CuratedPart, ManifestWriter, curate_batch
 from driftloop.shared.manifest import (
-    CuratedPart,
-    ManifestWriter,
-    curate_batch,
     latest_key,
     latest_manifest,
     manifest_head,

@@ -17,8 +17,8 @@ from driftloop.services.validation.checks import DUPLICATE_KEY, check_batch
 from driftloop.services.validation.key_catalog import KeyCatalog
 from driftloop.services.validation.keys import KeyIndex, hash_keys
 from driftloop.services.validation.schema import ColumnSpec, DatasetSchema
+from driftloop.shared.curation import CuratedPart, ManifestWriter
 from driftloop.shared.errors import InvalidInput
-from driftloop.shared.manifest import CuratedPart, ManifestWriter
 from driftloop.shared.objectstore import LocalObjectStore
 
 pytestmark = pytest.mark.unit
