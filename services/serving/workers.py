@@ -16,11 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import structlog
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, multiprocess, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from driftloop.shared.errors import InvalidInput, Unavailable
 from driftloop.shared.settings import CommonSettings
@@ -94,6 +95,11 @@ class Workers:
             self.procs.append(proc)
             log.info("serving_worker_started", worker=index, pid=proc.pid)
 
+    def pids(self) -> dict[str, int]:
+        """worker label -> pid: the parent's own and every worker still running."""
+        running = {str(i): p.pid for i, p in enumerate(self.procs) if p.poll() is None}
+        return {"parent": os.getpid(), **running}
+
     def exited(self) -> list[tuple[int, int]]:
         """(index, exit code) of the workers that have exited."""
         return [(i, code) for i, p in enumerate(self.procs) if (code := p.poll()) is not None]
@@ -121,6 +127,33 @@ class Workers:
         return [int(p.returncode) for p in self.procs]
 
 
+class WorkerProcessCollector:
+    """The standard process_* metrics (CPU, resident memory, open files, ...) of the parent
+    and of every running worker, each series labelled `worker` ("parent", "0", "1", ...).
+    prometheus-client's multiprocess mode drops process_* metrics, so without this the merged
+    endpoint would say nothing of the workers' memory."""
+
+    def __init__(self, pids: Callable[[], dict[str, int]]) -> None:
+        self._pids = pids
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for worker, pid in self._pids().items():
+            # registry=None: read once here, never registered (reads /proc/<pid>; nothing for
+            # a process that is gone)
+            for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
+                into = merged.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for sample in family.samples:
+                    into.add_sample(sample.name, {**sample.labels, "worker": worker}, sample.value)
+        yield from merged.values()
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
 def run_parent(common: CommonSettings, count: int) -> int:
     """Start `count` workers and watch them until SIGTERM/SIGINT; the exit code.
 
@@ -129,8 +162,10 @@ def run_parent(common: CommonSettings, count: int) -> int:
     port = common.ports.grpc("serving")
     check_port_free(common.bind_host, port)
     metrics_dir = Path(tempfile.mkdtemp(prefix="driftloop-serving-metrics-"))
+    workers = Workers(count, metrics_dir)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))
+    registry.register(WorkerProcessCollector(workers.pids))
     start_http_server(common.ports.metrics("serving"), addr=common.bind_host, registry=registry)
     stopping: list[int] = []
 
@@ -139,7 +174,6 @@ def run_parent(common: CommonSettings, count: int) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    workers = Workers(count, metrics_dir)
     try:
         workers.start()
         log.info("serving_workers_started", workers=count, grpc_port=port)

@@ -23,6 +23,7 @@ import grpc
 import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from serving_models import make_pipeline
 from support import stack_env, start_process, stop_process, wait_for, wait_until
 
@@ -163,6 +164,16 @@ def scrape(port: int) -> str:
         return str(reply.read().decode())
 
 
+def process_memory(text: str) -> dict[str, float]:
+    """worker label -> process_resident_memory_bytes, from the parent's merged metrics."""
+    return {
+        sample.labels["worker"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "process_resident_memory_bytes"
+        for sample in family.samples
+    }
+
+
 def versions_in_metrics(text: str) -> dict[str, str]:
     """pid -> driftloop_serving_model_version of MODEL, from the parent's merged metrics."""
     found = {}
@@ -264,6 +275,9 @@ async def test_two_workers_share_the_port_swap_together_and_stop_with_the_parent
                 lambda: versions_in_metrics(scrape(common.ports.metrics_serving)), 10, "metrics"
             )
             assert merged == {str(pid): "2" for pid in pids}, merged
+            memory = process_memory(scrape(common.ports.metrics_serving))
+            assert memory.keys() == {"parent", "0", "1"}, memory
+            assert all(rss > 10 << 20 for rss in memory.values()), "each process's own RSS"
 
             os.kill(proc.pid, signal.SIGTERM)  # the parent alone: it forwards to the workers
             assert proc.wait(30) == 0, log.read_text()[-3000:]
