@@ -9,13 +9,9 @@ import pandas as pd
 import pytest
 
 from driftloop.services.monitoring.drift import DriftPolicy
+from driftloop.services.monitoring.error_detectors import ErrorRateAdwin, ErrorRateCusum
 from driftloop.services.monitoring.monitor import ModelMonitor, ModelMonitors
-from driftloop.services.monitoring.performance import (
-    ErrorRateAdwin,
-    ErrorRateCusum,
-    PerformanceTracker,
-    PredictionJoin,
-)
+from driftloop.services.monitoring.performance import PerformanceTracker, PredictionJoin
 from driftloop.services.monitoring.settings import MonitoringSettings
 from driftloop.shared.profile import ReferenceProfile, build_profile
 
