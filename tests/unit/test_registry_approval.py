@@ -10,7 +10,8 @@ import pytest
 
 from driftloop.services.registry.core import Registry
 from driftloop.services.registry.domain import Candidate, Lineage, PromotionPolicy, TrainingSpec
-from driftloop.services.registry.store import MIGRATIONS, RegistryStore
+from driftloop.services.registry.migrations import MIGRATIONS
+from driftloop.services.registry.store import RegistryStore
 from driftloop.shared import envelope
 from driftloop.shared.errors import Conflict, InvalidInput
 

@@ -10,8 +10,9 @@ import pytest
 
 from driftloop.services.registry.core import Registry
 from driftloop.services.registry.domain import TrainingSpec
+from driftloop.services.registry.migrations import MIGRATIONS
 from driftloop.services.registry.specs import parse_yaml, schedule_seconds
-from driftloop.services.registry.store import MIGRATIONS, RegistryStore
+from driftloop.services.registry.store import RegistryStore
 from driftloop.shared.errors import InvalidInput, NotFound, TooLarge
 
 pytestmark = pytest.mark.unit
