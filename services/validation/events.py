@@ -145,9 +145,8 @@ class RecordBatchHandler:
         encoding.result()
         sends: list[asyncio.Task[None]] = []
         for run in runs:
-            cause = run.members[0].event
             for file in run.files:
-                sends.append(await self._publish_file(run, file, cause))
+                sends.append(await self._publish_file(run, file))
             for item in run.members:
                 sends.extend(await self._publish_outcome(item))
             if run.manifest is not None and any(
@@ -221,20 +220,18 @@ class RecordBatchHandler:
             if done.manifest is not None:
                 self._keys.committed(dataset, done.manifest.version)
                 fresh = set(done.fresh)
-                seen = [
+                redelivered = [
                     p.batch_id for p in parts if p.batch_id not in fresh and p.accepted.num_rows
                 ]
                 written = {f.entry.key for f in files}
-                for entry in done.manifest.files_holding(seen):
+                for entry in done.manifest.files_holding(redelivered):
                     if entry.key not in written:
                         files.append(CuratedFile(entry, self._store.get(entry.key)))
             _log_curated(dataset, members, done.manifest, done.fresh)
             runs.append(Run(members, done.manifest, files))
         return runs
 
-    async def _publish_file(
-        self, run: Run, file: CuratedFile, cause: envelope.Envelope
-    ) -> asyncio.Task[None]:
+    async def _publish_file(self, run: Run, file: CuratedFile) -> asyncio.Task[None]:
         entry = file.entry
         inline = len(file.data) <= self._max_inline_bytes
         if not inline:
@@ -259,7 +256,7 @@ class RecordBatchHandler:
             ],
             schema_hash=run.members[0].schema_hash,
         )
-        event = self._publisher.event(curated, cause=cause)
+        event = self._publisher.event(curated, cause=run.members[0].event)
         return await self._publisher.enqueue(topics.RECORDS_VALIDATED, curated.dataset, event)
 
     async def _publish_outcome(self, item: Checked) -> list[asyncio.Task[None]]:
