@@ -1,6 +1,6 @@
 """driftloop's transport-neutral error hierarchy.
 
-Cores raise these; each adapter maps them once (gRPC: shared/grpc_server.py, Kafka: dead letter).
+Cores raise these; each adapter maps them once (gRPC: shared/grpc/server.py, Kafka: dead letter).
 
     DriftloopError
     ├── InvalidInput          the caller sent something wrong (bad rows, bad request fields)

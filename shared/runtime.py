@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from prometheus_client import start_http_server
 
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
-from driftloop.shared.grpc_server import ServiceBinding, build_server, set_not_serving, set_serving
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.grpc.server import ServiceBinding, build_server, set_not_serving, set_serving
 from driftloop.shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)

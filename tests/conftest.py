@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import stack_env, start_process, stop_process, wait_until
 
-from driftloop.shared.broker import broker_argv, free_port, wait_for_port
+from driftloop.shared.cli.stack.broker import broker_argv, free_port, wait_for_port
 from driftloop.shared.settings import CommonSettings, Ports
 
 
@@ -59,7 +59,7 @@ def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
     stopped afterwards, and it must stop cleanly."""
     import sys
 
-    from driftloop.shared import stack
+    from driftloop.shared.cli.stack import embedded as stack
 
     common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
     proc = start_process(

@@ -6,15 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from driftloop.registry.v1 import registry_pb2_grpc
-from driftloop.services.registry.core import Registry
-from driftloop.services.registry.grpc_api import MUTATING, SERVICE_NAME, RegistryServicer
-from driftloop.services.registry.outbox import OutboxPublisher
+from driftloop.protos.registry.v1 import registry_pb2_grpc
+from driftloop.services.registry.adapters.grpc import MUTATING, SERVICE_NAME, RegistryServicer
+from driftloop.services.registry.adapters.kafka import OutboxPublisher
+from driftloop.services.registry.core.registry import Registry
+from driftloop.services.registry.core.store import RegistryStore
 from driftloop.services.registry.settings import RegistrySettings
-from driftloop.services.registry.store import RegistryStore
-from driftloop.shared.bus import EventPublisher, ensure_topics
-from driftloop.shared.grpc_client import aio_channel
-from driftloop.shared.grpc_server import ServiceBinding, build_server
+from driftloop.shared.bus.kafka import EventPublisher, ensure_topics
+from driftloop.shared.grpc.client import aio_channel
+from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.settings import CommonSettings
 
 

@@ -66,8 +66,8 @@ def make_broken_pipeline() -> Any:
 def serving_in_thread(service: Any) -> Iterator[str]:
     """Serve `service` (an InferenceService) over real gRPC on a free port, from an event loop
     in a background thread, so synchronous clients can call it; yields "127.0.0.1:PORT"."""
-    from driftloop.services.serving.grpc_api import InferenceServicer, binding
-    from driftloop.shared.grpc_server import build_server
+    from driftloop.services.serving.adapters.grpc import InferenceServicer, binding
+    from driftloop.shared.grpc.server import build_server
     from driftloop.shared.settings import CommonSettings
 
     loop = asyncio.new_event_loop()

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from driftloop.shared import envelope
-from driftloop.shared.supervisor import die_with_parent
+from driftloop.shared.bus import envelope
+from driftloop.shared.cli.stack.supervisor import die_with_parent
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

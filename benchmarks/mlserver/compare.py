@@ -21,10 +21,10 @@ from pathlib import Path
 import grpc
 import joblib
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
-from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
-from driftloop.shared.broker import free_port
-from driftloop.shared.cli.bench_serving_stack import MODEL, train_bench_model
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
+from driftloop.shared.cli.stack.broker import free_port
+from driftloop.shared.cli.bench.serving_stack import MODEL, train_bench_model
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import asyncio
 
-from driftloop.ingestion.v1 import ingestion_pb2_grpc
+from driftloop.protos.ingestion.v1 import ingestion_pb2_grpc
+from driftloop.services.ingestion.adapters.grpc import IngestionServicer
+from driftloop.services.ingestion.adapters.kafka import JsonTopicHandler, RawBatchPublisher
+from driftloop.services.ingestion.adapters.kafka_labels import JsonLabelsHandler, LabelPublisher
 from driftloop.services.ingestion.allocator import keep_freed_buffers
-from driftloop.services.ingestion.events import JsonTopicHandler, RawBatchPublisher
-from driftloop.services.ingestion.grpc_api import IngestionServicer
-from driftloop.services.ingestion.label_events import JsonLabelsHandler, LabelPublisher
-from driftloop.services.ingestion.labels import LABELS_PER_BATCH
+from driftloop.services.ingestion.core.labels import LABELS_PER_BATCH
 from driftloop.services.ingestion.settings import IngestionSettings
-from driftloop.shared import runtime, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher
-from driftloop.shared.grpc_server import ServiceBinding
+from driftloop.shared import runtime
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.logging import configure
 from driftloop.shared.settings import CommonSettings
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.services.ingestion.core import (
+from driftloop.services.ingestion.core.batches import (
     MAX_BATCH_ROWS,
     MAX_COLUMNS,
     MAX_ROWS_PER_REQUEST,
     Limits,
 )
-from driftloop.services.ingestion.labels import MAX_LABELS_PER_REQUEST
+from driftloop.services.ingestion.core.labels import MAX_LABELS_PER_REQUEST
 from driftloop.shared.settings import ServiceSettings
 
 

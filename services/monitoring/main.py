@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import asyncio
 
-from driftloop.monitoring.v1 import monitoring_pb2_grpc
-from driftloop.services.monitoring import events
-from driftloop.services.monitoring.grpc_api import FULL_NAME, MonitoringServicer
-from driftloop.services.monitoring.history import DriftHistory
-from driftloop.services.monitoring.monitor import ModelMonitors
-from driftloop.services.monitoring.registry_client import RegistryProfiles
+from driftloop.protos.monitoring.v1 import monitoring_pb2_grpc
+from driftloop.services.monitoring.adapters import kafka as events
+from driftloop.services.monitoring.adapters.grpc import FULL_NAME, MonitoringServicer
+from driftloop.services.monitoring.adapters.registry import RegistryProfiles
+from driftloop.services.monitoring.adapters.registry_shadow import RegistryEvidence
+from driftloop.services.monitoring.core.history import DriftHistory
+from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.services.monitoring.core.shadow import ShadowComparisons, ShadowMonitor
 from driftloop.services.monitoring.settings import MonitoringSettings
-from driftloop.services.monitoring.shadow import ShadowComparisons, ShadowMonitor
-from driftloop.services.monitoring.shadow_client import RegistryEvidence
 from driftloop.shared import logging
-from driftloop.shared.bus import EventConsumer, EventPublisher
-from driftloop.shared.grpc_server import ServiceBinding
-from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.runtime import serve
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
 

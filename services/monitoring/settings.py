@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.services.monitoring.drift import DriftPolicy, Signal
+from driftloop.services.monitoring.core.drift import DriftPolicy, Signal
 from driftloop.shared.settings import ServiceSettings
 
 

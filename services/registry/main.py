@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from driftloop.registry.v1 import registry_pb2_grpc
-from driftloop.services.registry.core import Registry
-from driftloop.services.registry.grpc_api import MUTATING, SERVICE_NAME, RegistryServicer
-from driftloop.services.registry.outbox import OutboxPublisher
+from driftloop.protos.registry.v1 import registry_pb2_grpc
+from driftloop.services.registry.adapters.grpc import MUTATING, SERVICE_NAME, RegistryServicer
+from driftloop.services.registry.adapters.kafka import OutboxPublisher
+from driftloop.services.registry.core.registry import Registry
+from driftloop.services.registry.core.store import RegistryStore
 from driftloop.services.registry.settings import RegistrySettings
-from driftloop.services.registry.store import RegistryStore
 from driftloop.shared import logging, runtime
-from driftloop.shared.bus import EventPublisher
-from driftloop.shared.grpc_server import ServiceBinding
+from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.settings import CommonSettings
 
 

@@ -13,23 +13,26 @@ from typing import Any
 import structlog
 
 from driftloop.services.serving import workers
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.deployment import Deployer
-from driftloop.services.serving.events import (
+from driftloop.services.serving.adapters.grpc import InferenceServicer, RegistryReader, binding
+from driftloop.services.serving.adapters.kafka import (
     ModelEvents,
     model_events_consumer,
     prediction_log_publisher,
 )
-from driftloop.services.serving.grpc_api import InferenceServicer, RegistryReader, binding
-from driftloop.services.serving.inference_events import KafkaInference, kafka_inference_consumer
-from driftloop.services.serving.prediction_log import PredictionLogger
-from driftloop.services.serving.reconcile import Reconciler
+from driftloop.services.serving.adapters.kafka_inference import (
+    KafkaInference,
+    kafka_inference_consumer,
+)
+from driftloop.services.serving.core.deployment import Deployer
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.prediction_log import PredictionLogger
+from driftloop.services.serving.core.reconcile import Reconciler
+from driftloop.services.serving.core.shadow import ShadowScorer
+from driftloop.services.serving.core.slot import ModelSlot
 from driftloop.services.serving.settings import ServingSettings
-from driftloop.services.serving.shadow import ShadowScorer
-from driftloop.services.serving.slot import ModelSlot
 from driftloop.shared import artifacts, logging, runtime
-from driftloop.shared.bus import EventPublisher
-from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
 

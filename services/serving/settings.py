@@ -11,7 +11,7 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.services.serving.batching import BatchPolicy
+from driftloop.services.serving.core.batching import BatchPolicy
 from driftloop.shared.settings import ServiceSettings
 
 

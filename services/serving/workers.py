@@ -23,9 +23,9 @@ import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector, multiprocess, start_http_server
 from prometheus_client.metrics_core import Metric
 
+from driftloop.shared.cli.stack.supervisor import die_with_parent
 from driftloop.shared.errors import InvalidInput, Unavailable
 from driftloop.shared.settings import CommonSettings
-from driftloop.shared.supervisor import die_with_parent
 
 log = structlog.get_logger(__name__)
 

@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import asyncio
 
-from driftloop.services.training.core import AutoTrainPolicy, Training
-from driftloop.services.training.events import TrainingEvents
-from driftloop.services.training.executor import DataWait, RunExecutor
-from driftloop.services.training.grpc_api import MUTATING, SERVICE_NAME, TrainingServicer
-from driftloop.services.training.registry_client import RegistryClient
-from driftloop.services.training.reproduce import Reproducer
-from driftloop.services.training.runs import RunStore
-from driftloop.services.training.schedule import Scheduler
+from driftloop.protos.training.v1 import training_pb2_grpc
+from driftloop.services.training.adapters.grpc import MUTATING, SERVICE_NAME, TrainingServicer
+from driftloop.services.training.adapters.kafka import TrainingEvents
+from driftloop.services.training.adapters.registry import RegistryClient
+from driftloop.services.training.core.executor import DataWait, RunExecutor
+from driftloop.services.training.core.reproduce import Reproducer
+from driftloop.services.training.core.runs import RunStore
+from driftloop.services.training.core.schedule import Scheduler
+from driftloop.services.training.core.training import AutoTrainPolicy, Training
 from driftloop.services.training.settings import TrainingSettings
-from driftloop.shared import logging, manifest, runtime, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher
-from driftloop.shared.grpc_client import aio_channel, auth_metadata
-from driftloop.shared.grpc_server import ServiceBinding
-from driftloop.shared.objectstore import ObjectStore, open_object_store
+from driftloop.shared import logging, manifest, runtime
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.grpc.client import aio_channel, auth_metadata
+from driftloop.shared.grpc.server import ServiceBinding
+from driftloop.shared.objectstore import ObjectStore
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
-from driftloop.training.v1 import training_pb2_grpc
 
 
 def main() -> None:

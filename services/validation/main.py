@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import asyncio
 
-from driftloop.services.validation.catalog import SchemaCatalog
-from driftloop.services.validation.events import RecordBatchHandler
-from driftloop.services.validation.grpc_api import ValidationServicer
-from driftloop.services.validation.key_catalog import KeyCatalog
-from driftloop.services.validation.quality import QualityTracker
+from driftloop.protos.validation.v1 import validation_pb2_grpc
+from driftloop.services.validation.adapters.grpc import ValidationServicer
+from driftloop.services.validation.adapters.kafka import RecordBatchHandler
+from driftloop.services.validation.core.catalog import SchemaCatalog
+from driftloop.services.validation.core.key_catalog import KeyCatalog
+from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.services.validation.settings import ValidationSettings
-from driftloop.shared import runtime, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher
-from driftloop.shared.grpc_server import ServiceBinding
+from driftloop.shared import runtime
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.logging import configure
-from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
-from driftloop.validation.v1 import validation_pb2_grpc
 
 RECORD_BATCH_BUFFER = 4 * 1024 * 1024
 SERVICE = "driftloop.validation.v1.ValidationService"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from driftloop.services.validation.keys import DEFAULT_MAX_KEYS
+from driftloop.services.validation.core.keys import DEFAULT_MAX_KEYS
 from driftloop.shared.settings import ServiceSettings
 
 

@@ -15,22 +15,22 @@ import grpc
 import typer
 from rich.console import Console
 
-from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
-from driftloop.shared import stack
-from driftloop.shared.cli.bench import register as register_benchmarks
-from driftloop.shared.cli.datasets import register as register_dataset_commands
-from driftloop.shared.cli.deadletter import command as deadletter_command
-from driftloop.shared.cli.drift import command as drift_command
-from driftloop.shared.cli.predict import command as predict_command
-from driftloop.shared.cli.registry_cmds import register as register_registry_commands
-from driftloop.shared.cli.registry_cmds import register_spec_command
-from driftloop.shared.cli.runs_cmds import register as register_run_commands
-from driftloop.shared.cli.trace import register as register_trace_command
+from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
+from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
+from driftloop.shared.cli.bench.app import register as register_benchmarks
+from driftloop.shared.cli.commands.datasets import register as register_dataset_commands
+from driftloop.shared.cli.commands.deadletter import command as deadletter_command
+from driftloop.shared.cli.commands.drift import command as drift_command
+from driftloop.shared.cli.commands.predict import command as predict_command
+from driftloop.shared.cli.commands.registry import register as register_registry_commands
+from driftloop.shared.cli.commands.registry import register_spec_command
+from driftloop.shared.cli.commands.runs import register as register_run_commands
+from driftloop.shared.cli.commands.trace import register as register_trace_command
+from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.errors import DriftloopError
-from driftloop.shared.grpc_client import auth_metadata, sync_channel
+from driftloop.shared.grpc.client import auth_metadata, sync_channel
 from driftloop.shared.logging import configure
 from driftloop.shared.settings import CommonSettings
-from driftloop.training.v1 import training_pb2, training_pb2_grpc
 
 app = typer.Typer(
     help="driftloop: a closed-loop MLOps platform.", no_args_is_help=True, add_completion=False
@@ -154,7 +154,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Health of every service, production models, consumer lag and the latest loop events."""
-    from driftloop.shared.cli.status import collect_status, render_status
+    from driftloop.shared.cli.commands.status import collect_status, render_status
 
     report = collect_status(settings(data_dir))
     if as_json:
@@ -176,11 +176,11 @@ def ingest(
     data_dir: DataDir = None,
 ) -> None:
     """Stream a CSV or Parquet file into a dataset, or labels for a model (--labels)."""
-    from driftloop.shared.cli.ingest_file import MAX_REJECTED_SHOWN, RejectedLine, ingest_file
+    from driftloop.shared.cli.commands.ingest import MAX_REJECTED_SHOWN, RejectedLine, ingest_file
 
     rejected: list[RejectedLine] = []
     if labels:
-        from driftloop.shared.cli.ingest_file import ingest_labels_command
+        from driftloop.shared.cli.commands.ingest import ingest_labels_command
 
         ingest_labels_command(settings(data_dir), file, model, id_column, label_column)
         return
@@ -213,7 +213,7 @@ def model_create(
     data_dir: DataDir = None,
 ) -> None:
     """Declare a model on a dataset (defaults fill anything the spec leaves out)."""
-    from driftloop.shared.cli.registry_cmds import actor
+    from driftloop.shared.cli.commands.registry import actor
 
     common = settings(data_dir)
     request = registry_pb2.CreateModelRequest(
@@ -269,7 +269,7 @@ def train(
 ) -> None:
     """Start a training run for a model now (or, with --reproduce, check a version)."""
     if reproduce:
-        from driftloop.shared.cli.runs_cmds import reproduce as check_reproduction
+        from driftloop.shared.cli.commands.runs import reproduce as check_reproduction
 
         raise typer.Exit(check_reproduction(reproduce, data_dir))
     if not name:
@@ -307,7 +307,7 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300,
 ) -> None:
     """Show the loop close by itself: train v1, drift the data, watch v2 replace it."""
-    from driftloop.shared.cli.demo import run_demo
+    from driftloop.shared.cli.commands.demo import run_demo
 
     ok = run_demo(
         console,
@@ -322,7 +322,7 @@ def demo(
 @app.command()
 def config() -> None:
     """Print every setting (environment variable, default, meaning) as a Markdown table."""
-    from driftloop.shared.settings import settings_table
+    from driftloop.shared.cli.commands.config import settings_table
 
     console.print(settings_table(), markup=False, highlight=False, soft_wrap=True)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.shared.cli.bench_chaos import run_matrix
+from driftloop.shared.cli.bench.chaos import run_matrix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -15,11 +15,11 @@ import pytest
 from rich.console import Console
 from support import stack_env, wait_until
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
-from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
-from driftloop.shared import stack
-from driftloop.shared.cli.demo import Demo
-from driftloop.shared.cli.demo_data import make_rows
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
+from driftloop.shared.cli.commands.demo import Demo
+from driftloop.shared.cli.commands.demo_data import make_rows
+from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.settings import SERVICES, CommonSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

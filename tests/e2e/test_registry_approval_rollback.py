@@ -15,12 +15,12 @@ import pytest
 from google.protobuf import struct_pb2
 from support import stack_env, wait_until
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
-from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
-from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.registry.v1 import registry_pb2 as rpb
-from driftloop.registry.v1 import registry_pb2_grpc
-from driftloop.shared.cli.demo_data import FEATURES, make_rows
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
+from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from driftloop.protos.registry.v1 import registry_pb2 as rpb
+from driftloop.protos.registry.v1 import registry_pb2_grpc
+from driftloop.shared.cli.commands.demo_data import FEATURES, make_rows
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

@@ -11,11 +11,11 @@ from aiokafka import ConsumerRecord
 from support import wait_for
 from typer.testing import CliRunner
 
-from driftloop.events.v1 import events_pb2
-from driftloop.shared import topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
 from driftloop.shared.cli.app import app
-from driftloop.shared.cli.deadletter import read_letters, replay
+from driftloop.shared.cli.commands.deadletter import read_letters, replay
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_cli_lists_and_replays_as_json(
 async def test_a_replayed_message_is_marked_and_not_replayed_again(
     broker: str, tmp_path: Path
 ) -> None:
-    from driftloop.shared.cli.deadletter import REPLAY_HEADER, ReplayLedger
+    from driftloop.shared.cli.commands.deadletter import REPLAY_HEADER, ReplayLedger
 
     await ensure_topics(broker)
     publisher = EventPublisher(broker, "test")

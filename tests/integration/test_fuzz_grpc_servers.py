@@ -13,20 +13,20 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2
-from driftloop.ingestion.v1 import ingestion_pb2
-from driftloop.monitoring.v1 import monitoring_pb2
-from driftloop.registry.v1 import registry_pb2
-from driftloop.services.ingestion.grpc_api import IngestionServicer
-from driftloop.services.monitoring.grpc_api import MonitoringServicer
-from driftloop.services.registry.grpc_api import RegistryServicer
-from driftloop.services.serving.grpc_api import InferenceServicer
-from driftloop.services.training.grpc_api import TrainingServicer
-from driftloop.services.validation.grpc_api import ValidationServicer
-from driftloop.shared import stack
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2
+from driftloop.protos.ingestion.v1 import ingestion_pb2
+from driftloop.protos.monitoring.v1 import monitoring_pb2
+from driftloop.protos.registry.v1 import registry_pb2
+from driftloop.protos.training.v1 import training_pb2
+from driftloop.protos.validation.v1 import validation_pb2
+from driftloop.services.ingestion.adapters.grpc import IngestionServicer
+from driftloop.services.monitoring.adapters.grpc import MonitoringServicer
+from driftloop.services.registry.adapters.grpc import RegistryServicer
+from driftloop.services.serving.adapters.grpc import InferenceServicer
+from driftloop.services.training.adapters.grpc import TrainingServicer
+from driftloop.services.validation.adapters.grpc import ValidationServicer
+from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.settings import SERVICES, CommonSettings
-from driftloop.training.v1 import training_pb2
-from driftloop.validation.v1 import validation_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

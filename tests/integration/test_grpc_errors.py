@@ -7,10 +7,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from driftloop.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
+from driftloop.protos.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from driftloop.shared import errors
-from driftloop.shared.broker import free_port
-from driftloop.shared.grpc_server import ServiceBinding, build_server
+from driftloop.shared.cli.stack.broker import free_port
+from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration

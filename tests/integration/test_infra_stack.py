@@ -28,7 +28,7 @@ from infra_support import (
 from prometheus_client.parser import text_string_to_metric_families
 from support import start_process, stop_process, wait_until
 
-from driftloop.shared.broker import free_port
+from driftloop.shared.cli.stack.broker import free_port
 from driftloop.shared.settings import SERVICES, Ports
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,9 @@ import pytest
 from aiokafka import ConsumerRecord
 from support import wait_for
 
-from driftloop.events.v1 import events_pb2
-from driftloop.shared import envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
 
 pytestmark = pytest.mark.integration
 

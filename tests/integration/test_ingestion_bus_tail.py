@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from support import wait_for
 
-from driftloop.shared import topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
 
 pytestmark = pytest.mark.integration
 

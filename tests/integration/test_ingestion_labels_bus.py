@@ -12,13 +12,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from support import wait_for
 
-from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.services.ingestion.grpc_api import IngestionServicer
-from driftloop.services.ingestion.label_events import JsonLabelsHandler, LabelPublisher
+from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from driftloop.services.ingestion.adapters.grpc import IngestionServicer
+from driftloop.services.ingestion.adapters.kafka_labels import JsonLabelsHandler, LabelPublisher
 from driftloop.services.ingestion.main import LABELS_JSON_GROUP, SERVICE
-from driftloop.shared import envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
-from driftloop.shared.grpc_server import ServiceBinding, build_server
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration

@@ -19,16 +19,16 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from driftloop.events.v1 import events_pb2
-from driftloop.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.events import MonitoringHandler
-from driftloop.services.monitoring.grpc_api import FULL_NAME, MonitoringServicer
-from driftloop.services.monitoring.history import DriftHistory
-from driftloop.services.monitoring.monitor import ModelMonitors
-from driftloop.shared.bus import EventPublisher, ensure_topics
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
+from driftloop.services.monitoring.adapters.grpc import FULL_NAME, MonitoringServicer
+from driftloop.services.monitoring.adapters.kafka import MonitoringHandler
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.services.monitoring.core.history import DriftHistory
+from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.shared.bus.kafka import EventPublisher, ensure_topics
 from driftloop.shared.cli.app import app
-from driftloop.shared.grpc_server import ServiceBinding, build_server
+from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import LocalObjectStore, ObjectStore
 from driftloop.shared.profile import ReferenceProfile, build_profile
 from driftloop.shared.records import table_to_ipc

@@ -19,16 +19,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import start_process, stop_process, wait_for
 
-from driftloop.events.v1 import events_pb2
-from driftloop.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.events import TOPICS, MonitoringHandler
-from driftloop.services.monitoring.grpc_api import FULL_NAME, MonitoringServicer
-from driftloop.services.monitoring.monitor import ModelMonitors
-from driftloop.services.monitoring.registry_client import RegistryProfiles
-from driftloop.shared import envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
-from driftloop.shared.grpc_server import ServiceBinding, build_server
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
+from driftloop.services.monitoring.adapters.grpc import FULL_NAME, MonitoringServicer
+from driftloop.services.monitoring.adapters.kafka import TOPICS, MonitoringHandler
+from driftloop.services.monitoring.adapters.registry import RegistryProfiles
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import LocalObjectStore, ObjectStore
 from driftloop.shared.profile import ReferenceProfile, build_profile
 from driftloop.shared.records import table_to_ipc

@@ -9,7 +9,8 @@ import pytest
 from minio import Minio
 
 from driftloop.shared.errors import InvalidInput, NotFound, Unavailable
-from driftloop.shared.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
+from driftloop.shared.objectstore import LocalObjectStore, ObjectStore
+from driftloop.shared.s3 import S3ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def test_traversal_is_refused(store: ObjectStore, key: str) -> None:
 
 
 def test_unreachable_s3_is_unavailable() -> None:
-    from driftloop.shared.broker import free_port
+    from driftloop.shared.cli.stack.broker import free_port
 
     client = Minio(f"127.0.0.1:{free_port()}", access_key="x", secret_key="y", secure=False)
     client._http.connection_pool_kw["retries"] = 0  # type: ignore[attr-defined]

@@ -13,10 +13,10 @@ from pydantic import SecretStr
 from registry_harness import registry_server
 from support import wait_for
 
-from driftloop.registry.v1 import registry_pb2 as pb
-from driftloop.shared import envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher
-from driftloop.shared.grpc_client import auth_metadata
+from driftloop.protos.registry.v1 import registry_pb2 as pb
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.grpc.client import auth_metadata
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration

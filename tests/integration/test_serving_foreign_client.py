@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from serving_models import make_pipeline, serving_in_thread
 
-from driftloop.services.serving.batching import BatchPolicy
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
+from driftloop.services.serving.core.batching import BatchPolicy
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
-from driftloop.shared.cli.bench_serving_stack import MODEL, train_bench_model
+from driftloop.shared.cli.bench.serving_stack import MODEL, train_bench_model
 
 pytestmark = pytest.mark.integration
 

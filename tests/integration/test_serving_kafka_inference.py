@@ -13,19 +13,20 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from serving_models import make_pipeline
 from support import wait_for
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as pb
-from driftloop.services.serving.batching import BatchPolicy
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.events import prediction_log_publisher
-from driftloop.services.serving.inference_events import (
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
+from driftloop.services.serving.adapters.kafka import prediction_log_publisher
+from driftloop.services.serving.adapters.kafka_inference import (
     GROUP,
     KafkaInference,
     kafka_inference_consumer,
 )
-from driftloop.services.serving.prediction_log import PredictionLogger
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
-from driftloop.shared import artifacts, envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
+from driftloop.services.serving.core.batching import BatchPolicy
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.prediction_log import PredictionLogger
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
+from driftloop.shared import artifacts
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
 from driftloop.shared.records import ipc_to_table
 from driftloop.shared.settings import CommonSettings
 

@@ -15,13 +15,13 @@ import pytest
 from serving_models import make_pipeline, serving_in_thread, training_frame
 from typer.testing import CliRunner
 
-from driftloop.services.serving.batching import BatchPolicy
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.prediction_log import PredictionLogger, PredictionRecord
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
+from driftloop.services.serving.core.batching import BatchPolicy
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.prediction_log import PredictionLogger, PredictionRecord
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.cli.app import app
-from driftloop.shared.cli.predict import predict_file
+from driftloop.shared.cli.commands.predict import predict_file
 from driftloop.shared.errors import InvalidInput, NotFound
 from driftloop.shared.settings import CommonSettings
 

@@ -16,15 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving_models import make_pipeline
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as pb
-from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
-from driftloop.services.serving.batching import BatchPolicy
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.grpc_api import InferenceServicer, binding
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+from driftloop.services.serving.adapters.grpc import InferenceServicer, binding
+from driftloop.services.serving.core.batching import BatchPolicy
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
-from driftloop.shared.cli.bench_serving_stack import FEATURES, MODEL, train_bench_model
-from driftloop.shared.grpc_server import MAX_MESSAGE_BYTES, build_server
+from driftloop.shared.cli.bench.serving_stack import FEATURES, MODEL, train_bench_model
+from driftloop.shared.grpc.server import MAX_MESSAGE_BYTES, build_server
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -171,7 +171,7 @@ def test_oversized_requests_get_resource_exhausted(
 
 def test_the_bench_load_client_counts_answers_and_failures(address: str) -> None:
     """The load client of `driftloop bench serving`, in-process, for a fraction of a second."""
-    from driftloop.shared.cli.bench_serving_load import LoadSpec, run
+    from driftloop.shared.cli.bench.serving_load import LoadSpec, run
 
     def load(**kw: Any) -> dict[str, Any]:
         spec = LoadSpec(target=address, features=len(FEATURES), seconds=0.3, warmup_s=0.0, **kw)

@@ -18,26 +18,28 @@ from aiokafka import TopicPartition
 from serving_models import make_pipeline
 from support import start_process, stop_process, wait_for
 
-from driftloop.events.v1 import events_pb2
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as pb
-from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
-from driftloop.registry.v1 import registry_pb2, registry_pb2_grpc
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.deployment import Deployer
-from driftloop.services.serving.events import (
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
+from driftloop.services.serving.adapters.grpc import InferenceServicer, RegistryReader, binding
+from driftloop.services.serving.adapters.kafka import (
     ModelEvents,
     model_events_consumer,
     prediction_log_publisher,
 )
-from driftloop.services.serving.grpc_api import InferenceServicer, RegistryReader, binding
-from driftloop.services.serving.prediction_log import PredictionLogger
-from driftloop.services.serving.reconcile import Reconciler
-from driftloop.services.serving.slot import ModelSlot
-from driftloop.shared import artifacts, envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
-from driftloop.shared.grpc_server import ServiceBinding, build_server
-from driftloop.shared.objectstore import ObjectStore, open_object_store
+from driftloop.services.serving.core.deployment import Deployer
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.prediction_log import PredictionLogger
+from driftloop.services.serving.core.reconcile import Reconciler
+from driftloop.services.serving.core.slot import ModelSlot
+from driftloop.shared import artifacts
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.grpc.server import ServiceBinding, build_server
+from driftloop.shared.objectstore import ObjectStore
 from driftloop.shared.records import ipc_to_table
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration

@@ -27,13 +27,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_models import make_pipeline
 from support import stack_env, start_process, stop_process, wait_for, wait_until
 
-from driftloop.events.v1 import events_pb2
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as pb
-from driftloop.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
-from driftloop.services.serving.grpc_api import WORKER_METADATA
-from driftloop.shared import artifacts, envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
-from driftloop.shared.objectstore import open_object_store
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
+from driftloop.services.serving.adapters.grpc import WORKER_METADATA
+from driftloop.shared import artifacts
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from driftloop.events.v1 import events_pb2
-from driftloop.shared import topics
-from driftloop.shared.bus import EventPublisher, ensure_topics
-from driftloop.shared.cli.status import _from_broker
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventPublisher, ensure_topics
+from driftloop.shared.cli.commands.status import _from_broker
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from driftloop.shared.broker import free_port
 from driftloop.shared.cli.app import app
+from driftloop.shared.cli.stack.broker import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import wait_until
 
-from driftloop.shared.supervisor import ProcessSpec, Supervisor
+from driftloop.shared.cli.stack.supervisor import ProcessSpec, Supervisor
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
         f"""
         import signal, sys
         from pathlib import Path
-        from driftloop.shared.supervisor import ProcessSpec, Supervisor
+        from driftloop.shared.cli.stack.supervisor import ProcessSpec, Supervisor
         sleeper = [sys.executable, "-c", "import signal; signal.pause()"]
         sup = Supervisor([ProcessSpec("child", sleeper, {{}}, Path({str(tmp_path / "c.log")!r}))])
         Path({str(pid_file)!r}).write_text(str(sup.start("child")))

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from driftloop.shared.broker import free_port
-from driftloop.shared.grpc_client import aio_channel
-from driftloop.shared.grpc_server import build_server, set_serving
+from driftloop.shared.cli.stack.broker import free_port
+from driftloop.shared.grpc.client import aio_channel
+from driftloop.shared.grpc.server import build_server, set_serving
 from driftloop.shared.settings import CommonSettings, Ports
 
 pytestmark = pytest.mark.integration

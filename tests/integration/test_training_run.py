@@ -17,24 +17,27 @@ import pytest
 from registry_harness import registry_server
 from support import wait_for
 
-from driftloop.events.v1 import events_pb2
-from driftloop.registry.v1 import registry_pb2 as rpb
-from driftloop.registry.v1 import registry_pb2_grpc
-from driftloop.services.training.core import AutoTrainPolicy, Training
-from driftloop.services.training.events import TrainingEvents
-from driftloop.services.training.executor import DataWait, RunExecutor
-from driftloop.services.training.grpc_api import MUTATING, SERVICE_NAME, TrainingServicer
-from driftloop.services.training.registry_client import RegistryClient
-from driftloop.services.training.reproduce import Reproducer
-from driftloop.services.training.runs import RunStore
-from driftloop.shared import artifacts, curation, manifest, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher
-from driftloop.shared.grpc_client import aio_channel, auth_metadata
-from driftloop.shared.grpc_server import ServiceBinding, build_server
-from driftloop.shared.objectstore import ObjectStore, open_object_store
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.registry.v1 import registry_pb2 as rpb
+from driftloop.protos.registry.v1 import registry_pb2_grpc
+from driftloop.protos.training.v1 import training_pb2 as tpb
+from driftloop.protos.training.v1 import training_pb2_grpc
+from driftloop.services.training.adapters.grpc import MUTATING, SERVICE_NAME, TrainingServicer
+from driftloop.services.training.adapters.kafka import TrainingEvents
+from driftloop.services.training.adapters.registry import RegistryClient
+from driftloop.services.training.core.executor import DataWait, RunExecutor
+from driftloop.services.training.core.reproduce import Reproducer
+from driftloop.services.training.core.runs import RunStore
+from driftloop.services.training.core.training import AutoTrainPolicy, Training
+from driftloop.services.validation.core import curation
+from driftloop.shared import artifacts, manifest
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.grpc.client import aio_channel, auth_metadata
+from driftloop.shared.grpc.server import ServiceBinding, build_server
+from driftloop.shared.objectstore import ObjectStore
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
-from driftloop.training.v1 import training_pb2 as tpb
-from driftloop.training.v1 import training_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

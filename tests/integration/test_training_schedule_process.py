@@ -18,14 +18,14 @@ import pyarrow as pa
 import pytest
 from support import stack_env, start_process, stop_process, wait_until
 
-from driftloop.registry.v1 import registry_pb2 as rpb
-from driftloop.registry.v1 import registry_pb2_grpc
-from driftloop.shared import curation
-from driftloop.shared.broker import wait_for_port
-from driftloop.shared.objectstore import open_object_store
+from driftloop.protos.registry.v1 import registry_pb2 as rpb
+from driftloop.protos.registry.v1 import registry_pb2_grpc
+from driftloop.protos.training.v1 import training_pb2 as tpb
+from driftloop.protos.training.v1 import training_pb2_grpc
+from driftloop.services.validation.core import curation
+from driftloop.shared.cli.stack.broker import wait_for_port
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
-from driftloop.training.v1 import training_pb2 as tpb
-from driftloop.training.v1 import training_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import pytest
 from support import start_process, stop_process, wait_until
 from typer.testing import CliRunner
 
-from driftloop.shared.broker import wait_for_port
-from driftloop.shared.bus import ensure_topics
+from driftloop.shared.bus.kafka import ensure_topics
 from driftloop.shared.cli.app import app
+from driftloop.shared.cli.stack.broker import wait_for_port
 from driftloop.shared.manifest import manifest_head
-from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration

@@ -19,15 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 from support import read_events, start_process, stop_process, wait_until
 
-from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.shared import topics
-from driftloop.shared.broker import wait_for_port
-from driftloop.shared.bus import ensure_topics
+from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from driftloop.protos.validation.v1 import validation_pb2, validation_pb2_grpc
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import ensure_topics
+from driftloop.shared.cli.stack.broker import wait_for_port
 from driftloop.shared.manifest import latest_manifest, manifest_head, read_snapshot
-from driftloop.shared.objectstore import open_object_store
 from driftloop.shared.records import table_to_ipc
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
-from driftloop.validation.v1 import validation_pb2, validation_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

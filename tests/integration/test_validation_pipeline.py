@@ -21,26 +21,27 @@ from aiokafka import AIOKafkaProducer
 from google.protobuf import struct_pb2
 from support import wait_for
 
-from driftloop.events.v1 import events_pb2
-from driftloop.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.services.ingestion.events import JsonTopicHandler, RawBatchPublisher
-from driftloop.services.ingestion.grpc_api import IngestionServicer
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from driftloop.protos.validation.v1 import validation_pb2, validation_pb2_grpc
+from driftloop.services.ingestion.adapters.grpc import IngestionServicer
+from driftloop.services.ingestion.adapters.kafka import JsonTopicHandler, RawBatchPublisher
 from driftloop.services.ingestion.main import JSON_GROUP
 from driftloop.services.ingestion.main import SERVICE as INGESTION
-from driftloop.services.validation.catalog import SchemaCatalog
-from driftloop.services.validation.events import RecordBatchHandler
-from driftloop.services.validation.grpc_api import ValidationServicer
+from driftloop.services.validation.adapters.grpc import ValidationServicer
+from driftloop.services.validation.adapters.kafka import RecordBatchHandler
+from driftloop.services.validation.core.catalog import SchemaCatalog
+from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.services.validation.main import GROUP as VALIDATION_GROUP
 from driftloop.services.validation.main import SERVICE as VALIDATION
-from driftloop.services.validation.quality import QualityTracker
-from driftloop.shared import envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
-from driftloop.shared.grpc_server import ServiceBinding, build_server
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.manifest import latest_manifest, read_snapshot
-from driftloop.shared.objectstore import ObjectStore, open_object_store
+from driftloop.shared.objectstore import ObjectStore
 from driftloop.shared.records import table_to_ipc
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings, S3Settings
-from driftloop.validation.v1 import validation_pb2, validation_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

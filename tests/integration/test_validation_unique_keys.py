@@ -13,20 +13,20 @@ import pyarrow as pa
 import pytest
 from support import wait_for
 
-from driftloop.services.ingestion.core import RowBatch, stamp
-from driftloop.services.ingestion.events import RawBatchPublisher
-from driftloop.services.validation.catalog import SchemaCatalog
-from driftloop.services.validation.events import RecordBatchHandler
-from driftloop.services.validation.grpc_api import ValidationServicer
+from driftloop.protos.validation.v1 import validation_pb2, validation_pb2_grpc
+from driftloop.services.ingestion.adapters.kafka import RawBatchPublisher
+from driftloop.services.ingestion.core.batches import RowBatch, stamp
+from driftloop.services.validation.adapters.grpc import ValidationServicer
+from driftloop.services.validation.adapters.kafka import RecordBatchHandler
+from driftloop.services.validation.core.catalog import SchemaCatalog
+from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.services.validation.main import GROUP, SERVICE
-from driftloop.services.validation.quality import QualityTracker
-from driftloop.shared import envelope, topics
-from driftloop.shared.bus import EventConsumer, EventPublisher, ensure_topics
-from driftloop.shared.grpc_server import ServiceBinding, build_server
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.manifest import latest_manifest, read_snapshot
-from driftloop.shared.objectstore import open_object_store
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
-from driftloop.validation.v1 import validation_pb2, validation_pb2_grpc
 
 pytestmark = pytest.mark.integration
 

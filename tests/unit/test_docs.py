@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.shared.settings import CommonSettings, settings_table
+from driftloop.shared.cli.commands.config import settings_table
+from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.unit
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftloop.events.v1 import events_pb2
-from driftloop.shared import envelope
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.shared.bus import envelope
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit

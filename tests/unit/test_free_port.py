@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from driftloop.shared.broker import _ephemeral_range, free_port
+from driftloop.shared.cli.stack.broker import _ephemeral_range, free_port
 
 pytestmark = pytest.mark.unit
 

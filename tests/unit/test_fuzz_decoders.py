@@ -14,25 +14,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftloop.events.v1 import events_pb2
-from driftloop.monitoring.v1 import monitoring_pb2
-from driftloop.registry.v1 import registry_pb2
-from driftloop.services.ingestion.core import make_batches, parse_json_message
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.events import _decode as decode_prediction_log
-from driftloop.services.monitoring.grpc_api import MonitoringServicer
-from driftloop.services.monitoring.monitor import ModelMonitors
-from driftloop.services.registry import convert
-from driftloop.services.registry.core import _check_candidate
-from driftloop.services.registry.domain import validate_spec, with_defaults
-from driftloop.services.validation import schema as schemas
-from driftloop.services.validation.events import _parse as parse_raw_batch
-from driftloop.services.validation.grpc_api import column_from_pb
-from driftloop.shared import envelope
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.monitoring.v1 import monitoring_pb2
+from driftloop.protos.registry.v1 import registry_pb2
+from driftloop.protos.validation.v1 import validation_pb2
+from driftloop.services.ingestion.core.batches import make_batches, parse_json_message
+from driftloop.services.monitoring.adapters.grpc import MonitoringServicer
+from driftloop.services.monitoring.adapters.kafka import _decode as decode_prediction_log
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.services.registry.adapters import pb as convert
+from driftloop.services.registry.core.domain import validate_spec, with_defaults
+from driftloop.services.registry.core.registry import _check_candidate
+from driftloop.services.validation.adapters.grpc import column_from_pb
+from driftloop.services.validation.adapters.kafka import _parse as parse_raw_batch
+from driftloop.services.validation.core import schema as schemas
+from driftloop.shared.bus import envelope
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.profile import build_profile
 from driftloop.shared.records import ipc_to_table, table_to_ipc
-from driftloop.validation.v1 import validation_pb2
 
 pytestmark = pytest.mark.unit
 

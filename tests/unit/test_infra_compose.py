@@ -107,7 +107,7 @@ def test_health_checks_ask_each_services_grpc_health(compose: dict[str, Any]) ->
             "CMD",
             "python",
             "-m",
-            "driftloop.shared.healthcheck",
+            "driftloop.shared.cli.stack.healthcheck",
             name,
         ]
         assert service["restart"] == "unless-stopped"

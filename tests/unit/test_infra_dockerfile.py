@@ -70,8 +70,8 @@ def test_final_stage_has_no_build_tools_and_runs_unprivileged() -> None:
 
 def test_healthcheck_asks_the_grpc_health_service() -> None:
     final = "\n".join(stages(DOCKERFILE.read_text())[-1])
-    assert 'CMD ["python", "-m", "driftloop.shared.healthcheck"]' in final
-    assert (ROOT / "shared" / "healthcheck.py").exists()
+    assert 'CMD ["python", "-m", "driftloop.shared.cli.stack.healthcheck"]' in final
+    assert (ROOT / "shared" / "cli" / "stack" / "healthcheck.py").exists()
 
 
 def test_exposes_the_default_ports() -> None:

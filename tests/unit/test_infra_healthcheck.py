@@ -1,4 +1,4 @@
-"""driftloop.shared.healthcheck: which service a container runs and what the probe answers.
+"""The container health probe: which service a container runs and what the probe answers.
 
 The probe against a real gRPC server runs in tests/integration/test_infra_stack.py.
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.shared import healthcheck
+from driftloop.shared.cli.stack import healthcheck
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftloop.shared.cli.ingest_file import RejectedLine, record_batches
+from driftloop.shared.cli.commands.ingest import RejectedLine, record_batches
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from driftloop.services.ingestion import core
+from driftloop.services.ingestion.core import batches as core
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared import manifest
 from driftloop.shared.errors import InvalidInput
@@ -127,7 +127,7 @@ def test_bad_json_messages_say_why(key: bytes | None, value: bytes | None, messa
 
 
 def test_json_message_batch_ids_are_stable_per_message_and_distinct_across_messages() -> None:
-    from driftloop.services.ingestion.core import message_batch_id
+    from driftloop.services.ingestion.core.batches import message_batch_id
 
     first = message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 1}')
     assert first == message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 1}'), "re-delivery"

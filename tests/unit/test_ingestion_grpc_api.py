@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from google.protobuf import struct_pb2
 
-from driftloop.ingestion.v1 import ingestion_pb2
-from driftloop.services.ingestion.core import RowBatch
-from driftloop.services.ingestion.grpc_api import IngestionServicer
+from driftloop.protos.ingestion.v1 import ingestion_pb2
+from driftloop.services.ingestion.adapters.grpc import IngestionServicer
+from driftloop.services.ingestion.core.batches import RowBatch
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit

@@ -9,14 +9,14 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from driftloop.ingestion.v1 import ingestion_pb2
-from driftloop.services.ingestion.grpc_api import IngestionServicer
-from driftloop.services.ingestion.labels import (
+from driftloop.protos.ingestion.v1 import ingestion_pb2
+from driftloop.services.ingestion.adapters.grpc import IngestionServicer
+from driftloop.services.ingestion.core.labels import (
     LabelChunk,
     make_label_chunks,
     parse_label_message,
 )
-from driftloop.shared.cli.ingest_file import RejectedLine, label_pairs, record_batches
+from driftloop.shared.cli.commands.ingest import RejectedLine, label_pairs, record_batches
 from driftloop.shared.errors import InvalidInput, NotReady, TooLarge
 
 pytestmark = pytest.mark.unit

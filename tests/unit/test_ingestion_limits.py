@@ -11,16 +11,16 @@ import pytest
 from aiokafka import ConsumerRecord
 from google.protobuf import struct_pb2
 
-from driftloop.events.v1 import events_pb2
-from driftloop.ingestion.v1 import ingestion_pb2
-from driftloop.services.ingestion.core import Limits, RowBatch, make_batches
-from driftloop.services.ingestion.events import JsonTopicHandler
-from driftloop.services.ingestion.grpc_api import IngestionServicer
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.ingestion.v1 import ingestion_pb2
+from driftloop.services.ingestion.adapters.grpc import IngestionServicer
+from driftloop.services.ingestion.adapters.kafka import JsonTopicHandler
+from driftloop.services.ingestion.core.batches import Limits, RowBatch, make_batches
 from driftloop.services.ingestion.settings import IngestionSettings
-from driftloop.shared import topics
-from driftloop.shared.bus import EventConsumer
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventConsumer
 from driftloop.shared.errors import TooLarge
-from driftloop.shared.grpc_server import status_for
+from driftloop.shared.grpc.server import status_for
 from driftloop.shared.records import table_to_ipc
 
 pytestmark = pytest.mark.unit

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.replay import LabelledStream, StreamScore, score
-from driftloop.shared.cli import bench_drift, bench_drift_streams
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.shared.cli.bench import drift as bench_drift
+from driftloop.shared.cli.bench import drift_streams as bench_drift_streams
+from driftloop.shared.cli.bench.replay import LabelledStream, StreamScore, score
 
 pytestmark = pytest.mark.unit
 

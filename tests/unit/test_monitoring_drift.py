@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.services.monitoring.drift import chi2_test, evaluate_window, ks_test
+from driftloop.services.monitoring.core.drift import chi2_test, evaluate_window, ks_test
 from driftloop.shared.profile import build_profile
 
 pytestmark = pytest.mark.unit

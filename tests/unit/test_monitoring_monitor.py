@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.monitor import DriftDecision, ModelMonitor, ModelMonitors
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.services.monitoring.core.monitor import DriftDecision, ModelMonitor, ModelMonitors
 from driftloop.services.monitoring.settings import MonitoringSettings
 from driftloop.shared.errors import NotFound
 from driftloop.shared.profile import build_profile

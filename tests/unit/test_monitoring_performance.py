@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.error_detectors import ErrorRateAdwin, ErrorRateCusum
-from driftloop.services.monitoring.monitor import ModelMonitor, ModelMonitors
-from driftloop.services.monitoring.performance import PerformanceTracker, PredictionJoin
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.services.monitoring.core.error_detectors import ErrorRateAdwin, ErrorRateCusum
+from driftloop.services.monitoring.core.monitor import ModelMonitor, ModelMonitors
+from driftloop.services.monitoring.core.performance import PerformanceTracker, PredictionJoin
 from driftloop.services.monitoring.settings import MonitoringSettings
 from driftloop.shared.profile import ReferenceProfile, build_profile
 

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.history import DriftHistory, entry_from_json, entry_to_json
-from driftloop.services.monitoring.messages import drift_report_pb, history_entry_pb
-from driftloop.services.monitoring.monitor import ModelMonitor
-from driftloop.services.monitoring.report import f1_macro
-from driftloop.shared.cli.drift import as_dict, render
-from driftloop.shared.cli.drift_html import render_html
+from driftloop.services.monitoring.adapters.pb import drift_report_pb, history_entry_pb
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.services.monitoring.core.history import DriftHistory, entry_from_json, entry_to_json
+from driftloop.services.monitoring.core.monitor import ModelMonitor
+from driftloop.services.monitoring.core.report import f1_macro
+from driftloop.shared.cli.commands.drift import as_dict, render
+from driftloop.shared.cli.commands.drift_html import render_html
 from driftloop.shared.objectstore import LocalObjectStore
 from driftloop.shared.profile import TARGET, build_profile
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftloop.services.monitoring import calibration, replay, sequential
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.monitor import ModelMonitor
-from driftloop.services.monitoring.sequential import ErrorRateGlr
-from driftloop.shared.cli import bench_drift, bench_drift_streams
+from driftloop.services.monitoring.core import calibration, sequential
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.services.monitoring.core.monitor import ModelMonitor
+from driftloop.services.monitoring.core.sequential import ErrorRateGlr
+from driftloop.shared.cli.bench import drift as bench_drift
+from driftloop.shared.cli.bench import drift_streams as bench_drift_streams
+from driftloop.shared.cli.bench import replay
 
 pytestmark = pytest.mark.unit
 

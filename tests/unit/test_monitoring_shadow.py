@@ -12,18 +12,18 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import f1_score
 
-from driftloop.events.v1 import events_pb2
-from driftloop.services.monitoring.drift import DriftPolicy
-from driftloop.services.monitoring.events import MonitoringHandler
-from driftloop.services.monitoring.monitor import ModelMonitors
-from driftloop.services.monitoring.shadow import (
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.monitoring.adapters.kafka import MonitoringHandler
+from driftloop.services.monitoring.core.drift import DriftPolicy
+from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.services.monitoring.core.shadow import (
     Evidence,
     ShadowComparisons,
     ShadowMonitor,
     Verdict,
     live_metrics,
 )
-from driftloop.shared import envelope
+from driftloop.shared.bus import envelope
 from driftloop.shared.errors import Unavailable
 from driftloop.shared.profile import ReferenceProfile, build_profile
 from driftloop.shared.records import table_to_ipc

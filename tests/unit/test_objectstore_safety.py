@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftloop.shared.errors import InvalidInput, NotFound, Unavailable
-from driftloop.shared.objectstore import LocalObjectStore, S3ObjectStore
+from driftloop.shared.objectstore import LocalObjectStore
+from driftloop.shared.s3 import S3ObjectStore
 
 pytestmark = pytest.mark.unit
 

@@ -53,7 +53,7 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
 
 
 def test_v2_inference_proto_is_wire_compatible() -> None:
-    from driftloop.inference.v2 import grpc_predict_v2_pb2 as v2
+    from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
 
     service = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert service.full_name == "inference.GRPCInferenceService"

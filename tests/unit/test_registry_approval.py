@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.services.registry.core import Registry
-from driftloop.services.registry.domain import Candidate, Lineage, PromotionPolicy, TrainingSpec
-from driftloop.services.registry.migrations import MIGRATIONS
-from driftloop.services.registry.store import RegistryStore
-from driftloop.shared import envelope
+from driftloop.services.registry.core.domain import (
+    Candidate,
+    Lineage,
+    PromotionPolicy,
+    TrainingSpec,
+)
+from driftloop.services.registry.core.migrations import MIGRATIONS
+from driftloop.services.registry.core.registry import Registry
+from driftloop.services.registry.core.store import RegistryStore
+from driftloop.shared.bus import envelope
 from driftloop.shared.errors import Conflict, InvalidInput
 
 pytestmark = pytest.mark.unit

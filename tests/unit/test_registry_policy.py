@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from driftloop.services.registry.domain import PromotionPolicy
-from driftloop.services.registry.policy import decide
+from driftloop.services.registry.core.domain import PromotionPolicy
+from driftloop.services.registry.core.policy import decide
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.services.registry.core import Registry
-from driftloop.services.registry.domain import Candidate, Lineage, PromotionPolicy, TrainingSpec
-from driftloop.services.registry.policy import decide_live
-from driftloop.services.registry.shadow import ShadowEvidence
-from driftloop.services.registry.store import RegistryStore
-from driftloop.shared import envelope
+from driftloop.services.registry.core.domain import (
+    Candidate,
+    Lineage,
+    PromotionPolicy,
+    TrainingSpec,
+)
+from driftloop.services.registry.core.policy import decide_live
+from driftloop.services.registry.core.registry import Registry
+from driftloop.services.registry.core.shadow import ShadowEvidence
+from driftloop.services.registry.core.store import RegistryStore
+from driftloop.shared.bus import envelope
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit

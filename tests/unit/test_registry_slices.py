@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.services.registry.core import Registry
-from driftloop.services.registry.domain import (
+from driftloop.services.registry.core.domain import (
     Candidate,
     Lineage,
     PromotionPolicy,
     SliceMetric,
     TrainingSpec,
 )
-from driftloop.services.registry.policy import decide
-from driftloop.services.registry.store import RegistryStore
+from driftloop.services.registry.core.policy import decide
+from driftloop.services.registry.core.registry import Registry
+from driftloop.services.registry.core.store import RegistryStore
 
 pytestmark = pytest.mark.unit
 SHA = "cd" * 32
@@ -134,7 +134,7 @@ def test_registry_records_slices_and_the_rejection_evidence(tmp_path: Path) -> N
 
 
 def test_decisions_are_counted_by_model_and_action(tmp_path: Path) -> None:
-    from driftloop.services.registry.metrics import DECISIONS
+    from driftloop.services.registry.core.metrics import DECISIONS
 
     def count(action: str) -> float:
         return DECISIONS.labels("m", action)._value.get()

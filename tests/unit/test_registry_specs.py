@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.services.registry.core import Registry
-from driftloop.services.registry.domain import TrainingSpec
-from driftloop.services.registry.migrations import MIGRATIONS
-from driftloop.services.registry.specs import parse_yaml, schedule_seconds
-from driftloop.services.registry.store import RegistryStore
+from driftloop.services.registry.core.domain import TrainingSpec
+from driftloop.services.registry.core.migrations import MIGRATIONS
+from driftloop.services.registry.core.registry import Registry
+from driftloop.services.registry.core.specs import parse_yaml, schedule_seconds
+from driftloop.services.registry.core.store import RegistryStore
 from driftloop.shared.errors import InvalidInput, NotFound, TooLarge
 
 pytestmark = pytest.mark.unit
@@ -176,8 +176,8 @@ def test_schema_2_database_gets_spec_version_1_with_its_hash(tmp_path: Path) -> 
 def test_the_yaml_the_cli_prints_reads_back_as_the_same_spec(registry: Registry) -> None:
     import yaml
 
-    from driftloop.services.registry.convert import spec_to_pb
-    from driftloop.shared.cli.registry_cmds import spec_document
+    from driftloop.services.registry.adapters.pb import spec_to_pb
+    from driftloop.shared.cli.commands.registry import spec_document
 
     model = registry.create_model("m", "", "", TrainingSpec(), SPEC)
     printed = yaml.safe_dump(spec_document(spec_to_pb(model.spec)), sort_keys=False)

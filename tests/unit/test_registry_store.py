@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.services.registry.core import Registry
-from driftloop.services.registry.domain import Candidate, Lineage, PromotionPolicy, TrainingSpec
-from driftloop.services.registry.store import RegistryStore
-from driftloop.shared import envelope
+from driftloop.services.registry.core.domain import (
+    Candidate,
+    Lineage,
+    PromotionPolicy,
+    TrainingSpec,
+)
+from driftloop.services.registry.core.registry import Registry
+from driftloop.services.registry.core.store import RegistryStore
+from driftloop.shared.bus import envelope
 from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 
 pytestmark = pytest.mark.unit

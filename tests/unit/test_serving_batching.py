@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from serving_models import make_pipeline
 
-from driftloop.services.serving import codec
-from driftloop.services.serving.batching import BatchPolicy, MicroBatcher, Part
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.prediction_log import PredictionLogger
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
+from driftloop.services.serving.core import codec
+from driftloop.services.serving.core.batching import BatchPolicy, MicroBatcher, Part
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.prediction_log import PredictionLogger
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.artifacts import Feature, ModelSignature
 from driftloop.shared.errors import InvalidInput, TooLarge

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from serving_models import make_pipeline
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as pb
-from driftloop.services.serving import codec, converters
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
+from driftloop.services.serving.adapters import pb as converters
+from driftloop.services.serving.core import codec
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.artifacts import Feature, ModelSignature
 from driftloop.shared.errors import InvalidInput

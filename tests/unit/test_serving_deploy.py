@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from serving_models import make_broken_pipeline, make_pipeline
 
-from driftloop.events.v1 import events_pb2
-from driftloop.services.serving import metrics
-from driftloop.services.serving.deployment import Deployer
-from driftloop.services.serving.events import ModelEvents
-from driftloop.services.serving.reconcile import ProductionVersion, Reconciler
-from driftloop.services.serving.slot import ModelSlot
-from driftloop.shared import artifacts, envelope
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.serving.adapters.kafka import ModelEvents
+from driftloop.services.serving.core import metrics
+from driftloop.services.serving.core.deployment import Deployer
+from driftloop.services.serving.core.reconcile import ProductionVersion, Reconciler
+from driftloop.services.serving.core.slot import ModelSlot
+from driftloop.shared import artifacts
+from driftloop.shared.bus import envelope
 from driftloop.shared.errors import ArtifactRejected, NotFound, Unavailable
 
 pytestmark = pytest.mark.unit

@@ -12,14 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from serving_models import make_pipeline
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as pb
-from driftloop.services.serving import v2_json
-from driftloop.services.serving.batching import BatchPolicy
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.inference_events import KafkaInference, parse_record
-from driftloop.services.serving.prediction_log import PredictionLogger, PredictionRecord
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
-from driftloop.shared import artifacts, topics
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
+from driftloop.services.serving.adapters import v2_json
+from driftloop.services.serving.adapters.kafka_inference import KafkaInference, parse_record
+from driftloop.services.serving.core.batching import BatchPolicy
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.prediction_log import PredictionLogger, PredictionRecord
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
+from driftloop.shared import artifacts
+from driftloop.shared.bus import topics
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.services.serving import metrics
-from driftloop.services.serving.prediction_log import PredictionLogger, PredictionRecord
+from driftloop.services.serving.core import metrics
+from driftloop.services.serving.core.prediction_log import PredictionLogger, PredictionRecord
 from driftloop.shared.records import ipc_to_table
 
 pytestmark = pytest.mark.unit

@@ -11,17 +11,18 @@ from typing import Any
 import pytest
 from serving_models import make_pipeline
 
-from driftloop.events.v1 import events_pb2
-from driftloop.services.serving import codec, metrics
-from driftloop.services.serving.batching import BatchPolicy
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.deployment import Deployer
-from driftloop.services.serving.events import ModelEvents
-from driftloop.services.serving.prediction_log import PredictionLogger
-from driftloop.services.serving.reconcile import ProductionVersion, Reconciler
-from driftloop.services.serving.shadow import ShadowScorer
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
-from driftloop.shared import artifacts, envelope
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.serving.adapters.kafka import ModelEvents
+from driftloop.services.serving.core import codec, metrics
+from driftloop.services.serving.core.batching import BatchPolicy
+from driftloop.services.serving.core.deployment import Deployer
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.prediction_log import PredictionLogger
+from driftloop.services.serving.core.reconcile import ProductionVersion, Reconciler
+from driftloop.services.serving.core.shadow import ShadowScorer
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
+from driftloop.shared import artifacts
+from driftloop.shared.bus import envelope
 from driftloop.shared.errors import ArtifactRejected
 from driftloop.shared.records import ipc_to_table
 

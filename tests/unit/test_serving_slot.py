@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from serving_models import make_pipeline
 
-from driftloop.services.serving.core import predict, warmup_frame
-from driftloop.services.serving.slot import LoadedModel, ModelSlot
+from driftloop.services.serving.core.inference import predict, warmup_frame
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.errors import NotFound
 

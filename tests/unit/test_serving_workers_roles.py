@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from driftloop.inference.v2 import grpc_predict_v2_pb2 as pb
-from driftloop.services.serving.core import InferenceService
-from driftloop.services.serving.grpc_api import WORKER_METADATA, InferenceServicer
-from driftloop.services.serving.inference_events import owns
-from driftloop.services.serving.prediction_log import PredictionLogger
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
+from driftloop.services.serving.adapters.grpc import WORKER_METADATA, InferenceServicer
+from driftloop.services.serving.adapters.kafka_inference import owns
+from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.prediction_log import PredictionLogger
+from driftloop.services.serving.core.slot import ModelSlot
 from driftloop.services.serving.settings import ServingSettings
-from driftloop.services.serving.slot import ModelSlot
 from driftloop.services.serving.workers import worker_argv, worker_index
 from driftloop.shared.errors import InvalidInput
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.shared.cli.status import REDACTED, config_summary, redact, secrets_of
+from driftloop.shared.cli.commands.status import REDACTED, config_summary, redact, secrets_of
 from driftloop.shared.settings import CommonSettings, S3Settings
 
 pytestmark = pytest.mark.unit

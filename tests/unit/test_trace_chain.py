@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from driftloop.events.v1 import events_pb2
-from driftloop.registry.v1 import registry_pb2
-from driftloop.shared import envelope
-from driftloop.shared.cli.trace import parse_version
-from driftloop.shared.cli.trace_chain import GONE, Sources, build_chain
-from driftloop.training.v1 import training_pb2
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.registry.v1 import registry_pb2
+from driftloop.protos.training.v1 import training_pb2
+from driftloop.shared.bus import envelope
+from driftloop.shared.cli.commands.trace import parse_version
+from driftloop.shared.cli.commands.trace_chain import GONE, Sources, build_chain
 
 pytestmark = pytest.mark.unit
 T0 = 1_800_000_000.0

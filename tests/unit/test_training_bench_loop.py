@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from driftloop.events.v1 import events_pb2
-from driftloop.shared import envelope
-from driftloop.shared.cli.bench_loop import measure, summarise
-from driftloop.shared.cli.loop_driver import Episode
-from driftloop.training.v1 import training_pb2
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.protos.training.v1 import training_pb2
+from driftloop.shared.bus import envelope
+from driftloop.shared.cli.bench.loop import measure, summarise
+from driftloop.shared.cli.bench.loop_driver import Episode
 
 pytestmark = pytest.mark.unit
 T0 = 1_800_000_000.0

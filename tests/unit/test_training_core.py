@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.services.training import trainer
-from driftloop.services.training.domain import ModelSpec, Registration
-from driftloop.services.training.runs import RunStore
+from driftloop.services.training.core import trainer
+from driftloop.services.training.core.domain import ModelSpec, Registration
+from driftloop.services.training.core.runs import RunStore
 from driftloop.shared import artifacts
 from driftloop.shared.errors import InvalidInput
 

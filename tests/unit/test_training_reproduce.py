@@ -10,11 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from driftloop.services.training import trainer
-from driftloop.services.training.domain import ModelInfo, ModelSpec, RegisteredVersion
-from driftloop.services.training.executor import lineage_params
-from driftloop.services.training.reproduce import reproduce, spec_from_lineage
-from driftloop.shared import artifacts, curation, manifest
+from driftloop.services.training.core import trainer
+from driftloop.services.training.core.domain import ModelInfo, ModelSpec, RegisteredVersion
+from driftloop.services.training.core.executor import lineage_params
+from driftloop.services.training.core.reproduce import reproduce, spec_from_lineage
+from driftloop.services.validation.core import curation
+from driftloop.shared import artifacts, manifest
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.objectstore import LocalObjectStore
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.services.training.core import Training
-from driftloop.services.training.domain import ModelInfo, ModelSpec, Registration, Run
-from driftloop.services.training.runs import RunStore
-from driftloop.services.training.schedule import Scheduler, next_due, slot_key, slot_of
+from driftloop.services.training.core.domain import ModelInfo, ModelSpec, Registration, Run
+from driftloop.services.training.core.runs import RunStore
+from driftloop.services.training.core.schedule import Scheduler, next_due, slot_key, slot_of
+from driftloop.services.training.core.training import Training
 
 pytestmark = pytest.mark.unit
 HOUR = 3600

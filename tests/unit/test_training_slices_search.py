@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.services.training import trainer
-from driftloop.services.training.domain import ModelSpec, SearchSpec
-from driftloop.services.training.executor import lineage_params
-from driftloop.services.training.reproduce import spec_from_lineage
+from driftloop.services.training.core import trainer
+from driftloop.services.training.core.domain import ModelSpec, SearchSpec
+from driftloop.services.training.core.executor import lineage_params
+from driftloop.services.training.core.reproduce import spec_from_lineage
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit

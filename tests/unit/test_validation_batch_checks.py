@@ -6,11 +6,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from driftloop.services.validation import schema as schemas
-from driftloop.services.validation.batch_checks import batch_flags
-from driftloop.services.validation.checks import check_batch
-from driftloop.services.validation.quality import QualityTracker
-from driftloop.services.validation.schema import ColumnSpec
+from driftloop.services.validation.core import schema as schemas
+from driftloop.services.validation.core.batch_checks import batch_flags
+from driftloop.services.validation.core.checks import check_batch
+from driftloop.services.validation.core.quality import QualityTracker
+from driftloop.services.validation.core.schema import ColumnSpec
 
 pytestmark = pytest.mark.unit
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from driftloop.services.validation import schema as schemas
-from driftloop.services.validation.catalog import SchemaCatalog, schema_key
-from driftloop.services.validation.schema import ColumnSpec
-from driftloop.shared.curation import curate_batch
+from driftloop.services.validation.core import schema as schemas
+from driftloop.services.validation.core.catalog import SchemaCatalog, schema_key
+from driftloop.services.validation.core.curation import curate_batch
+from driftloop.services.validation.core.schema import ColumnSpec
 from driftloop.shared.errors import Conflict, NotFound
 from driftloop.shared.objectstore import LocalObjectStore
 

@@ -10,16 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftloop.services.validation import schema as schemas
-from driftloop.services.validation.checks import (
+from driftloop.services.validation.core import schema as schemas
+from driftloop.services.validation.core.checks import (
     INGESTED_AT,
     Verdict,
     check_batch,
     check_batches,
     rejected_rows_json,
 )
-from driftloop.services.validation.quality import QualityTracker, reason_counts
-from driftloop.services.validation.schema import ColumnSpec
+from driftloop.services.validation.core.quality import QualityTracker, reason_counts
+from driftloop.services.validation.core.schema import ColumnSpec
 from driftloop.shared import manifest
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from driftloop.shared.curation import CuratedPart, ManifestWriter, curate_batch
+from driftloop.services.validation.core.curation import CuratedPart, ManifestWriter, curate_batch
 from driftloop.shared.manifest import (
     latest_key,
     latest_manifest,

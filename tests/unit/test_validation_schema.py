@@ -7,11 +7,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from driftloop.services.validation import schema as schemas
-from driftloop.services.validation.grpc_api import column_from_pb, schema_to_pb
-from driftloop.services.validation.schema import ColumnSpec, DatasetSchema
+from driftloop.protos.validation.v1 import validation_pb2
+from driftloop.services.validation.adapters.grpc import column_from_pb, schema_to_pb
+from driftloop.services.validation.core import schema as schemas
+from driftloop.services.validation.core.schema import ColumnSpec, DatasetSchema
 from driftloop.shared.errors import InvalidInput, TooLarge
-from driftloop.validation.v1 import validation_pb2
 
 pytestmark = pytest.mark.unit
 
@@ -125,7 +125,7 @@ def test_oversized_schemas_are_refused_saying_which_limit(
 
 
 def test_schema_file_with_yaml_aliases_is_refused(tmp_path: Path) -> None:
-    from driftloop.shared.cli.datasets import schema_from_yaml
+    from driftloop.shared.cli.commands.datasets import schema_from_yaml
 
     path = tmp_path / "bomb.yaml"
     path.write_text("a: &a [x, x, x]\nb: &b [*a, *a, *a]\ncolumns: [*b, *b]\n")

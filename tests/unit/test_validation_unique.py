@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftloop.services.validation import schema as schemas
-from driftloop.services.validation.checks import DUPLICATE_KEY, check_batch
-from driftloop.services.validation.key_catalog import KeyCatalog
-from driftloop.services.validation.keys import KeyIndex, hash_keys
-from driftloop.services.validation.schema import ColumnSpec, DatasetSchema
-from driftloop.shared.curation import CuratedPart, ManifestWriter
+from driftloop.services.validation.core import schema as schemas
+from driftloop.services.validation.core.checks import DUPLICATE_KEY, check_batch
+from driftloop.services.validation.core.curation import CuratedPart, ManifestWriter
+from driftloop.services.validation.core.key_catalog import KeyCatalog
+from driftloop.services.validation.core.keys import KeyIndex, hash_keys
+from driftloop.services.validation.core.schema import ColumnSpec, DatasetSchema
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.objectstore import LocalObjectStore
 

@@ -1,0 +1,104 @@
+"""Ingestion's Kafka side for labels: publish LabelBatch events to driftloop.labels keyed by
+model, and read the public JSON topic driftloop.labels.json (bad messages raise: the bus
+dead-letters them with the reason)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import zlib
+
+import structlog
+from aiokafka import ConsumerRecord
+from prometheus_client import Counter
+
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.ingestion.core.labels import (
+    LabelChunk,
+    make_label_chunks,
+    parse_label_message,
+)
+from driftloop.shared.bus import topics
+from driftloop.shared.bus.kafka import EventPublisher
+
+log = structlog.get_logger(__name__)
+
+LABELS_PUBLISHED = Counter(
+    "driftloop_ingestion_labels_total",
+    "Labels published to driftloop.labels",
+    ["model", "source"],
+)
+
+
+class LabelPublisher:
+    """Wraps each LabelChunk in a LabelBatch envelope whose event id is derived from the chunk's
+    batch id, and publishes it keyed by model."""
+
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+
+    async def publish(
+        self, chunks: list[LabelChunk], source: str, *, correlation_id: str = ""
+    ) -> None:
+        """Publish and wait until the broker has every chunk."""
+        sends = []
+        for chunk in chunks:
+            payload = events_pb2.LabelBatch(
+                model=chunk.model, request_ids=chunk.request_ids, labels=chunk.labels
+            )
+            event = self._publisher.event(payload, correlation_id=correlation_id)
+            # why: a retried request or re-delivered message must be the same event, so a
+            # consumer's seen-id check drops it (envelope ids are otherwise fresh uuid4s)
+            if event.correlation_id == event.event_id:
+                event.correlation_id = chunk.event_id
+            event.event_id = chunk.event_id
+            sends.append(await self._publisher.enqueue(topics.LABELS, chunk.model, event))
+            LABELS_PUBLISHED.labels(chunk.model, source).inc(len(chunk.labels))
+            log.debug(
+                "labels_published",
+                model=chunk.model,
+                batch_id=chunk.batch_id,
+                labels=len(chunk.labels),
+                source=source,
+                event_id=event.event_id,
+            )
+        await asyncio.gather(*sends)
+
+
+class JsonLabelsHandler:
+    """Handles raw messages of driftloop.labels.json (an `on_batch` handler): every message of a
+    poll is parsed before anything is published, so a bad one fails the call untouched and the
+    bus retries the messages one by one, dead-lettering the bad one with its reason."""
+
+    SOURCE = "json-topic"
+
+    def __init__(self, publisher: LabelPublisher, *, chunk: int) -> None:
+        self._publisher = publisher
+        self._chunk = chunk
+
+    async def handle_records(self, records: list[ConsumerRecord]) -> None:
+        by_model: dict[str, tuple[list[str], list[str]]] = {}
+        for record in records:
+            for model, request_id, label in parse_label_message(record.value):
+                ids, labels = by_model.setdefault(model, ([], []))
+                ids.append(request_id)
+                labels.append(label)
+        base = poll_id(records)
+        chunks: list[LabelChunk] = []
+        for model, (ids, labels) in by_model.items():
+            chunks.extend(
+                make_label_chunks(
+                    model, ids, labels, batch_id=f"{base}-{model}"[:100], chunk=self._chunk
+                )
+            )
+        await self._publisher.publish(chunks, self.SOURCE)
+
+
+def poll_id(records: list[ConsumerRecord]) -> str:
+    """A stable id for the messages of one poll (same messages -> same id): partition, offsets,
+    timestamps and checksums, so a fresh broker reusing offsets does not collide."""
+    digest = hashlib.sha256()
+    for r in records:
+        crc = zlib.crc32(r.value or b"")
+        digest.update(f"{r.topic}/{r.partition}/{r.offset}/{r.timestamp}/{crc};".encode())
+    return f"j{digest.hexdigest()[:31]}"

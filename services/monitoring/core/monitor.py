@@ -1,0 +1,393 @@
+"""The per-model monitor: a sliding window of live rows, periodic drift tests, debounced episodes.
+
+Pure domain logic (no Kafka, no gRPC): the event handler feeds it prediction logs and
+deployments; it answers with drift decisions to publish and with reports for the API.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+
+from driftloop.services.monitoring.core.decision import DriftDecision, DriftEpisode
+from driftloop.services.monitoring.core.drift import (
+    DriftPolicy,
+    FeatureDrift,
+    PreparedReference,
+    WindowEvaluation,
+)
+from driftloop.services.monitoring.core.performance import (
+    LABEL,
+    PerformanceTracker,
+    PredictionJoin,
+    profile_reference,
+)
+from driftloop.services.monitoring.core.report import (
+    DriftReport,
+    EpisodeState,
+    model_distributions,
+    performance_summary,
+)
+from driftloop.shared.errors import NotFound
+from driftloop.shared.profile import PREDICTION, ReferenceProfile
+
+TS = "_ts"
+REQUEST_ID = "_request_id"
+
+# Why feature drift rarely cries wolf over thousands of evaluations: Bonferroni (alpha / number
+# of tests) bounds the chance that ANY test of one evaluation fires on a stationary window by
+# alpha; persistence then asks for drift in `persistence` consecutive evaluations (a one-window
+# fluke is not enough, real drift only grows as the window fills). The error-rate detectors are
+# sequential by construction (performance.py, sequential.py: thresholds set for an in-control
+# average run length), so they need neither. An open episode mutes further decisions.
+
+
+class ModelMonitor:
+    """Watches one model's live rows (and their labels) against its current version's reference."""
+
+    def __init__(
+        self, model: str, policy: DriftPolicy, version: str, profile: ReferenceProfile
+    ) -> None:
+        self.model = model
+        self.policy = policy
+        self.decisions: list[DriftDecision] = []
+        """Every decision emitted since this monitor was built (across versions)."""
+        self.rows_ignored = 0
+        """Rows logged for versions other than the current one."""
+        self.labels_unmatched = 0
+        """Labels whose request id was unknown, forgotten, or of another version."""
+        self.labels_duplicate = 0
+        """Labels of a request id already joined (sent again); never counted twice."""
+        self._join = PredictionJoin(policy.max_pending_predictions)
+        self.last_episode: DriftEpisode | None = None
+        """The latest episode of any version (kept across deployments, for the report)."""
+        self._lock = threading.Lock()  # observe() runs in a worker thread, reports on the loop
+        self._reset(version, profile)
+
+    def _reset(self, version: str, profile: ReferenceProfile) -> None:
+        self.version = version
+        self.profile = profile
+        self._reference = PreparedReference(profile)
+        self.rows_seen = 0
+        self.episode: DriftEpisode | None = None
+        self.latest: WindowEvaluation | None = None
+        self.evaluated_at: float | None = None
+        self._columns = [f.name for f in profile.features] + [PREDICTION, TS]
+        self._chunks: collections.deque[pd.DataFrame] = collections.deque()
+        self._window_len = 0
+        self._streak = 0
+        p = self.policy
+        self.performance = PerformanceTracker(
+            profile_reference(profile),
+            burn_in_rows=p.label_burn_in_rows,
+            window_rows=p.label_window_rows,
+            error_shift=p.error_shift,
+            error_arl0=p.error_arl0_rows,
+            adwin_delta=p.adwin_delta,
+        )
+        self._label_ts: collections.deque[float] = collections.deque(maxlen=p.label_window_rows)
+        self._labels_since_test = 0
+        self._prior_streak = 0
+
+    def switch(self, version: str, profile: ReferenceProfile) -> None:
+        """A new version is deployed: new reference, empty window, counters reset, episode closed.
+
+        The reset is the cool-down: the next evaluation waits for `min_rows` fresh rows, and
+        performance restarts from the new version's reference (or a fresh burn-in).
+        """
+        with self._lock:
+            self._reset(version, profile)
+
+    def observe(self, version: str, frame: pd.DataFrame, now: float) -> DriftDecision | None:
+        """Add logged rows; evaluate at every `eval_every`-th row once `min_rows` were seen.
+
+        The frame is cut at the evaluation points, so decisions do not depend on how rows were
+        batched. Rows with a request id are kept (bounded) for labels to join. Returns a
+        decision to publish, or None.
+        """
+        with self._lock:
+            if version != self.version:
+                self.rows_ignored += len(frame)
+                return None
+            self._remember(frame)
+            frame = frame[[c for c in self._columns if c in frame.columns]]
+            decision: DriftDecision | None = None
+            start = 0
+            while start < len(frame):
+                take = min(len(frame) - start, self._rows_to_next_evaluation())
+                self._append(frame.iloc[start : start + take])
+                start += take
+                if self._due():
+                    decision = self._evaluate(now) or decision
+            return decision
+
+    def observe_labels(
+        self, request_ids: list[str], labels: list[str], now: float
+    ) -> DriftDecision | None:
+        """Join labels to logged predictions of the current version; track performance.
+
+        Decides on an error-rate shift (CUSUM crossing) or a persistent label-prior change,
+        when the policy lets those signals trigger. Returns a decision to publish, or None.
+        """
+        with self._lock:
+            before = self._join.duplicates
+            joined = self._join.take(request_ids)
+            keep = [
+                (hit[1], label, hit[2])
+                for hit, label in zip(joined, labels, strict=True)
+                if hit is not None and hit[0] == self.version
+            ]
+            duplicates = self._join.duplicates - before
+            self.labels_duplicate += duplicates
+            self.labels_unmatched += len(labels) - len(keep) - duplicates
+            if not keep:
+                return None
+            predictions, truth, ts = (list(column) for column in zip(*keep, strict=True))
+            self._label_ts.extend(ts)
+            crossed = self.performance.observe(predictions, truth)
+            if crossed is not None and "accuracy" in self.policy.triggers:
+                return self._decide(
+                    now, self._performance_evidence(self.performance.fired), ts[crossed]
+                )
+            return self._test_label_prior(len(keep), now, ts[-1])
+
+    def report(self, now: float | None = None) -> DriftReport:
+        now = time.time() if now is None else now
+        with self._lock:
+            latest = self.latest
+            window = self._window() if self._chunks else pd.DataFrame()
+            start, end = _time_span(window, now) if len(window) else (None, None)
+            return DriftReport(
+                model=self.model,
+                version=self.version,
+                window_rows=latest.live_rows if latest else self._window_len,
+                reference_rows=self.profile.rows,
+                features=(*(latest.features if latest else ()), *self._perf_evidence()),
+                drift_share=latest.drift_share if latest else 0.0,
+                drifted=latest.drifted if latest else False,
+                open_episode_id=self.episode.episode_id if self.episode else "",
+                evaluated_at=self.evaluated_at,
+                rows_seen=self.rows_seen,
+                window_start=start,
+                window_end=end,
+                distributions=model_distributions(self.profile, window, self.performance),
+                performance=performance_summary(
+                    self.performance,
+                    self.labels_unmatched,
+                    len(self._join),
+                    duplicate=self.labels_duplicate,
+                ),
+                episode=self._episode_state(now),
+                rows_ignored=self.rows_ignored,
+            )
+
+    def resume(self, episode_id: str, version: str, opened_at: float) -> None:
+        """Restore an episode recorded before a restart, so it is not decided a second time."""
+        with self._lock:
+            episode = DriftEpisode(episode_id=episode_id, opened_at=opened_at)
+            if self.last_episode is None or self.last_episode.opened_at < opened_at:
+                self.last_episode = episode
+            if version == self.version:
+                self.episode = episode
+
+    def _perf_evidence(self) -> tuple[FeatureDrift, ...]:
+        return self.performance.evidence(self.policy.alpha)
+
+    def _episode_state(self, now: float) -> EpisodeState:
+        last = self.last_episode
+        cooldown = max(0, self.policy.min_rows - self.rows_seen)
+        if last is None:
+            return EpisodeState(cooldown_rows_left=cooldown)
+        is_open = self.episode is not None and self._episode_blocks(now)
+        reopens = last.opened_at + self.policy.episode_timeout_s - now if is_open else 0.0
+        return EpisodeState(last.episode_id, last.opened_at, is_open, cooldown, max(0.0, reopens))
+
+    def _remember(self, frame: pd.DataFrame) -> None:
+        if REQUEST_ID not in frame.columns or PREDICTION not in frame.columns:
+            return
+        ts = frame[TS].to_numpy(dtype=float) if TS in frame.columns else np.zeros(len(frame))
+        self._join.add(
+            self.version,
+            frame[REQUEST_ID].astype(str).tolist(),
+            frame[PREDICTION].astype(str).tolist(),
+            ts.tolist(),
+        )
+
+    def _rows_to_next_evaluation(self) -> int:
+        p = self.policy
+        if self.rows_seen < p.min_rows:
+            return p.min_rows - self.rows_seen
+        return p.eval_every - (self.rows_seen - p.min_rows) % p.eval_every
+
+    def _due(self) -> bool:
+        p = self.policy
+        return self.rows_seen >= p.min_rows and (self.rows_seen - p.min_rows) % p.eval_every == 0
+
+    def _append(self, chunk: pd.DataFrame) -> None:
+        self._chunks.append(chunk)
+        self._window_len += len(chunk)
+        self.rows_seen += len(chunk)
+        while self._chunks and self._window_len - len(self._chunks[0]) >= self.policy.window_rows:
+            self._window_len -= len(self._chunks.popleft())
+
+    def _window(self) -> pd.DataFrame:
+        window = pd.concat(list(self._chunks), ignore_index=True).tail(self.policy.window_rows)
+        seconds = self.policy.window_seconds
+        if seconds is not None and TS in window.columns:
+            ts = pd.to_numeric(window[TS], errors="coerce")
+            window = window[ts >= ts.max() - seconds]
+        return window
+
+    def _evaluate(self, now: float) -> DriftDecision | None:
+        window = self._window()
+        if len(window) < self.policy.min_rows:  # a time window can hold too few rows to test
+            return None
+        evaluation = self._reference.evaluate(window, self.policy.alpha)
+        self.latest, self.evaluated_at = evaluation, now
+        self._streak = self._streak + 1 if self._triggers(evaluation) else 0
+        if self._streak < self.policy.persistence:
+            return None
+        start, end = _time_span(window, now)
+        evidence = (*evaluation.features, *self.performance.evidence(self.policy.alpha))
+        return self._decide(now, evidence, end, start=start, live_rows=evaluation.live_rows)
+
+    def _triggers(self, evaluation: WindowEvaluation) -> bool:
+        allowed = self.policy.triggers
+        return any(
+            f.drifted and ("prediction" if f.feature == PREDICTION else "features") in allowed
+            for f in evaluation.features
+        )
+
+    def _test_label_prior(self, rows: int, now: float, end: float) -> DriftDecision | None:
+        self._labels_since_test += rows
+        if self._labels_since_test < self.policy.eval_every:
+            return None
+        self._labels_since_test = 0
+        prior = self.performance.label_prior(self.policy.alpha)
+        self._prior_streak = self._prior_streak + 1 if prior and prior.drifted else 0
+        if (
+            self._prior_streak < self.policy.persistence
+            or "label_prior" not in self.policy.triggers
+        ):
+            return None
+        return self._decide(now, self._performance_evidence(LABEL), end)
+
+    def _performance_evidence(self, fired: str) -> tuple[FeatureDrift, ...]:
+        """The latest feature tests plus performance figures, `fired` marked as drifted."""
+        perf = tuple(
+            dataclasses.replace(f, drifted=True) if f.feature == fired else f
+            for f in self.performance.evidence(self.policy.alpha)
+        )
+        return (*(self.latest.features if self.latest else ()), *perf)
+
+    def _decide(
+        self,
+        now: float,
+        evidence: tuple[FeatureDrift, ...],
+        end: float,
+        *,
+        start: float | None = None,
+        live_rows: int | None = None,
+    ) -> DriftDecision | None:
+        """Open an episode unless one is open; every signal shares the episode (one retrain)."""
+        if self._episode_blocks(now):
+            return None
+        self._streak = self._prior_streak = 0
+        self.episode = DriftEpisode(episode_id=uuid.uuid4().hex, opened_at=now)
+        self.last_episode = self.episode
+        tested = [f for f in evidence if f.test in ("ks", "chi2")]
+        decision = DriftDecision(
+            model=self.model,
+            version=self.version,
+            episode_id=self.episode.episode_id,
+            features=evidence,
+            drift_share=sum(f.drifted for f in tested) / len(tested) if tested else 0.0,
+            window_start=min(self._label_ts, default=end) if start is None else start,
+            window_end=end,
+            live_rows=self._window_len if live_rows is None else live_rows,
+            reference_rows=self.profile.rows,
+            decided_at=now,
+        )
+        self.decisions.append(decision)
+        return decision
+
+    def _episode_blocks(self, now: float) -> bool:
+        if self.episode is None:
+            return False
+        return now - self.episode.opened_at < self.policy.episode_timeout_s
+
+
+def _time_span(window: pd.DataFrame, now: float) -> tuple[float, float]:
+    if TS not in window.columns:
+        return now, now
+    ts = pd.to_numeric(window[TS], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    ts = ts[np.isfinite(ts)]
+    if len(ts) == 0:
+        return now, now
+    return float(ts.min()), float(ts.max())
+
+
+class ModelMonitors:
+    """Every monitored model's ModelMonitor, by model name, each with its model's policy."""
+
+    def __init__(
+        self, policy: DriftPolicy, overrides: dict[str, DriftPolicy] | None = None
+    ) -> None:
+        self.policy = policy
+        """The default policy; `overrides` hold the models that have their own."""
+        self.overrides = dict(overrides or {})
+        self._monitors: dict[str, ModelMonitor] = {}
+
+    def policy_for(self, model: str) -> DriftPolicy:
+        return self.overrides.get(model, self.policy)
+
+    def switch(self, model: str, version: str, profile: ReferenceProfile) -> None:
+        """Monitor `model` at `version` against `profile` (first sight or a deployment)."""
+        monitor = self._monitors.get(model)
+        if monitor is None:
+            self._monitors[model] = ModelMonitor(model, self.policy_for(model), version, profile)
+        else:
+            monitor.switch(version, profile)
+
+    def knows(self, model: str) -> bool:
+        return model in self._monitors
+
+    def version(self, model: str) -> str | None:
+        monitor = self._monitors.get(model)
+        return monitor.version if monitor else None
+
+    def get(self, model: str) -> ModelMonitor:
+        monitor = self._monitors.get(model)
+        if monitor is None:
+            known = ", ".join(sorted(self._monitors)) or "none"
+            raise NotFound(
+                f"model {model!r} is not monitored (no reference profile loaded yet); "
+                f"monitored: {known}"
+            )
+        return monitor
+
+    def observe(
+        self, model: str, version: str, frame: pd.DataFrame, now: float
+    ) -> DriftDecision | None:
+        return self.get(model).observe(version, frame, now)
+
+    def observe_labels(
+        self, model: str, request_ids: list[str], labels: list[str], now: float
+    ) -> DriftDecision | None:
+        return self.get(model).observe_labels(request_ids, labels, now)
+
+    def report(self, model: str, now: float | None = None) -> DriftReport:
+        return self.get(model).report(now)
+
+    def decisions(self, model: str = "") -> list[DriftDecision]:
+        """Decisions emitted since start, for one model or (empty name) all, oldest first."""
+        if model:
+            return list(self.get(model).decisions)
+        found = [d for m in self._monitors.values() for d in m.decisions]
+        return sorted(found, key=lambda d: d.decided_at)

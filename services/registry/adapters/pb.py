@@ -1,0 +1,233 @@
+"""Conversions between the registry's domain types and its protobuf messages (both ways)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from driftloop.protos.registry.v1 import registry_pb2 as pb
+from driftloop.services.registry.core.domain import (
+    Candidate,
+    DataFile,
+    History,
+    Lineage,
+    Model,
+    ModelVersion,
+    PromotionPolicy,
+    SearchSpec,
+    SliceMetric,
+    SpecVersion,
+    TrainingSpec,
+)
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def spec_from_pb(spec: pb.TrainingSpec) -> TrainingSpec:
+    return TrainingSpec(
+        features=tuple(spec.features),
+        estimator=spec.estimator,
+        params=dict(spec.params),
+        window_rows=spec.window_rows,
+        holdout_fraction=spec.holdout_fraction,
+        min_rows=spec.min_rows,
+        policy=PromotionPolicy(
+            metric=spec.policy.metric,
+            margin=spec.policy.margin,
+            floor=spec.policy.floor,
+            mode=spec.policy.mode,
+            slice_tolerance=spec.policy.slice_tolerance,
+            min_slice_rows=spec.policy.min_slice_rows,
+            shadow_min_labels=spec.policy.shadow_min_labels,
+            shadow_max_labels=spec.policy.shadow_max_labels,
+        ),
+        slice_columns=tuple(spec.slice_columns),
+        search=SearchSpec(
+            param_grid=dict(spec.search.param_grid),
+            cv=spec.search.cv,
+            max_candidates=spec.search.max_candidates,
+            scoring=spec.search.scoring,
+        ),
+        schedule_seconds=spec.schedule_seconds,
+    )
+
+
+def spec_to_pb(spec: TrainingSpec) -> pb.TrainingSpec:
+    return pb.TrainingSpec(
+        features=list(spec.features),
+        estimator=spec.estimator,
+        params=spec.params,
+        window_rows=spec.window_rows,
+        holdout_fraction=spec.holdout_fraction,
+        min_rows=spec.min_rows,
+        policy=pb.PromotionPolicy(
+            metric=spec.policy.metric,
+            margin=spec.policy.margin,
+            floor=spec.policy.floor,
+            mode=spec.policy.mode,
+            slice_tolerance=spec.policy.slice_tolerance,
+            min_slice_rows=spec.policy.min_slice_rows,
+            shadow_min_labels=spec.policy.shadow_min_labels,
+            shadow_max_labels=spec.policy.shadow_max_labels,
+        ),
+        slice_columns=list(spec.slice_columns),
+        search=pb.SearchSpec(
+            param_grid=spec.search.param_grid,
+            cv=spec.search.cv,
+            max_candidates=spec.search.max_candidates,
+            scoring=spec.search.scoring,
+        ),
+        schedule_seconds=spec.schedule_seconds,
+    )
+
+
+def spec_version_to_pb(v: SpecVersion) -> pb.SpecVersion:
+    return pb.SpecVersion(
+        model=v.model,
+        number=v.number,
+        spec=spec_to_pb(v.spec),
+        sha256=v.sha256,
+        author=v.author,
+        created_at=timestamp(v.created_at),
+        comment=v.comment,
+    )
+
+
+def slices_from_pb(slices: Iterable[pb.SliceMetrics]) -> tuple[SliceMetric, ...]:
+    return tuple(
+        SliceMetric(column=s.column, value=s.value, rows=s.rows, metrics=dict(s.metrics))
+        for s in slices
+    )
+
+
+def slices_to_pb(slices: Iterable[SliceMetric]) -> list[pb.SliceMetrics]:
+    return [
+        pb.SliceMetrics(column=s.column, value=s.value, rows=s.rows, metrics=s.metrics)
+        for s in slices
+    ]
+
+
+def model_to_pb(model: Model) -> pb.Model:
+    return pb.Model(
+        name=model.name,
+        dataset=model.dataset,
+        target=model.target,
+        spec=spec_to_pb(model.spec),
+        production_version=model.production_version,
+        created_at=timestamp(model.created_at),
+        latest_version=model.latest_version,
+        spec_version=model.spec_version,
+        shadow_version=model.shadow_version,
+    )
+
+
+def lineage_from_pb(lin: pb.Lineage) -> Lineage:
+    return Lineage(
+        model=lin.model,
+        version=lin.version,
+        run_id=lin.run_id,
+        manifest_version=lin.manifest_version,
+        manifest_key=lin.manifest_key,
+        files=tuple(DataFile(key=f.key, sha256=f.sha256, rows=f.rows) for f in lin.files),
+        params=dict(lin.params),
+        code_version=lin.code_version,
+        causing_event_id=lin.causing_event_id,
+        correlation_id=lin.correlation_id,
+        episode_id=lin.episode_id,
+        parent_version=lin.parent_version,
+        trigger=lin.trigger,
+        training_rows=lin.training_rows,
+        spec_version=lin.spec_version,
+        spec_sha256=lin.spec_sha256,
+    )
+
+
+def lineage_to_pb(lin: Lineage) -> pb.Lineage:
+    return pb.Lineage(
+        model=lin.model,
+        version=lin.version,
+        run_id=lin.run_id,
+        manifest_version=lin.manifest_version,
+        manifest_key=lin.manifest_key,
+        files=[pb.DataFile(key=f.key, sha256=f.sha256, rows=f.rows) for f in lin.files],
+        params=lin.params,
+        code_version=lin.code_version,
+        causing_event_id=lin.causing_event_id,
+        correlation_id=lin.correlation_id,
+        episode_id=lin.episode_id,
+        parent_version=lin.parent_version,
+        trigger=lin.trigger,
+        training_rows=lin.training_rows,
+        spec_version=lin.spec_version,
+        spec_sha256=lin.spec_sha256,
+    )
+
+
+def version_to_pb(v: ModelVersion) -> pb.ModelVersion:
+    return pb.ModelVersion(
+        model=v.model,
+        version=v.version,
+        status=v.status,
+        artifact_uri=v.artifact_uri,
+        artifact_sha256=v.artifact_sha256,
+        profile_uri=v.profile_uri,
+        metrics=v.metrics,
+        lineage=lineage_to_pb(v.lineage),
+        decision_reason=v.decision_reason,
+        created_at=timestamp(v.created_at),
+        run_id=v.run_id,
+        slice_metrics=slices_to_pb(v.slice_metrics),
+    )
+
+
+def candidate_from_pb(req: pb.RegisterVersionRequest) -> Candidate:
+    return Candidate(
+        model=req.model,
+        run_id=req.run_id,
+        artifact_uri=req.artifact_uri,
+        artifact_sha256=req.artifact_sha256,
+        profile_uri=req.profile_uri,
+        metrics=dict(req.metrics),
+        champion_metrics=dict(req.champion_metrics),
+        champion_version=req.champion_version,
+        lineage=lineage_from_pb(req.lineage),
+        correlation_id=req.correlation_id,
+        causation_id=req.causation_id,
+        slice_metrics=slices_from_pb(req.slice_metrics),
+        champion_slice_metrics=slices_from_pb(req.champion_slice_metrics),
+    )
+
+
+def history_to_pb(history: History) -> pb.History:
+    return pb.History(
+        aliases=[
+            pb.AliasChange(
+                alias=a.alias,
+                version=a.version,
+                previous_version=a.previous_version,
+                reason=a.reason,
+                actor=a.actor,
+                at=timestamp(a.at),
+                action=a.action,
+            )
+            for a in history.aliases
+        ],
+        audit=[
+            pb.AuditRecord(
+                at=timestamp(r.at),
+                model=r.model,
+                version=r.version,
+                action=r.action,
+                reason=r.reason,
+                details_json=json.dumps(r.details, sort_keys=True),
+                correlation_id=r.correlation_id,
+            )
+            for r in history.audit
+        ],
+    )

@@ -1,0 +1,250 @@
+"""How a registry decision is written: the policy's verdict on a candidate, the production alias
+move, its audit record and its outbox events, all inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, replace
+from typing import Any
+
+from google.protobuf.message import Message
+
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.registry.core.domain import Candidate, Model, ModelVersion
+from driftloop.services.registry.core.policy import Decision, decide
+from driftloop.services.registry.core.store import SHADOW, RegistryTx
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.errors import InvalidInput
+
+PRODUCER = "registry"
+
+
+def decision_for(model: Model, c: Candidate, champion: ModelVersion | None) -> Decision:
+    if model.spec.policy.metric not in c.metrics:
+        raise InvalidInput(
+            f"candidate metrics lack {model.spec.policy.metric!r} (the policy "
+            f"metric of model {model.name}); got {sorted(c.metrics)}"
+        )
+    if champion is not None and c.champion_version != champion.version:
+        # the candidate was scored against another champion (or none): not comparable
+        return Decision(
+            False,
+            f"champion is version {champion.version} but the candidate was "
+            f"compared with {c.champion_version or 'no champion'}; retrain",
+        )
+    if champion is None:
+        return decide(model.spec.policy, c.metrics, None)
+    return decide(
+        model.spec.policy,
+        c.metrics,
+        c.champion_metrics,
+        c.slice_metrics,
+        c.champion_slice_metrics,
+    )
+
+
+def status_for(promote: bool, waits: bool, shadows: bool = False) -> str:
+    if shadows:
+        return "shadow"
+    if waits:
+        return "pending_approval"
+    return "production" if promote else "rejected"
+
+
+def record_decision(
+    tx: RegistryTx,
+    model: Model,
+    c: Candidate,
+    version: ModelVersion,
+    decision: Decision,
+    waits: bool,
+    champion: ModelVersion | None,
+    *,
+    shadows: bool = False,
+) -> None:
+    """The audit records and outbox events of one registration, in its transaction."""
+    number = version.version
+    ids = {"correlation_id": c.correlation_id, "causation_id": c.causation_id}
+    policy = model.spec.policy
+    tx.add_audit(
+        c.model,
+        number,
+        "register",
+        decision.reason,
+        {
+            "run_id": c.run_id,
+            "metrics": c.metrics,
+            "champion_metrics": c.champion_metrics,
+            "champion_version": c.champion_version,
+            "policy": asdict(policy),
+            **_slice_details(c),
+            "spec_version": c.lineage.spec_version,
+        },
+        c.correlation_id,
+    )
+    outbox(
+        tx,
+        c.model,
+        events_pb2.ModelRegistered(model=c.model, version=number, run_id=c.run_id),
+        **ids,
+    )
+    if shadows and champion is not None:
+        enter_shadow(tx, model, c, version, champion, ids)
+    elif waits:
+        reason = version.decision_reason
+        tx.add_audit(c.model, number, "await_approval", reason, {}, c.correlation_id)
+        outbox(
+            tx,
+            c.model,
+            events_pb2.ModelPendingApproval(
+                model=c.model,
+                version=number,
+                run_id=c.run_id,
+                reason=reason,
+                metrics=c.metrics,
+                champion_version=c.champion_version,
+                champion_metrics=c.champion_metrics,
+            ),
+            **ids,
+        )
+    elif decision.promote:
+        move_production(tx, version, champion, decision.reason, "policy", "promote", ids)
+    else:
+        tx.add_audit(c.model, number, "reject", decision.reason, decision.details, c.correlation_id)
+        outbox(
+            tx,
+            c.model,
+            events_pb2.ModelRejected(model=c.model, version=number, reason=decision.reason),
+            **ids,
+        )
+
+
+def enter_shadow(
+    tx: RegistryTx,
+    model: Model,
+    c: Candidate,
+    version: ModelVersion,
+    champion: ModelVersion,
+    ids: dict[str, str],
+) -> None:
+    """Shadow mode: the candidate that passed the offline checks becomes the shadow (replacing
+    any earlier one); serving runs it beside production until live labels decide."""
+    policy = model.spec.policy
+    previous = ""
+    for old in tx.versions(model=c.model, status="shadow"):
+        if old.version == version.version:
+            continue
+        previous = old.version
+        tx.set_status(c.model, old.version, "archived")
+        tx.add_audit(
+            c.model,
+            old.version,
+            "shadow_replaced",
+            f"replaced as the shadow by version {version.version}",
+            {},
+            old.lineage.correlation_id,
+        )
+    reason = version.decision_reason
+    tx.add_alias(c.model, version.version, previous, reason, "policy", "shadow", alias=SHADOW)
+    tx.add_audit(
+        c.model,
+        version.version,
+        "shadow",
+        reason,
+        {
+            "champion_version": champion.version,
+            "previous_shadow_version": previous,
+            "shadow_min_labels": policy.shadow_min_labels,
+            "shadow_max_labels": policy.shadow_max_labels,
+            "margin": policy.margin,
+            "metric": policy.metric,
+        },
+        c.correlation_id,
+    )
+    outbox(
+        tx,
+        c.model,
+        events_pb2.ModelShadowed(
+            model=c.model,
+            version=version.version,
+            previous_shadow_version=previous,
+            artifact_uri=version.artifact_uri,
+            artifact_sha256=version.artifact_sha256,
+            reason=reason,
+            champion_version=champion.version,
+            run_id=c.run_id,
+        ),
+        **ids,
+    )
+
+
+def clear_shadow(tx: RegistryTx, target: ModelVersion, reason: str, actor: str) -> None:
+    """Record that the shadow alias no longer points at `target` (promoted or rejected)."""
+    if target.status == "shadow":
+        tx.add_alias(target.model, "", target.version, reason, actor, "clear", alias=SHADOW)
+
+
+def _slice_details(c: Candidate) -> dict[str, Any]:
+    if not c.slice_metrics:
+        return {}
+    return {
+        "slice_metrics": [asdict(s) for s in c.slice_metrics],
+        "champion_slice_metrics": [asdict(s) for s in c.champion_slice_metrics],
+    }
+
+
+def move_production(
+    tx: RegistryTx,
+    target: ModelVersion,
+    champion: ModelVersion | None,
+    reason: str,
+    actor: str,
+    action: str,
+    ids: dict[str, str],
+) -> ModelVersion:
+    previous = champion.version if champion is not None else ""
+    if not ids.get("correlation_id"):
+        # an operator's move starts its own chain: the audit record and the event share it
+        ids = {**ids, "correlation_id": uuid.uuid4().hex}
+    if champion is not None:
+        tx.set_status(champion.model, champion.version, "archived")
+    clear_shadow(tx, target, reason, actor)
+    tx.set_status(target.model, target.version, "production")
+    tx.add_alias(target.model, target.version, previous, reason, actor, action)
+    tx.add_audit(
+        target.model,
+        target.version,
+        action,
+        reason,
+        {"actor": actor, "previous_version": previous},
+        ids.get("correlation_id", ""),
+    )
+    outbox(
+        tx,
+        target.model,
+        events_pb2.ModelPromoted(
+            model=target.model,
+            version=target.version,
+            previous_version=previous,
+            artifact_uri=target.artifact_uri,
+            artifact_sha256=target.artifact_sha256,
+            reason=reason,
+            action=action,
+        ),
+        **ids,
+    )
+    return replace(target, status="production")
+
+
+def outbox(
+    tx: RegistryTx,
+    model: str,
+    payload: Message,
+    *,
+    correlation_id: str = "",
+    causation_id: str = "",
+) -> None:
+    event = envelope.new_event(
+        PRODUCER, payload, correlation_id=correlation_id, causation_id=causation_id
+    )
+    tx.add_outbox(event.event_id, topics.MODELS, model, envelope.encode(event))

@@ -1,0 +1,419 @@
+"""The registry core: declare models, register versions under the promotion policy, move the
+production alias by hand, and write every decision's events to the outbox in the same commit."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import structlog
+
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.registry.core import decisions, shadow, specs
+from driftloop.services.registry.core.domain import (
+    METRICS,
+    STATUSES,
+    Candidate,
+    History,
+    Lineage,
+    Model,
+    ModelVersion,
+    Registration,
+    SpecVersion,
+    TrainingSpec,
+    validate_spec,
+    with_defaults,
+)
+from driftloop.services.registry.core.metrics import record_decision
+from driftloop.services.registry.core.store import RegistryStore, RegistryTx
+from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from driftloop.shared.names import check_key, check_name
+
+log = structlog.get_logger(__name__)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Registry:
+    """Every registry operation; each mutation is one store transaction, then `on_commit()`
+    (the outbox publisher's wake-up) is called."""
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        on_commit: Callable[[], None] = lambda: None,
+        *,
+        max_search_candidates: int = 50,
+    ) -> None:
+        self._store = store
+        self._on_commit = on_commit
+        self._max_search = max_search_candidates
+
+    # models
+    def create_model(
+        self,
+        name: str,
+        dataset: str,
+        target: str,
+        spec: TrainingSpec,
+        spec_yaml: str = "",
+        author: str = "",
+    ) -> Model:
+        """Declare a model; its spec (from `spec`, or `spec_yaml` when given, which may also name
+        dataset and target) becomes spec version 1."""
+        if spec_yaml:
+            parsed = specs.parse_yaml(spec_yaml)
+            spec = parsed.spec
+            dataset = _same("dataset", dataset, parsed.dataset)
+            target = _same("target", target, parsed.target)
+        check_name("model", name)
+        check_name("dataset", dataset)
+        if not target:
+            raise InvalidInput("target column is empty: name the column the model predicts")
+        spec = self._checked(spec, target)
+        model = Model(name=name, dataset=dataset, target=target, spec=spec, created_at=time.time())
+        with self._store.transaction() as tx:
+            if tx.model(name) is not None:
+                raise AlreadyExists(f"model {name!r} already exists")
+            tx.insert_model(model)
+            first = tx.set_spec(name, spec, author or "operator", "model declared")
+            tx.add_audit(
+                name,
+                "",
+                "create",
+                "model declared",
+                {"dataset": dataset, "target": target, "spec_sha256": first.sha256},
+            )
+        log.info("model_created", model=name, dataset=dataset, target=target)
+        return replace(model, spec_version=1)
+
+    def _checked(self, spec: TrainingSpec, target: str) -> TrainingSpec:
+        spec = validate_spec(with_defaults(spec), target)
+        specs.check_estimator(spec, METRICS, self._max_search)
+        return spec
+
+    # spec versions
+    def set_spec(
+        self,
+        name: str,
+        spec: TrainingSpec,
+        spec_yaml: str = "",
+        author: str = "",
+        comment: str = "",
+    ) -> SpecVersion:
+        """A new immutable spec version, or the current one when the spec did not change."""
+        with self._store.transaction() as tx:
+            model = _need_model(tx, name)
+        if spec_yaml:
+            parsed = specs.parse_yaml(spec_yaml)
+            _same("dataset", model.dataset, parsed.dataset, changeable=False)
+            _same("target", model.target, parsed.target, changeable=False)
+            spec = parsed.spec
+        spec = self._checked(spec, model.target)
+        with self._store.transaction() as tx:
+            current = tx.spec_versions(name, _need_model(tx, name).spec_version)
+            if current and current[0].sha256 == spec.sha256():
+                return current[0]
+            version = tx.set_spec(name, spec, author or "operator", comment)
+            tx.add_audit(
+                name,
+                "",
+                "set_spec",
+                comment or f"spec version {version.number}",
+                {"spec_version": version.number, "spec_sha256": version.sha256, "actor": author},
+            )
+        log.info("spec_set", model=name, spec_version=version.number, sha256=version.sha256)
+        return version
+
+    def get_spec(self, name: str, number: int = 0) -> SpecVersion:
+        if number < 0:
+            raise InvalidInput("spec version number must not be negative")
+        with self._store.transaction() as tx:
+            model = _need_model(tx, name)
+            found = tx.spec_versions(name, number or model.spec_version)
+        if not found:
+            raise NotFound(f"model {name} has no spec version {number}")
+        return found[0]
+
+    def list_specs(self, name: str) -> list[SpecVersion]:
+        with self._store.transaction() as tx:
+            _need_model(tx, name)
+            return tx.spec_versions(name)
+
+    def get_model(self, name: str) -> Model:
+        with self._store.transaction() as tx:
+            return _need_model(tx, name)
+
+    def list_models(self) -> list[Model]:
+        with self._store.transaction() as tx:
+            return tx.models()
+
+    # versions
+    def register(self, c: Candidate) -> Registration:
+        """Record a candidate and apply the policy; idempotent by run_id. In approval mode a
+        passing candidate waits with status "pending_approval" until `approve`."""
+        _check_candidate(c)
+        with self._store.transaction() as tx:
+            model = _need_model(tx, c.model)
+            existing = tx.version_by_run(c.run_id)
+            if existing is not None:
+                version, promoted = existing
+                if version.model != c.model:
+                    raise Conflict(
+                        f"run {c.run_id} is already registered for model "
+                        f"{version.model!r}, not {c.model!r}"
+                    )
+                return Registration(version, promoted, version.decision_reason)
+            champion = tx.production(c.model)
+            decision = decisions.decision_for(model, c, champion)
+            mode = model.spec.policy.mode if decision.promote else ""
+            waits = mode == "approval"
+            shadows = mode == "shadow" and champion is not None  # no champion: nothing to beat
+            reason = f"{decision.reason}; waiting for approval" if waits else decision.reason
+            if shadows:
+                reason += (
+                    f"; runs as a shadow beside version {c.champion_version} "
+                    "until live labels decide"
+                )
+            number = str(tx.next_version(c.model))
+            version = ModelVersion(
+                model=c.model,
+                version=number,
+                status=decisions.status_for(decision.promote, waits, shadows),
+                artifact_uri=c.artifact_uri,
+                artifact_sha256=c.artifact_sha256,
+                profile_uri=c.profile_uri,
+                metrics=dict(c.metrics),
+                lineage=replace(c.lineage, model=c.model, version=number),
+                decision_reason=reason,
+                created_at=time.time(),
+                run_id=c.run_id,
+                slice_metrics=c.slice_metrics,
+            )
+            promoted = decision.promote and not waits and not shadows
+            tx.insert_version(version, promoted=promoted)
+            decisions.record_decision(
+                tx, model, c, version, decision, waits, champion, shadows=shadows
+            )
+        self._on_commit()
+        action = "promoted" if promoted else "rejected"
+        record_decision(
+            c.model, "pending_approval" if waits else ("shadowed" if shadows else action)
+        )
+        log.info(
+            "version_registered",
+            model=c.model,
+            version=number,
+            promoted=promoted,
+            waiting_for_approval=waits,
+            reason=reason,
+        )
+        return Registration(version, promoted, reason)
+
+    def get_version(self, model: str, version: str) -> ModelVersion:
+        with self._store.transaction() as tx:
+            return _need_version(tx, model, version)
+
+    def list_versions(self, model: str) -> list[ModelVersion]:
+        with self._store.transaction() as tx:
+            _need_model(tx, model)
+            return tx.versions(model=model)
+
+    def search_versions(self, model: str, status: str, correlation_id: str) -> list[ModelVersion]:
+        if status and status not in STATUSES:
+            raise InvalidInput(f"unknown status {status!r}: use one of {list(STATUSES)}")
+        with self._store.transaction() as tx:
+            return tx.versions(model=model, status=status, correlation_id=correlation_id)
+
+    def production(self, model: str) -> ModelVersion:
+        with self._store.transaction() as tx:
+            _need_model(tx, model)
+            current = tx.production(model)
+        if current is None:
+            raise NotFound(f"model {model} has no production version")
+        return current
+
+    def lineage(self, model: str, version: str) -> Lineage:
+        return self.get_version(model, version).lineage
+
+    # operator decisions
+    def promote(self, model: str, version: str, reason: str, actor: str = "") -> ModelVersion:
+        _need_reason(reason)
+        with self._store.transaction() as tx:
+            target = _need_version(tx, model, version)
+            champion = tx.production(model)
+            if champion is not None and champion.version == target.version:
+                raise Conflict(f"version {version} of model {model} is already in production")
+            promoted = decisions.move_production(
+                tx, target, champion, reason, actor or "operator", "promote", {}
+            )
+        self._on_commit()
+        record_decision(model, "promoted")
+        log.info("version_promoted", model=model, version=version, reason=reason)
+        return promoted
+
+    def reject(self, model: str, version: str, reason: str, actor: str = "") -> ModelVersion:
+        _need_reason(reason)
+        with self._store.transaction() as tx:
+            target = _need_version(tx, model, version)
+            if target.status == "production":
+                raise Conflict(
+                    f"version {version} of model {model} is in production: promote "
+                    "or roll back to another version before rejecting it"
+                )
+            decisions.clear_shadow(tx, target, reason, actor or "operator")
+            tx.set_status(model, version, "rejected")
+            tx.add_audit(
+                model,
+                version,
+                "reject",
+                reason,
+                {"actor": actor or "operator"},
+                target.lineage.correlation_id,
+            )
+            decisions.outbox(
+                tx, model, events_pb2.ModelRejected(model=model, version=version, reason=reason)
+            )
+        self._on_commit()
+        record_decision(model, "rejected")
+        log.info("version_rejected", model=model, version=version, reason=reason)
+        return replace(target, status="rejected")
+
+    def approve(self, model: str, version: str, reason: str, actor: str = "") -> ModelVersion:
+        """Promote a candidate that passed the policy in approval mode; its ModelPromoted event
+        keeps the candidate's correlation id, so the trace runs from drift to deployment."""
+        _need_reason(reason)
+        with self._store.transaction() as tx:
+            target = _need_version(tx, model, version)
+            if target.status != "pending_approval":
+                raise Conflict(
+                    f"version {version} of model {model} is {target.status}, not "
+                    "pending_approval: only candidates waiting for approval can be approved"
+                )
+            champion = tx.production(model)
+            compared = target.lineage.parent_version
+            if (champion.version if champion else "") != compared:
+                raise Conflict(
+                    f"version {version} was compared with champion {compared or 'none'} but "
+                    f"production is now {champion.version if champion else 'none'}; retrain, "
+                    "or use promote to override"
+                )
+            ids = {
+                "correlation_id": target.lineage.correlation_id,
+                "causation_id": target.lineage.causing_event_id,
+            }
+            promoted = decisions.move_production(
+                tx, target, champion, reason, actor or "operator", "approve", ids
+            )
+        self._on_commit()
+        record_decision(model, "approved")
+        log.info("version_approved", model=model, version=version, reason=reason)
+        return promoted
+
+    def report_shadow_evidence(self, e: shadow.ShadowEvidence) -> shadow.EvidenceOutcome:
+        """Shadow mode: judge live evidence; promote, reject, or wait (idempotent)."""
+        with self._store.transaction() as tx:
+            found = shadow.apply_evidence(tx, _need_model(tx, e.model), e)
+        if found.decided:
+            self._on_commit()
+            record_decision(e.model, found.outcome)
+        log.info(
+            "shadow_evidence",
+            model=e.model,
+            version=e.version,
+            outcome=found.outcome,
+            labelled=e.labelled,
+            reason=found.reason,
+        )
+        return found
+
+    def history(self, model: str, version: str = "") -> History:
+        with self._store.transaction() as tx:
+            if version:
+                _need_version(tx, model, version)
+            else:
+                _need_model(tx, model)
+            return tx.history(model, version)
+
+    def rollback(self, model: str, version: str, reason: str, actor: str = "") -> ModelVersion:
+        """Move production back to `version`, or (empty) to the version production had before."""
+        _need_reason(reason)
+        with self._store.transaction() as tx:
+            _need_model(tx, model)
+            champion = tx.production(model)
+            if champion is None:
+                raise Conflict(f"model {model} has no production version to roll back from")
+            history = tx.alias_history(model)
+            if not version:
+                previous = history[-1]["previous_version"] if history else None
+                if previous is None:
+                    raise Conflict(
+                        f"model {model} has no earlier production version to roll "
+                        f"back to (version {champion.version} was the first)"
+                    )
+                version = str(previous)
+            target = _need_version(tx, model, version)
+            if target.version == champion.version:
+                raise Conflict(f"version {version} of model {model} is already in production")
+            if not any(str(h["version"]) == target.version for h in history):
+                raise Conflict(
+                    f"version {version} of model {model} was never in production; "
+                    "use Promote to put it there"
+                )
+            promoted = decisions.move_production(
+                tx, target, champion, reason, actor or "operator", "rollback", {}
+            )
+        self._on_commit()
+        record_decision(model, "rolled_back")
+        log.info(
+            "version_rolled_back",
+            model=model,
+            version=version,
+            previous_version=champion.version,
+            reason=reason,
+        )
+        return promoted
+
+
+def _need_model(tx: RegistryTx, name: str) -> Model:
+    model = tx.model(check_name("model", name))
+    if model is None:
+        raise NotFound(f"model {name!r} does not exist; create it first")
+    return model
+
+
+def _need_version(tx: RegistryTx, model: str, version: str) -> ModelVersion:
+    _need_model(tx, model)
+    if not version:
+        raise InvalidInput("version is empty")
+    found = tx.version(model, version)
+    if found is None:
+        raise NotFound(f"model {model} has no version {version!r}")
+    return found
+
+
+def _same(field: str, given: str, in_spec: str, changeable: bool = True) -> str:
+    """The value a spec and the request agree on (either may leave it out)."""
+    if given and in_spec and given != in_spec:
+        how = "" if changeable else " (it is fixed when the model is declared)"
+        raise InvalidInput(
+            f"spec field {field!r} is {in_spec!r} but the model's {field} is {given!r}{how}"
+        )
+    return given or in_spec
+
+
+def _need_reason(reason: str) -> None:
+    if not reason.strip():
+        raise InvalidInput("a reason is required: say why (it is recorded in the audit log)")
+
+
+def _check_candidate(c: Candidate) -> None:
+    check_name("model", c.model)
+    if not c.run_id:
+        raise InvalidInput("run_id is empty: registration is idempotent by run id")
+    check_key(c.artifact_uri)
+    if c.profile_uri:
+        check_key(c.profile_uri)
+    if not _SHA256.match(c.artifact_sha256):
+        raise InvalidInput("artifact_sha256 must be 64 lowercase hex digits")

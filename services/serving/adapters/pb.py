@@ -1,0 +1,84 @@
+"""Protobuf <-> domain conversion for the V2 inference API (MLServer's grpc/converters.py).
+
+Only shapes data; every rule about what a valid request is lives in codec.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
+from driftloop.services.serving.core import codec
+from driftloop.services.serving.core.inference import InferenceResult
+from driftloop.services.serving.core.slot import LoadedModel
+
+PLATFORM = "sklearn"
+CLASSES = "classes"
+"""Parameter of the probabilities output: its columns' classes, as a JSON list of strings."""
+
+
+def to_inference_request(request: pb.ModelInferRequest) -> codec.InferenceRequest:
+    inputs = tuple(
+        codec.InputTensor(
+            name=t.name,
+            datatype=t.datatype,
+            shape=tuple(t.shape),
+            contents={field.name: values for field, values in t.contents.ListFields()},
+        )
+        for t in request.inputs
+    )
+    return codec.InferenceRequest(
+        model=request.model_name,
+        version=request.model_version,
+        id=request.id,
+        inputs=inputs,
+        raw_input_contents=tuple(request.raw_input_contents),
+        outputs=tuple(o.name for o in request.outputs),
+    )
+
+
+def to_infer_response(
+    request: pb.ModelInferRequest, result: InferenceResult
+) -> pb.ModelInferResponse:
+    """The response, raw when the request was raw; id and parameters echoed."""
+    response = pb.ModelInferResponse(
+        model_name=result.model, model_version=result.version, id=request.id
+    )
+    for key, value in request.parameters.items():
+        response.parameters[key].CopyFrom(value)
+    raw = len(request.raw_input_contents) > 0
+    for tensor in result.outputs:
+        out = response.outputs.add(
+            name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape)
+        )
+        if tensor.name == codec.PROBABILITIES and result.classes:
+            out.parameters[CLASSES].string_param = classes_json(result.classes)
+        if raw:
+            response.raw_output_contents.append(codec.raw_bytes(tensor))
+        elif tensor.datatype == "BYTES":
+            out.contents.bytes_contents.extend(tensor.data.tolist())
+        else:
+            out.contents.fp64_contents.extend(tensor.data.tolist())
+    return response
+
+
+@functools.lru_cache(maxsize=256)
+def classes_json(classes: tuple[str, ...]) -> str:
+    return json.dumps(list(classes))
+
+
+def to_model_metadata(loaded: LoadedModel, versions: list[str]) -> pb.ModelMetadataResponse:
+    """One FP64 (numeric) or BYTES (categorical) [-1] input per feature; label and probabilities."""
+    meta = pb.ModelMetadataResponse.TensorMetadata
+    inputs = [
+        meta(name=f.name, datatype="FP64" if f.kind == "numeric" else "BYTES", shape=[-1])
+        for f in loaded.signature.features
+    ]
+    outputs = [
+        meta(name=codec.LABEL, datatype="BYTES", shape=[-1]),
+        meta(name=codec.PROBABILITIES, datatype="FP64", shape=[-1, len(loaded.signature.classes)]),
+    ]
+    return pb.ModelMetadataResponse(
+        name=loaded.model, versions=versions, platform=PLATFORM, inputs=inputs, outputs=outputs
+    )

@@ -1,0 +1,134 @@
+"""Deployment: fetch a promoted artifact, verify and load it, warm it up, then swap it in.
+
+Pure orchestration over injected fetch/load functions; a failure at any step leaves the current
+version serving. Deployments of one model are serialized; different models deploy in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from driftloop.services.serving.core import metrics
+from driftloop.services.serving.core.inference import predict, warmup_frame
+from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
+from driftloop.shared.artifacts import signature
+from driftloop.shared.errors import ArtifactRejected
+
+log = structlog.get_logger(__name__)
+
+Fetch = Callable[[str], Awaitable[bytes]]
+"""fetch(object_key) -> artifact bytes."""
+Load = Callable[[bytes, str], Awaitable[Any]]
+"""load(artifact_bytes, expected_sha256) -> pipeline; raises ArtifactRejected."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a deploy() did."""
+
+    model: str
+    version: str
+    previous_version: str
+    """The production version before (empty when there was none)."""
+    load_seconds: float
+    swapped: bool
+    """False when the version was already production (nothing to do)."""
+
+
+class Deployer:
+    def __init__(self, slot: ModelSlot, fetch: Fetch, load: Load) -> None:
+        self.slot = slot
+        self._fetch = fetch
+        self._load = load
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.rejected: set[tuple[str, str]] = set()
+        """(model, version) pairs whose artifact was refused; retrying them cannot help."""
+
+    async def deploy(self, model: str, version: str, artifact_key: str, sha256: str) -> Deployment:
+        """Make `version` production; raise (keeping the current version) when it cannot be."""
+        lock = self._locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            if self.slot.production_version(model) == version:
+                versions = self.slot.versions(model)
+                previous = versions[1] if len(versions) > 1 else ""
+                return Deployment(model, version, previous, 0.0, swapped=False)
+            started = time.perf_counter()
+            loaded = self.slot.loaded(model, version)
+            if loaded is None or loaded.sha256 != sha256:
+                try:
+                    loaded = await self._prepare(model, version, artifact_key, sha256)
+                except Exception as exc:
+                    metrics.DEPLOY_FAILURES.labels(model).inc()
+                    if isinstance(exc, ArtifactRejected):
+                        self.rejected.add((model, version))
+                    raise
+            was_shadow = self.slot.shadow(model) is loaded
+            replaced = self.slot.swap(loaded)
+            if was_shadow:
+                metrics.SHADOW_VERSION.labels(model).set(0)
+            self.rejected.discard((model, version))
+            seconds = time.perf_counter() - started
+            metrics.record_swap(model, version, seconds)
+            log.info(
+                "model_swapped",
+                model=model,
+                version=version,
+                previous_version=replaced.version if replaced else "",
+                load_seconds=seconds,
+            )
+            return Deployment(model, version, replaced.version if replaced else "", seconds, True)
+
+    async def deploy_shadow(self, model: str, version: str, artifact_key: str, sha256: str) -> bool:
+        """Load `version` as the model's shadow, the same safe way as production (hash checked,
+        warm-up); False when there was nothing to do (already the shadow, or production)."""
+        lock = self._locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            current = self.slot.shadow(model)
+            if self.slot.production_version(model) == version or (
+                current is not None and current.version == version and current.sha256 == sha256
+            ):
+                return False
+            started = time.perf_counter()
+            loaded = self.slot.loaded(model, version)
+            if loaded is None or loaded.sha256 != sha256:
+                loaded = await self._prepare(model, version, artifact_key, sha256)
+            replaced = self.slot.set_shadow(loaded)
+            metrics.SHADOW_VERSION.labels(model).set(float(version) if version.isdigit() else -1)
+            log.info(
+                "shadow_loaded",
+                model=model,
+                version=version,
+                replaced_shadow=replaced.version if replaced else "",
+                load_seconds=time.perf_counter() - started,
+            )
+            return True
+
+    async def _prepare(
+        self, model: str, version: str, artifact_key: str, sha256: str
+    ) -> LoadedModel:
+        data = await self._fetch(artifact_key)
+        pipeline = await self._load(data, sha256)
+        try:
+            sig = signature(pipeline)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ArtifactRejected(
+                f"artifact {artifact_key!r} is not a driftloop pipeline (prep + model): {exc}"
+            ) from exc
+        loaded = LoadedModel(model, version, pipeline, sig, sha256)
+        try:
+            labels, _ = await asyncio.to_thread(predict, loaded, warmup_frame(sig))
+        except Exception as exc:
+            raise ArtifactRejected(
+                f"model {model!r} version {version!r} failed its warm-up prediction: {exc}"
+            ) from exc
+        if len(labels) != 1:
+            raise ArtifactRejected(
+                f"model {model!r} version {version!r} answered {len(labels)} rows for 1 in warm-up"
+            )
+        return loaded

@@ -1,0 +1,139 @@
+"""The prediction logger: answered rows go to a bounded in-memory queue, and a flusher sends
+them as PredictionLog batches (Arrow IPC) per model version. It never blocks or fails a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import structlog
+
+from driftloop.services.serving.core import metrics
+from driftloop.shared.records import table_to_ipc
+
+log = structlog.get_logger(__name__)
+
+REQUEST_ID = "_request_id"
+PREDICTION = "_prediction"
+TS = "_ts"
+
+PublishLog = Callable[[str, str, bytes, int], Awaitable[None]]
+"""publish(model, version, arrow_ipc, row_count): sends one PredictionLog."""
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """The rows of one answered request."""
+
+    model: str
+    version: str
+    frame: pd.DataFrame
+    request_id: str
+    labels: np.ndarray
+    ts: float
+    parts: tuple[tuple[str, int], ...] = ()
+    """When the frame holds several requests (a micro-batch): (request id, rows) of each, in
+    order; `request_id` is then unused."""
+
+
+class PredictionLogger:
+    """Bounded by rows: when `max_rows` are waiting, new rows are dropped and counted."""
+
+    def __init__(
+        self,
+        publish: PublishLog,
+        *,
+        max_rows: int = 50_000,
+        batch_rows: int = 1_000,
+        flush_interval_s: float = 0.1,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self._publish = publish
+        self._max_rows = max_rows
+        self._batch_rows = batch_rows
+        self._interval = flush_interval_s
+        self._new_id = new_id
+        self._pending: deque[PredictionRecord] = deque()
+        self._rows = 0
+        self._wake = asyncio.Event()
+
+    @property
+    def pending_rows(self) -> int:
+        return self._rows
+
+    def offer(self, record: PredictionRecord) -> bool:
+        """Queue a request's rows without waiting; False (and counted) when the queue is full."""
+        rows = len(record.frame)
+        if self._rows + rows > self._max_rows:
+            metrics.PREDICTION_LOGS_DROPPED.labels("queue_full").inc(rows)
+            return False
+        self._pending.append(record)
+        self._rows += rows
+        if self._rows >= self._batch_rows:
+            self._wake.set()
+        return True
+
+    async def run(self) -> None:
+        """Flush every flush_interval_s, or at once when a batch's worth of rows waits."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except TimeoutError:
+                pass  # the interval passed: flush what is there
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send everything queued now; a failed publish drops (and counts) its rows."""
+        records = list(self._pending)
+        self._pending.clear()
+        self._rows = 0
+        groups: dict[tuple[str, str], list[PredictionRecord]] = {}
+        for record in records:
+            groups.setdefault((record.model, record.version), []).append(record)
+        for (model, version), group in groups.items():
+            table = self._table(group)
+            for start in range(0, table.num_rows, self._batch_rows):
+                chunk = table.slice(start, self._batch_rows)
+                await self._send(model, version, chunk)
+
+    async def _send(self, model: str, version: str, chunk: pa.Table) -> None:
+        try:
+            await self._publish(model, version, table_to_ipc(chunk), chunk.num_rows)
+        except Exception as exc:  # noqa: BLE001 - logging must never take serving down
+            metrics.PREDICTION_LOGS_DROPPED.labels("publish_failed").inc(chunk.num_rows)
+            log.warning(
+                "prediction_log_dropped",
+                model=model,
+                version=version,
+                rows=chunk.num_rows,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
+
+    def _table(self, group: list[PredictionRecord]) -> pa.Table:
+        frame = pd.concat([r.frame for r in group], ignore_index=True)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        ids: list[str] = []
+        for record in group:
+            ids.extend(self._request_ids(record))
+        predictions = np.concatenate([np.asarray(r.labels, dtype=object) for r in group])
+        ts = np.concatenate([np.full(len(r.frame), r.ts, dtype=np.float64) for r in group])
+        table = table.append_column(REQUEST_ID, pa.array(ids, type=pa.string()))
+        table = table.append_column(PREDICTION, pa.array(predictions.tolist(), type=pa.string()))
+        return table.append_column(TS, pa.array(ts, type=pa.float64()))
+
+    def _request_ids(self, record: PredictionRecord) -> list[str]:
+        parts = record.parts or ((record.request_id, len(record.frame)),)
+        ids: list[str] = []
+        for request_id, rows in parts:
+            base = request_id or self._new_id()
+            ids.extend([base] if rows == 1 else [f"{base}:{i}" for i in range(rows)])
+        return ids

@@ -1,0 +1,288 @@
+"""One training run end to end: pin data, fit and evaluate, store the artifact and profile,
+register the candidate. Blocking work (parquet, sklearn, object store) runs in threads."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import pandas as pd
+import structlog
+
+from driftloop.services.training.core import metrics, trainer
+from driftloop.services.training.core.domain import (
+    CandidateLineage,
+    CandidateVersion,
+    DataFileRef,
+    ModelInfo,
+    ModelSpec,
+    Run,
+    SpecInfo,
+)
+from driftloop.services.training.core.runs import RunStore
+from driftloop.services.training.core.training import RegistryPort
+from driftloop.shared import artifacts, manifest
+from driftloop.shared.errors import DriftloopError, InvalidInput, NotReady, Unavailable
+from driftloop.shared.objectstore import ObjectStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DataWait:
+    """How a drift run waits for rows ingested after the drift began."""
+
+    min_rows_after_drift: int = 500
+    max_wait_seconds: float = 60.0
+    poll_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class PinnedData:
+    manifest: manifest.DatasetManifest
+    frame: pd.DataFrame
+    since: float | None
+    waited_seconds: float = 0.0
+    """Time spent waiting for rows after the drift (sample accumulation), not reading them."""
+
+
+class RunExecutor:
+    def __init__(
+        self,
+        runs: RunStore,
+        store: ObjectStore,
+        registry: RegistryPort,
+        *,
+        wait: DataWait = DataWait(),
+        retry_seconds: float = 2.0,
+    ) -> None:
+        self._runs = runs
+        self._store = store
+        self._registry = registry
+        self._wait = wait
+        self._retry = retry_seconds
+
+    async def execute(self, run: Run) -> None:
+        """Run to success or failure; a dependency outage puts the run back in the queue."""
+        with structlog.contextvars.bound_contextvars(
+            run_id=run.run_id, model=run.model, correlation_id=run.correlation_id
+        ):
+            log.info("run_started", trigger=run.trigger, episode_id=run.episode_id)
+            started = time.monotonic()
+            try:
+                await self._execute(run)
+                metrics.record_run(run, "succeeded", started)
+            except Unavailable as exc:
+                log.warning("run_requeued", error=str(exc))
+                await asyncio.to_thread(self._runs.requeue, run.run_id, str(exc))
+                await asyncio.sleep(self._retry)  # back off before the dependency is tried again
+            except DriftloopError as exc:
+                log.warning("run_failed", error=str(exc), error_type=type(exc).__name__)
+                await asyncio.to_thread(self._runs.fail, run.run_id, str(exc))
+                metrics.record_run(run, "failed", started)
+            except Exception as exc:  # noqa: BLE001 - record any crash on the run, keep working
+                log.exception("run_crashed")
+                await asyncio.to_thread(self._runs.fail, run.run_id, f"{type(exc).__name__}: {exc}")
+                metrics.record_run(run, "failed", started)
+
+    async def _execute(self, run: Run) -> None:
+        done = await self._registry.find_run(run.model, run.run_id)
+        if done is not None:  # a killed run that had registered: record, do not redo
+            await asyncio.to_thread(self._runs.succeed, run.run_id, done, 0.0)
+            log.info("run_already_registered", version=done.version)
+            return
+        model, spec = await self._model_and_spec(run)
+        waited = time.monotonic()
+        data = await self._pin_data(run, model)
+        await asyncio.to_thread(self._runs.record_data_wait, run.run_id, time.monotonic() - waited)
+        await self._progress(run, "fitting")
+        champion = await self._registry.production(model.name)
+        champion_model = None
+        if champion is not None:
+            champion_model = await asyncio.to_thread(
+                self._load, champion.artifact_uri, champion.artifact_sha256
+            )
+        result = await asyncio.to_thread(self._train, run, model, data, champion_model)
+        await asyncio.to_thread(
+            self._runs.record_data,
+            run.run_id,
+            data.manifest.version,
+            result.training_rows,
+            result.search.best_params if result.search else None,
+        )
+        champion_version = champion.version if champion else ""
+        candidate = await asyncio.to_thread(
+            self._store_outputs, run, model, data, result, champion_version, spec
+        )
+        await self._progress(run, "registering")
+        registration = await self._registry.register(candidate)
+        await asyncio.to_thread(self._runs.succeed, run.run_id, registration, result.fit_seconds)
+        log.info(
+            "run_succeeded",
+            version=registration.version,
+            promoted=registration.promoted,
+            reason=registration.decision_reason,
+            metrics=result.metrics,
+            champion_metrics=result.champion_metrics,
+        )
+
+    async def _model_and_spec(self, run: Run) -> tuple[ModelInfo, SpecInfo]:
+        """The model, with the spec version current now (recorded on the run)."""
+        model = await self._registry.get_model(run.model)
+        spec = await self._registry.get_spec(run.model, 0)
+        await asyncio.to_thread(self._runs.record_spec, run.run_id, spec.number)
+        return replace(model, spec=spec.spec, spec_version=spec.number), spec
+
+    async def _progress(self, run: Run, text: str) -> None:
+        await asyncio.to_thread(self._runs.record_progress, run.run_id, text)
+
+    async def _pin_data(self, run: Run, model: ModelInfo) -> PinnedData:
+        pinned = await asyncio.to_thread(self._latest, model)
+        if run.trigger != "drift" or run.data_since is None:
+            return PinnedData(pinned, await asyncio.to_thread(self._read, pinned, None), None)
+        since = run.data_since
+        began = time.monotonic()
+        deadline = began + self._wait.max_wait_seconds
+        while True:
+            await self._progress(run, self._wait_progress(pinned, since))
+            checked = time.monotonic()
+            recent = await asyncio.to_thread(self._rows_since, pinned, since)
+            if recent is not None:
+                log.info("drift_window_ready", rows=len(recent), manifest_version=pinned.version)
+                return PinnedData(pinned, recent, since, checked - began)
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "drift_data_wait_expired",
+                    since=since,
+                    waited_seconds=self._wait.max_wait_seconds,
+                )
+                frame = await asyncio.to_thread(self._read, pinned, None)
+                return PinnedData(pinned, frame, None, time.monotonic() - began)
+            await asyncio.sleep(self._wait.poll_seconds)  # poll: validation curates as data comes
+            pinned = await asyncio.to_thread(self._latest, model)
+
+    def _wait_progress(self, pinned: manifest.DatasetManifest, since: float) -> str:
+        rows = sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
+        return f"waiting for data ({rows}/{self._wait.min_rows_after_drift} rows after the drift)"
+
+    def _latest(self, model: ModelInfo) -> manifest.DatasetManifest:
+        pinned = manifest.latest_manifest(self._store, model.dataset)
+        if pinned is None:
+            raise NotReady(f"dataset {model.dataset!r} has no curated data yet: ingest rows first")
+        if pinned.total_rows < model.spec.min_rows:
+            raise InvalidInput(
+                f"dataset {model.dataset!r} has {pinned.total_rows} curated rows; model "
+                f"{model.name} needs at least {model.spec.min_rows} (spec.min_rows)"
+            )
+        return pinned
+
+    def _read(self, pinned: manifest.DatasetManifest, since: float | None) -> pd.DataFrame:
+        return manifest.read_snapshot(self._store, pinned, since=since)
+
+    def _rows_since(self, pinned: manifest.DatasetManifest, since: float) -> pd.DataFrame | None:
+        """Rows ingested at/after `since`, or None while there are fewer than needed."""
+        estimate = sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
+        if estimate < self._wait.min_rows_after_drift:
+            return None
+        frame = self._read(pinned, since)
+        return frame if len(frame) >= self._wait.min_rows_after_drift else None
+
+    def _load(self, key: str, sha256: str) -> Any:
+        return artifacts.load_model(self._store.get(key), sha256)
+
+    def _train(
+        self, run: Run, model: ModelInfo, data: PinnedData, champion: Any | None
+    ) -> trainer.TrainedCandidate:
+        window = trainer.select_window(data.frame, model.target, model.spec.window_rows)
+        if len(window) < model.spec.min_rows:
+            raise InvalidInput(
+                f"only {len(window)} curated rows with a {model.target!r} value in the window; "
+                f"model {model.name} needs at least {model.spec.min_rows}"
+            )
+        return trainer.train_candidate(model.name, window, model.target, model.spec, champion)
+
+    def _store_outputs(
+        self,
+        run: Run,
+        model: ModelInfo,
+        data: PinnedData,
+        result: trainer.TrainedCandidate,
+        champion_version: str,
+        spec_info: SpecInfo,
+    ) -> CandidateVersion:
+        body = artifacts.dump_model(result.pipeline)
+        artifact_key = f"artifacts/{model.name}/{run.run_id}/model.skops"
+        profile_key = f"artifacts/{model.name}/{run.run_id}/profile.json"
+        self._store.put(artifact_key, body)
+        self._store.put(profile_key, result.profile.to_json())
+        files = [
+            f for f in data.manifest.files if data.since is None or f.max_ingested_at >= data.since
+        ]
+        spec = model.spec
+        lineage = CandidateLineage(
+            run_id=run.run_id,
+            manifest_version=data.manifest.version,
+            manifest_key=data.manifest.key,
+            files=tuple(DataFileRef(f.key, f.sha256, f.rows) for f in files),
+            params=lineage_params(spec, result, data.since),
+            code_version=importlib.metadata.version("driftloop"),
+            causing_event_id=run.causation_id,
+            correlation_id=run.correlation_id,
+            episode_id=run.episode_id or "",
+            parent_version=champion_version,
+            trigger=run.trigger,
+            training_rows=result.training_rows,
+            spec_version=spec_info.number,
+            spec_sha256=spec_info.sha256,
+        )
+        return CandidateVersion(
+            model=model.name,
+            run_id=run.run_id,
+            artifact_uri=artifact_key,
+            artifact_sha256=artifacts.sha256(body),
+            profile_uri=profile_key,
+            metrics=result.metrics,
+            champion_metrics=result.champion_metrics,
+            champion_version=champion_version,
+            lineage=lineage,
+            correlation_id=run.correlation_id,
+            causation_id=run.causation_id,
+            slice_metrics=result.slices,
+            champion_slice_metrics=result.champion_slices,
+        )
+
+
+def lineage_params(
+    spec: ModelSpec, result: trainer.TrainedCandidate, since: float | None
+) -> dict[str, str]:
+    """Everything needed to redo the fit: the spec as trained, the seed, the data window's
+    start, and the library versions and time of this training."""
+    params = {
+        "estimator": spec.estimator,
+        **spec.params,
+        "estimator_params": json.dumps(spec.params, sort_keys=True),
+        "features": json.dumps(result.features),
+        "window_rows": str(spec.window_rows),
+        "holdout_fraction": str(spec.holdout_fraction),
+        "min_rows": str(spec.min_rows),
+        "seed": str(trainer.SEED),
+        "fit_seconds": f"{result.fit_seconds:.4f}",
+        "trained_at": f"{time.time():.3f}",
+        **{f"lib.{name}": version for name, version in trainer.library_versions().items()},
+    }
+    if spec.slice_columns:
+        params["slice_columns"] = json.dumps(list(spec.slice_columns))
+    if spec.search.param_grid:
+        params["search"] = json.dumps(asdict(spec.search), sort_keys=True)
+    if result.search is not None:
+        params["search.best_params"] = json.dumps(result.search.best_params, sort_keys=True)
+        params["search.best_cv_score"] = f"{result.search.best_score:.6f}"
+        params["search.candidates"] = str(result.search.candidates)
+        params["search.method"] = result.search.method
+    if since is not None:
+        params["data_since"] = repr(since)
+    return params

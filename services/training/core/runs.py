@@ -1,0 +1,255 @@
+"""The training run table in SQLite: queue, claim, finish; idempotent by drift episode.
+
+WAL mode and PRAGMA user_version migrations, like the registry. Calls come through
+asyncio.to_thread, so one connection is shared behind a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from driftloop.services.training.core.domain import Registration, Run
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, model TEXT NOT NULL, state TEXT NOT NULL,
+        trigger TEXT NOT NULL, episode_id TEXT UNIQUE, correlation_id TEXT NOT NULL,
+        causation_id TEXT NOT NULL, data_since REAL, reason TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, started_at REAL,
+        finished_at REAL, registered_version TEXT NOT NULL DEFAULT '',
+        promoted INTEGER NOT NULL DEFAULT 0, decision_reason TEXT NOT NULL DEFAULT '',
+        metrics_json TEXT NOT NULL DEFAULT '{}', manifest_version INTEGER NOT NULL DEFAULT 0,
+        training_rows INTEGER NOT NULL DEFAULT 0, fit_seconds REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_by_state ON runs(state, created_at);
+    CREATE INDEX runs_by_model ON runs(model, created_at)
+    """,
+    # 2: sample accumulation time, the causing event's time and summary, live progress
+    """
+    ALTER TABLE runs ADD COLUMN data_wait_seconds REAL NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN caused_at REAL;
+    ALTER TABLE runs ADD COLUMN cause_detail TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN progress TEXT NOT NULL DEFAULT '';
+    CREATE INDEX runs_by_correlation ON runs(correlation_id)
+    """,
+    # 3: the spec version trained, the search's best parameters, the schedule slot (one run each)
+    """
+    ALTER TABLE runs ADD COLUMN spec_version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN best_params_json TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN schedule_slot TEXT;
+    CREATE UNIQUE INDEX runs_by_schedule_slot ON runs(schedule_slot)
+    """,
+)
+_RUN_FIELDS = {f.name for f in fields(Run)}
+
+
+class RunStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        current = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self._tx() as c:
+                for statement in filter(str.strip, script.split(";")):
+                    c.execute(statement)
+                c.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def queue(
+        self,
+        model: str,
+        trigger: str,
+        *,
+        episode_id: str | None = None,
+        correlation_id: str = "",
+        causation_id: str = "",
+        data_since: float | None = None,
+        reason: str = "",
+        only_if_no_runs: bool = False,
+        caused_at: float | None = None,
+        cause_detail: str = "",
+        schedule_slot: str | None = None,
+    ) -> Run | None:
+        """Queue a run; None when the episode or schedule slot already has one (or, with
+        only_if_no_runs, when the model has any run). An empty correlation id becomes the run id."""
+        run_id = uuid.uuid4().hex
+        with self._tx() as c:
+            for column, key in (("episode_id", episode_id), ("schedule_slot", schedule_slot)):
+                if (
+                    key is not None
+                    and c.execute(f"SELECT 1 FROM runs WHERE {column} = ?", (key,)).fetchone()
+                ):
+                    return None
+            if (
+                only_if_no_runs
+                and c.execute("SELECT 1 FROM runs WHERE model = ?", (model,)).fetchone()
+            ):
+                return None
+            c.execute(
+                "INSERT INTO runs (run_id, model, state, trigger, episode_id, correlation_id,"
+                " causation_id, data_since, reason, created_at, caused_at, cause_detail,"
+                " schedule_slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    model,
+                    "queued",
+                    trigger,
+                    episode_id,
+                    correlation_id or run_id,
+                    causation_id,
+                    data_since,
+                    reason,
+                    time.time(),
+                    caused_at,
+                    cause_detail,
+                    schedule_slot,
+                ),
+            )
+            return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone())
+
+    def requeue_interrupted(self) -> int:
+        """Runs left "running" by a killed process go back to the queue (redone from scratch)."""
+        with self._tx() as c:
+            return c.execute(
+                "UPDATE runs SET state = 'queued', started_at = NULL, progress = ''"
+                " WHERE state = 'running'"
+            ).rowcount
+
+    def claim_next(self) -> Run | None:
+        """Mark the oldest queued run running and return it."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT run_id FROM runs WHERE state = 'queued' ORDER BY created_at, rowid LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute(
+                "UPDATE runs SET state = 'running', started_at = ?, error = '' WHERE run_id = ?",
+                (time.time(), row["run_id"]),
+            )
+            return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (row[0],)).fetchone())
+
+    def requeue(self, run_id: str, error: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET state = 'queued', error = ?, progress = '' WHERE run_id = ?",
+                (error, run_id),
+            )
+
+    def record_data(
+        self,
+        run_id: str,
+        manifest_version: int,
+        training_rows: int,
+        best_params: dict[str, str] | None = None,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET manifest_version = ?, training_rows = ?, best_params_json = ?"
+                " WHERE run_id = ?",
+                (manifest_version, training_rows, json.dumps(best_params or {}), run_id),
+            )
+
+    def record_spec(self, run_id: str, spec_version: int) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE runs SET spec_version = ? WHERE run_id = ?", (spec_version, run_id))
+
+    def has_slot(self, schedule_slot: str) -> bool:
+        with self._tx() as c:
+            found = c.execute("SELECT 1 FROM runs WHERE schedule_slot = ?", (schedule_slot,))
+            return found.fetchone() is not None
+
+    def schedule_state(self, model: str) -> tuple[bool, int]:
+        """(whether a run of `model` is queued or running, the newest manifest version any of
+        its runs trained on)."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT COALESCE(MAX(state IN ('queued', 'running')), 0),"
+                " COALESCE(MAX(manifest_version), 0) FROM runs WHERE model = ?",
+                (model,),
+            ).fetchone()
+        return bool(row[0]), int(row[1])
+
+    def record_progress(self, run_id: str, progress: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE runs SET progress = ? WHERE run_id = ?", (progress, run_id))
+
+    def record_data_wait(self, run_id: str, seconds: float) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE runs SET data_wait_seconds = ? WHERE run_id = ?", (seconds, run_id))
+
+    def succeed(self, run_id: str, reg: Registration, fit_seconds: float) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET state = 'succeeded', finished_at = ?, registered_version = ?,"
+                " promoted = ?, decision_reason = ?, metrics_json = ?, fit_seconds = ?,"
+                " error = '', progress = '' WHERE run_id = ?",
+                (
+                    time.time(),
+                    reg.version,
+                    int(reg.promoted),
+                    reg.decision_reason,
+                    json.dumps(reg.metrics, sort_keys=True),
+                    fit_seconds,
+                    run_id,
+                ),
+            )
+
+    def fail(self, run_id: str, error: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET state = 'failed', finished_at = ?, error = ?, progress = ''"
+                " WHERE run_id = ?",
+                (time.time(), error, run_id),
+            )
+
+    def get(self, run_id: str) -> Run | None:
+        with self._tx() as c:
+            row = c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else _run(row)
+
+    def list(self, model: str = "", limit: int = 50, correlation_id: str = "") -> list[Run]:
+        sql, args = "SELECT * FROM runs WHERE 1=1", list[Any]()
+        for column, value in (("model", model), ("correlation_id", correlation_id)):
+            if value:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        with self._tx() as c:
+            return [_run(r) for r in c.execute(sql, [*args, limit]).fetchall()]
+
+
+def _run(row: sqlite3.Row) -> Run:
+    values: dict[str, Any] = {k: row[k] for k in row.keys() if k in _RUN_FIELDS}
+    values["metrics"] = json.loads(row["metrics_json"])
+    values["promoted"] = bool(row["promoted"])
+    values["best_params"] = json.loads(row["best_params_json"])
+    return Run(**values)

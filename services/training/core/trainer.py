@@ -1,0 +1,303 @@
+"""Fit and evaluate one candidate on a data window: pure scikit-learn, no IO.
+
+The holdout is the most recent slice of the window (by ingestion time), and the champion is
+scored on exactly those rows, so the registry compares like with like.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from driftloop.services.training.core.domain import ModelSpec, SliceScore
+from driftloop.shared.errors import InvalidInput
+from driftloop.shared.manifest import INGESTED_AT
+from driftloop.shared.profile import ReferenceProfile, build_profile
+
+SEED = 0
+"""Seed of every random source a fit touches (estimator random_state, numpy, random)."""
+MAX_SLICE_VALUES = 100
+"""Slices scored per slice column (its most frequent values)."""
+MISSING = "<missing>"
+LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "scipy", "skops")
+
+ESTIMATORS: dict[str, Any] = {
+    "logistic_regression": lambda: LogisticRegression(max_iter=1000),
+    "random_forest": RandomForestClassifier,
+    "gradient_boosting": HistGradientBoostingClassifier,
+}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best_params: dict[str, str]
+    """Estimator parameter -> JSON value the search chose."""
+    best_score: float
+    """Mean cross-validated score of the best parameters."""
+    candidates: int
+    method: str
+    """"grid" or "random" (a sample of max_candidates combinations)."""
+
+
+@dataclass(frozen=True)
+class TrainedCandidate:
+    pipeline: Pipeline
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float]
+    profile: ReferenceProfile
+    features: list[str]
+    training_rows: int
+    holdout_rows: int
+    fit_seconds: float
+    slices: tuple[SliceScore, ...] = ()
+    champion_slices: tuple[SliceScore, ...] = ()
+    search: SearchResult | None = None
+
+
+def feature_columns(frame: pd.DataFrame, target: str, spec: ModelSpec) -> list[str]:
+    """spec.features, or every column except the target and driftloop's "_" columns."""
+    if spec.features:
+        missing = [c for c in spec.features if c not in frame.columns]
+        if missing:
+            raise InvalidInput(f"feature columns {missing} are not in the curated data")
+        return list(spec.features)
+    return [c for c in frame.columns if c != target and not str(c).startswith("_")]
+
+
+def select_window(frame: pd.DataFrame, target: str, window_rows: int) -> pd.DataFrame:
+    """Rows with a target, in ingestion order, the most recent `window_rows` of them."""
+    if target not in frame.columns:
+        raise InvalidInput(f"target column {target!r} is not in the curated data")
+    rows = frame[frame[target].notna()]
+    if INGESTED_AT in rows.columns:
+        rows = rows.sort_values(INGESTED_AT, kind="stable")
+    return rows.tail(window_rows).reset_index(drop=True)
+
+
+def split_holdout(window: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, holdout): the holdout is the most recent `fraction` of the window."""
+    n_holdout = max(1, math.ceil(len(window) * fraction))
+    if len(window) - n_holdout < 1:
+        raise InvalidInput(f"window of {len(window)} rows is too small to hold out {fraction}")
+    ordered = window.sort_values(INGESTED_AT, kind="stable") if INGESTED_AT in window else window
+    return ordered.iloc[:-n_holdout], ordered.iloc[-n_holdout:]
+
+
+def build_pipeline(frame: pd.DataFrame, features: list[str], spec: ModelSpec) -> Pipeline:
+    numeric = [c for c in features if _is_numeric(frame[c])]
+    categorical = [c for c in features if c not in numeric]
+    prep = ColumnTransformer(
+        [
+            (
+                "num",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
+                numeric,
+            ),
+            (
+                "cat",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore")),
+                    ]
+                ),
+                categorical,
+            ),
+        ]
+    )
+    return Pipeline([("prep", prep), ("model", make_estimator(spec))])
+
+
+def make_estimator(spec: ModelSpec) -> Any:
+    if spec.estimator not in ESTIMATORS:
+        raise InvalidInput(f"unknown estimator {spec.estimator!r}: use one of {list(ESTIMATORS)}")
+    estimator = ESTIMATORS[spec.estimator]()
+    params: dict[str, Any] = {}
+    for name, raw in spec.params.items():
+        try:
+            params[name] = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"estimator parameter {name}={raw!r} is not a JSON value") from exc
+    if "random_state" in estimator.get_params():
+        params.setdefault("random_state", SEED)
+    try:
+        return estimator.set_params(**params)
+    except ValueError as exc:
+        raise InvalidInput(f"bad parameters for {spec.estimator}: {exc}") from exc
+
+
+def score(pipeline: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
+    """accuracy and f1_macro of `pipeline` on `holdout` (labels compared as strings)."""
+    features = [str(c) for c in pipeline.feature_names_in_]
+    truth = holdout[target].astype(str)
+    predicted = pd.Series(pipeline.predict(holdout[features])).astype(str)
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+    }
+
+
+def train_candidate(
+    model: str, window: pd.DataFrame, target: str, spec: ModelSpec, champion: Any | None = None
+) -> TrainedCandidate:
+    """Fit on the older part of `window`, score it (and the champion) on the newest part."""
+    features = feature_columns(window, target, spec)
+    if not features:
+        raise InvalidInput(f"no feature columns besides the target {target!r}")
+    train, holdout = split_holdout(window, spec.holdout_fraction)
+    y_train = train[target].astype(str)
+    if y_train.nunique() < 2:
+        raise InvalidInput(f"training rows hold a single class {y_train.iloc[0]!r}: need two")
+    missing = [c for c in spec.slice_columns if c not in window.columns]
+    if missing:
+        raise InvalidInput(f"slice columns {missing} are not in the curated data")
+    pipeline = build_pipeline(train, features, spec)
+    seed_everything()
+    started = time.perf_counter()
+    pipeline, searched = fit(pipeline, spec, train[features], y_train)
+    fit_seconds = time.perf_counter() - started
+    predictions = pd.Series(pipeline.predict(train[features]), index=train.index).astype(str)
+    metrics = score(pipeline, holdout, target)
+    # why: the held-out accuracy and label frequencies give the monitor a performance and
+    # label-prior reference at once, instead of a burn-in of live labels after each deployment.
+    # The holdout size tells the monitor how certain the reference accuracy is.
+    profile = build_profile(
+        model,
+        "",
+        train[features],
+        predictions,
+        target=y_train,
+        metrics={**metrics, "holdout_rows": float(len(holdout))},
+    )
+    champion_ok = champion is not None and _has_features(champion, holdout)
+    return TrainedCandidate(
+        pipeline=pipeline,
+        metrics=metrics,
+        champion_metrics={} if champion is None else score_champion(champion, holdout, target),
+        profile=profile,
+        features=features,
+        training_rows=len(train),
+        holdout_rows=len(holdout),
+        fit_seconds=fit_seconds,
+        slices=slice_scores(pipeline, holdout, target, spec.slice_columns),
+        champion_slices=(
+            slice_scores(champion, holdout, target, spec.slice_columns) if champion_ok else ()
+        ),
+        search=searched,
+    )
+
+
+def fit(
+    pipeline: Pipeline, spec: ModelSpec, x: pd.DataFrame, y: pd.Series
+) -> tuple[Pipeline, SearchResult | None]:
+    """Fit `pipeline`, or with a search spec, cross-validate the grid (random sample of
+    max_candidates combinations when larger) with a fixed seed and refit the best."""
+    search = spec.search
+    if not search.param_grid:
+        return pipeline.fit(x, y), None
+    grid = {f"model__{k}": json.loads(v) for k, v in sorted(search.param_grid.items())}
+    size = math.prod(len(v) for v in grid.values())
+    common: dict[str, Any] = {
+        "cv": StratifiedKFold(n_splits=search.cv),  # unshuffled: the same folds every time
+        "scoring": search.scoring,
+        "n_jobs": 1,
+        "refit": True,
+        "error_score": "raise",
+    }
+    sampled = bool(search.max_candidates) and size > search.max_candidates
+    searcher: GridSearchCV | RandomizedSearchCV = (
+        RandomizedSearchCV(
+            pipeline, grid, n_iter=search.max_candidates, random_state=SEED, **common
+        )
+        if sampled
+        else GridSearchCV(pipeline, grid, **common)
+    )
+    try:
+        searcher.fit(x, y)
+    except ValueError as exc:
+        raise InvalidInput(f"hyper-parameter search failed: {exc}") from exc
+    best = {
+        k.removeprefix("model__"): json.dumps(_plain(v))
+        for k, v in sorted(searcher.best_params_.items())
+    }
+    result = SearchResult(
+        best_params=best,
+        best_score=float(searcher.best_score_),
+        candidates=search.max_candidates if sampled else size,
+        method="random" if sampled else "grid",
+    )
+    return searcher.best_estimator_, result
+
+
+def slice_scores(
+    pipeline: Any, holdout: pd.DataFrame, target: str, columns: tuple[str, ...]
+) -> tuple[SliceScore, ...]:
+    """Metrics per value of each slice column on `holdout` (the most frequent values first,
+    at most MAX_SLICE_VALUES per column; missing values form the slice "<missing>")."""
+    found = []
+    for column in columns:
+        values = holdout[column].astype(object).where(holdout[column].notna(), MISSING)
+        values = values.astype(str)
+        for value in values.value_counts().index[:MAX_SLICE_VALUES]:
+            rows = holdout[values == value]
+            found.append(SliceScore(column, str(value), len(rows), score(pipeline, rows, target)))
+    return tuple(found)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _has_features(model: Any, frame: pd.DataFrame) -> bool:
+    return all(c in frame.columns for c in model.feature_names_in_)
+
+
+def seed_everything(seed: int = SEED) -> None:
+    """Seed the global random sources an estimator could fall back on (one fit at a time)."""
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a fit depends on, and of Python."""
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def score_champion(champion: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
+    if not _has_features(champion, holdout):
+        # the data no longer has what the champion needs: it cannot serve it either
+        return {"accuracy": 0.0, "f1_macro": 0.0}
+    return score(champion, holdout, target)
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return bool(
+        pd.api.types.is_numeric_dtype(column)
+        and not pd.api.types.is_bool_dtype(column)
+        and not np.issubdtype(column.dtype, np.timedelta64)
+    )

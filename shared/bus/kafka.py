@@ -1,0 +1,422 @@
+"""The Kafka bus: topic creation, an event publisher, and a consumer loop with dead-lettering.
+
+Delivery is at-least-once: a consumer commits a record's offset only after its handler returned
+(or the record was dead-lettered), and skips event ids it has already handled. Handlers must
+still be idempotent on their own durable state, because the seen-id memory dies with the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from google.protobuf.message import Message
+from prometheus_client import Counter, Gauge, Histogram
+
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.shared.bus import envelope, topics
+from driftloop.shared.errors import Unavailable
+
+log = structlog.get_logger(__name__)
+
+EVENTS_HANDLED = Counter(
+    "driftloop_events_handled_total", "Kafka messages handled", ["consumer", "topic"]
+)
+EVENTS_DEADLETTERED = Counter(
+    "driftloop_events_deadlettered_total",
+    "Kafka messages sent to the dead-letter topic",
+    ["consumer", "topic"],
+)
+CONSUMER_LAG = Gauge(
+    "driftloop_consumer_lag_messages",
+    "Messages behind the partition's high watermark after the last handled batch",
+    ["consumer", "topic", "partition"],
+)
+LOOP_STAGE_SECONDS = Histogram(
+    "driftloop_loop_stage_seconds",
+    "Seconds from a cause event to the event it caused (e.g. ModelPromoted -> ModelDeployed)",
+    ["cause", "effect"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+HANDLER_RETRIES = Counter(
+    "driftloop_handler_retries_total",
+    "Handler calls retried because a dependency (registry, store, broker) was unavailable",
+    ["consumer", "topic"],
+)
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+UNAVAILABLE_BUDGET_S = 120.0
+"""How long a consumer retries a record whose handler raises Unavailable before it gives up
+and stops (so the supervisor restarts the service). Below aiokafka's 300 s max poll interval,
+so the consumer keeps its group membership while it waits."""
+
+EventHandler = Callable[[envelope.Envelope], Awaitable[None]]
+RecordHandler = Callable[[ConsumerRecord], Awaitable[None]]
+T = TypeVar("T")
+BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[Awaitable[None] | None]]
+"""May return an awaitable: the rest of its work (e.g. the broker's acks of what it published);
+the consumer then goes on polling and commits the records once that is done (see EventConsumer)."""
+
+
+async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
+    """Create every driftloop topic that is missing, waiting for the broker up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(name, n, 1)
+                for name, n in topics.PARTITIONS.items()
+                if name not in existing
+            ]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass  # another service created them first
+                log.info("topics_created", topics=[t.name for t in missing])
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"Kafka broker at {bootstrap} unreachable: {exc}") from exc
+            await asyncio.sleep(0.5)  # poll: broker not up yet
+        finally:
+            await admin.close()
+
+
+class EventPublisher:
+    """Publishes envelopes (and raw bytes) to Kafka on behalf of one service."""
+
+    def __init__(self, bootstrap: str, producer_name: str, *, max_batch_bytes: int = 16384) -> None:
+        """`max_batch_bytes`: data buffered per partition before send() waits for the batch to
+        be drained (aiokafka's max_batch_size). A message larger than it travels alone and
+        the next send to that partition waits a round trip, so publishers of large messages
+        (record batches) raise it to pipeline several per request."""
+        self.producer_name = producer_name
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=f"driftloop-{producer_name}",
+            linger_ms=2,
+            max_request_size=MAX_MESSAGE_BYTES,
+            max_batch_size=max_batch_bytes,
+            acks="all",
+        )
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise Unavailable(f"cannot connect producer: {exc}") from exc
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    def event(
+        self,
+        payload: Message,
+        *,
+        cause: envelope.Envelope | None = None,
+        correlation_id: str = "",
+        causation_id: str = "",
+    ) -> envelope.Envelope:
+        made = envelope.new_event(
+            self.producer_name,
+            payload,
+            cause=cause,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        if cause is not None and cause.HasField("occurred_at"):
+            waited = made.occurred_at.ToNanoseconds() - cause.occurred_at.ToNanoseconds()
+            LOOP_STAGE_SECONDS.labels(cause.type, made.type).observe(max(0.0, waited / 1e9))
+        return made
+
+    async def publish(self, topic: str, key: str, event: envelope.Envelope) -> None:
+        await self.publish_raw(topic, key.encode(), envelope.encode(event))
+
+    async def enqueue(self, topic: str, key: str, event: envelope.Envelope) -> asyncio.Task[None]:
+        """Hand an event to the producer without waiting for the broker's ack, so a caller can
+        pipeline many sends; await the returned task to know it was written (it raises
+        Unavailable when it was not). The producer's own buffer bounds how much can queue."""
+        try:
+            future = await self._producer.send(topic, envelope.encode(event), key=key.encode())
+        except KafkaError as exc:
+            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
+        return asyncio.ensure_future(self._acked(topic, future))
+
+    @staticmethod
+    async def _acked(topic: str, future: Awaitable[object]) -> None:
+        try:
+            await future
+        except KafkaError as exc:
+            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
+
+    async def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        try:
+            await self._producer.send_and_wait(topic, value, key=key)
+        except KafkaError as exc:
+            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
+
+
+class EventConsumer:
+    """Reads topics and calls a handler per message; failures go to driftloop.deadletter.
+
+    With `on_event`, each message is decoded into an Envelope for the handler and a message
+    that does not decode is dead-lettered; with `on_record` the handler gets the raw record
+    (for topics external producers write). With `on_batch` the handler gets all the records
+    one poll returned for one partition, in order (to amortise work over many small messages);
+    if it raises, each record is handed to it again alone, and a record that still fails is
+    dead-lettered, so a batch handler must be idempotent per record. Offsets are committed
+    after each partition's records, whichever handler is used. A batch handler may return an
+    awaitable holding the rest of its work (typically the acks of what it published): the
+    consumer then polls and handles the next records while that completes, and commits each
+    poll's offsets only after its awaitable is done, in order (at most `max_pending_polls`
+    polls are in flight, counting the one being handled; if one raises, the consumer stops
+    with that error and nothing after it is committed). A handler that raises `Unavailable` (a
+    dependency is down) is called again with backoff for up to `unavailable_budget_s`;
+    meanwhile nothing is committed or dead-lettered, and the service stays up. `ready` is set
+    once partitions are assigned and their start offsets resolved, so callers (and tests)
+    wait for it.
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group: str | None,
+        topic_names: Iterable[str],
+        publisher: EventPublisher,
+        on_event: EventHandler | None = None,
+        on_record: RecordHandler | None = None,
+        on_batch: BatchHandler | None = None,
+        group_membership: bool = False,
+        from_latest: bool = False,
+        max_records: int = 200,
+        max_pending_polls: int = 2,
+        fetch_max_wait_ms: int = 500,
+        unavailable_budget_s: float = UNAVAILABLE_BUDGET_S,
+    ) -> None:
+        if sum(h is not None for h in (on_event, on_record, on_batch)) != 1:
+            raise TypeError("give exactly one of on_event, on_record or on_batch")
+        self.group = group
+        self.topics = list(topic_names)
+        self._publisher = publisher
+        self._on_event = on_event
+        self._on_record = on_record
+        self._on_batch = on_batch
+        self._membership = group_membership and group is not None
+        self._max_records = max_records
+        if max_pending_polls < 1:
+            raise ValueError(f"max_pending_polls must be at least 1, got {max_pending_polls}")
+        self._max_pending_polls = max_pending_polls
+        self._unavailable_budget_s = unavailable_budget_s
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._tails: collections.deque[tuple[TopicPartition, int, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="latest" if from_latest else "earliest",
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+        )
+
+    async def run(self) -> None:
+        """Consume until stop() is called."""
+        await self._consumer.start()
+        try:
+            await self._assign()
+            while not self._stopping.is_set():
+                if not self.ready.is_set() and self._consumer.assignment():
+                    # why: resolve start offsets first, so that a from_latest consumer that
+                    # says it is ready really sees every message published after that.
+                    for tp in self._consumer.assignment():
+                        await self._consumer.position(tp)
+                    self.ready.set()
+                    log.info("consumer_ready", group=self.group, topics=self.topics)
+                batches = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self._max_records
+                )
+                await self._settle_done()  # commits the polls whose tails are done
+                for tp, records in batches.items():
+                    tail = None
+                    if self._on_batch is not None:
+                        tail = await self._handle_batch(records)
+                    else:
+                        for record in records:
+                            await self._handle(record)
+                    if tail is not None:
+                        # why: the next poll is handled while this one's tail (acks) completes
+                        self._tails.append(
+                            (tp, records[-1].offset + 1, asyncio.ensure_future(tail))
+                        )
+                        while len(self._tails) >= self._max_pending_polls:
+                            await self._settle_oldest()
+                    else:
+                        await self._settle_all()
+                        await self._commit(tp, records[-1].offset + 1)
+            await self._settle_all()
+        finally:
+            for _, _, pending in self._tails:
+                pending.cancel()  # only left when the loop failed: uncommitted, redelivered
+            self._tails.clear()
+            await self._consumer.stop()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
+        if self.group is not None:
+            await self._consumer.commit({tp: next_offset})
+        self._record_lag(tp, next_offset)
+
+    async def _settle_oldest(self) -> None:
+        tp, next_offset, pending = self._tails[0]
+        await pending  # raises: the consumer stops before committing it
+        self._tails.popleft()
+        await self._commit(tp, next_offset)
+
+    async def _settle_done(self) -> None:
+        while self._tails and self._tails[0][2].done():
+            await self._settle_oldest()
+
+    async def _settle_all(self) -> None:
+        while self._tails:
+            await self._settle_oldest()
+
+    def _record_lag(self, tp: TopicPartition, next_offset: int) -> None:
+        end = self._consumer.highwater(tp)
+        if end is not None:
+            lag = max(0, end - next_offset)
+            CONSUMER_LAG.labels(self.group or "ephemeral", tp.topic, str(tp.partition)).set(lag)
+
+    async def _assign(self) -> None:
+        if self._membership:
+            self._consumer.subscribe(self.topics)
+            return
+        partitions: list[TopicPartition] = []
+        for topic in self.topics:
+            for _ in range(100):
+                found = await self._consumer.topics()
+                if topic in found:
+                    break
+                await asyncio.sleep(0.1)  # poll: topic metadata not yet propagated
+            ids = self._consumer.partitions_for_topic(topic) or {0}
+            partitions.extend(TopicPartition(topic, p) for p in sorted(ids))
+        self._consumer.assign(partitions)
+
+    async def _handle_batch(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
+        assert self._on_batch is not None
+        try:
+            tail = await self._retrying(records[0], lambda: self._on_batch_call(records))
+        except Unavailable:
+            raise  # a dependency is down: do not commit, let the service retry or restart
+        except Exception as exc:  # noqa: BLE001 - retried record by record, then dead-lettered
+            log.warning("batch_failed_retrying_records", records=len(records), error=str(exc))
+            for record in records:
+                await self._handle(record)
+            return None
+        EVENTS_HANDLED.labels(self.group or "ephemeral", records[0].topic).inc(len(records))
+        return tail
+
+    async def _handle(self, record: ConsumerRecord) -> None:
+        consumer = self.group or "ephemeral"
+        try:
+            if self._on_batch is not None:
+                tail = await self._retrying(record, lambda: self._on_batch_call([record]))
+                if tail is not None:
+                    await tail
+            elif self._on_record is not None:
+                on_record = self._on_record
+                await self._retrying(record, lambda: on_record(record))
+            else:
+                event = envelope.decode(record.value)
+                if event.event_id in self._seen:
+                    return
+                with structlog.contextvars.bound_contextvars(
+                    event_id=event.event_id,
+                    correlation_id=event.correlation_id,
+                    event_type=event.type,
+                ):
+                    on_event = self._on_event
+                    assert on_event is not None
+                    await self._retrying(record, lambda: on_event(event))
+                self._remember(event.event_id)
+            EVENTS_HANDLED.labels(consumer, record.topic).inc()
+        except Unavailable:
+            raise  # a dependency is down: do not commit, let the service retry or restart
+        except Exception as exc:  # noqa: BLE001 - any handler failure is dead-lettered
+            log.warning(
+                "message_dead_lettered",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
+            await self.dead_letter(record, f"{type(exc).__name__}: {exc}")
+            EVENTS_DEADLETTERED.labels(consumer, record.topic).inc()
+
+    async def _on_batch_call(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
+        assert self._on_batch is not None
+        return await self._on_batch(records)
+
+    async def _retrying(self, record: ConsumerRecord, call: Callable[[], Awaitable[T]]) -> T:
+        """Call a handler, again with backoff while it raises Unavailable, within the budget.
+
+        why: a registry or object-store outage is usually short; crashing the service would
+        only restart it into the same outage and drop the in-memory state it had built."""
+        deadline = time.monotonic() + self._unavailable_budget_s
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except Unavailable as exc:
+                if self._stopping.is_set() or time.monotonic() + delay > deadline:
+                    raise
+                HANDLER_RETRIES.labels(self.group or "ephemeral", record.topic).inc()
+                log.warning(
+                    "dependency_unavailable_retrying",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error=str(exc),
+                    retry_in_s=delay,
+                )
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                except TimeoutError:
+                    pass  # backoff elapsed: try again
+                delay = min(delay * 2, 5.0)
+
+    async def dead_letter(self, record: ConsumerRecord, error: str) -> None:
+        letter = events_pb2.DeadLetter(
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key or b"",
+            value=(record.value or b"")[: MAX_MESSAGE_BYTES // 2],
+            error=error[:4000],
+            consumer_group=self.group or "",
+        )
+        await self._publisher.publish(
+            topics.DEADLETTER, record.topic, self._publisher.event(letter)
+        )
+
+    def _remember(self, event_id: str) -> None:
+        self._seen[event_id] = None
+        if len(self._seen) > 50_000:
+            self._seen.popitem(last=False)

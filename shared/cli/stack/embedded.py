@@ -1,0 +1,232 @@
+"""The embedded stack: the broker and the six services as supervised processes.
+
+`run_foreground` is `driftloop up`: start the broker, create topics, start the services, write
+<data-dir>/endpoints.json, supervise until SIGTERM/SIGINT, then stop everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from driftloop.shared.bus.kafka import ensure_topics
+from driftloop.shared.cli.stack.broker import broker_argv, wait_for_port
+from driftloop.shared.cli.stack.supervisor import ProcessSpec, Supervisor
+from driftloop.shared.errors import Conflict, Unavailable
+from driftloop.shared.grpc.client import sync_channel
+from driftloop.shared.settings import SERVICES, CommonSettings
+
+log = structlog.get_logger(__name__)
+ENDPOINTS = "endpoints.json"
+
+
+def endpoints_path(common: CommonSettings) -> Path:
+    return common.data_dir / ENDPOINTS
+
+
+def read_endpoints(common: CommonSettings) -> dict[str, Any] | None:
+    try:
+        return json.loads(endpoints_path(common).read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def settings_from_endpoints(common: CommonSettings) -> CommonSettings:
+    """`common` with the addresses a running stack wrote to endpoints.json, when there is one."""
+    found = read_endpoints(common)
+    if not found:
+        return common
+    addresses = {n: s["grpc"] for n, s in found.get("services", {}).items()}
+    return common.model_copy(
+        update={
+            "addresses": {**addresses, **common.addresses},
+            "kafka_bootstrap": common.kafka_bootstrap or found.get("broker", ""),
+        }
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _service_env(common: CommonSettings) -> dict[str, str]:
+    env = {
+        "DRIFTLOOP_DATA_DIR": str(common.data_dir.resolve()),
+        "DRIFTLOOP_KAFKA_BOOTSTRAP": common.bootstrap(),
+        "DRIFTLOOP_BIND_HOST": common.bind_host,
+        "DRIFTLOOP_CONNECT_HOST": common.connect_host,
+    }
+    for name, value in common.ports.model_dump().items():
+        env[f"DRIFTLOOP_PORTS__{name.upper()}"] = str(value)
+    return env
+
+
+def build_specs(common: CommonSettings, broker_binary: Path | None) -> list[ProcessSpec]:
+    logs = common.data_dir / "logs"
+    specs = []
+    if not common.kafka_bootstrap:
+        specs.append(
+            ProcessSpec(
+                "broker",
+                broker_argv(common.ports.broker, common.connect_host, broker_binary),
+                {},
+                logs / "broker.log",
+            )
+        )
+    env = _service_env(common)
+    for name in SERVICES:
+        argv = [sys.executable, "-m", f"driftloop.services.{name}"]
+        specs.append(ProcessSpec(name, argv, env, logs / f"{name}.log"))
+    return specs
+
+
+def health_of(common: CommonSettings, service: str, timeout: float = 1.0) -> str:
+    """The gRPC health status of a service ("SERVING", "NOT_SERVING", "UNREACHABLE")."""
+    with sync_channel(common, service) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def wait_healthy(
+    common: CommonSettings, timeout: float, alive: Any = None, tick: Any = None
+) -> None:
+    """Wait until every service answers SERVING; `tick` runs each round (e.g. supervision, so
+    a service that crashes while the stack starts is restarted rather than waited on)."""
+    deadline = time.monotonic() + timeout
+    pending = set(SERVICES)
+    while pending:
+        if tick is not None:
+            tick()
+        pending = {s for s in pending if health_of(common, s) != "SERVING"}
+        if not pending:
+            return
+        if alive is not None and not alive():
+            raise Unavailable("the stack stopped while starting; see the logs in the data dir")
+        if time.monotonic() > deadline:
+            raise Unavailable(f"services not healthy after {timeout}s: {sorted(pending)}")
+        time.sleep(0.2)  # poll: services still starting
+
+
+def _endpoints(common: CommonSettings, sup: Supervisor) -> dict[str, Any]:
+    pids = sup.pids()
+    return {
+        "pid": os.getpid(),
+        "data_dir": str(common.data_dir.resolve()),
+        "started_at": time.time(),
+        "broker": common.bootstrap(),
+        "embedded_broker": not common.kafka_bootstrap,
+        "broker_pid": pids.get("broker"),
+        "services": {
+            name: {
+                "grpc": f"{common.connect_host}:{common.ports.grpc(name)}",
+                "metrics": f"{common.connect_host}:{common.ports.metrics(name)}",
+                "pid": pids.get(name),
+            }
+            for name in SERVICES
+        },
+    }
+
+
+RESTART_LAST_AFTER_BROKER_LOSS = ("serving",)
+"""Restarted only once the others answer again, so serving keeps answering with what it has
+loaded for as long as possible."""
+
+
+def _recover_broker(common: CommonSettings, sup: Supervisor) -> None:
+    """The memory-only broker died: start a fresh one, recreate the topics, restart every
+    service (serving last).
+
+    why: every consumer holds offsets into logs that no longer exist. A consumer whose position
+    is past the new log's end waits silently until the new log grows past it, skipping every
+    message before (rows acknowledged by ingestion would never be curated; serving would not
+    see promotions or poison). The services are stopped before the new broker accepts traffic,
+    so none reads it with a stale position; restarted, they find no committed offsets on the
+    fresh broker and read from its start (serving reconciles production from the registry).
+    """
+    first = [s for s in SERVICES if s not in RESTART_LAST_AFTER_BROKER_LOSS]
+    last = list(RESTART_LAST_AFTER_BROKER_LOSS)
+    log.warning("broker_lost", restarting=["broker", *first, *last])
+    sup.stop(grace=5, order=list(reversed(first)))
+    sup.restart_now(["broker"])
+    wait_for_port(common.connect_host, common.ports.broker, timeout=30)
+    asyncio.run(ensure_topics(common.bootstrap()))
+    sup.restart_now(first)
+    try:
+        wait_healthy(common, timeout=60, tick=sup.check)
+    except Unavailable as exc:
+        log.warning("services_slow_after_broker_loss", error=str(exc))
+    sup.restart_now(last)
+
+
+def run_foreground(
+    common: CommonSettings, *, broker_binary: Path | None = None, on_ready: Any = None
+) -> int:
+    """`driftloop up`: run the stack until SIGTERM/SIGINT. Returns the exit code."""
+    existing = read_endpoints(common)
+    if existing and pid_alive(int(existing.get("pid", 0))):
+        raise Conflict(
+            f"a stack is already running from {common.data_dir} (pid "
+            f"{existing['pid']}); run `driftloop down` first"
+        )
+    common.data_dir.mkdir(parents=True, exist_ok=True)
+    specs = build_specs(common, broker_binary)
+    sup = Supervisor(specs)
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        if not common.kafka_bootstrap:
+            sup.start("broker")
+            wait_for_port(common.connect_host, common.ports.broker, timeout=30)
+        asyncio.run(ensure_topics(common.bootstrap()))
+        for name in SERVICES:
+            sup.start(name)
+        endpoints_path(common).write_text(json.dumps(_endpoints(common, sup), indent=2))
+        wait_healthy(common, timeout=120, alive=lambda: not stopping, tick=sup.check)
+        log.info(
+            "stack_ready", data_dir=str(common.data_dir), endpoints=str(endpoints_path(common))
+        )
+        if on_ready is not None:
+            on_ready()
+        while not stopping:
+            if not common.kafka_bootstrap and sup.exited("broker"):
+                _recover_broker(common, sup)
+                restarted = ["broker"]
+            else:
+                restarted = sup.check()
+            if restarted:
+                endpoints_path(common).write_text(json.dumps(_endpoints(common, sup), indent=2))
+            time.sleep(0.2)  # poll: supervision tick
+        return 0
+    finally:
+        log.info("stack_stopping")
+        services_first = [s for s in reversed(SERVICES)] + (
+            ["broker"] if not common.kafka_bootstrap else []
+        )
+        sup.stop(order=services_first)
+        endpoints_path(common).unlink(missing_ok=True)
