@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,21 +85,3 @@ def test_evaluate_window_uses_bonferroni_and_names_the_drifted_feature() -> None
     assert by_name["_prediction"].test == "chi2"
     assert [f.feature for f in result.features if f.drifted] == ["y"]
     assert result.drift_share == 0.25 and result.drifted
-
-
-def test_cores_import_no_transport() -> None:
-    forbidden = {"grpc", "aiokafka", "minio", "faust"}
-    root = Path(__file__).resolve().parents[2] / "services" / "monitoring"
-    for name in ("drift.py", "monitor.py", "performance.py", "replay.py"):
-        tree = ast.parse((root / name).read_text())
-        imported = {
-            alias.name.split(".")[0]
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Import)
-            for alias in node.names
-        } | {
-            (node.module or "").split(".")[0]
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom)
-        }
-        assert not imported & forbidden, f"{name} imports {imported & forbidden}"

@@ -19,7 +19,7 @@ from driftloop.shared.cli.bench.serving_stack import MODEL, train_bench_model
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VENV_PYTHON = REPO / ".bench" / "foreign-client-venv" / "bin" / "python"
 CHECK = REPO / "benchmarks" / "foreign_client" / "check.py"
 SETUP = "benchmarks/foreign_client/setup.sh"

@@ -11,7 +11,7 @@ from driftloop.shared.cli.commands.config import settings_table
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.unit
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 
 
 def test_quick_start_is_make_demo_then_make_test() -> None:
