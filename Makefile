@@ -44,10 +44,12 @@ protos: install
 		--mypy_out=$(GEN) $(PROTO_FILES)
 	for d in $$(find $(GEN)/driftloop -mindepth 1 -type d -not -name __pycache__); do test -f $$d/__init__.py || touch $$d/__init__.py; done
 
+# ruff, ruff format, mypy, and the import contracts of pyproject.toml (tools/lint_imports.py).
 lint: install
-	$(VENV)/bin/ruff check shared services tests
-	$(VENV)/bin/ruff format --check shared services tests
+	$(VENV)/bin/ruff check shared services tests tools
+	$(VENV)/bin/ruff format --check shared services tests tools
 	$(VENV)/bin/mypy shared services
+	$(PY) tools/lint_imports.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

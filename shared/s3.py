@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import structlog
@@ -113,22 +114,17 @@ class S3ObjectStore:
         return f"s3://{self._bucket}/{key}"
 
 
-class _mapped:
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
     """Translate minio/urllib3 exceptions into NotFound / Unavailable, once, at the boundary."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, S3Error):
-            if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
-                raise NotFound(f"object store: {self._what} not found") from exc
-            raise Unavailable(f"object store error on {self._what}: {exc.code}") from exc
-        if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-            raise Unavailable(f"object store unreachable ({self._what}): {exc}") from exc
+    try:
+        yield
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+            raise NotFound(f"object store: {what} not found") from exc
+        raise Unavailable(f"object store error on {what}: {exc.code}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise Unavailable(f"object store unreachable ({what}): {exc}") from exc
 
 
 def open_object_store(common: CommonSettings) -> ObjectStore:

@@ -38,7 +38,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, registry: Registry) -> None:
         self._r = registry
 
-    async def CreateModel(self, request: pb.CreateModelRequest, context: Ctx) -> pb.Model:
+    async def CreateModel(  # noqa: N802 - generated name
+        self, request: pb.CreateModelRequest, context: Ctx
+    ) -> pb.Model:
         model = await asyncio.to_thread(
             self._r.create_model,
             request.name,
@@ -50,16 +52,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return convert.model_to_pb(model)
 
-    async def GetModel(self, request: pb.GetModelRequest, context: Ctx) -> pb.Model:
+    async def GetModel(  # noqa: N802 - generated name
+        self, request: pb.GetModelRequest, context: Ctx
+    ) -> pb.Model:
         return convert.model_to_pb(await asyncio.to_thread(self._r.get_model, request.name))
 
-    async def ListModels(
+    async def ListModels(  # noqa: N802 - generated name
         self, request: pb.ListModelsRequest, context: Ctx
     ) -> pb.ListModelsResponse:
         models = await asyncio.to_thread(self._r.list_models)
         return pb.ListModelsResponse(models=[convert.model_to_pb(m) for m in models])
 
-    async def RegisterVersion(
+    async def RegisterVersion(  # noqa: N802 - generated name
         self, request: pb.RegisterVersionRequest, context: Ctx
     ) -> pb.RegisterVersionResponse:
         reg = await asyncio.to_thread(self._r.register, convert.candidate_from_pb(request))
@@ -69,17 +73,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             decision_reason=reg.decision_reason,
         )
 
-    async def GetVersion(self, request: pb.GetVersionRequest, context: Ctx) -> pb.ModelVersion:
+    async def GetVersion(  # noqa: N802 - generated name
+        self, request: pb.GetVersionRequest, context: Ctx
+    ) -> pb.ModelVersion:
         version = await asyncio.to_thread(self._r.get_version, request.model, request.version)
         return convert.version_to_pb(version)
 
-    async def ListVersions(
+    async def ListVersions(  # noqa: N802 - generated name
         self, request: pb.ListVersionsRequest, context: Ctx
     ) -> pb.ListVersionsResponse:
         versions = await asyncio.to_thread(self._r.list_versions, request.model)
         return pb.ListVersionsResponse(versions=[convert.version_to_pb(v) for v in versions])
 
-    async def SearchVersions(
+    async def SearchVersions(  # noqa: N802 - generated name
         self, request: pb.SearchVersionsRequest, context: Ctx
     ) -> pb.ListVersionsResponse:
         versions = await asyncio.to_thread(
@@ -87,44 +93,58 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return pb.ListVersionsResponse(versions=[convert.version_to_pb(v) for v in versions])
 
-    async def GetProduction(
+    async def GetProduction(  # noqa: N802 - generated name
         self, request: pb.GetProductionRequest, context: Ctx
     ) -> pb.ModelVersion:
         return convert.version_to_pb(await asyncio.to_thread(self._r.production, request.model))
 
-    async def Promote(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
+    async def Promote(  # noqa: N802 - generated name
+        self, request: pb.DecisionRequest, context: Ctx
+    ) -> pb.ModelVersion:
         version = await asyncio.to_thread(
             self._r.promote, request.model, request.version, *_why(request)
         )
         return convert.version_to_pb(version)
 
-    async def Reject(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
+    async def Reject(  # noqa: N802 - generated name
+        self, request: pb.DecisionRequest, context: Ctx
+    ) -> pb.ModelVersion:
         version = await asyncio.to_thread(
             self._r.reject, request.model, request.version, *_why(request)
         )
         return convert.version_to_pb(version)
 
-    async def Rollback(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
+    async def Rollback(  # noqa: N802 - generated name
+        self, request: pb.DecisionRequest, context: Ctx
+    ) -> pb.ModelVersion:
         version = await asyncio.to_thread(
             self._r.rollback, request.model, request.version, *_why(request)
         )
         return convert.version_to_pb(version)
 
-    async def GetLineage(self, request: pb.GetVersionRequest, context: Ctx) -> pb.Lineage:
+    async def GetLineage(  # noqa: N802 - generated name
+        self, request: pb.GetVersionRequest, context: Ctx
+    ) -> pb.Lineage:
         lineage = await asyncio.to_thread(self._r.lineage, request.model, request.version)
         return convert.lineage_to_pb(lineage)
 
-    async def Approve(self, request: pb.DecisionRequest, context: Ctx) -> pb.ModelVersion:
+    async def Approve(  # noqa: N802 - generated name
+        self, request: pb.DecisionRequest, context: Ctx
+    ) -> pb.ModelVersion:
         version = await asyncio.to_thread(
             self._r.approve, request.model, request.version, *_why(request)
         )
         return convert.version_to_pb(version)
 
-    async def GetHistory(self, request: pb.GetHistoryRequest, context: Ctx) -> pb.History:
+    async def GetHistory(  # noqa: N802 - generated name
+        self, request: pb.GetHistoryRequest, context: Ctx
+    ) -> pb.History:
         history = await asyncio.to_thread(self._r.history, request.model, request.version)
         return convert.history_to_pb(history)
 
-    async def SetSpec(self, request: pb.SetSpecRequest, context: Ctx) -> pb.SpecVersion:
+    async def SetSpec(  # noqa: N802 - generated name
+        self, request: pb.SetSpecRequest, context: Ctx
+    ) -> pb.SpecVersion:
         version = await asyncio.to_thread(
             self._r.set_spec,
             request.model,
@@ -135,15 +155,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return convert.spec_version_to_pb(version)
 
-    async def GetSpec(self, request: pb.GetSpecRequest, context: Ctx) -> pb.SpecVersion:
+    async def GetSpec(  # noqa: N802 - generated name
+        self, request: pb.GetSpecRequest, context: Ctx
+    ) -> pb.SpecVersion:
         version = await asyncio.to_thread(self._r.get_spec, request.model, request.number)
         return convert.spec_version_to_pb(version)
 
-    async def ListSpecs(self, request: pb.ListSpecsRequest, context: Ctx) -> pb.ListSpecsResponse:
+    async def ListSpecs(  # noqa: N802 - generated name
+        self, request: pb.ListSpecsRequest, context: Ctx
+    ) -> pb.ListSpecsResponse:
         found = await asyncio.to_thread(self._r.list_specs, request.model)
         return pb.ListSpecsResponse(specs=[convert.spec_version_to_pb(v) for v in found])
 
-    async def ReportShadowEvidence(
+    async def ReportShadowEvidence(  # noqa: N802 - generated name
         self, request: pb.ShadowEvidenceRequest, context: Ctx
     ) -> pb.ShadowEvidenceResponse:
         evidence = ShadowEvidence(

@@ -1,7 +1,7 @@
 """The outbox publisher: sends committed registry events to Kafka, in order, at least once.
 
 Events are written to the outbox table in the same transaction as the decision they announce,
-so a broker that is down at commit time only delays them.
+so a broker that is down at commit time only delays them. Each is encoded here (adapters/pb.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import asyncio
 
 import structlog
 
-from driftloop.services.registry.core.store import OutboxRow, RegistryStore
+from driftloop.services.registry.adapters import pb
+from driftloop.services.registry.core.outbox import LegacyEnvelope, OutboxRow
+from driftloop.services.registry.core.store import RegistryStore
+from driftloop.shared.bus import envelope, topics
 from driftloop.shared.bus.kafka import EventPublisher
 from driftloop.shared.errors import Unavailable
 
@@ -61,15 +64,24 @@ class OutboxPublisher:
         """Publish every unsent row in id order, marking each sent; return how many."""
         rows = await asyncio.to_thread(self._unsent)
         for row in rows:
-            await self._publisher.publish_raw(row.topic, row.key.encode(), row.payload)
+            topic, value = _message(row)
+            await self._publisher.publish_raw(topic, row.key.encode(), value)
             await asyncio.to_thread(self._mark_sent, row.id)
-            log.debug("outbox_event_sent", event_id=row.event_id, topic=row.topic, model=row.key)
+            log.debug("outbox_event_sent", event_id=row.event_id, topic=topic, model=row.key)
         return len(rows)
 
     def _unsent(self) -> list[OutboxRow]:
         with self._store.transaction() as tx:
-            return tx.unsent()
+            return tx.outbox.unsent()
 
     def _mark_sent(self, outbox_id: int) -> None:
         with self._store.transaction() as tx:
-            tx.mark_sent(outbox_id)
+            tx.outbox.mark_sent(outbox_id)
+
+
+def _message(row: OutboxRow) -> tuple[str, bytes]:
+    """The topic and value of one row. A row an older registry wrote holds its encoded envelope:
+    it goes out byte for byte as stored, so an upgrade with unsent rows loses nothing."""
+    if isinstance(row.payload, LegacyEnvelope):
+        return row.payload.topic, row.payload.data
+    return topics.MODELS, envelope.encode(pb.event_to_pb(row.payload))

@@ -1,13 +1,18 @@
-"""Conversions between the registry's domain types and its protobuf messages (both ways)."""
+"""Conversions between the registry's domain types and its protobuf messages (both ways):
+the gRPC API's messages, and the envelopes of the events the outbox publishes."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, fields
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from driftloop.protos.events.v1 import events_pb2
 from driftloop.protos.registry.v1 import registry_pb2 as pb
+from driftloop.services.registry.core import events
 from driftloop.services.registry.core.domain import (
     Candidate,
     DataFile,
@@ -21,6 +26,9 @@ from driftloop.services.registry.core.domain import (
     SpecVersion,
     TrainingSpec,
 )
+from driftloop.shared.errors import InvalidInput
+
+PRODUCER = "registry"
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -230,4 +238,48 @@ def history_to_pb(history: History) -> pb.History:
             )
             for r in history.audit
         ],
+    )
+
+
+# event type -> its field in the Envelope's `payload` oneof and its message; the domain events
+# carry exactly the message's fields (tests/unit/registry/test_registry_event_pb.py checks it)
+_EVENT_PB: dict[str, tuple[str, type[Message]]] = {
+    "ModelRegistered": ("model_registered", events_pb2.ModelRegistered),
+    "ModelPendingApproval": ("model_pending_approval", events_pb2.ModelPendingApproval),
+    "ModelShadowed": ("model_shadowed", events_pb2.ModelShadowed),
+    "ModelPromoted": ("model_promoted", events_pb2.ModelPromoted),
+    "ModelRejected": ("model_rejected", events_pb2.ModelRejected),
+}
+
+
+def event_to_pb(event: events.RegistryEvent) -> events_pb2.Envelope:
+    """The envelope published for an outbox event: its stored ids and time, producer "registry"."""
+    field, message = _EVENT_PB[event.type]
+    env = events_pb2.Envelope(
+        event_id=event.event_id,
+        type=event.type,
+        producer=PRODUCER,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        **{field: message(**asdict(event.payload))},
+    )
+    env.occurred_at.FromNanoseconds(event.occurred_at_ns)
+    return env
+
+
+def event_from_pb(env: events_pb2.Envelope) -> events.RegistryEvent:
+    """The registry event an envelope carries; InvalidInput for any other payload."""
+    cls = events.EVENT_TYPES.get(env.type)
+    if cls is None or env.WhichOneof("payload") != _EVENT_PB[env.type][0]:
+        raise InvalidInput(
+            f"not a registry event: type {env.type!r}, payload {env.WhichOneof('payload')!r}"
+        )
+    message = getattr(env, _EVENT_PB[env.type][0])
+    values = {f.name: getattr(message, f.name) for f in fields(cls)}
+    return events.RegistryEvent(
+        payload=cls(**{k: dict(v) if isinstance(v, Mapping) else v for k, v in values.items()}),
+        event_id=env.event_id,
+        correlation_id=env.correlation_id,
+        causation_id=env.causation_id,
+        occurred_at_ns=env.occurred_at.ToNanoseconds(),
     )

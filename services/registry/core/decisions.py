@@ -7,16 +7,11 @@ import uuid
 from dataclasses import asdict, replace
 from typing import Any
 
-from google.protobuf.message import Message
-
-from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.registry.core import events
 from driftloop.services.registry.core.domain import Candidate, Model, ModelVersion
 from driftloop.services.registry.core.policy import Decision, decide
 from driftloop.services.registry.core.store import SHADOW, RegistryTx
-from driftloop.shared.bus import envelope, topics
 from driftloop.shared.errors import InvalidInput
-
-PRODUCER = "registry"
 
 
 def decision_for(model: Model, c: Candidate, champion: ModelVersion | None) -> Decision:
@@ -82,12 +77,7 @@ def record_decision(
         },
         c.correlation_id,
     )
-    outbox(
-        tx,
-        c.model,
-        events_pb2.ModelRegistered(model=c.model, version=number, run_id=c.run_id),
-        **ids,
-    )
+    outbox(tx, events.ModelRegistered(model=c.model, version=number, run_id=c.run_id), **ids)
     if shadows and champion is not None:
         enter_shadow(tx, model, c, version, champion, ids)
     elif waits:
@@ -95,8 +85,7 @@ def record_decision(
         tx.add_audit(c.model, number, "await_approval", reason, {}, c.correlation_id)
         outbox(
             tx,
-            c.model,
-            events_pb2.ModelPendingApproval(
+            events.ModelPendingApproval(
                 model=c.model,
                 version=number,
                 run_id=c.run_id,
@@ -113,8 +102,7 @@ def record_decision(
         tx.add_audit(c.model, number, "reject", decision.reason, decision.details, c.correlation_id)
         outbox(
             tx,
-            c.model,
-            events_pb2.ModelRejected(model=c.model, version=number, reason=decision.reason),
+            events.ModelRejected(model=c.model, version=number, reason=decision.reason),
             **ids,
         )
 
@@ -163,8 +151,7 @@ def enter_shadow(
     )
     outbox(
         tx,
-        c.model,
-        events_pb2.ModelShadowed(
+        events.ModelShadowed(
             model=c.model,
             version=version.version,
             previous_shadow_version=previous,
@@ -221,8 +208,7 @@ def move_production(
     )
     outbox(
         tx,
-        target.model,
-        events_pb2.ModelPromoted(
+        events.ModelPromoted(
             model=target.model,
             version=target.version,
             previous_version=previous,
@@ -238,13 +224,12 @@ def move_production(
 
 def outbox(
     tx: RegistryTx,
-    model: str,
-    payload: Message,
+    payload: events.ModelEvent,
     *,
     correlation_id: str = "",
     causation_id: str = "",
 ) -> None:
-    event = envelope.new_event(
-        PRODUCER, payload, correlation_id=correlation_id, causation_id=causation_id
-    )
-    tx.add_outbox(event.event_id, topics.MODELS, model, envelope.encode(event))
+    """Write `payload` to the outbox, stamped now: it is published once the transaction commits
+    (keyed by its model, so one model's events keep their order)."""
+    event = events.new_event(payload, correlation_id=correlation_id, causation_id=causation_id)
+    tx.outbox.add(event)

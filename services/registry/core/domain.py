@@ -10,10 +10,12 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from driftloop.shared import estimators
 from driftloop.shared.errors import InvalidInput
+from driftloop.shared.estimators import DEFAULT_METRIC, SearchSpec
 
-ESTIMATORS = ("logistic_regression", "random_forest", "gradient_boosting")
-METRICS = ("accuracy", "f1_macro")
+METRICS = tuple(estimators.METRICS)
+"""The catalogue's metric names (registry.py passes them to specs.check_estimator)."""
 STATUSES = ("candidate", "pending_approval", "shadow", "production", "rejected", "archived")
 MODES = ("auto", "approval", "shadow")
 """Policy modes: "auto" promotes a passing candidate at once, "approval" makes it wait for
@@ -24,7 +26,7 @@ MAX_SLICE_VALUES = 100
 
 @dataclass(frozen=True)
 class PromotionPolicy:
-    metric: str = "accuracy"
+    metric: str = DEFAULT_METRIC
     margin: float = 0.01
     floor: float = 0.6
     mode: str = "auto"
@@ -37,29 +39,6 @@ class PromotionPolicy:
     """Shadow mode: labelled live predictions needed before the shadow may be promoted."""
     shadow_max_labels: int = 1000
     """Shadow mode: with this many labels and still not better by the margin, it is rejected."""
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    """A small hyper-parameter search; an empty grid means none."""
-
-    param_grid: dict[str, str] = field(default_factory=dict)
-    """Estimator parameter -> JSON list of values."""
-    cv: int = 3
-    max_candidates: int = 0
-    scoring: str = ""
-
-    def size(self) -> int:
-        """Combinations in the full grid."""
-        total = 1
-        for values in self.param_grid.values():
-            total *= len(json.loads(values))
-        return total if self.param_grid else 0
-
-    def candidates(self) -> int:
-        """Combinations actually tried."""
-        size = self.size()
-        return min(size, self.max_candidates) if self.max_candidates else size
 
 
 @dataclass(frozen=True)
@@ -143,16 +122,12 @@ def with_defaults(spec: TrainingSpec) -> TrainingSpec:
 def _search_defaults(search: SearchSpec, metric: str) -> SearchSpec:
     if not search.param_grid:
         return SearchSpec()
-    return replace(search, cv=search.cv or 3, scoring=search.scoring or metric)
+    return replace(search, cv=search.cv or SearchSpec().cv, scoring=search.scoring or metric)
 
 
 def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
     """Return `spec` if it can be trained, else raise InvalidInput naming the bad field."""
-    if spec.estimator not in ESTIMATORS:
-        raise InvalidInput(
-            f"spec field 'estimator': unknown estimator {spec.estimator!r}: use one of "
-            f"{list(ESTIMATORS)}"
-        )
+    estimators.estimator(spec.estimator)
     if not 0 < spec.holdout_fraction < 0.9:
         raise InvalidInput(
             f"spec field 'holdout_fraction': {spec.holdout_fraction} must be between 0 and 0.9 "
@@ -160,10 +135,7 @@ def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
         )
     if spec.window_rows <= 0 or spec.min_rows <= 0:
         raise InvalidInput("spec fields 'window_rows' and 'min_rows' must be positive")
-    if spec.policy.metric not in METRICS:
-        raise InvalidInput(
-            f"spec field 'policy.metric': unknown {spec.policy.metric!r}: use one of {METRICS}"
-        )
+    estimators.metric(spec.policy.metric, "policy.metric")
     if spec.policy.mode not in MODES:
         raise InvalidInput(
             f"spec field 'policy.mode': unknown {spec.policy.mode!r}: use one of {list(MODES)}"
@@ -196,13 +168,7 @@ def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
     if spec.schedule_seconds < 0:
         raise InvalidInput(f"spec field 'schedule': {spec.schedule_seconds}s must not be negative")
     for name, value in spec.params.items():
-        try:
-            json.loads(value)
-        except ValueError as exc:
-            raise InvalidInput(
-                f"spec field 'params.{name}': {value!r} is not a JSON value "
-                '(write strings quoted, e.g. "\\"balanced\\"")'
-            ) from exc
+        estimators.decode_param(f"params.{name}", value)
     return spec
 
 

@@ -53,4 +53,9 @@ MIGRATIONS: tuple[str, ...] = (
         'the spec the model had before spec versions' FROM models;
     ALTER TABLE versions ADD COLUMN slices_json TEXT NOT NULL DEFAULT '[]'
     """,
+    # 4: outbox rows hold a domain event as JSON (format 'event-json', see outbox.py); rows
+    # written before hold an encoded protobuf Envelope, which the default marks to be sent as is
+    """
+    ALTER TABLE outbox ADD COLUMN format TEXT NOT NULL DEFAULT 'envelope'
+    """,
 )

@@ -10,8 +10,7 @@ from dataclasses import replace
 
 import structlog
 
-from driftloop.protos.events.v1 import events_pb2
-from driftloop.services.registry.core import decisions, shadow, specs
+from driftloop.services.registry.core import decisions, events, shadow, specs
 from driftloop.services.registry.core.domain import (
     METRICS,
     STATUSES,
@@ -272,9 +271,7 @@ class Registry:
                 {"actor": actor or "operator"},
                 target.lineage.correlation_id,
             )
-            decisions.outbox(
-                tx, model, events_pb2.ModelRejected(model=model, version=version, reason=reason)
-            )
+            decisions.outbox(tx, events.ModelRejected(model=model, version=version, reason=reason))
         self._on_commit()
         record_decision(model, "rejected")
         log.info("version_rejected", model=model, version=version, reason=reason)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from driftloop.protos.events.v1 import events_pb2
-from driftloop.services.registry.core import decisions
+from driftloop.services.registry.core import decisions, events
 from driftloop.services.registry.core.domain import Model, ModelVersion
 from driftloop.services.registry.core.policy import decide_live
 from driftloop.services.registry.core.store import RegistryTx
@@ -96,8 +95,7 @@ def apply_evidence(tx: RegistryTx, model: Model, e: ShadowEvidence) -> EvidenceO
     tx.add_audit(model.name, target.version, "reject", verdict.reason, {}, ids["correlation_id"])
     decisions.outbox(
         tx,
-        model.name,
-        events_pb2.ModelRejected(model=model.name, version=target.version, reason=verdict.reason),
+        events.ModelRejected(model=model.name, version=target.version, reason=verdict.reason),
         **ids,
     )
     return outcome("rejected", verdict.reason, replace(target, status="rejected"), decided=True)

@@ -1,5 +1,5 @@
-"""Training specs as YAML: strict parsing into a TrainingSpec, and checks of estimator
-parameters and search grids against scikit-learn, each error naming the field at fault."""
+"""Training specs as YAML: strict parsing into a TrainingSpec, and checks of parameters and search
+grids against the catalogue's constructors (those training fits), each error naming the field."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ from typing import Any
 
 import yaml
 
-from driftloop.services.registry.core.domain import (
-    ESTIMATORS,
-    PromotionPolicy,
-    SearchSpec,
-    TrainingSpec,
-)
+from driftloop.services.registry.core.domain import PromotionPolicy, SearchSpec, TrainingSpec
+from driftloop.shared import estimators
 from driftloop.shared.errors import InvalidInput, TooLarge
 
 TOP_KEYS = (
@@ -138,59 +134,32 @@ def _search(raw: Any) -> SearchSpec:
 
 
 def check_estimator(spec: TrainingSpec, metrics: tuple[str, ...], max_candidates: int) -> None:
-    """Parameters and search grid the estimator accepts; the search within `max_candidates`."""
-    if spec.estimator not in ESTIMATORS:
-        raise InvalidInput(
-            f"spec field 'estimator': unknown estimator {spec.estimator!r}; "
-            f"use one of {list(ESTIMATORS)}"
-        )
+    """Parameters and search grid the estimator accepts, checked against the constructor
+    training fits (the library's catalogue); the search within `max_candidates`.
+
+    `metrics` is what registry.py passes, domain.METRICS (the catalogue's names); the scoring
+    is checked against the catalogue itself, as policy.metric is in validate_spec.
+    """
+    est = estimators.estimator(spec.estimator)
     for name, value in spec.params.items():
-        _check_param(spec.estimator, f"params.{name}", name, json.loads(value))
+        where = f"params.{name}"
+        est.check(where, name, estimators.decode_param(where, value))
     search = spec.search
     if not search.param_grid:
         return
     for name, values in search.param_grid.items():
         grid = json.loads(_grid_json(f"search.param_grid.{name}", values))
         for i, value in enumerate(grid):
-            _check_param(spec.estimator, f"search.param_grid.{name}[{i}]", name, value)
+            est.check(f"search.param_grid.{name}[{i}]", name, value)
     if not 2 <= search.cv <= MAX_CV:
         raise InvalidInput(f"spec field 'search.cv': {search.cv} folds; use 2 to {MAX_CV}")
-    if search.scoring not in metrics:
-        raise InvalidInput(
-            f"spec field 'search.scoring': unknown {search.scoring!r}; use one of {list(metrics)}"
-        )
+    estimators.metric(search.scoring, "search.scoring")
     if search.candidates() > max_candidates:
         raise InvalidInput(
             f"spec field 'search': {search.candidates()} parameter combinations exceed the "
             f"limit of {max_candidates} (DRIFTLOOP_REGISTRY_MAX_SEARCH_CANDIDATES); set "
             f"search.max_candidates to at most {max_candidates} to sample the grid"
         )
-
-
-def _check_param(estimator: str, where: str, name: str, value: Any) -> None:
-    instance = _estimator(estimator)
-    if name not in instance.get_params():
-        raise InvalidInput(
-            f"spec field {where!r}: {type(instance).__name__} has no parameter {name!r}; "
-            f"it has {sorted(instance.get_params())}"
-        )
-    try:
-        instance.set_params(**{name: value})
-        instance._validate_params()
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"spec field {where!r}: {exc}") from exc
-
-
-def _estimator(name: str) -> Any:
-    # why: scikit-learn is imported only when a spec is checked, not at registry start-up
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-
-    return {
-        "logistic_regression": LogisticRegression,
-        "random_forest": RandomForestClassifier,
-        "gradient_boosting": HistGradientBoostingClassifier,
-    }[name]()
 
 
 def _mapping(where: str, raw: Any, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,10 @@ from driftloop.services.registry.core.domain import (
     TrainingSpec,
 )
 from driftloop.services.registry.core.migrations import MIGRATIONS
+from driftloop.services.registry.core.outbox import Outbox
 
 PRODUCTION = "production"
 SHADOW = "shadow"
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    event_id: str
-    topic: str
-    key: str
-    payload: bytes
 
 
 class RegistryStore:
@@ -85,10 +77,12 @@ class RegistryStore:
 
 
 class RegistryTx:
-    """The SQL of every registry operation, inside one open transaction."""
+    """The SQL of every registry operation, inside one open transaction (the outbox's SQL is
+    `outbox`, so a decision's events commit with it)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
+        self.outbox = Outbox(conn)
 
     # models
     def insert_model(self, model: Model) -> None:
@@ -220,7 +214,7 @@ class RegistryTx:
         sql += " ORDER BY model, version"
         return [_version(r) for r in self._c.execute(sql, args)]
 
-    # production alias, audit, outbox
+    # production alias, audit (the outbox is `self.outbox`)
     def add_alias(
         self,
         model: str,
@@ -322,26 +316,6 @@ class RegistryTx:
             for r in self._c.execute(sql + " ORDER BY id", args)
         ]
         return History(aliases, audit)
-
-    def add_outbox(self, event_id: str, topic: str, key: str, payload: bytes) -> None:
-        self._c.execute(
-            "INSERT INTO outbox (event_id, topic, key, payload) VALUES (?,?,?,?)",
-            (event_id, topic, key, payload),
-        )
-
-    def unsent(self, limit: int = 100) -> list[OutboxRow]:
-        rows = self._c.execute(
-            "SELECT id, event_id, topic, key, payload FROM outbox WHERE sent = 0"
-            " ORDER BY id LIMIT ?",
-            (limit,),
-        )
-        return [
-            OutboxRow(r["id"], r["event_id"], r["topic"], r["key"], bytes(r["payload"]))
-            for r in rows
-        ]
-
-    def mark_sent(self, outbox_id: int) -> None:
-        self._c.execute("UPDATE outbox SET sent = 1 WHERE id = ?", (outbox_id,))
 
 
 _MODEL_SELECT = (

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.registry.adapters import pb
 from driftloop.services.registry.core.domain import (
     Candidate,
     Lineage,
@@ -17,7 +19,6 @@ from driftloop.services.registry.core.domain import (
 from driftloop.services.registry.core.migrations import MIGRATIONS
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.store import RegistryStore
-from driftloop.shared.bus import envelope
 from driftloop.shared.errors import Conflict, InvalidInput
 
 pytestmark = pytest.mark.unit
@@ -64,9 +65,9 @@ def candidate(
     )
 
 
-def events(store: RegistryStore) -> list[envelope.Envelope]:
+def events(store: RegistryStore) -> list[events_pb2.Envelope]:
     with store.transaction() as tx:
-        return [envelope.decode(row.payload) for row in tx.unsent()]
+        return [pb.event_to_pb(row.payload) for row in tx.outbox.unsent()]
 
 
 def test_unknown_mode_is_invalid_input(registry: Registry) -> None:

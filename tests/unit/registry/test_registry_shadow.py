@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.registry.adapters import pb
 from driftloop.services.registry.core.domain import (
     Candidate,
     Lineage,
@@ -17,7 +19,6 @@ from driftloop.services.registry.core.policy import decide_live
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.shadow import ShadowEvidence
 from driftloop.services.registry.core.store import RegistryStore
-from driftloop.shared.bus import envelope
 from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit
@@ -63,12 +64,12 @@ def candidate(
     )
 
 
-def drain(store: RegistryStore) -> list[envelope.Envelope]:
+def drain(store: RegistryStore) -> list[events_pb2.Envelope]:
     with store.transaction() as tx:
-        rows = tx.unsent()
+        rows = tx.outbox.unsent()
         for row in rows:
-            tx.mark_sent(row.id)
-    return [envelope.decode(row.payload) for row in rows]
+            tx.outbox.mark_sent(row.id)
+    return [pb.event_to_pb(row.payload) for row in rows]
 
 
 def evidence(version: str, labelled: int, shadow: float, champ: float, champion: str = "1"):

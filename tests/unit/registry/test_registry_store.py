@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.registry.adapters import pb
 from driftloop.services.registry.core.domain import (
     Candidate,
     Lineage,
@@ -15,7 +17,6 @@ from driftloop.services.registry.core.domain import (
 )
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.store import RegistryStore
-from driftloop.shared.bus import envelope
 from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 
 pytestmark = pytest.mark.unit
@@ -59,9 +60,9 @@ def candidate(
     )
 
 
-def outbox_events(store: RegistryStore) -> list[envelope.Envelope]:
+def outbox_events(store: RegistryStore) -> list[events_pb2.Envelope]:
     with store.transaction() as tx:
-        return [envelope.decode(row.payload) for row in tx.unsent()]
+        return [pb.event_to_pb(row.payload) for row in tx.outbox.unsent()]
 
 
 def test_defaults_fill_an_empty_spec(registry: Registry) -> None:

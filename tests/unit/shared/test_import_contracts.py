@@ -72,5 +72,7 @@ def test_a_wrong_import_breaks_its_contract(
     result = lint(checkout)
 
     assert result.returncode == 1, result.stdout + result.stderr
-    broken = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
-    assert len(broken) == 1 and broken[0].startswith(contract), result.stdout
+    broken = [row for row in result.stdout.splitlines() if "BROKEN" in row]
+    # a library module every service imports that imports a service also ties the services
+    # together, so more than one contract may break; the one named must be among them
+    assert any(row.startswith(contract) for row in broken), result.stdout
