@@ -8,16 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class SearchSpec:
-    """A hyper-parameter search; an empty grid means none."""
-
-    param_grid: dict[str, str] = field(default_factory=dict)
-    """Estimator parameter -> JSON list of values."""
-    cv: int = 3
-    max_candidates: int = 0
-    scoring: str = "accuracy"
+from driftloop.shared.estimators import SearchSpec
 
 
 @dataclass(frozen=True)

@@ -18,31 +18,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from driftloop.services.training.core.domain import ModelSpec, SliceScore
+from driftloop.shared import estimators
 from driftloop.shared.errors import InvalidInput
+from driftloop.shared.estimators import DEFAULT_METRIC, SEED
 from driftloop.shared.manifest import INGESTED_AT
 from driftloop.shared.profile import ReferenceProfile, build_profile
 
-SEED = 0
-"""Seed of every random source a fit touches (estimator random_state, numpy, random)."""
 MAX_SLICE_VALUES = 100
 """Slices scored per slice column (its most frequent values)."""
 MISSING = "<missing>"
 LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "scipy", "skops")
-
-ESTIMATORS: dict[str, Any] = {
-    "logistic_regression": lambda: LogisticRegression(max_iter=1000),
-    "random_forest": RandomForestClassifier,
-    "gradient_boosting": HistGradientBoostingClassifier,
-}
 
 
 @dataclass(frozen=True)
@@ -128,32 +119,16 @@ def build_pipeline(frame: pd.DataFrame, features: list[str], spec: ModelSpec) ->
 
 
 def make_estimator(spec: ModelSpec) -> Any:
-    if spec.estimator not in ESTIMATORS:
-        raise InvalidInput(f"unknown estimator {spec.estimator!r}: use one of {list(ESTIMATORS)}")
-    estimator = ESTIMATORS[spec.estimator]()
-    params: dict[str, Any] = {}
-    for name, raw in spec.params.items():
-        try:
-            params[name] = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInput(f"estimator parameter {name}={raw!r} is not a JSON value") from exc
-    if "random_state" in estimator.get_params():
-        params.setdefault("random_state", SEED)
-    try:
-        return estimator.set_params(**params)
-    except ValueError as exc:
-        raise InvalidInput(f"bad parameters for {spec.estimator}: {exc}") from exc
+    """The catalogue's estimator with the spec's params: the constructor the registry checked."""
+    return estimators.estimator(spec.estimator).build(spec.params)
 
 
 def score(pipeline: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
-    """accuracy and f1_macro of `pipeline` on `holdout` (labels compared as strings)."""
+    """The catalogue's metrics of `pipeline` on `holdout` (labels compared as strings)."""
     features = [str(c) for c in pipeline.feature_names_in_]
     truth = holdout[target].astype(str)
     predicted = pd.Series(pipeline.predict(holdout[features])).astype(str)
-    return {
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0)),
-    }
+    return estimators.score(truth, predicted)
 
 
 def train_candidate(
@@ -215,15 +190,17 @@ def fit(
     if not search.param_grid:
         return pipeline.fit(x, y), None
     grid = {f"model__{k}": json.loads(v) for k, v in sorted(search.param_grid.items())}
-    size = math.prod(len(v) for v in grid.values())
+    # why the default: the registry fills scoring in (the policy metric); a spec built here
+    # without one scores by the default policy metric
+    scoring = estimators.metric(search.scoring or DEFAULT_METRIC, "search.scoring").scorer
     common: dict[str, Any] = {
         "cv": StratifiedKFold(n_splits=search.cv),  # unshuffled: the same folds every time
-        "scoring": search.scoring,
+        "scoring": scoring,
         "n_jobs": 1,
         "refit": True,
         "error_score": "raise",
     }
-    sampled = bool(search.max_candidates) and size > search.max_candidates
+    sampled = search.candidates() < search.size()
     searcher: GridSearchCV | RandomizedSearchCV = (
         RandomizedSearchCV(
             pipeline, grid, n_iter=search.max_candidates, random_state=SEED, **common
@@ -242,7 +219,7 @@ def fit(
     result = SearchResult(
         best_params=best,
         best_score=float(searcher.best_score_),
-        candidates=search.max_candidates if sampled else size,
+        candidates=search.candidates(),
         method="random" if sampled else "grid",
     )
     return searcher.best_estimator_, result
@@ -291,7 +268,7 @@ def library_versions() -> dict[str, str]:
 def score_champion(champion: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
     if not _has_features(champion, holdout):
         # the data no longer has what the champion needs: it cannot serve it either
-        return {"accuracy": 0.0, "f1_macro": 0.0}
+        return dict.fromkeys(estimators.METRICS, 0.0)
     return score(champion, holdout, target)
 
 
