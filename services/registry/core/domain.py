@@ -14,8 +14,6 @@ from driftloop.shared import estimators
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.estimators import DEFAULT_METRIC, SearchSpec
 
-METRICS = tuple(estimators.METRICS)
-"""The catalogue's metric names (registry.py passes them to specs.check_estimator)."""
 STATUSES = ("candidate", "pending_approval", "shadow", "production", "rejected", "archived")
 MODES = ("auto", "approval", "shadow")
 """Policy modes: "auto" promotes a passing candidate at once, "approval" makes it wait for

@@ -12,7 +12,6 @@ import structlog
 
 from driftloop.services.registry.core import decisions, events, shadow, specs
 from driftloop.services.registry.core.domain import (
-    METRICS,
     STATUSES,
     Candidate,
     History,
@@ -89,7 +88,7 @@ class Registry:
 
     def _checked(self, spec: TrainingSpec, target: str) -> TrainingSpec:
         spec = validate_spec(with_defaults(spec), target)
-        specs.check_estimator(spec, METRICS, self._max_search)
+        specs.check_estimator(spec, self._max_search)
         return spec
 
     # spec versions

@@ -133,13 +133,9 @@ def _search(raw: Any) -> SearchSpec:
     )
 
 
-def check_estimator(spec: TrainingSpec, metrics: tuple[str, ...], max_candidates: int) -> None:
+def check_estimator(spec: TrainingSpec, max_candidates: int) -> None:
     """Parameters and search grid the estimator accepts, checked against the constructor
-    training fits (the library's catalogue); the search within `max_candidates`.
-
-    `metrics` is what registry.py passes, domain.METRICS (the catalogue's names); the scoring
-    is checked against the catalogue itself, as policy.metric is in validate_spec.
-    """
+    training fits (the library's catalogue); the search within `max_candidates`."""
     est = estimators.estimator(spec.estimator)
     for name, value in spec.params.items():
         where = f"params.{name}"
