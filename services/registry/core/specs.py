@@ -4,6 +4,7 @@ grids against the catalogue's constructors (those training fits), each error nam
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,11 @@ MAX_CV = 10
 MAX_SPEC_BYTES = 64 * 1024
 """A spec is a page of YAML; anything near this size is a mistake or an attack."""
 MAX_LIST_ITEMS = 10_000
+MAX_GRID_VALUES = 100
+"""Values one search parameter may list: each is checked against scikit-learn's constraints."""
+MAX_GRID_SIZE = 1_000_000
+"""Combinations a full grid may hold, even when max_candidates samples a few of them: scikit-learn
+indexes the grid with machine integers, so a 2^63-combination grid fails mid-run."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SCHEDULE = re.compile(
     r"^(?:every\s+)?(\d+(?:\.\d+)?)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)$"
@@ -143,8 +149,17 @@ def check_estimator(spec: TrainingSpec, max_candidates: int) -> None:
     search = spec.search
     if not search.param_grid:
         return
-    for name, values in search.param_grid.items():
-        grid = json.loads(_grid_json(f"search.param_grid.{name}", values))
+    grids = {
+        name: json.loads(_grid_json(f"search.param_grid.{name}", values))
+        for name, values in search.param_grid.items()
+    }
+    size = math.prod(len(grid) for grid in grids.values())  # exact: Python ints do not overflow
+    if size > MAX_GRID_SIZE:
+        raise TooLarge(
+            f"spec field 'search.param_grid': {size} combinations; the limit is {MAX_GRID_SIZE} "
+            "(even when search.max_candidates samples fewer)"
+        )
+    for name, grid in grids.items():
         for i, value in enumerate(grid):
             est.check(f"search.param_grid.{name}[{i}]", name, value)
     if not 2 <= search.cv <= MAX_CV:
@@ -199,6 +214,10 @@ def _grid_json(where: str, value: Any) -> str:
             raise InvalidInput(f"spec field {where!r} must be a list of values") from exc
     if not isinstance(value, list) or not value:
         raise InvalidInput(f"spec field {where!r} must be a non-empty list of values")
+    if len(value) > MAX_GRID_VALUES:
+        raise TooLarge(
+            f"spec field {where!r} lists {len(value)} values; the limit is {MAX_GRID_VALUES}"
+        )
     return json.dumps(value)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.services.registry.core.domain import TrainingSpec
+from driftloop.services.registry.core.domain import SearchSpec, TrainingSpec
 from driftloop.services.registry.core.migrations import MIGRATIONS
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.specs import parse_yaml, schedule_seconds
@@ -121,6 +121,25 @@ def test_large_grid_is_accepted_when_sampled_down(registry: Registry) -> None:
     text = "search: {param_grid: {C: [1, 2, 3, 4], tol: [0.1, 0.01, 0.001]}, max_candidates: 5}"
     model = registry.create_model("m", "customers", "churned", TrainingSpec(), text)
     assert model.spec.search.candidates() == 5 and model.spec.search.scoring == "accuracy"
+
+
+def test_a_grid_of_2_pow_63_combinations_is_refused_even_when_sampled(
+    registry: Registry,
+) -> None:
+    # the probe: 63 parameters of 2 values each, max_candidates 2 (the run died of OverflowError)
+    grid = {f"p{i}": "[1, 2]" for i in range(63)}
+    spec = TrainingSpec(search=SearchSpec(param_grid=grid, max_candidates=2))
+    with pytest.raises(TooLarge, match=r"9223372036854775808 combinations; the limit is 1000000"):
+        registry.create_model("m", "customers", "churned", spec)
+
+
+def test_a_parameter_with_200000_values_is_refused_before_any_is_checked(
+    registry: Registry,
+) -> None:
+    values = "[" + ", ".join(str(0.5 + i) for i in range(200_000)) + "]"
+    spec = TrainingSpec(search=SearchSpec(param_grid={"C": values}, max_candidates=2))
+    with pytest.raises(TooLarge, match=r"'search.param_grid.C' lists 200000 values; the limit"):
+        registry.create_model("m", "customers", "churned", spec)
 
 
 def test_spec_versions_are_immutable_and_unchanged_specs_add_none(registry: Registry) -> None:
