@@ -48,8 +48,10 @@ def check_name(kind: str, value: str) -> str:
 
 def check_key(key: str) -> str:
     """Return an object-store key if it is relative and has no '..' or empty segments."""
-    if not key or key.startswith("/") or "\\" in key:
-        raise InvalidInput(f"object key {shown(key)} must be a relative path with '/' separators")
+    if not key or key.startswith("/") or "\\" in key or not key.isprintable():
+        raise InvalidInput(
+            f"object key {shown(key)} must be a relative, printable path with '/' separators"
+        )
     parts = key.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise InvalidInput(f"object key {shown(key)} has an empty, '.' or '..' segment")

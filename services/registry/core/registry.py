@@ -27,7 +27,7 @@ from driftloop.services.registry.core.domain import (
 from driftloop.services.registry.core.metrics import record_decision
 from driftloop.services.registry.core.store import RegistryStore, RegistryTx
 from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from driftloop.shared.names import check_key, check_name
+from driftloop.shared.names import check_key, check_name, shown
 
 log = structlog.get_logger(__name__)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -399,6 +399,18 @@ def _same(field: str, given: str, in_spec: str, changeable: bool = True) -> str:
     return given or in_spec
 
 
+def _check_run_key(field: str, key: str, c: Candidate) -> None:
+    """An artifact must lie under its producing run's own prefix, so that a caller cannot register
+    another model's (or another run's) artifact under this model."""
+    check_key(key)
+    prefix = f"artifacts/{c.model}/{c.run_id}/"
+    if not key.startswith(prefix) or "%" in key:
+        raise InvalidInput(
+            f"{field} {shown(key)} must lie under the run's own prefix {prefix!r} "
+            "(no percent-encoding)"
+        )
+
+
 def _need_reason(reason: str) -> None:
     if not reason.strip():
         raise InvalidInput("a reason is required: say why (it is recorded in the audit log)")
@@ -408,8 +420,9 @@ def _check_candidate(c: Candidate) -> None:
     check_name("model", c.model)
     if not c.run_id:
         raise InvalidInput("run_id is empty: registration is idempotent by run id")
-    check_key(c.artifact_uri)
+    check_name("run id", c.run_id)
+    _check_run_key("artifact_uri", c.artifact_uri, c)
     if c.profile_uri:
-        check_key(c.profile_uri)
+        _check_run_key("profile_uri", c.profile_uri, c)
     if not _SHA256.match(c.artifact_sha256):
         raise InvalidInput("artifact_sha256 must be 64 lowercase hex digits")
