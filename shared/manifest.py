@@ -2,8 +2,8 @@
 
 Validation curates the accepted rows of one or more raw batches into Parquet files and
 publishes a new manifest version that adds them (driftloop.services.validation.core.curation);
-training pins one version and reads exactly those files (verifying each SHA-256), so a run can be reproduced.
-This module holds the manifest model and its readers.
+training pins one version and reads exactly those files (verifying each SHA-256), so a run
+can be reproduced. This module holds the manifest model and its readers.
 
 Versions are stored incrementally, so a write costs O(new files), not O(all files):
 

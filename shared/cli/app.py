@@ -27,7 +27,7 @@ from driftloop.shared.cli.commands.registry import register_spec_command
 from driftloop.shared.cli.commands.runs import register as register_run_commands
 from driftloop.shared.cli.commands.trace import register as register_trace_command
 from driftloop.shared.cli.stack import embedded as stack
-from driftloop.shared.errors import DriftloopError
+from driftloop.shared.errors import DriftloopError, Unavailable
 from driftloop.shared.grpc.client import auth_metadata, sync_channel
 from driftloop.shared.logging import configure
 from driftloop.shared.settings import CommonSettings
@@ -130,22 +130,28 @@ def _up_detached(common: CommonSettings, broker_binary: Path | None) -> None:
 
 
 @app.command()
-def down(data_dir: DataDir = None) -> None:
-    """Stop a stack started with `up --detach`."""
+def down(
+    data_dir: DataDir = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds `up` gets to stop the stack cleanly.", min=0)
+    ] = 60.0,
+) -> None:
+    """Stop a stack started with `up --detach`: every process endpoints.json records ends."""
     common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
     found = stack.read_endpoints(common)
-    if not found or not stack.pid_alive(int(found.get("pid", 0))):
+    if not found or not any(stack.pid_alive(p) for p in stack.recorded_pids(found).values()):
         fail(f"no running stack found in {common.data_dir}")
         return
-    pid = int(found["pid"])
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while stack.pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)  # poll: waiting for a clean stop
-    if stack.pid_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-        fail(f"stack (pid {pid}) did not stop in 60 s and was killed")
-    console.print("driftloop stopped")
+    try:
+        forced = stack.stop_recorded(found, grace=grace)
+    except Unavailable as exc:
+        fail(str(exc))
+        return
+    stack.endpoints_path(common).unlink(missing_ok=True)
+    if forced:
+        console.print(f"driftloop stopped; ended here (the stack did not stop them): {forced}")
+    else:
+        console.print("driftloop stopped")
 
 
 @app.command()

@@ -56,13 +56,84 @@ def settings_from_endpoints(common: CommonSettings) -> CommonSettings:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: the signal check is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def recorded_pids(found: dict[str, Any]) -> dict[str, int]:
+    """Every process endpoints.json records: `up` itself, the broker, the six services."""
+    pids = {"up": int(found.get("pid") or 0), "broker": int(found.get("broker_pid") or 0)}
+    for name, svc in (found.get("services") or {}).items():
+        pids[name] = int(svc.get("pid") or 0)
+    return {name: pid for name, pid in pids.items() if pid > 0}
+
+
+def _ours(pid: int) -> bool:
+    """Whether `pid` still runs driftloop or its broker (a recorded pid may have been reused by
+    an unrelated process since the stack wrote it)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid_alive(pid)  # no /proc: trust the record
+    return any(word in cmdline for word in (b"driftloop", b"tansu", b"calfkit"))
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if pid_alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)  # poll: waiting for processes to exit
+        left = [p for p in left if pid_alive(p)]
+    return left
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Each stack process leads its own process group (its serving workers, if any, are in it)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def stop_recorded(found: dict[str, Any], *, grace: float = 60.0) -> list[str]:
+    """`driftloop down`: SIGTERM the `up` process and give it `grace` seconds to stop the stack
+    cleanly; then end every recorded process still running (SIGTERM, then SIGKILL), so that no
+    service outlives a hung `up`. Returns the names that had to be ended here; raises
+    Unavailable naming any process that is still running afterwards."""
+    pids = {name: pid for name, pid in recorded_pids(found).items() if _ours(pid)}
+    up = pids.pop("up", 0)
+    forced = []
+    if up:
+        os.kill(up, signal.SIGTERM)
+        if _wait_gone([up], grace):
+            _signal_group(up, signal.SIGKILL)
+            forced.append("up")
+            _wait_gone([up], 5)
+    left = {name: pid for name, pid in pids.items() if pid_alive(pid) and _ours(pid)}
+    for pid in left.values():
+        _signal_group(pid, signal.SIGTERM)
+    stuck = set(_wait_gone(list(left.values()), 10))
+    for name, pid in left.items():
+        forced.append(name)
+        if pid in stuck:
+            _signal_group(pid, signal.SIGKILL)
+    still = set(_wait_gone(list(left.values()) + ([up] if up else []), 5))
+    if still:
+        names = sorted(n for n, p in {**left, "up": up}.items() if p in still)
+        raise Unavailable(f"processes still running after SIGKILL: {names} (pids {sorted(still)})")
+    return forced
 
 
 def _service_env(common: CommonSettings) -> dict[str, str]:

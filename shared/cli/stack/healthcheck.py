@@ -1,7 +1,8 @@
 """Container health probe: ask a local driftloop service's gRPC health service, exit 0 if SERVING.
 
 `python -m driftloop.shared.cli.stack.healthcheck [SERVICE]`: without SERVICE the service is
-read from PID 1's command line (`python -m driftloop.services.<name>`), so one image HEALTHCHECK fits all.
+read from PID 1's command line (`python -m driftloop.services.<name>`), so one image
+HEALTHCHECK fits all.
 """
 
 from __future__ import annotations
