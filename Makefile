@@ -37,7 +37,7 @@ test-integration: install
 test-e2e: install
 	$(PY) -m pytest -m e2e
 
-# Regenerate protobuf/gRPC code from protos/ (tests/unit/test_protos.py fails when it is stale).
+# Regenerate protobuf/gRPC code from protos/ (tests/unit/shared/test_protos.py fails when it is stale).
 protos: install
 	find $(GEN)/driftloop -name '*_pb2*.py*' -delete
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos --python_out=$(GEN) --grpc_python_out=$(GEN) \

@@ -1,7 +1,7 @@
 """The Grafana dashboard queries only metric names the services export.
 
 Importing every service's main module defines all of its metrics in prometheus_client's
-registry; tests/integration/test_infra_stack.py checks the same against live scrapes.
+registry; tests/integration/infra/test_infra_stack.py checks the same against live scrapes.
 """
 
 from __future__ import annotations

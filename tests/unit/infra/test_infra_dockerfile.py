@@ -1,7 +1,7 @@
 """infra/Dockerfile: hadolint (when installed) and the image conventions the issue asks for.
 
 No Docker engine here: the build is checked statically, and the same `pip install .` plus
-health probe run outside a container in tests/integration/test_infra_stack.py.
+health probe run outside a container in tests/integration/infra/test_infra_stack.py.
 """
 
 from __future__ import annotations

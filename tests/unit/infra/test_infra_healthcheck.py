@@ -1,6 +1,6 @@
 """The container health probe: which service a container runs and what the probe answers.
 
-The probe against a real gRPC server runs in tests/integration/test_infra_stack.py.
+The probe against a real gRPC server runs in tests/integration/infra/test_infra_stack.py.
 """
 
 from __future__ import annotations
