@@ -10,15 +10,20 @@ import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
-from google.protobuf import json_format
 
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.services.ingestion.core.batches import DEFAULT_LIMITS, Limits, RowBatch, make_batches
+from driftloop.services.ingestion.adapters import pb
+from driftloop.services.ingestion.core.batches import (
+    DEFAULT_LIMITS,
+    Ingested,
+    Limits,
+    RowBatch,
+    request_batches,
+)
 from driftloop.services.ingestion.core.labels import (
     LABELS_PER_BATCH,
     MAX_LABELS_PER_REQUEST,
-    LabelChunk,
-    make_label_chunks,
+    request_chunks,
 )
 from driftloop.shared.errors import NotReady
 
@@ -59,7 +64,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
     ) -> ingestion_pb2.IngestResponse:
         batches = self._batches(request)
         await self._publish(batches, self.SOURCE, correlation_id=_correlation_id(context))
-        return _response(batches)
+        return pb.ingested_to_pb(Ingested.of(batches))
 
     async def IngestStream(  # noqa: N802 - generated name
         self,
@@ -71,8 +76,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         # reading (gRPC flow control then slows the client), so memory stays bounded. A bad
         # message fails the call; the messages before it stay published.
         correlation_id = _correlation_id(context)
-        rows = 0
-        batch_ids: list[str] = []  # ids only: holding the batches would keep every row in memory
+        ingested = Ingested()
         pending: collections.deque[asyncio.Task[None]] = collections.deque()
         try:
             async for request in request_iterator:
@@ -85,50 +89,24 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
                     )
                     while len(pending) > self._max_in_flight:
                         await pending.popleft()
-                rows += sum(b.row_count for b in batches)
-                batch_ids.extend(b.batch_id for b in batches)
+                ingested.add(batches)
         finally:
             await asyncio.gather(*pending)
-        return ingestion_pb2.IngestResponse(rows_accepted=rows, batch_ids=batch_ids)
+        return pb.ingested_to_pb(ingested)
 
     async def IngestLabels(  # noqa: N802 - generated name
         self, request: ingestion_pb2.IngestLabelsRequest, context: grpc.aio.ServicerContext
     ) -> ingestion_pb2.IngestLabelsResponse:
         if self._publish_labels is None:
             raise NotReady("this ingestion server does not publish labels")
-        # why: refuse an oversized request before copying every pair out of the protobuf
-        chunks: list[LabelChunk] = make_label_chunks(
-            request.model,
-            list(request.request_ids[: self._max_labels + 1]),
-            list(request.labels[: self._max_labels + 1]),
-            batch_id=request.batch_id,
-            chunk=LABELS_PER_BATCH,
-            max_labels=self._max_labels,
-        )
+        labels = pb.labels_request_from_pb(request, self._max_labels)
+        chunks = request_chunks(labels, chunk=LABELS_PER_BATCH, max_labels=self._max_labels)
         await self._publish_labels(chunks, self.SOURCE, correlation_id=_correlation_id(context))
-        return ingestion_pb2.IngestLabelsResponse(
-            labels_accepted=sum(len(c.labels) for c in chunks),
-            batch_ids=[c.batch_id for c in chunks],
-        )
+        return pb.labels_response_to_pb(chunks)
 
     def _batches(self, request: ingestion_pb2.IngestRequest) -> list[RowBatch]:
-        # why: refuse an oversized request before converting every protobuf row
-        self._limits.check_rows(request.dataset, len(request.rows))
-        rows = [json_format.MessageToDict(row) for row in request.rows]
-        return make_batches(
-            request.dataset,
-            rows=rows,
-            arrow_ipc=request.arrow_ipc,
-            batch_rows=self._batch_rows,
-            batch_id=request.batch_id,
-            limits=self._limits,
-        )
-
-
-def _response(batches: list[RowBatch]) -> ingestion_pb2.IngestResponse:
-    return ingestion_pb2.IngestResponse(
-        rows_accepted=sum(b.row_count for b in batches), batch_ids=[b.batch_id for b in batches]
-    )
+        rows = pb.rows_request_from_pb(request, self._limits)
+        return request_batches(rows, batch_rows=self._batch_rows, limits=self._limits)
 
 
 def _correlation_id(context: grpc.aio.ServicerContext) -> str:

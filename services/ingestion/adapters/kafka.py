@@ -9,18 +9,16 @@ import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
-from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.ingestion.adapters import pb
 from driftloop.services.ingestion.core.batches import (
     DEFAULT_LIMITS,
+    JsonMessage,
     Limits,
     RowBatch,
-    make_batches,
-    message_batch_id,
-    parse_json_message,
+    json_batches,
 )
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.kafka import EventPublisher
-from driftloop.shared.records import table_to_ipc
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +32,18 @@ BATCHES_PUBLISHED = Counter(
     "Record batches published to driftloop.records.raw",
     ["dataset", "source"],
 )
+
+
+def json_message(record: ConsumerRecord) -> JsonMessage:
+    """A raw (non-envelope) message of a public JSON topic, as the core reads it."""
+    return JsonMessage(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=record.timestamp,
+        key=record.key,
+        value=record.value,
+    )
 
 
 class RawBatchPublisher:
@@ -54,13 +64,7 @@ class RawBatchPublisher:
         """Hand the batches to the producer; the tasks finish when the broker has them."""
         sends = []
         for batch in batches:
-            payload = events_pb2.RecordBatch(
-                dataset=batch.dataset,
-                batch_id=batch.batch_id,
-                arrow_ipc=table_to_ipc(batch.table),
-                row_count=batch.row_count,
-                source=source,
-            )
+            payload = pb.record_batch_to_pb(batch, source)
             event = self._publisher.event(payload, correlation_id=correlation_id)
             sends.append(await self._publisher.enqueue(topics.RECORDS_RAW, batch.dataset, event))
             ROWS_ACCEPTED.labels(batch.dataset, source).inc(batch.row_count)
@@ -77,11 +81,7 @@ class RawBatchPublisher:
 
 
 class JsonTopicHandler:
-    """Handles raw (non-envelope) messages of driftloop.ingest.json.
-
-    Each message becomes its own batch(es) with an id derived from its partition, offset,
-    timestamp and checksum, so a message the bus delivers again is curated only once.
-    """
+    """Handles raw (non-envelope) messages of driftloop.ingest.json (see core `json_batches`)."""
 
     SOURCE = "json-topic"
 
@@ -98,19 +98,7 @@ class JsonTopicHandler:
     async def handle_records(self, records: list[ConsumerRecord]) -> None:
         """One poll's messages: every message is parsed before any is published, so a bad one
         fails the call untouched and the bus retries the messages one by one."""
-        batches: list[RowBatch] = []
-        for record in records:
-            dataset, rows = parse_json_message(record.key, record.value)
-            batch_id = message_batch_id(
-                record.partition, record.offset, record.timestamp, record.value or b""
-            )
-            batches.extend(
-                make_batches(
-                    dataset,
-                    rows=rows,
-                    batch_rows=self._batch_rows,
-                    batch_id=batch_id,
-                    limits=self._limits,
-                )
-            )
+        batches = json_batches(
+            [json_message(r) for r in records], batch_rows=self._batch_rows, limits=self._limits
+        )
         await self._publisher.publish(batches, self.SOURCE)

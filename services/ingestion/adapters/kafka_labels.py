@@ -5,19 +5,14 @@ dead-letters them with the reason)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import zlib
 
 import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
-from driftloop.protos.events.v1 import events_pb2
-from driftloop.services.ingestion.core.labels import (
-    LabelChunk,
-    make_label_chunks,
-    parse_label_message,
-)
+from driftloop.services.ingestion.adapters import pb
+from driftloop.services.ingestion.adapters.kafka import json_message
+from driftloop.services.ingestion.core.labels import LabelChunk, json_label_chunks
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.kafka import EventPublisher
 
@@ -43,10 +38,9 @@ class LabelPublisher:
         """Publish and wait until the broker has every chunk."""
         sends = []
         for chunk in chunks:
-            payload = events_pb2.LabelBatch(
-                model=chunk.model, request_ids=chunk.request_ids, labels=chunk.labels
+            event = self._publisher.event(
+                pb.label_batch_to_pb(chunk), correlation_id=correlation_id
             )
-            event = self._publisher.event(payload, correlation_id=correlation_id)
             # why: a retried request or re-delivered message must be the same event, so a
             # consumer's seen-id check drops it (envelope ids are otherwise fresh uuid4s)
             if event.correlation_id == event.event_id:
@@ -77,28 +71,5 @@ class JsonLabelsHandler:
         self._chunk = chunk
 
     async def handle_records(self, records: list[ConsumerRecord]) -> None:
-        by_model: dict[str, tuple[list[str], list[str]]] = {}
-        for record in records:
-            for model, request_id, label in parse_label_message(record.value):
-                ids, labels = by_model.setdefault(model, ([], []))
-                ids.append(request_id)
-                labels.append(label)
-        base = poll_id(records)
-        chunks: list[LabelChunk] = []
-        for model, (ids, labels) in by_model.items():
-            chunks.extend(
-                make_label_chunks(
-                    model, ids, labels, batch_id=f"{base}-{model}"[:100], chunk=self._chunk
-                )
-            )
+        chunks = json_label_chunks([json_message(r) for r in records], chunk=self._chunk)
         await self._publisher.publish(chunks, self.SOURCE)
-
-
-def poll_id(records: list[ConsumerRecord]) -> str:
-    """A stable id for the messages of one poll (same messages -> same id): partition, offsets,
-    timestamps and checksums, so a fresh broker reusing offsets does not collide."""
-    digest = hashlib.sha256()
-    for r in records:
-        crc = zlib.crc32(r.value or b"")
-        digest.update(f"{r.topic}/{r.partition}/{r.offset}/{r.timestamp}/{crc};".encode())
-    return f"j{digest.hexdigest()[:31]}"

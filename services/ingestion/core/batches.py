@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,48 @@ class RowBatch:
     @property
     def row_count(self) -> int:
         return int(self.table.num_rows)
+
+
+@dataclass(frozen=True)
+class RowsRequest:
+    """One request's rows as the client sent them: row dicts or one Arrow IPC stream."""
+
+    dataset: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    arrow_ipc: bytes = b""
+    batch_id: str = ""
+    """The client's id for these rows (empty: fresh ids); see `batch_ids`."""
+
+
+@dataclass
+class Ingested:
+    """What one request (or a whole stream of them) published: rows and batch ids, in order."""
+
+    rows: int = 0
+    batch_ids: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, batches: list[RowBatch]) -> Ingested:
+        ingested = cls()
+        ingested.add(batches)
+        return ingested
+
+    def add(self, batches: list[RowBatch]) -> None:
+        # why: ids only; holding the batches would keep every row of a stream in memory
+        self.rows += sum(b.row_count for b in batches)
+        self.batch_ids.extend(b.batch_id for b in batches)
+
+
+@dataclass(frozen=True)
+class JsonMessage:
+    """One message of a public JSON topic, where the broker delivered it from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
 
 
 def request_table(
@@ -155,6 +197,41 @@ def make_batches(
     parts = split(table, batch_rows)
     ids = batch_ids(batch_id, len(parts))
     return [RowBatch(dataset, b, part) for b, part in zip(ids, parts, strict=True)]
+
+
+def request_batches(
+    request: RowsRequest, *, batch_rows: int, limits: Limits = DEFAULT_LIMITS
+) -> list[RowBatch]:
+    """`make_batches` of one client request, stamped now."""
+    return make_batches(
+        request.dataset,
+        rows=request.rows,
+        arrow_ipc=request.arrow_ipc,
+        batch_rows=batch_rows,
+        batch_id=request.batch_id,
+        limits=limits,
+    )
+
+
+def json_batches(
+    messages: list[JsonMessage], *, batch_rows: int, limits: Limits = DEFAULT_LIMITS
+) -> list[RowBatch]:
+    """The batches of one poll of driftloop.ingest.json. Each message becomes its own batch(es)
+    with an id derived from its place on the topic, so a message the bus delivers again is
+    curated only once. Every message is parsed before this returns: a bad one raises and none
+    of the poll is published (the bus then retries the messages one by one)."""
+    batches: list[RowBatch] = []
+    for message in messages:
+        dataset, rows = parse_json_message(message.key, message.value)
+        batch_id = message_batch_id(
+            message.partition, message.offset, message.timestamp, message.value or b""
+        )
+        batches.extend(
+            make_batches(
+                dataset, rows=rows, batch_rows=batch_rows, batch_id=batch_id, limits=limits
+            )
+        )
+    return batches
 
 
 def batch_ids(client_id: str, count: int) -> list[str]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Any
 
-from driftloop.services.ingestion.core.batches import batch_ids, loads_json
+from driftloop.services.ingestion.core.batches import JsonMessage, batch_ids, loads_json
 from driftloop.shared.errors import InvalidInput, TooLarge
 from driftloop.shared.names import check_name
 
@@ -39,6 +40,17 @@ class LabelChunk:
         """The envelope's event id: the same for the same model and batch id, so a consumer
         that skips seen event ids (driftloop.shared.bus.kafka) drops a retried batch."""
         return str(uuid.uuid5(EVENT_NAMESPACE, f"{self.model}/{self.batch_id}"))
+
+
+@dataclass(frozen=True)
+class LabelsRequest:
+    """Labels of one model as a client sent them: request ids paired with labels by position."""
+
+    model: str
+    request_ids: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    batch_id: str = ""
+    """The client's id for these labels (empty: derived from the content)."""
 
 
 def check_labels(
@@ -100,6 +112,52 @@ def make_label_chunks(
         LabelChunk(model, b, request_ids[s : s + chunk], labels[s : s + chunk])
         for b, s in zip(ids, starts, strict=True)
     ]
+
+
+def request_chunks(
+    request: LabelsRequest,
+    *,
+    chunk: int = LABELS_PER_BATCH,
+    max_labels: int = MAX_LABELS_PER_REQUEST,
+) -> list[LabelChunk]:
+    """`make_label_chunks` of one client request."""
+    return make_label_chunks(
+        request.model,
+        request.request_ids,
+        request.labels,
+        batch_id=request.batch_id,
+        chunk=chunk,
+        max_labels=max_labels,
+    )
+
+
+def json_label_chunks(messages: list[JsonMessage], *, chunk: int) -> list[LabelChunk]:
+    """The chunks of one poll of driftloop.labels.json, per model, with ids derived from the
+    poll (`poll_id`). Every message is parsed first: a bad one raises and nothing of the poll
+    is published (the bus then retries the messages one by one, dead-lettering the bad one)."""
+    by_model: dict[str, tuple[list[str], list[str]]] = {}
+    for message in messages:
+        for model, request_id, label in parse_label_message(message.value):
+            ids, labels = by_model.setdefault(model, ([], []))
+            ids.append(request_id)
+            labels.append(label)
+    base = poll_id(messages)
+    chunks: list[LabelChunk] = []
+    for model, (ids, labels) in by_model.items():
+        chunks.extend(
+            make_label_chunks(model, ids, labels, batch_id=f"{base}-{model}"[:100], chunk=chunk)
+        )
+    return chunks
+
+
+def poll_id(messages: list[JsonMessage]) -> str:
+    """A stable id for the messages of one poll (same messages -> same id): partition, offsets,
+    timestamps and checksums, so a fresh broker reusing offsets does not collide."""
+    digest = hashlib.sha256()
+    for m in messages:
+        crc = zlib.crc32(m.value or b"")
+        digest.update(f"{m.topic}/{m.partition}/{m.offset}/{m.timestamp}/{crc};".encode())
+    return f"j{digest.hexdigest()[:31]}"
 
 
 def parse_label_message(value: bytes | None) -> list[tuple[str, str, str]]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import structlog
 
 from driftloop.services.validation.core import schema as schemas
-from driftloop.services.validation.core.schema import DatasetSchema
+from driftloop.services.validation.core.schema import ColumnSpec, DatasetSchema
 from driftloop.shared.errors import NotFound
 from driftloop.shared.manifest import manifest_head
 from driftloop.shared.names import check_name
@@ -75,6 +75,20 @@ class SchemaCatalog:
         )
         return schema
 
+    def declare(
+        self, dataset: str, columns: list[ColumnSpec], *, breaking: bool = False
+    ) -> DatasetSchema:
+        """Store an operator's schema for `dataset`. It replaces the current one only if the
+        change is compatible or declared `breaking`; Conflict otherwise, saying why."""
+        declared = schemas.declare(dataset, columns)
+        try:
+            current = self.get(declared.dataset)
+        except NotFound:
+            current = None
+        if current is not None:
+            schemas.check_evolution(current, declared, breaking=breaking)
+        return self.put(declared)
+
     def for_batch(self, dataset: str, table: pa.Table) -> DatasetSchema:
         """The dataset's schema, inferring and pinning one from `table` if it has none."""
         with self._lock:  # two first batches at once must not pin two schemas
@@ -100,6 +114,10 @@ class SchemaCatalog:
             if key.endswith("/latest.json") and key.count("/") == 2
         }
         return sorted(names)
+
+    def summaries(self) -> list[DatasetSummary]:
+        """A summary of every dataset (see `datasets`)."""
+        return [self.summary(dataset) for dataset in self.datasets()]
 
     def summary(self, dataset: str) -> DatasetSummary:
         head = manifest_head(self._store, dataset)

@@ -26,8 +26,8 @@ from driftloop.services.monitoring.core.monitor import ModelMonitors
 from driftloop.services.registry.adapters import pb as convert
 from driftloop.services.registry.core.domain import validate_spec, with_defaults
 from driftloop.services.registry.core.registry import _check_candidate
-from driftloop.services.validation.adapters.grpc import column_from_pb
-from driftloop.services.validation.adapters.kafka import _parse as parse_raw_batch
+from driftloop.services.validation.adapters.pb import column_from_pb
+from driftloop.services.validation.adapters.pb import raw_batch_from_event as parse_raw_batch
 from driftloop.services.validation.core import schema as schemas
 from driftloop.shared.bus import envelope
 from driftloop.shared.errors import DriftloopError

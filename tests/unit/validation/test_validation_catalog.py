@@ -1,4 +1,5 @@
-"""The schema catalog on a local object store: pin an inferred schema once, declare, list."""
+"""The schema catalog on a local object store: pin an inferred schema once, declare (compatible
+changes only unless breaking), list, and the quality report joining durable and live counts."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import pyarrow as pa
 import pytest
 
 from driftloop.services.validation.core import schema as schemas
+from driftloop.services.validation.core.batch_checks import BatchFlag
 from driftloop.services.validation.core.catalog import SchemaCatalog, schema_key
+from driftloop.services.validation.core.checks import check_batch
 from driftloop.services.validation.core.curation import curate_batch
+from driftloop.services.validation.core.quality import QualityTracker
+from driftloop.services.validation.core.report import quality_report
 from driftloop.services.validation.core.schema import ColumnSpec
-from driftloop.shared.errors import Conflict, NotFound
+from driftloop.shared.errors import Conflict, InvalidInput, NotFound
 from driftloop.shared.objectstore import LocalObjectStore
 
 pytestmark = pytest.mark.unit
@@ -58,3 +63,48 @@ def test_declared_schema_replaces_and_is_listed_with_manifest_counts(tmp_path: P
     assert (summary.manifest_version, summary.curated_rows) == (1, 3)
     assert catalog.summary("d").manifest_version == 0
     assert catalog.knows("other") and catalog.knows("d") and not catalog.knows("nope")
+
+
+def test_declare_stores_a_compatible_change_and_refuses_an_incompatible_one(
+    tmp_path: Path,
+) -> None:
+    catalog = SchemaCatalog(LocalObjectStore(tmp_path), cache_seconds=0)
+    first = catalog.declare("d", [ColumnSpec("x", "int", required=True)])
+    assert first.origin == "declared" and catalog.get("d") == first
+    grown = catalog.declare("d", [ColumnSpec("x", "int", min=0), ColumnSpec("y", "string")])
+    assert catalog.get("d") == grown
+    with pytest.raises(Conflict, match="changes type int -> float"):
+        catalog.declare("d", [ColumnSpec("x", "float"), ColumnSpec("y", "string")])
+    assert catalog.get("d") == grown, "a refused change stores nothing"
+    retyped = catalog.declare("d", [ColumnSpec("x", "float")], breaking=True)
+    assert catalog.get("d") == retyped
+
+
+def test_declare_replaces_an_inferred_schema_and_checks_the_columns(tmp_path: Path) -> None:
+    catalog = SchemaCatalog(LocalObjectStore(tmp_path), cache_seconds=0)
+    catalog.for_batch("d", pa.table({"x": [1]}))
+    with pytest.raises(Conflict, match="removed"):
+        catalog.declare("d", [ColumnSpec("z", "int")])
+    assert catalog.declare("d", [ColumnSpec("x", "int")]).origin == "declared"
+    with pytest.raises(InvalidInput, match="declares no columns"):
+        catalog.declare("e", [])
+
+
+async def test_the_quality_report_joins_durable_and_live_counts(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    catalog, quality = SchemaCatalog(store), QualityTracker()
+    with pytest.raises(NotFound, match="unknown"):
+        await quality_report(catalog, quality, "nope")
+    with pytest.raises(InvalidInput, match="dataset name"):
+        await quality_report(catalog, quality, "../x")
+    curate_batch(store, "d", "b1", pa.table({"v": [1, 2, 3]}), "h")
+    durable = await quality_report(catalog, quality, "d")
+    assert (durable.manifest_version, durable.curated_rows, durable.batches) == (1, 3, 0)
+    schema = schemas.declare("d", [ColumnSpec("v", "int", max=2)])
+    verdict = check_batch(schema, pa.table({"v": [1, 5], "w": [1, 1]}))
+    flag = BatchFlag("b2", "v", "constant_column", "every value is 1")
+    quality.record("d", "b2", verdict, [flag])
+    report = await quality_report(catalog, quality, "d")
+    assert (report.rows_accepted, report.rows_rejected, report.batches) == (1, 1, 1)
+    assert report.rejection_reasons == {"out of range": 1, "unknown column 'w'": 2}
+    assert report.flags == (flag,) and report.curated_rows == 3

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from driftloop.protos.validation.v1 import validation_pb2
-from driftloop.services.validation.adapters.grpc import column_from_pb, schema_to_pb
+from driftloop.services.validation.adapters.pb import column_from_pb, schema_to_pb
 from driftloop.services.validation.core import schema as schemas
 from driftloop.services.validation.core.schema import ColumnSpec, DatasetSchema
 from driftloop.shared.errors import InvalidInput, TooLarge
