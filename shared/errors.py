@@ -1,6 +1,7 @@
 """driftloop's transport-neutral error hierarchy.
 
-Cores raise these; each adapter maps them once (gRPC: shared/grpc/server.py, Kafka: dead letter).
+Cores raise these; each adapter maps them once (gRPC: shared/grpc/server.py, Kafka: dead letter),
+and a gRPC status comes back as one of them through the inverse table (shared/grpc/client.py).
 
     DriftloopError
     ├── InvalidInput          the caller sent something wrong (bad rows, bad request fields)
@@ -9,10 +10,14 @@ Cores raise these; each adapter maps them once (gRPC: shared/grpc/server.py, Kaf
     ├── AlreadyExists         creating something that exists
     ├── Conflict              the request clashes with current state
     ├── NotReady              the thing exists but cannot answer yet (no production model)
-    ├── Unauthenticated       missing or wrong bearer token
+    ├── PermissionDenied      the caller may not do this: fix the credentials, do not retry
+    │   └── Unauthenticated   missing or wrong bearer token
     ├── ArtifactRejected      an artifact failed its hash check or is not trusted to load
     ├── TooLarge              a request beyond a configured size limit (rows, bytes)
-    └── Unavailable           a dependency (broker, object store, registry) cannot be reached
+    ├── RemoteFailure         another service failed in a way no class above names (INTERNAL,
+    │                         UNKNOWN, UNIMPLEMENTED... from gRPC): a bug there, not an outage
+    └── Unavailable           a dependency (broker, object store, registry) cannot be reached;
+                              the only error worth retrying
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ class NotReady(DriftloopError):
     pass
 
 
-class Unauthenticated(DriftloopError):
+class PermissionDenied(DriftloopError):
+    pass
+
+
+class Unauthenticated(PermissionDenied):
     pass
 
 
@@ -59,4 +68,8 @@ class Unavailable(DriftloopError):
 
 
 class TooLarge(DriftloopError):
+    pass
+
+
+class RemoteFailure(DriftloopError):
     pass

@@ -1,6 +1,6 @@
 """Entry point of the monitoring service: wiring only.
 
-Builds settings, store, monitors, registry profile source, consumer and servicer, then serves.
+Builds settings, store, monitors, the registry client, consumer and servicer, then serves.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import asyncio
 from driftloop.protos.monitoring.v1 import monitoring_pb2_grpc
 from driftloop.services.monitoring.adapters import kafka as events
 from driftloop.services.monitoring.adapters.grpc import FULL_NAME, MonitoringServicer
-from driftloop.services.monitoring.adapters.registry import RegistryProfiles
-from driftloop.services.monitoring.adapters.registry_shadow import RegistryEvidence
+from driftloop.services.monitoring.adapters.registry import RegistryEvidence, RegistryProfiles
 from driftloop.services.monitoring.core.history import DriftHistory
 from driftloop.services.monitoring.core.monitor import ModelMonitors
 from driftloop.services.monitoring.core.shadow import ShadowComparisons, ShadowMonitor
@@ -19,6 +18,7 @@ from driftloop.services.monitoring.settings import MonitoringSettings
 from driftloop.shared import logging
 from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
 from driftloop.shared.grpc.server import ServiceBinding
+from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.runtime import serve
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
@@ -35,19 +35,19 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
     # Built inside the running loop: aiokafka clients refuse to be created outside one.
     store = open_object_store(common)
     monitors = ModelMonitors(settings.policy(), settings.policies())
-    profiles = RegistryProfiles(common, store, timeout=settings.registry_timeout_s)
+    registry = RegistryClient(common, timeout=settings.registry_timeout_s)
     publisher = EventPublisher(common.bootstrap(), "monitoring")
     history = DriftHistory(store)
     shadow = ShadowMonitor(
         ShadowComparisons(
             capacity=settings.shadow_max_pending, report_every=settings.shadow_report_every
         ),
-        RegistryEvidence(common, timeout=settings.registry_timeout_s),
+        RegistryEvidence(registry),
     )
     handler = events.MonitoringHandler(
         monitors,
         publisher,
-        profiles,
+        RegistryProfiles(registry, store),
         retry_after_s=settings.profile_retry_s,
         history=history,
         shadow=shadow,
@@ -73,5 +73,5 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         publisher=publisher,
         consumers=[consumer],
         on_start=handler.reconcile,
-        on_stop=profiles.close,
+        on_stop=registry.close,
     )

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from driftloop.services.serving import workers
-from driftloop.services.serving.adapters.grpc import InferenceServicer, RegistryReader, binding
+from driftloop.services.serving.adapters.grpc import InferenceServicer, binding
 from driftloop.services.serving.adapters.kafka import (
     ModelEvents,
     model_events_consumer,
@@ -23,6 +23,7 @@ from driftloop.services.serving.adapters.kafka_inference import (
     KafkaInference,
     kafka_inference_consumer,
 )
+from driftloop.services.serving.adapters.registry import RegistryVersions
 from driftloop.services.serving.core.deployment import Deployer
 from driftloop.services.serving.core.inference import InferenceService
 from driftloop.services.serving.core.prediction_log import PredictionLogger
@@ -32,6 +33,7 @@ from driftloop.services.serving.core.slot import ModelSlot
 from driftloop.services.serving.settings import ServingSettings
 from driftloop.shared import artifacts, logging, runtime
 from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
@@ -80,7 +82,8 @@ async def run(common: CommonSettings, settings: ServingSettings, worker: int | N
     )
     shadow = ShadowScorer(slot, shadow_logger, max_rows=settings.shadow_queue_rows)
     model_events = ModelEvents(deployer, publisher, settings.instance_name(worker))
-    registry = RegistryReader(common, settings.reconcile_timeout_s)
+    client = RegistryClient(common, timeout=settings.reconcile_timeout_s)
+    registry = RegistryVersions(client)
     reconciler = Reconciler(
         deployer,
         model_events,
@@ -113,15 +116,19 @@ async def run(common: CommonSettings, settings: ServingSettings, worker: int | N
         consumers=consumers,
         background=[reconciler.run, logger.run, shadow.run, shadow_logger.run],
         on_start=reconciler.reconcile_once,
-        on_stop=lambda: _flush_all(shadow, logger, shadow_logger),
+        on_stop=lambda: _flush_all(shadow, logger, shadow_logger, client),
         reuse_port=worker is not None,
     )
 
 
 async def _flush_all(
-    shadow: ShadowScorer, logger: PredictionLogger, shadow_logger: PredictionLogger
+    shadow: ShadowScorer,
+    logger: PredictionLogger,
+    shadow_logger: PredictionLogger,
+    client: RegistryClient,
 ) -> None:
-    """What is still queued, before the publisher stops."""
+    """What is still queued, before the publisher stops; then the registry channel."""
     await logger.flush()
     await shadow.drain()
     await shadow_logger.flush()
+    await client.close()

@@ -8,7 +8,7 @@ import asyncio
 from driftloop.protos.training.v1 import training_pb2_grpc
 from driftloop.services.training.adapters.grpc import MUTATING, SERVICE_NAME, TrainingServicer
 from driftloop.services.training.adapters.kafka import TrainingEvents
-from driftloop.services.training.adapters.registry import RegistryClient
+from driftloop.services.training.adapters.registry import TrainingRegistry
 from driftloop.services.training.core.executor import DataWait, RunExecutor
 from driftloop.services.training.core.reproduce import Reproducer
 from driftloop.services.training.core.runs import RunStore
@@ -18,9 +18,9 @@ from driftloop.services.training.settings import TrainingSettings
 from driftloop.shared import logging, manifest, runtime
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
-from driftloop.shared.grpc.client import aio_channel, auth_metadata
 from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.objectstore import ObjectStore
+from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
@@ -35,9 +35,9 @@ def main() -> None:
 async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
     store = open_object_store(common)
     runs = RunStore(settings.database(common.data_dir))
-    # built inside the running loop: aiokafka's producer and grpc.aio channels need one
-    channel = aio_channel(common, "registry")
-    registry = RegistryClient(channel, auth_metadata(common), timeout=settings.registry_timeout_s)
+    # built inside the running loop: aiokafka's producer needs one
+    client = RegistryClient(common, timeout=settings.registry_timeout_s)
+    registry = TrainingRegistry(client)
     wait = DataWait(
         min_rows_after_drift=settings.min_rows_after_drift,
         max_wait_seconds=settings.drift_data_wait_s,
@@ -86,7 +86,7 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
     )
 
     async def close() -> None:
-        await channel.close()
+        await client.close()
         runs.close()
 
     await runtime.serve(

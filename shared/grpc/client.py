@@ -1,9 +1,14 @@
-"""Client channels to driftloop services: TLS when configured, the bearer token as metadata."""
+"""Client side of every driftloop gRPC call: channels (TLS when configured, the bearer token as
+metadata) and the one reverse error map, from a status back to a driftloop error class."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import grpc
 
+from driftloop.shared import errors
 from driftloop.shared.settings import CommonSettings
 
 _OPTIONS = [
@@ -48,3 +53,58 @@ def sync_channel(common: CommonSettings, service: str) -> grpc.Channel:
 def auth_metadata(common: CommonSettings) -> tuple[tuple[str, str], ...]:
     token = common.token()
     return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+ERROR_FOR_STATUS: dict[grpc.StatusCode, type[errors.DriftloopError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.TooLarge,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
+}
+"""The inverse of shared/grpc/server.py's GRPC_STATUS. Only UNAVAILABLE and DEADLINE_EXCEEDED
+become Unavailable, the one error callers retry; any status not listed (INTERNAL, UNKNOWN,
+UNIMPLEMENTED, CANCELLED...) becomes RemoteFailure, which nobody retries."""
+
+
+def error_for(exc: grpc.RpcError, call: str, address: str = "") -> errors.DriftloopError:
+    """The driftloop error for a failed call; `call` names it ("registry GetVersion")."""
+    code = _code(exc)
+    details = _details(exc)
+    kind = ERROR_FOR_STATUS.get(code, errors.RemoteFailure)
+    message = f"{call} failed with {code.name}: {details}"
+    if kind is errors.Unavailable and address:
+        message += f" (is it running at {address}?)"
+    elif issubclass(kind, errors.PermissionDenied):
+        # why: the usual cause is a token that differs between this process and the server
+        message += (
+            "; give this process the server's bearer token (DRIFTLOOP_AUTH_TOKEN or "
+            "DRIFTLOOP_AUTH_TOKEN_FILE)"
+        )
+    return kind(message)
+
+
+@contextmanager
+def rpc_errors(call: str, address: str = "") -> Iterator[None]:
+    """Raise the mapped driftloop error (`from` the gRPC one) when a call in the block fails;
+    wraps sync and `await`ed aio calls alike."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise error_for(exc, call, address) from exc
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode:
+    # why: grpc.RpcError itself has no code(); the errors stubs raise (sync and aio) do
+    code = getattr(exc, "code", None)
+    found = code() if callable(code) else None
+    return found if isinstance(found, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+def _details(exc: grpc.RpcError) -> str:
+    details = getattr(exc, "details", None)
+    return str((details() if callable(details) else None) or exc)

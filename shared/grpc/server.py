@@ -29,11 +29,15 @@ GRPC_STATUS: dict[type[errors.DriftloopError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
     errors.NotReady: grpc.StatusCode.UNAVAILABLE,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.ArtifactRejected: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RemoteFailure: grpc.StatusCode.INTERNAL,
 }
+"""Error class -> status. Its inverse, client side, is shared/grpc/client.py's ERROR_FOR_STATUS
+(a test checks that every status here comes back as a class that maps to it again)."""
 
 RPC_TOTAL = Counter("driftloop_grpc_requests_total", "gRPC requests", ["method", "code"])
 RPC_SECONDS = Histogram("driftloop_grpc_request_seconds", "gRPC request latency", ["method"])

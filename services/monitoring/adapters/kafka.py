@@ -1,5 +1,5 @@
 """Kafka adapter: prediction logs and label batches feed the monitor, deployments switch its
-reference profile.
+reference profile (which one, and what to do while it is missing: core/references.py).
 
 Drift decisions are published as DriftDetected on driftloop.drift, keyed by model, each the
 start of a new correlation chain (the drift is a cause, not an effect of one event).
@@ -15,16 +15,15 @@ import pandas as pd
 import structlog
 
 from driftloop.services.monitoring.adapters.pb import drift_detected_pb
-from driftloop.services.monitoring.adapters.registry import ProfileSource
 from driftloop.services.monitoring.core import metrics
 from driftloop.services.monitoring.core.history import DriftHistory
 from driftloop.services.monitoring.core.monitor import DriftDecision, ModelMonitors
+from driftloop.services.monitoring.core.references import References, ReferenceSource
 from driftloop.services.monitoring.core.shadow import ShadowMonitor
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.envelope import Envelope
 from driftloop.shared.bus.kafka import EventPublisher
-from driftloop.shared.errors import InvalidInput, NotFound, Unavailable
-from driftloop.shared.profile import ReferenceProfile
+from driftloop.shared.errors import InvalidInput
 from driftloop.shared.records import ipc_to_table
 
 log = structlog.get_logger(__name__)
@@ -39,7 +38,7 @@ class MonitoringHandler:
         self,
         monitors: ModelMonitors,
         publisher: EventPublisher,
-        profiles: ProfileSource,
+        source: ReferenceSource,
         *,
         clock: Callable[[], float] = time.time,
         retry_after_s: float = 10.0,
@@ -52,29 +51,18 @@ class MonitoringHandler:
         self.history = history if history is not None else DriftHistory()
         """Every decision published (persisted when the history has a store)."""
         self._publisher = publisher
-        self._profiles = profiles
         self._clock = clock
-        self._retry_after_s = retry_after_s
-        self._retry_at: dict[str, float] = {}
+        self._references = References(
+            monitors, source, self.history, clock=clock, retry_after_s=retry_after_s
+        )
 
     async def reconcile(self) -> None:
-        """Load every production profile from the registry (on start; the bus keeps no state).
-
-        An unreachable registry is not fatal: profiles are then loaded lazily per model when its
-        first prediction log arrives. The drift history is read back first, so an episode
-        decided before a restart is neither forgotten nor decided again.
-        """
+        """On start (the bus keeps no state): the drift history first, so an episode decided
+        before a restart is neither forgotten nor decided again, then every production
+        reference (see References.load_production)."""
         loaded = await asyncio.to_thread(self.history.load)
         log.info("drift_history_loaded", entries=loaded)
-        try:
-            found = await self._profiles.production_profiles()
-        except Unavailable as exc:
-            log.warning("registry_unreachable_at_start", error=str(exc))
-            return
-        for model, version, profile in found:
-            if self._monitors.version(model) != version:
-                self._load(model, version, profile)
-                log.info("reference_loaded", model=model, version=version, rows=profile.rows)
+        await self._references.load_production()
 
     async def handle(self, event: Envelope) -> None:
         kind = event.WhichOneof("payload")
@@ -90,7 +78,7 @@ class MonitoringHandler:
         if self.shadow is not None and await self.shadow.on_predictions(logged):
             return
         metrics.ROWS_OBSERVED.labels(logged.model).inc(logged.row_count)
-        if not await self._ensure_monitored(logged.model):
+        if not await self._references.ensure(logged.model):
             return
         frame = await asyncio.to_thread(_decode, logged.arrow_ipc)
         decision = await asyncio.to_thread(
@@ -140,42 +128,11 @@ class MonitoringHandler:
             drift_event_id=event.event_id,
         )
 
-    async def _ensure_monitored(self, model: str) -> bool:
-        """True once `model` has a reference; else try the registry (at most every few s)."""
-        if self._monitors.knows(model):
-            return True
-        now = self._clock()
-        if now < self._retry_at.get(model, 0.0):
-            return False
-        try:
-            found = await self._profiles.production_profile(model)
-        except (Unavailable, NotFound) as exc:
-            log.warning("reference_unavailable", model=model, error=str(exc))
-            found = None
-        if found is None:
-            self._retry_at[model] = now + self._retry_after_s
-            log.info("predictions_skipped_no_reference", model=model)
-            return False
-        version, profile = found
-        self._load(model, version, profile)
-        log.info("reference_loaded", model=model, version=version, rows=profile.rows)
-        return True
-
-    def _load(self, model: str, version: str, profile: ReferenceProfile) -> None:
-        """First sight of a model in this process: its reference, and its latest episode."""
-        self._monitors.switch(model, version, profile)
-        latest = self.history.latest(model)
-        if latest is not None:
-            d = latest.decision
-            self._monitors.get(model).resume(d.episode_id, d.version, d.decided_at)
-
     async def _on_deployed(self, event: Envelope) -> None:
         deployed = event.model_deployed
-        if self._monitors.version(deployed.model) == deployed.version:
+        profile = await self._references.switch(deployed.model, deployed.version)
+        if profile is None:
             return  # already on it (reconciled at start, or a re-delivery)
-        profile = await self._profiles.version_profile(deployed.model, deployed.version)
-        self._monitors.switch(deployed.model, deployed.version, profile)
-        self._retry_at.pop(deployed.model, None)
         log.info(
             "reference_switched",
             model=deployed.model,

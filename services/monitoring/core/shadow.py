@@ -17,7 +17,7 @@ from typing import Protocol
 import structlog
 from prometheus_client import Counter
 
-from driftloop.shared.errors import Unavailable
+from driftloop.shared.errors import DriftloopError, Unavailable
 from driftloop.shared.records import ipc_to_table
 
 log = structlog.get_logger(__name__)
@@ -195,7 +195,8 @@ class LabelledRequests(Protocol):
 
 class EvidenceSink(Protocol):
     async def report(self, evidence: Evidence) -> Verdict:
-        """Hand the evidence to the registry; raises Unavailable when it cannot be reached."""
+        """Hand the evidence to the registry; raises Unavailable when it cannot be reached,
+        PermissionDenied when it refuses this process's token."""
         ...
 
 
@@ -228,6 +229,16 @@ class ShadowMonitor:
             verdict = await self._sink.report(evidence)
         except Unavailable as exc:  # labels are not lost: the next batch reports again
             log.warning("shadow_evidence_not_reported", model=evidence.model, error=str(exc))
+            return
+        except DriftloopError as exc:
+            # a refusal (wrong token) or a registry bug: no outage to wait out, so an error;
+            # the evidence is kept and the label batch still feeds the drift monitor
+            log.error(
+                "shadow_evidence_refused",
+                model=evidence.model,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
             return
         self.comparisons.settle(evidence, verdict)
         SHADOW_REPORTS.labels(evidence.model, verdict.outcome).inc()

@@ -12,7 +12,7 @@ from typing import Protocol
 import structlog
 
 from driftloop.services.serving.core.deployment import Deployer, Deployment
-from driftloop.shared.errors import Unavailable
+from driftloop.shared.errors import DriftloopError, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,8 @@ class ProductionVersion:
 
 
 class ProductionSource(Protocol):
-    """What serving reads from the registry; raises Unavailable when it cannot be reached."""
+    """What serving reads from the registry (adapters/registry.py, over the shared client);
+    raises Unavailable when it cannot be reached, another DriftloopError when it refuses."""
 
     async def production_versions(self) -> dict[str, str]:
         """Model name -> production version, for models that have one."""
@@ -105,6 +106,10 @@ class Reconciler:
             report = log.debug if self._registry_down else log.warning
             report("registry_unreachable", error=str(exc))
             self._registry_down = True
+        except DriftloopError as exc:
+            # not an outage (a refused call, a version gone, a registry bug): say so as an
+            # error; serving keeps what it has loaded and the next pass asks again
+            log.error("reconcile_failed", error=str(exc), error_type=type(exc).__name__)
         finally:
             self.first_done.set()
 

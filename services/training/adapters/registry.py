@@ -1,18 +1,12 @@
-"""The registry, as training sees it: the RegistryPort over gRPC.
+"""Training's RegistryPort over the one registry client (shared/registry_client.py): this module
+only maps the library's registry records to training's domain types and back.
 
-gRPC errors are mapped once here to driftloop errors (NOT_FOUND -> NotFound, unreachable ->
-Unavailable, ...), so the core never sees grpc.
+Errors pass through as the client raises them: Unavailable (the run is queued again), NotFound,
+Unauthenticated (a wrong token fails the run; it is not retried).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
-from typing import TypeVar
-
-import grpc
-
-from driftloop.protos.registry.v1 import registry_pb2 as pb
-from driftloop.protos.registry.v1 import registry_pb2_grpc
 from driftloop.services.training.core.domain import (
     CandidateVersion,
     Champion,
@@ -24,72 +18,31 @@ from driftloop.services.training.core.domain import (
     SliceScore,
     SpecInfo,
 )
-from driftloop.shared import errors
-
-T = TypeVar("T")
-_ERRORS: dict[grpc.StatusCode, type[errors.DriftloopError]] = {
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidInput,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
-    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Unavailable,
-}
+from driftloop.shared import registry_types as reg
+from driftloop.shared.registry_client import RegistryClient
 
 
-async def _call(what: str, call: Awaitable[T]) -> T:
-    try:
-        return await call
-    except grpc.aio.AioRpcError as exc:
-        kind = _ERRORS.get(exc.code(), errors.DriftloopError)
-        raise kind(f"registry {what}: {exc.details()}") from exc
+class TrainingRegistry:
+    """Implements training's RegistryPort (services/training/core/training.py); unit tests
+    hand it tests/registry_fake.py's FakeRegistry instead of the client."""
 
-
-class RegistryClient:
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        metadata: Sequence[tuple[str, str]] = (),
-        timeout: float = 30.0,
-    ) -> None:
-        self._stub = registry_pb2_grpc.RegistryServiceStub(channel)
-        self._metadata = tuple(metadata)
-        self._timeout = timeout
+    def __init__(self, client: RegistryClient) -> None:
+        self._client = client
 
     async def get_model(self, name: str) -> ModelInfo:
-        model = await _call(
-            f"GetModel {name}",
-            self._stub.GetModel(pb.GetModelRequest(name=name), timeout=self._timeout),
-        )
-        return model_from_pb(model)
+        return model_info(await self._client.get_model(name))
 
     async def list_models(self) -> list[ModelInfo]:
-        response = await _call(
-            "ListModels", self._stub.ListModels(pb.ListModelsRequest(), timeout=self._timeout)
-        )
-        return [model_from_pb(m) for m in response.models]
+        return [model_info(m) for m in await self._client.list_models()]
 
     async def production(self, model: str) -> Champion | None:
-        try:
-            v = await _call(
-                f"GetProduction {model}",
-                self._stub.GetProduction(
-                    pb.GetProductionRequest(model=model), timeout=self._timeout
-                ),
-            )
-        except errors.NotFound:
+        found = await self._client.production(model)
+        if found is None:
             return None
-        return Champion(
-            version=v.version, artifact_uri=v.artifact_uri, artifact_sha256=v.artifact_sha256
-        )
+        return Champion(found.version, found.artifact_uri, found.artifact_sha256)
 
     async def find_run(self, model: str, run_id: str) -> Registration | None:
-        response = await _call(
-            f"ListVersions {model}",
-            self._stub.ListVersions(pb.ListVersionsRequest(model=model), timeout=self._timeout),
-        )
-        for v in response.versions:
+        for v in await self._client.list_versions(model):
             if v.run_id == run_id:
                 return Registration(
                     version=v.version,
@@ -100,12 +53,7 @@ class RegistryClient:
         return None
 
     async def get_version(self, model: str, version: str) -> RegisteredVersion:
-        v = await _call(
-            f"GetVersion {model}:{version}",
-            self._stub.GetVersion(
-                pb.GetVersionRequest(model=model, version=version), timeout=self._timeout
-            ),
-        )
+        v = await self._client.get_version(model, version)
         return RegisteredVersion(
             model=v.model,
             version=v.version,
@@ -119,38 +67,28 @@ class RegistryClient:
         )
 
     async def get_spec(self, model: str, number: int = 0) -> SpecInfo:
-        found = await _call(
-            f"GetSpec {model}:{number or 'current'}",
-            self._stub.GetSpec(
-                pb.GetSpecRequest(model=model, number=number), timeout=self._timeout
-            ),
-        )
-        return SpecInfo(number=found.number, sha256=found.sha256, spec=spec_from_pb(found.spec))
+        found = await self._client.get_spec(model, number)
+        return SpecInfo(number=found.number, sha256=found.sha256, spec=model_spec(found.spec))
 
     async def register(self, candidate: CandidateVersion) -> Registration:
-        response = await _call(
-            f"RegisterVersion {candidate.model}",
-            self._stub.RegisterVersion(
-                candidate_to_pb(candidate), metadata=self._metadata, timeout=self._timeout
-            ),
-        )
+        done = await self._client.register_version(to_candidate(candidate))
         return Registration(
-            version=response.version.version,
-            promoted=response.promoted,
-            decision_reason=response.decision_reason,
-            metrics=dict(response.version.metrics),
+            version=done.version.version,
+            promoted=done.promoted,
+            decision_reason=done.decision_reason,
+            metrics=dict(done.version.metrics),
         )
 
 
-def spec_from_pb(s: pb.TrainingSpec) -> ModelSpec:
+def model_spec(s: reg.TrainingSpec) -> ModelSpec:
     return ModelSpec(
-        features=tuple(s.features),
+        features=s.features,
         estimator=s.estimator,
         params=dict(s.params),
         window_rows=s.window_rows,
         holdout_fraction=s.holdout_fraction,
         min_rows=s.min_rows,
-        slice_columns=tuple(s.slice_columns),
+        slice_columns=s.slice_columns,
         search=SearchSpec(
             param_grid=dict(s.search.param_grid),
             cv=s.search.cv or 3,
@@ -161,46 +99,43 @@ def spec_from_pb(s: pb.TrainingSpec) -> ModelSpec:
     )
 
 
-def model_from_pb(model: pb.Model) -> ModelInfo:
+def model_info(m: reg.Model) -> ModelInfo:
     return ModelInfo(
-        name=model.name,
-        dataset=model.dataset,
-        target=model.target,
-        spec=spec_from_pb(model.spec),
-        production_version=model.production_version,
-        spec_version=model.spec_version,
+        name=m.name,
+        dataset=m.dataset,
+        target=m.target,
+        spec=model_spec(m.spec),
+        production_version=m.production_version,
+        spec_version=m.spec_version,
     )
 
 
-def _slices(found: tuple[SliceScore, ...]) -> list[pb.SliceMetrics]:
-    return [
-        pb.SliceMetrics(column=s.column, value=s.value, rows=s.rows, metrics=s.metrics)
-        for s in found
-    ]
+def _slices(found: tuple[SliceScore, ...]) -> tuple[reg.SliceMetrics, ...]:
+    return tuple(reg.SliceMetrics(s.column, s.value, s.rows, dict(s.metrics)) for s in found)
 
 
-def candidate_to_pb(c: CandidateVersion) -> pb.RegisterVersionRequest:
+def to_candidate(c: CandidateVersion) -> reg.Candidate:
     lin = c.lineage
-    return pb.RegisterVersionRequest(
+    return reg.Candidate(
         model=c.model,
         run_id=c.run_id,
         artifact_uri=c.artifact_uri,
         artifact_sha256=c.artifact_sha256,
         profile_uri=c.profile_uri,
-        metrics=c.metrics,
-        champion_metrics=c.champion_metrics,
+        metrics=dict(c.metrics),
+        champion_metrics=dict(c.champion_metrics),
         champion_version=c.champion_version,
         correlation_id=c.correlation_id,
         causation_id=c.causation_id,
         slice_metrics=_slices(c.slice_metrics),
         champion_slice_metrics=_slices(c.champion_slice_metrics),
-        lineage=pb.Lineage(
+        lineage=reg.Lineage(
             model=c.model,
             run_id=lin.run_id,
             manifest_version=lin.manifest_version,
             manifest_key=lin.manifest_key,
-            files=[pb.DataFile(key=f.key, sha256=f.sha256, rows=f.rows) for f in lin.files],
-            params=lin.params,
+            files=tuple(reg.DataFile(f.key, f.sha256, f.rows) for f in lin.files),
+            params=dict(lin.params),
             code_version=lin.code_version,
             causing_event_id=lin.causing_event_id,
             correlation_id=lin.correlation_id,

@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from registry_fake import FakeRegistry
 from typer.testing import CliRunner
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.protos.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from driftloop.services.monitoring.adapters.grpc import FULL_NAME, MonitoringServicer
 from driftloop.services.monitoring.adapters.kafka import MonitoringHandler
+from driftloop.services.monitoring.adapters.registry import RegistryProfiles
 from driftloop.services.monitoring.core.drift import DriftPolicy
 from driftloop.services.monitoring.core.history import DriftHistory
 from driftloop.services.monitoring.core.monitor import ModelMonitors
@@ -30,8 +32,9 @@ from driftloop.shared.bus.kafka import EventPublisher, ensure_topics
 from driftloop.shared.cli.app import app
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import LocalObjectStore, ObjectStore
-from driftloop.shared.profile import ReferenceProfile, build_profile
+from driftloop.shared.profile import build_profile
 from driftloop.shared.records import table_to_ipc
+from driftloop.shared.registry_types import ModelVersion
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -39,20 +42,12 @@ pytestmark = pytest.mark.integration
 MODEL = "churn"
 
 
-class OneProfile:
-    """A ProfileSource with one production version whose profile is in the store."""
-
-    def __init__(self, store: ObjectStore, key: str) -> None:
-        self._store, self._key = store, key
-
-    async def version_profile(self, model: str, version: str) -> ReferenceProfile:
-        return ReferenceProfile.from_json(await asyncio.to_thread(self._store.get, self._key))
-
-    async def production_profile(self, model: str) -> tuple[str, ReferenceProfile] | None:
-        return "1", await self.version_profile(model, "1")
-
-    async def production_profiles(self) -> list[tuple[str, str, ReferenceProfile]]:
-        return [(MODEL, "1", await self.version_profile(MODEL, "1"))]
+def one_profile(store: ObjectStore, key: str) -> RegistryProfiles:
+    """The real ReferenceSource over the registry fake: version 1 in production, its profile in
+    the store under `key`."""
+    fake = FakeRegistry()
+    fake.put_version(ModelVersion(MODEL, "1", profile_uri=key), alias="production")
+    return RegistryProfiles(fake, store)  # type: ignore[arg-type]
 
 
 def rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
@@ -80,7 +75,7 @@ async def start(store: ObjectStore, key: str, publisher: EventPublisher, common:
     """A fresh monitoring process: monitors, persisted history, handler, gRPC server."""
     monitors = ModelMonitors(DriftPolicy())
     history = DriftHistory(store)
-    handler = MonitoringHandler(monitors, publisher, OneProfile(store, key), history=history)
+    handler = MonitoringHandler(monitors, publisher, one_profile(store, key), history=history)
     await handler.reconcile()
     binding = ServiceBinding(
         add=monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server,

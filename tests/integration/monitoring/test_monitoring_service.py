@@ -1,7 +1,8 @@
 """Monitoring against the real broker: prediction logs in, one DriftDetected out, then a switch.
 
-The registry is not part of this service, so the handler gets a ProfileSource that reads the
-profiles from a local object store in the test's data dir (the bus and store are real).
+The registry is not part of this service, so the handler's ReferenceSource asks the registry
+fake (tests/registry_fake.py) which version and profile key, and reads the profile from a local
+object store in the test's data dir (the bus and store are real).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from registry_fake import FakeRegistry
 from support import start_process, stop_process, wait_for
 
 from driftloop.protos.events.v1 import events_pb2
@@ -30,8 +32,10 @@ from driftloop.shared.bus import envelope, topics
 from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import LocalObjectStore, ObjectStore
-from driftloop.shared.profile import ReferenceProfile, build_profile
+from driftloop.shared.profile import build_profile
 from driftloop.shared.records import table_to_ipc
+from driftloop.shared.registry_client import RegistryClient
+from driftloop.shared.registry_types import ModelVersion
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -39,21 +43,13 @@ pytestmark = pytest.mark.integration
 MODEL = "churn"
 
 
-class StoreProfiles:
-    """A ProfileSource over the object store, with the registry's answers given up front."""
-
-    def __init__(self, store: ObjectStore, keys: dict[str, str], production: str) -> None:
-        self._store, self._keys, self._production = store, keys, production
-
-    async def version_profile(self, model: str, version: str) -> ReferenceProfile:
-        data = await asyncio.to_thread(self._store.get, self._keys[version])
-        return ReferenceProfile.from_json(data)
-
-    async def production_profile(self, model: str) -> tuple[str, ReferenceProfile] | None:
-        return self._production, await self.version_profile(model, self._production)
-
-    async def production_profiles(self) -> list[tuple[str, str, ReferenceProfile]]:
-        return [(MODEL, self._production, await self.version_profile(MODEL, self._production))]
+def store_profiles(store: ObjectStore, keys: dict[str, str], production: str) -> RegistryProfiles:
+    """The real ReferenceSource over the registry fake (versions with these profile keys)."""
+    fake = FakeRegistry()
+    for version, key in sorted(keys.items()):
+        alias = "production" if version == production else ""
+        fake.put_version(ModelVersion(MODEL, version, profile_uri=key), alias)
+    return RegistryProfiles(fake, store)  # type: ignore[arg-type]
 
 
 def rows(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
@@ -98,7 +94,7 @@ async def test_drift_is_published_once_and_a_deployment_switches(common: CommonS
     monitors = ModelMonitors(DriftPolicy())
     publisher = EventPublisher(common.bootstrap(), "monitoring")
     serving = EventPublisher(common.bootstrap(), "serving")
-    handler = MonitoringHandler(monitors, publisher, StoreProfiles(store, keys, "1"))
+    handler = MonitoringHandler(monitors, publisher, store_profiles(store, keys, "1"))
     drift: list[envelope.Envelope] = []
 
     async def on_drift(event: envelope.Envelope) -> None:
@@ -195,10 +191,10 @@ async def test_drift_is_published_once_and_a_deployment_switches(common: CommonS
 async def test_unreachable_registry_is_not_fatal(common: CommonSettings) -> None:
     # common.ports.registry is a free port: nothing listens there.
     store = LocalObjectStore(common.data_dir / "objects")
-    profiles = RegistryProfiles(common, store, timeout=1.0)
+    client = RegistryClient(common, timeout=1.0)
     monitors = ModelMonitors(DriftPolicy())
     publisher = EventPublisher(common.bootstrap(), "monitoring")
-    handler = MonitoringHandler(monitors, publisher, profiles)
+    handler = MonitoringHandler(monitors, publisher, RegistryProfiles(client, store))
     await publisher.start()
     try:
         await handler.reconcile()  # logs a warning, loads nothing
@@ -206,7 +202,7 @@ async def test_unreachable_registry_is_not_fatal(common: CommonSettings) -> None
         await handler.handle(event)  # no profile to test against: skipped, retried later
         assert not monitors.knows(MODEL)
     finally:
-        await profiles.close()
+        await client.close()
         await publisher.stop()
 
 
@@ -270,7 +266,7 @@ async def test_labels_join_predictions_and_an_error_rise_is_published(
     monitors = ModelMonitors(DriftPolicy(label_burn_in_rows=300))
     publisher = EventPublisher(common.bootstrap(), "monitoring")
     serving = EventPublisher(common.bootstrap(), "serving")
-    handler = MonitoringHandler(monitors, publisher, StoreProfiles(store, keys, "1"))
+    handler = MonitoringHandler(monitors, publisher, store_profiles(store, keys, "1"))
     drift: list[envelope.Envelope] = []
 
     async def on_drift(event: envelope.Envelope) -> None:

@@ -22,12 +22,13 @@ from driftloop.protos.events.v1 import events_pb2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
-from driftloop.services.serving.adapters.grpc import InferenceServicer, RegistryReader, binding
+from driftloop.services.serving.adapters.grpc import InferenceServicer, binding
 from driftloop.services.serving.adapters.kafka import (
     ModelEvents,
     model_events_consumer,
     prediction_log_publisher,
 )
+from driftloop.services.serving.adapters.registry import RegistryVersions
 from driftloop.services.serving.core.deployment import Deployer
 from driftloop.services.serving.core.inference import InferenceService
 from driftloop.services.serving.core.prediction_log import PredictionLogger
@@ -39,6 +40,7 @@ from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_top
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import ObjectStore
 from driftloop.shared.records import ipc_to_table
+from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
@@ -254,7 +256,7 @@ class RegistryStandIn(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, sha: str) -> None:
         self.sha = sha
 
-    async def ListModels(self, request: Any, context: Any) -> Any:
+    async def ListModels(self, request: Any, context: Any) -> Any:  # noqa: N802
         return registry_pb2.ListModelsResponse(
             models=[
                 registry_pb2.Model(name="ads", production_version="1"),
@@ -262,7 +264,7 @@ class RegistryStandIn(registry_pb2_grpc.RegistryServiceServicer):
             ]
         )
 
-    async def GetVersion(self, request: Any, context: Any) -> Any:
+    async def GetVersion(self, request: Any, context: Any) -> Any:  # noqa: N802
         return registry_pb2.ModelVersion(
             model=request.model,
             version=request.version,
@@ -276,8 +278,8 @@ class RegistryStandIn(registry_pb2_grpc.RegistryServiceServicer):
 async def test_reconcile_deploys_the_registry_production_version(
     common: CommonSettings,
 ) -> None:
-    async with serving(common) as stack:
-        reader = RegistryReader(common, timeout_s=3)
+    async with serving(common) as stack, RegistryClient(common, timeout=3) as client:
+        reader = RegistryVersions(client)
         reconciler = Reconciler(stack.deployer, stack.events, reader, interval_s=5)
         await reconciler.reconcile_once()  # nothing listens on the registry port yet
         assert reconciler.first_done.is_set() and stack.deployer.slot.models() == []

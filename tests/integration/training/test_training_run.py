@@ -24,7 +24,7 @@ from driftloop.protos.training.v1 import training_pb2 as tpb
 from driftloop.protos.training.v1 import training_pb2_grpc
 from driftloop.services.training.adapters.grpc import MUTATING, SERVICE_NAME, TrainingServicer
 from driftloop.services.training.adapters.kafka import TrainingEvents
-from driftloop.services.training.adapters.registry import RegistryClient
+from driftloop.services.training.adapters.registry import TrainingRegistry
 from driftloop.services.training.core.executor import DataWait, RunExecutor
 from driftloop.services.training.core.reproduce import Reproducer
 from driftloop.services.training.core.runs import RunStore
@@ -33,9 +33,10 @@ from driftloop.services.validation.core import curation
 from driftloop.shared import artifacts, manifest
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
-from driftloop.shared.grpc.client import aio_channel, auth_metadata
+from driftloop.shared.grpc.client import aio_channel
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import ObjectStore
+from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
@@ -71,8 +72,8 @@ async def training_stack(common: CommonSettings) -> AsyncIterator[Stack]:
     async with registry_server(common) as registry_stub:
         store = open_object_store(common)
         runs = RunStore(common.data_dir / "training.db")
-        channel = aio_channel(common, "registry")
-        client = RegistryClient(channel, auth_metadata(common))
+        registry_client = RegistryClient(common)
+        client = TrainingRegistry(registry_client)
         executor = RunExecutor(
             runs,
             store,
@@ -101,7 +102,7 @@ async def training_stack(common: CommonSettings) -> AsyncIterator[Stack]:
             await asyncio.gather(worker, return_exceptions=True)
             await training_channel.close()
             await server.stop(grace=1)
-            await channel.close()
+            await registry_client.close()
             runs.close()
 
 

@@ -7,17 +7,21 @@ import asyncio
 from typing import Any
 
 import pytest
+from registry_fake import FakeRegistry
 from serving_models import make_broken_pipeline, make_pipeline
+from structlog.testing import capture_logs
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.services.serving.adapters.kafka import ModelEvents
+from driftloop.services.serving.adapters.registry import RegistryVersions
 from driftloop.services.serving.core import metrics
 from driftloop.services.serving.core.deployment import Deployer
-from driftloop.services.serving.core.reconcile import ProductionVersion, Reconciler
+from driftloop.services.serving.core.reconcile import Reconciler
 from driftloop.services.serving.core.slot import ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.bus import envelope
-from driftloop.shared.errors import ArtifactRejected, NotFound, Unavailable
+from driftloop.shared.errors import ArtifactRejected, NotFound, RemoteFailure
+from driftloop.shared.registry_types import Lineage, ModelVersion
 
 pytestmark = pytest.mark.unit
 
@@ -161,27 +165,19 @@ async def test_promotions_are_reported_as_deployed_or_failed_with_their_cause() 
     assert d.slot.get("e").version == "1"
 
 
-class Registry:
-    """An in-memory ProductionSource; `down` makes it unreachable."""
-
-    def __init__(self, versions: dict[str, tuple[str, str, str]]) -> None:
-        self.versions = versions  # model -> (version, key, sha)
-        self.down = False
-
-    async def production_versions(self) -> dict[str, str]:
-        if self.down:
-            raise Unavailable("registry down")
-        return {model: v[0] for model, v in self.versions.items()}
-
-    async def get(self, model: str, version: str) -> ProductionVersion:
-        _, key, sha = self.versions[model]
-        return ProductionVersion(model, version, key, sha, f"corr-{model}")
+def registry(versions: dict[str, tuple[str, str, str]]) -> FakeRegistry:
+    """The fake registry with one production version per model: model -> (version, key, sha)."""
+    fake = FakeRegistry()
+    for model, (version, key, sha) in versions.items():
+        lineage = Lineage(correlation_id=f"corr-{model}")
+        fake.put_version(ModelVersion(model, version, "", key, sha, lineage=lineage), "production")
+    return fake
 
 
 async def test_reconcile_deploys_production_reports_failures_once_and_survives_outages() -> None:
     d, _ = deployer()
     publisher = RecordingPublisher()
-    registry = Registry(
+    fake = registry(
         {
             "good": ("1", "a/1/model.skops", artifacts.sha256(GOOD)),
             "gone": ("4", "a/9/model.skops", artifacts.sha256(GOOD)),
@@ -190,15 +186,32 @@ async def test_reconcile_deploys_production_reports_failures_once_and_survives_o
     reconciler = Reconciler(
         d,
         ModelEvents(d, publisher, "h:1"),
-        registry,  # type: ignore[arg-type]
+        RegistryVersions(fake),  # type: ignore[arg-type]
         interval_s=5,
     )
-    registry.down = True
+    fake.down = True
     await reconciler.reconcile_once()
     assert reconciler.first_done.is_set() and publisher.sent == []
-    registry.down = False
+    fake.down = False
     await reconciler.reconcile_once()
     await reconciler.reconcile_once()
     assert d.slot.production_version("good") == "1"
     kinds = sorted((e.type, e.correlation_id) for _, _, e in publisher.sent)
     assert kinds == [("DeploymentFailed", "corr-gone"), ("ModelDeployed", "corr-good")]
+
+
+async def test_a_registry_refusal_is_logged_as_an_error_and_the_loop_goes_on() -> None:
+    """Only an outage is "registry unreachable"; any other failure is an error, not a crash."""
+    d, _ = deployer()
+    fake = registry({"good": ("1", "a/1/model.skops", artifacts.sha256(GOOD))})
+    events = ModelEvents(d, RecordingPublisher(), "h:1")  # type: ignore[arg-type]
+    reconciler = Reconciler(d, events, RegistryVersions(fake), interval_s=5)  # type: ignore[arg-type]
+    fake.fail_next(RemoteFailure("registry ListModels failed with INTERNAL: a bug"))
+    with capture_logs() as logged:
+        await reconciler.reconcile_once()
+    [failed] = [e for e in logged if e["event"] == "reconcile_failed"]
+    assert failed["log_level"] == "error" and failed["error_type"] == "RemoteFailure"
+    assert "registry_unreachable" not in [e["event"] for e in logged]
+    assert reconciler.first_done.is_set()
+    await reconciler.reconcile_once()
+    assert d.slot.production_version("good") == "1"

@@ -9,22 +9,25 @@ import asyncio
 from typing import Any
 
 import pytest
+from registry_fake import FakeRegistry
 from serving_models import make_pipeline
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.services.serving.adapters.kafka import ModelEvents
+from driftloop.services.serving.adapters.registry import RegistryVersions
 from driftloop.services.serving.core import codec, metrics
 from driftloop.services.serving.core.batching import BatchPolicy
 from driftloop.services.serving.core.deployment import Deployer
 from driftloop.services.serving.core.inference import InferenceService
 from driftloop.services.serving.core.prediction_log import PredictionLogger
-from driftloop.services.serving.core.reconcile import ProductionVersion, Reconciler
+from driftloop.services.serving.core.reconcile import Reconciler
 from driftloop.services.serving.core.shadow import ShadowScorer
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.bus import envelope
 from driftloop.shared.errors import ArtifactRejected
 from driftloop.shared.records import ipc_to_table
+from driftloop.shared.registry_types import ModelVersion
 
 pytestmark = pytest.mark.unit
 
@@ -197,20 +200,10 @@ async def test_rejection_and_reconcile_clear_or_load_the_shadow() -> None:
     events = ModelEvents(d, Publisher(), "h:1")  # type: ignore[arg-type]
     sha1, sha2 = artifacts.sha256(PROD_BYTES), artifacts.sha256(SHADOW_BYTES)
 
-    class Registry:
-        shadows = {"m": "2"}
-
-        async def production_versions(self) -> dict[str, str]:
-            return {"m": "1"}
-
-        async def shadow_versions(self) -> dict[str, str]:
-            return dict(self.shadows)
-
-        async def get(self, model: str, version: str) -> ProductionVersion:
-            key, sha = ("k/1", sha1) if version == "1" else ("k/2", sha2)
-            return ProductionVersion(model, version, key, sha, "")
-
-    registry = Registry()
+    fake = FakeRegistry()
+    fake.put_version(ModelVersion("m", "1", artifact_uri="k/1", artifact_sha256=sha1), "production")
+    fake.put_version(ModelVersion("m", "2", artifact_uri="k/2", artifact_sha256=sha2), "shadow")
+    registry = RegistryVersions(fake)  # type: ignore[arg-type]
     reconciler = Reconciler(d, events, registry, interval_s=5, shadows=registry)
     await reconciler.reconcile_once()
     shadow = d.slot.shadow("m")
@@ -224,6 +217,6 @@ async def test_rejection_and_reconcile_clear_or_load_the_shadow() -> None:
 
     await reconciler.reconcile_once()  # the registry still says 2: loaded again
     assert d.slot.shadow("m") is not None
-    registry.shadows = {}
+    await fake.reject("m", "2", "worse on live labels")  # the registry clears its shadow alias
     await reconciler.reconcile_once()  # and gone from the registry: cleared
     assert d.slot.shadow("m") is None

@@ -6,22 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from registry_fake import FakeRegistry
 
+from driftloop.services.training.adapters.registry import TrainingRegistry
 from driftloop.services.training.core.domain import ModelInfo, ModelSpec, Registration, Run
 from driftloop.services.training.core.runs import RunStore
 from driftloop.services.training.core.schedule import Scheduler, next_due, slot_key, slot_of
 from driftloop.services.training.core.training import Training
+from driftloop.shared import registry_types as reg
 
 pytestmark = pytest.mark.unit
 HOUR = 3600
 
 
-class Registry:
-    def __init__(self, *models: ModelInfo) -> None:
-        self.models = list(models)
-
-    async def list_models(self) -> list[ModelInfo]:
-        return self.models
+def registry(*schedules: tuple[str, int]) -> TrainingRegistry:
+    """Training's registry port over the fake: models on dataset "d", scheduled every N s."""
+    fake = FakeRegistry()
+    for name, every in schedules:
+        fake.put_model(reg.Model(name, "d", "y", reg.TrainingSpec(schedule_seconds=every)))
+    return TrainingRegistry(fake)  # type: ignore[arg-type]
 
 
 class NoExecutor:
@@ -41,10 +44,12 @@ def model(name: str, every: int) -> ModelInfo:
     return ModelInfo(name, "d", "y", ModelSpec(schedule_seconds=every))
 
 
-def scheduler(path: Path, registry: Registry, head: dict[str, int], clock: Clock) -> Scheduler:
+def scheduler(
+    path: Path, registry: TrainingRegistry, head: dict[str, int], clock: Clock
+) -> Scheduler:
     runs = RunStore(path)
-    training = Training(runs, registry, NoExecutor())  # type: ignore[arg-type]
-    return Scheduler(training, runs, registry, lambda d: head.get(d, 0), clock=clock)  # type: ignore[arg-type]
+    training = Training(runs, registry, NoExecutor())
+    return Scheduler(training, runs, registry, lambda d: head.get(d, 0), clock=clock)
 
 
 def finish(runs: RunStore, run: Run, manifest_version: int) -> None:
@@ -63,7 +68,7 @@ def test_slots_are_epoch_aligned() -> None:
 async def test_one_run_per_slot_only_with_new_data(tmp_path: Path) -> None:
     head = {"d": 3}
     clock = Clock(10 * HOUR + 5)
-    sched = scheduler(tmp_path / "t.db", Registry(model("m", HOUR), model("off", 0)), head, clock)
+    sched = scheduler(tmp_path / "t.db", registry(("m", HOUR), ("off", 0)), head, clock)
     runs = sched._runs
     (first,) = await sched.tick()
     assert (first.model, first.trigger, first.schedule_slot) == ("m", "schedule", "m@3600s:10")
@@ -80,13 +85,13 @@ async def test_one_run_per_slot_only_with_new_data(tmp_path: Path) -> None:
 
 
 async def test_a_restarted_process_neither_repeats_nor_skips_a_slot(tmp_path: Path) -> None:
-    head, clock, registry = {"d": 1}, Clock(5 * HOUR + 1), Registry(model("m", HOUR))
-    first = scheduler(tmp_path / "t.db", registry, head, clock)
+    head, clock, port = {"d": 1}, Clock(5 * HOUR + 1), registry(("m", HOUR))
+    first = scheduler(tmp_path / "t.db", port, head, clock)
     (run,) = await first.tick()
     finish(first._runs, run, manifest_version=1)
     first._runs.close()
     head["d"] = 2
-    again = scheduler(tmp_path / "t.db", registry, head, clock)  # a restart within the slot
+    again = scheduler(tmp_path / "t.db", port, head, clock)  # a restart within the slot
     assert await again.tick() == []
     # a slot that came due while training was down runs once at start
     clock.now += 3 * HOUR
