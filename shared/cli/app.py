@@ -15,7 +15,6 @@ import grpc
 import typer
 from rich.console import Console
 
-from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.cli.bench.app import register as register_benchmarks
 from driftloop.shared.cli.commands.datasets import register as register_dataset_commands
@@ -219,25 +218,19 @@ def model_create(
     data_dir: DataDir = None,
 ) -> None:
     """Declare a model on a dataset (defaults fill anything the spec leaves out)."""
-    from driftloop.shared.cli.commands.registry import actor
+    from driftloop.shared.cli.commands.registry import actor, registry_call
 
-    common = settings(data_dir)
-    request = registry_pb2.CreateModelRequest(
-        name=name, dataset=dataset, target=target, author=actor()
-    )
+    spec_yaml = ""
     if spec is not None:
         try:
-            request.spec_yaml = spec.read_text() or "{}"
+            spec_yaml = spec.read_text() or "{}"
         except OSError as exc:
             fail(f"cannot read training spec {spec}: {exc}")
-    with sync_channel(common, "registry") as channel:
-        try:
-            model = registry_pb2_grpc.RegistryServiceStub(channel).CreateModel(
-                request, metadata=auth_metadata(common), timeout=10
-            )
-        except grpc.RpcError as exc:
-            rpc_error(exc)
-            return
+    model = registry_call(
+        data_dir,
+        lambda r: r.create_model(name, dataset, target, spec_yaml=spec_yaml, author=actor()),
+        timeout=10,
+    )
     console.print(
         f"model [bold]{model.name}[/bold] on dataset {model.dataset}, "
         f"target {model.target}, estimator {model.spec.estimator}"
@@ -247,16 +240,9 @@ def model_create(
 @app.command()
 def models(data_dir: DataDir = None) -> None:
     """List models with their production and latest versions."""
-    common = settings(data_dir)
-    with sync_channel(common, "registry") as channel:
-        try:
-            reply = registry_pb2_grpc.RegistryServiceStub(channel).ListModels(
-                registry_pb2.ListModelsRequest(), timeout=10
-            )
-        except grpc.RpcError as exc:
-            rpc_error(exc)
-            return
-    for m in reply.models:
+    from driftloop.shared.cli.commands.registry import registry_call
+
+    for m in registry_call(data_dir, lambda r: r.list_models(), timeout=10):
         console.print(
             f"{m.name}: dataset={m.dataset} production={m.production_version or '-'} "
             f"latest={m.latest_version}"

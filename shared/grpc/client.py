@@ -99,7 +99,7 @@ def rpc_errors(call: str, address: str = "") -> Iterator[None]:
 
 
 def _code(exc: grpc.RpcError) -> grpc.StatusCode:
-    # why: grpc.RpcError itself has no code(); the errors stubs raise (sync and aio) do
+    # why: grpc.RpcError itself has no code(); the errors the stubs raise (sync and aio) do
     code = getattr(exc, "code", None)
     found = code() if callable(code) else None
     return found if isinstance(found, grpc.StatusCode) else grpc.StatusCode.UNKNOWN

@@ -18,10 +18,10 @@ from google.protobuf import struct_pb2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.cli.commands.demo_data import FEATURES, TARGET, make_rows
 from driftloop.shared.grpc.client import aio_channel, auth_metadata
+from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.settings import CommonSettings
 
 BLOCK = 4000
@@ -72,10 +72,10 @@ class LoopDriver:
 
     async def __aenter__(self) -> LoopDriver:
         self._channels = {
-            s: aio_channel(self.common, s) for s in ("ingestion", "registry", "training", "serving")
+            s: aio_channel(self.common, s) for s in ("ingestion", "training", "serving")
         }
         self.ingest = ingestion_pb2_grpc.IngestionServiceStub(self._channels["ingestion"])
-        self.registry = registry_pb2_grpc.RegistryServiceStub(self._channels["registry"])
+        self.registry = RegistryClient(self.common)
         self.serving = v2_grpc.GRPCInferenceServiceStub(self._channels["serving"])
         self._tail = asyncio.create_task(self._tail_events())
         return self
@@ -86,13 +86,11 @@ class LoopDriver:
         await asyncio.gather(self._tail, return_exceptions=True)
         for ch in self._channels.values():
             await ch.close()
+        await self.registry.close()
 
     async def first_version(self, rows: int, timeout: float = 180) -> str:
         """Declare the model, ingest labelled rows, wait for v1 to be promoted and served."""
-        await self.registry.CreateModel(
-            registry_pb2.CreateModelRequest(name=self.name, dataset=self.name, target=TARGET),
-            metadata=self.meta,
-        )
+        await self.registry.create_model(self.name, self.name, TARGET)
         for _ in range(rows // 500):
             await self._ingest_frame(make_rows(500, rng=self.rng, shift=0.0))
         deadline = time.monotonic() + timeout

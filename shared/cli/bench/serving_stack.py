@@ -25,11 +25,11 @@ import pandas as pd
 
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
-from driftloop.protos.registry.v1 import registry_pb2 as reg
-from driftloop.protos.registry.v1 import registry_pb2_grpc as reg_grpc
 from driftloop.shared import artifacts
 from driftloop.shared.cli.stack.broker import broker_argv, free_port, wait_for_port
 from driftloop.shared.errors import Unavailable
+from driftloop.shared.registry_client import RegistryClient, run_sync
+from driftloop.shared.registry_types import Candidate
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
@@ -162,22 +162,19 @@ def _wait_ready(stack: Stack, timeout: float = 90.0) -> None:
 
 
 class BenchRegistry:
-    """Creates the bench model and registers/promotes versions through the registry's gRPC API."""
+    """Creates the bench model and registers/promotes versions through the registry client."""
 
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
         self._store = open_object_store(stack.common)
-        self._channel = grpc.insecure_channel(stack.common.address("registry"))
-        self._stub = reg_grpc.RegistryServiceStub(self._channel)
-        self._v2 = v2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(stack.serving))
+        self._channel = grpc.insecure_channel(stack.serving)
+        self._v2 = v2_grpc.GRPCInferenceServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
 
     def create_model(self) -> None:
-        self._stub.CreateModel(
-            reg.CreateModelRequest(name=MODEL, dataset=MODEL, target=TARGET), timeout=10
-        )
+        run_sync(self._stack.common, lambda r: r.create_model(MODEL, MODEL, TARGET), timeout=10)
 
     def add_version(self, pipeline: Any, accuracy: float) -> str:
         """Store the artifact, register it, and promote it by hand when the policy did not."""
@@ -185,22 +182,21 @@ class BenchRegistry:
         run_id = uuid.uuid4().hex
         key = f"artifacts/{MODEL}/{run_id}/model.skops"
         self._store.put(key, data)
-        reply = self._stub.RegisterVersion(
-            reg.RegisterVersionRequest(
-                model=MODEL,
-                run_id=run_id,
-                artifact_uri=key,
-                artifact_sha256=artifacts.sha256(data),
-                metrics={"accuracy": accuracy, "f1_macro": accuracy},
-            ),
-            timeout=10,
+        candidate = Candidate(
+            model=MODEL,
+            run_id=run_id,
+            artifact_uri=key,
+            artifact_sha256=artifacts.sha256(data),
+            metrics={"accuracy": accuracy, "f1_macro": accuracy},
         )
-        version = reply.version.version
-        if not reply.promoted:
-            self._stub.Promote(
-                reg.DecisionRequest(model=MODEL, version=version, reason="bench swap"), timeout=10
-            )
-        return version
+
+        async def register(registry: RegistryClient) -> str:
+            done = await registry.register_version(candidate)
+            if not done.promoted:
+                await registry.promote(MODEL, done.version.version, "bench swap")
+            return done.version.version
+
+        return run_sync(self._stack.common, register, timeout=10)
 
     def wait_served(self, version: str, timeout: float = 60.0) -> float:
         """Block until serving answers with `version` as production; the time.time() it did."""

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,13 +31,13 @@ from rich.table import Table
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.cli.commands.demo_data import FEATURES, TARGET, make_rows
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.cli.stack.broker import free_port
 from driftloop.shared.grpc.client import aio_channel, auth_metadata
+from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.settings import CommonSettings, Ports
 
 TRAIN_ROWS = 2000
@@ -75,11 +74,9 @@ class Demo:
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {text}")
 
     async def run(self, timeout: float) -> dict[str, Any]:
-        channels = {
-            s: aio_channel(self.common, s) for s in ("ingestion", "registry", "training", "serving")
-        }
+        channels = {s: aio_channel(self.common, s) for s in ("ingestion", "training", "serving")}
         self.ingest = ingestion_pb2_grpc.IngestionServiceStub(channels["ingestion"])
-        self.registry = registry_pb2_grpc.RegistryServiceStub(channels["registry"])
+        self.registry = RegistryClient(self.common)
         self.training = training_pb2_grpc.TrainingServiceStub(channels["training"])
         self.serving = v2_grpc.GRPCInferenceServiceStub(channels["serving"])
         tail = asyncio.create_task(self._tail_events())
@@ -92,12 +89,10 @@ class Demo:
             await asyncio.gather(tail, return_exceptions=True)
             for ch in channels.values():
                 await ch.close()
+            await self.registry.close()
 
     async def _story(self) -> dict[str, Any]:
-        await self.registry.CreateModel(
-            registry_pb2.CreateModelRequest(name=self.name, dataset=self.name, target=TARGET),
-            metadata=self.meta,
-        )
+        await self.registry.create_model(self.name, self.name, TARGET)
         self.say(
             f"model [bold]{self.name}[/bold] declared; ingesting {TRAIN_ROWS} labelled rows "
             "(training starts by itself once enough rows are curated)"
@@ -151,15 +146,8 @@ class Demo:
         return found
 
     async def _production_version(self) -> str:
-        try:
-            version = await self.registry.GetProduction(
-                registry_pb2.GetProductionRequest(model=self.name)
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return ""
-            raise
-        return version.version
+        found = await self.registry.production(self.name)
+        return found.version if found is not None else ""
 
     async def _serving_version(self, version: str) -> bool:
         reply = await self.serving.ModelReady(v2.ModelReadyRequest(name=self.name, version=version))

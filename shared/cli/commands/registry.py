@@ -1,49 +1,70 @@
 """`driftloop versions MODEL`, `approve`, `reject`, `rollback`, `model spec`: a model's versions
 with their metrics and decisions, the production alias history, the operator's decisions (with
-reasons), and the model's versioned training spec."""
+reasons), and the model's versioned training spec. All through the one registry client."""
 
 from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-import grpc
 import typer
 import yaml
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
+from driftloop.shared.errors import DriftloopError
+from driftloop.shared.registry_client import RegistryClient, run_sync
+from driftloop.shared.registry_types import History, ModelVersion, SpecVersion, TrainingSpec
 
 console = Console()
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="State directory.")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (recorded in the audit trail).")]
+T = TypeVar("T")
+TIMES = ("at", "created_at")
+"""Fields of the registry's records that hold a time (epoch seconds)."""
 
 
-def _at(ts: Any) -> str:
-    nanos = ts.ToNanoseconds()
-    if not nanos:
+def _at(seconds: float | None) -> str:
+    if not seconds:
         return "-"
-    return datetime.fromtimestamp(nanos / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _registry(data_dir: Path | None, method: str, request: Any, mutating: bool = False) -> Any:
-    from driftloop.shared.cli.app import rpc_error, settings
-    from driftloop.shared.grpc.client import auth_metadata, sync_channel
+def registry_call(
+    data_dir: Path | None, work: Callable[[RegistryClient], Awaitable[T]], timeout: float = 15
+) -> T:
+    """`work` with the registry client; a failure ends the command with its message."""
+    from driftloop.shared.cli.app import fail, settings
 
-    common = settings(data_dir)
-    with sync_channel(common, "registry") as channel:
-        stub = registry_pb2_grpc.RegistryServiceStub(channel)
-        try:
-            return getattr(stub, method)(
-                request, metadata=auth_metadata(common) if mutating else (), timeout=15
-            )
-        except grpc.RpcError as exc:
-            rpc_error(exc)
+    try:
+        return run_sync(settings(data_dir), work, timeout=timeout)
+    except DriftloopError as exc:
+        fail(str(exc))
+        raise typer.Exit(1) from exc  # not reached: fail() exits
+
+
+def json_record(record: Any) -> dict[str, Any]:
+    """A registry record for --json output, shaped as protobuf's JSON mapping printed these
+    before the CLI used the client: empty fields left out, times as RFC 3339 UTC strings."""
+    return _plain(record)  # type: ignore[no-any-return]
+
+
+def _plain(value: Any, key: str = "") -> Any:
+    if is_dataclass(value):
+        found = {f.name: _plain(getattr(value, f.name), f.name) for f in fields(value)}
+        return {k: v for k, v in found.items() if v not in (None, "", 0, [], {})}
+    if isinstance(value, dict):  # a map (metrics, params): every entry, zeros too
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if key in TIMES and isinstance(value, float):
+        return datetime.fromtimestamp(value, UTC).isoformat().replace("+00:00", "Z")
+    return value
 
 
 def actor() -> str:
@@ -53,12 +74,7 @@ def actor() -> str:
         return "operator"
 
 
-def versions_report(
-    versions: list[registry_pb2.ModelVersion], history: registry_pb2.History
-) -> dict[str, Any]:
-    def as_dict(message: Any) -> dict[str, Any]:
-        return json_format.MessageToDict(message, preserving_proto_field_name=True)
-
+def versions_report(versions: list[ModelVersion], history: History) -> dict[str, Any]:
     return {
         "versions": [
             {
@@ -71,11 +87,11 @@ def versions_report(
                 "correlation_id": v.lineage.correlation_id,
                 "decision_reason": v.decision_reason,
                 "spec_version": v.lineage.spec_version,
-                "slice_metrics": [as_dict(s) for s in v.slice_metrics],
+                "slice_metrics": [json_record(s) for s in v.slice_metrics],
             }
             for v in versions
         ],
-        "alias_history": [as_dict(a) for a in history.aliases],
+        "alias_history": [json_record(a) for a in history.aliases],
         "shadow_version": next((v.version for v in versions if v.status == "shadow"), ""),
     }
 
@@ -127,9 +143,12 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
     ) -> None:
         """A model's versions (status, metrics, decision) and who moved production, when, why."""
-        listed = _registry(data_dir, "ListVersions", registry_pb2.ListVersionsRequest(model=model))
-        history = _registry(data_dir, "GetHistory", registry_pb2.GetHistoryRequest(model=model))
-        report = versions_report(list(listed.versions), history)
+
+        async def both(r: RegistryClient) -> tuple[list[ModelVersion], History]:
+            return await r.list_versions(model), await r.get_history(model)
+
+        listed, history = registry_call(data_dir, both)
+        report = versions_report(listed, history)
         if as_json:
             console.print(json.dumps(report), soft_wrap=True, highlight=False, markup=False)
         else:
@@ -138,19 +157,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def approve(model: str, version: str, reason: Reason, data_dir: DataDir = None) -> None:
         """Promote a version that waits for approval (policy mode "approval")."""
-        request = registry_pb2.DecisionRequest(
-            model=model, version=version, reason=reason, actor=actor()
-        )
-        done = _registry(data_dir, "Approve", request, mutating=True)
+        done = registry_call(data_dir, lambda r: r.approve(model, version, reason, actor()))
         console.print(f"{model} version {done.version} approved: now {done.status}")
 
     @app.command()
     def reject(model: str, version: str, reason: Reason, data_dir: DataDir = None) -> None:
         """Reject a candidate (for example one waiting for approval)."""
-        request = registry_pb2.DecisionRequest(
-            model=model, version=version, reason=reason, actor=actor()
-        )
-        done = _registry(data_dir, "Reject", request, mutating=True)
+        done = registry_call(data_dir, lambda r: r.reject(model, version, reason, actor()))
         console.print(f"{model} version {done.version} rejected")
 
     @app.command()
@@ -161,14 +174,11 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
     ) -> None:
         """Move production back (serving keeps the previous version loaded and follows)."""
-        request = registry_pb2.DecisionRequest(
-            model=model, version=to, reason=reason, actor=actor()
-        )
-        done = _registry(data_dir, "Rollback", request, mutating=True)
+        done = registry_call(data_dir, lambda r: r.rollback(model, reason, to, actor()))
         console.print(f"{model} production is now version {done.version}")
 
 
-def spec_document(spec: registry_pb2.TrainingSpec) -> dict[str, Any]:
+def spec_document(spec: TrainingSpec) -> dict[str, Any]:
     """A spec as the YAML an operator writes (and `model spec --set` reads back)."""
     doc: dict[str, Any] = {
         "estimator": spec.estimator,
@@ -203,7 +213,7 @@ def spec_document(spec: registry_pb2.TrainingSpec) -> dict[str, Any]:
     return doc
 
 
-def render_spec(found: registry_pb2.SpecVersion) -> None:
+def render_spec(found: SpecVersion) -> None:
     console.print(
         f"# {found.model} spec version {found.number}, sha256 {found.sha256[:12]}, "
         f"by {found.author or '-'} at {_at(found.created_at)} UTC",
@@ -214,7 +224,7 @@ def render_spec(found: registry_pb2.SpecVersion) -> None:
     console.print(text, markup=False, highlight=False, end="")
 
 
-def render_spec_history(model: str, specs: list[registry_pb2.SpecVersion]) -> None:
+def render_spec_history(model: str, specs: list[SpecVersion]) -> None:
     table = Table(title=f"spec versions of {model}")
     for col in ("version", "sha256", "author", "created (UTC)", "estimator", "comment"):
         table.add_column(col)
@@ -252,28 +262,25 @@ def register_spec_command(model_app: typer.Typer) -> None:
             except OSError as exc:
                 fail(f"cannot read training spec {set_file}: {exc}")
                 return
-            request = registry_pb2.SetSpecRequest(
-                model=model, spec_yaml=text or "{}", author=actor(), comment=comment
+            done = registry_call(
+                data_dir,
+                lambda r: r.set_spec(
+                    model, spec_yaml=text or "{}", author=actor(), comment=comment
+                ),
             )
-            done = _registry(data_dir, "SetSpec", request, mutating=True)
             console.print(f"{model} spec is version {done.number} (sha256 {done.sha256[:12]})")
             return
         if history:
-            found = _registry(data_dir, "ListSpecs", registry_pb2.ListSpecsRequest(model=model))
-            specs = list(found.specs)
+            specs = registry_call(data_dir, lambda r: r.list_specs(model))
             if as_json:
-                rows = [
-                    json_format.MessageToDict(v, preserving_proto_field_name=True) for v in specs
-                ]
+                rows = [json_record(v) for v in specs]
                 console.print(json.dumps(rows), soft_wrap=True, highlight=False, markup=False)
             else:
                 render_spec_history(model, specs)
             return
-        one = _registry(
-            data_dir, "GetSpec", registry_pb2.GetSpecRequest(model=model, number=version)
-        )
+        one = registry_call(data_dir, lambda r: r.get_spec(model, version))
         if as_json:
-            doc = json_format.MessageToDict(one, preserving_proto_field_name=True)
+            doc = json_record(one)
             console.print(json.dumps(doc), soft_wrap=True, highlight=False, markup=False)
         else:
             render_spec(one)

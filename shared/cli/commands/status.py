@@ -17,11 +17,12 @@ from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
-from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.cli.stack.embedded import health_of
+from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc.client import sync_channel
+from driftloop.shared.registry_client import run_sync
 from driftloop.shared.settings import SERVICES, CommonSettings
 
 CONSUMER_GROUPS = {
@@ -125,13 +126,10 @@ def _reachable(host: str, port: int) -> bool:
 
 
 def _models(common: CommonSettings) -> list[dict[str, Any]]:
-    with sync_channel(common, "registry") as channel:
-        try:
-            reply = registry_pb2_grpc.RegistryServiceStub(channel).ListModels(
-                registry_pb2.ListModelsRequest(), timeout=3
-            )
-        except grpc.RpcError:
-            return []
+    try:
+        models = run_sync(common, lambda r: r.list_models(), timeout=3)
+    except DriftloopError:  # the registry's health is reported with the services
+        return []
     return [
         {
             "name": m.name,
@@ -139,7 +137,7 @@ def _models(common: CommonSettings) -> list[dict[str, Any]]:
             "production_version": m.production_version,
             "latest_version": str(m.latest_version),
         }
-        for m in reply.models
+        for m in models
     ]
 
 

@@ -16,11 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 from driftloop.protos.events.v1 import events_pb2
-from driftloop.protos.registry.v1 import registry_pb2, registry_pb2_grpc
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.cli.commands.trace_chain import Sources, build_chain
+from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc.client import sync_channel
+from driftloop.shared.registry_client import RegistryClient, run_sync
+from driftloop.shared.registry_types import History, ModelVersion
 from driftloop.shared.settings import CommonSettings
 
 CHAIN_TOPICS = (topics.DRIFT, topics.MODELS, topics.DEPLOYMENTS)
@@ -36,16 +38,15 @@ def parse_version(ident: str, version: str) -> tuple[str, str] | None:
     return (model, number) if sep and model and number.isdigit() else None
 
 
-def resolve(common: CommonSettings, ident: str, version: str = "") -> tuple[str, list[Any]]:
+def resolve(
+    common: CommonSettings, ident: str, version: str = ""
+) -> tuple[str, list[ModelVersion]]:
     """(correlation id, versions named directly) for any kind of id."""
     named = parse_version(ident, version)
-    with sync_channel(common, "registry") as channel:
-        registry = registry_pb2_grpc.RegistryServiceStub(channel)
-        if named is not None:
-            found = registry.GetVersion(
-                registry_pb2.GetVersionRequest(model=named[0], version=named[1]), timeout=10
-            )
-            return found.lineage.correlation_id or found.run_id, [found]
+    if named is not None:
+        model, number = named
+        found = run_sync(common, lambda r: r.get_version(model, number), timeout=10)
+        return found.lineage.correlation_id or found.run_id, [found]
     with sync_channel(common, "training") as channel:
         try:
             run = training_pb2_grpc.TrainingServiceStub(channel).GetRun(
@@ -58,19 +59,20 @@ def resolve(common: CommonSettings, ident: str, version: str = "") -> tuple[str,
     return ident, []
 
 
-def gather(common: CommonSettings, correlation_id: str, named: list[Any]) -> Sources:
+async def _registry_records(
+    registry: RegistryClient, correlation_id: str, named: list[ModelVersion]
+) -> tuple[list[ModelVersion], dict[str, History]]:
+    """The chain's versions (named, or found by correlation id) and each one's history."""
+    found = await registry.search_versions(correlation_id=correlation_id)
+    versions = list({(v.model, v.version): v for v in [*named, *found]}.values())
+    return versions, {v.version: await registry.get_history(v.model, v.version) for v in versions}
+
+
+def gather(common: CommonSettings, correlation_id: str, named: list[ModelVersion]) -> Sources:
     src = Sources(correlation_id)
-    with sync_channel(common, "registry") as channel:
-        registry = registry_pb2_grpc.RegistryServiceStub(channel)
-        found = registry.SearchVersions(
-            registry_pb2.SearchVersionsRequest(correlation_id=correlation_id), timeout=10
-        ).versions
-        by_key = {(v.model, v.version): v for v in [*named, *found]}
-        src.versions = list(by_key.values())
-        for v in src.versions:
-            src.history[v.version] = registry.GetHistory(
-                registry_pb2.GetHistoryRequest(model=v.model, version=v.version), timeout=10
-            )
+    src.versions, src.history = run_sync(
+        common, lambda r: _registry_records(r, correlation_id, named), timeout=10
+    )
     with sync_channel(common, "training") as channel:
         src.runs = list(
             training_pb2_grpc.TrainingServiceStub(channel)
@@ -167,13 +169,16 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """The causal chain of a drift episode or version: evidence, run, decision, deployment."""
-        from driftloop.shared.cli.app import rpc_error, settings
+        from driftloop.shared.cli.app import fail, rpc_error, settings
 
         common = settings(data_dir)
         try:
             correlation_id, named = resolve(common, ident, version)
             chain = build_chain(gather(common, correlation_id, named))
-        except grpc.RpcError as exc:
+        except DriftloopError as exc:  # the registry's, through the client's error map
+            fail(str(exc))
+            return
+        except grpc.RpcError as exc:  # training's
             rpc_error(exc)
             return
         if not chain["steps"]:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftloop.protos.events.v1 import events_pb2
-from driftloop.protos.registry.v1 import registry_pb2
 from driftloop.protos.training.v1 import training_pb2
+from driftloop.shared.registry_types import History, ModelVersion
 
 GONE = "event no longer on the bus"
 
@@ -32,8 +32,8 @@ class Sources:
 
     correlation_id: str
     runs: list[training_pb2.Run] = field(default_factory=list)
-    versions: list[registry_pb2.ModelVersion] = field(default_factory=list)
-    history: dict[str, registry_pb2.History] = field(default_factory=dict)
+    versions: list[ModelVersion] = field(default_factory=list)
+    history: dict[str, History] = field(default_factory=dict)
     events: list[events_pb2.Envelope] = field(default_factory=list)
     bus_read: bool = True
 
@@ -133,11 +133,11 @@ def _slices(details: dict[str, Any]) -> str:
     return f"; {len(found)} slices of {', '.join(columns)} scored"
 
 
-def _version_steps(v: registry_pb2.ModelVersion, history: registry_pb2.History) -> list[Step]:
+def _version_steps(v: ModelVersion, history: History) -> list[Step]:
     steps = []
     for record in history.audit:
         details = json.loads(record.details_json or "{}")
-        at = seconds(record.at)
+        at = record.at
         if record.action == "register":
             champ = details.get("champion_version") or "none"
             steps.append(
@@ -177,7 +177,7 @@ def _version_steps(v: registry_pb2.ModelVersion, history: registry_pb2.History) 
             steps.append(
                 Step(
                     f"production moved to v{alias.version}",
-                    seconds(alias.at),
+                    alias.at,
                     f"{alias.action or 'move'} by {alias.actor}: {alias.reason}",
                     "registry alias history",
                 )
@@ -228,7 +228,7 @@ def _deployment_steps(src: Sources) -> list[Step]:
     return steps
 
 
-def _promoted(history: registry_pb2.History | None) -> list[str]:
+def _promoted(history: History | None) -> list[str]:
     if history is None:
         return []
     return [r.action for r in history.audit if r.action in ("promote", "approve")]
@@ -254,7 +254,7 @@ def build_chain(src: Sources) -> dict[str, Any]:
     for run in sorted(src.runs, key=lambda r: r.created_at.ToNanoseconds()):
         steps += _run_steps(run)
     for v in sorted(src.versions, key=lambda v: int(v.version)):
-        steps += _version_steps(v, src.history.get(v.version, registry_pb2.History()))
+        steps += _version_steps(v, src.history.get(v.version, History()))
     steps += _operator_steps(src)
     steps += _pending_steps(src)
     steps += _deployment_steps(src)

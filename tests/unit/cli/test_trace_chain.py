@@ -4,15 +4,16 @@ durations, the fall-back to what training recorded when the bus forgot the drift
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from driftloop.protos.events.v1 import events_pb2
-from driftloop.protos.registry.v1 import registry_pb2
 from driftloop.protos.training.v1 import training_pb2
 from driftloop.shared.bus import envelope
 from driftloop.shared.cli.commands.trace import parse_version
 from driftloop.shared.cli.commands.trace_chain import GONE, Sources, build_chain
+from driftloop.shared.registry_types import AliasChange, AuditRecord, History, Lineage, ModelVersion
 
 pytestmark = pytest.mark.unit
 T0 = 1_800_000_000.0
@@ -47,29 +48,34 @@ def sources(with_bus: bool) -> Sources:
         ("finished_at", 4.0),
     ):
         at(run, field, offset)
-    version = registry_pb2.ModelVersion(model="m", version="2", status="production")
-    version.lineage.correlation_id = corr
-    history = registry_pb2.History()
-    register = history.audit.add(action="register", reason="accuracy 0.900 >= champion ...")
-    register.details_json = json.dumps(
-        {
-            "metrics": {"accuracy": 0.9},
-            "champion_metrics": {"accuracy": 0.6},
-            "champion_version": "1",
-        }
+    version = ModelVersion("m", "2", "production", lineage=Lineage(correlation_id=corr))
+    register = AuditRecord(
+        at=T0 + 4.1,
+        action="register",
+        reason="accuracy 0.900 >= champion ...",
+        details_json=json.dumps(
+            {
+                "metrics": {"accuracy": 0.9},
+                "champion_metrics": {"accuracy": 0.6},
+                "champion_version": "1",
+            }
+        ),
     )
-    at(register, "at", 4.1)
-    promote = history.audit.add(action="promote", reason="accuracy 0.900 >= ...")
-    promote.details_json = json.dumps({"actor": "policy"})
-    at(promote, "at", 4.1)
-    later = history.aliases.add(
+    promote = AuditRecord(
+        at=T0 + 4.1,
+        action="promote",
+        reason="accuracy 0.900 >= ...",
+        details_json=json.dumps({"actor": "policy"}),
+    )
+    later = AliasChange(
         version="1",
         previous_version="2",
         action="rollback",
         actor="bob",
         reason="slice b regressed",
+        at=T0 + 50,
     )
-    at(later, "at", 50)
+    history = History(aliases=(later,), audit=(register, promote))
     deployed = envelope.new_event(
         "serving",
         events_pb2.ModelDeployed(model="m", version="2", load_seconds=0.2),
@@ -126,12 +132,14 @@ def test_pending_approval_event_spec_version_search_and_slices_show_in_the_chain
     run = src.runs[0]
     run.spec_version = 3
     run.best_params["C"] = "1.0"
-    register = src.history["2"].audit[0]
+    history = src.history["2"]
+    register = history.audit[0]
     details = json.loads(register.details_json)
     details["slice_metrics"] = [
         {"column": "segment", "value": v, "rows": 50, "metrics": {}} for v in "ab"
     ]
-    register.details_json = json.dumps(details)
+    register = replace(register, details_json=json.dumps(details))
+    src.history["2"] = replace(history, audit=(register, *history.audit[1:]))
     pending = envelope.new_event(
         "registry",
         events_pb2.ModelPendingApproval(model="m", version="2", reason="passes; waiting"),
@@ -151,24 +159,32 @@ def test_shadow_steps_show_the_live_evidence_and_the_shadow_alias_is_not_a_produ
 ):
     src = sources(with_bus=True)
     history = src.history["2"]
-    promote = history.audit.pop()  # the promotion now comes after the live evidence
-    shadowed = history.audit.add(action="shadow", reason="accuracy 0.900 >= ...; runs as a shadow")
-    shadowed.details_json = json.dumps({"champion_version": "1", "shadow_min_labels": 200})
-    at(shadowed, "at", 4.1)
-    evidence = history.audit.add(
+    register, promote = history.audit  # the promotion now comes after the live evidence
+    shadowed = AuditRecord(
+        at=T0 + 4.1,
+        action="shadow",
+        reason="accuracy 0.900 >= ...; runs as a shadow",
+        details_json=json.dumps({"champion_version": "1", "shadow_min_labels": 200}),
+    )
+    evidence = AuditRecord(
+        at=T0 + 4.6,
         action="shadow_evidence",
         reason="live accuracy 0.910 >= champion 0.700 + margin 0.010 on 250 labelled live "
         "predictions (the same requests)",
+        details_json=json.dumps({"labelled": 250, "reported_by": "monitoring"}),
     )
-    evidence.details_json = json.dumps({"labelled": 250, "reported_by": "monitoring"})
-    at(evidence, "at", 4.6)
-    promote.reason = evidence.reason
-    at(promote, "at", 4.6)
-    history.audit.append(promote)
-    cleared = history.aliases.add(
-        alias="shadow", version="", previous_version="2", action="clear", actor="policy"
+    promote = replace(promote, reason=evidence.reason, at=T0 + 4.6)
+    cleared = AliasChange(
+        alias="shadow",
+        version="",
+        previous_version="2",
+        action="clear",
+        actor="policy",
+        at=T0 + 4.6,
     )
-    at(cleared, "at", 4.6)
+    src.history["2"] = History(
+        aliases=(*history.aliases, cleared), audit=(register, shadowed, evidence, promote)
+    )
     chain = build_chain(src)
     steps = [s["step"] for s in chain["steps"]]
     assert "version 2 runs as a shadow" in steps and "version 2 live evidence" in steps

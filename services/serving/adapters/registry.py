@@ -1,0 +1,40 @@
+"""Serving's view of the registry over the one registry client (shared/registry_client.py):
+production and shadow versions for the reconcile loop (ProductionSource, ShadowSource).
+
+Only maps the library's records to serving's ProductionVersion; errors pass through as the
+client raises them (Unavailable while the registry is down, which reconcile waits out).
+"""
+
+from __future__ import annotations
+
+from driftloop.services.serving.core.reconcile import ProductionVersion
+from driftloop.shared.registry_client import RegistryClient
+
+
+class RegistryVersions:
+    """Implements ProductionSource and ShadowSource (services/serving/core/reconcile.py); unit
+    tests hand it tests/registry_fake.py's FakeRegistry instead of the client."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self._client = client
+        self._shadows: dict[str, str] = {}
+
+    async def production_versions(self) -> dict[str, str]:
+        models = await self._client.list_models()
+        # why: one ListModels answers both questions; shadow_versions() reads what it saw
+        self._shadows = {m.name: m.shadow_version for m in models if m.shadow_version}
+        return {m.name: m.production_version for m in models if m.production_version}
+
+    async def shadow_versions(self) -> dict[str, str]:
+        """The shadows seen by the latest production_versions() call (same ListModels reply)."""
+        return dict(self._shadows)
+
+    async def get(self, model: str, version: str) -> ProductionVersion:
+        found = await self._client.get_version(model, version)
+        return ProductionVersion(
+            model=found.model,
+            version=found.version,
+            artifact_key=found.artifact_uri,
+            sha256=found.artifact_sha256,
+            correlation_id=found.lineage.correlation_id,
+        )
