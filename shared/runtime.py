@@ -16,7 +16,9 @@ from typing import Any
 import structlog
 from prometheus_client import start_http_server
 
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.grpc.server import ServiceBinding, build_server, set_not_serving, set_serving
 from driftloop.shared.settings import CommonSettings
 

@@ -12,7 +12,8 @@ from driftloop.services.registry.adapters.kafka import OutboxPublisher
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.store import RegistryStore
 from driftloop.services.registry.settings import RegistrySettings
-from driftloop.shared.bus.kafka import EventPublisher, ensure_topics
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.grpc.client import aio_channel
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.settings import CommonSettings

@@ -16,7 +16,8 @@ from driftloop.services.ingestion.core.labels import LABELS_PER_BATCH
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared import runtime
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.logging import configure
 from driftloop.shared.settings import CommonSettings

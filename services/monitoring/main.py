@@ -16,7 +16,8 @@ from driftloop.services.monitoring.core.monitor import ModelMonitors
 from driftloop.services.monitoring.core.shadow import ShadowComparisons, ShadowMonitor
 from driftloop.services.monitoring.settings import MonitoringSettings
 from driftloop.shared import logging
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.runtime import serve

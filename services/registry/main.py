@@ -11,7 +11,7 @@ from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.store import RegistryStore
 from driftloop.services.registry.settings import RegistrySettings
 from driftloop.shared import logging, runtime
-from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.settings import CommonSettings
 

@@ -32,7 +32,7 @@ from driftloop.services.serving.core.shadow import ShadowScorer
 from driftloop.services.serving.core.slot import ModelSlot
 from driftloop.services.serving.settings import ServingSettings
 from driftloop.shared import artifacts, logging, runtime
-from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings

@@ -17,7 +17,8 @@ from driftloop.services.training.core.training import AutoTrainPolicy, Training
 from driftloop.services.training.settings import TrainingSettings
 from driftloop.shared import logging, manifest, runtime
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.objectstore import ObjectStore
 from driftloop.shared.registry_client import RegistryClient

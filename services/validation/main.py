@@ -16,7 +16,8 @@ from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.services.validation.settings import ValidationSettings
 from driftloop.shared import runtime
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.server import ServiceBinding
 from driftloop.shared.logging import configure
 from driftloop.shared.s3 import open_object_store

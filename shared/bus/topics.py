@@ -1,10 +1,22 @@
-"""The Kafka topics driftloop uses, and how many partitions each is created with.
+"""The Kafka topics driftloop uses, how many partitions each is created with, the largest
+message the bus carries, and the creation of missing topics at start.
 
 Keys: records by dataset, predictions and model events by model name, so ordering holds where
 it matters (one dataset's batches, one model's promotions).
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from driftloop.shared.errors import Unavailable
+
+log = structlog.get_logger(__name__)
 
 INGEST_JSON = "driftloop.ingest.json"
 LABELS_JSON = "driftloop.labels.json"
@@ -36,3 +48,32 @@ PARTITIONS: dict[str, int] = {
     DEPLOYMENTS: 1,
     DEADLETTER: 1,
 }
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The largest message driftloop produces or fetches (producers' max request size, consumers'
+max partition fetch)."""
+
+
+async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
+    """Create every driftloop topic that is missing, waiting for the broker up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(name, n, 1) for name, n in PARTITIONS.items() if name not in existing
+            ]
+            if missing:
+                try:
+                    await admin.create_topics(missing)
+                except TopicAlreadyExistsError:
+                    pass  # another service created them first
+                log.info("topics_created", topics=[t.name for t in missing])
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"Kafka broker at {bootstrap} unreachable: {exc}") from exc
+            await asyncio.sleep(0.5)  # poll: broker not up yet
+        finally:
+            await admin.close()

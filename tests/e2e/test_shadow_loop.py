@@ -24,7 +24,7 @@ from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.protos.registry.v1 import registry_pb2 as rpb
 from driftloop.protos.registry.v1 import registry_pb2_grpc
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.cli.commands.demo_data import FEATURES, make_rows
 from driftloop.shared.settings import CommonSettings
 

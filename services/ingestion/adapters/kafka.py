@@ -18,7 +18,7 @@ from driftloop.services.ingestion.core.batches import (
     json_batches,
 )
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
 
 log = structlog.get_logger(__name__)
 

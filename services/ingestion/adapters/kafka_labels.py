@@ -14,7 +14,7 @@ from driftloop.services.ingestion.adapters import pb
 from driftloop.services.ingestion.adapters.kafka import json_message
 from driftloop.services.ingestion.core.labels import LabelChunk, json_label_chunks
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
 
 log = structlog.get_logger(__name__)
 

@@ -38,7 +38,7 @@ class LabelChunk:
     @property
     def event_id(self) -> str:
         """The envelope's event id: the same for the same model and batch id, so a consumer
-        that skips seen event ids (driftloop.shared.bus.kafka) drops a retried batch."""
+        that skips seen event ids (driftloop.shared.bus.consumer) drops a retried batch."""
         return str(uuid.uuid5(EVENT_NAMESPACE, f"{self.model}/{self.batch_id}"))
 
 

@@ -22,7 +22,7 @@ from driftloop.services.monitoring.core.references import References, ReferenceS
 from driftloop.services.monitoring.core.shadow import ShadowMonitor
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.envelope import Envelope
-from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.records import ipc_to_table
 

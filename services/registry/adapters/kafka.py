@@ -14,7 +14,7 @@ from driftloop.services.registry.adapters import pb
 from driftloop.services.registry.core.outbox import LegacyEnvelope, OutboxRow
 from driftloop.services.registry.core.store import RegistryStore
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.errors import Unavailable
 
 log = structlog.get_logger(__name__)

@@ -11,8 +11,9 @@ from driftloop.services.serving.core import metrics
 from driftloop.services.serving.core.deployment import Deployer, Deployment
 from driftloop.services.serving.core.prediction_log import PublishLog
 from driftloop.shared.bus import topics
+from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.envelope import Envelope
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)

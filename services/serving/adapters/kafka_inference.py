@@ -25,7 +25,8 @@ from driftloop.services.serving.adapters.v2_json import Undecodable
 from driftloop.services.serving.core.inference import InferenceService
 from driftloop.services.serving.core.metrics import KAFKA_REQUESTS
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc.server import status_for
 from driftloop.shared.settings import CommonSettings

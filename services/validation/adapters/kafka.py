@@ -17,7 +17,8 @@ from driftloop.services.validation.core.outcomes import RunOutcome
 from driftloop.services.validation.core.pipeline import CheckedBatch, ValidationPipeline
 from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import MAX_MESSAGE_BYTES, EventPublisher
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.objectstore import ObjectStore
 
 ROWS_VALIDATED = Counter(

@@ -84,7 +84,7 @@ async def _raw_ceiling(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
 
     from driftloop.protos.events.v1 import events_pb2
     from driftloop.shared.bus import envelope
-    from driftloop.shared.bus.kafka import MAX_MESSAGE_BYTES
+    from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
     from driftloop.shared.cli.bench.ingest_run import BATCH_ROWS, bench_table
     from driftloop.shared.records import table_to_ipc
 
@@ -196,7 +196,7 @@ async def _json_path(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
     from driftloop.shared.bus import topics
-    from driftloop.shared.bus.kafka import MAX_MESSAGE_BYTES
+    from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
     from driftloop.shared.cli.bench.ingest_run import (
         JSON_ROWS_PER_MESSAGE,
         bench_table,

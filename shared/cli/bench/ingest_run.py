@@ -79,7 +79,7 @@ def expected_rejected(rows: int) -> int:
 @contextmanager
 def running_stack(root: Path, env_extra: dict[str, str] | None = None) -> Iterator[BenchStack]:
     """Broker, topics, ingestion and validation (python -m ...) on free ports; always stopped."""
-    from driftloop.shared.bus.kafka import ensure_topics
+    from driftloop.shared.bus.topics import ensure_topics
 
     procs: list[subprocess.Popen[bytes]] = []
     try:

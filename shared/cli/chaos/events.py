@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import MAX_MESSAGE_BYTES
+from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.cli.commands.deadletter import read_letters
 
 HUGE_BYTES = 4 * 1024 * 1024

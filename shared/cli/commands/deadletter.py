@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import MAX_MESSAGE_BYTES
+from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.errors import Unavailable
 from driftloop.shared.settings import CommonSettings

@@ -19,7 +19,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from driftloop.shared.bus.kafka import ensure_topics
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.cli.stack.broker import broker_argv, wait_for_port
 from driftloop.shared.cli.stack.supervisor import ProcessSpec, Supervisor
 from driftloop.shared.errors import Conflict, Unavailable

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.cli.app import app
 from driftloop.shared.cli.commands.deadletter import read_letters, replay
 

@@ -6,7 +6,8 @@ import pytest
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventPublisher, ensure_topics
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.cli.commands.status import _from_broker
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 from support import start_process, stop_process, wait_until
 from typer.testing import CliRunner
 
-from driftloop.shared.bus.kafka import ensure_topics
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.cli.app import app
 from driftloop.shared.cli.stack.broker import wait_for_port
 from driftloop.shared.manifest import manifest_head

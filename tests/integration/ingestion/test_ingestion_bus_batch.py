@@ -11,7 +11,9 @@ from support import wait_for
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from support import read_events, start_process, stop_process, wait_until
 
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import ensure_topics
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.cli.stack.broker import wait_for_port
 from driftloop.shared.manifest import latest_manifest, manifest_head, read_snapshot
 from driftloop.shared.s3 import open_object_store

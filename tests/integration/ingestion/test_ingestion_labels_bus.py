@@ -17,7 +17,9 @@ from driftloop.services.ingestion.adapters.grpc import IngestionServicer
 from driftloop.services.ingestion.adapters.kafka_labels import JsonLabelsHandler, LabelPublisher
 from driftloop.services.ingestion.main import LABELS_JSON_GROUP, SERVICE
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.settings import CommonSettings
 

@@ -28,7 +28,8 @@ from driftloop.services.monitoring.adapters.registry import RegistryProfiles
 from driftloop.services.monitoring.core.drift import DriftPolicy
 from driftloop.services.monitoring.core.history import DriftHistory
 from driftloop.services.monitoring.core.monitor import ModelMonitors
-from driftloop.shared.bus.kafka import EventPublisher, ensure_topics
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.cli.app import app
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import LocalObjectStore, ObjectStore

@@ -29,7 +29,9 @@ from driftloop.services.monitoring.adapters.registry import RegistryProfiles
 from driftloop.services.monitoring.core.drift import DriftPolicy
 from driftloop.services.monitoring.core.monitor import ModelMonitors
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import LocalObjectStore, ObjectStore
 from driftloop.shared.profile import build_profile

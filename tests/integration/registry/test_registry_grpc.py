@@ -15,7 +15,8 @@ from support import wait_for
 
 from driftloop.protos.registry.v1 import registry_pb2 as pb
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.client import auth_metadata
 from driftloop.shared.settings import CommonSettings
 

@@ -26,7 +26,9 @@ from driftloop.services.serving.core.prediction_log import PredictionLogger
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.records import ipc_to_table
 from driftloop.shared.settings import CommonSettings
 

@@ -36,7 +36,9 @@ from driftloop.services.serving.core.reconcile import Reconciler
 from driftloop.services.serving.core.slot import ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import ObjectStore
 from driftloop.shared.records import ipc_to_table

@@ -33,7 +33,9 @@ from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from driftloop.services.serving.adapters.grpc import WORKER_METADATA
 from driftloop.shared import artifacts
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 

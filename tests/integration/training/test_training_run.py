@@ -32,7 +32,8 @@ from driftloop.services.training.core.training import AutoTrainPolicy, Training
 from driftloop.services.validation.core import curation
 from driftloop.shared import artifacts, manifest
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.client import aio_channel
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import ObjectStore

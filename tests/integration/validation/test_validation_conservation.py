@@ -22,7 +22,7 @@ from support import read_events, start_process, stop_process, wait_until
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.protos.validation.v1 import validation_pb2, validation_pb2_grpc
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import ensure_topics
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.cli.stack.broker import wait_for_port
 from driftloop.shared.manifest import latest_manifest, manifest_head, read_snapshot
 from driftloop.shared.records import table_to_ipc

@@ -22,7 +22,9 @@ from driftloop.services.validation.core.catalog import SchemaCatalog
 from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.services.validation.main import GROUP, SERVICE
 from driftloop.shared.bus import envelope, topics
-from driftloop.shared.bus.kafka import EventConsumer, EventPublisher, ensure_topics
+from driftloop.shared.bus.consumer import EventConsumer
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import ensure_topics
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.manifest import latest_manifest, read_snapshot
 from driftloop.shared.s3 import open_object_store

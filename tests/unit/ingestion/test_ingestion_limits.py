@@ -18,7 +18,7 @@ from driftloop.services.ingestion.adapters.kafka import JsonTopicHandler
 from driftloop.services.ingestion.core.batches import Limits, RowBatch, make_batches
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.kafka import EventConsumer
+from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.errors import TooLarge
 from driftloop.shared.grpc.server import status_for
 from driftloop.shared.records import table_to_ipc

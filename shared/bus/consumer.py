@@ -1,4 +1,5 @@
-"""The Kafka bus: topic creation, an event publisher, and a consumer loop with dead-lettering.
+"""The consumer loop: topics in, a handler per message or per poll, offsets committed after the
+side effect, failures to driftloop.deadletter.
 
 Delivery is at-least-once: a consumer commits a record's offset only after its handler returned
 (or the record was dead-lettered), and skips event ids it has already handled. Handlers must
@@ -14,14 +15,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from google.protobuf.message import Message
-from prometheus_client import Counter, Gauge, Histogram
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from prometheus_client import Counter, Gauge
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.errors import Unavailable
 
 log = structlog.get_logger(__name__)
@@ -39,18 +39,11 @@ CONSUMER_LAG = Gauge(
     "Messages behind the partition's high watermark after the last handled batch",
     ["consumer", "topic", "partition"],
 )
-LOOP_STAGE_SECONDS = Histogram(
-    "driftloop_loop_stage_seconds",
-    "Seconds from a cause event to the event it caused (e.g. ModelPromoted -> ModelDeployed)",
-    ["cause", "effect"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
-)
 HANDLER_RETRIES = Counter(
     "driftloop_handler_retries_total",
     "Handler calls retried because a dependency (registry, store, broker) was unavailable",
     ["consumer", "topic"],
 )
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 UNAVAILABLE_BUDGET_S = 120.0
 """How long a consumer retries a record whose handler raises Unavailable before it gives up
 and stops (so the supervisor restarts the service). Below aiokafka's 300 s max poll interval,
@@ -62,108 +55,6 @@ T = TypeVar("T")
 BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[Awaitable[None] | None]]
 """May return an awaitable: the rest of its work (e.g. the broker's acks of what it published);
 the consumer then goes on polling and commits the records once that is done (see EventConsumer)."""
-
-
-async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
-    """Create every driftloop topic that is missing, waiting for the broker up to `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(name, n, 1)
-                for name, n in topics.PARTITIONS.items()
-                if name not in existing
-            ]
-            if missing:
-                try:
-                    await admin.create_topics(missing)
-                except TopicAlreadyExistsError:
-                    pass  # another service created them first
-                log.info("topics_created", topics=[t.name for t in missing])
-            return
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise Unavailable(f"Kafka broker at {bootstrap} unreachable: {exc}") from exc
-            await asyncio.sleep(0.5)  # poll: broker not up yet
-        finally:
-            await admin.close()
-
-
-class EventPublisher:
-    """Publishes envelopes (and raw bytes) to Kafka on behalf of one service."""
-
-    def __init__(self, bootstrap: str, producer_name: str, *, max_batch_bytes: int = 16384) -> None:
-        """`max_batch_bytes`: data buffered per partition before send() waits for the batch to
-        be drained (aiokafka's max_batch_size). A message larger than it travels alone and
-        the next send to that partition waits a round trip, so publishers of large messages
-        (record batches) raise it to pipeline several per request."""
-        self.producer_name = producer_name
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=f"driftloop-{producer_name}",
-            linger_ms=2,
-            max_request_size=MAX_MESSAGE_BYTES,
-            max_batch_size=max_batch_bytes,
-            acks="all",
-        )
-
-    async def start(self) -> None:
-        try:
-            await self._producer.start()
-        except KafkaError as exc:
-            raise Unavailable(f"cannot connect producer: {exc}") from exc
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    def event(
-        self,
-        payload: Message,
-        *,
-        cause: envelope.Envelope | None = None,
-        correlation_id: str = "",
-        causation_id: str = "",
-    ) -> envelope.Envelope:
-        made = envelope.new_event(
-            self.producer_name,
-            payload,
-            cause=cause,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-        )
-        if cause is not None and cause.HasField("occurred_at"):
-            waited = made.occurred_at.ToNanoseconds() - cause.occurred_at.ToNanoseconds()
-            LOOP_STAGE_SECONDS.labels(cause.type, made.type).observe(max(0.0, waited / 1e9))
-        return made
-
-    async def publish(self, topic: str, key: str, event: envelope.Envelope) -> None:
-        await self.publish_raw(topic, key.encode(), envelope.encode(event))
-
-    async def enqueue(self, topic: str, key: str, event: envelope.Envelope) -> asyncio.Task[None]:
-        """Hand an event to the producer without waiting for the broker's ack, so a caller can
-        pipeline many sends; await the returned task to know it was written (it raises
-        Unavailable when it was not). The producer's own buffer bounds how much can queue."""
-        try:
-            future = await self._producer.send(topic, envelope.encode(event), key=key.encode())
-        except KafkaError as exc:
-            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
-        return asyncio.ensure_future(self._acked(topic, future))
-
-    @staticmethod
-    async def _acked(topic: str, future: Awaitable[object]) -> None:
-        try:
-            await future
-        except KafkaError as exc:
-            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
-
-    async def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
-        try:
-            await self._producer.send_and_wait(topic, value, key=key)
-        except KafkaError as exc:
-            raise Unavailable(f"cannot publish to {topic}: {exc}") from exc
 
 
 class EventConsumer:
