@@ -30,7 +30,7 @@ def run_matrix(
     from driftloop.shared.cli.chaos.faults import Chaos, run_fault
     from driftloop.shared.cli.chaos.harness import Harness
     from driftloop.shared.cli.chaos.infra import MotoS3, start_stack, stop_stack
-    from driftloop.shared.objectstore import open_object_store
+    from driftloop.shared.s3 import open_object_store
 
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="driftloop-chaos-"))
     s3 = MotoS3() if store == "s3" else None
