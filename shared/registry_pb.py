@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from driftloop.protos.registry.v1 import registry_pb2 as pb
 from driftloop.shared.registry_types import (
     AliasChange,
@@ -27,11 +25,7 @@ from driftloop.shared.registry_types import (
     SpecVersion,
     TrainingSpec,
 )
-
-
-def seconds(ts: Timestamp) -> float | None:
-    nanos = ts.ToNanoseconds()
-    return nanos / 1e9 if nanos else None
+from driftloop.shared.timestamps import seconds_or_none
 
 
 def spec_from_pb(s: pb.TrainingSpec) -> TrainingSpec:
@@ -101,7 +95,7 @@ def spec_version_from_pb(v: pb.SpecVersion) -> SpecVersion:
         spec=spec_from_pb(v.spec),
         sha256=v.sha256,
         author=v.author,
-        created_at=seconds(v.created_at),
+        created_at=seconds_or_none(v.created_at),
         comment=v.comment,
     )
 
@@ -113,7 +107,7 @@ def model_from_pb(m: pb.Model) -> Model:
         target=m.target,
         spec=spec_from_pb(m.spec),
         production_version=m.production_version,
-        created_at=seconds(m.created_at),
+        created_at=seconds_or_none(m.created_at),
         latest_version=m.latest_version,
         spec_version=m.spec_version,
         shadow_version=m.shadow_version,
@@ -184,7 +178,7 @@ def version_from_pb(v: pb.ModelVersion) -> ModelVersion:
         metrics=dict(v.metrics),
         lineage=lineage_from_pb(v.lineage),
         decision_reason=v.decision_reason,
-        created_at=seconds(v.created_at),
+        created_at=seconds_or_none(v.created_at),
         run_id=v.run_id,
         slice_metrics=slices_from_pb(v.slice_metrics),
     )
@@ -221,14 +215,14 @@ def history_from_pb(h: pb.History) -> History:
                 previous_version=a.previous_version,
                 reason=a.reason,
                 actor=a.actor,
-                at=seconds(a.at),
+                at=seconds_or_none(a.at),
                 action=a.action,
             )
             for a in h.aliases
         ),
         audit=tuple(
             AuditRecord(
-                at=seconds(r.at),
+                at=seconds_or_none(r.at),
                 model=r.model,
                 version=r.version,
                 action=r.action,

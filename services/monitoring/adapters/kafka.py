@@ -11,9 +11,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import pandas as pd
 import structlog
 
+from driftloop.services.monitoring.adapters import pb
 from driftloop.services.monitoring.adapters.pb import drift_detected_pb
 from driftloop.services.monitoring.core import metrics
 from driftloop.services.monitoring.core.history import DriftHistory
@@ -24,7 +24,6 @@ from driftloop.shared.bus import topics
 from driftloop.shared.bus.envelope import Envelope
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.errors import InvalidInput
-from driftloop.shared.records import ipc_to_table
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +79,7 @@ class MonitoringHandler:
         metrics.ROWS_OBSERVED.labels(logged.model).inc(logged.row_count)
         if not await self._references.ensure(logged.model):
             return
-        frame = await asyncio.to_thread(_decode, logged.arrow_ipc)
+        frame = await asyncio.to_thread(pb.prediction_frame, logged.arrow_ipc)
         decision = await asyncio.to_thread(
             self._monitors.observe, logged.model, logged.version, frame, self._clock()
         )
@@ -140,7 +139,3 @@ class MonitoringHandler:
             previous_version=deployed.previous_version,
             rows=profile.rows,
         )
-
-
-def _decode(arrow_ipc: bytes) -> pd.DataFrame:
-    return ipc_to_table(arrow_ipc).to_pandas()

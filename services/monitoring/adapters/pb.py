@@ -5,7 +5,7 @@ Both adapters (the event handler and the gRPC servicer) speak protobuf through t
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
+import pandas as pd
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.protos.monitoring.v1 import monitoring_pb2
@@ -18,12 +18,13 @@ from driftloop.services.monitoring.core.report import (
     EpisodeState,
     PerformanceSummary,
 )
+from driftloop.shared.records import ipc_to_table
+from driftloop.shared.timestamps import timestamp
 
 
-def timestamp(epoch_seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(epoch_seconds * 1e9))
-    return ts
+def prediction_frame(arrow_ipc: bytes) -> pd.DataFrame:
+    """The rows of a PredictionLog event (Arrow IPC) as a DataFrame."""
+    return ipc_to_table(arrow_ipc).to_pandas()
 
 
 def feature_drift_pb(f: FeatureDrift) -> events_pb2.FeatureDrift:

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.protos.registry.v1 import registry_pb2 as pb
@@ -27,14 +26,9 @@ from driftloop.services.registry.core.domain import (
     TrainingSpec,
 )
 from driftloop.shared.errors import InvalidInput
+from driftloop.shared.timestamps import timestamp
 
 PRODUCER = "registry"
-
-
-def timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 def spec_from_pb(spec: pb.TrainingSpec) -> TrainingSpec:

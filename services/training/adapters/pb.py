@@ -3,25 +3,12 @@ the API, and the DriftDetected events it reads."""
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from driftloop.protos.training.v1 import training_pb2 as pb
 from driftloop.services.training.core.domain import Run
 from driftloop.services.training.core.drift import DriftTrigger, FeatureDrift
 from driftloop.services.training.core.reproduce import Reproduction
 from driftloop.shared.bus.envelope import Envelope
-
-
-def timestamp(seconds: float | None) -> Timestamp | None:
-    if seconds is None:
-        return None
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def seconds(ts: Timestamp) -> float:
-    return ts.ToNanoseconds() / 1e9
+from driftloop.shared.timestamps import optional_timestamp, seconds
 
 
 def run_to_pb(run: Run) -> pb.Run:
@@ -33,9 +20,9 @@ def run_to_pb(run: Run) -> pb.Run:
         episode_id=run.episode_id or "",
         correlation_id=run.correlation_id,
         error=run.error,
-        created_at=timestamp(run.created_at),
-        started_at=timestamp(run.started_at),
-        finished_at=timestamp(run.finished_at),
+        created_at=optional_timestamp(run.created_at),
+        started_at=optional_timestamp(run.started_at),
+        finished_at=optional_timestamp(run.finished_at),
         registered_version=run.registered_version,
         metrics=run.metrics,
         manifest_version=run.manifest_version,
@@ -44,7 +31,7 @@ def run_to_pb(run: Run) -> pb.Run:
         promoted=run.promoted,
         decision_reason=run.decision_reason,
         data_wait_seconds=run.data_wait_seconds,
-        caused_at=timestamp(run.caused_at),
+        caused_at=optional_timestamp(run.caused_at),
         cause_detail=run.cause_detail,
         reason=run.reason,
         progress=run.progress,

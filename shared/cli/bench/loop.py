@@ -17,6 +17,8 @@ from typing import Any
 
 import typer
 
+from driftloop.shared.timestamps import seconds_or_none
+
 KEYS = (
     ("detect_s", "detect"),
     ("train_start_s", "train start"),
@@ -29,11 +31,6 @@ KEYS = (
 )
 
 
-def _at(ts: Any) -> float | None:
-    nanos = ts.ToNanoseconds()
-    return nanos / 1e9 if nanos else None
-
-
 def measure(ep: Any, events: list[Any], runs: list[Any]) -> dict[str, Any]:
     """One episode's timings (seconds after its first drifted record) from events and its run."""
     row: dict[str, Any] = {"episode": ep.index + 1, "shift": ep.shift, "version": ep.new_version}
@@ -41,7 +38,7 @@ def measure(ep: Any, events: list[Any], runs: list[Any]) -> dict[str, Any]:
         (
             e
             for e in events
-            if e.type == "DriftDetected" and (_at(e.occurred_at) or 0) >= ep.t0 - 0.5
+            if e.type == "DriftDetected" and (seconds_or_none(e.occurred_at) or 0) >= ep.t0 - 0.5
         ),
         None,
     )
@@ -52,22 +49,23 @@ def measure(ep: Any, events: list[Any], runs: list[Any]) -> dict[str, Any]:
     promoted = next((e for e in chain if e.type == "ModelPromoted"), None)
     deployed = next((e for e in chain if e.type == "ModelDeployed"), None)
     run = next((r for r in runs if r.correlation_id == corr), None)
-    detect = (_at(drift.occurred_at) or 0) - ep.t0
+    detect = (seconds_or_none(drift.occurred_at) or 0) - ep.t0
     # why: the monitor must see a window of drifted rows before it can decide; the time to fill
     # it (up to the window's last row) is sample accumulation, not platform overhead
-    window_fill = max(0.0, min(detect, (_at(drift.drift_detected.window_end) or 0) - ep.t0))
+    window_end = seconds_or_none(drift.drift_detected.window_end) or 0
+    window_fill = max(0.0, min(detect, window_end - ep.t0))
     row.update(
         closed=True,
         correlation_id=corr,
         detect_s=detect,
         window_fill_s=window_fill,
         serving_s=ep.serving_at - ep.t0,
-        promote_s=(_at(promoted.occurred_at) or 0) - ep.t0 if promoted else None,
-        deployed_s=(_at(deployed.occurred_at) or 0) - ep.t0 if deployed else None,
+        promote_s=(seconds_or_none(promoted.occurred_at) or 0) - ep.t0 if promoted else None,
+        deployed_s=(seconds_or_none(deployed.occurred_at) or 0) - ep.t0 if deployed else None,
     )
     if run is not None:
         row.update(
-            train_start_s=(_at(run.started_at) or 0) - ep.t0,
+            train_start_s=(seconds_or_none(run.started_at) or 0) - ep.t0,
             data_wait_s=run.data_wait_seconds,
             fit_s=run.fit_seconds,
         )

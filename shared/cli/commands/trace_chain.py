@@ -11,6 +11,7 @@ from typing import Any
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.protos.training.v1 import training_pb2
 from driftloop.shared.registry_types import History, ModelVersion
+from driftloop.shared.timestamps import seconds_or_none
 
 GONE = "event no longer on the bus"
 
@@ -38,12 +39,6 @@ class Sources:
     bus_read: bool = True
 
 
-def seconds(ts: Any) -> float | None:
-    """A protobuf Timestamp as epoch seconds; None when unset."""
-    nanos = ts.ToNanoseconds()
-    return nanos / 1e9 if nanos else None
-
-
 def iso(at: float | None) -> str:
     return "" if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
@@ -62,7 +57,7 @@ def _drift_steps(src: Sources) -> list[Step]:
         return [
             Step(
                 "drift detected",
-                seconds(e.occurred_at),
+                seconds_or_none(e.occurred_at),
                 f"model {d.model} v{d.version}, episode {d.episode_id}: {', '.join(hits)}; "
                 f"share {d.drift_share:.2f}, {d.live_rows} live rows",
                 "driftloop.drift",
@@ -75,7 +70,7 @@ def _drift_steps(src: Sources) -> list[Step]:
         return [
             Step(
                 "drift detected",
-                seconds(r.caused_at),
+                seconds_or_none(r.caused_at),
                 f"episode {r.episode_id}: {r.cause_detail}",
                 source,
             )
@@ -85,11 +80,11 @@ def _drift_steps(src: Sources) -> list[Step]:
 
 def _run_steps(run: training_pb2.Run) -> list[Step]:
     cause = f"{run.trigger} run {run.run_id}" + (f" ({run.reason})" if run.reason else "")
-    steps = [Step("training run queued", seconds(run.created_at), cause, "training")]
-    started = seconds(run.started_at)
+    steps = [Step("training run queued", seconds_or_none(run.created_at), cause, "training")]
+    started = seconds_or_none(run.started_at)
     if started is None:
         return steps
-    waited = seconds(run.created_at)
+    waited = seconds_or_none(run.created_at)
     queued = f"after {started - waited:.2f}s in the queue" if waited is not None else ""
     steps.append(Step("training started", started, queued, "training"))
     if run.data_wait_seconds:
@@ -102,7 +97,7 @@ def _run_steps(run: training_pb2.Run) -> list[Step]:
                 "training",
             )
         )
-    finished = seconds(run.finished_at)
+    finished = seconds_or_none(run.finished_at)
     if finished is not None:
         detail = (
             f"fit {run.fit_seconds:.2f}s on {run.training_rows} rows"
@@ -190,7 +185,7 @@ def _pending_steps(src: Sources) -> list[Step]:
     return [
         Step(
             f"version {e.model_pending_approval.version} approval requested",
-            seconds(e.occurred_at),
+            seconds_or_none(e.occurred_at),
             f"ModelPendingApproval published for operators: {e.model_pending_approval.reason}",
             "driftloop.models",
         )
@@ -205,7 +200,7 @@ def _deployment_steps(src: Sources) -> list[Step]:
         steps.append(
             Step(
                 f"version {d.version} deployed",
-                seconds(e.occurred_at),
+                seconds_or_none(e.occurred_at),
                 f"serving {d.instance} answers with v{d.version} "
                 f"(was v{d.previous_version or '-'}); load {d.load_seconds:.2f}s",
                 "driftloop.deployments",
@@ -216,7 +211,7 @@ def _deployment_steps(src: Sources) -> list[Step]:
         steps.append(
             Step(
                 f"version {f.version} deployment failed",
-                seconds(e.occurred_at),
+                seconds_or_none(e.occurred_at),
                 f.error,
                 "driftloop.deployments",
             )
@@ -241,7 +236,7 @@ def _operator_steps(src: Sources) -> list[Step]:
     return [
         Step(
             f"version {e.model_promoted.version} {e.model_promoted.action}",
-            seconds(e.occurred_at),
+            seconds_or_none(e.occurred_at),
             e.model_promoted.reason,
             "driftloop.models",
         )

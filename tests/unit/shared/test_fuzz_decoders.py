@@ -20,7 +20,7 @@ from driftloop.protos.registry.v1 import registry_pb2
 from driftloop.protos.validation.v1 import validation_pb2
 from driftloop.services.ingestion.core.batches import make_batches, parse_json_message
 from driftloop.services.monitoring.adapters.grpc import MonitoringServicer
-from driftloop.services.monitoring.adapters.kafka import _decode as decode_prediction_log
+from driftloop.services.monitoring.adapters.pb import prediction_frame as decode_prediction_log
 from driftloop.services.monitoring.core.drift import DriftPolicy
 from driftloop.services.monitoring.core.monitor import ModelMonitors
 from driftloop.services.registry.adapters import pb as convert
