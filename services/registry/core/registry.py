@@ -3,7 +3,6 @@ production alias by hand, and write every decision's events to the outbox in the
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,6 +10,7 @@ from dataclasses import replace
 import structlog
 
 from driftloop.services.registry.core import decisions, events, shadow, specs
+from driftloop.services.registry.core.candidates import check_candidate
 from driftloop.services.registry.core.domain import (
     STATUSES,
     Candidate,
@@ -27,10 +27,9 @@ from driftloop.services.registry.core.domain import (
 from driftloop.services.registry.core.metrics import record_decision
 from driftloop.services.registry.core.store import RegistryStore, RegistryTx
 from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from driftloop.shared.names import check_key, check_name, shown
+from driftloop.shared.names import check_name
 
 log = structlog.get_logger(__name__)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Registry:
@@ -151,7 +150,7 @@ class Registry:
     def register(self, c: Candidate) -> Registration:
         """Record a candidate and apply the policy; idempotent by run_id. In approval mode a
         passing candidate waits with status "pending_approval" until `approve`."""
-        _check_candidate(c)
+        check_candidate(c)
         with self._store.transaction() as tx:
             model = _need_model(tx, c.model)
             existing = tx.version_by_run(c.run_id)
@@ -399,30 +398,6 @@ def _same(field: str, given: str, in_spec: str, changeable: bool = True) -> str:
     return given or in_spec
 
 
-def _check_run_key(field: str, key: str, c: Candidate) -> None:
-    """An artifact must lie under its producing run's own prefix, so that a caller cannot register
-    another model's (or another run's) artifact under this model."""
-    check_key(key)
-    prefix = f"artifacts/{c.model}/{c.run_id}/"
-    if not key.startswith(prefix) or "%" in key:
-        raise InvalidInput(
-            f"{field} {shown(key)} must lie under the run's own prefix {prefix!r} "
-            "(no percent-encoding)"
-        )
-
-
 def _need_reason(reason: str) -> None:
     if not reason.strip():
         raise InvalidInput("a reason is required: say why (it is recorded in the audit log)")
-
-
-def _check_candidate(c: Candidate) -> None:
-    check_name("model", c.model)
-    if not c.run_id:
-        raise InvalidInput("run_id is empty: registration is idempotent by run id")
-    check_name("run id", c.run_id)
-    _check_run_key("artifact_uri", c.artifact_uri, c)
-    if c.profile_uri:
-        _check_run_key("profile_uri", c.profile_uri, c)
-    if not _SHA256.match(c.artifact_sha256):
-        raise InvalidInput("artifact_sha256 must be 64 lowercase hex digits")

@@ -24,8 +24,8 @@ from driftloop.services.monitoring.adapters.pb import prediction_frame as decode
 from driftloop.services.monitoring.core.drift import DriftPolicy
 from driftloop.services.monitoring.core.monitor import ModelMonitors
 from driftloop.services.registry.adapters import pb as convert
+from driftloop.services.registry.core.candidates import check_candidate
 from driftloop.services.registry.core.domain import validate_spec, with_defaults
-from driftloop.services.registry.core.registry import _check_candidate
 from driftloop.services.validation.adapters.pb import column_from_pb
 from driftloop.services.validation.adapters.pb import raw_batch_from_event as parse_raw_batch
 from driftloop.services.validation.core import schema as schemas
@@ -214,7 +214,7 @@ def test_registry_register_version_conversion(
     )
     candidate = refuses_cleanly(convert.candidate_from_pb, request)
     if candidate is not None:
-        refuses_cleanly(_check_candidate, candidate)
+        refuses_cleanly(check_candidate, candidate)
 
 
 @settings(max_examples=100, deadline=timedelta(seconds=2))
