@@ -19,7 +19,13 @@ from prometheus_client import start_http_server
 from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.bus.topics import ensure_topics
-from driftloop.shared.grpc.server import ServiceBinding, build_server, set_not_serving, set_serving
+from driftloop.shared.grpc.server import (
+    MAX_MESSAGE_BYTES,
+    ServiceBinding,
+    build_server,
+    set_not_serving,
+    set_serving,
+)
 from driftloop.shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -41,6 +47,7 @@ async def serve(
     on_start: Hook | None = None,
     on_stop: Hook | None = None,
     reuse_port: bool = False,
+    max_request_bytes: int = MAX_MESSAGE_BYTES,
 ) -> None:
     """Run the service until SIGTERM/SIGINT (or until a consumer or background task fails).
 
@@ -57,7 +64,11 @@ async def serve(
         await on_start()
         on_start = None
     server, health, port = build_server(
-        common, common.ports.grpc(name), bindings, reuse_port=reuse_port
+        common,
+        common.ports.grpc(name),
+        bindings,
+        reuse_port=reuse_port,
+        max_request_bytes=max_request_bytes,
     )
     await server.start()
     names = [b.full_name for b in bindings]

@@ -11,10 +11,10 @@ from driftloop.protos.ingestion.v1 import ingestion_pb2_grpc
 from driftloop.services.ingestion.adapters.grpc import IngestionServicer
 from driftloop.services.ingestion.adapters.kafka import JsonTopicHandler, RawBatchPublisher
 from driftloop.services.ingestion.adapters.kafka_labels import JsonLabelsHandler, LabelPublisher
-from driftloop.services.ingestion.allocator import keep_freed_buffers
 from driftloop.services.ingestion.core.labels import LABELS_PER_BATCH
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared import runtime
+from driftloop.shared.allocator import keep_freed_buffers
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.publisher import EventPublisher

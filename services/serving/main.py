@@ -118,6 +118,7 @@ async def run(common: CommonSettings, settings: ServingSettings, worker: int | N
         on_start=reconciler.reconcile_once,
         on_stop=lambda: _flush_all(shadow, logger, shadow_logger, client),
         reuse_port=worker is not None,
+        max_request_bytes=settings.max_request_bytes,
     )
 
 

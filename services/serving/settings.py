@@ -44,8 +44,11 @@ class ServingSettings(ServiceSettings):
     holds the requests that arrived while the previous predict call ran, and a lone request
     waits for nothing."""
     max_request_rows: int = Field(default=100_000, ge=1)
-    """Rows one ModelInfer request may hold; more get RESOURCE_EXHAUSTED (gRPC messages are
-    limited to 64 MiB too)."""
+    """Rows one ModelInfer request may hold; more get RESOURCE_EXHAUSTED."""
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    """Bytes one ModelInfer request may hold: gRPC refuses a larger one (RESOURCE_EXHAUSTED)
+    before reading it. 100,000 rows of 20 FP64 features fit; a V2 request is parsed whole before
+    anything can be checked, so this bounds what one request can cost."""
     shadow_queue_rows: int = Field(default=20_000, ge=1)
     """Live rows waiting for the shadow version at most; beyond this the shadow skips rows
     (counted in driftloop_serving_shadow_rows_dropped_total), requests are never slowed."""

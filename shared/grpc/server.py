@@ -6,6 +6,7 @@ through one table, and anything unexpected to INTERNAL (logged with its tracebac
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
 from driftloop.shared import errors
+from driftloop.shared.allocator import give_back_freed_memory
 from driftloop.shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -42,6 +44,64 @@ GRPC_STATUS: dict[type[errors.DriftloopError], grpc.StatusCode] = {
 RPC_TOTAL = Counter("driftloop_grpc_requests_total", "gRPC requests", ["method", "code"])
 RPC_SECONDS = Histogram("driftloop_grpc_request_seconds", "gRPC request latency", ["method"])
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The default largest request a server receives (gRPC refuses a larger one before Python sees
+it); a service whose requests are smaller sets its own (DRIFTLOOP_SERVING_MAX_REQUEST_BYTES)."""
+OFF_LOOP_DECODE_BYTES = 256 * 1024
+"""Requests larger than this are decoded in a worker thread, so the event loop keeps answering
+small requests meanwhile."""
+DECODING_BUDGET_BYTES = 128 * 1024 * 1024
+"""At most this many bytes of large requests are decoded (and held, until answered) at once; the
+rest wait their turn, so concurrent large requests cannot grow a service's memory without bound."""
+
+
+@dataclass(frozen=True)
+class _Unread:
+    """What an unauthenticated request is decoded into: its size (its bytes are never parsed)."""
+
+    size: int
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """A large request's bytes, decoded off the event loop by the wrapped handler."""
+
+    data: bytes
+    decode: Callable[[bytes], Any]
+
+
+class _ByteBudget:
+    """Bytes of large requests in flight; `take(n)` waits until `n` more fit (an over-budget
+    request alone is let through rather than waiting forever)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._freed = asyncio.Condition()
+
+    async def take(self, n: int) -> None:
+        async with self._freed:
+            await self._freed.wait_for(lambda: self._used == 0 or self._used + n <= self._limit)
+            self._used += n
+
+    async def give(self, n: int) -> None:
+        async with self._freed:
+            self._used -= n
+            self._freed.notify_all()
+
+
+def _deserializer(decode: Any, authorized: bool) -> Any:
+    """Decode small requests inline, defer large ones, never parse an unauthenticated one."""
+    if decode is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        if not authorized:
+            return _Unread(len(data))
+        if len(data) > OFF_LOOP_DECODE_BYTES:
+            return _Deferred(data, decode)
+        return decode(data)
+
+    return deserialize
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
@@ -66,6 +126,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
     def __init__(self, token: str | None, mutating: set[str]) -> None:
         self._token = token
         self._mutating = mutating
+        self._budget: _ByteBudget | None = None  # made on first use, inside the server's loop
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -75,19 +136,50 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         needs_auth = self._token is not None and method in self._mutating
         metadata = dict(details.invocation_metadata or ())
         authorized = not needs_auth or self._check(metadata.get("authorization", ""))
+        # why: the token is checked from the metadata before any request byte is parsed, and a
+        # large request is parsed off the event loop (an unauthenticated 60 MB Ingest once cost
+        # 1 GB and stalled every other call while it was decoded)
+        decode = _deserializer(handler.request_deserializer, authorized)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(handler.unary_unary, method, authorized),
-                request_deserializer=handler.request_deserializer,
+                self._wrap(handler.unary_unary, method, authorized, self._decoded),
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap(handler.stream_unary, method, authorized),
-                request_deserializer=handler.request_deserializer,
+                self._wrap(handler.stream_unary, method, authorized, self._decoded_stream),
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         return handler  # streaming responses (health Watch, reflection) pass through
+
+    def _budget_now(self) -> _ByteBudget:
+        if self._budget is None:
+            self._budget = _ByteBudget(DECODING_BUDGET_BYTES)
+        return self._budget
+
+    async def _decoded(self, request: Any, held: list[int]) -> Any:
+        """The request, decoded in a thread when it was deferred; its bytes are counted in the
+        budget (appended to `held`) until the call ends."""
+        if not isinstance(request, _Deferred):
+            return request
+        size = len(request.data)
+        await self._budget_now().take(size)
+        held.append(size)
+        return await asyncio.to_thread(request.decode, request.data)
+
+    async def _decoded_stream(self, requests: Any, held: list[int]) -> Any:
+        """The stream's messages, each large one decoded in a thread; its bytes are counted in
+        the budget until the servicer asks for the next message (or the call ends)."""
+
+        async def decoded() -> Any:
+            async for request in requests:
+                while held:
+                    await self._budget_now().give(held.pop())
+                yield await self._decoded(request, held)
+
+        return decoded()
 
     def _check(self, header: str) -> bool:
         scheme, _, given = header.partition(" ")
@@ -96,11 +188,11 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             given.encode(), self._token.encode()
         )
 
-    @staticmethod
-    def _wrap(behavior: Any, method: str, authorized: bool) -> Any:
+    def _wrap(self, behavior: Any, method: str, authorized: bool, decoded: Any) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            held: list[int] = []
             try:
                 if not authorized:
                     code = grpc.StatusCode.UNAUTHENTICATED
@@ -110,10 +202,13 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                         "with the configured token",
                     )
                 with structlog.contextvars.bound_contextvars(rpc=method):
-                    return await behavior(request, context)
+                    return await behavior(await decoded(request, held), context)
             except errors.DriftloopError as exc:
                 code = status_for(exc)
                 log.info("rpc_failed", rpc=method, code=code.name, error=str(exc))
+                # why: the traceback holds the handler's frame and so the refused request (for a
+                # large one, hundreds of MB of parsed tensors) until the call object goes
+                exc.__traceback__ = None
                 await context.abort(code, str(exc))
             except (grpc.aio.AbortError, grpc.RpcError):
                 code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
@@ -127,6 +222,13 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                 log.exception("rpc_crashed", rpc=method)
                 await context.abort(code, f"internal error in {method}; see the service log")
             finally:
+                unread = isinstance(request, _Unread) and request.size > OFF_LOOP_DECODE_BYTES
+                refused_large = unread or (bool(held) and code != grpc.StatusCode.OK)
+                while held:
+                    await self._budget_now().give(held.pop())
+                if refused_large:
+                    # a refused large request's parse can leave ~10x its size in freed heap
+                    await asyncio.to_thread(give_back_freed_memory)
                 RPC_TOTAL.labels(method, getattr(code, "name", str(code))).inc()
                 RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
 
@@ -139,6 +241,7 @@ def build_server(
     bindings: Iterable[ServiceBinding],
     *,
     reuse_port: bool = False,
+    max_request_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Build (not start) a gRPC server with health, reflection, auth and error mapping.
 
@@ -146,13 +249,14 @@ def build_server(
     `set_serving`) and the port actually bound (useful when `port` is 0). `reuse_port` sets
     SO_REUSEPORT so several processes can listen on one port (serving's workers; the kernel
     spreads connections); off, a port already in use fails the bind at once.
+    `max_request_bytes`: gRPC refuses a larger request (RESOURCE_EXHAUSTED) before it is read.
     """
     bindings = list(bindings)
     mutating = {f"/{b.full_name}/{m}" for b in bindings for m in b.mutating}
     server = grpc.aio.server(
         interceptors=[_Interceptor(common.token(), mutating)],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],

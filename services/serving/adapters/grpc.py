@@ -67,6 +67,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(  # noqa: N802 - generated name
         self, request: pb.ModelInferRequest, context: Any
     ) -> Any:
+        self._inference.check_counts(
+            request.model_name, request.model_version, len(request.inputs), len(request.outputs)
+        )
         # Inline, not in a thread: concurrent small requests are micro-batched into one predict.
         result = await self._inference.infer_async(converters.to_inference_request(request))
         return converters.to_infer_response(request, result)

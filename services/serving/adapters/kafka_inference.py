@@ -138,8 +138,12 @@ class KafkaInference:
             result = await self._inference.infer_async(request.request)
             return v2_json.dumps(v2_json.to_response(request, result))
         assert parsed.message is not None
-        result = await self._inference.infer_async(converters.to_inference_request(parsed.message))
-        return converters.to_infer_response(parsed.message, result).SerializeToString()
+        message = parsed.message
+        self._inference.check_counts(
+            message.model_name, message.model_version, len(message.inputs), len(message.outputs)
+        )
+        result = await self._inference.infer_async(converters.to_inference_request(message))
+        return converters.to_infer_response(message, result).SerializeToString()
 
 
 def _error(parsed: ParsedRecord, status: str, error: str) -> bytes:

@@ -159,6 +159,29 @@ def decode_columns(
     return columns, len(next(iter(columns.values()))) if columns else 0
 
 
+MAX_INPUTS_UNKNOWN_MODEL = 64
+"""Inputs a request for a model that is not loaded may name (it is refused as unknown anyway)."""
+MAX_OUTPUTS = 8
+
+
+def check_input_count(
+    model: str, inputs: int, outputs: int, signature: ModelSignature | None
+) -> None:
+    """Refuse a request with more input tensors than the model has features (one [N, F] tensor,
+    or one per feature), or more outputs than exist, before any tensor is converted: a request
+    of millions of tiny tensors must cost nothing beyond its parse."""
+    limit = len(signature.features) if signature is not None else MAX_INPUTS_UNKNOWN_MODEL
+    if inputs > limit:
+        takes = f"{limit} (one per feature, or one [N, {limit}] tensor)" if signature else limit
+        raise InvalidInput(
+            f"request for {model!r} has {inputs} input tensors; it takes at most {takes}"
+        )
+    if outputs > MAX_OUTPUTS:
+        raise InvalidInput(
+            f"request for {model!r} asks for {outputs} outputs; there are at most {MAX_OUTPUTS}"
+        )
+
+
 def check_rows(request: InferenceRequest, max_rows: int) -> None:
     """Refuse a request whose inputs claim more than `max_rows` rows, before decoding it."""
     for tensor in request.inputs:

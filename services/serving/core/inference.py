@@ -89,6 +89,15 @@ class InferenceService:
         labels, proba = self._score(loaded, frame, [(request.id, rows.count)])
         return self._result(loaded, names, labels, proba)
 
+    def check_counts(self, model: str, version: str, inputs: int, outputs: int) -> None:
+        """Refuse impossible tensor counts before the request is converted (codec's rule)."""
+        loaded = self.slot.loaded(model, version) if version else None
+        if loaded is None and self.slot.has(model):
+            loaded = self.slot.get(model)
+        codec.check_input_count(
+            model, inputs, outputs, loaded.signature if loaded is not None else None
+        )
+
     async def infer_async(self, request: codec.InferenceRequest) -> InferenceResult:
         """Score the request, together with concurrent small ones when batching is on."""
         if self._batcher is None:

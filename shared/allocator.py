@@ -1,4 +1,6 @@
-"""Allocator tuning for ingestion: keep freed large buffers instead of returning them to the OS.
+"""glibc allocator controls: keep freed large buffers (ingestion's hot path), and give freed
+memory back to the OS after a refused large request (so a hostile caller cannot leave a service
+holding hundreds of megabytes it parsed only to refuse).
 
 Every record batch passes through several transient buffers of ~1 MB (gRPC message, protobuf,
 Arrow IPC, Kafka produce request). glibc serves those with fresh mmap()s or trims them off the
@@ -20,6 +22,20 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 """Allocations below this come from the heap (glibc's upper limit on 64-bit)."""
 TRIM_THRESHOLD_BYTES = 128 * 1024 * 1024
 """Free memory kept at the top of the heap before it is given back to the OS."""
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return None
+
+
+def give_back_freed_memory() -> bool:
+    """Return the heap's free pages to the OS (glibc malloc_trim); False where unavailable."""
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
 
 
 def keep_freed_buffers() -> bool:

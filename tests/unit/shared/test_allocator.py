@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from driftloop.services.ingestion.allocator import keep_freed_buffers
+from driftloop.shared.allocator import keep_freed_buffers
 
 pytestmark = pytest.mark.unit
 
