@@ -16,6 +16,7 @@ import grpc
 from driftloop.protos.registry.v1 import registry_pb2 as pb
 from driftloop.protos.registry.v1 import registry_pb2_grpc
 from driftloop.shared import registry_pb as convert
+from driftloop.shared.auth import OPERATE, SERVICE, Role
 from driftloop.shared.errors import NotFound, Unavailable
 from driftloop.shared.grpc.client import aio_channel, auth_metadata, rpc_errors
 from driftloop.shared.registry_types import (
@@ -72,7 +73,7 @@ class RegistryClient:
     ) -> Model:
         """Declare a model; `spec_yaml` (when set) is used instead of `spec`."""
         request = convert.create_to_pb(name, dataset, target, spec, spec_yaml, author)
-        return convert.model_from_pb(await self._call("CreateModel", request, mutating=True))
+        return convert.model_from_pb(await self._call("CreateModel", request, role=OPERATE))
 
     async def get_model(self, name: str) -> Model:
         found = await self._call("GetModel", pb.GetModelRequest(name=name))
@@ -106,14 +107,14 @@ class RegistryClient:
         )
         if spec is not None:
             request.spec.CopyFrom(convert.spec_to_pb(spec))
-        found = await self._call("SetSpec", request, mutating=True)
+        found = await self._call("SetSpec", request, role=OPERATE)
         return convert.spec_version_from_pb(found)
 
     # versions
     async def register_version(self, candidate: Candidate) -> Registration:
         """Register a candidate (idempotent by run id); the policy decides at once."""
         request = convert.candidate_to_pb(candidate)
-        reply = await self._call("RegisterVersion", request, mutating=True)
+        reply = await self._call("RegisterVersion", request, role=SERVICE)
         return convert.registration_from_pb(reply)
 
     async def get_version(self, model: str, version: str) -> ModelVersion:
@@ -166,7 +167,7 @@ class RegistryClient:
 
     async def report_shadow_evidence(self, evidence: ShadowEvidence) -> ShadowVerdict:
         reply = await self._call(
-            "ReportShadowEvidence", convert.evidence_to_pb(evidence), mutating=True
+            "ReportShadowEvidence", convert.evidence_to_pb(evidence), role=SERVICE
         )
         return convert.verdict_from_pb(reply)
 
@@ -174,15 +175,16 @@ class RegistryClient:
         self, method: str, model: str, version: str, reason: str, actor: str
     ) -> ModelVersion:
         request = convert.decision_to_pb(model, version, reason, actor)
-        return convert.version_from_pb(await self._call(method, request, mutating=True))
+        return convert.version_from_pb(await self._call(method, request, role=OPERATE))
 
-    async def _call(self, method: str, request: Any, *, mutating: bool = False) -> Any:
+    async def _call(self, method: str, request: Any, *, role: Role | None = None) -> Any:
+        """`role`: the token role a mutating RPC needs (None: a read, sent with no token)."""
         if self._channel is None or self._stub is None:
             self._channel = aio_channel(self._common, "registry")
             self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
         channel: grpc.aio.Channel = self._channel
         rpc = getattr(self._stub, method)
-        metadata = auth_metadata(self._common) if mutating else ()
+        metadata = auth_metadata(self._common, role) if role is not None else ()
         try:
             with rpc_errors(f"registry {method}", self._common.address("registry")):
                 return await rpc(request, timeout=self._timeout, metadata=metadata)

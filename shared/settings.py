@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftloop.shared.auth import ROLES, Credentials
+
 SERVICES = ("ingestion", "validation", "training", "registry", "serving", "monitoring")
 
 
@@ -73,6 +75,25 @@ class S3Settings(BaseModel):
     """Region sent with requests."""
 
 
+class RoleTokens(BaseModel):
+    """Bearer tokens by role: DRIFTLOOP_TOKENS__<ROLE>, or a file: DRIFTLOOP_TOKENS__<ROLE>_FILE."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    ingest: SecretStr | None = None
+    """Grants Ingest, IngestStream, IngestLabels and PutSchema: for data producers."""
+    ingest_file: Path | None = None
+    """File holding the ingest token (takes precedence)."""
+    operate: SecretStr | None = None
+    """Grants CreateModel, SetSpec, Promote, Approve, Reject, Rollback, StartRun: operators."""
+    operate_file: Path | None = None
+    """File holding the operate token (takes precedence)."""
+    service: SecretStr | None = None
+    """Grants RegisterVersion and ReportShadowEvidence: only training and monitoring hold it."""
+    service_file: Path | None = None
+    """File holding the service token (takes precedence)."""
+
+
 class CommonSettings(BaseSettings):
     """Settings every driftloop process reads."""
 
@@ -104,9 +125,12 @@ class CommonSettings(BaseSettings):
     s3: S3Settings = S3Settings()
     """S3 connection (object_store = "s3")."""
     auth_token: SecretStr | None = None
-    """Bearer token required on mutating RPCs; unset means no authentication."""
+    """The operator's bearer token: it grants every role (see tokens). Unset, and no role token
+    set, means no authentication."""
     auth_token_file: Path | None = None
     """File holding the bearer token (takes precedence over auth_token)."""
+    tokens: RoleTokens = RoleTokens()
+    """One bearer token per role, each granting only its role's RPCs (SECURITY.md)."""
     tls_cert_file: Path | None = None
     """PEM certificate for every gRPC server; with tls_key_file turns TLS on."""
     tls_key_file: Path | None = None
@@ -129,12 +153,26 @@ class CommonSettings(BaseSettings):
         return self.addresses.get(service) or f"{self.connect_host}:{self.ports.grpc(service)}"
 
     def token(self) -> str | None:
-        if self.auth_token_file is not None:
-            return self.auth_token_file.read_text().strip() or None
-        return self.auth_token.get_secret_value() if self.auth_token else None
+        """The all-roles token (auth_token_file, else auth_token)."""
+        return _secret(self.auth_token, self.auth_token_file)
+
+    def credentials(self) -> Credentials:
+        """Every token, by role: what servers accept and clients send."""
+        by_role = {
+            role: token
+            for role in ROLES
+            if (token := _secret(getattr(self.tokens, role), getattr(self.tokens, f"{role}_file")))
+        }
+        return Credentials(admin=self.token(), by_role=by_role)
 
     def tls_enabled(self) -> bool:
         return self.tls_cert_file is not None and self.tls_key_file is not None
+
+
+def _secret(value: SecretStr | None, path: Path | None) -> str | None:
+    if path is not None:
+        return path.read_text().strip() or None
+    return value.get_secret_value() if value else None
 
 
 class ServiceSettings(BaseSettings):

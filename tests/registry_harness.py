@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from driftloop.protos.registry.v1 import registry_pb2_grpc
-from driftloop.services.registry.adapters.grpc import MUTATING, SERVICE_NAME, RegistryServicer
+from driftloop.services.registry.adapters.grpc import ROLES, SERVICE_NAME, RegistryServicer
 from driftloop.services.registry.adapters.kafka import OutboxPublisher
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.store import RegistryStore
@@ -33,7 +33,7 @@ async def registry_server(
         add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
         servicer=RegistryServicer(Registry(store, on_commit=outbox.notify)),
         full_name=SERVICE_NAME,
-        mutating=MUTATING,
+        roles=ROLES,
     )
     server, _, _ = build_server(common, common.ports.registry, [binding])
     await server.start()

@@ -15,6 +15,7 @@ from driftloop.services.ingestion.core.labels import LABELS_PER_BATCH
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared import runtime
 from driftloop.shared.allocator import keep_freed_buffers
+from driftloop.shared.auth import INGEST
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.publisher import EventPublisher
@@ -81,6 +82,6 @@ async def run(common: CommonSettings, settings: IngestionSettings) -> None:
         add=ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
         servicer=servicer,
         full_name=SERVICE,
-        mutating=frozenset({"Ingest", "IngestStream", "IngestLabels"}),
+        roles={"Ingest": INGEST, "IngestStream": INGEST, "IngestLabels": INGEST},
     )
     await runtime.serve("ingestion", common, [binding], publisher=publisher, consumers=consumers)

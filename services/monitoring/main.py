@@ -65,7 +65,6 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         add=monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server,
         servicer=MonitoringServicer(monitors, history),
         full_name=FULL_NAME,
-        mutating=frozenset(),
     )
     await serve(
         "monitoring",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from driftloop.protos.registry.v1 import registry_pb2_grpc
-from driftloop.services.registry.adapters.grpc import MUTATING, SERVICE_NAME, RegistryServicer
+from driftloop.services.registry.adapters.grpc import ROLES, SERVICE_NAME, RegistryServicer
 from driftloop.services.registry.adapters.kafka import OutboxPublisher
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.store import RegistryStore
@@ -40,7 +40,7 @@ async def _serve(common: CommonSettings, settings: RegistrySettings) -> None:
         add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,
         servicer=RegistryServicer(registry),
         full_name=SERVICE_NAME,
-        mutating=MUTATING,
+        roles=ROLES,
     )
 
     async def close_store() -> None:

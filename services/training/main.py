@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from driftloop.protos.training.v1 import training_pb2_grpc
-from driftloop.services.training.adapters.grpc import MUTATING, SERVICE_NAME, TrainingServicer
+from driftloop.services.training.adapters.grpc import ROLES, SERVICE_NAME, TrainingServicer
 from driftloop.services.training.adapters.kafka import TrainingEvents
 from driftloop.services.training.adapters.registry import TrainingRegistry
 from driftloop.services.training.core.executor import DataWait, RunExecutor
@@ -83,7 +83,7 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
         add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
         servicer=TrainingServicer(training, Reproducer(store, registry)),
         full_name=SERVICE_NAME,
-        mutating=MUTATING,
+        roles=ROLES,
     )
 
     async def close() -> None:

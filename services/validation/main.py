@@ -15,6 +15,7 @@ from driftloop.services.validation.core.key_catalog import KeyCatalog
 from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.services.validation.settings import ValidationSettings
 from driftloop.shared import runtime
+from driftloop.shared.auth import INGEST
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.publisher import EventPublisher
@@ -62,6 +63,6 @@ async def run(common: CommonSettings, settings: ValidationSettings) -> None:
         add=validation_pb2_grpc.add_ValidationServiceServicer_to_server,
         servicer=ValidationServicer(catalog, quality),
         full_name=SERVICE,
-        mutating=frozenset({"PutSchema"}),
+        roles={"PutSchema": INGEST},
     )
     await runtime.serve("validation", common, [binding], publisher=publisher, consumers=[consumer])

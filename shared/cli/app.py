@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
+from driftloop.shared.auth import OPERATE
 from driftloop.shared.cli.bench.app import register as register_benchmarks
 from driftloop.shared.cli.commands.datasets import register as register_dataset_commands
 from driftloop.shared.cli.commands.deadletter import command as deadletter_command
@@ -272,7 +273,7 @@ def train(
         try:
             run = stub.StartRun(
                 training_pb2.StartRunRequest(model=name, reason=reason),
-                metadata=auth_metadata(common),
+                metadata=auth_metadata(common, OPERATE),
                 timeout=10,
             )
             console.print(f"run {run.run_id} queued")

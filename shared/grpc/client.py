@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import grpc
 
 from driftloop.shared import errors
+from driftloop.shared.auth import Role
 from driftloop.shared.settings import CommonSettings
 
 _OPTIONS = [
@@ -50,8 +51,9 @@ def sync_channel(common: CommonSettings, service: str) -> grpc.Channel:
     return grpc.secure_channel(address, creds, options=_OPTIONS)
 
 
-def auth_metadata(common: CommonSettings) -> tuple[tuple[str, str], ...]:
-    token = common.token()
+def auth_metadata(common: CommonSettings, role: Role | None = None) -> tuple[tuple[str, str], ...]:
+    """The bearer token for an RPC of `role` (its role token, else the all-roles token)."""
+    token = common.credentials().token_for(role)
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 

@@ -7,10 +7,9 @@ through one table, and anything unexpected to INTERNAL (logged with its tracebac
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -21,6 +20,7 @@ from prometheus_client import Counter, Histogram
 
 from driftloop.shared import errors
 from driftloop.shared.allocator import give_back_freed_memory
+from driftloop.shared.auth import Credentials, Role, Verdict
 from driftloop.shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -118,14 +118,15 @@ class ServiceBinding:
     add: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
     full_name: str
-    mutating: frozenset[str] = frozenset()
-    """Method names (e.g. "Promote") that need the bearer token when one is configured."""
+    roles: Mapping[str, Role] = field(default_factory=dict)
+    """Method name (e.g. "Promote") -> the role whose token it needs when tokens are configured
+    (shared/auth.py); methods not named here are open (reads)."""
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, token: str | None, mutating: set[str]) -> None:
-        self._token = token
-        self._mutating = mutating
+    def __init__(self, credentials: Credentials, roles: dict[str, Role]) -> None:
+        self._credentials = credentials
+        self._roles = roles
         self._budget: _ByteBudget | None = None  # made on first use, inside the server's loop
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -133,22 +134,27 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
-        needs_auth = self._token is not None and method in self._mutating
+        needs = self._roles.get(method) if self._credentials.configured else None
         metadata = dict(details.invocation_metadata or ())
-        authorized = not needs_auth or self._check(metadata.get("authorization", ""))
+        verdict = (
+            Verdict.ALLOWED
+            if needs is None
+            else self._credentials.verdict(needs, str(metadata.get("authorization", "")))
+        )
+        authorized = verdict is Verdict.ALLOWED
         # why: the token is checked from the metadata before any request byte is parsed, and a
         # large request is parsed off the event loop (an unauthenticated 60 MB Ingest once cost
         # 1 GB and stalled every other call while it was decoded)
         decode = _deserializer(handler.request_deserializer, authorized)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap(handler.unary_unary, method, authorized, self._decoded),
+                self._wrap(handler.unary_unary, method, (verdict, needs), self._decoded),
                 request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap(handler.stream_unary, method, authorized, self._decoded_stream),
+                self._wrap(handler.stream_unary, method, (verdict, needs), self._decoded_stream),
                 request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
@@ -181,25 +187,27 @@ class _Interceptor(grpc.aio.ServerInterceptor):
 
         return decoded()
 
-    def _check(self, header: str) -> bool:
-        scheme, _, given = header.partition(" ")
-        assert self._token is not None
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.encode(), self._token.encode()
-        )
+    def _wrap(
+        self, behavior: Any, method: str, access: tuple[Verdict, Role | None], decoded: Any
+    ) -> Any:
+        verdict, needs = access
 
-    def _wrap(self, behavior: Any, method: str, authorized: bool, decoded: Any) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             held: list[int] = []
             try:
-                if not authorized:
+                if verdict is Verdict.UNAUTHENTICATED:
                     code = grpc.StatusCode.UNAUTHENTICATED
                     await context.abort(
                         code,
-                        f"{method} needs 'authorization: Bearer <token>' metadata "
-                        "with the configured token",
+                        f"{method} needs 'authorization: Bearer <token>' metadata with a "
+                        f"token of the {needs!r} role (or the all-roles token)",
+                    )
+                if verdict is Verdict.FORBIDDEN:
+                    code = grpc.StatusCode.PERMISSION_DENIED
+                    await context.abort(
+                        code, f"{method} needs the {needs!r} role; this token does not grant it"
                     )
                 with structlog.contextvars.bound_contextvars(rpc=method):
                     return await behavior(await decoded(request, held), context)
@@ -252,9 +260,9 @@ def build_server(
     `max_request_bytes`: gRPC refuses a larger request (RESOURCE_EXHAUSTED) before it is read.
     """
     bindings = list(bindings)
-    mutating = {f"/{b.full_name}/{m}" for b in bindings for m in b.mutating}
+    roles = {f"/{b.full_name}/{m}": role for b in bindings for m, role in b.roles.items()}
     server = grpc.aio.server(
-        interceptors=[_Interceptor(common.token(), mutating)],
+        interceptors=[_Interceptor(common.credentials(), roles)],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -15,21 +15,23 @@ from driftloop.protos.registry.v1 import registry_pb2_grpc
 from driftloop.services.registry.adapters import pb as convert
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.shadow import ShadowEvidence
+from driftloop.shared.auth import OPERATE, SERVICE, Role
 from driftloop.shared.names import check_text
 
 SERVICE_NAME = "driftloop.registry.v1.RegistryService"
-MUTATING = frozenset(
-    {
-        "CreateModel",
-        "RegisterVersion",
-        "Promote",
-        "Reject",
-        "Rollback",
-        "Approve",
-        "SetSpec",
-        "ReportShadowEvidence",
-    }
-)
+ROLES: dict[str, Role] = {
+    "CreateModel": OPERATE,
+    "SetSpec": OPERATE,
+    "Promote": OPERATE,
+    "Approve": OPERATE,
+    "Reject": OPERATE,
+    "Rollback": OPERATE,
+    # only training registers versions and only monitoring reports shadow evidence: an ingest
+    # or operator token must not be able to make serving load an artifact of its choosing
+    "RegisterVersion": SERVICE,
+    "ReportShadowEvidence": SERVICE,
+}
+"""The token role each mutating RPC needs (shared/auth.py)."""
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 

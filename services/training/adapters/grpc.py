@@ -14,10 +14,12 @@ from driftloop.protos.training.v1 import training_pb2_grpc
 from driftloop.services.training.adapters.pb import reproduction_to_pb, run_to_pb
 from driftloop.services.training.core.reproduce import Reproducer
 from driftloop.services.training.core.training import Training
+from driftloop.shared.auth import OPERATE, Role
 from driftloop.shared.names import check_text
 
 SERVICE_NAME = "driftloop.training.v1.TrainingService"
-MUTATING = frozenset({"StartRun"})
+ROLES: dict[str, Role] = {"StartRun": OPERATE}
+"""The token role each mutating RPC needs (shared/auth.py)."""
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 

@@ -118,6 +118,7 @@ def schema(
 ) -> None:
     """Show a dataset's schema, or declare it from a YAML file with --declare."""
     if declare is not None:
+        from driftloop.shared.auth import INGEST
         from driftloop.shared.cli.app import settings
         from driftloop.shared.grpc.client import auth_metadata
 
@@ -126,7 +127,7 @@ def schema(
         except InvalidInput as exc:
             _fail(str(exc))
             return
-        metadata = list(auth_metadata(settings(data_dir)) or [])
+        metadata = list(auth_metadata(settings(data_dir), INGEST) or [])
         if breaking:
             metadata.append((SCHEMA_CHANGE_HEADER, "breaking"))
         reply = _call(data_dir, "PutSchema", request, metadata=metadata)

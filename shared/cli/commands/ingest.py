@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
+from driftloop.shared.auth import INGEST
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.grpc.client import auth_metadata, sync_channel
 from driftloop.shared.records import table_to_ipc
@@ -121,7 +122,9 @@ def ingest_file(
 
         with sync_channel(common, "ingestion") as channel:
             stub = ingestion_pb2_grpc.IngestionServiceStub(channel)
-            reply = stub.IngestStream(requests(), metadata=auth_metadata(common), timeout=3600)
+            reply = stub.IngestStream(
+                requests(), metadata=auth_metadata(common, INGEST), timeout=3600
+            )
         progress.update(task, total=size, completed=size)
     if failure is not None:
         raise InvalidInput(f"{failure} (the {reply.rows_accepted:,} rows before it were ingested)")
@@ -181,7 +184,7 @@ def ingest_labels_file(
                 continue
             reply = stub.IngestLabels(
                 ingestion_pb2.IngestLabelsRequest(model=model, request_ids=ids, labels=labels),
-                metadata=auth_metadata(common),
+                metadata=auth_metadata(common, INGEST),
                 timeout=60,
             )
             total.labels_accepted += reply.labels_accepted

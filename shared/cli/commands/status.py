@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
+from driftloop.shared.auth import Credentials
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.cli.stack.embedded import health_of
 from driftloop.shared.errors import DriftloopError
@@ -72,7 +73,8 @@ def secrets_of(common: CommonSettings) -> list[str]:
     """The secret values this process knows (token, S3 keys), longest first."""
     found = [common.s3.access_key.get_secret_value(), common.s3.secret_key.get_secret_value()]
     try:
-        found.append(common.token() or "")
+        credentials = common.credentials()
+        found += [credentials.admin or "", *credentials.by_role.values()]
     except OSError:
         pass  # an unreadable token file: nothing to redact
     # why: a secret of a few characters would blank out ordinary words of the report
@@ -82,14 +84,16 @@ def secrets_of(common: CommonSettings) -> list[str]:
 def config_summary(common: CommonSettings) -> dict[str, Any]:
     """Where the stack keeps things and which controls are on; secrets only as "***"."""
     try:
-        token_set = common.token() is not None
+        credentials = common.credentials()
     except OSError:
-        token_set = False
+        credentials = Credentials()
+    token_set = credentials.admin is not None
     summary: dict[str, Any] = {
         "data_dir": str(common.data_dir),
         "object_store": common.object_store,
-        "auth": "bearer token required on mutating RPCs" if token_set else "none",
+        "auth": "bearer token required on mutating RPCs" if credentials.configured else "none",
         "auth_token": REDACTED if token_set else None,
+        "role_tokens": sorted(credentials.by_role),
         "tls": common.tls_enabled(),
         "mutual_tls": common.tls_client_ca_file is not None,
     }

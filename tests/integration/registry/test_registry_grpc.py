@@ -18,7 +18,7 @@ from driftloop.shared.bus import envelope, topics
 from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.client import auth_metadata
-from driftloop.shared.settings import CommonSettings
+from driftloop.shared.settings import CommonSettings, RoleTokens
 
 pytestmark = pytest.mark.integration
 SHA = "cd" * 32
@@ -161,3 +161,56 @@ async def test_mutations_need_the_token_when_one_is_configured(common: CommonSet
         await stub.CreateModel(request, metadata=auth_metadata(secured))
         listed = await stub.ListModels(pb.ListModelsRequest())  # reads need no token
         assert [m.name for m in listed.models] == ["m"]
+
+
+async def test_each_token_grants_only_its_roles_rpcs(common: CommonSettings) -> None:
+    """#21's probe: an ingest (or operator) token holder registers m2 version with m1's
+    artifact and flattering metrics; refused, and the registry is unchanged."""
+    tokens = RoleTokens(
+        ingest=SecretStr("ingest-tok"),
+        operate=SecretStr("operate-tok"),
+        service=SecretStr("service-tok"),
+    )
+    secured = common.model_copy(update={"tokens": tokens})
+
+    def bearer(token: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {token}"),)
+
+    async with registry_server(secured) as stub:
+        create = pb.CreateModelRequest(name="m2", dataset="d", target="y")
+        for token in ("ingest-tok", "service-tok"):
+            with pytest.raises(grpc.aio.AioRpcError) as wrong_role:
+                await stub.CreateModel(create, metadata=bearer(token))
+            assert wrong_role.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "needs the 'operate' role" in (wrong_role.value.details() or "")
+        await stub.CreateModel(create, metadata=bearer("operate-tok"))
+
+        forged = register_request("m2", "r6", 0.999, "c")
+        for metadata in ((), bearer("nope"), bearer("ingest-tok"), bearer("operate-tok")):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.RegisterVersion(forged, metadata=metadata)
+            expected = (
+                grpc.StatusCode.PERMISSION_DENIED
+                if metadata in (bearer("ingest-tok"), bearer("operate-tok"))
+                else grpc.StatusCode.UNAUTHENTICATED
+            )
+            assert refused.value.code() == expected
+        listed = await stub.ListVersions(pb.ListVersionsRequest(model="m2"))
+        assert list(listed.versions) == [], "a refused registration leaves no trace"
+
+        # the run's own artifact, registered by training's service token, goes in
+        done = await stub.RegisterVersion(forged, metadata=bearer("service-tok"))
+        assert done.version.version == "1"
+        # m1's artifact under m2 is refused even with the service token
+        stolen = register_request("m2", "r7", 0.999, "c")
+        stolen.artifact_uri = "artifacts/m1/r1/model.skops"
+        with pytest.raises(grpc.aio.AioRpcError) as outside:
+            await stub.RegisterVersion(stolen, metadata=bearer("service-tok"))
+        assert outside.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as nul:
+            await stub.RegisterVersion(
+                register_request("m2", "r8\x00", 0.9, "c"), metadata=bearer("service-tok")
+            )
+        assert nul.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        listed = await stub.ListVersions(pb.ListVersionsRequest(model="m2"))
+        assert [v.version for v in listed.versions] == ["1"]

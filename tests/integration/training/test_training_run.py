@@ -22,7 +22,7 @@ from driftloop.protos.registry.v1 import registry_pb2 as rpb
 from driftloop.protos.registry.v1 import registry_pb2_grpc
 from driftloop.protos.training.v1 import training_pb2 as tpb
 from driftloop.protos.training.v1 import training_pb2_grpc
-from driftloop.services.training.adapters.grpc import MUTATING, SERVICE_NAME, TrainingServicer
+from driftloop.services.training.adapters.grpc import ROLES, SERVICE_NAME, TrainingServicer
 from driftloop.services.training.adapters.kafka import TrainingEvents
 from driftloop.services.training.adapters.registry import TrainingRegistry
 from driftloop.services.training.core.executor import DataWait, RunExecutor
@@ -88,7 +88,7 @@ async def training_stack(common: CommonSettings) -> AsyncIterator[Stack]:
             add=training_pb2_grpc.add_TrainingServiceServicer_to_server,
             servicer=TrainingServicer(core, Reproducer(store, client)),
             full_name=SERVICE_NAME,
-            mutating=MUTATING,
+            roles=ROLES,
         )
         server, _, _ = build_server(common, common.ports.training, [binding])
         await server.start()
