@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from driftloop.protos.validation.v1 import validation_pb2, validation_pb2_grpc
+from driftloop.shared.cli.output import as_dict
+from driftloop.shared.cli.terminal import outside
 from driftloop.shared.errors import InvalidInput
 
 SCHEMA_CHANGE_HEADER = "x-driftloop-schema-change"
@@ -95,13 +97,11 @@ def datasets(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """List datasets with their manifest version and curated row count."""
     reply = _call(data_dir, "ListDatasets", validation_pb2.ListDatasetsRequest())
     if as_json:
-        console.print_json(
-            json_format.MessageToJson(reply, always_print_fields_with_no_presence=True)
-        )
+        console.print_json(json.dumps(as_dict(reply)))
         return
     table = Table("dataset", "manifest version", "curated rows")
     for d in reply.datasets:
-        table.add_row(d.dataset, str(d.manifest_version), f"{d.curated_rows:,}")
+        table.add_row(outside(d.dataset), str(d.manifest_version), f"{d.curated_rows:,}")
     console.print(table)
 
 
@@ -134,21 +134,24 @@ def schema(
     else:
         reply = _call(data_dir, "GetSchema", validation_pb2.GetSchemaRequest(dataset=dataset))
     if as_json:
-        console.print_json(json_format.MessageToJson(reply))
+        console.print_json(json.dumps(as_dict(reply, with_defaults=False)))
         return
     table = Table("column", "type", "required", "unique", "min", "max", "categories")
     for c in reply.columns:
         table.add_row(
-            c.name,
-            c.type,
+            outside(c.name),
+            outside(c.type),
             "yes" if c.required else "",
             "yes" if c.unique else "",
             str(c.min) if c.HasField("min") else "",
             str(c.max) if c.HasField("max") else "",
-            ", ".join(c.categories),
+            outside(", ".join(c.categories)),
         )
     console.print(table)
-    console.print(f"{reply.dataset}: {reply.origin}, schema hash {reply.schema_hash[:12]}")
+    console.print(
+        f"{outside(reply.dataset)}: {outside(reply.origin)}, "
+        f"schema hash {outside(reply.schema_hash[:12])}"
+    )
 
 
 def quality(dataset: str, data_dir: DataDir = None, as_json: AsJson = False) -> None:
@@ -156,20 +159,20 @@ def quality(dataset: str, data_dir: DataDir = None, as_json: AsJson = False) -> 
     request = validation_pb2.GetQualityReportRequest(dataset=dataset)
     report = _call(data_dir, "GetQualityReport", request)
     if as_json:
-        console.print_json(json_format.MessageToJson(report))
+        console.print_json(json.dumps(as_dict(report, with_defaults=False)))
         return
     console.print(
-        f"[bold]{report.dataset}[/bold]: manifest v{report.manifest_version}, "
+        f"[bold]{outside(report.dataset)}[/bold]: manifest v{report.manifest_version}, "
         f"{report.curated_rows:,} rows curated, {report.manifest_rows_rejected:,} rejected "
         f"(durable); since validation started: {report.rows_accepted:,} accepted, "
         f"{report.rows_rejected:,} rejected in {report.batches:,} batches"
     )
     if report.rejection_reasons:
-        console.print(json.dumps(dict(report.rejection_reasons), indent=2))
+        console.print(outside(json.dumps(dict(report.rejection_reasons), indent=2)))
     if report.flags:
         table = Table("batch", "column", "check", "detail", title="flagged batches")
         for f in report.flags:
-            table.add_row(f.batch_id, f.column, f.check, f.detail)
+            table.add_row(*(outside(v) for v in (f.batch_id, f.column, f.check, f.detail)))
         console.print(table)
 
 

@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 import grpc
 import typer
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
 from driftloop.protos.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
+from driftloop.shared.cli import output
 
 console = Console()
 err = Console(stderr=True)
@@ -79,12 +79,10 @@ def fetch(
 def as_dict(
     report: monitoring_pb2.DriftReport, entries: list[monitoring_pb2.DriftHistoryEntry]
 ) -> dict[str, Any]:
-    def to_dict(message: Any) -> dict[str, Any]:
-        return json_format.MessageToDict(
-            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-
-    return {"report": to_dict(report), "history": [to_dict(e) for e in entries]}
+    return {
+        "report": output.as_dict(report),
+        "history": [output.as_dict(e) for e in entries],
+    }
 
 
 def at(ts: Any) -> str:

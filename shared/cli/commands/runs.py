@@ -10,11 +10,11 @@ from typing import Annotated, Any
 
 import grpc
 import typer
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
+from driftloop.shared.cli.output import as_dict
 
 console = Console()
 err = Console(stderr=True)
@@ -112,9 +112,7 @@ def register(app: typer.Typer) -> None:
             data_dir, "ListRuns", training_pb2.ListRunsRequest(model=model, limit=limit)
         )
         if as_json:
-            rows = [
-                json_format.MessageToDict(r, preserving_proto_field_name=True) for r in reply.runs
-            ]
+            rows = [as_dict(r, with_defaults=False) for r in reply.runs]
             console.print(json.dumps(rows), soft_wrap=True, highlight=False, markup=False)
         else:
             render_runs(list(reply.runs))

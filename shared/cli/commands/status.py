@@ -13,13 +13,13 @@ from typing import Any
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from google.protobuf import json_format
 from rich.console import Console
 from rich.table import Table
 
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.auth import Credentials
 from driftloop.shared.bus import envelope, topics
+from driftloop.shared.cli.output import as_dict
 from driftloop.shared.cli.stack.embedded import health_of
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc.client import sync_channel
@@ -155,7 +155,7 @@ def _latest_run(common: CommonSettings) -> dict[str, Any] | None:
             return None
     if not reply.runs:
         return None
-    return json_format.MessageToDict(reply.runs[0], preserving_proto_field_name=True)
+    return as_dict(reply.runs[0], with_defaults=False)
 
 
 async def _from_broker(bootstrap: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -238,7 +238,7 @@ def _remember_latest(latest: dict[str, Any], kind: str, record: Any) -> None:
         "type": event.type,
         "at": event.occurred_at.ToJsonString(),
         "correlation_id": event.correlation_id,
-        **json_format.MessageToDict(envelope.payload(event), preserving_proto_field_name=True),
+        **as_dict(envelope.payload(event), with_defaults=False),
     }
 
 

@@ -86,7 +86,7 @@ def test_schema_yaml_csv_with_broken_line_datasets_and_quality(
         code, out = cli("quality", "people", "--json")
         assert code == 0
         report = json.loads(out)
-        assert report["curatedRows"] == "2" and report["manifestRowsRejected"] == "2"
+        assert report["curated_rows"] == 2 and report["manifest_rows_rejected"] == 2
         code, out = cli("quality", "nobody")
         assert code == 1 and "NOT_FOUND" in out
     finally:

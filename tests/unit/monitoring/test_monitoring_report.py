@@ -129,7 +129,7 @@ def test_cli_renderings_show_every_test_and_the_html_is_self_contained() -> None
     text = console.export_text()
     assert "Kolmogorov-Smirnov" in text and "DRIFT" in text and "labelled rows" in text
     data = json.loads(json.dumps(as_dict(report, entries)))
-    assert data["report"]["performance"]["unmatched_labels"] == "1"  # int64 as JSON string
+    assert data["report"]["performance"]["unmatched_labels"] == 1  # int64 as a JSON number
     assert data["history"][0]["correlation_id"] == "c"
     page = render_html(report, entries)
     assert page.count("<svg") == len(report.distributions) == 5
