@@ -12,11 +12,13 @@ import math
 import platform
 import random
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import structlog
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedKFold
@@ -28,7 +30,10 @@ from driftloop.shared import estimators
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.estimators import DEFAULT_METRIC, SEED
 from driftloop.shared.manifest import INGESTED_AT
+from driftloop.shared.names import check_column_name, shown
 from driftloop.shared.profile import ReferenceProfile, build_profile
+
+log = structlog.get_logger(__name__)
 
 MAX_SLICE_VALUES = 100
 """Slices scored per slice column (its most frequent values)."""
@@ -63,13 +68,34 @@ class TrainedCandidate:
 
 
 def feature_columns(frame: pd.DataFrame, target: str, spec: ModelSpec) -> list[str]:
-    """spec.features, or every column except the target and driftloop's "_" columns."""
+    """spec.features, or every column except the target and driftloop's "_" columns.
+
+    Without explicit features, a column whose name is not a valid column name (control,
+    bidirectional or zero-width characters: data curated before validation refused them), or
+    that collides with another after Unicode normalisation, is left out and named in the log,
+    so such a name can never make a run fail."""
     if spec.features:
         missing = [c for c in spec.features if c not in frame.columns]
         if missing:
             raise InvalidInput(f"feature columns {missing} are not in the curated data")
         return list(spec.features)
-    return [c for c in frame.columns if c != target and not str(c).startswith("_")]
+    candidates = [c for c in frame.columns if c != target and not str(c).startswith("_")]
+    kept, left_out, seen = [], [], set()
+    for column in candidates:
+        folded = unicodedata.normalize("NFKC", str(column)).casefold()
+        try:
+            check_column_name(str(column))
+        except InvalidInput:
+            left_out.append(column)
+            continue
+        if folded in seen:
+            left_out.append(column)
+            continue
+        seen.add(folded)
+        kept.append(column)
+    if left_out:
+        log.warning("feature_columns_left_out", columns=[shown(str(c)) for c in left_out])
+    return kept
 
 
 def select_window(frame: pd.DataFrame, target: str, window_rows: int) -> pd.DataFrame:

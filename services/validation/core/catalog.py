@@ -93,13 +93,22 @@ class SchemaCatalog:
         """The dataset's schema, inferring and pinning one from `table` if it has none."""
         with self._lock:  # two first batches at once must not pin two schemas
             try:
-                current = self.get(dataset)
+                return self.get(dataset)
             except NotFound:
                 return self.put(schemas.infer(dataset, table))
-            if current.origin != "inferred":
-                return current  # a declared schema changes only by declaration
-            grown = schemas.with_new_columns(current, table)
-            return current if grown is None else self.put(grown)
+
+    def grow(self, schema: DatasetSchema, accepted: pa.Table) -> DatasetSchema | None:
+        """An inferred schema grown by the new columns of rows it accepted (pinned), or None:
+        only accepted rows shape an inferred schema, and a declared one changes only by
+        declaration."""
+        if schema.origin != "inferred":
+            return None
+        with self._lock:
+            current = self.get(schema.dataset)
+            if current.schema_hash != schema.schema_hash:
+                return None  # grown meanwhile; the next poll sees it
+            grown = schemas.with_new_columns(current, accepted)
+            return None if grown is None else self.put(grown)
 
     def datasets(self) -> list[str]:
         """Every dataset that has a schema or a manifest."""

@@ -8,6 +8,7 @@ accepted + rejected always holds. Pure: Arrow, numpy, pandas.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -16,10 +17,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from driftloop.services.validation.core.coercion import Converted, convert, in_categories, missing
 from driftloop.services.validation.core.keys import KeyIndex, hash_keys
 from driftloop.services.validation.core.schema import ColumnSpec, DatasetSchema, is_system_column
+from driftloop.shared.errors import InvalidInput
+from driftloop.shared.names import check_column_name, shown
 
 INGESTED_AT = "_ingested_at"
 """Same as driftloop.shared.manifest.INGESTED_AT (a unit test keeps them equal): the one system
@@ -28,6 +32,7 @@ column curated with the data. Not imported, because manifest pulls in the object
 REQUIRED = "required"
 OUT_OF_RANGE = "out of range"
 UNKNOWN_CATEGORY = "unknown category"
+BAD_COLUMN_NAME = "bad column name"
 NOT_A_NUMBER = "not a number"
 DUPLICATE_KEY = "duplicate key"
 MAX_SHOWN = 80
@@ -70,6 +75,12 @@ def check_batch(
     reasons: list[Rejection | None] = [None] * rows
     rejected = np.zeros(rows, dtype=bool)
     names = table.column_names
+    for position, name in enumerate(names):
+        problem = column_name_problem(name)
+        if problem is not None:
+            carried = _carries(table.column(position))
+            fixed: Describe = functools.partial(_fixed, problem)
+            _reject(reasons, rejected, carried, shown(name), BAD_COLUMN_NAME, fixed, None)
     arrays: dict[str, pa.Array] = {}
     nulls: dict[str, np.ndarray] = {}
     for spec in schema.columns:
@@ -119,10 +130,34 @@ def check_batches(schema: DatasetSchema, tables: list[pa.Table]) -> list[Verdict
     return verdicts
 
 
+@functools.lru_cache(maxsize=4096)
+def column_name_problem(name: str) -> str | None:
+    """Why a column of this name may not enter a dataset (control, bidirectional or zero-width
+    characters, a name not in NFKC form), or None. Rows that carry a value in such a column are
+    rejected, so the name never reaches a schema, a curated file or an operator's terminal."""
+    if is_system_column(name):
+        return None
+    try:
+        check_column_name(name)
+    except InvalidInput as exc:
+        return str(exc)
+    return None
+
+
+def _fixed(reason: str, _value: object) -> str:
+    return reason
+
+
+def _carries(column: pa.ChunkedArray) -> np.ndarray:
+    """Rows with a value (not null) in `column`."""
+    return np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
+
+
 def _unknown_columns(schema: DatasetSchema, table: pa.Table) -> dict[str, int]:
     unknown: dict[str, int] = {}
     for position, name in enumerate(table.column_names):
-        if not is_system_column(name) and schema.column(name) is None:
+        unknown_name = not is_system_column(name) and schema.column(name) is None
+        if unknown_name and column_name_problem(name) is None:
             carried = table.num_rows - table.column(position).null_count
             if carried:
                 unknown[name] = unknown.get(name, 0) + carried

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import structlog
 
@@ -142,9 +143,25 @@ class ValidationPipeline:
         return [self._outcome(run) for run in runs]
 
     def _check(self, batches: list[RawBatch]) -> list[CheckedBatch]:
-        """Blocking: row and batch checks of every batch. A run of batches of one dataset under
-        one schema is checked as one table (check_batches)."""
+        """Blocking: row and batch checks of every batch. An inferred schema grows by the new
+        columns of rows it accepted (never of rejected ones), and then the poll is checked once
+        more against the grown schema, so those columns are checked and curated at once."""
         schemas = [self._catalog.for_batch(batch.dataset, batch.table) for batch in batches]
+        checked = self._check_against(batches, schemas)
+        grown = [
+            self._catalog.grow(schema, _accepted_rows(item.raw.table, item.verdict))
+            for item, schema in zip(checked, schemas, strict=True)
+        ]
+        if not any(grown):
+            return checked
+        schemas = [self._catalog.for_batch(batch.dataset, batch.table) for batch in batches]
+        return self._check_against(batches, schemas)
+
+    def _check_against(
+        self, batches: list[RawBatch], schemas: list[DatasetSchema]
+    ) -> list[CheckedBatch]:
+        """A run of batches of one dataset under one schema is checked as one table
+        (check_batches); the result is in the batches' order."""
         runs = itertools.groupby(
             zip(range(len(batches)), batches, schemas, strict=True),
             key=lambda item: (item[1].dataset, item[2]),
@@ -297,3 +314,12 @@ def _log_curated(
         unknown_columns=sorted({c for v in verdicts for c in v.unknown_columns}),
         manifest_version=manifest.version if manifest else 0,
     )
+
+
+def _accepted_rows(table: pa.Table, verdict: Verdict) -> pa.Table:
+    """The rows of `table` the verdict accepted, with all their columns (known or not)."""
+    if not verdict.rejections:
+        return table
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[[r.row_index for r in verdict.rejections]] = False
+    return table.filter(pa.array(keep))

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.types as pat
 
 from driftloop.shared.errors import Conflict, InvalidInput, TooLarge
-from driftloop.shared.names import check_name
+from driftloop.shared.names import check_column_name, check_name
 
 COLUMN_TYPES = ("float", "int", "string", "bool")
 MAX_COLUMNS = 2000
@@ -208,7 +208,7 @@ def infer(dataset: str, table: pa.Table) -> DatasetSchema:
     in the column; no ranges or categories. System columns and untyped columns are left out."""
     columns = []
     for name in table.column_names:
-        if is_system_column(name):
+        if is_system_column(name) or not _nameable(name):
             continue
         kind = arrow_column_type(table.schema.field(name).type)
         if kind is None:
@@ -219,6 +219,14 @@ def infer(dataset: str, table: pa.Table) -> DatasetSchema:
             nulls += int(pc.sum(pc.is_nan(column)).as_py() or 0)
         columns.append(ColumnSpec(name=name, type=kind, required=nulls == 0))
     return build(dataset, columns, "inferred")
+
+
+def _nameable(name: str) -> bool:
+    try:
+        check_column_name(name)
+    except InvalidInput:
+        return False
+    return True
 
 
 def check_evolution(current: DatasetSchema, proposed: DatasetSchema, *, breaking: bool) -> None:
@@ -245,16 +253,19 @@ def check_evolution(current: DatasetSchema, proposed: DatasetSchema, *, breaking
         )
 
 
-def with_new_columns(current: DatasetSchema, table: pa.Table) -> DatasetSchema | None:
-    """An inferred schema grown by the typed columns `table` has and it lacks (as optional
-    columns: a compatible change), or None when there are none."""
+def with_new_columns(current: DatasetSchema, accepted: pa.Table) -> DatasetSchema | None:
+    """An inferred schema grown by the typed columns it lacks that hold a value in `accepted`
+    (rows that passed the current schema's checks: a rejected row never shapes a schema), as
+    optional columns (a compatible change); None when there are none."""
     known = {c.name for c in current.columns}
     added = [
         ColumnSpec(name=name, type=kind, required=False)
-        for name in table.column_names
+        for name in accepted.column_names
         if name not in known
         and not is_system_column(name)
-        and (kind := arrow_column_type(table.schema.field(name).type)) is not None
+        and _nameable(name)
+        and accepted.column(name).null_count < accepted.num_rows
+        and (kind := arrow_column_type(accepted.schema.field(name).type)) is not None
     ]
     if not added:
         return None

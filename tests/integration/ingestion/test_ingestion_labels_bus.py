@@ -16,6 +16,7 @@ from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.services.ingestion.adapters.grpc import IngestionServicer
 from driftloop.services.ingestion.adapters.kafka_labels import JsonLabelsHandler, LabelPublisher
 from driftloop.services.ingestion.main import LABELS_JSON_GROUP, SERVICE
+from driftloop.shared.auth import INGEST
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.publisher import EventPublisher
@@ -50,7 +51,7 @@ async def test_labels_via_grpc_and_json_topic_reach_the_labels_topic(
         ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
         servicer,
         SERVICE,
-        frozenset({"IngestLabels"}),
+        {"IngestLabels": INGEST},
     )
     server, _, port = build_server(common, 0, [binding])
     await server.start()

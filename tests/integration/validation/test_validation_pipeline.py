@@ -34,6 +34,7 @@ from driftloop.services.validation.core.catalog import SchemaCatalog
 from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.services.validation.main import GROUP as VALIDATION_GROUP
 from driftloop.services.validation.main import SERVICE as VALIDATION
+from driftloop.shared.auth import INGEST
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.publisher import EventPublisher
@@ -125,13 +126,13 @@ async def running_stack(
                 ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
                 IngestionServicer(raw.publish, batch_rows=2),
                 INGESTION,
-                frozenset({"Ingest", "IngestStream"}),
+                {"Ingest": INGEST, "IngestStream": INGEST},
             ),
             ServiceBinding(
                 validation_pb2_grpc.add_ValidationServiceServicer_to_server,
                 ValidationServicer(catalog, quality),
                 VALIDATION,
-                frozenset({"PutSchema"}),
+                {"PutSchema": INGEST},
             ),
         ],
     )

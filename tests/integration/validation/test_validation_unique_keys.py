@@ -21,6 +21,7 @@ from driftloop.services.validation.adapters.kafka import RecordBatchHandler
 from driftloop.services.validation.core.catalog import SchemaCatalog
 from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.services.validation.main import GROUP, SERVICE
+from driftloop.shared.auth import INGEST
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.bus.publisher import EventPublisher
@@ -77,7 +78,7 @@ async def test_duplicate_keys_are_rejected_across_batches_and_a_restart(
         validation_pb2_grpc.add_ValidationServiceServicer_to_server,
         ValidationServicer(catalog, QualityTracker()),
         SERVICE,
-        frozenset({"PutSchema"}),
+        {"PutSchema": INGEST},
     )
     server, _, port = build_server(common, 0, [binding])
     await server.start()

@@ -123,3 +123,20 @@ def test_run_table_is_idempotent_by_episode_and_recovers(tmp_path: Path) -> None
         assert runs.list("m", limit=1)[0].run_id == manual.run_id
     finally:
         runs.close()
+
+
+def test_default_features_leave_out_bad_or_colliding_names_and_say_so() -> None:
+    """Data curated before validation refused such names can never make a run fail (#17)."""
+    import pandas as pd
+    from structlog.testing import capture_logs
+
+    from driftloop.services.training.core.domain import ModelSpec
+    from driftloop.services.training.core.trainer import feature_columns
+
+    frame = pd.DataFrame(
+        {"x0": [1], "x0\u0000": [2], "x1\u202e": [3], "X0": [4], "_ingested_at": [0], "y": ["a"]}
+    )
+    with capture_logs() as logs:
+        assert feature_columns(frame, "y", ModelSpec()) == ["x0"]
+    (warning,) = [e for e in logs if e["event"] == "feature_columns_left_out"]
+    assert warning["columns"] == ["'x0\\x00'", "'x1\\u202e'", "'X0'"]

@@ -31,9 +31,13 @@ def test_first_batch_pins_an_inferred_schema(tmp_path: Path) -> None:
     assert first.origin == "inferred" and store.exists(schema_key("d"))
     second = catalog.for_batch("d", pa.table({"x": ["text"]}))
     assert second == first, "a pinned schema is not re-inferred"
-    grown = catalog.for_batch("d", pa.table({"x": [3], "y": [1.0]}))
+    grown = catalog.grow(first, pa.table({"x": [3], "y": [1.0]}))
+    assert grown is not None
     assert grown.columns == (*first.columns, ColumnSpec("y", "float", required=False))
     assert grown.schema_hash != first.schema_hash, "a new optional column evolves it"
+    assert catalog.for_batch("d", pa.table({"x": [4]})) == grown
+    no_values = pa.table({"x": [3], "z": pa.array([None], pa.float64())})
+    assert catalog.grow(grown, no_values) is None, "a column no accepted row fills adds nothing"
 
 
 def test_declared_schemas_evolve_only_compatibly_unless_breaking() -> None:
