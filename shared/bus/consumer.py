@@ -142,23 +142,23 @@ class EventConsumer:
                     timeout_ms=200, max_records=self._max_records
                 )
                 await self._settle_done()  # commits the polls whose tails are done
-                for tp, records in batches.items():
+                for tp, polled in batches.items():
+                    after = polled[-1].offset + 1
+                    records = await self._within_limit(polled)
                     tail = None
-                    if self._on_batch is not None:
+                    if records and self._on_batch is not None:
                         tail = await self._handle_batch(records)
                     else:
                         for record in records:
                             await self._handle(record)
                     if tail is not None:
                         # why: the next poll is handled while this one's tail (acks) completes
-                        self._tails.append(
-                            (tp, records[-1].offset + 1, asyncio.ensure_future(tail))
-                        )
+                        self._tails.append((tp, after, asyncio.ensure_future(tail)))
                         while len(self._tails) >= self._max_pending_polls:
                             await self._settle_oldest()
                     else:
                         await self._settle_all()
-                        await self._commit(tp, records[-1].offset + 1)
+                        await self._commit(tp, after)
             await self._settle_all()
         finally:
             for _, _, pending in self._tails:
@@ -208,6 +208,26 @@ class EventConsumer:
             ids = self._consumer.partitions_for_topic(topic) or {0}
             partitions.extend(TopicPartition(topic, p) for p in sorted(ids))
         self._consumer.assign(partitions)
+
+    async def _within_limit(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """The records no larger than MAX_MESSAGE_BYTES; larger ones are dead-lettered unread.
+        why: a broker may take bigger messages than driftloop's limit (the embedded one has no
+        setting for it), so the limit is enforced where messages are read."""
+        kept = []
+        for record in records:
+            size = len(record.value or b"")
+            if size <= MAX_MESSAGE_BYTES:
+                kept.append(record)
+                continue
+            error = (
+                f"TooLarge: message is {size} bytes; driftloop takes at most {MAX_MESSAGE_BYTES}"
+            )
+            log.warning(
+                "message_dead_lettered", topic=record.topic, offset=record.offset, error=error
+            )
+            await self.dead_letter(record, error)
+            EVENTS_DEADLETTERED.labels(self.group or "ephemeral", record.topic).inc()
+        return kept
 
     async def _handle_batch(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
         assert self._on_batch is not None

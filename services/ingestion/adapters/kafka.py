@@ -19,6 +19,7 @@ from driftloop.services.ingestion.core.batches import (
 )
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.metric_labels import BoundedLabel
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +28,7 @@ ROWS_ACCEPTED = Counter(
     "Rows accepted and published for validation",
     ["dataset", "source"],
 )
+DATASET_LABEL = BoundedLabel("dataset")
 BATCHES_PUBLISHED = Counter(
     "driftloop_ingestion_batches_total",
     "Record batches published to driftloop.records.raw",
@@ -67,8 +69,9 @@ class RawBatchPublisher:
             payload = pb.record_batch_to_pb(batch, source)
             event = self._publisher.event(payload, correlation_id=correlation_id)
             sends.append(await self._publisher.enqueue(topics.RECORDS_RAW, batch.dataset, event))
-            ROWS_ACCEPTED.labels(batch.dataset, source).inc(batch.row_count)
-            BATCHES_PUBLISHED.labels(batch.dataset, source).inc()
+            dataset = DATASET_LABEL(batch.dataset)
+            ROWS_ACCEPTED.labels(dataset, source).inc(batch.row_count)
+            BATCHES_PUBLISHED.labels(dataset, source).inc()
             log.debug(
                 "batch_published",
                 dataset=batch.dataset,

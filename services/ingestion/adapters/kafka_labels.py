@@ -15,9 +15,11 @@ from driftloop.services.ingestion.adapters.kafka import json_message
 from driftloop.services.ingestion.core.labels import LabelChunk, json_label_chunks
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.publisher import EventPublisher
+from driftloop.shared.metric_labels import BoundedLabel
 
 log = structlog.get_logger(__name__)
 
+MODEL_LABEL = BoundedLabel("model")
 LABELS_PUBLISHED = Counter(
     "driftloop_ingestion_labels_total",
     "Labels published to driftloop.labels",
@@ -47,7 +49,7 @@ class LabelPublisher:
                 event.correlation_id = chunk.event_id
             event.event_id = chunk.event_id
             sends.append(await self._publisher.enqueue(topics.LABELS, chunk.model, event))
-            LABELS_PUBLISHED.labels(chunk.model, source).inc(len(chunk.labels))
+            LABELS_PUBLISHED.labels(MODEL_LABEL(chunk.model), source).inc(len(chunk.labels))
             log.debug(
                 "labels_published",
                 model=chunk.model,

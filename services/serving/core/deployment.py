@@ -18,7 +18,7 @@ from driftloop.services.serving.core import metrics
 from driftloop.services.serving.core.inference import predict, warmup_frame
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared.artifacts import signature
-from driftloop.shared.errors import ArtifactRejected
+from driftloop.shared.errors import ArtifactRejected, NotFound, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,9 @@ class Deployer:
         self._load = load
         self._locks: dict[str, asyncio.Lock] = {}
         self.rejected: set[tuple[str, str]] = set()
-        """(model, version) pairs whose artifact was refused; retrying them cannot help."""
+        """(model, version) whose deploy failed for a reason that cannot change by itself (a
+        refused or malformed artifact): reconcile does not retry them (the failure is reported
+        once); a new promotion moves production on."""
 
     async def deploy(self, model: str, version: str, artifact_key: str, sha256: str) -> Deployment:
         """Make `version` production; raise (keeping the current version) when it cannot be."""
@@ -65,7 +67,10 @@ class Deployer:
                     loaded = await self._prepare(model, version, artifact_key, sha256)
                 except Exception as exc:
                     metrics.DEPLOY_FAILURES.labels(model).inc()
-                    if isinstance(exc, ArtifactRejected):
+                    if not isinstance(exc, Unavailable | NotFound):
+                        # why: an unreachable store or an artifact not there yet can change by
+                        # themselves; a refused or malformed one (a key with a NUL byte, bytes
+                        # that are no pipeline) would fail the same way every retry
                         self.rejected.add((model, version))
                     raise
             was_shadow = self.slot.shadow(model) is loaded

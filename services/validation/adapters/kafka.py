@@ -19,8 +19,10 @@ from driftloop.services.validation.core.quality import QualityTracker
 from driftloop.shared.bus import envelope, topics
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
+from driftloop.shared.metric_labels import BoundedLabel
 from driftloop.shared.objectstore import ObjectStore
 
+DATASET_LABEL = BoundedLabel("dataset")
 ROWS_VALIDATED = Counter(
     "driftloop_validation_rows_total", "Rows checked by validation", ["dataset", "outcome"]
 )
@@ -103,8 +105,9 @@ class RecordBatchHandler:
                         topics.RECORDS_REJECTED, outcome.dataset, payload, events[rejected.cause]
                     )
                 )
-            ROWS_VALIDATED.labels(outcome.dataset, "accepted").inc(outcome.accepted_rows)
-            ROWS_VALIDATED.labels(outcome.dataset, "rejected").inc(outcome.rejected_rows)
+            dataset = DATASET_LABEL(outcome.dataset)
+            ROWS_VALIDATED.labels(dataset, "accepted").inc(outcome.accepted_rows)
+            ROWS_VALIDATED.labels(dataset, "rejected").inc(outcome.rejected_rows)
         version = run.version
         if version is not None:
             payload = pb.dataset_versioned_to_pb(version)

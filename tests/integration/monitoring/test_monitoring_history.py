@@ -128,7 +128,7 @@ async def test_history_survives_a_restart_and_the_cli_shows_it(
             result = await asyncio.to_thread(CliRunner().invoke, app, args)
             assert result.exit_code == 0, result.output
             data = json.loads(result.output.strip().splitlines()[-1])
-            assert data["report"]["model"] == MODEL and data["report"]["rows_seen"] == "800"
+            assert data["report"]["model"] == MODEL and data["report"]["rows_seen"] == 800
             assert [h["event"]["episode_id"] for h in data["history"]] == [entry.event.episode_id]
             assert page.read_text().count("<svg") == len(data["report"]["distributions"]) == 5
             table = await asyncio.to_thread(

@@ -198,3 +198,58 @@ async def test_outage_longer_than_budget_stops_the_consumer_uncommitted(broker: 
             await task
     finally:
         await publisher.stop()
+
+
+async def test_a_message_over_the_limit_is_dead_lettered_unread(broker: str) -> None:
+    """The embedded broker takes a 40 MiB message (it has no size setting); the bus's own
+    limit (16 MiB) is enforced where messages are read: dead-lettered, never handled (#21)."""
+    from aiokafka import AIOKafkaProducer
+
+    from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
+
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    raw = AIOKafkaProducer(bootstrap_servers=broker, max_request_size=64 * 1024 * 1024)
+    await raw.start()
+    seen: list[int] = []
+    letters: list[events_pb2.DeadLetter] = []
+
+    async def on_record(record: object) -> None:
+        seen.append(len(record.value))  # type: ignore[attr-defined]
+
+    async def on_letter(event: envelope.Envelope) -> None:
+        if event.dead_letter.source_topic == topics.INGEST_JSON:
+            letters.append(event.dead_letter)
+
+    consumer = EventConsumer(
+        bootstrap=broker,
+        group="t-big",
+        topic_names=[topics.INGEST_JSON],
+        publisher=publisher,
+        on_record=on_record,
+    )
+    dlq = EventConsumer(
+        bootstrap=broker,
+        group="t-big-dlq",
+        topic_names=[topics.DEADLETTER],
+        publisher=publisher,
+        on_event=on_letter,
+    )
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(dlq.run())]
+    try:
+        await asyncio.wait_for(asyncio.gather(consumer.ready.wait(), dlq.ready.wait()), 30)
+        await raw.send_and_wait(
+            topics.INGEST_JSON, b"x" * (40 * 1024 * 1024), key=b"d", partition=0
+        )
+        await raw.send_and_wait(topics.INGEST_JSON, b'{"a": 1}', key=b"d", partition=0)
+        await wait_for(lambda: seen == [8], 60, "the small message handled")
+        await wait_for(lambda: len(letters) == 1, 30, "the big one dead-lettered")
+        assert letters[0].error.startswith("TooLarge: message is 41943040 bytes")
+        assert len(letters[0].value) <= MAX_MESSAGE_BYTES // 2
+    finally:
+        await consumer.stop()
+        await dlq.stop()
+        await asyncio.gather(*tasks)
+        await raw.stop()
+        await publisher.stop()

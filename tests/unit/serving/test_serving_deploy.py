@@ -20,7 +20,8 @@ from driftloop.services.serving.core.reconcile import Reconciler
 from driftloop.services.serving.core.slot import ModelSlot
 from driftloop.shared import artifacts
 from driftloop.shared.bus import envelope
-from driftloop.shared.errors import ArtifactRejected, NotFound, RemoteFailure
+from driftloop.shared.errors import ArtifactRejected, InvalidInput, NotFound, RemoteFailure
+from driftloop.shared.names import check_key
 from driftloop.shared.registry_types import Lineage, ModelVersion
 
 pytestmark = pytest.mark.unit
@@ -44,6 +45,7 @@ class Store:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
+        check_key(key)  # as every real store does
         if key not in self.objects:
             raise NotFound(f"object {key!r} not found")
         return self.objects[key]
@@ -215,3 +217,12 @@ async def test_a_registry_refusal_is_logged_as_an_error_and_the_loop_goes_on() -
     assert reconciler.first_done.is_set()
     await reconciler.reconcile_once()
     assert d.slot.production_version("good") == "1"
+
+
+async def test_a_malformed_artifact_key_is_marked_failed_once_not_retried() -> None:
+    """#21: a NUL byte in the key failed with ValueError and was retried every 5 s forever."""
+    d, _ = deployer()
+    await d.deploy("x", "1", "a/1/model.skops", artifacts.sha256(GOOD))
+    with pytest.raises(InvalidInput, match="printable"):
+        await d.deploy("x", "2", "a/2/model\x00.skops", artifacts.sha256(OTHER))
+    assert ("x", "2") in d.rejected and d.slot.get("x").version == "1"
