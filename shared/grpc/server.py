@@ -54,6 +54,10 @@ DECODING_BUDGET_BYTES = 128 * 1024 * 1024
 rest wait their turn, so concurrent large requests cannot grow a service's memory without bound."""
 
 
+Guard = Callable[[bytes], None]
+"""Looks at a large request's bytes before they are parsed; raises a DriftloopError to refuse."""
+
+
 @dataclass(frozen=True)
 class _Unread:
     """What an unauthenticated request is decoded into: its size (its bytes are never parsed)."""
@@ -63,10 +67,17 @@ class _Unread:
 
 @dataclass(frozen=True)
 class _Deferred:
-    """A large request's bytes, decoded off the event loop by the wrapped handler."""
+    """A large request's bytes, decoded off the event loop by the wrapped handler (after its
+    guard, if the method has one, looked at the bytes)."""
 
     data: bytes
     decode: Callable[[bytes], Any]
+    guard: Callable[[bytes], None] | None = None
+
+    def decoded(self) -> Any:
+        if self.guard is not None:
+            self.guard(self.data)
+        return self.decode(self.data)
 
 
 class _ByteBudget:
@@ -89,7 +100,7 @@ class _ByteBudget:
             self._freed.notify_all()
 
 
-def _deserializer(decode: Any, authorized: bool) -> Any:
+def _deserializer(decode: Any, authorized: bool, guard: Guard | None) -> Any:
     """Decode small requests inline, defer large ones, never parse an unauthenticated one."""
     if decode is None:
         return None
@@ -98,7 +109,7 @@ def _deserializer(decode: Any, authorized: bool) -> Any:
         if not authorized:
             return _Unread(len(data))
         if len(data) > OFF_LOOP_DECODE_BYTES:
-            return _Deferred(data, decode)
+            return _Deferred(data, decode, guard)
         return decode(data)
 
     return deserialize
@@ -118,15 +129,21 @@ class ServiceBinding:
     add: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
     full_name: str
+    guards: Mapping[str, Guard] = field(default_factory=dict)
+    """Method name -> a check of a large request's raw bytes before they are parsed (raises a
+    DriftloopError to refuse it), for requests whose full parse alone would be costly."""
     roles: Mapping[str, Role] = field(default_factory=dict)
     """Method name (e.g. "Promote") -> the role whose token it needs when tokens are configured
     (shared/auth.py); methods not named here are open (reads)."""
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, credentials: Credentials, roles: dict[str, Role]) -> None:
+    def __init__(
+        self, credentials: Credentials, roles: dict[str, Role], guards: dict[str, Guard]
+    ) -> None:
         self._credentials = credentials
         self._roles = roles
+        self._guards = guards
         self._budget: _ByteBudget | None = None  # made on first use, inside the server's loop
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -145,7 +162,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         # why: the token is checked from the metadata before any request byte is parsed, and a
         # large request is parsed off the event loop (an unauthenticated 60 MB Ingest once cost
         # 1 GB and stalled every other call while it was decoded)
-        decode = _deserializer(handler.request_deserializer, authorized)
+        decode = _deserializer(handler.request_deserializer, authorized, self._guards.get(method))
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap(handler.unary_unary, method, (verdict, needs), self._decoded),
@@ -173,7 +190,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         size = len(request.data)
         await self._budget_now().take(size)
         held.append(size)
-        return await asyncio.to_thread(request.decode, request.data)
+        return await asyncio.to_thread(request.decoded)
 
     async def _decoded_stream(self, requests: Any, held: list[int]) -> Any:
         """The stream's messages, each large one decoded in a thread; its bytes are counted in
@@ -261,8 +278,9 @@ def build_server(
     """
     bindings = list(bindings)
     roles = {f"/{b.full_name}/{m}": role for b in bindings for m, role in b.roles.items()}
+    guards = {f"/{b.full_name}/{m}": guard for b in bindings for m, guard in b.guards.items()}
     server = grpc.aio.server(
-        interceptors=[_Interceptor(common.credentials(), roles)],
+        interceptors=[_Interceptor(common.credentials(), roles, guards)],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

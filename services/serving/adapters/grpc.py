@@ -81,4 +81,5 @@ def binding(servicer: InferenceServicer) -> ServiceBinding:
         add=pb_grpc.add_GRPCInferenceServiceServicer_to_server,
         servicer=servicer,
         full_name=SERVICE_NAME,
+        guards={"ModelInfer": converters.check_request_shape},
     )

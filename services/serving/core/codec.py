@@ -15,6 +15,7 @@ import pandas as pd
 
 from driftloop.shared.artifacts import Feature, ModelSignature
 from driftloop.shared.errors import InvalidInput, TooLarge
+from driftloop.shared.names import shown
 
 LABEL = "label"
 PROBABILITIES = "probabilities"
@@ -159,8 +160,9 @@ def decode_columns(
     return columns, len(next(iter(columns.values()))) if columns else 0
 
 
-MAX_INPUTS_UNKNOWN_MODEL = 64
-"""Inputs a request for a model that is not loaded may name (it is refused as unknown anyway)."""
+MAX_INPUTS_UNKNOWN_MODEL = 1024
+"""Input tensors a request may hold before its model is known: one per feature at most, and a
+dataset has at most 1000 columns (ingestion's limit)."""
 MAX_OUTPUTS = 8
 
 
@@ -174,11 +176,12 @@ def check_input_count(
     if inputs > limit:
         takes = f"{limit} (one per feature, or one [N, {limit}] tensor)" if signature else limit
         raise InvalidInput(
-            f"request for {model!r} has {inputs} input tensors; it takes at most {takes}"
+            f"request for {shown(model)} has {inputs} input tensors; it takes at most {takes}"
         )
     if outputs > MAX_OUTPUTS:
         raise InvalidInput(
-            f"request for {model!r} asks for {outputs} outputs; there are at most {MAX_OUTPUTS}"
+            f"request for {shown(model)} asks for {outputs} outputs; there are at most "
+            f"{MAX_OUTPUTS}"
         )
 
 

@@ -137,6 +137,8 @@ ALL = (
     "poison",
     "backlog",
     "duplicated_episode",
+    "oversized_request",
+    "many_inputs",
 )
 
 

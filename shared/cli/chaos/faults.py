@@ -19,6 +19,7 @@ from driftloop.shared import artifacts
 from driftloop.shared.bus import topics
 from driftloop.shared.cli.chaos import events as chaos_events
 from driftloop.shared.cli.chaos.episode import duplicated_episode, one_run_per_episode
+from driftloop.shared.cli.chaos.hostile import HOSTILE
 from driftloop.shared.cli.chaos.infra import pid_of, rss_mb, wait_new_pid
 from driftloop.shared.cli.chaos.steps import (
     Chaos,
@@ -360,6 +361,7 @@ FAULTS: dict[str, tuple[str, Inject]] = {
     "poison": ("poison messages on every consumed topic", poison),  # type: ignore[dict-item]
     "backlog": ("backlog: validation paused", backlog),  # type: ignore[dict-item]
     "duplicated_episode": ("drift episode re-sent, training killed mid-run", duplicated_episode),
+    **HOSTILE,
 }
 AFTER: dict[str, Callable[[Chaos, Row], None]] = {
     "broker_restart": after_broker_restart,
