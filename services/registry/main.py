@@ -13,6 +13,7 @@ from driftloop.services.registry.settings import RegistrySettings
 from driftloop.shared import logging, runtime
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.server import ServiceBinding
+from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
 
@@ -34,7 +35,10 @@ async def _serve(common: CommonSettings, settings: RegistrySettings) -> None:
         retry_seconds=settings.outbox_retry_seconds,
     )
     registry = Registry(
-        store, on_commit=outbox.notify, max_search_candidates=settings.max_search_candidates
+        store,
+        on_commit=outbox.notify,
+        max_search_candidates=settings.max_search_candidates,
+        objects=open_object_store(common),
     )
     binding = ServiceBinding(
         add=registry_pb2_grpc.add_RegistryServiceServicer_to_server,

@@ -10,7 +10,11 @@ from dataclasses import replace
 import structlog
 
 from driftloop.services.registry.core import decisions, events, shadow, specs
-from driftloop.services.registry.core.candidates import check_candidate
+from driftloop.services.registry.core.candidates import (
+    StoredObjects,
+    check_candidate,
+    verify_against_store,
+)
 from driftloop.services.registry.core.domain import (
     STATUSES,
     Candidate,
@@ -42,10 +46,15 @@ class Registry:
         on_commit: Callable[[], None] = lambda: None,
         *,
         max_search_candidates: int = 50,
+        objects: StoredObjects | None = None,
     ) -> None:
+        """`objects`: the object store, to verify each candidate's artifact hash and metrics
+        against what is stored (candidates.verify_against_store); None skips that check
+        (unit tests of the policy and the store)."""
         self._store = store
         self._on_commit = on_commit
         self._max_search = max_search_candidates
+        self._objects = objects
 
     # models
     def create_model(
@@ -151,6 +160,8 @@ class Registry:
         """Record a candidate and apply the policy; idempotent by run_id. In approval mode a
         passing candidate waits with status "pending_approval" until `approve`."""
         check_candidate(c)
+        if self._objects is not None:
+            verify_against_store(c, self._objects)
         with self._store.transaction() as tx:
             model = _need_model(tx, c.model)
             existing = tx.version_by_run(c.run_id)

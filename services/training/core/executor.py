@@ -28,6 +28,7 @@ from driftloop.services.training.core.training import RegistryPort
 from driftloop.shared import artifacts, manifest
 from driftloop.shared.errors import DriftloopError, InvalidInput, NotReady, Unavailable
 from driftloop.shared.objectstore import ObjectStore
+from driftloop.shared.run_record import RunRecord, run_record_key
 
 log = structlog.get_logger(__name__)
 
@@ -219,6 +220,8 @@ class RunExecutor:
         profile_key = f"artifacts/{model.name}/{run.run_id}/profile.json"
         self._store.put(artifact_key, body)
         self._store.put(profile_key, result.profile.to_json())
+        record = RunRecord(run.run_id, result.metrics, result.champion_metrics, champion_version)
+        self._store.put(run_record_key(model.name, run.run_id), record.to_json())
         files = [
             f for f in data.manifest.files if data.since is None or f.max_ingested_at >= data.since
         ]

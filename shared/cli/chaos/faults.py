@@ -8,16 +8,12 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from driftloop.protos.registry.v1 import registry_pb2 as rpb
-from driftloop.shared import artifacts
 from driftloop.shared.bus import topics
 from driftloop.shared.cli.chaos import events as chaos_events
+from driftloop.shared.cli.chaos.artifact_faults import tampered_artifact, warmup_failure
 from driftloop.shared.cli.chaos.episode import duplicated_episode, one_run_per_episode
 from driftloop.shared.cli.chaos.hostile import HOSTILE
 from driftloop.shared.cli.chaos.infra import pid_of, rss_mb, wait_new_pid
@@ -194,91 +190,6 @@ def object_store_outage(c: Chaos, row: Row) -> None:
     row.recovery_s = round(time.monotonic() - t, 2)
     row.info["outage_s"] = round(t - t_cut, 1)
     row.note = "S3 behind a proxy that refuses connections for the outage"
-
-
-def tampered_artifact(c: Chaos, row: Row) -> None:
-    """Bytes changed after the registry recorded their hash: refused before loading."""
-    h = c.h
-    c.h.ingest(c.rows)
-    current = _production_version(c)
-    data = bytearray(h.store.get(current.artifact_uri))
-    data[len(data) // 2] ^= 0xFF
-    _refused_artifact(c, row, bytes(data), current.artifact_sha256, "hash mismatch")
-
-
-def warmup_failure(c: Chaos, row: Row) -> None:
-    """A well-formed artifact with the right hash that loads but cannot predict: refused at
-    the warm-up prediction, before any request could reach it."""
-    h = c.h
-    c.h.ingest(c.rows)
-    current = _production_version(c)
-    pipeline = artifacts.load_model(h.store.get(current.artifact_uri), current.artifact_sha256)
-    estimator = pipeline.steps[-1][1]
-    if not hasattr(estimator, "coef_"):
-        raise RuntimeError("the warm-up fault needs a linear model (one with coef_)")
-    estimator.coef_ = np.zeros((estimator.coef_.shape[0], estimator.coef_.shape[1] + 3))
-    data = artifacts.dump_model(pipeline)
-    _refused_artifact(c, row, data, artifacts.sha256(data), "warm-up")
-
-
-def _production_version(c: Chaos) -> Any:
-    h = c.h
-    production = h.production()
-    return h.retry(
-        lambda: h.registry.GetVersion(rpb.GetVersionRequest(model=h.model, version=production))
-    )
-
-
-def _refused_artifact(c: Chaos, row: Row, data: bytes, sha: str, expect: str) -> None:
-    """Register `data` as a new version that wins promotion; serving must refuse it with an
-    error mentioning `expect`, keep answering with production, and the registry roll back."""
-    h = c.h
-    production = h.production()
-    current = _production_version(c)
-    run_id = f"refused-{uuid.uuid4().hex[:8]}"
-    key = f"artifacts/{h.model}/{run_id}/model.skops"
-    h.store.put(key, data)
-    since = time.time()
-    reply = h.retry(
-        lambda: h.registry.RegisterVersion(
-            rpb.RegisterVersionRequest(
-                model=h.model,
-                run_id=run_id,
-                artifact_uri=key,
-                artifact_sha256=sha,
-                profile_uri=current.profile_uri,
-                metrics={"accuracy": 1.0},
-                champion_metrics={"accuracy": 0.0},
-                champion_version=production,
-            ),
-            metadata=h.meta,
-            timeout=10,
-        )
-    )
-    row.injected = True
-    bad = reply.version.version
-    failed = chaos_events.find(
-        h.common.bootstrap(),
-        topics.DEPLOYMENTS,
-        lambda e: e.type == "DeploymentFailed" and e.deployment_failed.version == bad,
-        since=since,
-        timeout=60,
-    )
-    row.checks["deployment_failed_recorded"] = failed is not None
-    row.checks["refused_for_the_right_reason"] = (
-        failed is not None and expect in failed.deployment_failed.error
-    )
-    row.checks["serving_kept_current_model"] = h.served_version() == production
-    h.retry(
-        lambda: h.registry.Rollback(
-            rpb.DecisionRequest(model=h.model, reason="chaos: artifact refused by serving"),
-            metadata=h.meta,
-            timeout=10,
-        )
-    )
-    row.checks["registry_rolled_back"] = h.production() == production
-    row.info["refused_version"] = bad
-    row.recovery_s = round(time.time() - since, 2)
 
 
 POISON_TOPICS = [
