@@ -10,7 +10,7 @@ import json
 
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
 from driftloop.protos.serving.v1.request_shape_pb2 import ModelInferRequestShape
-from driftloop.services.serving.core import codec
+from driftloop.services.serving.core import codec, limits
 from driftloop.services.serving.core.inference import InferenceResult
 from driftloop.services.serving.core.slot import LoadedModel
 from driftloop.shared.errors import InvalidInput
@@ -25,7 +25,7 @@ def check_request_shape(data: bytes) -> None:
     and memory), and refuse impossible counts: a request of millions of tiny tensors must not
     cost a full parse (see codec.check_input_count for the per-model limit)."""
     shape = ModelInferRequestShape.FromString(data)
-    codec.check_input_count(shape.model_name, len(shape.inputs), len(shape.outputs), None)
+    limits.check_input_count(shape.model_name, len(shape.inputs), len(shape.outputs), None)
     if len(shape.raw_input_contents) > len(shape.inputs):
         raise InvalidInput(
             f"request has {len(shape.raw_input_contents)} raw_input_contents for "

@@ -15,7 +15,6 @@ import pandas as pd
 
 from driftloop.shared.artifacts import Feature, ModelSignature
 from driftloop.shared.errors import InvalidInput, TooLarge
-from driftloop.shared.names import shown
 
 LABEL = "label"
 PROBABILITIES = "probabilities"
@@ -158,31 +157,6 @@ def decode_columns(
     else:
         columns = _feature_columns(inputs, raws, features)
     return columns, len(next(iter(columns.values()))) if columns else 0
-
-
-MAX_INPUTS_UNKNOWN_MODEL = 1024
-"""Input tensors a request may hold before its model is known: one per feature at most, and a
-dataset has at most 1000 columns (ingestion's limit)."""
-MAX_OUTPUTS = 8
-
-
-def check_input_count(
-    model: str, inputs: int, outputs: int, signature: ModelSignature | None
-) -> None:
-    """Refuse a request with more input tensors than the model has features (one [N, F] tensor,
-    or one per feature), or more outputs than exist, before any tensor is converted: a request
-    of millions of tiny tensors must cost nothing beyond its parse."""
-    limit = len(signature.features) if signature is not None else MAX_INPUTS_UNKNOWN_MODEL
-    if inputs > limit:
-        takes = f"{limit} (one per feature, or one [N, {limit}] tensor)" if signature else limit
-        raise InvalidInput(
-            f"request for {shown(model)} has {inputs} input tensors; it takes at most {takes}"
-        )
-    if outputs > MAX_OUTPUTS:
-        raise InvalidInput(
-            f"request for {shown(model)} asks for {outputs} outputs; there are at most "
-            f"{MAX_OUTPUTS}"
-        )
 
 
 def check_rows(request: InferenceRequest, max_rows: int) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from driftloop.services.serving.core import codec, metrics
+from driftloop.services.serving.core import codec, limits, metrics
 from driftloop.services.serving.core.batching import BatchPolicy, MicroBatcher, Part
 from driftloop.services.serving.core.prediction_log import PredictionLogger, PredictionRecord
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
@@ -94,7 +94,7 @@ class InferenceService:
         loaded = self.slot.loaded(model, version) if version else None
         if loaded is None and self.slot.has(model):
             loaded = self.slot.get(model)
-        codec.check_input_count(
+        limits.check_input_count(
             model, inputs, outputs, loaded.signature if loaded is not None else None
         )
 

@@ -7,7 +7,7 @@ import pytest
 
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
 from driftloop.services.serving.adapters.pb import check_request_shape
-from driftloop.services.serving.core import codec
+from driftloop.services.serving.core import limits
 from driftloop.shared.artifacts import Feature, ModelSignature
 from driftloop.shared.errors import InvalidInput
 
@@ -34,8 +34,8 @@ def test_a_loaded_model_takes_one_tensor_per_feature_at_most() -> None:
     signature = ModelSignature(
         features=(Feature("a", "numeric"), Feature("b", "numeric")), classes=("no", "yes")
     )
-    codec.check_input_count("m", 2, 1, signature)
+    limits.check_input_count("m", 2, 1, signature)
     with pytest.raises(InvalidInput, match=r"3 input tensors; it takes at most 2 \(one per"):
-        codec.check_input_count("m", 3, 1, signature)
+        limits.check_input_count("m", 3, 1, signature)
     with pytest.raises(InvalidInput, match="asks for 9 outputs"):
-        codec.check_input_count("m", 1, 9, signature)
+        limits.check_input_count("m", 1, 9, signature)
