@@ -16,19 +16,13 @@ from support import start_process, stop_process, wait_for
 from driftloop.protos.ingestion.v1 import ingestion_pb2 as pb
 from driftloop.protos.ingestion.v1 import ingestion_pb2_grpc as pb_grpc
 from driftloop.shared.bus.topics import ensure_topics
+from driftloop.shared.cli.chaos.infra import rss_mb
 from driftloop.shared.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-ingest-token"
 MB = 1024 * 1024
 INGEST = "/driftloop.ingestion.v1.IngestionService/Ingest"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def huge_ingest(total_bytes: int) -> bytes:

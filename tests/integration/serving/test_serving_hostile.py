@@ -21,6 +21,8 @@ from driftloop.shared import artifacts
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.bus.topics import ensure_topics
+from driftloop.shared.cli.chaos.hostile import many_tiny_tensors
+from driftloop.shared.cli.chaos.infra import rss_mb
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
@@ -29,29 +31,12 @@ V1 = artifacts.dump_model(make_pipeline())
 MB = 1024 * 1024
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def small_request(i: int) -> pb.ModelInferRequest:
     req = pb.ModelInferRequest(model_name="proc", id=f"ok-{i}")
     req.inputs.add(name="x1", datatype="FP64", shape=[1]).contents.fp64_contents.append(0.5)
     req.inputs.add(name="color", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"r")
     req.inputs.add(name="x2", datatype="FP64", shape=[1]).contents.fp64_contents.append(0.1)
     return req
-
-
-def many_inputs(total_bytes: int) -> bytes:
-    """A serialized ModelInferRequest for model proc made of tiny FP32 [1] tensors (the probe's
-    shape: built as bytes, since building it as a message would cost the test gigabytes)."""
-    one = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1])
-    one.contents.fp32_contents.append(1.0)
-    field = b"\x2a" + bytes([len(one.SerializeToString())]) + one.SerializeToString()
-    head = pb.ModelInferRequest(model_name="proc").SerializeToString()
-    return head + field * (total_bytes // len(field))
 
 
 async def serving_process(common: CommonSettings, tmp_path: Path) -> Any:
@@ -123,12 +108,12 @@ async def test_many_input_and_oversized_requests_are_refused_under_load(
         await wait_for(lambda: len(answered) > 20, 30, "background requests answered")
 
         with pytest.raises(grpc.aio.AioRpcError) as oversized:
-            await raw_infer(many_inputs(60 * MB), timeout=60)
+            await raw_infer(many_tiny_tensors("proc", 60 * MB), timeout=60)
         assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
         for _ in range(5):
             with pytest.raises(grpc.aio.AioRpcError) as many:
-                await raw_infer(many_inputs(15 * MB), timeout=60)
+                await raw_infer(many_tiny_tensors("proc", 15 * MB), timeout=60)
             assert many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             # counted on the wire, before any parse: more than any model's feature count
             assert "input tensors; it takes at most 1024" in (many.value.details() or "")
