@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 GEN := shared/_gen
 
-.PHONY: install foreign-client demo test test-unit test-integration test-e2e protos lint clean
+.PHONY: install foreign-client kafka demo test test-unit test-integration test-e2e protos lint clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,17 @@ foreign-client: .bench/foreign-client-venv/.installed
 	bash benchmarks/foreign_client/setup.sh
 	touch $@
 
-test: install foreign-client
+# Apache Kafka's jars (.bench/kafka/libs, gitignored) for the tests that run against real Kafka
+# as well as the embedded broker (tests/kafka_broker.py). Fetched with Maven; without Java or
+# Maven it says which is missing and those tests skip (CI sets DRIFTLOOP_REQUIRE_KAFKA=1: fail).
+kafka: .bench/kafka/libs/.fetched
+
+# fetch.sh writes the stamp (the pom's hash) only after a complete fetch; it is idempotent
+.bench/kafka/libs/.fetched: tests/kafka/pom.xml tests/kafka/fetch.sh
+	bash tests/kafka/fetch.sh
+	test ! -f $@ || touch $@
+
+test: install foreign-client kafka
 	$(PY) -m pytest
 
 test-unit: install

@@ -1,10 +1,12 @@
-"""Fixtures that start real parts: the embedded Kafka-protocol broker and an S3 HTTP endpoint."""
+"""Fixtures that start real parts: the embedded Kafka-protocol broker, real Apache Kafka and an
+S3 HTTP endpoint."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import kafka_broker
 import pytest
 from support import stack_env, start_process, stop_process, wait_until
 
@@ -23,6 +25,37 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def real_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Apache Kafka (KRaft, one node) on free ports, one per session; yields its bootstrap
+    address. Skipped with the reason when Java or the fetched jars are missing (failed instead
+    when DRIFTLOOP_REQUIRE_KAFKA=1). Its data dir is removed afterwards; its logs stay in the
+    session's tmp dir."""
+    reason = kafka_broker.missing()
+    if reason is not None:
+        kafka_broker.skip_or_fail(reason)
+    running = kafka_broker.start(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield running.bootstrap
+    finally:
+        kafka_broker.stop(running)
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def any_broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A broker's bootstrap address; a test using it runs once on the embedded broker (the
+    module's `broker`) and once on real Kafka (the session's, its topics deleted after the
+    test so that each test starts from none, without paying for a new broker)."""
+    if request.param == "embedded":
+        yield request.getfixturevalue("broker")
+        return
+    bootstrap = request.getfixturevalue("real_kafka")
+    try:
+        yield bootstrap
+    finally:
+        kafka_broker.delete_topics(bootstrap)
 
 
 @pytest.fixture(scope="module")

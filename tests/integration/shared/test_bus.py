@@ -1,4 +1,4 @@
-"""The bus against the real embedded broker: publish, consume, commit, dead-letter."""
+"""The bus against both brokers (embedded and real Kafka): publish, consume, commit, dead-letter."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import IncompatibleBrokerVersion
 from support import wait_for
 
 from driftloop.protos.events.v1 import events_pb2
@@ -18,9 +21,9 @@ from driftloop.shared.errors import Unavailable
 pytestmark = pytest.mark.integration
 
 
-async def test_events_flow_and_poison_messages_are_dead_lettered(broker: str) -> None:
-    await ensure_topics(broker)
-    publisher = EventPublisher(broker, "test")
+async def test_events_flow_and_poison_messages_are_dead_lettered(any_broker: str) -> None:
+    await ensure_topics(any_broker)
+    publisher = EventPublisher(any_broker, "test")
     await publisher.start()
     handled: list[str] = []
     letters: list[events_pb2.DeadLetter] = []
@@ -34,14 +37,14 @@ async def test_events_flow_and_poison_messages_are_dead_lettered(broker: str) ->
         letters.append(event.dead_letter)
 
     consumer = EventConsumer(
-        bootstrap=broker,
+        bootstrap=any_broker,
         group="t-drift",
         topic_names=[topics.DRIFT],
         publisher=publisher,
         on_event=on_drift,
     )
     dlq = EventConsumer(
-        bootstrap=broker,
+        bootstrap=any_broker,
         group="t-dlq",
         topic_names=[topics.DEADLETTER],
         publisher=publisher,
@@ -71,9 +74,9 @@ async def test_events_flow_and_poison_messages_are_dead_lettered(broker: str) ->
         await publisher.stop()
 
 
-async def test_committed_offsets_resume_after_restart(broker: str) -> None:
-    await ensure_topics(broker)
-    publisher = EventPublisher(broker, "test")
+async def test_committed_offsets_resume_after_restart(any_broker: str) -> None:
+    await ensure_topics(any_broker)
+    publisher = EventPublisher(any_broker, "test")
     await publisher.start()
     seen: list[str] = []
 
@@ -82,7 +85,7 @@ async def test_committed_offsets_resume_after_restart(broker: str) -> None:
 
     async def run_until(count: int) -> None:
         consumer = EventConsumer(
-            bootstrap=broker,
+            bootstrap=any_broker,
             group="t-resume",
             topic_names=[topics.DEPLOYMENTS],
             publisher=publisher,
@@ -106,11 +109,11 @@ async def test_committed_offsets_resume_after_restart(broker: str) -> None:
         await publisher.stop()
 
 
-async def test_unavailable_dependency_is_retried_not_dead_lettered(broker: str) -> None:
+async def test_unavailable_dependency_is_retried_not_dead_lettered(any_broker: str) -> None:
     """A handler whose dependency is down is called again (nothing committed, nothing
     dead-lettered, the consumer keeps running) and the record is handled once it is back."""
-    await ensure_topics(broker)
-    publisher = EventPublisher(broker, "test")
+    await ensure_topics(any_broker)
+    publisher = EventPublisher(any_broker, "test")
     await publisher.start()
     attempts: list[str] = []
     handled: list[str] = []
@@ -129,14 +132,14 @@ async def test_unavailable_dependency_is_retried_not_dead_lettered(broker: str) 
             letters.append(event.dead_letter.error)
 
     consumer = EventConsumer(
-        bootstrap=broker,
+        bootstrap=any_broker,
         group="t-retry",
         topic_names=[topics.DRIFT],
         publisher=publisher,
         on_event=on_event,
     )
     dlq = EventConsumer(
-        bootstrap=broker,
+        bootstrap=any_broker,
         group="t-retry-dlq",
         topic_names=[topics.DEADLETTER],
         publisher=publisher,
@@ -159,9 +162,9 @@ async def test_unavailable_dependency_is_retried_not_dead_lettered(broker: str) 
         await publisher.stop()
 
 
-async def test_outage_longer_than_budget_stops_the_consumer_uncommitted(broker: str) -> None:
-    await ensure_topics(broker)
-    publisher = EventPublisher(broker, "test")
+async def test_outage_longer_than_budget_stops_the_consumer_uncommitted(any_broker: str) -> None:
+    await ensure_topics(any_broker)
+    publisher = EventPublisher(any_broker, "test")
     await publisher.start()
 
     async def always_down(event: envelope.Envelope) -> None:
@@ -176,7 +179,7 @@ async def test_outage_longer_than_budget_stops_the_consumer_uncommitted(broker: 
 
     def consumer(handler: Callable[[envelope.Envelope], Awaitable[None]]) -> EventConsumer:
         return EventConsumer(
-            bootstrap=broker,
+            bootstrap=any_broker,
             group="t-budget",
             topic_names=[topics.DEPLOYMENTS],
             publisher=publisher,
@@ -200,17 +203,37 @@ async def test_outage_longer_than_budget_stops_the_consumer_uncommitted(broker: 
         await publisher.stop()
 
 
-async def test_a_message_over_the_limit_is_dead_lettered_unread(broker: str) -> None:
-    """The embedded broker takes a 40 MiB message (it has no size setting); the bus's own
-    limit (16 MiB) is enforced where messages are read: dead-lettered, never handled (#21)."""
+async def allow_messages_up_to(bootstrap: str, topic: str, size: int) -> None:
+    """Let `topic` take messages of up to `size` bytes: Kafka once the topic's own limit is
+    raised (as an operator may); the embedded broker takes any size and cannot be told one."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        limit = ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(size)}
+        )
+        responses = await admin.alter_configs([limit])
+    except IncompatibleBrokerVersion:
+        return  # the embedded broker: no AlterConfigs, and no size limit to raise
+    finally:
+        await admin.close()
+    errors = [r for response in responses for r in response.resources if r[0] != 0]
+    assert not errors, f"raising {topic}'s max.message.bytes failed: {errors}"
+
+
+async def test_a_message_over_the_limit_is_dead_lettered_unread(any_broker: str) -> None:
+    """A broker may take bigger messages than the bus's limit (the embedded broker has no size
+    setting; Kafka's topics can be configured above 16 MiB): the bus's own limit is enforced
+    where messages are read, so a 40 MiB message is dead-lettered, never handled (#21)."""
     from aiokafka import AIOKafkaProducer
 
     from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 
-    await ensure_topics(broker)
-    publisher = EventPublisher(broker, "test")
+    await ensure_topics(any_broker)
+    await allow_messages_up_to(any_broker, topics.INGEST_JSON, 64 * 1024 * 1024)
+    publisher = EventPublisher(any_broker, "test")
     await publisher.start()
-    raw = AIOKafkaProducer(bootstrap_servers=broker, max_request_size=64 * 1024 * 1024)
+    raw = AIOKafkaProducer(bootstrap_servers=any_broker, max_request_size=64 * 1024 * 1024)
     await raw.start()
     seen: list[int] = []
     letters: list[events_pb2.DeadLetter] = []
@@ -223,14 +246,14 @@ async def test_a_message_over_the_limit_is_dead_lettered_unread(broker: str) -> 
             letters.append(event.dead_letter)
 
     consumer = EventConsumer(
-        bootstrap=broker,
+        bootstrap=any_broker,
         group="t-big",
         topic_names=[topics.INGEST_JSON],
         publisher=publisher,
         on_record=on_record,
     )
     dlq = EventConsumer(
-        bootstrap=broker,
+        bootstrap=any_broker,
         group="t-big-dlq",
         topic_names=[topics.DEADLETTER],
         publisher=publisher,
