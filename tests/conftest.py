@@ -79,10 +79,10 @@ def free_ports() -> Ports:
 
 
 @pytest.fixture
-def common(tmp_path: Path, broker: str) -> CommonSettings:
+def common(tmp_path: Path, any_broker: str) -> CommonSettings:
     """Settings for one service under test: fresh data dir, the test broker, free ports."""
     return CommonSettings(
-        data_dir=tmp_path / "data", kafka_bootstrap=broker, ports=free_ports(), log_json=True
+        data_dir=tmp_path / "data", kafka_bootstrap=any_broker, ports=free_ports(), log_json=True
     )
 
 

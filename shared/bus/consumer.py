@@ -198,16 +198,7 @@ class EventConsumer:
         if self._membership:
             self._consumer.subscribe(self.topics)
             return
-        partitions: list[TopicPartition] = []
-        for topic in self.topics:
-            for _ in range(100):
-                found = await self._consumer.topics()
-                if topic in found:
-                    break
-                await asyncio.sleep(0.1)  # poll: topic metadata not yet propagated
-            ids = self._consumer.partitions_for_topic(topic) or {0}
-            partitions.extend(TopicPartition(topic, p) for p in sorted(ids))
-        self._consumer.assign(partitions)
+        self._consumer.assign(await topics.partitions(self._consumer, self.topics))
 
     async def _within_limit(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The records no larger than MAX_MESSAGE_BYTES; larger ones are dead-lettered unread.

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -77,3 +79,32 @@ async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.5)  # poll: broker not up yet
         finally:
             await admin.close()
+
+
+async def partitions(
+    consumer: AIOKafkaConsumer, names: Iterable[str], *, timeout: float = 30.0
+) -> list[TopicPartition]:
+    """Every partition of the topics `names`, once the broker's metadata shows them all.
+
+    why: Apache Kafka creates topics asynchronously, and a consumer's own metadata knows no
+    partitions of a topic it does not read yet (partitions_for_topic answers None there, where
+    the embedded broker happens to answer); reading {0} then left partitions 1 and 2 of a
+    3-partition topic unread for good. After `timeout` a topic with some partitions is taken as
+    it is; one with none raises Unavailable.
+    """
+    found: list[TopicPartition] = []
+    deadline = time.monotonic() + timeout
+    for topic in names:
+        expected = PARTITIONS.get(topic, 1)
+        while True:
+            # the consumer's client fetches the whole cluster's metadata; aiokafka has no
+            # public call that returns it
+            cluster = await consumer._client.fetch_all_metadata()
+            ids = cluster.partitions_for_topic(topic) or set()
+            if len(ids) >= expected or (ids and time.monotonic() > deadline):
+                break
+            if time.monotonic() > deadline:
+                raise Unavailable(f"topic {topic} has no partitions on the broker after {timeout}s")
+            await asyncio.sleep(0.1)  # poll: topic metadata not yet propagated
+        found.extend(TopicPartition(topic, p) for p in sorted(ids))
+    return found

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pandas as pd
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from google.protobuf import struct_pb2
 
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
@@ -205,13 +205,7 @@ class LoopDriver:
         await consumer.start()
         try:
             names = [topics.DRIFT, topics.MODELS, topics.DEPLOYMENTS]
-            consumer.assign(
-                [
-                    TopicPartition(t, p)
-                    for t in names
-                    for p in sorted(consumer.partitions_for_topic(t) or {0})
-                ]
-            )
+            consumer.assign(await topics.partitions(consumer, names))
             while True:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for r in records:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.shared.bus import envelope, topics
@@ -42,9 +42,7 @@ async def _find(
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        ids = consumer.partitions_for_topic(topic) or {0}
-        tps = [TopicPartition(topic, p) for p in sorted(ids)]
+        tps = await topics.partitions(consumer, [topic])
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout

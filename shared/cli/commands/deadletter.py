@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
@@ -129,9 +129,7 @@ async def read_letters(
 
 
 async def _drain(consumer: AIOKafkaConsumer, timeout: float) -> list[Letter]:
-    await consumer.topics()
-    ids = consumer.partitions_for_topic(topics.DEADLETTER) or {0}
-    tps = [TopicPartition(topics.DEADLETTER, p) for p in sorted(ids)]
+    tps = await topics.partitions(consumer, [topics.DEADLETTER], timeout=5)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     ends = await consumer.end_offsets(tps)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from google.protobuf import struct_pb2
 from rich.console import Console
 from rich.table import Table
@@ -196,13 +196,7 @@ class Demo:
         await consumer.start()
         try:
             names = [topics.DRIFT, topics.MODELS, topics.DEPLOYMENTS]
-            consumer.assign(
-                [
-                    TopicPartition(t, p)
-                    for t in names
-                    for p in sorted(consumer.partitions_for_topic(t) or {0})
-                ]
-            )
+            consumer.assign(await topics.partitions(consumer, names))
             while True:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for r in records:

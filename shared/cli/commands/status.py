@@ -11,7 +11,7 @@ import socket
 from typing import Any
 
 import grpc
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
@@ -176,11 +176,7 @@ async def _lag(bootstrap: str, consumer: AIOKafkaConsumer) -> dict[str, Any]:
     # list_consumer_group_offsets cannot decode the embedded broker's OffsetFetch reply.
     lag: dict[str, Any] = {}
     for group, names in CONSUMER_GROUPS.items():
-        tps = [
-            TopicPartition(t, p)
-            for t in names
-            for p in sorted(consumer.partitions_for_topic(t) or {0})
-        ]
+        tps = await topics.partitions(consumer, names, timeout=5)
         ends = await consumer.end_offsets(tps)
         reader = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
@@ -200,11 +196,7 @@ async def _lag(bootstrap: str, consumer: AIOKafkaConsumer) -> dict[str, Any]:
 async def _latest_events(consumer: AIOKafkaConsumer) -> dict[str, Any]:
     """The newest drift, promotion and deployment events, read from the topics' tails."""
     wanted = {topics.DRIFT: "drift", topics.MODELS: "promotion", topics.DEPLOYMENTS: "deployment"}
-    tps = [
-        TopicPartition(t, p)
-        for t in wanted
-        for p in sorted(consumer.partitions_for_topic(t) or {0})
-    ]
+    tps = await topics.partitions(consumer, wanted, timeout=5)
     consumer.assign(tps)
     ends = await consumer.end_offsets(tps)
     for tp in tps:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import grpc
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
@@ -93,11 +93,7 @@ async def read_chain_events(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(t, p)
-            for t in CHAIN_TOPICS
-            for p in sorted(consumer.partitions_for_topic(t) or {0})
-        ]
+        tps = await topics.partitions(consumer, CHAIN_TOPICS, timeout=5)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

@@ -161,8 +161,9 @@ async def _committed(common: CommonSettings, expected: int) -> bool:
     probe = AIOKafkaConsumer(bootstrap_servers=common.bootstrap(), group_id=GROUP)
     await probe.start()
     try:
-        await probe.topics()
-        partitions = probe.partitions_for_topic(topics.INFERENCE_REQUESTS) or {0}
+        partitions = [
+            tp.partition for tp in await topics.partitions(probe, [topics.INFERENCE_REQUESTS])
+        ]
         offsets = [
             await probe.committed(TopicPartition(topics.INFERENCE_REQUESTS, p)) for p in partitions
         ]

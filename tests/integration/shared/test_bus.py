@@ -276,3 +276,40 @@ async def test_a_message_over_the_limit_is_dead_lettered_unread(any_broker: str)
         await asyncio.gather(*tasks)
         await raw.stop()
         await publisher.stop()
+
+
+async def test_a_consumer_started_right_after_topic_creation_reads_every_partition(
+    any_broker: str,
+) -> None:
+    """On Apache Kafka the consumer's own metadata knows no partitions of a topic it does not
+    read yet; assigning the {0} fallback left partitions 1 and 2 unread for good (#19)."""
+    from aiokafka import AIOKafkaProducer
+
+    await ensure_topics(any_broker)
+    publisher = EventPublisher(any_broker, "test")
+    await publisher.start()
+    raw = AIOKafkaProducer(bootstrap_servers=any_broker)
+    await raw.start()
+    seen: set[int] = set()
+
+    async def on_record(record: object) -> None:
+        seen.add(record.partition)  # type: ignore[attr-defined]
+
+    consumer = EventConsumer(
+        bootstrap=any_broker,
+        group="t-partitions",
+        topic_names=[topics.INGEST_JSON],
+        publisher=publisher,
+        on_record=on_record,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(consumer.ready.wait(), 30)
+        for partition in range(topics.PARTITIONS[topics.INGEST_JSON]):
+            await raw.send_and_wait(topics.INGEST_JSON, b"{}", key=b"d", partition=partition)
+        await wait_for(lambda: seen == {0, 1, 2}, 30, "a record from every partition")
+    finally:
+        await consumer.stop()
+        await task
+        await raw.stop()
+        await publisher.stop()

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_ports
 from pydantic import SecretStr
 from registry_fake import FakeRegistry
 from registry_harness import registry_server
@@ -91,6 +93,15 @@ async def real_backend(common: CommonSettings) -> AsyncIterator[Backend]:
         RegistryClient(down, timeout=3) as unreachable,
     ):
         yield Backend(registry, wrong_token, unreachable, served)
+
+
+@pytest.fixture
+def common(tmp_path: Path, broker: str) -> CommonSettings:
+    """The registry's contract is about gRPC, not the bus: the embedded broker is enough (its
+    outbox publisher needs one), so this module does not run twice."""
+    return CommonSettings(
+        data_dir=tmp_path / "data", kafka_bootstrap=broker, ports=free_ports(), log_json=True
+    )
 
 
 @pytest.fixture(params=["fake", "real"])
