@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from driftloop.protos.registry.v1 import registry_pb2 as pb
+from driftloop.shared.paired import PairedComparison
 from driftloop.shared.registry_types import (
     AliasChange,
     AuditRecord,
@@ -46,6 +47,10 @@ def spec_from_pb(s: pb.TrainingSpec) -> TrainingSpec:
             min_slice_rows=p.min_slice_rows,
             shadow_min_labels=p.shadow_min_labels,
             shadow_max_labels=p.shadow_max_labels,
+            confidence=p.confidence,
+            min_improvement=p.min_improvement,
+            power=p.power,
+            max_attempts=p.max_attempts,
         ),
         slice_columns=tuple(s.slice_columns),
         search=SearchSpec(
@@ -76,6 +81,10 @@ def spec_to_pb(s: TrainingSpec) -> pb.TrainingSpec:
             min_slice_rows=p.min_slice_rows,
             shadow_min_labels=p.shadow_min_labels,
             shadow_max_labels=p.shadow_max_labels,
+            confidence=p.confidence,
+            min_improvement=p.min_improvement,
+            power=p.power,
+            max_attempts=p.max_attempts,
         ),
         slice_columns=list(s.slice_columns),
         search=pb.SearchSpec(
@@ -199,11 +208,45 @@ def candidate_to_pb(c: Candidate) -> pb.RegisterVersionRequest:
         causation_id=c.causation_id,
         slice_metrics=slices_to_pb(c.slice_metrics),
         champion_slice_metrics=slices_to_pb(c.champion_slice_metrics),
+        comparison=comparison_to_pb(c.comparison),
+    )
+
+
+def comparison_to_pb(c: PairedComparison | None) -> pb.PairedComparison | None:
+    return None if c is None else pb.PairedComparison(**c.to_dict())
+
+
+def comparison_from_pb(
+    holder: pb.RegisterVersionRequest,
+) -> PairedComparison | None:
+    """The request's comparison, or None when it has none."""
+    if not holder.HasField("comparison"):
+        return None
+    c = holder.comparison
+    return PairedComparison(
+        metric=c.metric,
+        rows=c.rows,
+        candidate=c.candidate,
+        champion=c.champion,
+        difference=c.difference,
+        lower=c.lower,
+        upper=c.upper,
+        p_value=c.p_value,
+        confidence=c.confidence,
+        method=c.method,
+        discordance=c.discordance,
     )
 
 
 def registration_from_pb(r: pb.RegisterVersionResponse) -> Registration:
-    return Registration(version_from_pb(r.version), r.promoted, r.decision_reason)
+    return Registration(
+        version_from_pb(r.version),
+        r.promoted,
+        r.decision_reason,
+        outcome=r.outcome,
+        rows_needed=r.rows_needed,
+        attention=r.attention,
+    )
 
 
 def history_from_pb(h: pb.History) -> History:

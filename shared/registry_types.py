@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from driftloop.shared.paired import PairedComparison
+
 
 @dataclass(frozen=True)
 class PromotionPolicy:
@@ -22,6 +24,10 @@ class PromotionPolicy:
     min_slice_rows: int = 0
     shadow_min_labels: int = 0
     shadow_max_labels: int = 0
+    confidence: float = 0.0
+    min_improvement: float = 0.0
+    power: float = 0.0
+    max_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,8 @@ class Candidate:
     causation_id: str = ""
     slice_metrics: tuple[SliceMetrics, ...] = ()
     champion_slice_metrics: tuple[SliceMetrics, ...] = ()
+    comparison: PairedComparison | None = None
+    """Candidate vs champion on the same rows (None without a champion)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,10 @@ class Registration:
     version: ModelVersion
     promoted: bool
     decision_reason: str
+    outcome: str = ""
+    """"promoted", "rejected", "inconclusive" (more rows could decide) or "waiting"."""
+    rows_needed: int = 0
+    attention: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from driftloop.shared.errors import InvalidInput
+from driftloop.shared.paired import PairedComparison
 
 
 def run_record_key(model: str, run_id: str) -> str:
@@ -22,6 +23,8 @@ class RunRecord:
     champion_metrics: dict[str, float] = field(default_factory=dict)
     """The champion's metrics on the same holdout (empty without a champion)."""
     champion_version: str = ""
+    comparison: PairedComparison | None = None
+    """Candidate vs champion on the same rows, with interval and p-value (None: no champion)."""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -37,6 +40,11 @@ class RunRecord:
                     str(k): float(v) for k, v in body.get("champion_metrics", {}).items()
                 },
                 champion_version=str(body.get("champion_version", "")),
+                comparison=(
+                    PairedComparison.from_dict(body["comparison"])
+                    if body.get("comparison")
+                    else None
+                ),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInput(f"run record is not readable: {exc}") from exc

@@ -73,6 +73,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             version=convert.version_to_pb(reg.version),
             promoted=reg.promoted,
             decision_reason=reg.decision_reason,
+            outcome=reg.outcome,
+            rows_needed=reg.rows_needed,
+            attention=reg.attention,
         )
 
     async def GetVersion(  # noqa: N802 - generated name

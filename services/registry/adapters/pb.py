@@ -26,6 +26,7 @@ from driftloop.services.registry.core.domain import (
     TrainingSpec,
 )
 from driftloop.shared.errors import InvalidInput
+from driftloop.shared.registry_pb import comparison_from_pb
 from driftloop.shared.timestamps import timestamp
 
 PRODUCER = "registry"
@@ -48,6 +49,10 @@ def spec_from_pb(spec: pb.TrainingSpec) -> TrainingSpec:
             min_slice_rows=spec.policy.min_slice_rows,
             shadow_min_labels=spec.policy.shadow_min_labels,
             shadow_max_labels=spec.policy.shadow_max_labels,
+            confidence=spec.policy.confidence,
+            min_improvement=spec.policy.min_improvement,
+            power=spec.policy.power,
+            max_attempts=spec.policy.max_attempts,
         ),
         slice_columns=tuple(spec.slice_columns),
         search=SearchSpec(
@@ -77,6 +82,10 @@ def spec_to_pb(spec: TrainingSpec) -> pb.TrainingSpec:
             min_slice_rows=spec.policy.min_slice_rows,
             shadow_min_labels=spec.policy.shadow_min_labels,
             shadow_max_labels=spec.policy.shadow_max_labels,
+            confidence=spec.policy.confidence,
+            min_improvement=spec.policy.min_improvement,
+            power=spec.policy.power,
+            max_attempts=spec.policy.max_attempts,
         ),
         slice_columns=list(spec.slice_columns),
         search=pb.SearchSpec(
@@ -203,6 +212,7 @@ def candidate_from_pb(req: pb.RegisterVersionRequest) -> Candidate:
         causation_id=req.causation_id,
         slice_metrics=slices_from_pb(req.slice_metrics),
         champion_slice_metrics=slices_from_pb(req.champion_slice_metrics),
+        comparison=comparison_from_pb(req),
     )
 
 
@@ -243,6 +253,7 @@ _EVENT_PB: dict[str, tuple[str, type[Message]]] = {
     "ModelShadowed": ("model_shadowed", events_pb2.ModelShadowed),
     "ModelPromoted": ("model_promoted", events_pb2.ModelPromoted),
     "ModelRejected": ("model_rejected", events_pb2.ModelRejected),
+    "ModelNeedsAttention": ("model_needs_attention", events_pb2.ModelNeedsAttention),
 }
 
 

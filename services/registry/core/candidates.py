@@ -73,3 +73,8 @@ def verify_against_store(c: Candidate, store: StoredObjects) -> None:
             f"metrics {c.metrics} / champion {c.champion_metrics} differ from the run record "
             f"training wrote ({record.metrics} / {record.champion_metrics})"
         )
+    if record.comparison != c.comparison:
+        raise InvalidInput(
+            "the paired comparison differs from the run record training wrote: only the "
+            "run's own evidence can decide a promotion"
+        )

@@ -35,6 +35,7 @@ def decision_for(model: Model, c: Candidate, champion: ModelVersion | None) -> D
         c.champion_metrics,
         c.slice_metrics,
         c.champion_slice_metrics,
+        c.comparison,
     )
 
 
@@ -74,10 +75,25 @@ def record_decision(
             "policy": asdict(policy),
             **_slice_details(c),
             "spec_version": c.lineage.spec_version,
+            "comparison": c.comparison.to_dict() if c.comparison else None,
+            "outcome": decision.outcome,
+            "rows_needed": decision.rows_needed,
         },
         c.correlation_id,
     )
     outbox(tx, events.ModelRegistered(model=c.model, version=number, run_id=c.run_id), **ids)
+    if decision.attention:
+        tx.add_audit(c.model, number, "attention", decision.attention, {}, c.correlation_id)
+        outbox(
+            tx,
+            events.ModelNeedsAttention(
+                model=c.model,
+                version=number,
+                reason=decision.attention,
+                decision="promoted" if decision.promote else "rejected",
+            ),
+            **ids,
+        )
     if shadows and champion is not None:
         enter_shadow(tx, model, c, version, champion, ids)
     elif waits:

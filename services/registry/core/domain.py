@@ -13,6 +13,7 @@ from typing import Any
 from driftloop.shared import estimators
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.estimators import DEFAULT_METRIC, SearchSpec
+from driftloop.shared.paired import PairedComparison
 
 STATUSES = ("candidate", "pending_approval", "shadow", "production", "rejected", "archived")
 MODES = ("auto", "approval", "shadow")
@@ -25,7 +26,9 @@ MAX_SLICE_VALUES = 100
 @dataclass(frozen=True)
 class PromotionPolicy:
     metric: str = DEFAULT_METRIC
-    margin: float = 0.01
+    margin: float = 0.0
+    """The lower confidence bound of the candidate's improvement over the champion, on the same
+    rows, must reach this (0: significantly better at `confidence`)."""
     floor: float = 0.6
     mode: str = "auto"
     """"auto": promote a passing candidate at once; "approval": it waits for Approve."""
@@ -37,6 +40,15 @@ class PromotionPolicy:
     """Shadow mode: labelled live predictions needed before the shadow may be promoted."""
     shadow_max_labels: int = 1000
     """Shadow mode: with this many labels and still not better by the margin, it is rejected."""
+    confidence: float = 0.95
+    """One-sided confidence of the paired comparison (driftloop.shared.paired)."""
+    min_improvement: float = 0.03
+    """The smallest improvement worth detecting: training waits for the rows needed to see it,
+    and a candidate whose upper bound is below it is conclusively "not better"."""
+    power: float = 0.8
+    """Chance of seeing an improvement of min_improvement when it is there."""
+    max_attempts: int = 4
+    """Training tries per drift episode, on growing post-drift windows."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,12 @@ def with_defaults(spec: TrainingSpec) -> TrainingSpec:
             shadow_min_labels=p.shadow_min_labels or dp.shadow_min_labels,
             shadow_max_labels=p.shadow_max_labels
             or 5 * (p.shadow_min_labels or dp.shadow_min_labels),
+            confidence=p.confidence or dp.confidence,
+            # why: the improvement to detect must exceed the margin the bound has to reach
+            min_improvement=p.min_improvement
+            or max(dp.min_improvement, (p.margin or dp.margin) + 0.02),
+            power=p.power or dp.power,
+            max_attempts=p.max_attempts or dp.max_attempts,
         ),
         search=_search_defaults(spec.search, p.metric or dp.metric),
     )
@@ -163,11 +181,27 @@ def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
             "spec fields 'policy.shadow_min_labels' and 'policy.shadow_max_labels': need "
             f"1 <= min ({spec.policy.shadow_min_labels}) <= max ({spec.policy.shadow_max_labels})"
         )
+    _check_evidence_policy(spec.policy)
     if spec.schedule_seconds < 0:
         raise InvalidInput(f"spec field 'schedule': {spec.schedule_seconds}s must not be negative")
     for name, value in spec.params.items():
         estimators.decode_param(f"params.{name}", value)
     return spec
+
+
+def _check_evidence_policy(policy: PromotionPolicy) -> None:
+    for name, value in (("confidence", policy.confidence), ("power", policy.power)):
+        if not 0.5 <= value < 1:
+            raise InvalidInput(f"spec field 'policy.{name}': {value} must be in [0.5, 1)")
+    if not policy.margin < policy.min_improvement <= 1:
+        raise InvalidInput(
+            f"spec field 'policy.min_improvement': {policy.min_improvement} must be above the "
+            f"margin ({policy.margin}) and at most 1"
+        )
+    if not 1 <= policy.max_attempts <= 10:
+        raise InvalidInput(
+            f"spec field 'policy.max_attempts': {policy.max_attempts} must be within 1..10"
+        )
 
 
 @dataclass(frozen=True)
@@ -248,6 +282,8 @@ class Candidate:
     causation_id: str = ""
     slice_metrics: tuple[SliceMetric, ...] = ()
     champion_slice_metrics: tuple[SliceMetric, ...] = ()
+    comparison: PairedComparison | None = None
+    """Candidate vs champion on the same rows, from the run record (None without a champion)."""
 
 
 @dataclass(frozen=True)
@@ -271,6 +307,13 @@ class Registration:
     version: ModelVersion
     promoted: bool
     decision_reason: str
+    outcome: str = ""
+    """"promoted", "rejected" (conclusive), "inconclusive" (more rows could decide) or
+    "waiting" (for approval or live shadow evidence)."""
+    rows_needed: int = 0
+    """Rows the paired comparison needs to decide (inconclusive outcomes; 0: not known)."""
+    attention: str = ""
+    """Why a human should look (empty: no need)."""
 
 
 @dataclass(frozen=True)

@@ -64,11 +64,34 @@ class ModelRejected:
     reason: str
 
 
-ModelEvent = ModelRegistered | ModelPendingApproval | ModelShadowed | ModelPromoted | ModelRejected
+@dataclass(frozen=True)
+class ModelNeedsAttention:
+    model: str
+    version: str
+    reason: str
+    decision: str
+    """What the registry did: "promoted" or "rejected"."""
+
+
+ModelEvent = (
+    ModelRegistered
+    | ModelPendingApproval
+    | ModelShadowed
+    | ModelPromoted
+    | ModelRejected
+    | ModelNeedsAttention
+)
 
 EVENT_TYPES: dict[str, type[ModelEvent]] = {
     cls.__name__: cls
-    for cls in (ModelRegistered, ModelPendingApproval, ModelShadowed, ModelPromoted, ModelRejected)
+    for cls in (
+        ModelRegistered,
+        ModelPendingApproval,
+        ModelShadowed,
+        ModelPromoted,
+        ModelRejected,
+        ModelNeedsAttention,
+    )
 }
 """Event type name -> class; the names are those of the protobuf messages in events.proto."""
 

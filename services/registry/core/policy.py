@@ -1,20 +1,27 @@
 """The promotion policy: does a candidate replace the champion? Pure, with the numbers as reason.
 
-The candidate and the champion are scored by training on the same recent holdout (overall and
-per declared slice), so their metrics are comparable; the registry applies floor, margin and the
-no-regression-on-any-slice rule.
+The candidate and the champion are scored by training on the same rows (overall and per
+declared slice), with a paired comparison of the policy metric (driftloop.shared.paired): the
+difference with a confidence interval and a p-value. The registry applies floor, margin and the
+no-regression-on-any-slice rule on that evidence, and says when the evidence cannot decide yet
+and how many rows it would need, so that training retries on more data while a drift episode
+lasts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from driftloop.services.registry.core.domain import PromotionPolicy, SliceMetric
 from driftloop.shared.errors import InvalidInput
+from driftloop.shared.paired import PairedComparison, rows_needed
 
 _TOLERANCE = 1e-9
 """Float slack so that e.g. 0.94 + 0.01 counts as reaching 0.95."""
+
+
+OUTCOMES = ("promoted", "rejected", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,20 @@ class Decision:
     promote: bool
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
-    """The evidence behind a rejection (e.g. the regressing slices and their numbers)."""
+    """The evidence: the paired comparison, and for a slice rejection the regressing slices."""
+    outcome: str = ""
+    """"promoted", "rejected" (conclusive: the evidence shows the candidate is not better by
+    min_improvement, or worse) or "inconclusive" (more rows could decide: see rows_needed)."""
+    rows_needed: int = 0
+    attention: str = ""
+    """Why a human should look at this decision (empty: no need)."""
+
+    def __post_init__(self) -> None:
+        if not self.outcome:
+            object.__setattr__(self, "outcome", "promoted" if self.promote else "rejected")
+        if self.outcome == "inconclusive" and not self.reason.startswith("inconclusive"):
+            # why: a retried registration reads the outcome back from the stored reason
+            object.__setattr__(self, "reason", f"inconclusive: {self.reason}")
 
 
 def decide(
@@ -31,37 +51,39 @@ def decide(
     champion_metrics: dict[str, float] | None,
     slices: tuple[SliceMetric, ...] = (),
     champion_slices: tuple[SliceMetric, ...] = (),
+    comparison: PairedComparison | None = None,
 ) -> Decision:
     """Promote when the candidate reaches the floor and, if there is a champion (its metrics
-    given), beats it by at least the margin without regressing beyond the slice tolerance on any
-    slice with enough rows. Raise InvalidInput when a needed metric is missing."""
+    given), is better by the margin without regressing beyond the slice tolerance on any slice
+    with enough rows. With a paired comparison (the same rows scored by both), "better by the
+    margin" means the lower confidence bound of the difference reaches the margin; without one
+    (an older training), the point estimates are compared. Raise InvalidInput when a needed
+    metric is missing."""
     name = policy.metric
     if name not in metrics:
         raise InvalidInput(
             f"candidate metrics lack {name!r} (the policy metric); got {sorted(metrics)}"
         )
     score = metrics[name]
-    if score + _TOLERANCE < policy.floor:
-        return Decision(False, f"{name} {score:.3f} < floor {policy.floor:.3f}")
     if champion_metrics is None:
+        if score + _TOLERANCE < policy.floor:
+            return Decision(False, f"{name} {score:.3f} < floor {policy.floor:.3f}")
         return Decision(True, f"no champion; {name} {score:.3f} >= floor {policy.floor:.3f}")
     if name not in champion_metrics:
         raise InvalidInput(
             f"champion metrics lack {name!r} (the policy metric); got {sorted(champion_metrics)}"
         )
-    champ = champion_metrics[name]
-    promote = score + _TOLERANCE >= champ + policy.margin
-    op = ">=" if promote else "<"
-    reason = (
-        f"{name} {score:.3f} {op} champion {champ:.3f} + margin {policy.margin:.3f} "
-        "on the same holdout"
-    )
-    if not promote:
-        return Decision(False, reason)
+    if comparison is not None and comparison.metric == name:
+        verdict = _paired(policy, score, champion_metrics[name], comparison)
+    else:
+        verdict = _point(policy, score, champion_metrics[name])
+    if not verdict.promote:
+        return verdict
     regressions = slice_regressions(policy, slices, champion_slices)
     if not regressions:
         checked = sum(1 for s in slices if s.rows >= policy.min_slice_rows)
-        return Decision(True, reason + (f"; no regression on {checked} slices" if slices else ""))
+        more = f"; no regression on {checked} slices" if slices else ""
+        return replace(verdict, reason=verdict.reason + more)
     worst = regressions[0]
     more = f" (and {len(regressions) - 1} more slices)" if len(regressions) > 1 else ""
     return Decision(
@@ -69,7 +91,101 @@ def decide(
         f"slice {worst['column']}={worst['value']}: {name} {worst['candidate']:.3f} < champion "
         f"{worst['champion']:.3f} - slice tolerance {policy.slice_tolerance:.3f} on "
         f"{worst['rows']} holdout rows{more}",
-        {"slice_regressions": regressions, "slice_tolerance": policy.slice_tolerance},
+        {
+            **verdict.details,
+            "slice_regressions": regressions,
+            "slice_tolerance": policy.slice_tolerance,
+        },
+        attention=verdict.attention,
+    )
+
+
+def _point(policy: PromotionPolicy, score: float, champ: float) -> Decision:
+    """The old rule, for candidates without a paired comparison: floor, then margin on the
+    point estimates."""
+    name = policy.metric
+    if score + _TOLERANCE < policy.floor:
+        return Decision(False, f"{name} {score:.3f} < floor {policy.floor:.3f}")
+    promote = score + _TOLERANCE >= champ + policy.margin
+    op = ">=" if promote else "<"
+    return Decision(
+        promote,
+        f"{name} {score:.3f} {op} champion {champ:.3f} + margin {policy.margin:.3f} "
+        "on the same holdout",
+    )
+
+
+def _paired(policy: PromotionPolicy, score: float, champ: float, c: PairedComparison) -> Decision:
+    """The rule on a paired comparison: better when the lower bound reaches the margin (and the
+    p-value is below 1 - confidence), "not better" when the upper bound is below
+    min_improvement; in between, inconclusive with the rows a decision needs."""
+    name = policy.metric
+    details = {"comparison": c.to_dict()}
+    better = c.lower + _TOLERANCE >= policy.margin and c.p_value <= 1 - c.confidence
+    not_better = c.upper < policy.min_improvement
+    evidence = c.summary()
+    needed = 0
+    if not better and not not_better:
+        needed = rows_needed(
+            policy.min_improvement,
+            policy.margin,
+            discordance=c.discordance,
+            confidence=c.confidence,
+            power=policy.power,
+        )
+    if score + _TOLERANCE < policy.floor:
+        if champ + _TOLERANCE >= policy.floor:
+            outcome = "inconclusive" if needed else "rejected"
+            return Decision(
+                False,
+                f"{name} {score:.3f} < floor {policy.floor:.3f} (champion {champ:.3f} reaches "
+                f"it); {evidence}",
+                details,
+                outcome,
+                needed,
+            )
+        attention = (
+            f"candidate and champion both fail the floor: {name} {score:.3f} and {champ:.3f} "
+            f"< {policy.floor:.3f} on the same {c.rows} rows"
+        )
+        if better:
+            return Decision(
+                True,
+                f"both below floor {policy.floor:.3f}, candidate significantly better: {evidence}",
+                details,
+                "promoted",
+                attention=attention + "; promoted the significantly better candidate",
+            )
+        return Decision(
+            False,
+            f"{name} {score:.3f} < floor {policy.floor:.3f} and not significantly better "
+            f"than the champion (also below the floor): {evidence}",
+            details,
+            "inconclusive" if needed else "rejected",
+            needed,
+            attention + "; kept the champion",
+        )
+    if better:
+        return Decision(
+            True,
+            f"lower bound {c.lower:+.3f} >= margin {policy.margin:.3f}: {evidence}",
+            details,
+        )
+    if not_better:
+        return Decision(
+            False,
+            f"not better by {policy.min_improvement:.3f} (upper bound {c.upper:+.3f}): the "
+            f"champion is as good; {evidence}",
+            details,
+        )
+    return Decision(
+        False,
+        f"inconclusive: lower bound {c.lower:+.3f} < margin {policy.margin:.3f} and upper "
+        f"bound {c.upper:+.3f} >= {policy.min_improvement:.3f}; {evidence}; seeing an "
+        f"improvement of {policy.min_improvement:.3f} needs about {needed} rows",
+        details,
+        "inconclusive",
+        needed,
     )
 
 

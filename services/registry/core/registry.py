@@ -172,7 +172,12 @@ class Registry:
                         f"run {c.run_id} is already registered for model "
                         f"{version.model!r}, not {c.model!r}"
                     )
-                return Registration(version, promoted, version.decision_reason)
+                return Registration(
+                    version,
+                    promoted,
+                    version.decision_reason,
+                    "promoted" if promoted else _stored_outcome(version),
+                )
             champion = tx.production(c.model)
             decision = decisions.decision_for(model, c, champion)
             mode = model.spec.policy.mode if decision.promote else ""
@@ -217,7 +222,10 @@ class Registry:
             waiting_for_approval=waits,
             reason=reason,
         )
-        return Registration(version, promoted, reason)
+        outcome = "waiting" if waits or shadows else decision.outcome
+        return Registration(
+            version, promoted, reason, outcome, decision.rows_needed, decision.attention
+        )
 
     def get_version(self, model: str, version: str) -> ModelVersion:
         with self._store.transaction() as tx:
@@ -412,3 +420,10 @@ def _same(field: str, given: str, in_spec: str, changeable: bool = True) -> str:
 def _need_reason(reason: str) -> None:
     if not reason.strip():
         raise InvalidInput("a reason is required: say why (it is recorded in the audit log)")
+
+
+def _stored_outcome(version: ModelVersion) -> str:
+    """The outcome of a registration asked for again (a retried RegisterVersion)."""
+    if version.status in ("pending_approval", "shadow"):
+        return "waiting"
+    return "inconclusive" if version.decision_reason.startswith("inconclusive") else "rejected"

@@ -40,6 +40,10 @@ POLICY_KEYS = (
     "min_slice_rows",
     "shadow_min_labels",
     "shadow_max_labels",
+    "confidence",
+    "min_improvement",
+    "power",
+    "max_attempts",
 )
 SEARCH_KEYS = ("param_grid", "cv", "max_candidates", "scoring")
 MAX_CV = 10
@@ -97,6 +101,10 @@ def parse_yaml(text: str) -> ParsedSpec:
             min_slice_rows=_int("policy.min_slice_rows", policy.get("min_slice_rows", 0)),
             shadow_min_labels=_int("policy.shadow_min_labels", policy.get("shadow_min_labels", 0)),
             shadow_max_labels=_int("policy.shadow_max_labels", policy.get("shadow_max_labels", 0)),
+            confidence=_float("policy.confidence", policy.get("confidence", 0)),
+            min_improvement=_float("policy.min_improvement", policy.get("min_improvement", 0)),
+            power=_float("policy.power", policy.get("power", 0)),
+            max_attempts=_int("policy.max_attempts", policy.get("max_attempts", 0)),
         ),
         slice_columns=tuple(_strings("slice_columns", slices)),
         search=_search(raw.get("search") or {}),

@@ -38,6 +38,10 @@ def run_to_pb(run: Run) -> pb.Run:
         spec_version=run.spec_version,
         best_params=run.best_params,
         schedule_slot=run.schedule_slot or "",
+        attempt=run.attempt,
+        wait_rows=run.wait_rows,
+        wait_reason=run.wait_reason,
+        outcome=run.outcome,
     )
 
 

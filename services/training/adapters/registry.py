@@ -10,6 +10,7 @@ from __future__ import annotations
 from driftloop.services.training.core.domain import (
     CandidateVersion,
     Champion,
+    Evidence,
     ModelInfo,
     ModelSpec,
     RegisteredVersion,
@@ -77,6 +78,9 @@ class TrainingRegistry:
             promoted=done.promoted,
             decision_reason=done.decision_reason,
             metrics=dict(done.version.metrics),
+            outcome=done.outcome,
+            rows_needed=done.rows_needed,
+            attention=done.attention,
         )
 
 
@@ -96,6 +100,20 @@ def model_spec(s: reg.TrainingSpec) -> ModelSpec:
             scoring=s.search.scoring or s.policy.metric or "accuracy",
         ),
         schedule_seconds=s.schedule_seconds,
+        evidence=evidence(s.policy),
+    )
+
+
+def evidence(p: reg.PromotionPolicy) -> Evidence:
+    """The policy fields a drift run needs (the registry fills defaults in; zero means unset)."""
+    d = Evidence()
+    return Evidence(
+        metric=p.metric or d.metric,
+        margin=p.margin,
+        confidence=p.confidence or d.confidence,
+        min_improvement=p.min_improvement or max(d.min_improvement, p.margin + 0.02),
+        power=p.power or d.power,
+        max_attempts=p.max_attempts or d.max_attempts,
     )
 
 
@@ -129,6 +147,7 @@ def to_candidate(c: CandidateVersion) -> reg.Candidate:
         causation_id=c.causation_id,
         slice_metrics=_slices(c.slice_metrics),
         champion_slice_metrics=_slices(c.champion_slice_metrics),
+        comparison=c.comparison,
         lineage=reg.Lineage(
             model=c.model,
             run_id=lin.run_id,

@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from driftloop.shared.estimators import SearchSpec
+from driftloop.shared.estimators import DEFAULT_METRIC, SearchSpec
+from driftloop.shared.paired import PairedComparison
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The parts of the registry's promotion policy that decide how much data a drift run waits
+    for and how its candidate is compared (driftloop.shared.paired)."""
+
+    metric: str = DEFAULT_METRIC
+    margin: float = 0.0
+    confidence: float = 0.95
+    min_improvement: float = 0.03
+    power: float = 0.8
+    max_attempts: int = 4
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,7 @@ class ModelSpec:
     slice_columns: tuple[str, ...] = ()
     search: SearchSpec = SearchSpec()
     schedule_seconds: int = 0
+    evidence: Evidence = Evidence()
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,7 @@ class CandidateVersion:
     causation_id: str
     slice_metrics: tuple[SliceScore, ...] = ()
     champion_slice_metrics: tuple[SliceScore, ...] = ()
+    comparison: PairedComparison | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,11 @@ class Registration:
     promoted: bool
     decision_reason: str
     metrics: dict[str, float] = field(default_factory=dict)
+    outcome: str = ""
+    """"promoted", "rejected", "inconclusive" (more rows could decide) or "waiting"."""
+    rows_needed: int = 0
+    """Rows the registry's paired comparison needs to decide (inconclusive outcomes)."""
+    attention: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,14 @@ class Run:
     spec_version: int = 0
     best_params: dict[str, str] = field(default_factory=dict)
     schedule_slot: str | None = None
+    attempt: int = 1
+    wait_rows: int = 0
+    """Post-drift rows to wait for before training (0: the executor's default)."""
+    wait_reason: str = ""
+    outcome: str = ""
+    not_before: float | None = None
+    """A run waiting for data is not claimed again before this time."""
+    wait_started_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,15 @@
 """One training run end to end: pin data, fit and evaluate, store the artifact and profile,
-register the candidate. Blocking work (parquet, sklearn, object store) runs in threads."""
+register the candidate. Blocking work (parquet, sklearn, object store) runs in threads.
+
+A drift run decides with the data the decision needs: it waits for the post-drift rows a paired
+comparison needs to see the policy's min_improvement (driftloop.shared.paired.rows_needed, with
+an assumed discordance before any candidate was scored), and says so on the run. While it waits
+it is put back in the queue (`not_before`), so other models' runs go on. When the registry calls
+the comparison inconclusive, or promotes a candidate that still fails the floor, the episode is
+retried on a growing post-drift window (at least double, or the rows the registry says it needs)
+until a candidate is promoted, the evidence shows the champion as good, the window reaches
+window_rows, or the policy's max_attempts are spent; every try is its own run, with its reason.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +30,7 @@ from driftloop.services.training.core.domain import (
     DataFileRef,
     ModelInfo,
     ModelSpec,
+    Registration,
     Run,
     SpecInfo,
 )
@@ -28,6 +39,7 @@ from driftloop.services.training.core.training import RegistryPort
 from driftloop.shared import artifacts, manifest
 from driftloop.shared.errors import DriftloopError, InvalidInput, NotReady, Unavailable
 from driftloop.shared.objectstore import ObjectStore
+from driftloop.shared.paired import ASSUMED_DISCORDANCE, rows_needed
 from driftloop.shared.run_record import RunRecord, run_record_key
 
 log = structlog.get_logger(__name__)
@@ -38,8 +50,36 @@ class DataWait:
     """How a drift run waits for rows ingested after the drift began."""
 
     min_rows_after_drift: int = 500
+    """The least a drift run waits for, whatever the statistics say."""
     max_wait_seconds: float = 60.0
+    """A first attempt then trains on the post-drift rows there are (or, with fewer than the
+    spec's min_rows, on the whole dataset)."""
     poll_seconds: float = 0.5
+    retry_wait_seconds: float = 600.0
+    """A retry that still lacks its rows after this fails, ending the episode's retries."""
+
+
+def first_wait(spec: ModelSpec, floor: int) -> tuple[int, str]:
+    """Post-drift rows a drift run's first attempt waits for, and why: what a cross-validated
+    paired comparison needs to see an improvement of min_improvement (capped by window_rows)."""
+    e = spec.evidence
+    needed = rows_needed(
+        e.min_improvement,
+        e.margin,
+        discordance=ASSUMED_DISCORDANCE,
+        confidence=e.confidence,
+        power=e.power,
+    )
+    rows = min(spec.window_rows, max(floor, needed))
+    why = (
+        f"{rows} post-drift rows: a paired comparison (one-sided {e.confidence:.0%}, power "
+        f"{e.power:.0%}) sees an improvement of {e.min_improvement:.3f} over the margin "
+        f"{e.margin:.3f} in about {needed} rows when {ASSUMED_DISCORDANCE:.0%} of rows are "
+        "discordant (assumed before any candidate is scored)"
+    )
+    if rows < needed:
+        why += f"; capped by window_rows {spec.window_rows}"
+    return rows, why
 
 
 @dataclass(frozen=True)
@@ -72,7 +112,8 @@ class RunExecutor:
         with structlog.contextvars.bound_contextvars(
             run_id=run.run_id, model=run.model, correlation_id=run.correlation_id
         ):
-            log.info("run_started", trigger=run.trigger, episode_id=run.episode_id)
+            if run.wait_started_at is None:
+                log.info("run_started", trigger=run.trigger, episode_id=run.episode_id)
             started = time.monotonic()
             try:
                 await self._execute(run)
@@ -97,9 +138,10 @@ class RunExecutor:
             log.info("run_already_registered", version=done.version)
             return
         model, spec = await self._model_and_spec(run)
-        waited = time.monotonic()
         data = await self._pin_data(run, model)
-        await asyncio.to_thread(self._runs.record_data_wait, run.run_id, time.monotonic() - waited)
+        if data is None:  # deferred until more rows arrive; the worker goes on meanwhile
+            return
+        await asyncio.to_thread(self._runs.record_data_wait, run.run_id, data.waited_seconds)
         await self._progress(run, "fitting")
         champion = await self._registry.production(model.name)
         champion_model = None
@@ -126,10 +168,58 @@ class RunExecutor:
             "run_succeeded",
             version=registration.version,
             promoted=registration.promoted,
+            outcome=registration.outcome,
             reason=registration.decision_reason,
             metrics=result.metrics,
             champion_metrics=result.champion_metrics,
         )
+        if run.trigger == "drift" and run.episode_id and data.since is not None:
+            await asyncio.to_thread(
+                self._retry_if_undecided, run, model.spec, registration, result.holdout_rows
+            )
+
+    def _retry_if_undecided(
+        self, run: Run, spec: ModelSpec, reg: Registration, rows: int
+    ) -> Run | None:
+        """Queue the episode's next attempt on a larger post-drift window when the registry's
+        comparison could not decide (or promoted a candidate that still fails the floor)."""
+        undecided = reg.outcome == "inconclusive" or (reg.promoted and bool(reg.attention))
+        if not undecided:
+            return None
+        why_not = ""
+        wanted = min(spec.window_rows, max(2 * rows, reg.rows_needed))
+        if run.attempt >= spec.evidence.max_attempts:
+            why_not = f"the policy's max_attempts ({spec.evidence.max_attempts}) are spent"
+        elif wanted <= rows:
+            why_not = f"the window already holds window_rows ({spec.window_rows}) rows"
+        if why_not:
+            log.warning("drift_episode_undecided", episode_id=run.episode_id, why=why_not)
+            return None
+        need = f"the registry needs about {reg.rows_needed}" if reg.rows_needed else "unknown"
+        why = (
+            f"{wanted} post-drift rows: attempt {run.attempt} was {reg.outcome} on {rows} rows "
+            f"(rows needed: {need}); at least double, at most window_rows"
+        )
+        queued = self._runs.queue(
+            run.model,
+            "drift",
+            episode_id=run.episode_id,
+            attempt=run.attempt + 1,
+            correlation_id=run.correlation_id,
+            causation_id=run.causation_id,
+            data_since=run.data_since,
+            caused_at=run.caused_at,
+            cause_detail=run.cause_detail,
+            reason=f"retry {run.attempt + 1}/{spec.evidence.max_attempts} of drift episode "
+            f"{run.episode_id}: version {reg.version} {reg.outcome}",
+            wait_rows=wanted,
+            wait_reason=why,
+        )
+        if queued is not None:
+            log.info(
+                "drift_retry_queued", run_id=queued.run_id, attempt=queued.attempt, rows=wanted
+            )
+        return queued
 
     async def _model_and_spec(self, run: Run) -> tuple[ModelInfo, SpecInfo]:
         """The model, with the spec version current now (recorded on the run)."""
@@ -141,34 +231,48 @@ class RunExecutor:
     async def _progress(self, run: Run, text: str) -> None:
         await asyncio.to_thread(self._runs.record_progress, run.run_id, text)
 
-    async def _pin_data(self, run: Run, model: ModelInfo) -> PinnedData:
+    async def _pin_data(self, run: Run, model: ModelInfo) -> PinnedData | None:
+        """The data to train on; for a drift run, the rows ingested since the drift once there
+        are enough of them, or None after putting the run back in the queue to wait."""
         pinned = await asyncio.to_thread(self._latest, model)
         if run.trigger != "drift" or run.data_since is None:
             return PinnedData(pinned, await asyncio.to_thread(self._read, pinned, None), None)
         since = run.data_since
-        began = time.monotonic()
-        deadline = began + self._wait.max_wait_seconds
-        while True:
-            await self._progress(run, self._wait_progress(pinned, since))
-            checked = time.monotonic()
-            recent = await asyncio.to_thread(self._rows_since, pinned, since)
-            if recent is not None:
-                log.info("drift_window_ready", rows=len(recent), manifest_version=pinned.version)
-                return PinnedData(pinned, recent, since, checked - began)
-            if time.monotonic() >= deadline:
-                log.warning(
-                    "drift_data_wait_expired",
-                    since=since,
-                    waited_seconds=self._wait.max_wait_seconds,
-                )
-                frame = await asyncio.to_thread(self._read, pinned, None)
-                return PinnedData(pinned, frame, None, time.monotonic() - began)
-            await asyncio.sleep(self._wait.poll_seconds)  # poll: validation curates as data comes
-            pinned = await asyncio.to_thread(self._latest, model)
+        wanted = run.wait_rows
+        if not wanted:
+            wanted, why = first_wait(model.spec, self._wait.min_rows_after_drift)
+            await asyncio.to_thread(self._runs.record_wait, run.run_id, wanted, why)
+        now = time.time()
+        started = run.wait_started_at or now
+        recent = await asyncio.to_thread(self._rows_since, pinned, since, wanted)
+        if recent is not None:
+            log.info("drift_window_ready", rows=len(recent), manifest_version=pinned.version)
+            return PinnedData(pinned, recent, since, now - started)
+        budget = self._wait.max_wait_seconds if run.attempt == 1 else self._wait.retry_wait_seconds
+        if now - started < budget:
+            await asyncio.to_thread(
+                self._runs.defer,
+                run.run_id,
+                now + self._wait.poll_seconds,
+                self._wait_progress(pinned, since, wanted),
+                started,
+            )
+            return None
+        have = await asyncio.to_thread(self._read, pinned, since)
+        if run.attempt > 1:
+            raise InvalidInput(
+                f"only {len(have)} of the {wanted} post-drift rows this retry waits for arrived "
+                f"within {budget:.0f}s; the episode's retries end here"
+            )
+        log.warning("drift_data_wait_expired", since=since, rows=len(have), wanted=wanted)
+        if len(have) >= model.spec.min_rows:
+            return PinnedData(pinned, have, since, now - started)
+        frame = await asyncio.to_thread(self._read, pinned, None)
+        return PinnedData(pinned, frame, None, now - started)
 
-    def _wait_progress(self, pinned: manifest.DatasetManifest, since: float) -> str:
+    def _wait_progress(self, pinned: manifest.DatasetManifest, since: float, wanted: int) -> str:
         rows = sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
-        return f"waiting for data ({rows}/{self._wait.min_rows_after_drift} rows after the drift)"
+        return f"waiting for data ({rows}/{wanted} rows after the drift)"
 
     def _latest(self, model: ModelInfo) -> manifest.DatasetManifest:
         pinned = manifest.latest_manifest(self._store, model.dataset)
@@ -184,13 +288,15 @@ class RunExecutor:
     def _read(self, pinned: manifest.DatasetManifest, since: float | None) -> pd.DataFrame:
         return manifest.read_snapshot(self._store, pinned, since=since)
 
-    def _rows_since(self, pinned: manifest.DatasetManifest, since: float) -> pd.DataFrame | None:
-        """Rows ingested at/after `since`, or None while there are fewer than needed."""
+    def _rows_since(
+        self, pinned: manifest.DatasetManifest, since: float, wanted: int
+    ) -> pd.DataFrame | None:
+        """Rows ingested at/after `since`, or None while there are fewer than `wanted`."""
         estimate = sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
-        if estimate < self._wait.min_rows_after_drift:
+        if estimate < wanted:
             return None
         frame = self._read(pinned, since)
-        return frame if len(frame) >= self._wait.min_rows_after_drift else None
+        return frame if len(frame) >= wanted else None
 
     def _load(self, key: str, sha256: str) -> Any:
         return artifacts.load_model(self._store.get(key), sha256)
@@ -204,7 +310,16 @@ class RunExecutor:
                 f"only {len(window)} curated rows with a {model.target!r} value in the window; "
                 f"model {model.name} needs at least {model.spec.min_rows}"
             )
-        return trainer.train_candidate(model.name, window, model.target, model.spec, champion)
+        return trainer.train_candidate(
+            model.name,
+            window,
+            model.target,
+            model.spec,
+            champion,
+            # why: a post-drift window is one regime; scoring every row out of fold gives the
+            # paired comparison five times the rows of a holdout (see trainer's docstring)
+            cross_validate=data.since is not None,
+        )
 
     def _store_outputs(
         self,
@@ -220,7 +335,13 @@ class RunExecutor:
         profile_key = f"artifacts/{model.name}/{run.run_id}/profile.json"
         self._store.put(artifact_key, body)
         self._store.put(profile_key, result.profile.to_json())
-        record = RunRecord(run.run_id, result.metrics, result.champion_metrics, champion_version)
+        record = RunRecord(
+            run.run_id,
+            result.metrics,
+            result.champion_metrics,
+            champion_version,
+            result.comparison,
+        )
         self._store.put(run_record_key(model.name, run.run_id), record.to_json())
         files = [
             f for f in data.manifest.files if data.since is None or f.max_ingested_at >= data.since
@@ -256,6 +377,7 @@ class RunExecutor:
             causation_id=run.causation_id,
             slice_metrics=result.slices,
             champion_slice_metrics=result.champion_slices,
+            comparison=result.comparison,
         )
 
 
@@ -273,6 +395,7 @@ def lineage_params(
         "holdout_fraction": str(spec.holdout_fraction),
         "min_rows": str(spec.min_rows),
         "seed": str(trainer.SEED),
+        "evaluation": result.evaluation,
         "fit_seconds": f"{result.fit_seconds:.4f}",
         "trained_at": f"{time.time():.3f}",
         **{f"lib.{name}": version for name, version in trainer.library_versions().items()},

@@ -32,6 +32,7 @@ _META = {
     "holdout_fraction",
     "min_rows",
     "seed",
+    "evaluation",
     "fit_seconds",
     "trained_at",
     "data_since",
@@ -101,8 +102,9 @@ def reproduce(
     pinned = manifest.read_manifest(store, model.dataset, version.manifest_version)
     frame = manifest.read_snapshot(store, pinned, since=since)
     window = trainer.select_window(frame, model.target, spec.window_rows)
-    again = trainer.train_candidate(model.name, window, model.target, spec)
-    _, holdout = trainer.split_holdout(window, spec.holdout_fraction)
+    cross = version.params.get("evaluation") == trainer.CROSS_VALIDATED
+    again = trainer.train_candidate(model.name, window, model.target, spec, cross_validate=cross)
+    holdout = window if cross else trainer.split_holdout(window, spec.holdout_fraction)[1]
     registered = artifacts.load_model(store.get(version.artifact_uri), version.artifact_sha256)
     mismatches = _mismatches(registered, again.pipeline, holdout)
     differences = _metric_differences(version.metrics, again.metrics)

@@ -1,4 +1,5 @@
-"""The training run table in SQLite: queue, claim, finish; idempotent by drift episode.
+"""The training run table in SQLite: queue, claim, finish; idempotent by drift episode and
+attempt, and by schedule slot.
 
 WAL mode and PRAGMA user_version migrations, like the registry. Calls come through
 asyncio.to_thread, so one connection is shared behind a lock.
@@ -49,6 +50,47 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN schedule_slot TEXT;
     CREATE UNIQUE INDEX runs_by_schedule_slot ON runs(schedule_slot)
     """,
+    # 4: retries of a drift episode (one run per episode and attempt, so the table is rebuilt
+    # without the UNIQUE on episode_id), the rows a run waits for and why, the registry's
+    # outcome, and a run waiting for data that does not hold the worker (not_before)
+    """
+    CREATE TABLE runs_v4 (
+        run_id TEXT PRIMARY KEY, model TEXT NOT NULL, state TEXT NOT NULL,
+        trigger TEXT NOT NULL, episode_id TEXT, correlation_id TEXT NOT NULL,
+        causation_id TEXT NOT NULL, data_since REAL, reason TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, started_at REAL,
+        finished_at REAL, registered_version TEXT NOT NULL DEFAULT '',
+        promoted INTEGER NOT NULL DEFAULT 0, decision_reason TEXT NOT NULL DEFAULT '',
+        metrics_json TEXT NOT NULL DEFAULT '{}', manifest_version INTEGER NOT NULL DEFAULT 0,
+        training_rows INTEGER NOT NULL DEFAULT 0, fit_seconds REAL NOT NULL DEFAULT 0,
+        data_wait_seconds REAL NOT NULL DEFAULT 0, caused_at REAL,
+        cause_detail TEXT NOT NULL DEFAULT '', progress TEXT NOT NULL DEFAULT '',
+        spec_version INTEGER NOT NULL DEFAULT 0, best_params_json TEXT NOT NULL DEFAULT '{}',
+        schedule_slot TEXT, attempt INTEGER NOT NULL DEFAULT 1,
+        wait_rows INTEGER NOT NULL DEFAULT 0, wait_reason TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL DEFAULT '', not_before REAL, wait_started_at REAL
+    );
+    INSERT INTO runs_v4 (
+        run_id, model, state, trigger, episode_id, correlation_id, causation_id, data_since,
+        reason, error, created_at, started_at, finished_at, registered_version, promoted,
+        decision_reason, metrics_json, manifest_version, training_rows, fit_seconds,
+        data_wait_seconds, caused_at, cause_detail, progress, spec_version, best_params_json,
+        schedule_slot
+    ) SELECT
+        run_id, model, state, trigger, episode_id, correlation_id, causation_id, data_since,
+        reason, error, created_at, started_at, finished_at, registered_version, promoted,
+        decision_reason, metrics_json, manifest_version, training_rows, fit_seconds,
+        data_wait_seconds, caused_at, cause_detail, progress, spec_version, best_params_json,
+        schedule_slot
+    FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_v4 RENAME TO runs;
+    CREATE INDEX runs_by_state ON runs(state, created_at);
+    CREATE INDEX runs_by_model ON runs(model, created_at);
+    CREATE INDEX runs_by_correlation ON runs(correlation_id);
+    CREATE UNIQUE INDEX runs_by_schedule_slot ON runs(schedule_slot);
+    CREATE UNIQUE INDEX runs_by_episode_attempt ON runs(episode_id, attempt)
+    """,
 )
 _RUN_FIELDS = {f.name for f in fields(Run)}
 
@@ -97,17 +139,37 @@ class RunStore:
         caused_at: float | None = None,
         cause_detail: str = "",
         schedule_slot: str | None = None,
+        attempt: int = 1,
+        wait_rows: int = 0,
+        wait_reason: str = "",
     ) -> Run | None:
-        """Queue a run; None when the episode or schedule slot already has one (or, with
-        only_if_no_runs, when the model has any run). An empty correlation id becomes the run id."""
+        """Queue a run; None when the episode already has this attempt or the schedule slot
+        already has a run (or, with only_if_no_runs, when the model has any run). An empty
+        correlation id becomes the run id. The first attempt of a new drift episode cancels the
+        queued retries of the model's older episodes: the newer evidence replaces theirs."""
         run_id = uuid.uuid4().hex
         with self._tx() as c:
-            for column, key in (("episode_id", episode_id), ("schedule_slot", schedule_slot)):
-                if (
-                    key is not None
-                    and c.execute(f"SELECT 1 FROM runs WHERE {column} = ?", (key,)).fetchone()
-                ):
-                    return None
+            if (
+                episode_id is not None
+                and c.execute(
+                    "SELECT 1 FROM runs WHERE episode_id = ? AND attempt = ?", (episode_id, attempt)
+                ).fetchone()
+            ):
+                return None
+            if (
+                schedule_slot is not None
+                and c.execute(
+                    "SELECT 1 FROM runs WHERE schedule_slot = ?", (schedule_slot,)
+                ).fetchone()
+            ):
+                return None
+            if episode_id is not None and attempt == 1:
+                c.execute(
+                    "UPDATE runs SET state = 'cancelled', finished_at = ?, progress = '',"
+                    " error = ? WHERE model = ? AND state = 'queued' AND attempt > 1"
+                    " AND episode_id != ?",
+                    (time.time(), f"superseded by drift episode {episode_id}", model, episode_id),
+                )
             if (
                 only_if_no_runs
                 and c.execute("SELECT 1 FROM runs WHERE model = ?", (model,)).fetchone()
@@ -116,7 +178,8 @@ class RunStore:
             c.execute(
                 "INSERT INTO runs (run_id, model, state, trigger, episode_id, correlation_id,"
                 " causation_id, data_since, reason, created_at, caused_at, cause_detail,"
-                " schedule_slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " schedule_slot, attempt, wait_rows, wait_reason)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     model,
@@ -131,6 +194,9 @@ class RunStore:
                     caused_at,
                     cause_detail,
                     schedule_slot,
+                    attempt,
+                    wait_rows,
+                    wait_reason,
                 ),
             )
             return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone())
@@ -144,10 +210,14 @@ class RunStore:
             ).rowcount
 
     def claim_next(self) -> Run | None:
-        """Mark the oldest queued run running and return it."""
+        """Mark the oldest queued run running and return it (a run waiting for data only once
+        its not_before time has come)."""
         with self._tx() as c:
             row = c.execute(
-                "SELECT run_id FROM runs WHERE state = 'queued' ORDER BY created_at, rowid LIMIT 1"
+                "SELECT run_id FROM runs WHERE state = 'queued'"
+                " AND (not_before IS NULL OR not_before <= ?)"
+                " ORDER BY created_at, rowid LIMIT 1",
+                (time.time(),),
             ).fetchone()
             if row is None:
                 return None
@@ -156,6 +226,16 @@ class RunStore:
                 (time.time(), row["run_id"]),
             )
             return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (row[0],)).fetchone())
+
+    def defer(self, run_id: str, not_before: float, progress: str, wait_started_at: float) -> None:
+        """Put a run that waits for data back in the queue until `not_before`, so the worker
+        goes on with other runs meanwhile."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET state = 'queued', not_before = ?, progress = ?,"
+                " wait_started_at = COALESCE(wait_started_at, ?) WHERE run_id = ?",
+                (not_before, progress, wait_started_at, run_id),
+            )
 
     def requeue(self, run_id: str, error: str) -> None:
         with self._tx() as c:
@@ -202,6 +282,14 @@ class RunStore:
         with self._tx() as c:
             c.execute("UPDATE runs SET progress = ? WHERE run_id = ?", (progress, run_id))
 
+    def record_wait(self, run_id: str, rows: int, reason: str) -> None:
+        """The post-drift rows a run waits for, and why that many."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET wait_rows = ?, wait_reason = ? WHERE run_id = ?",
+                (rows, reason, run_id),
+            )
+
     def record_data_wait(self, run_id: str, seconds: float) -> None:
         with self._tx() as c:
             c.execute("UPDATE runs SET data_wait_seconds = ? WHERE run_id = ?", (seconds, run_id))
@@ -211,7 +299,7 @@ class RunStore:
             c.execute(
                 "UPDATE runs SET state = 'succeeded', finished_at = ?, registered_version = ?,"
                 " promoted = ?, decision_reason = ?, metrics_json = ?, fit_seconds = ?,"
-                " error = '', progress = '' WHERE run_id = ?",
+                " outcome = ?, error = '', progress = '' WHERE run_id = ?",
                 (
                     time.time(),
                     reg.version,
@@ -219,6 +307,7 @@ class RunStore:
                     reg.decision_reason,
                     json.dumps(reg.metrics, sort_keys=True),
                     fit_seconds,
+                    reg.outcome or ("promoted" if reg.promoted else "rejected"),
                     run_id,
                 ),
             )

@@ -1,7 +1,15 @@
 """Fit and evaluate one candidate on a data window: pure scikit-learn, no IO.
 
-The holdout is the most recent slice of the window (by ingestion time), and the champion is
-scored on exactly those rows, so the registry compares like with like.
+Two ways to evaluate, both scoring the champion on exactly the rows the candidate is scored on,
+so the registry compares like with like through a paired comparison (driftloop.shared.paired):
+- "holdout": the most recent slice of the window (by ingestion time) is held out;
+- "cross-validated" (drift runs): every row of the post-drift window is predicted by a model fitted
+  on the other folds (contiguous, unshuffled), so the comparison sees all of the window's rows
+  instead of a fifth of them, and the candidate is then fitted on the whole window. After a
+  drift the window holds one regime, so there is no "more recent" part worth holding out, and
+  five times the evaluated rows is what lets a few points of improvement show within one
+  window. With a search spec, the out-of-fold predictions use the parameters the search chose
+  on the whole window (slightly optimistic; nested search would cost cv x folds fits).
 """
 
 from __future__ import annotations
@@ -19,9 +27,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import structlog
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedKFold
+from sklearn.model_selection import (
+    GridSearchCV,
+    RandomizedSearchCV,
+    StratifiedKFold,
+    cross_val_predict,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -31,6 +45,7 @@ from driftloop.shared.errors import InvalidInput
 from driftloop.shared.estimators import DEFAULT_METRIC, SEED
 from driftloop.shared.manifest import INGESTED_AT
 from driftloop.shared.names import check_column_name, shown
+from driftloop.shared.paired import PairedComparison, compare
 from driftloop.shared.profile import ReferenceProfile, build_profile
 
 log = structlog.get_logger(__name__)
@@ -38,6 +53,11 @@ log = structlog.get_logger(__name__)
 MAX_SLICE_VALUES = 100
 """Slices scored per slice column (its most frequent values)."""
 MISSING = "<missing>"
+FOLDS = 5
+"""Folds of a cross-validated evaluation (fewer when a class has fewer rows)."""
+HOLDOUT, CROSS_VALIDATED = "holdout", "cross-validated"
+UNSCORABLE = "\x00<the champion cannot score these rows>"
+"""The champion's "prediction" for rows lacking a feature it needs: never equal to a label."""
 LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "scipy", "skops")
 
 
@@ -65,6 +85,9 @@ class TrainedCandidate:
     slices: tuple[SliceScore, ...] = ()
     champion_slices: tuple[SliceScore, ...] = ()
     search: SearchResult | None = None
+    comparison: PairedComparison | None = None
+    """Candidate vs champion on the evaluated rows (None without a champion)."""
+    evaluation: str = HOLDOUT
 
 
 def feature_columns(frame: pd.DataFrame, target: str, spec: ModelSpec) -> list[str]:
@@ -158,53 +181,111 @@ def score(pipeline: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]
 
 
 def train_candidate(
-    model: str, window: pd.DataFrame, target: str, spec: ModelSpec, champion: Any | None = None
+    model: str,
+    window: pd.DataFrame,
+    target: str,
+    spec: ModelSpec,
+    champion: Any | None = None,
+    *,
+    cross_validate: bool = False,
 ) -> TrainedCandidate:
-    """Fit on the older part of `window`, score it (and the champion) on the newest part."""
+    """Fit on `window` and score the candidate and the champion on the same rows: the newest
+    part of the window (holdout), or, with `cross_validate`, every row out of fold."""
     features = feature_columns(window, target, spec)
     if not features:
         raise InvalidInput(f"no feature columns besides the target {target!r}")
-    train, holdout = split_holdout(window, spec.holdout_fraction)
-    y_train = train[target].astype(str)
-    if y_train.nunique() < 2:
-        raise InvalidInput(f"training rows hold a single class {y_train.iloc[0]!r}: need two")
     missing = [c for c in spec.slice_columns if c not in window.columns]
     if missing:
         raise InvalidInput(f"slice columns {missing} are not in the curated data")
+    folds = _folds(window[target].astype(str)) if cross_validate else 0
+    train, evaluated = (window, window) if folds else split_holdout(window, spec.holdout_fraction)
+    y_train = train[target].astype(str)
+    if y_train.nunique() < 2:
+        raise InvalidInput(f"training rows hold a single class {y_train.iloc[0]!r}: need two")
     pipeline = build_pipeline(train, features, spec)
     seed_everything()
     started = time.perf_counter()
     pipeline, searched = fit(pipeline, spec, train[features], y_train)
+    if folds:
+        predicted = out_of_fold(pipeline, train[features], y_train, folds)
+    else:
+        predicted = pd.Series(pipeline.predict(evaluated[features])).astype(str).to_numpy()
     fit_seconds = time.perf_counter() - started
-    predictions = pd.Series(pipeline.predict(train[features]), index=train.index).astype(str)
-    metrics = score(pipeline, holdout, target)
-    # why: the held-out accuracy and label frequencies give the monitor a performance and
+    truth = evaluated[target].astype(str).to_numpy()
+    metrics = estimators.score(pd.Series(truth), pd.Series(predicted))
+    train_predictions = pd.Series(pipeline.predict(train[features]), index=train.index).astype(str)
+    # why: the evaluated accuracy and label frequencies give the monitor a performance and
     # label-prior reference at once, instead of a burn-in of live labels after each deployment.
-    # The holdout size tells the monitor how certain the reference accuracy is.
+    # The evaluated row count tells the monitor how certain the reference accuracy is.
     profile = build_profile(
         model,
         "",
         train[features],
-        predictions,
+        train_predictions,
         target=y_train,
-        metrics={**metrics, "holdout_rows": float(len(holdout))},
+        metrics={**metrics, "holdout_rows": float(len(evaluated))},
     )
-    champion_ok = champion is not None and _has_features(champion, holdout)
+    champion_predicted = None if champion is None else predict_champion(champion, evaluated)
     return TrainedCandidate(
         pipeline=pipeline,
         metrics=metrics,
-        champion_metrics={} if champion is None else score_champion(champion, holdout, target),
+        champion_metrics=(
+            {}
+            if champion_predicted is None
+            else estimators.score(pd.Series(truth), pd.Series(champion_predicted))
+        ),
         profile=profile,
         features=features,
         training_rows=len(train),
-        holdout_rows=len(holdout),
+        holdout_rows=len(evaluated),
         fit_seconds=fit_seconds,
-        slices=slice_scores(pipeline, holdout, target, spec.slice_columns),
+        slices=slice_scores(predicted, evaluated, target, spec.slice_columns),
         champion_slices=(
-            slice_scores(champion, holdout, target, spec.slice_columns) if champion_ok else ()
+            ()
+            if champion_predicted is None or not _has_features(champion, evaluated)
+            else slice_scores(champion_predicted, evaluated, target, spec.slice_columns)
         ),
         search=searched,
+        comparison=(
+            None
+            if champion_predicted is None
+            else compare(
+                truth,
+                predicted,
+                champion_predicted,
+                spec.evidence.metric,
+                confidence=spec.evidence.confidence,
+            )
+        ),
+        evaluation=CROSS_VALIDATED if folds else HOLDOUT,
     )
+
+
+def _folds(labels: pd.Series) -> int:
+    """Folds for a cross-validated evaluation: FOLDS, fewer when the rarest class has fewer
+    rows, 0 (fall back to a holdout) when it has fewer than two."""
+    counts = labels.value_counts()
+    if len(counts) < 2 or counts.min() < 2:
+        return 0
+    return min(FOLDS, int(counts.min()))
+
+
+def out_of_fold(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, folds: int) -> np.ndarray:
+    """Each row predicted by the pipeline's estimator (same parameters) fitted on the other
+    folds: stratified, unshuffled, so every fold is a stretch of time per class."""
+    predicted = cross_val_predict(
+        clone(pipeline), x, y, cv=StratifiedKFold(n_splits=folds), n_jobs=1
+    )
+    return pd.Series(predicted).astype(str).to_numpy()
+
+
+def predict_champion(champion: Any, rows: pd.DataFrame) -> np.ndarray:
+    """The champion's predictions of `rows`; UNSCORABLE where the data no longer has a feature
+    it needs (it could not serve them either)."""
+    if not _has_features(champion, rows):
+        return np.full(len(rows), UNSCORABLE, dtype=object)
+    features = [str(c) for c in champion.feature_names_in_]
+    return pd.Series(champion.predict(rows[features])).astype(str).to_numpy()
 
 
 def fit(
@@ -252,17 +333,26 @@ def fit(
 
 
 def slice_scores(
-    pipeline: Any, holdout: pd.DataFrame, target: str, columns: tuple[str, ...]
+    predicted: np.ndarray, rows: pd.DataFrame, target: str, columns: tuple[str, ...]
 ) -> tuple[SliceScore, ...]:
-    """Metrics per value of each slice column on `holdout` (the most frequent values first,
-    at most MAX_SLICE_VALUES per column; missing values form the slice "<missing>")."""
+    """Metrics of `predicted` (one per row of `rows`) per value of each slice column (the most
+    frequent values first, at most MAX_SLICE_VALUES per column; missing values form the slice
+    "<missing>")."""
     found = []
+    truth = rows[target].astype(str).to_numpy()
     for column in columns:
-        values = holdout[column].astype(object).where(holdout[column].notna(), MISSING)
-        values = values.astype(str)
-        for value in values.value_counts().index[:MAX_SLICE_VALUES]:
-            rows = holdout[values == value]
-            found.append(SliceScore(column, str(value), len(rows), score(pipeline, rows, target)))
+        values = rows[column].astype(object).where(rows[column].notna(), MISSING)
+        values = values.astype(str).to_numpy()
+        for value in pd.Series(values).value_counts().index[:MAX_SLICE_VALUES]:
+            inside = values == value
+            found.append(
+                SliceScore(
+                    column,
+                    str(value),
+                    int(inside.sum()),
+                    estimators.score(pd.Series(truth[inside]), pd.Series(predicted[inside])),
+                )
+            )
     return tuple(found)
 
 
@@ -289,13 +379,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[name] = "absent"
     return found
-
-
-def score_champion(champion: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
-    if not _has_features(champion, holdout):
-        # the data no longer has what the champion needs: it cannot serve it either
-        return dict.fromkeys(estimators.METRICS, 0.0)
-    return score(champion, holdout, target)
 
 
 def _is_numeric(column: pd.Series) -> bool:

@@ -164,8 +164,12 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
     common: CommonSettings,
 ) -> None:
     async with training_stack(common) as stack:
+        # a large min_improvement needs few rows: the wait is the 300-row floor (DataWait)
+        policy = rpb.PromotionPolicy(min_improvement=0.2)
         await stack.registry.CreateModel(
-            rpb.CreateModelRequest(name="iris", dataset="flowers", target="label")
+            rpb.CreateModelRequest(
+                name="iris", dataset="flowers", target="label", spec=rpb.TrainingSpec(policy=policy)
+            )
         )
         now = time.time()
         curate(stack.store, "old", 400, now - 100)
@@ -220,7 +224,8 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
                 tpb.ListRunsRequest(correlation_id=event.correlation_id)
             )
             assert [r.run_id for r in by_chain.runs] == [run.run_id]
-            assert done.training_rows == 320  # only post-drift rows: 400 minus the holdout
+            # only post-drift rows, all of them (the evaluation is cross-validated)
+            assert done.training_rows == 400 and done.wait_rows == 300, done.wait_reason
             assert len(await drift_runs()) == 1
             version = await stack.registry.GetVersion(
                 rpb.GetVersionRequest(model="iris", version=done.registered_version)
@@ -241,7 +246,9 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
                 )
                 assert report.matched, list(report.differences)
                 assert dict(report.reproduced_metrics) == dict(report.recorded_metrics)
-                assert report.prediction_mismatches == 0 and report.holdout_rows == 80
+                # version 1 held out the newest 80 of 400 rows; version 2 scored all 400 out of fold
+                evaluated = 80 if number == "1" else 400
+                assert report.prediction_mismatches == 0 and report.holdout_rows == evaluated
         finally:
             await consumer.stop()
             await task

@@ -37,4 +37,7 @@ PAYLOADS: list[events.ModelEvent] = [
         action="rollback",
     ),
     events.ModelRejected(model="churn", version="3", reason="worse"),
+    events.ModelNeedsAttention(
+        model="churn", version="3", reason="both fail the floor", decision="promoted"
+    ),
 ]

@@ -3,8 +3,10 @@ outbox rows committed with their decision, and spec defaults/validation."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from driftloop.protos.events.v1 import events_pb2
@@ -18,6 +20,7 @@ from driftloop.services.registry.core.domain import (
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.store import RegistryStore
 from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from driftloop.shared.paired import compare
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +72,7 @@ def test_defaults_fill_an_empty_spec(registry: Registry) -> None:
     spec = registry.get_model("churn").spec
     assert spec.estimator == "logistic_regression"
     assert (spec.window_rows, spec.holdout_fraction, spec.min_rows) == (2000, 0.2, 200)
-    assert spec.policy == PromotionPolicy("accuracy", 0.01, 0.6)
+    assert spec.policy == PromotionPolicy("accuracy", 0.0, 0.6)
 
 
 @pytest.mark.parametrize(
@@ -123,9 +126,9 @@ def test_outbox_rows_are_written_in_the_decision_transaction(
 
 def test_rejected_candidate_keeps_the_champion(registry: Registry, store: RegistryStore) -> None:
     registry.register(candidate("run-1", 0.9))
-    reg = registry.register(candidate("run-2", 0.905, champion="1", champ_acc=0.9))
+    reg = registry.register(candidate("run-2", 0.895, champion="1", champ_acc=0.9))
     assert not reg.promoted and reg.version.status == "rejected"
-    assert "0.905 < champion 0.900 + margin 0.010" in reg.decision_reason
+    assert "0.895 < champion 0.900 + margin 0.000" in reg.decision_reason
     assert registry.production("churn").version == "1"
     assert outbox_events(store)[-1].type == "ModelRejected"
 
@@ -199,3 +202,43 @@ def test_migrations_run_once_and_data_survives_reopen(tmp_path: Path) -> None:
         assert Registry(reopened).get_model("m").dataset == "d"
     finally:
         reopened.close()
+
+
+def test_both_below_the_floor_promotes_the_better_and_publishes_attention(
+    registry: Registry, store: RegistryStore
+) -> None:
+    registry.register(candidate("run-1", 0.9))
+    truth = np.array(["a"] * 1000)
+    cand = np.array(["a"] * 536 + ["b"] * 464)
+    champ = np.array(["b"] * 150 + ["a"] * 236 + ["b"] * 614)  # right on 236 of 1000
+    comparison = compare(truth, cand, champ)
+    drifted = replace(
+        candidate("run-2", 0.536, champion="1", champ_acc=0.236), comparison=comparison
+    )
+    reg = registry.register(drifted)
+    assert reg.promoted and reg.outcome == "promoted" and "both fail the floor" in reg.attention
+    assert [e.type for e in outbox_events(store)][-3:] == [
+        "ModelRegistered",
+        "ModelNeedsAttention",
+        "ModelPromoted",
+    ]
+    audit = registry.history("churn").audit
+    register = next(a for a in audit if a.action == "register" and a.version == "2")
+    assert register.details["comparison"]["p_value"] < 0.05
+    assert any(a.action == "attention" for a in audit)
+
+
+def test_an_inconclusive_comparison_says_how_many_rows_it_needs(registry: Registry) -> None:
+    registry.register(candidate("run-1", 0.87))
+    truth = np.array(["a"] * 102)
+    cand = np.array(["a"] * 89 + ["b"] * 13)
+    champ = np.array(["b"] * 5 + ["a"] * 84 + ["a"] * 5 + ["b"] * 8)
+    reg = registry.register(
+        replace(
+            candidate("run-2", 89 / 102, champion="1", champ_acc=89 / 102),
+            comparison=compare(truth, cand, champ),
+        )
+    )
+    assert not reg.promoted and reg.outcome == "inconclusive" and reg.rows_needed > 102
+    again = registry.register(candidate("run-2", 89 / 102, champion="1", champ_acc=89 / 102))
+    assert again.outcome == "inconclusive"  # a retried registration reads it back

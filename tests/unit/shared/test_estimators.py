@@ -123,8 +123,9 @@ def test_registry_and_training_name_the_same_metrics() -> None:
     pipeline.fit(x, y)
     scores = trainer.score(pipeline, x.assign(y=y), "y")
     assert set(scores) == set(METRICS)
-    champion_lacking_features = trainer.score_champion(pipeline, pd.DataFrame({"y": y}), "y")
-    assert champion_lacking_features == dict.fromkeys(METRICS, 0.0)
+    # a champion lacking a feature of the data cannot score it: never right
+    unscorable = trainer.predict_champion(pipeline, pd.DataFrame({"y": y}))
+    assert set(unscorable) == {trainer.UNSCORABLE}
     for m in METRICS.values():
         # the search's scorer is the same metric, higher-is-better, as the policy assumes
         assert get_scorer(m.scorer)(pipeline, x, y) == pytest.approx(scores[m.name]), m.name

@@ -49,6 +49,7 @@ class Envelope(_message.Message):
     MODEL_PENDING_APPROVAL_FIELD_NUMBER: _builtins.int
     MODEL_SHADOWED_FIELD_NUMBER: _builtins.int
     CURATED_ROWS_FIELD_NUMBER: _builtins.int
+    MODEL_NEEDS_ATTENTION_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     type: _builtins.str
     """The payload's type name, e.g. "RecordBatch", "DriftDetected"."""
@@ -88,6 +89,8 @@ class Envelope(_message.Message):
     def model_shadowed(self) -> Global___ModelShadowed: ...
     @_builtins.property
     def curated_rows(self) -> Global___CuratedRows: ...
+    @_builtins.property
+    def model_needs_attention(self) -> Global___ModelNeedsAttention: ...
     def __init__(
         self,
         *,
@@ -112,12 +115,13 @@ class Envelope(_message.Message):
         model_pending_approval: Global___ModelPendingApproval | None = ...,
         model_shadowed: Global___ModelShadowed | None = ...,
         curated_rows: Global___CuratedRows | None = ...,
+        model_needs_attention: Global___ModelNeedsAttention | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["curated_rows", b"curated_rows", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["curated_rows", b"curated_rows", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_needs_attention", b"model_needs_attention", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "correlation_id", b"correlation_id", "curated_rows", b"curated_rows", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "event_id", b"event_id", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "producer", b"producer", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["causation_id", b"causation_id", "correlation_id", b"correlation_id", "curated_rows", b"curated_rows", "dataset_versioned", b"dataset_versioned", "dead_letter", b"dead_letter", "deployment_failed", b"deployment_failed", "drift_detected", b"drift_detected", "event_id", b"event_id", "label_batch", b"label_batch", "model_deployed", b"model_deployed", "model_needs_attention", b"model_needs_attention", "model_pending_approval", b"model_pending_approval", "model_promoted", b"model_promoted", "model_registered", b"model_registered", "model_rejected", b"model_rejected", "model_shadowed", b"model_shadowed", "occurred_at", b"occurred_at", "payload", b"payload", "prediction_log", b"prediction_log", "producer", b"producer", "record_batch", b"record_batch", "rejected_rows", b"rejected_rows", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["record_batch", "rejected_rows", "prediction_log", "label_batch", "drift_detected", "model_registered", "model_promoted", "model_rejected", "model_deployed", "deployment_failed", "dead_letter", "dataset_versioned", "model_pending_approval", "model_shadowed", "curated_rows"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["record_batch", "rejected_rows", "prediction_log", "label_batch", "drift_detected", "model_registered", "model_promoted", "model_rejected", "model_deployed", "deployment_failed", "dead_letter", "dataset_versioned", "model_pending_approval", "model_shadowed", "curated_rows", "model_needs_attention"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -721,6 +725,41 @@ class ModelShadowed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelShadowed: _TypeAlias = ModelShadowed  # noqa: Y015
+
+@_typing.final
+class ModelNeedsAttention(_message.Message):
+    """The registry asks a human to look at a model: a decision it took (or could not take) is not
+    what the policy alone would accept, e.g. both the candidate and the champion fail the floor.
+    Topic: driftloop.models, keyed by model; correlation id = the decision's chain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    version: _builtins.str
+    """The version the decision was about."""
+    reason: _builtins.str
+    decision: _builtins.str
+    """What the registry did: "promoted" or "rejected"."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        version: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        decision: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "model", b"model", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelNeedsAttention: _TypeAlias = ModelNeedsAttention  # noqa: Y015
 
 @_typing.final
 class ModelDeployed(_message.Message):

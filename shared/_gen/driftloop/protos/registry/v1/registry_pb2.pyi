@@ -33,6 +33,10 @@ class PromotionPolicy(_message.Message):
     MIN_SLICE_ROWS_FIELD_NUMBER: _builtins.int
     SHADOW_MIN_LABELS_FIELD_NUMBER: _builtins.int
     SHADOW_MAX_LABELS_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    MIN_IMPROVEMENT_FIELD_NUMBER: _builtins.int
+    POWER_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
     """Metric compared, higher is better ("accuracy", "f1_macro")."""
     margin: _builtins.float
@@ -58,6 +62,20 @@ class PromotionPolicy(_message.Message):
     shadow is rejected (0: 5 x shadow_min_labels). A shadow worse than the champion by `margin`
     is rejected as soon as it has shadow_min_labels.
     """
+    confidence: _builtins.float
+    """One-sided confidence of the paired comparison (default 0.95): the candidate is promoted
+    when the lower bound of its improvement over the champion, on the same rows, reaches
+    `margin` (and McNemar's or the bootstrap's p-value is below 1 - confidence).
+    """
+    min_improvement: _builtins.float
+    """The smallest improvement worth detecting (default 0.03): training waits after a drift for
+    the rows a paired comparison needs to see it, and a candidate whose upper bound is below it
+    is "not better" (a conclusive rejection that ends the episode's retries).
+    """
+    power: _builtins.float
+    """Chance of seeing an improvement of min_improvement when it is there (default 0.8)."""
+    max_attempts: _builtins.int
+    """Training tries per drift episode, on growing post-drift windows (default 4)."""
     def __init__(
         self,
         *,
@@ -69,14 +87,75 @@ class PromotionPolicy(_message.Message):
         min_slice_rows: _builtins.int = ...,
         shadow_min_labels: _builtins.int = ...,
         shadow_max_labels: _builtins.int = ...,
+        confidence: _builtins.float = ...,
+        min_improvement: _builtins.float = ...,
+        power: _builtins.float = ...,
+        max_attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["floor", b"floor", "margin", b"margin", "metric", b"metric", "min_slice_rows", b"min_slice_rows", "mode", b"mode", "shadow_max_labels", b"shadow_max_labels", "shadow_min_labels", b"shadow_min_labels", "slice_tolerance", b"slice_tolerance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "floor", b"floor", "margin", b"margin", "max_attempts", b"max_attempts", "metric", b"metric", "min_improvement", b"min_improvement", "min_slice_rows", b"min_slice_rows", "mode", b"mode", "power", b"power", "shadow_max_labels", b"shadow_max_labels", "shadow_min_labels", b"shadow_min_labels", "slice_tolerance", b"slice_tolerance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PromotionPolicy: _TypeAlias = PromotionPolicy  # noqa: Y015
+
+@_typing.final
+class PairedComparison(_message.Message):
+    """Candidate minus champion on the policy metric, scored on the same rows (see
+    driftloop/shared/paired.py): the evidence behind a decision.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    CANDIDATE_FIELD_NUMBER: _builtins.int
+    CHAMPION_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_FIELD_NUMBER: _builtins.int
+    LOWER_FIELD_NUMBER: _builtins.int
+    UPPER_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    DISCORDANCE_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    rows: _builtins.int
+    candidate: _builtins.float
+    champion: _builtins.float
+    difference: _builtins.float
+    lower: _builtins.float
+    """Central interval at level 2 x confidence - 1: `lower` is a one-sided bound at `confidence`."""
+    upper: _builtins.float
+    p_value: _builtins.float
+    """One-sided p-value that the candidate is no better."""
+    confidence: _builtins.float
+    method: _builtins.str
+    """"mcnemar-exact" or "paired-bootstrap"."""
+    discordance: _builtins.float
+    """Share of rows where exactly one of the two is right."""
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        candidate: _builtins.float = ...,
+        champion: _builtins.float = ...,
+        difference: _builtins.float = ...,
+        lower: _builtins.float = ...,
+        upper: _builtins.float = ...,
+        p_value: _builtins.float = ...,
+        confidence: _builtins.float = ...,
+        method: _builtins.str = ...,
+        discordance: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "champion", b"champion", "confidence", b"confidence", "difference", b"difference", "discordance", b"discordance", "lower", b"lower", "method", b"method", "metric", b"metric", "p_value", b"p_value", "rows", b"rows", "upper", b"upper"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PairedComparison: _TypeAlias = PairedComparison  # noqa: Y015
 
 @_typing.final
 class SearchSpec(_message.Message):
@@ -812,6 +891,7 @@ class RegisterVersionRequest(_message.Message):
     CAUSATION_ID_FIELD_NUMBER: _builtins.int
     SLICE_METRICS_FIELD_NUMBER: _builtins.int
     CHAMPION_SLICE_METRICS_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     run_id: _builtins.str
     artifact_uri: _builtins.str
@@ -836,6 +916,10 @@ class RegisterVersionRequest(_message.Message):
 
     @_builtins.property
     def champion_slice_metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___SliceMetrics]: ...
+    @_builtins.property
+    def comparison(self) -> Global___PairedComparison:
+        """The paired comparison with the champion on the same rows (unset without a champion)."""
+
     def __init__(
         self,
         *,
@@ -852,10 +936,11 @@ class RegisterVersionRequest(_message.Message):
         causation_id: _builtins.str = ...,
         slice_metrics: _abc.Iterable[Global___SliceMetrics] | None = ...,
         champion_slice_metrics: _abc.Iterable[Global___SliceMetrics] | None = ...,
+        comparison: Global___PairedComparison | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "artifact_uri", b"artifact_uri", "causation_id", b"causation_id", "champion_metrics", b"champion_metrics", "champion_slice_metrics", b"champion_slice_metrics", "champion_version", b"champion_version", "correlation_id", b"correlation_id", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "profile_uri", b"profile_uri", "run_id", b"run_id", "slice_metrics", b"slice_metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "artifact_uri", b"artifact_uri", "causation_id", b"causation_id", "champion_metrics", b"champion_metrics", "champion_slice_metrics", b"champion_slice_metrics", "champion_version", b"champion_version", "comparison", b"comparison", "correlation_id", b"correlation_id", "lineage", b"lineage", "metrics", b"metrics", "model", b"model", "profile_uri", b"profile_uri", "run_id", b"run_id", "slice_metrics", b"slice_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -868,8 +953,19 @@ class RegisterVersionResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     PROMOTED_FIELD_NUMBER: _builtins.int
     DECISION_REASON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ROWS_NEEDED_FIELD_NUMBER: _builtins.int
+    ATTENTION_FIELD_NUMBER: _builtins.int
     promoted: _builtins.bool
     decision_reason: _builtins.str
+    outcome: _builtins.str
+    """"promoted", "rejected" (conclusive: not better by min_improvement, or worse), "inconclusive"
+    (more rows could decide: see rows_needed) or "waiting" (approval or shadow).
+    """
+    rows_needed: _builtins.int
+    """Rows a paired comparison needs to decide, from the discordance observed (0: not known)."""
+    attention: _builtins.str
+    """Non-empty when a human should look (e.g. both models fail the floor)."""
     @_builtins.property
     def version(self) -> Global___ModelVersion: ...
     def __init__(
@@ -878,10 +974,13 @@ class RegisterVersionResponse(_message.Message):
         version: Global___ModelVersion | None = ...,
         promoted: _builtins.bool = ...,
         decision_reason: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        rows_needed: _builtins.int = ...,
+        attention: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_reason", b"decision_reason", "promoted", b"promoted", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attention", b"attention", "decision_reason", b"decision_reason", "outcome", b"outcome", "promoted", b"promoted", "rows_needed", b"rows_needed", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+driftloop/protos/training/v1/training.proto\x12\x15\x64riftloop.training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x0fStartRunRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x06\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x12\n\nepisode_id\x18\x05 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12registered_version\x18\x0b \x01(\t\x12\x38\n\x07metrics\x18\x0c \x03(\x0b\x32\'.driftloop.training.v1.Run.MetricsEntry\x12\x18\n\x10manifest_version\x18\r \x01(\x03\x12\x15\n\rtraining_rows\x18\x0e \x01(\x03\x12\x13\n\x0b\x66it_seconds\x18\x0f \x01(\x01\x12\x10\n\x08promoted\x18\x10 \x01(\x08\x12\x17\n\x0f\x64\x65\x63ision_reason\x18\x11 \x01(\t\x12\x19\n\x11\x64\x61ta_wait_seconds\x18\x12 \x01(\x01\x12-\n\tcaused_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61use_detail\x18\x14 \x01(\t\x12\x0e\n\x06reason\x18\x15 \x01(\t\x12\x10\n\x08progress\x18\x16 \x01(\t\x12\x14\n\x0cspec_version\x18\x17 \x01(\x03\x12?\n\x0b\x62\x65st_params\x18\x18 \x03(\x0b\x32*.driftloop.training.v1.Run.BestParamsEntry\x12\x15\n\rschedule_slot\x18\x19 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x42\x65stParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"G\n\x0fListRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\"<\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.driftloop.training.v1.Run\"2\n\x10ReproduceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xef\x04\n\x0fReproduceReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07matched\x18\x03 \x01(\x08\x12U\n\x10recorded_metrics\x18\x04 \x03(\x0b\x32;.driftloop.training.v1.ReproduceReport.RecordedMetricsEntry\x12Y\n\x12reproduced_metrics\x18\x05 \x03(\x0b\x32=.driftloop.training.v1.ReproduceReport.ReproducedMetricsEntry\x12\x14\n\x0choldout_rows\x18\x06 \x01(\x03\x12\x1d\n\x15prediction_mismatches\x18\x07 \x01(\x03\x12\x13\n\x0b\x64ifferences\x18\x08 \x03(\t\x12\x18\n\x10manifest_version\x18\t \x01(\x03\x12U\n\x10library_versions\x18\n \x03(\x0b\x32;.driftloop.training.v1.ReproduceReport.LibraryVersionsEntry\x12\x14\n\x0cspec_version\x18\x0b \x01(\x03\x1a\x36\n\x14RecordedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x38\n\x16ReproducedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14LibraryVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe8\x02\n\x0fTrainingService\x12N\n\x08StartRun\x12&.driftloop.training.v1.StartRunRequest\x1a\x1a.driftloop.training.v1.Run\x12J\n\x06GetRun\x12$.driftloop.training.v1.GetRunRequest\x1a\x1a.driftloop.training.v1.Run\x12[\n\x08ListRuns\x12&.driftloop.training.v1.ListRunsRequest\x1a\'.driftloop.training.v1.ListRunsResponse\x12\\\n\tReproduce\x12\'.driftloop.training.v1.ReproduceRequest\x1a&.driftloop.training.v1.ReproduceReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+driftloop/protos/training/v1/training.proto\x12\x15\x64riftloop.training.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\x0fStartRunRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xf4\x06\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0f\n\x07trigger\x18\x04 \x01(\t\x12\x12\n\nepisode_id\x18\x05 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12registered_version\x18\x0b \x01(\t\x12\x38\n\x07metrics\x18\x0c \x03(\x0b\x32\'.driftloop.training.v1.Run.MetricsEntry\x12\x18\n\x10manifest_version\x18\r \x01(\x03\x12\x15\n\rtraining_rows\x18\x0e \x01(\x03\x12\x13\n\x0b\x66it_seconds\x18\x0f \x01(\x01\x12\x10\n\x08promoted\x18\x10 \x01(\x08\x12\x17\n\x0f\x64\x65\x63ision_reason\x18\x11 \x01(\t\x12\x19\n\x11\x64\x61ta_wait_seconds\x18\x12 \x01(\x01\x12-\n\tcaused_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63\x61use_detail\x18\x14 \x01(\t\x12\x0e\n\x06reason\x18\x15 \x01(\t\x12\x10\n\x08progress\x18\x16 \x01(\t\x12\x14\n\x0cspec_version\x18\x17 \x01(\x03\x12?\n\x0b\x62\x65st_params\x18\x18 \x03(\x0b\x32*.driftloop.training.v1.Run.BestParamsEntry\x12\x15\n\rschedule_slot\x18\x19 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x1a \x01(\x03\x12\x11\n\twait_rows\x18\x1b \x01(\x03\x12\x13\n\x0bwait_reason\x18\x1c \x01(\t\x12\x0f\n\x07outcome\x18\x1d \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0f\x42\x65stParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"G\n\x0fListRunsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\"<\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.driftloop.training.v1.Run\"2\n\x10ReproduceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xef\x04\n\x0fReproduceReport\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07matched\x18\x03 \x01(\x08\x12U\n\x10recorded_metrics\x18\x04 \x03(\x0b\x32;.driftloop.training.v1.ReproduceReport.RecordedMetricsEntry\x12Y\n\x12reproduced_metrics\x18\x05 \x03(\x0b\x32=.driftloop.training.v1.ReproduceReport.ReproducedMetricsEntry\x12\x14\n\x0choldout_rows\x18\x06 \x01(\x03\x12\x1d\n\x15prediction_mismatches\x18\x07 \x01(\x03\x12\x13\n\x0b\x64ifferences\x18\x08 \x03(\t\x12\x18\n\x10manifest_version\x18\t \x01(\x03\x12U\n\x10library_versions\x18\n \x03(\x0b\x32;.driftloop.training.v1.ReproduceReport.LibraryVersionsEntry\x12\x14\n\x0cspec_version\x18\x0b \x01(\x03\x1a\x36\n\x14RecordedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x38\n\x16ReproducedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14LibraryVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe8\x02\n\x0fTrainingService\x12N\n\x08StartRun\x12&.driftloop.training.v1.StartRunRequest\x1a\x1a.driftloop.training.v1.Run\x12J\n\x06GetRun\x12$.driftloop.training.v1.GetRunRequest\x1a\x1a.driftloop.training.v1.Run\x12[\n\x08ListRuns\x12&.driftloop.training.v1.ListRunsRequest\x1a\'.driftloop.training.v1.ListRunsResponse\x12\\\n\tReproduce\x12\'.driftloop.training.v1.ReproduceRequest\x1a&.driftloop.training.v1.ReproduceReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,27 +45,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTRUNREQUEST']._serialized_start=103
   _globals['_STARTRUNREQUEST']._serialized_end=151
   _globals['_RUN']._serialized_start=154
-  _globals['_RUN']._serialized_end=964
-  _globals['_RUN_METRICSENTRY']._serialized_start=867
-  _globals['_RUN_METRICSENTRY']._serialized_end=913
-  _globals['_RUN_BESTPARAMSENTRY']._serialized_start=915
-  _globals['_RUN_BESTPARAMSENTRY']._serialized_end=964
-  _globals['_GETRUNREQUEST']._serialized_start=966
-  _globals['_GETRUNREQUEST']._serialized_end=997
-  _globals['_LISTRUNSREQUEST']._serialized_start=999
-  _globals['_LISTRUNSREQUEST']._serialized_end=1070
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1072
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1132
-  _globals['_REPRODUCEREQUEST']._serialized_start=1134
-  _globals['_REPRODUCEREQUEST']._serialized_end=1184
-  _globals['_REPRODUCEREPORT']._serialized_start=1187
-  _globals['_REPRODUCEREPORT']._serialized_end=1810
-  _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_start=1642
-  _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_end=1696
-  _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._serialized_start=1698
-  _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._serialized_end=1754
-  _globals['_REPRODUCEREPORT_LIBRARYVERSIONSENTRY']._serialized_start=1756
-  _globals['_REPRODUCEREPORT_LIBRARYVERSIONSENTRY']._serialized_end=1810
-  _globals['_TRAININGSERVICE']._serialized_start=1813
-  _globals['_TRAININGSERVICE']._serialized_end=2173
+  _globals['_RUN']._serialized_end=1038
+  _globals['_RUN_METRICSENTRY']._serialized_start=941
+  _globals['_RUN_METRICSENTRY']._serialized_end=987
+  _globals['_RUN_BESTPARAMSENTRY']._serialized_start=989
+  _globals['_RUN_BESTPARAMSENTRY']._serialized_end=1038
+  _globals['_GETRUNREQUEST']._serialized_start=1040
+  _globals['_GETRUNREQUEST']._serialized_end=1071
+  _globals['_LISTRUNSREQUEST']._serialized_start=1073
+  _globals['_LISTRUNSREQUEST']._serialized_end=1144
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1146
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1206
+  _globals['_REPRODUCEREQUEST']._serialized_start=1208
+  _globals['_REPRODUCEREQUEST']._serialized_end=1258
+  _globals['_REPRODUCEREPORT']._serialized_start=1261
+  _globals['_REPRODUCEREPORT']._serialized_end=1884
+  _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_start=1716
+  _globals['_REPRODUCEREPORT_RECORDEDMETRICSENTRY']._serialized_end=1770
+  _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._serialized_start=1772
+  _globals['_REPRODUCEREPORT_REPRODUCEDMETRICSENTRY']._serialized_end=1828
+  _globals['_REPRODUCEREPORT_LIBRARYVERSIONSENTRY']._serialized_start=1830
+  _globals['_REPRODUCEREPORT_LIBRARYVERSIONSENTRY']._serialized_end=1884
+  _globals['_TRAININGSERVICE']._serialized_start=1887
+  _globals['_TRAININGSERVICE']._serialized_end=2247
 # @@protoc_insertion_point(module_scope)

@@ -111,10 +111,16 @@ class Run(_message.Message):
     SPEC_VERSION_FIELD_NUMBER: _builtins.int
     BEST_PARAMS_FIELD_NUMBER: _builtins.int
     SCHEDULE_SLOT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    WAIT_ROWS_FIELD_NUMBER: _builtins.int
+    WAIT_REASON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     model: _builtins.str
     state: _builtins.str
-    """"queued", "running", "succeeded" or "failed"."""
+    """"queued", "running", "succeeded", "failed" or "cancelled" (a drift retry that a newer
+    episode of the model superseded).
+    """
     trigger: _builtins.str
     """"manual", "drift", "auto" or "schedule"."""
     episode_id: _builtins.str
@@ -141,6 +147,15 @@ class Run(_message.Message):
     """The registry spec version the run trained with (0 until the run started)."""
     schedule_slot: _builtins.str
     """The schedule slot of a scheduled run ("MODEL@PERIOD:SLOT")."""
+    attempt: _builtins.int
+    """Which try of its drift episode this run is (1 for the first; retries train on growing
+    post-drift windows while the registry's paired comparison is inconclusive).
+    """
+    wait_rows: _builtins.int
+    """Post-drift rows the run waits for before it trains, and why that many."""
+    wait_reason: _builtins.str
+    outcome: _builtins.str
+    """The registry's outcome: "promoted", "rejected", "inconclusive" or "waiting"."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -185,10 +200,14 @@ class Run(_message.Message):
         spec_version: _builtins.int = ...,
         best_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         schedule_slot: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        wait_rows: _builtins.int = ...,
+        wait_reason: _builtins.str = ...,
+        outcome: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caused_at", b"caused_at", "created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_params", b"best_params", "cause_detail", b"cause_detail", "caused_at", b"caused_at", "correlation_id", b"correlation_id", "created_at", b"created_at", "data_wait_seconds", b"data_wait_seconds", "decision_reason", b"decision_reason", "episode_id", b"episode_id", "error", b"error", "finished_at", b"finished_at", "fit_seconds", b"fit_seconds", "manifest_version", b"manifest_version", "metrics", b"metrics", "model", b"model", "progress", b"progress", "promoted", b"promoted", "reason", b"reason", "registered_version", b"registered_version", "run_id", b"run_id", "schedule_slot", b"schedule_slot", "spec_version", b"spec_version", "started_at", b"started_at", "state", b"state", "training_rows", b"training_rows", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "best_params", b"best_params", "cause_detail", b"cause_detail", "caused_at", b"caused_at", "correlation_id", b"correlation_id", "created_at", b"created_at", "data_wait_seconds", b"data_wait_seconds", "decision_reason", b"decision_reason", "episode_id", b"episode_id", "error", b"error", "finished_at", b"finished_at", "fit_seconds", b"fit_seconds", "manifest_version", b"manifest_version", "metrics", b"metrics", "model", b"model", "outcome", b"outcome", "progress", b"progress", "promoted", b"promoted", "reason", b"reason", "registered_version", b"registered_version", "run_id", b"run_id", "schedule_slot", b"schedule_slot", "spec_version", b"spec_version", "started_at", b"started_at", "state", b"state", "training_rows", b"training_rows", "trigger", b"trigger", "wait_reason", b"wait_reason", "wait_rows", b"wait_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,222 @@
+"""Paired comparison of two models scored on the same rows: the difference of a metric with a
+confidence interval and a p-value, and the rows such a comparison needs to see a given difference.
+
+Candidate and champion predict the same rows, so their errors are correlated; comparing two
+accuracies as if independent wastes most of the evidence. Here every row is a pair:
+
+- accuracy: each row is "both right", "both wrong", "only the candidate right" (n01) or "only the
+  champion right" (n10). McNemar's exact test gives the one-sided p-value that the candidate is
+  no better (a binomial test on the discordant rows); the interval is a bootstrap of the paired
+  differences, drawn as multinomial counts of the three outcomes (exact for a mean of -1/0/+1
+  values, and cheap at any row count);
+- any other metric (macro F1): a paired bootstrap that resamples rows and scores both models on
+  each resample; the p-value is the share of resamples where the candidate is not better.
+
+The interval is central at level 2*confidence-1, so `lower` is a one-sided lower bound at level
+`confidence`: the policy promotes when `lower >= margin`, and calls a candidate "not better by
+delta" when `upper < delta`.
+
+Pure numpy/scipy: training computes it, the registry decides on it, monitoring uses it on live
+labels after a promotion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from driftloop.shared.errors import InvalidInput
+
+RESAMPLES = 2000
+SEED = 0
+DEFAULT_CONFIDENCE = 0.95
+ASSUMED_DISCORDANCE = 0.15
+"""Share of rows on which two models disagree about being right, assumed before any candidate
+has been scored (the first wait after a drift); later waits use the share observed."""
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """`candidate - champion` on the policy metric, over the same `rows`."""
+
+    metric: str
+    rows: int
+    candidate: float
+    champion: float
+    difference: float
+    lower: float
+    upper: float
+    p_value: float
+    """One-sided: the chance of a difference at least this large if the candidate were no
+    better than the champion."""
+    confidence: float
+    method: str
+    """"mcnemar-exact" (accuracy) or "paired-bootstrap"."""
+    discordance: float
+    """Share of rows where exactly one of the two models is right (accuracy; for other metrics,
+    where their predictions differ): what the rows needed to see a difference depend on."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> PairedComparison:
+        try:
+            return cls(
+                metric=str(raw["metric"]),
+                rows=int(raw["rows"]),
+                candidate=float(raw["candidate"]),
+                champion=float(raw["champion"]),
+                difference=float(raw["difference"]),
+                lower=float(raw["lower"]),
+                upper=float(raw["upper"]),
+                p_value=float(raw["p_value"]),
+                confidence=float(raw["confidence"]),
+                method=str(raw["method"]),
+                discordance=float(raw["discordance"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"paired comparison is not readable: {exc}") from exc
+
+    def summary(self) -> str:
+        """One line for reasons and traces."""
+        level = round(100 * (2 * self.confidence - 1))
+        return (
+            f"{self.metric} {self.candidate:.3f} vs champion {self.champion:.3f} on the same "
+            f"{self.rows} rows: difference {self.difference:+.3f}, {level}% interval "
+            f"[{self.lower:+.3f}, {self.upper:+.3f}], p={self.p_value:.3g} ({self.method})"
+        )
+
+
+def compare(
+    truth: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    metric: str = "accuracy",
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> PairedComparison:
+    """Compare two models' predictions of the same rows (labels compared as strings)."""
+    if not 0.5 < confidence < 1:
+        raise InvalidInput(f"confidence must lie in (0.5, 1), got {confidence}")
+    y, a, b = (np.asarray(v).astype(str) for v in (truth, candidate, champion))
+    if not len(y) == len(a) == len(b) or len(y) == 0:
+        raise InvalidInput(
+            f"paired comparison needs the same non-zero number of rows, got {len(y)}, "
+            f"{len(a)} and {len(b)}"
+        )
+    rng = np.random.default_rng(seed)
+    if metric == "accuracy":
+        return _accuracy(y == a, y == b, confidence, resamples, rng)
+    if metric == "f1_macro":
+        return _bootstrap(y, a, b, metric, confidence, resamples, rng)
+    raise InvalidInput(f"no paired comparison for metric {metric!r}: use accuracy or f1_macro")
+
+
+def _accuracy(
+    right_a: np.ndarray,
+    right_b: np.ndarray,
+    confidence: float,
+    resamples: int,
+    rng: np.random.Generator,
+) -> PairedComparison:
+    n = len(right_a)
+    n01 = int(np.sum(right_a & ~right_b))
+    n10 = int(np.sum(~right_a & right_b))
+    discordant = n01 + n10
+    p_value = (
+        float(stats.binomtest(n01, discordant, 0.5, alternative="greater").pvalue)
+        if discordant
+        else 1.0
+    )
+    draws = rng.multinomial(n, [n01 / n, n10 / n, 1 - discordant / n], size=resamples)
+    diffs = (draws[:, 0] - draws[:, 1]) / n
+    lower, upper = _bounds(diffs, confidence)
+    return PairedComparison(
+        metric="accuracy",
+        rows=n,
+        candidate=float(right_a.mean()),
+        champion=float(right_b.mean()),
+        difference=(n01 - n10) / n,
+        lower=lower,
+        upper=upper,
+        p_value=p_value,
+        confidence=confidence,
+        method="mcnemar-exact",
+        discordance=discordant / n,
+    )
+
+
+def _bootstrap(
+    y: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    metric: str,
+    confidence: float,
+    resamples: int,
+    rng: np.random.Generator,
+) -> PairedComparison:
+    labels, codes = np.unique(np.concatenate([y, a, b]), return_inverse=True)
+    n, k = len(y), len(labels)
+    yc, ac, bc = codes[:n], codes[n : 2 * n], codes[2 * n :]
+    diffs = np.empty(resamples)
+    for i in range(resamples):
+        pick = rng.integers(0, n, n)
+        diffs[i] = _f1_macro(yc[pick], ac[pick], k) - _f1_macro(yc[pick], bc[pick], k)
+    cand, champ = _f1_macro(yc, ac, k), _f1_macro(yc, bc, k)
+    lower, upper = _bounds(diffs, confidence)
+    return PairedComparison(
+        metric=metric,
+        rows=n,
+        candidate=cand,
+        champion=champ,
+        difference=cand - champ,
+        lower=lower,
+        upper=upper,
+        p_value=float(np.mean(diffs <= 0)),
+        confidence=confidence,
+        method="paired-bootstrap",
+        discordance=float(np.mean(ac != bc)),
+    )
+
+
+def _f1_macro(truth: np.ndarray, predicted: np.ndarray, k: int) -> float:
+    """Macro F1 over the classes present in truth or predictions (scikit-learn's default)."""
+    tp = np.bincount(truth[truth == predicted], minlength=k).astype(float)
+    true_counts = np.bincount(truth, minlength=k)
+    predicted_counts = np.bincount(predicted, minlength=k)
+    present = (true_counts + predicted_counts) > 0
+    denominator = true_counts + predicted_counts
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(k), where=denominator > 0)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def _bounds(diffs: np.ndarray, confidence: float) -> tuple[float, float]:
+    low, high = np.quantile(diffs, [1 - confidence, confidence])
+    return float(low), float(high)
+
+
+def rows_needed(
+    delta: float,
+    margin: float = 0.0,
+    *,
+    discordance: float = ASSUMED_DISCORDANCE,
+    confidence: float = DEFAULT_CONFIDENCE,
+    power: float = 0.8,
+) -> int:
+    """Rows a paired comparison needs so that a true improvement of `delta` shows as a lower
+    bound at or above `margin` with probability `power` (Connor's sample size for McNemar's
+    test, on the paired differences' variance discordance - delta^2)."""
+    if delta <= margin:
+        raise InvalidInput(f"the improvement to detect ({delta}) must exceed the margin ({margin})")
+    p = min(1.0, max(discordance, delta))
+    z_a = stats.norm.ppf(confidence)
+    z_b = stats.norm.ppf(power)
+    spread = z_a * math.sqrt(p) + z_b * math.sqrt(max(p - delta * delta, 1e-12))
+    return math.ceil((spread / (delta - margin)) ** 2)
