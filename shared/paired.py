@@ -126,30 +126,57 @@ def _accuracy(
     resamples: int,
     rng: np.random.Generator,
 ) -> PairedComparison:
-    n = len(right_a)
-    n01 = int(np.sum(right_a & ~right_b))
-    n10 = int(np.sum(~right_a & right_b))
+    return from_counts(
+        int(np.sum(right_a & ~right_b)),
+        int(np.sum(~right_a & right_b)),
+        len(right_a),
+        candidate=float(right_a.mean()),
+        confidence=confidence,
+        resamples=resamples,
+        rng=rng,
+    )
+
+
+def from_counts(
+    n01: int,
+    n10: int,
+    rows: int,
+    *,
+    candidate: float,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = RESAMPLES,
+    rng: np.random.Generator | None = None,
+) -> PairedComparison:
+    """The accuracy comparison from its paired counts: `n01` rows only the candidate got right,
+    `n10` only the champion, of `rows`, the candidate's accuracy being `candidate` (what live
+    evidence reports, without the rows themselves)."""
+    if min(n01, n10) < 0 or n01 + n10 > rows or rows <= 0:
+        raise InvalidInput(
+            f"paired counts must be non-negative and fit in the rows: {n01} + {n10} of {rows}"
+        )
+    rng = rng or np.random.default_rng(SEED)
     discordant = n01 + n10
     p_value = (
         float(stats.binomtest(n01, discordant, 0.5, alternative="greater").pvalue)
         if discordant
         else 1.0
     )
-    draws = rng.multinomial(n, [n01 / n, n10 / n, 1 - discordant / n], size=resamples)
-    diffs = (draws[:, 0] - draws[:, 1]) / n
+    draws = rng.multinomial(rows, [n01 / rows, n10 / rows, 1 - discordant / rows], size=resamples)
+    diffs = (draws[:, 0] - draws[:, 1]) / rows
     lower, upper = _bounds(diffs, confidence)
+    difference = (n01 - n10) / rows
     return PairedComparison(
         metric="accuracy",
-        rows=n,
-        candidate=float(right_a.mean()),
-        champion=float(right_b.mean()),
-        difference=(n01 - n10) / n,
+        rows=rows,
+        candidate=candidate,
+        champion=candidate - difference,
+        difference=difference,
         lower=lower,
         upper=upper,
         p_value=p_value,
         confidence=confidence,
         method="mcnemar-exact",
-        discordance=discordant / n,
+        discordance=discordant / rows,
     )
 
 

@@ -287,6 +287,8 @@ def evidence_to_pb(e: ShadowEvidence) -> pb.ShadowEvidenceRequest:
         shadow_metrics=e.shadow_metrics,
         champion_metrics=e.champion_metrics,
         actor=e.actor,
+        shadow_only_right=e.shadow_only_right,
+        champion_only_right=e.champion_only_right,
     )
 
 

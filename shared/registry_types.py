@@ -218,6 +218,8 @@ class ShadowEvidence:
     shadow_metrics: dict[str, float]
     champion_metrics: dict[str, float]
     actor: str = ""
+    shadow_only_right: int = 0
+    champion_only_right: int = 0
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def main() -> None:
 async def _serve(common: CommonSettings, settings: RegistrySettings) -> None:
     # built inside the running loop: aiokafka's producer refuses to be created outside one
     store = RegistryStore(settings.database(common.data_dir))
-    publisher = EventPublisher(common.bootstrap(), "registry")
+    publisher = EventPublisher(common.kafka_connection(), "registry")
     outbox = OutboxPublisher(
         store,
         publisher,

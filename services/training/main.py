@@ -60,10 +60,10 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
         poll_seconds=settings.schedule_poll_s,
     )
     handlers = TrainingEvents(training)
-    publisher = EventPublisher(common.bootstrap(), "training")
+    publisher = EventPublisher(common.kafka_connection(), "training")
     consumers = [
         EventConsumer(
-            bootstrap=common.bootstrap(),
+            bootstrap=common.kafka_connection(),
             group="training",
             topic_names=[topics.DRIFT],
             publisher=publisher,
@@ -71,7 +71,7 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
             group_membership=common.consumer_group_membership,
         ),
         EventConsumer(
-            bootstrap=common.bootstrap(),
+            bootstrap=common.kafka_connection(),
             group="training-auto",
             topic_names=[topics.RECORDS_VALIDATED],
             publisher=publisher,

@@ -58,6 +58,8 @@ class RegistryEvidence:
                 shadow_metrics=dict(evidence.shadow_metrics),
                 champion_metrics=dict(evidence.champion_metrics),
                 actor=ACTOR,
+                shadow_only_right=evidence.shadow_only_right,
+                champion_only_right=evidence.champion_only_right,
             )
         )
         return Verdict(reply.outcome, reply.reason, reply.version.status == "shadow")

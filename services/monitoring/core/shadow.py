@@ -45,6 +45,9 @@ class Evidence:
     labelled: int
     shadow_metrics: dict[str, float]
     champion_metrics: dict[str, float]
+    shadow_only_right: int = 0
+    """Labelled requests only the shadow answered right (paired evidence for McNemar's test)."""
+    champion_only_right: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,11 @@ class Comparison:
         return added
 
     def evidence(self) -> Evidence:
+        pairs = zip(self.truth, self.shadow_predicted, self.champion_predicted, strict=True)
+        shadow_only = champion_only = 0
+        for truth, shadow, champion in pairs:
+            shadow_only += shadow == truth != champion
+            champion_only += champion == truth != shadow
         return Evidence(
             self.model,
             self.version,
@@ -121,6 +129,8 @@ class Comparison:
             len(self.truth),
             live_metrics(self.truth, self.shadow_predicted),
             live_metrics(self.truth, self.champion_predicted),
+            shadow_only,
+            champion_only,
         )
 
 

@@ -183,6 +183,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             shadow_metrics=dict(request.shadow_metrics),
             champion_metrics=dict(request.champion_metrics),
             actor=request.actor or "monitoring",
+            shadow_only_right=request.shadow_only_right,
+            champion_only_right=request.champion_only_right,
         )
         found = await asyncio.to_thread(self._r.report_shadow_evidence, evidence)
         return pb.ShadowEvidenceResponse(

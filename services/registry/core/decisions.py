@@ -114,6 +114,8 @@ def record_decision(
         )
     elif decision.promote:
         move_production(tx, version, champion, decision.reason, "policy", "promote", ids)
+        if champion is not None:
+            start_probation(tx, version, champion, ids)
     else:
         tx.add_audit(c.model, number, "reject", decision.reason, decision.details, c.correlation_id)
         outbox(
@@ -178,6 +180,49 @@ def enter_shadow(
             run_id=c.run_id,
         ),
         **ids,
+    )
+
+
+def start_probation(
+    tx: RegistryTx, promoted: ModelVersion, previous: ModelVersion, ids: dict[str, str]
+) -> None:
+    """After a policy promotion the previous version runs as a shadow on live traffic, so that
+    monitoring's paired live evidence can show the new version worse (then the registry rolls
+    back) or not (then the previous version is dropped). Its status stays "archived": only the
+    shadow alias (action "probation") marks the guard."""
+    reason = (
+        f"probation of version {promoted.version}: the previous version {previous.version} runs "
+        "as a shadow until live labels show the new one is not worse"
+    )
+    tx.add_alias(promoted.model, previous.version, "", reason, "policy", "probation", alias=SHADOW)
+    tx.add_audit(promoted.model, promoted.version, "probation", reason, {}, ids["correlation_id"])
+    outbox(
+        tx,
+        events.ModelShadowed(
+            model=promoted.model,
+            version=previous.version,
+            previous_shadow_version="",
+            artifact_uri=previous.artifact_uri,
+            artifact_sha256=previous.artifact_sha256,
+            reason=reason,
+            champion_version=promoted.version,
+            run_id=previous.run_id,
+        ),
+        **ids,
+    )
+
+
+def end_probation(tx: RegistryTx, guard: ModelVersion, reason: str) -> None:
+    """Drop the probation's guard: the shadow alias is cleared and serving unloads it (the
+    ModelRejected event: the rollback it stood for is declined)."""
+    tx.add_alias(guard.model, "", guard.version, reason, "policy", "clear", alias=SHADOW)
+    production = tx.production(guard.model)
+    at = production.version if production is not None else guard.version
+    tx.add_audit(guard.model, at, "probation_ended", reason, {}, guard.lineage.correlation_id)
+    outbox(
+        tx,
+        events.ModelRejected(model=guard.model, version=guard.version, reason=reason),
+        correlation_id=guard.lineage.correlation_id,
     )
 
 

@@ -235,12 +235,14 @@ def decide_live(
     labelled: int,
     shadow_metrics: dict[str, float],
     champion_metrics: dict[str, float],
+    comparison: PairedComparison | None = None,
 ) -> LiveVerdict:
     """Shadow mode: the shadow and the champion scored on the same labelled live requests.
 
-    With at least shadow_min_labels labels: promote when the shadow beats the champion by the
-    margin, reject when it is worse by the margin; in between wait for more labels, and reject
-    once shadow_max_labels labels still did not show it better.
+    With at least shadow_min_labels labels and a paired comparison (shadow minus champion):
+    promote when its lower bound reaches the margin, reject when its upper bound is below
+    min_improvement, else wait, and reject once shadow_max_labels labels still did not show it
+    better. Without one (an older reporter), the point estimates are compared with the margin.
     """
     name = policy.metric
     for who, found in (("shadow", shadow_metrics), ("champion", champion_metrics)):
@@ -256,22 +258,78 @@ def decide_live(
             f"{labelled} of {policy.shadow_min_labels} labelled live predictions so far; "
             f"live {name} {s:.3f} vs champion {c:.3f}",
         )
-    if s + _TOLERANCE >= c + m:
+    if comparison is not None:
+        evidence = comparison.summary()
+        if comparison.lower + _TOLERANCE >= m and comparison.p_value <= 1 - comparison.confidence:
+            return LiveVerdict("promoted", f"live lower bound >= margin {m:.3f}: {evidence}")
+        if comparison.upper < policy.min_improvement:
+            return LiveVerdict(
+                "rejected",
+                f"live: not better by {policy.min_improvement:.3f}: {evidence}",
+            )
+    elif s + _TOLERANCE >= c + m:
         return LiveVerdict(
             "promoted", f"live {name} {s:.3f} >= champion {c:.3f} + margin {m:.3f} {on}"
         )
-    if s + m <= c + _TOLERANCE:
+    elif s + m <= c + _TOLERANCE:
         return LiveVerdict(
             "rejected", f"live {name} {s:.3f} <= champion {c:.3f} - margin {m:.3f} {on}"
         )
     if labelled >= policy.shadow_max_labels:
         return LiveVerdict(
             "rejected",
-            f"live {name} {s:.3f} < champion {c:.3f} + margin {m:.3f} {on}, and "
+            f"live {name} {s:.3f} vs champion {c:.3f} {on}: not shown better, and "
             f"{policy.shadow_max_labels} labels were the most to wait for",
         )
     return LiveVerdict(
         "waiting",
-        f"live {name} {s:.3f} vs champion {c:.3f} + margin {m:.3f} {on}: not yet conclusive, "
+        f"live {name} {s:.3f} vs champion {c:.3f} {on}: not yet conclusive, "
         f"waiting for up to {policy.shadow_max_labels} labels",
+    )
+
+
+def decide_probation(
+    policy: PromotionPolicy,
+    labelled: int,
+    previous_metrics: dict[str, float],
+    production_metrics: dict[str, float],
+    comparison: PairedComparison | None = None,
+) -> LiveVerdict:
+    """After a promotion, the previous version runs as a shadow on live traffic ("probation").
+    "rollback" when it is significantly better than the new production version on the same
+    labelled requests (lower bound of previous minus production above 0); "kept" when the
+    evidence shows the new version is not worse by min_improvement, or shadow_max_labels labels
+    did not show it worse; else "waiting"."""
+    name = policy.metric
+    p = previous_metrics.get(name, 0.0)
+    n = production_metrics.get(name, 0.0)
+    on = f"on {labelled} labelled live requests both answered"
+    if labelled < policy.shadow_min_labels:
+        return LiveVerdict(
+            "waiting", f"probation: {labelled} of {policy.shadow_min_labels} labelled requests"
+        )
+    if comparison is not None:
+        evidence = f"previous vs new: {comparison.summary()}"
+        if comparison.lower > _TOLERANCE and comparison.p_value <= 1 - comparison.confidence:
+            return LiveVerdict("rollback", f"the new version is worse on live labels: {evidence}")
+        if comparison.upper < policy.min_improvement:
+            return LiveVerdict(
+                "kept",
+                f"probation passed: the new version is not worse by "
+                f"{policy.min_improvement:.3f}: {evidence}",
+            )
+    elif p >= n + policy.min_improvement:
+        return LiveVerdict(
+            "rollback",
+            f"the new version is worse on live labels: {name} {n:.3f} vs previous {p:.3f} {on}",
+        )
+    if labelled >= policy.shadow_max_labels:
+        return LiveVerdict(
+            "kept",
+            f"probation passed: {policy.shadow_max_labels} labelled requests did not show the "
+            f"new version worse ({name} {n:.3f} vs previous {p:.3f})",
+        )
+    return LiveVerdict(
+        "waiting",
+        f"probation: {name} {n:.3f} vs previous {p:.3f} {on}: not yet conclusive",
     )

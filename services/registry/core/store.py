@@ -249,6 +249,16 @@ class RegistryTx:
             sql, args = sql + " AND alias = ?", [model, alias]
         return [dict(r) for r in self._c.execute(sql + " ORDER BY id", args).fetchall()]
 
+    def probation(self, model: str) -> str:
+        """The version guarding a probation (the previous production version, run as a shadow
+        after a policy promotion), or "" when the model has no probation open."""
+        row = self._c.execute(
+            "SELECT version, action FROM alias_history WHERE model = ? AND alias = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (model, SHADOW),
+        ).fetchone()
+        return str(row["version"]) if row is not None and row["action"] == "probation" else ""
+
     def shadow(self, model: str) -> ModelVersion | None:
         """The version the shadow alias points at (status "shadow"), if any."""
         row = self._c.execute(

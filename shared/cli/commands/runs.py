@@ -44,16 +44,15 @@ def render_runs(runs: list[training_pb2.Run]) -> None:
     table.add_column("fit s")
     table.add_column("version")
     for r in runs:
-        outcome = r.registered_version and (
-            f"{r.registered_version} ({'promoted' if r.promoted else 'not promoted'})"
-        )
+        decided = r.outcome or ("promoted" if r.promoted else "not promoted")
+        outcome = r.registered_version and f"{r.registered_version} ({decided})"
         table.add_row(
             r.run_id[:12],
             r.model,
-            r.trigger,
+            r.trigger + (f" #{r.attempt}" if r.attempt > 1 else ""),
             f"v{r.spec_version}" if r.spec_version else "-",
             r.state,
-            r.progress or (r.error[:60] if r.state == "failed" else ""),
+            r.progress or (r.error[:60] if r.state in ("failed", "cancelled") else ""),
             _at(r.created_at),
             f"{r.data_wait_seconds:.1f}" if r.data_wait_seconds else "",
             f"{r.fit_seconds:.2f}" if r.fit_seconds else "",

@@ -79,7 +79,12 @@ def _drift_steps(src: Sources) -> list[Step]:
 
 
 def _run_steps(run: training_pb2.Run) -> list[Step]:
-    cause = f"{run.trigger} run {run.run_id}" + (f" ({run.reason})" if run.reason else "")
+    attempt = f" (attempt {run.attempt})" if run.attempt > 1 else ""
+    cause = (
+        f"{run.trigger} run {run.run_id}{attempt}"
+        + (f" ({run.reason})" if run.reason else "")
+        + (f"; waits for {run.wait_reason}" if run.wait_reason else "")
+    )
     steps = [Step("training run queued", seconds_or_none(run.created_at), cause, "training")]
     started = seconds_or_none(run.started_at)
     if started is None:
@@ -103,8 +108,9 @@ def _run_steps(run: training_pb2.Run) -> list[Step]:
             f"fit {run.fit_seconds:.2f}s on {run.training_rows} rows"
             + (f" with spec v{run.spec_version}" if run.spec_version else "")
             + (f"; search chose {_params(run.best_params)}" if run.best_params else "")
+            + (f"; registry: {run.outcome}" if run.outcome else "")
             if run.state == "succeeded"
-            else f"failed: {run.error}"
+            else f"{run.state}: {run.error}"
         )
         steps.append(Step(f"training {run.state}", finished, detail, "training"))
     elif run.progress:
@@ -128,6 +134,21 @@ def _slices(details: dict[str, Any]) -> str:
     return f"; {len(found)} slices of {', '.join(columns)} scored"
 
 
+def _comparison(details: dict[str, Any]) -> str:
+    """The paired comparison the decision rested on, in one clause."""
+    c = details.get("comparison")
+    if not c:
+        return ""
+    level = round(100 * (2 * c["confidence"] - 1))
+    needed = details.get("rows_needed") or 0
+    return (
+        f"; paired on {c['rows']} rows: {c['difference']:+.3f}, {level}% interval "
+        f"[{c['lower']:+.3f}, {c['upper']:+.3f}], p={c['p_value']:.3g} ({c['method']})"
+        + (f"; {details.get('outcome')}" if details.get("outcome") else "")
+        + (f", needs about {needed} rows" if needed else "")
+    )
+
+
 def _version_steps(v: ModelVersion, history: History) -> list[Step]:
     steps = []
     for record in history.audit:
@@ -140,7 +161,8 @@ def _version_steps(v: ModelVersion, history: History) -> list[Step]:
                     f"version {v.version} registered",
                     at,
                     f"candidate {_metrics(details.get('metrics', {}))} vs champion v{champ} "
-                    f"{_metrics(details.get('champion_metrics', {}))} on the same holdout"
+                    f"{_metrics(details.get('champion_metrics', {}))} on the same rows"
+                    + _comparison(details)
                     + _slices(details),
                     "registry",
                 )
@@ -156,6 +178,8 @@ def _version_steps(v: ModelVersion, history: History) -> list[Step]:
                 "shadow": "runs as a shadow",
                 "shadow_evidence": "live evidence",
                 "shadow_replaced": "replaced as the shadow",
+                "attention": "needs a human",
+                "probation_ended": "kept after probation",
             }.get(record.action, record.action)
             steps.append(
                 Step(

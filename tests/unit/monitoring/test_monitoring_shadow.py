@@ -188,3 +188,14 @@ def test_comparisons_are_bounded() -> None:
     c.add_shadow("m", "3", ids(0, 2), ["a"] * 2)  # a new shadow replaces the comparison
     replaced = c.get("m")
     assert replaced is not None and replaced.version == "3" and replaced.truth == []
+
+
+def test_evidence_carries_the_paired_counts_for_mcnemar() -> None:
+    c = ShadowComparisons(report_every=4)
+    request_ids = [f"r{i}" for i in range(4)]
+    c.add_shadow("m", "2", request_ids, ["a", "a", "b", "b"])
+    c.add_production("m", "1", request_ids, ["a", "b", "a", "b"])
+    found = c.add_labels("m", request_ids, ["a", "a", "a", "a"])
+    assert found is not None and found.labelled == 4
+    # r1: only the shadow is right; r2: only production; r0 both, r3 neither
+    assert (found.shadow_only_right, found.champion_only_right) == (1, 1)

@@ -217,10 +217,11 @@ def test_both_below_the_floor_promotes_the_better_and_publishes_attention(
     )
     reg = registry.register(drifted)
     assert reg.promoted and reg.outcome == "promoted" and "both fail the floor" in reg.attention
-    assert [e.type for e in outbox_events(store)][-3:] == [
+    assert [e.type for e in outbox_events(store)][-4:] == [
         "ModelRegistered",
         "ModelNeedsAttention",
         "ModelPromoted",
+        "ModelShadowed",  # the previous version guards the new one's probation
     ]
     audit = registry.history("churn").audit
     register = next(a for a in audit if a.action == "register" and a.version == "2")

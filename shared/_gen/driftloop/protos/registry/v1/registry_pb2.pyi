@@ -1310,6 +1310,8 @@ class ShadowEvidenceRequest(_message.Message):
     SHADOW_METRICS_FIELD_NUMBER: _builtins.int
     CHAMPION_METRICS_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    SHADOW_ONLY_RIGHT_FIELD_NUMBER: _builtins.int
+    CHAMPION_ONLY_RIGHT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     """The shadow version the evidence is about."""
@@ -1319,6 +1321,13 @@ class ShadowEvidenceRequest(_message.Message):
     """Labelled live requests both versions answered."""
     actor: _builtins.str
     """Who reports ("monitoring" when empty)."""
+    shadow_only_right: _builtins.int
+    """Paired counts on those requests: where only the shadow was right, and where only the
+    champion was (the discordant pairs of McNemar's test). Both 0 with labelled > 0 means the
+    two agreed on every request, or an older reporter that does not send them (then metrics
+    are compared as point estimates).
+    """
+    champion_only_right: _builtins.int
     @_builtins.property
     def shadow_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Metrics of the shadow and of the champion on those requests ("accuracy", "f1_macro")."""
@@ -1335,10 +1344,12 @@ class ShadowEvidenceRequest(_message.Message):
         shadow_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         champion_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         actor: _builtins.str = ...,
+        shadow_only_right: _builtins.int = ...,
+        champion_only_right: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "champion_metrics", b"champion_metrics", "champion_version", b"champion_version", "labelled", b"labelled", "model", b"model", "shadow_metrics", b"shadow_metrics", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "champion_metrics", b"champion_metrics", "champion_only_right", b"champion_only_right", "champion_version", b"champion_version", "labelled", b"labelled", "model", b"model", "shadow_metrics", b"shadow_metrics", "shadow_only_right", b"shadow_only_right", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
