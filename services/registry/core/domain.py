@@ -28,7 +28,8 @@ class PromotionPolicy:
     metric: str = DEFAULT_METRIC
     margin: float = 0.0
     """The lower confidence bound of the candidate's improvement over the champion, on the same
-    rows, must reach this (0: significantly better at `confidence`)."""
+    rows, must reach this (0: significantly better at `confidence`; negative: not worse by more
+    than that, a non-inferiority test for "prefer the fresher model")."""
     floor: float = 0.6
     mode: str = "auto"
     """"auto": promote a passing candidate at once; "approval": it waits for Approve."""
@@ -156,8 +157,11 @@ def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
         raise InvalidInput(
             f"spec field 'policy.mode': unknown {spec.policy.mode!r}: use one of {list(MODES)}"
         )
-    if spec.policy.margin < 0:
-        raise InvalidInput(f"spec field 'policy.margin': {spec.policy.margin} must be >= 0")
+    if not -0.5 <= spec.policy.margin < 1:
+        raise InvalidInput(
+            f"spec field 'policy.margin': {spec.policy.margin} must be in [-0.5, 1) (negative: "
+            "promote unless worse by more than that, a non-inferiority test)"
+        )
     if not 0 <= spec.policy.floor <= 1:
         raise InvalidInput(
             f"spec field 'policy.floor': {spec.policy.floor} must be between 0 and 1"

@@ -121,7 +121,10 @@ def _paired(policy: PromotionPolicy, score: float, champ: float, c: PairedCompar
     min_improvement; in between, inconclusive with the rows a decision needs."""
     name = policy.metric
     details = {"comparison": c.to_dict()}
-    better = c.lower + _TOLERANCE >= policy.margin and c.p_value <= 1 - c.confidence
+    # why: a negative margin is a non-inferiority test ("take the fresher model unless it is
+    # worse by more than |margin|"): the bound alone decides; otherwise also the p-value
+    significant = policy.margin < 0 or c.p_value <= 1 - c.confidence
+    better = c.lower + _TOLERANCE >= policy.margin and significant
     not_better = c.upper < policy.min_improvement
     evidence = c.summary()
     needed = 0
@@ -260,12 +263,13 @@ def decide_live(
         )
     if comparison is not None:
         evidence = comparison.summary()
-        if comparison.lower + _TOLERANCE >= m and comparison.p_value <= 1 - comparison.confidence:
-            return LiveVerdict("promoted", f"live lower bound >= margin {m:.3f}: {evidence}")
+        significant = m < 0 or comparison.p_value <= 1 - comparison.confidence
+        if comparison.lower + _TOLERANCE >= m and significant:
+            return LiveVerdict("promoted", f"live lower bound >= margin {m:.3f} {on}: {evidence}")
         if comparison.upper < policy.min_improvement:
             return LiveVerdict(
                 "rejected",
-                f"live: not better by {policy.min_improvement:.3f}: {evidence}",
+                f"live: not better by {policy.min_improvement:.3f} {on}: {evidence}",
             )
     elif s + _TOLERANCE >= c + m:
         return LiveVerdict(

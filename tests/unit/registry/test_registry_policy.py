@@ -133,3 +133,12 @@ def test_below_the_floor_while_the_champion_reaches_it_is_rejected() -> None:
     d = decide_paired(paired(n01=5, n10=300, both=350, neither=345))
     assert not d.promote and d.outcome == "rejected" and not d.attention
     assert "floor" in d.reason
+
+
+def test_a_negative_margin_is_a_non_inferiority_test() -> None:
+    """"Prefer the fresher model unless it is worse": two perfect models agree on every row."""
+    fresh = PromotionPolicy(metric="accuracy", margin=-0.01, floor=0.5)
+    same = paired(n01=0, n10=0, both=500, neither=0)
+    assert decide_paired(same, fresh).promote
+    worse = paired(n01=5, n10=40, both=400, neither=55)
+    assert not decide_paired(worse, fresh).promote

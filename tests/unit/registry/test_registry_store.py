@@ -80,7 +80,7 @@ def test_defaults_fill_an_empty_spec(registry: Registry) -> None:
     [
         (TrainingSpec(estimator="svm"), "unknown estimator"),
         (TrainingSpec(holdout_fraction=0.95), "holdout_fraction"),
-        (TrainingSpec(policy=PromotionPolicy(margin=-0.1)), "margin"),
+        (TrainingSpec(policy=PromotionPolicy(margin=-0.6)), "margin"),
         (TrainingSpec(policy=PromotionPolicy(floor=1.5)), "floor"),
         (TrainingSpec(params={"C": "not json"}), "JSON"),
     ],
