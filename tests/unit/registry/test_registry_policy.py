@@ -136,7 +136,7 @@ def test_below_the_floor_while_the_champion_reaches_it_is_rejected() -> None:
 
 
 def test_a_negative_margin_is_a_non_inferiority_test() -> None:
-    """"Prefer the fresher model unless it is worse": two perfect models agree on every row."""
+    """Prefer the fresher model unless it is worse: two perfect models agree on every row."""
     fresh = PromotionPolicy(metric="accuracy", margin=-0.01, floor=0.5)
     same = paired(n01=0, n10=0, both=500, neither=0)
     assert decide_paired(same, fresh).promote
