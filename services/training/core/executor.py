@@ -181,10 +181,11 @@ class RunExecutor:
     def _retry_if_undecided(
         self, run: Run, spec: ModelSpec, reg: Registration, rows: int
     ) -> Run | None:
-        """Queue the episode's next attempt on a larger post-drift window when the registry's
-        comparison could not decide (or promoted a candidate that still fails the floor)."""
-        undecided = reg.outcome == "inconclusive" or (reg.promoted and bool(reg.attention))
-        if not undecided:
+        """Queue the episode's next attempt on a larger post-drift window while more rows may
+        still give a better model: the registry's comparison could not decide, or it promoted
+        a candidate fitted on fewer rows than window_rows (the next, on twice the rows, must
+        beat that one). A conclusive "not better" ends the episode."""
+        if reg.outcome not in ("inconclusive", "promoted"):
             return None
         why_not = ""
         wanted = min(spec.window_rows, max(2 * rows, reg.rows_needed))
@@ -193,7 +194,8 @@ class RunExecutor:
         elif wanted <= rows:
             why_not = f"the window already holds window_rows ({spec.window_rows}) rows"
         if why_not:
-            log.warning("drift_episode_undecided", episode_id=run.episode_id, why=why_not)
+            event = "drift_episode_settled" if reg.promoted else "drift_episode_undecided"
+            log.info(event, episode_id=run.episode_id, why=why_not)
             return None
         need = f"the registry needs about {reg.rows_needed}" if reg.rows_needed else "unknown"
         why = (
@@ -316,9 +318,10 @@ class RunExecutor:
             model.target,
             model.spec,
             champion,
-            # why: a post-drift window is one regime; scoring every row out of fold gives the
-            # paired comparison five times the rows of a holdout (see trainer's docstring)
-            cross_validate=data.since is not None,
+            # why: when the champion cannot have seen the window (a post-drift window, or no
+            # champion at all), scoring every row out of fold gives the paired comparison, and
+            # the monitor's reference accuracy, five times the rows of a holdout (see trainer)
+            cross_validate=data.since is not None or champion is None,
         )
 
     def _store_outputs(

@@ -137,7 +137,7 @@ async def test_manual_run_trains_registers_and_promotes(common: CommonSettings) 
         assert done.state == "succeeded", done.error
         assert done.registered_version == "1" and done.promoted
         assert done.metrics["accuracy"] >= 0.6 and done.manifest_version == 2
-        assert done.training_rows == 480
+        assert done.training_rows == 600  # no champion: fit on all, scored out of fold
 
         production = await stack.registry.GetProduction(rpb.GetProductionRequest(model="iris"))
         assert production.version == "1" and production.run_id == run.run_id
@@ -149,7 +149,7 @@ async def test_manual_run_trains_registers_and_promotes(common: CommonSettings) 
         assert (lineage.trigger, lineage.manifest_version, lineage.training_rows) == (
             "manual",
             2,
-            480,
+            600,
         )
         assert [f.key for f in lineage.files] == [
             f.key for f in manifest.latest_manifest(stack.store, "flowers").files
@@ -223,10 +223,15 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
             by_chain = await stack.training.ListRuns(
                 tpb.ListRunsRequest(correlation_id=event.correlation_id)
             )
-            assert [r.run_id for r in by_chain.runs] == [run.run_id]
+            # the promoted candidate saw 400 post-drift rows: a second attempt on twice as many
+            # must beat it (it waits for rows that never come in this test)
+            retry, first = by_chain.runs
+            assert first.run_id == run.run_id and done.outcome == "promoted"
+            assert (retry.attempt, retry.wait_rows, retry.episode_id) == (2, 800, "ep-7")
+            assert "attempt 1 was promoted on 400 rows" in retry.wait_reason
             # only post-drift rows, all of them (the evaluation is cross-validated)
             assert done.training_rows == 400 and done.wait_rows == 300, done.wait_reason
-            assert len(await drift_runs()) == 1
+            assert len(await drift_runs()) == 2
             version = await stack.registry.GetVersion(
                 rpb.GetVersionRequest(model="iris", version=done.registered_version)
             )
@@ -246,9 +251,9 @@ async def test_drift_event_runs_once_per_episode_on_post_drift_rows(
                 )
                 assert report.matched, list(report.differences)
                 assert dict(report.reproduced_metrics) == dict(report.recorded_metrics)
-                # version 1 held out the newest 80 of 400 rows; version 2 scored all 400 out of fold
-                evaluated = 80 if number == "1" else 400
-                assert report.prediction_mismatches == 0 and report.holdout_rows == evaluated
+                # both scored all 400 rows out of fold: version 1 had no champion, version 2 a
+                # post-drift window (neither can have been seen by a champion)
+                assert report.prediction_mismatches == 0 and report.holdout_rows == 400
         finally:
             await consumer.stop()
             await task
@@ -294,7 +299,7 @@ async def test_yaml_spec_versions_slices_and_search_through_the_registry(
         spec1 = await stack.registry.GetSpec(rpb.GetSpecRequest(model="iris", number=1))
         assert (v1.lineage.spec_version, v1.lineage.spec_sha256) == (1, spec1.sha256)
         assert {s.value for s in v1.slice_metrics} == {"red", "blue"}
-        assert sum(s.rows for s in v1.slice_metrics) == 120
+        assert sum(s.rows for s in v1.slice_metrics) == 600  # no champion: all, out of fold
         assert v1.lineage.params["search.best_params"] == json.dumps(dict(done.best_params))
 
         spec2 = await stack.registry.SetSpec(

@@ -122,17 +122,21 @@ def test_an_inconclusive_attempt_retries_on_a_larger_window(tmp_path: Path) -> N
     assert third is not None and third.wait_rows == 5000
 
 
-def test_a_floor_promotion_with_attention_keeps_retrying(tmp_path: Path) -> None:
+def test_a_promotion_on_a_partial_window_keeps_improving(tmp_path: Path) -> None:
+    """A candidate promoted on 1000 post-drift rows is followed by one on 2000 that must beat
+    it (a gradual drift's first model is fitted on a mixture)."""
     ex, runs = executor(tmp_path)
     reg = registration("promoted", attention="both fail the floor")
-    assert ex._retry_if_undecided(drift_run(runs), ModelSpec(), reg, 500) is not None
+    retry = ex._retry_if_undecided(drift_run(runs), ModelSpec(), reg, 1000)
+    assert retry is not None and retry.wait_rows == 2000
 
 
 @pytest.mark.parametrize(
     "outcome, attempt, rows",
     [
-        ("promoted", 1, 1000),  # decided
+        ("promoted", 1, 2000),  # promoted on a full window: nothing more to gain
         ("rejected", 1, 1000),  # the champion is as good
+        ("waiting", 1, 1000),  # approval or shadow mode: people or live labels decide
         ("inconclusive", 4, 1000),  # max_attempts spent
         ("inconclusive", 1, 2000),  # the window is at window_rows already
     ],
