@@ -38,6 +38,12 @@ from driftloop.shared.errors import NotFound
 from driftloop.shared.profile import PREDICTION, ReferenceProfile
 
 TS = "_ts"
+CHANGE_SHRINK = 0.8
+"""The share of the GLR's estimate of the rows since the change that a retrain's rows may reach
+back: its grid steps by 1.2, so the true change lies within about that factor; shrinking keeps
+older rows out."""
+CHANGE_LOOKBACK = 4096
+"""Labelled rows whose join time is kept for the change point (bounded per model)."""
 REQUEST_ID = "_request_id"
 
 # Why feature drift rarely cries wolf over thousands of evaluations: Bonferroni (alpha / number
@@ -92,6 +98,8 @@ class ModelMonitor:
             adwin_delta=p.adwin_delta,
         )
         self._label_ts: collections.deque[float] = collections.deque(maxlen=p.label_window_rows)
+        self._joined_at: collections.deque[float] = collections.deque(maxlen=CHANGE_LOOKBACK)
+        """When each recent labelled row's label was joined (for the change point's time)."""
         self._labels_since_test = 0
         self._prior_streak = 0
 
@@ -150,11 +158,11 @@ class ModelMonitor:
                 return None
             predictions, truth, ts = (list(column) for column in zip(*keep, strict=True))
             self._label_ts.extend(ts)
+            self._joined_at.extend([now] * len(keep))
             crossed = self.performance.observe(predictions, truth)
             if crossed is not None and "accuracy" in self.policy.triggers:
-                return self._decide(
-                    now, self._performance_evidence(self.performance.fired), ts[crossed]
-                )
+                end = self._change_since(len(keep) - 1 - crossed, ts[crossed])
+                return self._decide(now, self._performance_evidence(self.performance.fired), end)
             return self._test_label_prior(len(keep), now, ts[-1])
 
     def report(self, now: float | None = None) -> DriftReport:
@@ -316,6 +324,20 @@ class ModelMonitor:
         )
         self.decisions.append(decision)
         return decision
+
+    def _change_since(self, after_alarm: int, alarm_ts: float) -> float:
+        """When the rows a retrain should learn from began: with the detector's estimate of the
+        change point, the time the label of the first labelled row after it arrived (a labelled
+        training row is ingested when its label is known), shrunk by CHANGE_SHRINK towards the
+        alarm so that rows from before the change stay out; else the alarm row's time."""
+        rows = self.performance.change_rows
+        if not rows:
+            return alarm_ts
+        back = max(1, int(rows * CHANGE_SHRINK))
+        # `after_alarm` rows joined after the alarm row; the first row after the change is
+        # `back - 1` rows before it
+        index = len(self._joined_at) - 1 - after_alarm - (back - 1)
+        return self._joined_at[max(0, index)]
 
     def _episode_blocks(self, now: float) -> bool:
         if self.episode is None:

@@ -113,6 +113,9 @@ def _numeric(column: FeatureProfile, live: pd.Series) -> ColumnDistribution:
         hi = float(max(np.quantile(ref, 0.995) if len(ref) else -np.inf, _q(values, 0.995, -1)))
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
+    # why: the span of values near the float limits overflows; clipping both ends keeps the
+    # bins' shape (a report of such values is about where they sit, not their last digit)
+    lo, hi = max(lo, -LIMIT), min(hi, LIMIT)
     edges = np.linspace(lo, hi, BINS + 1)
     return ColumnDistribution(
         column=column.name,
@@ -126,8 +129,14 @@ def _numeric(column: FeatureProfile, live: pd.Series) -> ColumnDistribution:
     )
 
 
+LIMIT = np.finfo(float).max / 4
+"""Bin edges stay within +-LIMIT, so that hi - lo never overflows."""
+
+
 def _q(values: np.ndarray, q: float, sign: int = 1) -> float:
-    return float(np.quantile(values, q)) if len(values) else sign * np.inf
+    # why inverted_cdf: an observed value, never an interpolation, which overflows between
+    # values near the float limits (hypothesis found 1.8e308 and -1e292)
+    return float(np.quantile(values, q, method="inverted_cdf")) if len(values) else sign * np.inf
 
 
 def _histogram(values: np.ndarray, edges: np.ndarray) -> tuple[float, ...]:

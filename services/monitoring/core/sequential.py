@@ -105,6 +105,13 @@ class ErrorRateGlr:
         self._rows = 0
         self.statistic = 0.0
         self.alarm_statistic = 0.0
+        self.alarm_post = 0
+        """At the latest alarm, the post-change length of the split with the largest statistic:
+        the GLR's estimate of how many labelled rows ago the error rate changed (0: none)."""
+        self.best_post = 0
+        """The same at the latest row, alarm or not (0 while no split shows an increase): when
+        another detector alarms, the maximum-likelihood change point given that there is one."""
+        self._argmax = np.zeros(0, dtype=np.int64)
 
     def update(self, errors: np.ndarray) -> int | None:
         """Feed errors (bool per labelled row, in order); index of the first alarm or None.
@@ -117,10 +124,12 @@ class ErrorRateGlr:
             crossed = np.flatnonzero(path >= self.threshold)
             if len(crossed):
                 self.alarm_statistic = float(path[crossed[0]])
+                self.alarm_post = self.best_post = int(self._post[self._argmax[crossed[0]]])
                 self._restart()
                 return begin + int(crossed[0])
             if len(path):
                 self.statistic = float(path[-1])
+                self.best_post = int(self._post[self._argmax[-1]]) if path[-1] > 0 else 0
         return None
 
     def path(self, errors: np.ndarray) -> np.ndarray:
@@ -144,11 +153,13 @@ class ErrorRateGlr:
         return path
 
     def _statistics(self, rows: np.ndarray) -> np.ndarray:
+        """The statistic at each of `rows` (and, in self._argmax, the best split's column)."""
         prior_rows, prior_errors = self._prior
         split = rows[:, None] - self._post[None, :]  # the last row before the change
         n1 = (split + prior_rows).astype(float)
         valid = (split >= 0) & (n1 >= self.min_pre)
         if not valid.any():
+            self._argmax = np.zeros(len(rows), dtype=np.int64)
             return np.zeros(len(rows))
         before = self._cum[np.maximum(split, self._first) - self._first]
         now = self._cum[rows - self._first][:, None]
@@ -159,6 +170,7 @@ class ErrorRateGlr:
         with np.errstate(invalid="ignore", divide="ignore"):
             llr = _llr(e1, n1) + _llr(e2, n2) - _llr(e1 + e2, n1 + n2)
         llr = np.where(valid & (e2 * n1 > e1 * n2), llr + self._bonus, 0.0)
+        self._argmax = np.asarray(llr.argmax(axis=1))
         return np.asarray(llr.max(axis=1))
 
     def _restart(self) -> None:

@@ -256,3 +256,34 @@ def test_time_window_drops_old_rows() -> None:
     frame["_prediction"] = np.where(frame["x"] > 0, "1", "0")
     monitor.observe("1", frame, now=4.0)
     assert monitor.report().window_rows <= 101
+
+
+def test_a_glr_alarm_dates_the_change_by_when_its_labels_arrived() -> None:
+    """A retrain learns from rows labelled after the change began (the GLR's estimate, shrunk
+    towards the alarm), not only from rows after the alarm."""
+    rng = np.random.default_rng(3)
+    monitor = ModelMonitor("m", DriftPolicy(), "1", profile(rng))
+    for start, error, n in ((0, 0.1, 5000), (5000, 0.25, 3000)):
+        x = rng.normal(0, 1, n)
+        predictions = np.where(x > 0, "1", "0")
+        truth = np.where(rng.random(n) < error, np.where(predictions == "1", "0", "1"), predictions)
+        ids = [str(start + i) for i in range(n)]
+        frame = pd.DataFrame(
+            {"x": x, "_prediction": predictions, "_request_id": ids, "_ts": float(start)}
+        )
+        monitor.observe("1", frame, now=float(start))
+        for b in range(0, n, 100):
+            # labels of rows start+b.. arrive at time start+b (a label's arrival = its row)
+            decision = monitor.observe_labels(
+                ids[b : b + 100], truth[b : b + 100].tolist(), now=float(start + b)
+            )
+            if decision is not None:
+                alarm_at = start + b
+                break
+        else:
+            continue
+        break
+    assert decision is not None
+    since = decision.window_end
+    assert 5000 <= since <= alarm_at  # after the change, at or before the alarm
+    assert since < alarm_at  # and reaching back: the rows since the change are usable

@@ -88,3 +88,16 @@ def test_bench_reference_profile_is_built_like_training_and_used_as_such() -> No
     tracker = ModelMonitor("m", DriftPolicy(), "1", profile).performance
     assert tracker.reference is not None and tracker.reference.source == "profile"
     assert tracker.reference.holdout_rows == 1000  # a quarter of the training rows
+
+
+def test_an_alarm_estimates_how_long_ago_the_error_rate_changed() -> None:
+    """The split with the largest statistic at the alarm: the rows a retrain may learn from."""
+    rng = np.random.default_rng(21)
+    glr = ErrorRateGlr(1e7, prior_rows=2000, prior_errors=220)
+    before = rng.random(3000) < 0.11
+    after = rng.random(5000) < 0.17
+    alarm = glr.update(np.concatenate([before, after]))
+    assert alarm is not None and alarm > 3000
+    since_change = alarm - 3000 + 1
+    # the grid steps by 1.2: the estimate lies within about that factor of the truth
+    assert since_change / 1.6 <= glr.alarm_post <= since_change * 1.6
