@@ -37,7 +37,7 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
     store = open_object_store(common)
     monitors = ModelMonitors(settings.policy(), settings.policies())
     registry = RegistryClient(common, timeout=settings.registry_timeout_s)
-    publisher = EventPublisher(common.bootstrap(), "monitoring")
+    publisher = EventPublisher(common.kafka_connection(), "monitoring")
     history = DriftHistory(store)
     shadow = ShadowMonitor(
         ShadowComparisons(
@@ -54,7 +54,7 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         shadow=shadow,
     )
     consumer = EventConsumer(
-        bootstrap=common.bootstrap(),
+        bootstrap=common.kafka_connection(),
         group="monitoring",
         topic_names=events.TOPICS,
         publisher=publisher,

@@ -42,6 +42,8 @@ CHANGE_SHRINK = 0.8
 """The share of the GLR's estimate of the rows since the change that a retrain's rows may reach
 back: its grid steps by 1.2, so the true change lies within about that factor; shrinking keeps
 older rows out."""
+EARLY_LABELS = 20_000
+"""Labels kept per model while their prediction's log has not arrived (under load it lags)."""
 CHANGE_LOOKBACK = 4096
 """Labelled rows whose join time is kept for the change point (bounded per model)."""
 REQUEST_ID = "_request_id"
@@ -66,11 +68,14 @@ class ModelMonitor:
         """Every decision emitted since this monitor was built (across versions)."""
         self.rows_ignored = 0
         """Rows logged for versions other than the current one."""
-        self.labels_unmatched = 0
-        """Labels whose request id was unknown, forgotten, or of another version."""
+        self._unmatched = 0
+        """Labels of another version, or forgotten while waiting for their prediction."""
         self.labels_duplicate = 0
         """Labels of a request id already joined (sent again); never counted twice."""
         self._join = PredictionJoin(policy.max_pending_predictions)
+        self._early: collections.OrderedDict[str, str] = collections.OrderedDict()
+        """Labels that arrived before their prediction's log (request id -> label), bounded:
+        under load the prediction log can lag the labels; they join when it arrives."""
         self.last_episode: DriftEpisode | None = None
         """The latest episode of any version (kept across deployments, for the report)."""
         self._lock = threading.Lock()  # observe() runs in a worker thread, reports on the loop
@@ -124,8 +129,8 @@ class ModelMonitor:
                 self.rows_ignored += len(frame)
                 return None
             self._remember(frame)
+            decision = self._join_early(frame, now)
             frame = frame[[c for c in self._columns if c in frame.columns]]
-            decision: DriftDecision | None = None
             start = 0
             while start < len(frame):
                 take = min(len(frame) - start, self._rows_to_next_evaluation())
@@ -144,26 +149,59 @@ class ModelMonitor:
         when the policy lets those signals trigger. Returns a decision to publish, or None.
         """
         with self._lock:
-            before = self._join.duplicates
-            joined = self._join.take(request_ids)
-            keep = [
-                (hit[1], label, hit[2])
-                for hit, label in zip(joined, labels, strict=True)
-                if hit is not None and hit[0] == self.version
-            ]
-            duplicates = self._join.duplicates - before
-            self.labels_duplicate += duplicates
-            self.labels_unmatched += len(labels) - len(keep) - duplicates
-            if not keep:
-                return None
-            predictions, truth, ts = (list(column) for column in zip(*keep, strict=True))
-            self._label_ts.extend(ts)
-            self._joined_at.extend([now] * len(keep))
-            crossed = self.performance.observe(predictions, truth)
-            if crossed is not None and "accuracy" in self.policy.triggers:
-                end = self._change_since(len(keep) - 1 - crossed, ts[crossed])
-                return self._decide(now, self._performance_evidence(self.performance.fired), end)
-            return self._test_label_prior(len(keep), now, ts[-1])
+            return self._labels(request_ids, labels, now, hold=True)
+
+    def _labels(
+        self, request_ids: list[str], labels: list[str], now: float, *, hold: bool
+    ) -> DriftDecision | None:
+        before = self._join.duplicates
+        joined = self._join.take(request_ids)
+        duplicates = self._join.duplicates - before
+        self.labels_duplicate += duplicates
+        keep, other = [], 0
+        for request_id, hit, label in zip(request_ids, joined, labels, strict=True):
+            if hit is None:
+                if hold and not self._join.was_joined(request_id):
+                    self._hold(request_id, label)
+            elif hit[0] == self.version:
+                keep.append((hit[1], label, hit[2]))
+            else:
+                other += 1
+        self._unmatched += other
+        if not keep:
+            return None
+        predictions, truth, ts = (list(column) for column in zip(*keep, strict=True))
+        self._label_ts.extend(ts)
+        self._joined_at.extend([now] * len(keep))
+        crossed = self.performance.observe(predictions, truth)
+        if crossed is not None and "accuracy" in self.policy.triggers:
+            end = self._change_since(len(keep) - 1 - crossed, ts[crossed])
+            return self._decide(now, self._performance_evidence(self.performance.fired), end)
+        return self._test_label_prior(len(keep), now, ts[-1])
+
+    @property
+    def labels_unmatched(self) -> int:
+        """Labels not joined: of an unknown request id (still waiting for its prediction's log,
+        or forgotten), or of another version."""
+        return self._unmatched + len(self._early)
+
+    def _hold(self, request_id: str, label: str) -> None:
+        """Keep a label whose prediction is not logged yet; the oldest beyond EARLY_LABELS are
+        forgotten (and counted unmatched: an unknown id, or a log that never came)."""
+        self._early[request_id] = label
+        while len(self._early) > EARLY_LABELS:
+            self._early.popitem(last=False)
+            self._unmatched += 1
+
+    def _join_early(self, frame: pd.DataFrame, now: float) -> DriftDecision | None:
+        """Labels that were waiting for these logged predictions join now."""
+        if not self._early or REQUEST_ID not in frame.columns:
+            return None
+        found = [(i, self._early.pop(i)) for i in frame[REQUEST_ID].astype(str) if i in self._early]
+        if not found:
+            return None
+        ids, labels = (list(column) for column in zip(*found, strict=True))
+        return self._labels(ids, labels, now, hold=False)
 
     def report(self, now: float | None = None) -> DriftReport:
         now = time.time() if now is None else now

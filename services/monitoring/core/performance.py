@@ -64,6 +64,10 @@ class PredictionJoin:
             self._rows.popitem(last=False)
         self.evicted += max(0, overflow)
 
+    def was_joined(self, request_id: str) -> bool:
+        """Whether a label already joined this request id (recently)."""
+        return request_id in self._joined
+
     def take(self, request_ids: list[str]) -> list[tuple[str, str, float] | None]:
         """(version, prediction, logged at) of each id, removed; None when unknown, evicted or
         joined before (those add to `duplicates`)."""

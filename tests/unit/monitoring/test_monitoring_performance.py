@@ -287,3 +287,26 @@ def test_a_glr_alarm_dates_the_change_by_when_its_labels_arrived() -> None:
     since = decision.window_end
     assert 5000 <= since <= alarm_at  # after the change, at or before the alarm
     assert since < alarm_at  # and reaching back: the rows since the change are usable
+
+
+def test_labels_that_arrive_before_their_prediction_log_join_when_it_comes() -> None:
+    """Under load the prediction log can lag the labels: such labels wait (bounded) instead of
+    being lost, which slowed detection by whatever share of labels came early."""
+    rng = np.random.default_rng(8)
+    monitor = ModelMonitor("m", DriftPolicy(), "1", profile(rng))
+    ids = [str(i) for i in range(200)]
+    x = rng.normal(0, 1, 200)
+    predictions = np.where(x > 0, "1", "0")
+    assert monitor.observe_labels(ids[:150], predictions[:150].tolist(), now=1.0) is None
+    assert monitor.labels_unmatched == 150  # waiting, not joined yet
+    frame = pd.DataFrame(
+        {"x": x, "_prediction": predictions, "_request_id": ids, "_ts": np.arange(200.0)}
+    )
+    monitor.observe("1", frame, now=2.0)
+    assert monitor.labels_unmatched == 0
+    assert monitor.performance.labelled_rows == 150
+    monitor.observe_labels(ids[150:], predictions[150:].tolist(), now=3.0)
+    assert monitor.performance.labelled_rows == 200
+    # a label sent again after joining is a duplicate, not a label waiting for a prediction
+    monitor.observe_labels(ids[:10], predictions[:10].tolist(), now=4.0)
+    assert monitor.labels_duplicate == 10 and monitor.labels_unmatched == 0
