@@ -63,3 +63,22 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# SeaweedFS's `weed` (the S3 server docker-compose.yml and overlays/in-cluster run) for
+# tests/integration/infra/test_s3_seaweedfs.py, built with Go from the Go module proxy into
+# .bench/seaweedfs/bin (gitignored). Not part of `make test` or CI: the build takes ~8 CPU-minutes
+# (~30 min on a busy 2-core machine) and ~4 GB of module and build cache; without it those tests
+# skip and the object-store contract runs on moto only. The proxy has no SeaweedFS release tags,
+# so this is a pinned development revision (4.53, 2026-11-09), newer than the image's 4.48.
+# Built as the main module: its go.mod has a replace directive, which `go install` refuses.
+.PHONY: seaweedfs
+SEAWEEDFS_MODULE := github.com/seaweedfs/seaweedfs@v0.0.0-20261109003541-7506e5f91cd6
+seaweedfs: .bench/seaweedfs/bin/weed
+
+.bench/seaweedfs/bin/weed:
+	rm -rf .bench/seaweedfs/src && mkdir -p .bench/seaweedfs/bin
+	cp -R "$$(go mod download -json $(SEAWEEDFS_MODULE) | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" .bench/seaweedfs/src
+	chmod -R u+w .bench/seaweedfs/src
+	cd .bench/seaweedfs/src && CGO_ENABLED=0 GOFLAGS='-mod=mod -buildvcs=false' go build -trimpath -o ../bin/weed.part ./weed
+	mv .bench/seaweedfs/bin/weed.part $@
+	rm -rf .bench/seaweedfs/src

@@ -57,7 +57,7 @@ async def serve(
     siblings are ready. Without it the port is bound first, so health checks can say
     NOT_SERVING during start-up."""
     start_http_server(common.ports.metrics(name), addr=common.bind_host)
-    await ensure_topics(common.bootstrap())
+    await ensure_topics(common.kafka_connection())
     if publisher is not None:
         await publisher.start()
     if reuse_port and on_start is not None:

@@ -6,10 +6,11 @@ Build them once in main.py and pass them down; nothing reads os.environ elsewher
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftloop.shared.auth import ROLES, Credentials
@@ -94,6 +95,83 @@ class RoleTokens(BaseModel):
     """File holding the service token (takes precedence)."""
 
 
+class KafkaSettings(BaseModel):
+    """How every driftloop Kafka client (services, CLI, benches) connects and produces:
+    DRIFTLOOP_KAFKA__<NAME>; the address itself is DRIFTLOOP_KAFKA_BOOTSTRAP."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """PLAINTEXT (the embedded broker's), SSL (TLS), SASL_SSL (TLS + SASL) or SASL_PLAINTEXT."""
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    """SASL mechanism (security_protocol SASL_*). PLAIN sends the password itself: only over TLS."""
+    sasl_username: str = ""
+    """SASL user name."""
+    sasl_password: SecretStr | None = None
+    """SASL password."""
+    sasl_password_file: Path | None = None
+    """File holding the SASL password (takes precedence)."""
+    ca_file: Path | None = None
+    """PEM CA bundle that verifies the brokers' certificates (SSL, SASL_SSL); the system's roots
+    when unset. The broker's certificate must name the host clients connect to."""
+    cert_file: Path | None = None
+    """PEM client certificate, for brokers that require one (ssl.client.auth=required)."""
+    key_file: Path | None = None
+    """PEM private key of cert_file."""
+    idempotent: bool | None = None
+    """Idempotent producers (no duplicates when a send is retried). Unset: asked of the broker
+    when each producer starts, and off with a logged warning where the broker refuses (the
+    embedded one does); true: required, a broker that refuses is an error; false: off."""
+    replication_factor: int = Field(default=1, ge=1)
+    """Replicas of each topic driftloop creates (1 fits a single broker; a production cluster
+    wants 3). Topics that exist already are left as they are."""
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and (self.sasl_password or self.sasl_password_file)
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs DRIFTLOOP_KAFKA__SASL_USERNAME "
+                "and DRIFTLOOP_KAFKA__SASL_PASSWORD (or __SASL_PASSWORD_FILE)"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where and how driftloop uses Kafka: the bootstrap address with the security, producer and
+    topic settings resolved (password read from its file). Built by
+    CommonSettings.kafka_connection(); driftloop.shared.bus.connection makes the clients."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    idempotent: bool | None = None
+    replication_factor: int = 1
+    """Of the topics ensure_topics creates."""
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def describe(self) -> str:
+        """The broker and how it is reached, for messages: never the password."""
+        how = self.security_protocol
+        if self.sasl:
+            how += f", {self.sasl_mechanism} as {self.sasl_username or '(no user)'}"
+        return f"{self.bootstrap} ({how})"
+
+
 class CommonSettings(BaseSettings):
     """Settings every driftloop process reads."""
 
@@ -116,6 +194,8 @@ class CommonSettings(BaseSettings):
     """Ports (see the Ports table)."""
     kafka_bootstrap: str = ""
     """Kafka bootstrap servers; empty means the embedded broker on connect_host:ports.broker."""
+    kafka: KafkaSettings = KafkaSettings()
+    """Kafka security (TLS, SASL), producer and topic settings: DRIFTLOOP_KAFKA__<NAME>."""
     consumer_group_membership: bool = False
     """Join Kafka consumer groups (for several replicas of a service). Off: one instance per
     service reads every partition by manual assignment, which starts in ~0.1 s instead of the
@@ -147,6 +227,22 @@ class CommonSettings(BaseSettings):
 
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"{self.connect_host}:{self.ports.broker}"
+
+    def kafka_connection(self) -> KafkaConnection:
+        """How every Kafka client of this process connects (the one place they all read)."""
+        k = self.kafka
+        return KafkaConnection(
+            bootstrap=self.bootstrap(),
+            security_protocol=k.security_protocol,
+            sasl_mechanism=k.sasl_mechanism,
+            sasl_username=k.sasl_username,
+            sasl_password=_secret(k.sasl_password, k.sasl_password_file),
+            ca_file=k.ca_file,
+            cert_file=k.cert_file,
+            key_file=k.key_file,
+            idempotent=k.idempotent,
+            replication_factor=k.replication_factor,
+        )
 
     def address(self, service: str) -> str:
         """host:port where clients reach `service`'s gRPC API."""

@@ -90,13 +90,38 @@ def common(tmp_path: Path, any_broker: str) -> CommonSettings:
 def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
     """The whole embedded stack (`driftloop up` as a process on free ports), healthy; always
     stopped afterwards, and it must stop cleanly."""
+    yield from _stack(tmp_path, "")
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def any_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommonSettings]:
+    """The whole stack, healthy: a test using it runs once on the embedded broker (`driftloop
+    up`) and once on real Kafka (`driftloop up --kafka`, the session's broker, its topics
+    deleted after the test)."""
+    if request.param == "embedded":
+        yield from _stack(tmp_path, "")
+        return
+    bootstrap = request.getfixturevalue("real_kafka")
+    try:
+        yield from _stack(tmp_path, bootstrap)
+    finally:
+        kafka_broker.delete_topics(bootstrap)
+
+
+def _stack(tmp_path: Path, kafka: str) -> Iterator[CommonSettings]:
     import sys
 
     from driftloop.shared.cli.stack import embedded as stack
 
-    common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
+    common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports(), kafka_bootstrap=kafka)
     proc = start_process(
-        [sys.executable, "-m", "driftloop.shared.cli", "up"],
+        [
+            sys.executable,
+            "-m",
+            "driftloop.shared.cli",
+            "up",
+            *(["--kafka", kafka] if kafka else []),
+        ],
         env=stack_env(common),
         log_path=str(tmp_path / "up.log"),
     )

@@ -9,8 +9,16 @@ import asyncio
 
 from driftloop.protos.ingestion.v1 import ingestion_pb2_grpc
 from driftloop.services.ingestion.adapters.grpc import IngestionServicer
-from driftloop.services.ingestion.adapters.kafka import JsonTopicHandler, RawBatchPublisher
-from driftloop.services.ingestion.adapters.kafka_labels import JsonLabelsHandler, LabelPublisher
+from driftloop.services.ingestion.adapters.kafka import (
+    JSON_GROUP,
+    JsonTopicHandler,
+    RawBatchPublisher,
+)
+from driftloop.services.ingestion.adapters.kafka_labels import (
+    LABELS_JSON_GROUP,
+    JsonLabelsHandler,
+    LabelPublisher,
+)
 from driftloop.services.ingestion.core.labels import LABELS_PER_BATCH
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared import runtime
@@ -25,8 +33,9 @@ from driftloop.shared.settings import CommonSettings
 
 RECORD_BATCH_BUFFER = 4 * 1024 * 1024
 SERVICE = "driftloop.ingestion.v1.IngestionService"
-JSON_GROUP = "ingestion-json"
-LABELS_JSON_GROUP = "ingestion-labels-json"
+JSON_POLLS_IN_FLIGHT = 256
+"""Polls of a JSON topic held or awaiting acks before the consumer drains its windows: room
+for a window's worth of small polls (each future completes only when its rows are cut)."""
 
 
 def main() -> None:
@@ -41,7 +50,9 @@ async def run(common: CommonSettings, settings: IngestionSettings) -> None:
     """Build the parts inside the event loop (aiokafka's clients need a running loop)."""
     # why: record batches are large; a bigger per-partition buffer lets several travel per
     # produce request instead of one round trip each
-    publisher = EventPublisher(common.bootstrap(), "ingestion", max_batch_bytes=RECORD_BATCH_BUFFER)
+    publisher = EventPublisher(
+        common.kafka_connection(), "ingestion", max_batch_bytes=RECORD_BATCH_BUFFER
+    )
     raw = RawBatchPublisher(publisher)
     labels = LabelPublisher(publisher)
     servicer = IngestionServicer(
@@ -55,28 +66,23 @@ async def run(common: CommonSettings, settings: IngestionSettings) -> None:
     )
     consumers = []
     if settings.json_topic:
-        handler = JsonTopicHandler(raw, batch_rows=settings.batch_rows, limits=settings.limits())
-        consumers.append(
-            EventConsumer(
-                bootstrap=common.bootstrap(),
-                group=JSON_GROUP,
-                topic_names=[topics.INGEST_JSON],
-                publisher=publisher,
-                on_batch=handler.handle_records,
-                group_membership=common.consumer_group_membership,
-            )
+        handler = JsonTopicHandler(
+            raw,
+            batch_rows=settings.batch_rows,
+            limits=settings.limits(),
+            window_offsets=settings.json_window_offsets,
+            linger_s=settings.json_linger_ms / 1000,
         )
+        consumers.append(json_consumer(common, publisher, JSON_GROUP, topics.INGEST_JSON, handler))
     if settings.labels_json_topic:
-        labels_handler = JsonLabelsHandler(labels, chunk=LABELS_PER_BATCH)
+        labels_handler = JsonLabelsHandler(
+            labels,
+            chunk=LABELS_PER_BATCH,
+            window_offsets=settings.json_window_offsets,
+            linger_s=settings.json_linger_ms / 1000,
+        )
         consumers.append(
-            EventConsumer(
-                bootstrap=common.bootstrap(),
-                group=LABELS_JSON_GROUP,
-                topic_names=[topics.LABELS_JSON],
-                publisher=publisher,
-                on_batch=labels_handler.handle_records,
-                group_membership=common.consumer_group_membership,
-            )
+            json_consumer(common, publisher, LABELS_JSON_GROUP, topics.LABELS_JSON, labels_handler)
         )
     binding = ServiceBinding(
         add=ingestion_pb2_grpc.add_IngestionServiceServicer_to_server,
@@ -85,3 +91,25 @@ async def run(common: CommonSettings, settings: IngestionSettings) -> None:
         roles={"Ingest": INGEST, "IngestStream": INGEST, "IngestLabels": INGEST},
     )
     await runtime.serve("ingestion", common, [binding], publisher=publisher, consumers=consumers)
+
+
+def json_consumer(
+    common: CommonSettings,
+    publisher: EventPublisher,
+    group: str,
+    topic: str,
+    handler: JsonTopicHandler | JsonLabelsHandler,
+) -> EventConsumer:
+    """The consumer of a public JSON topic, its handler coalescing messages across polls."""
+    consumer = EventConsumer(
+        bootstrap=common.kafka_connection(),
+        group=group,
+        topic_names=[topic],
+        publisher=publisher,
+        on_batch=handler.handle_records,
+        on_drain=handler.drain,
+        max_pending_polls=JSON_POLLS_IN_FLIGHT,
+        group_membership=common.consumer_group_membership,
+    )
+    handler.follow(consumer.behind)
+    return consumer

@@ -15,6 +15,7 @@ from driftloop.services.ingestion.core.batches import (
     Limits,
 )
 from driftloop.services.ingestion.core.labels import MAX_LABELS_PER_REQUEST
+from driftloop.services.ingestion.core.windows import DEFAULT_LINGER_S, DEFAULT_WINDOW_OFFSETS
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -29,6 +30,14 @@ class IngestionSettings(ServiceSettings):
     """Most rows per record batch published to driftloop.records.raw (at most 5000)."""
     json_topic: bool = True
     """Consume the public JSON topic driftloop.ingest.json."""
+    json_window_offsets: int = Field(default=DEFAULT_WINDOW_OFFSETS, ge=1, le=1_000_000)
+    """Messages of the public JSON topics are coalesced into batches per dataset (per model for
+    labels) within windows of this many offsets of a partition; a batch is also cut at
+    batch_rows rows and after json_linger_ms, so batch ids do not depend on poll boundaries."""
+    json_linger_ms: int = Field(default=round(DEFAULT_LINGER_S * 1000), ge=0, le=60_000)
+    """How long a message of a public JSON topic waits for more to share its batch before the
+    partition's held rows are published anyway (so a quiet stream is not delayed); while the
+    consumer is behind on the partition the window's end cuts it instead (up to 10 lingers)."""
     max_in_flight_batches: int = Field(default=16, ge=1, le=1000)
     """Most record batches of one IngestStream call handed to the producer but not yet
     acknowledged by the broker; past that the stream stops reading (backpressure to the client)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -65,6 +66,15 @@ class ServingSettings(ServiceSettings):
     inference partitions are split between them, and the metrics port shows all of them
     (prometheus-client multiprocess mode). A worker that dies takes the others down, so the
     supervisor restarts serving as a whole. Needs a fixed gRPC port (not 0)."""
+
+    compiled_form: bool = True
+    """Serve all-numeric models through ONNX Runtime (a graph skl2onnx derives from the verified
+    pipeline at deploy time), when it agrees with scikit-learn within 1e-4 on every class
+    probability, and on every label, on rows around the training data; else, and with false,
+    scikit-learn scores every request."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop serving runs on: uvloop (faster loop turns: lower latency and more
+    requests per second, see the README's serving table) or Python's standard asyncio loop."""
 
     def batch_policy(self) -> BatchPolicy | None:
         """The micro-batching policy, or None when max_batch_size is 1 (off)."""

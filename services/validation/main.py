@@ -44,12 +44,19 @@ async def run(common: CommonSettings, settings: ValidationSettings) -> None:
     # why: record batches are large; a bigger per-partition buffer lets several travel per
     # produce request instead of one round trip each
     publisher = EventPublisher(
-        common.bootstrap(), "validation", max_batch_bytes=RECORD_BATCH_BUFFER
+        common.kafka_connection(), "validation", max_batch_bytes=RECORD_BATCH_BUFFER
     )
     keys = KeyCatalog(store, max_keys=settings.unique_max_keys)
-    handler = RecordBatchHandler(store, catalog, quality, publisher, keys=keys)
+    handler = RecordBatchHandler(
+        store,
+        catalog,
+        quality,
+        publisher,
+        keys=keys,
+        max_inline_bytes=settings.validated_inline_max_bytes,
+    )
     consumer = EventConsumer(
-        bootstrap=common.bootstrap(),
+        bootstrap=common.kafka_connection(),
         group=GROUP,
         topic_names=[topics.RECORDS_RAW],
         publisher=publisher,

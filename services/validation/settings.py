@@ -11,6 +11,11 @@ from pydantic_settings import SettingsConfigDict
 from driftloop.services.validation.core.keys import DEFAULT_MAX_KEYS
 from driftloop.shared.settings import ServiceSettings
 
+MAX_INLINE_BYTES = 16 * 1024 * 1024 - (64 << 10)
+"""The largest curated file that may travel inline: the bus's largest message (16 MiB,
+driftloop.shared.bus.topics.MAX_MESSAGE_BYTES, not imported here: it would load the Kafka
+client into `driftloop config`) less room for the envelope and the batch list."""
+
 
 class ValidationSettings(ServiceSettings):
     """What validation reads besides CommonSettings."""
@@ -38,3 +43,10 @@ class ValidationSettings(ServiceSettings):
     """Keys remembered per unique column of a dataset (12 bytes each), rebuilt from the curated
     data on start; past it the oldest are forgotten in blocks (at least the newest half are
     always checked), so memory stays bounded."""
+    validated_inline_max_bytes: int = Field(default=0, ge=0, le=MAX_INLINE_BYTES)
+    """Curated files of at most this many bytes also carry their Parquet bytes on
+    driftloop.records.validated. 0 (the default): every CuratedRows event is a claim check only
+    (object key, rows, byte size, SHA-256, schema hash, manifest version) that consumers resolve
+    in the object store, so the topic's messages stay a few hundred bytes. Opt in only for
+    consumers that want the rows on the bus, and keep it below the topic's max.message.bytes
+    less 64 KiB (at most 16 MiB less 64 KiB); larger files still go by reference."""

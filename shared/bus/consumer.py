@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from driftloop.protos.events.v1 import events_pb2
-from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus import connection, envelope, topics
+from driftloop.shared.bus.connection import KafkaTarget
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.errors import Unavailable
@@ -52,9 +53,16 @@ so the consumer keeps its group membership while it waits."""
 EventHandler = Callable[[envelope.Envelope], Awaitable[None]]
 RecordHandler = Callable[[ConsumerRecord], Awaitable[None]]
 T = TypeVar("T")
-BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[Awaitable[None] | None]]
+BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[Awaitable[int | None] | None]]
 """May return an awaitable: the rest of its work (e.g. the broker's acks of what it published);
-the consumer then goes on polling and commits the records once that is done (see EventConsumer)."""
+the consumer then goes on polling and commits the records once that is done (see EventConsumer).
+If the awaitable returns an offset, that offset is committed instead of the poll's end."""
+DrainHook = Callable[[bool], Awaitable[None]]
+"""Lets a batch handler that holds records across polls complete its pending polls: called with
+False before the consumer waits for them at `max_pending_polls` (it reads on afterwards, so the
+held records must be let go, i.e. published), with True when it stops reading its partitions
+(shutdown, rebalance): the handler may then complete its polls at what it has finished and drop
+what it holds, which, uncommitted, is read again by whoever reads the partition next."""
 
 
 class EventConsumer:
@@ -76,12 +84,19 @@ class EventConsumer:
     meanwhile nothing is committed or dead-lettered, and the service stays up. `ready` is set
     once partitions are assigned and their start offsets resolved, so callers (and tests)
     wait for it.
+
+    A batch handler that holds records across polls (to coalesce them) returns, per poll, an
+    awaitable that completes once the poll's records are in its output and returns the offset
+    to commit (at most the poll's end: where its output is complete). It then gives `on_drain`,
+    which the consumer awaits whenever it is about to wait for its pending polls (at
+    `max_pending_polls`, on shutdown, before a rebalance takes partitions away) so that held
+    records are not waited for, and may ask `behind()` whether more records are already there.
     """
 
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: KafkaTarget,
         group: str | None,
         topic_names: Iterable[str],
         publisher: EventPublisher,
@@ -94,6 +109,7 @@ class EventConsumer:
         max_pending_polls: int = 2,
         fetch_max_wait_ms: int = 500,
         unavailable_budget_s: float = UNAVAILABLE_BUDGET_S,
+        on_drain: DrainHook | None = None,
     ) -> None:
         if sum(h is not None for h in (on_event, on_record, on_batch)) != 1:
             raise TypeError("give exactly one of on_event, on_record or on_batch")
@@ -110,13 +126,16 @@ class EventConsumer:
         self._max_pending_polls = max_pending_polls
         self._unavailable_budget_s = unavailable_budget_s
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._tails: collections.deque[tuple[TopicPartition, int, asyncio.Future[None]]] = (
+        self._on_drain = on_drain
+        self._tails: collections.deque[tuple[TopicPartition, int, asyncio.Future[int | None]]] = (
             collections.deque()
         )
+        self._settling = asyncio.Lock()
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self._kafka = connection.resolve(bootstrap)
+        self._consumer = connection.consumer(
+            self._kafka,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="latest" if from_latest else "earliest",
@@ -127,7 +146,7 @@ class EventConsumer:
 
     async def run(self) -> None:
         """Consume until stop() is called."""
-        await self._consumer.start()
+        await connection.start(self._consumer, self._kafka)
         try:
             await self._assign()
             while not self._stopping.is_set():
@@ -154,12 +173,14 @@ class EventConsumer:
                     if tail is not None:
                         # why: the next poll is handled while this one's tail (acks) completes
                         self._tails.append((tp, after, asyncio.ensure_future(tail)))
+                        if len(self._tails) >= self._max_pending_polls:
+                            await self._drain(stopping=False)
                         while len(self._tails) >= self._max_pending_polls:
                             await self._settle_oldest()
                     else:
-                        await self._settle_all()
+                        await self._settle_all(stopping=False)
                         await self._commit(tp, after)
-            await self._settle_all()
+            await self._settle_all(stopping=True)
         finally:
             for _, _, pending in self._tails:
                 pending.cancel()  # only left when the loop failed: uncommitted, redelivered
@@ -175,18 +196,36 @@ class EventConsumer:
         self._record_lag(tp, next_offset)
 
     async def _settle_oldest(self) -> None:
-        tp, next_offset, pending = self._tails[0]
-        await pending  # raises: the consumer stops before committing it
-        self._tails.popleft()
-        await self._commit(tp, next_offset)
+        # why: a rebalance settles from aiokafka's coordinator task, beside the poll loop
+        async with self._settling:
+            if not self._tails:
+                return
+            tp, next_offset, pending = self._tails[0]
+            done = await pending  # raises: the consumer stops before committing it
+            self._tails.popleft()
+            await self._commit(tp, next_offset if done is None else done)
 
     async def _settle_done(self) -> None:
         while self._tails and self._tails[0][2].done():
             await self._settle_oldest()
 
-    async def _settle_all(self) -> None:
+    async def _settle_all(self, *, stopping: bool) -> None:
+        await self._drain(stopping=stopping)
         while self._tails:
             await self._settle_oldest()
+
+    async def _drain(self, *, stopping: bool) -> None:
+        if self._on_drain is not None and self._tails:
+            await self._on_drain(stopping)
+
+    async def behind(self, topic: str, partition: int) -> int:
+        """Records of a partition after the consumer's position, as of its latest fetch (0 when
+        unknown or not assigned): more that are already on the broker, unread."""
+        tp = TopicPartition(topic, partition)
+        end = self._consumer.highwater(tp)
+        if end is None or tp not in self._consumer.assignment():
+            return 0
+        return max(0, end - await self._consumer.position(tp))
 
     def _record_lag(self, tp: TopicPartition, next_offset: int) -> None:
         end = self._consumer.highwater(tp)
@@ -196,7 +235,7 @@ class EventConsumer:
 
     async def _assign(self) -> None:
         if self._membership:
-            self._consumer.subscribe(self.topics)
+            self._consumer.subscribe(self.topics, listener=_SettleBeforeRebalance(self))
             return
         self._consumer.assign(await topics.partitions(self._consumer, self.topics))
 
@@ -220,7 +259,7 @@ class EventConsumer:
             EVENTS_DEADLETTERED.labels(self.group or "ephemeral", record.topic).inc()
         return kept
 
-    async def _handle_batch(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
+    async def _handle_batch(self, records: list[ConsumerRecord]) -> Awaitable[int | None] | None:
         assert self._on_batch is not None
         try:
             tail = await self._retrying(records[0], lambda: self._on_batch_call(records))
@@ -272,7 +311,7 @@ class EventConsumer:
             await self.dead_letter(record, f"{type(exc).__name__}: {exc}")
             EVENTS_DEADLETTERED.labels(consumer, record.topic).inc()
 
-    async def _on_batch_call(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
+    async def _on_batch_call(self, records: list[ConsumerRecord]) -> Awaitable[int | None] | None:
         assert self._on_batch is not None
         return await self._on_batch(records)
 
@@ -305,20 +344,39 @@ class EventConsumer:
                 delay = min(delay * 2, 5.0)
 
     async def dead_letter(self, record: ConsumerRecord, error: str) -> None:
-        letter = events_pb2.DeadLetter(
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key or b"",
-            value=(record.value or b"")[: MAX_MESSAGE_BYTES // 2],
-            error=error[:4000],
-            consumer_group=self.group or "",
-        )
-        await self._publisher.publish(
-            topics.DEADLETTER, record.topic, self._publisher.event(letter)
-        )
+        await publish_dead_letter(self._publisher, record, error, self.group)
 
     def _remember(self, event_id: str) -> None:
         self._seen[event_id] = None
         if len(self._seen) > 50_000:
             self._seen.popitem(last=False)
+
+
+class _SettleBeforeRebalance(ConsumerRebalanceListener):
+    """Commits what is done (letting a coalescing handler's held records go first) before a
+    rebalance hands partitions to another member, which starts from the committed offsets."""
+
+    def __init__(self, consumer: EventConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._consumer._settle_all(stopping=True)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
+
+
+async def publish_dead_letter(
+    publisher: EventPublisher, record: ConsumerRecord, error: str, group: str | None
+) -> None:
+    """Send a record that could not be handled to driftloop.deadletter, with the error."""
+    letter = events_pb2.DeadLetter(
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key or b"",
+        value=(record.value or b"")[: MAX_MESSAGE_BYTES // 2],
+        error=error[:4000],
+        consumer_group=group or "",
+    )
+    await publisher.publish(topics.DEADLETTER, record.topic, publisher.event(letter))

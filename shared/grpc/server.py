@@ -145,6 +145,8 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         self._roles = roles
         self._guards = guards
         self._budget: _ByteBudget | None = None  # made on first use, inside the server's loop
+        self._built: dict[tuple[str, Verdict], tuple[Any, Any]] = {}
+        """(method, verdict) -> (the servicer's handler, the wrapped one built for it)."""
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
@@ -152,12 +154,20 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             return None
         method = details.method
         needs = self._roles.get(method) if self._credentials.configured else None
-        metadata = dict(details.invocation_metadata or ())
-        verdict = (
-            Verdict.ALLOWED
-            if needs is None
-            else self._credentials.verdict(needs, str(metadata.get("authorization", "")))
-        )
+        verdict = Verdict.ALLOWED
+        if needs is not None:
+            metadata = dict(details.invocation_metadata or ())
+            verdict = self._credentials.verdict(needs, str(metadata.get("authorization", "")))
+        # why a cache: this runs for every call, and building the wrapped handler (closures,
+        # metric children) cost as much as a small ModelInfer's own work
+        built = self._built.get((method, verdict))
+        if built is not None and built[0] is handler:
+            return built[1]
+        wrapped = self._build(handler, method, verdict, needs)
+        self._built[(method, verdict)] = (handler, wrapped)
+        return wrapped
+
+    def _build(self, handler: Any, method: str, verdict: Verdict, needs: Role | None) -> Any:
         authorized = verdict is Verdict.ALLOWED
         # why: the token is checked from the metadata before any request byte is parsed, and a
         # large request is parsed off the event loop (an unauthenticated 60 MB Ingest once cost
@@ -208,6 +218,8 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         self, behavior: Any, method: str, access: tuple[Verdict, Role | None], decoded: Any
     ) -> Any:
         verdict, needs = access
+        seconds = RPC_SECONDS.labels(method)
+        totals: dict[str, Any] = {}
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -254,8 +266,12 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                 if refused_large:
                     # a refused large request's parse can leave ~10x its size in freed heap
                     await asyncio.to_thread(give_back_freed_memory)
-                RPC_TOTAL.labels(method, getattr(code, "name", str(code))).inc()
-                RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+                name = getattr(code, "name", str(code))
+                total = totals.get(name)
+                if total is None:
+                    total = totals[name] = RPC_TOTAL.labels(method, name)
+                total.inc()
+                seconds.observe(time.perf_counter() - started)
 
         return wrapped
 

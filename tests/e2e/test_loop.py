@@ -1,4 +1,5 @@
-"""The whole loop on the embedded stack: every service a separate process, drift closes itself."""
+"""The whole loop on the real stack, on the embedded broker and on Apache Kafka: every service a
+separate process, drift closes itself."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def _status(common: CommonSettings) -> dict:
     return json.loads(out.stdout)
 
 
-def test_drift_retrains_promotes_and_redeploys(running_stack: CommonSettings) -> None:
-    common = running_stack
+def test_drift_retrains_promotes_and_redeploys(any_stack: CommonSettings) -> None:
+    common = any_stack
     demo = Demo(common, Console(quiet=True), rate=300)
     summary = asyncio.run(demo.run(timeout=300))
 
@@ -67,7 +68,7 @@ def _kill_serving_and_see_it_come_back_with(
     common: CommonSettings, request: v2.ModelInferRequest, version: str
 ) -> None:
     """kill -9 serving: the supervisor restarts it and it reconciles production from the
-    registry (the bus has no state to give it)."""
+    registry (on either broker: the bus is never its source of truth)."""
     before = stack.read_endpoints(common)["services"]["serving"]["pid"]
     os.kill(before, signal.SIGKILL)
     wait_until(
@@ -85,6 +86,8 @@ def _kill_serving_and_see_it_come_back_with(
 
 
 def test_demo_command_closes_the_loop(tmp_path: Path) -> None:
+    """Embedded broker only: `driftloop demo` is the newcomer's command on the embedded
+    defaults and takes no broker (the loop on Kafka is the test above)."""
     out = subprocess.run(
         [
             sys.executable,

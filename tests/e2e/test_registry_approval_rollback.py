@@ -88,8 +88,8 @@ def status_of(common: CommonSettings, version: str) -> str:
             return ""
 
 
-def test_approval_then_rollback_through_serving(running_stack: CommonSettings) -> None:
-    common = running_stack
+def test_approval_then_rollback_through_serving(any_stack: CommonSettings) -> None:
+    common = any_stack
     rng = np.random.default_rng(11)
     spec = rpb.TrainingSpec(policy=rpb.PromotionPolicy(mode="approval", margin=1e-9))
     with grpc.insecure_channel(common.address("registry")) as channel:

@@ -89,8 +89,8 @@ def status_of(common: CommonSettings, version: str) -> str:
     return found.status if found else ""
 
 
-async def test_shadow_is_scored_on_live_labels_then_promoted(running_stack: CommonSettings) -> None:
-    common = running_stack
+async def test_shadow_is_scored_on_live_labels_then_promoted(any_stack: CommonSettings) -> None:
+    common = any_stack
     rng = np.random.default_rng(21)
     policy = rpb.PromotionPolicy(mode="shadow", margin=0.02, shadow_min_labels=100)
     with grpc.insecure_channel(common.address("registry")) as channel:

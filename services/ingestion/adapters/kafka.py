@@ -1,27 +1,38 @@
 """Ingestion's Kafka side: publish row batches to driftloop.records.raw, and read the public
-JSON topic driftloop.ingest.json (bad or oversized messages raise: the bus dead-letters them)."""
+JSON topic driftloop.ingest.json, coalescing its messages across polls into batches per dataset
+(adapters/json_windows.py; bad or oversized messages are dead-lettered with the reason)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
 from driftloop.services.ingestion.adapters import pb
+from driftloop.services.ingestion.adapters.json_windows import Behind, WindowedJsonHandler
 from driftloop.services.ingestion.core.batches import (
     DEFAULT_LIMITS,
-    JsonMessage,
     Limits,
     RowBatch,
-    json_batches,
+)
+from driftloop.services.ingestion.core.json_rows import Row, bundle_batches, row_pieces
+from driftloop.services.ingestion.core.windows import (
+    DEFAULT_LINGER_S,
+    DEFAULT_WINDOW_OFFSETS,
+    Bundle,
+    Refused,
+    WindowPolicy,
 )
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.metric_labels import BoundedLabel
 
 log = structlog.get_logger(__name__)
+
+JSON_GROUP = "ingestion-json"
 
 ROWS_ACCEPTED = Counter(
     "driftloop_ingestion_rows_total",
@@ -36,23 +47,15 @@ BATCHES_PUBLISHED = Counter(
 )
 
 
-def json_message(record: ConsumerRecord) -> JsonMessage:
-    """A raw (non-envelope) message of a public JSON topic, as the core reads it."""
-    return JsonMessage(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        timestamp=record.timestamp,
-        key=record.key,
-        value=record.value,
-    )
-
-
 class RawBatchPublisher:
     """Wraps each RowBatch in a RecordBatch envelope and publishes it keyed by dataset."""
 
     def __init__(self, publisher: EventPublisher) -> None:
         self._publisher = publisher
+
+    @property
+    def publisher(self) -> EventPublisher:
+        return self._publisher
 
     async def publish(
         self, batches: list[RowBatch], source: str, *, correlation_id: str = ""
@@ -84,24 +87,55 @@ class RawBatchPublisher:
 
 
 class JsonTopicHandler:
-    """Handles raw (non-envelope) messages of driftloop.ingest.json (see core `json_batches`)."""
+    """The `on_batch` handler of driftloop.ingest.json (give `drain` as the consumer's
+    `on_drain`, and the consumer's `behind` to `follow`): rows are coalesced per dataset
+    across messages and polls, cut by offset windows, row limits and the linger
+    (core/windows.py), and published as RowBatches."""
 
     SOURCE = "json-topic"
 
     def __init__(
-        self, publisher: RawBatchPublisher, *, batch_rows: int, limits: Limits = DEFAULT_LIMITS
+        self,
+        publisher: RawBatchPublisher,
+        *,
+        batch_rows: int,
+        limits: Limits = DEFAULT_LIMITS,
+        window_offsets: int = DEFAULT_WINDOW_OFFSETS,
+        linger_s: float = DEFAULT_LINGER_S,
+        group: str = JSON_GROUP,
     ) -> None:
         self._publisher = publisher
         self._batch_rows = batch_rows
         self._limits = limits
-
-    async def handle(self, record: ConsumerRecord) -> None:
-        await self.handle_records([record])
-
-    async def handle_records(self, records: list[ConsumerRecord]) -> None:
-        """One poll's messages: every message is parsed before any is published, so a bad one
-        fails the call untouched and the bus retries the messages one by one."""
-        batches = json_batches(
-            [json_message(r) for r in records], batch_rows=self._batch_rows, limits=self._limits
+        policy = WindowPolicy(
+            window_offsets=window_offsets,
+            max_rows=batch_rows,
+            max_columns=limits.max_columns,
+            linger_s=linger_s,
         )
-        await self._publisher.publish(batches, self.SOURCE)
+        self._windows = WindowedJsonHandler(
+            policy,
+            lambda message: row_pieces(message, limits),
+            self._publish,
+            dead_letters=publisher.publisher,
+            group=group,
+        )
+
+    async def handle_records(self, records: list[ConsumerRecord]) -> asyncio.Future[int]:
+        """One poll's messages; the future completes when they are published (see
+        WindowedJsonHandler)."""
+        return await self._windows.handle_records(records)
+
+    async def drain(self, stopping: bool = False) -> None:
+        """Let go of every held row (see WindowedJsonHandler.drain)."""
+        await self._windows.drain(stopping)
+
+    def follow(self, behind: Behind) -> None:
+        """Linger only where the consumer is not behind (see WindowedJsonHandler.follow)."""
+        self._windows.follow(behind)
+
+    async def _publish(self, bundle: Bundle[Row]) -> tuple[list[asyncio.Task[None]], list[Refused]]:
+        made = bundle_batches(
+            bundle, now=time.time(), batch_rows=self._batch_rows, limits=self._limits
+        )
+        return await self._publisher.enqueue(made.batches, self.SOURCE), made.refused

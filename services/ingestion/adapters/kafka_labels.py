@@ -1,6 +1,7 @@
 """Ingestion's Kafka side for labels: publish LabelBatch events to driftloop.labels keyed by
-model, and read the public JSON topic driftloop.labels.json (bad messages raise: the bus
-dead-letters them with the reason)."""
+model, and read the public JSON topic driftloop.labels.json, coalescing its messages across
+polls into one event per model and window, as the rows topic does (adapters/json_windows.py;
+bad messages are dead-lettered with the reason)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,27 @@ from aiokafka import ConsumerRecord
 from prometheus_client import Counter
 
 from driftloop.services.ingestion.adapters import pb
-from driftloop.services.ingestion.adapters.kafka import json_message
-from driftloop.services.ingestion.core.labels import LabelChunk, json_label_chunks
+from driftloop.services.ingestion.adapters.json_windows import Behind, WindowedJsonHandler
+from driftloop.services.ingestion.core.labels import (
+    LABELS_PER_BATCH,
+    LabelChunk,
+    bundle_label_chunks,
+    label_pieces,
+)
+from driftloop.services.ingestion.core.windows import (
+    DEFAULT_LINGER_S,
+    DEFAULT_WINDOW_OFFSETS,
+    Bundle,
+    Refused,
+    WindowPolicy,
+)
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.metric_labels import BoundedLabel
 
 log = structlog.get_logger(__name__)
+
+LABELS_JSON_GROUP = "ingestion-labels-json"
 
 MODEL_LABEL = BoundedLabel("model")
 LABELS_PUBLISHED = Counter(
@@ -34,10 +49,20 @@ class LabelPublisher:
     def __init__(self, publisher: EventPublisher) -> None:
         self._publisher = publisher
 
+    @property
+    def publisher(self) -> EventPublisher:
+        return self._publisher
+
     async def publish(
         self, chunks: list[LabelChunk], source: str, *, correlation_id: str = ""
     ) -> None:
         """Publish and wait until the broker has every chunk."""
+        await asyncio.gather(*await self.enqueue(chunks, source, correlation_id=correlation_id))
+
+    async def enqueue(
+        self, chunks: list[LabelChunk], source: str, *, correlation_id: str = ""
+    ) -> list[asyncio.Task[None]]:
+        """Hand the chunks to the producer; the tasks finish when the broker has them."""
         sends = []
         for chunk in chunks:
             event = self._publisher.event(
@@ -58,20 +83,51 @@ class LabelPublisher:
                 source=source,
                 event_id=event.event_id,
             )
-        await asyncio.gather(*sends)
+        return sends
 
 
 class JsonLabelsHandler:
-    """Handles raw messages of driftloop.labels.json (an `on_batch` handler): every message of a
-    poll is parsed before anything is published, so a bad one fails the call untouched and the
-    bus retries the messages one by one, dead-lettering the bad one with its reason."""
+    """The `on_batch` handler of driftloop.labels.json (give `drain` as the consumer's
+    `on_drain`, and the consumer's `behind` to `follow`): labels are coalesced per model
+    across messages and polls like the rows of driftloop.ingest.json, and published as
+    LabelBatch events of at most `chunk` labels."""
 
     SOURCE = "json-topic"
 
-    def __init__(self, publisher: LabelPublisher, *, chunk: int) -> None:
+    def __init__(
+        self,
+        publisher: LabelPublisher,
+        *,
+        chunk: int = LABELS_PER_BATCH,
+        window_offsets: int = DEFAULT_WINDOW_OFFSETS,
+        linger_s: float = DEFAULT_LINGER_S,
+        group: str = LABELS_JSON_GROUP,
+    ) -> None:
         self._publisher = publisher
         self._chunk = chunk
+        policy = WindowPolicy(window_offsets=window_offsets, max_rows=chunk, linger_s=linger_s)
+        self._windows = WindowedJsonHandler(
+            policy,
+            label_pieces,
+            self._publish,
+            dead_letters=publisher.publisher,
+            group=group,
+        )
 
-    async def handle_records(self, records: list[ConsumerRecord]) -> None:
-        chunks = json_label_chunks([json_message(r) for r in records], chunk=self._chunk)
-        await self._publisher.publish(chunks, self.SOURCE)
+    async def handle_records(self, records: list[ConsumerRecord]) -> asyncio.Future[int]:
+        """One poll's messages; the future completes when their labels are published."""
+        return await self._windows.handle_records(records)
+
+    async def drain(self, stopping: bool = False) -> None:
+        """Let go of every held label (see WindowedJsonHandler.drain)."""
+        await self._windows.drain(stopping)
+
+    def follow(self, behind: Behind) -> None:
+        """Linger only where the consumer is not behind (see WindowedJsonHandler.follow)."""
+        self._windows.follow(behind)
+
+    async def _publish(
+        self, bundle: Bundle[tuple[str, str]]
+    ) -> tuple[list[asyncio.Task[None]], list[Refused]]:
+        chunks = bundle_label_chunks(bundle, chunk=self._chunk)
+        return await self._publisher.enqueue(chunks, self.SOURCE), []

@@ -5,11 +5,9 @@ Pure domain logic: no Kafka or gRPC here. The adapters publish the `RowBatch`es 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,27 +211,6 @@ def request_batches(
     )
 
 
-def json_batches(
-    messages: list[JsonMessage], *, batch_rows: int, limits: Limits = DEFAULT_LIMITS
-) -> list[RowBatch]:
-    """The batches of one poll of driftloop.ingest.json. Each message becomes its own batch(es)
-    with an id derived from its place on the topic, so a message the bus delivers again is
-    curated only once. Every message is parsed before this returns: a bad one raises and none
-    of the poll is published (the bus then retries the messages one by one)."""
-    batches: list[RowBatch] = []
-    for message in messages:
-        dataset, rows = parse_json_message(message.key, message.value)
-        batch_id = message_batch_id(
-            message.partition, message.offset, message.timestamp, message.value or b""
-        )
-        batches.extend(
-            make_batches(
-                dataset, rows=rows, batch_rows=batch_rows, batch_id=batch_id, limits=limits
-            )
-        )
-    return batches
-
-
 def batch_ids(client_id: str, count: int) -> list[str]:
     """`count` batch ids: from a client-chosen id when given, else fresh uuid4 hex strings."""
     if not client_id:
@@ -242,14 +219,6 @@ def batch_ids(client_id: str, count: int) -> list[str]:
     if len(client_id) > MAX_CLIENT_BATCH_ID:
         raise InvalidInput(f"batch_id is longer than {MAX_CLIENT_BATCH_ID} characters")
     return [client_id] if count == 1 else [f"{client_id}.{i}" for i in range(count)]
-
-
-def message_batch_id(partition: int, offset: int, timestamp: int, value: bytes) -> str:
-    """A stable id for one message of the JSON topic, so a re-delivered message is curated
-    once; the timestamp and checksum keep ids apart when a fresh broker reuses offsets."""
-    crc = zlib.crc32(value)
-    digest = hashlib.sha256(f"{partition}/{offset}/{timestamp}/{crc}".encode()).hexdigest()
-    return f"j{digest[:31]}"
 
 
 def parse_json_message(key: bytes | None, value: bytes | None) -> tuple[str, list[dict[str, Any]]]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from driftloop.services.ingestion.core.batches import JsonMessage, batch_ids, loads_json
+from driftloop.services.ingestion.core.windows import Bundle, Piece
 from driftloop.shared.errors import InvalidInput, TooLarge
 from driftloop.shared.names import check_name
 
@@ -131,33 +131,25 @@ def request_chunks(
     )
 
 
-def json_label_chunks(messages: list[JsonMessage], *, chunk: int) -> list[LabelChunk]:
-    """The chunks of one poll of driftloop.labels.json, per model, with ids derived from the
-    poll (`poll_id`). Every message is parsed first: a bad one raises and nothing of the poll
-    is published (the bus then retries the messages one by one, dead-lettering the bad one)."""
-    by_model: dict[str, tuple[list[str], list[str]]] = {}
-    for message in messages:
-        for model, request_id, label in parse_label_message(message.value):
-            ids, labels = by_model.setdefault(model, ([], []))
-            ids.append(request_id)
-            labels.append(label)
-    base = poll_id(messages)
-    chunks: list[LabelChunk] = []
-    for model, (ids, labels) in by_model.items():
-        chunks.extend(
-            make_label_chunks(model, ids, labels, batch_id=f"{base}-{model}"[:100], chunk=chunk)
-        )
-    return chunks
+def label_pieces(message: JsonMessage) -> list[Piece[tuple[str, str]]]:
+    """Read one message of driftloop.labels.json into one piece per model it names, in order of
+    first appearance. Raises InvalidInput saying what is wrong (the whole message is refused)."""
+    by_model: dict[str, list[tuple[str, str]]] = {}
+    for model, request_id, label in parse_label_message(message.value):
+        by_model.setdefault(model, []).append((request_id, label))
+    return [Piece(model, pairs) for model, pairs in by_model.items()]
 
 
-def poll_id(messages: list[JsonMessage]) -> str:
-    """A stable id for the messages of one poll (same messages -> same id): partition, offsets,
-    timestamps and checksums, so a fresh broker reusing offsets does not collide."""
-    digest = hashlib.sha256()
-    for m in messages:
-        crc = zlib.crc32(m.value or b"")
-        digest.update(f"{m.topic}/{m.partition}/{m.offset}/{m.timestamp}/{crc};".encode())
-    return f"j{digest.hexdigest()[:31]}"
+def bundle_label_chunks(
+    bundle: Bundle[tuple[str, str]], *, chunk: int = LABELS_PER_BATCH
+) -> list[LabelChunk]:
+    """The chunks of one model's bundle, with ids "<bundle id>" or "<id>.<n>": a redelivered
+    bundle publishes the same events."""
+    request_ids = [request_id for request_id, _ in bundle.items]
+    labels = [label for _, label in bundle.items]
+    return make_label_chunks(
+        bundle.group, request_ids, labels, batch_id=bundle.batch_id, chunk=chunk
+    )
 
 
 def parse_label_message(value: bytes | None) -> list[tuple[str, str, str]]:

@@ -11,6 +11,8 @@ from typing import Any
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 from driftloop.services.serving.adapters import pb as converters
+from driftloop.services.serving.adapters import wire_scan
+from driftloop.services.serving.core import limits
 from driftloop.services.serving.core.inference import InferenceService
 from driftloop.shared.grpc.server import ServiceBinding
 
@@ -70,6 +72,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._inference.check_counts(
             request.model_name, request.model_version, len(request.inputs), len(request.outputs)
         )
+        limits.check_parameter_count(request.model_name, len(request.parameters))
         # Inline, not in a thread: concurrent small requests are micro-batched into one predict.
         result = await self._inference.infer_async(converters.to_inference_request(request))
         return converters.to_infer_response(request, result)
@@ -81,5 +84,5 @@ def binding(servicer: InferenceServicer) -> ServiceBinding:
         add=pb_grpc.add_GRPCInferenceServiceServicer_to_server,
         servicer=servicer,
         full_name=SERVICE_NAME,
-        guards={"ModelInfer": converters.check_request_shape},
+        guards={"ModelInfer": wire_scan.check_request_shape},
     )

@@ -124,7 +124,7 @@ def model_events_consumer(
     """Every replica reads every promotion from the latest offset and commits nothing: the
     registry, not the bus, is the truth about production, and reconcile covers the gap."""
     return EventConsumer(
-        bootstrap=common.bootstrap(),
+        bootstrap=common.kafka_connection(),
         group=None,
         topic_names=[topics.MODELS],
         publisher=publisher,

@@ -208,7 +208,7 @@ def kafka_inference_consumer(
     Several workers of one serving (`worker` set): with group membership the group shares
     the partitions out; without it, worker i reads the partitions p with p % workers == i."""
     options: dict[str, Any] = {
-        "bootstrap": common.bootstrap(),
+        "bootstrap": common.kafka_connection(),
         "group": GROUP,
         "topic_names": [topics.INFERENCE_REQUESTS],
         "publisher": publisher,

@@ -9,28 +9,13 @@ import functools
 import json
 
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
-from driftloop.protos.serving.v1.request_shape_pb2 import ModelInferRequestShape
-from driftloop.services.serving.core import codec, limits
+from driftloop.services.serving.core import codec, outputs
 from driftloop.services.serving.core.inference import InferenceResult
 from driftloop.services.serving.core.slot import LoadedModel
-from driftloop.shared.errors import InvalidInput
 
 PLATFORM = "sklearn"
 CLASSES = "classes"
 """Parameter of the probabilities output: its columns' classes, as a JSON list of strings."""
-
-
-def check_request_shape(data: bytes) -> None:
-    """Count a large request's tensors without parsing them (a fraction of a full parse's time
-    and memory), and refuse impossible counts: a request of millions of tiny tensors must not
-    cost a full parse (see codec.check_input_count for the per-model limit)."""
-    shape = ModelInferRequestShape.FromString(data)
-    limits.check_input_count(shape.model_name, len(shape.inputs), len(shape.outputs), None)
-    if len(shape.raw_input_contents) > len(shape.inputs):
-        raise InvalidInput(
-            f"request has {len(shape.raw_input_contents)} raw_input_contents for "
-            f"{len(shape.inputs)} inputs; send one per input"
-        )
 
 
 def to_inference_request(request: pb.ModelInferRequest) -> codec.InferenceRequest:
@@ -67,10 +52,10 @@ def to_infer_response(
         out = response.outputs.add(
             name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape)
         )
-        if tensor.name == codec.PROBABILITIES and result.classes:
+        if tensor.name == outputs.PROBABILITIES and result.classes:
             out.parameters[CLASSES].string_param = classes_json(result.classes)
         if raw:
-            response.raw_output_contents.append(codec.raw_bytes(tensor))
+            response.raw_output_contents.append(outputs.raw_bytes(tensor))
         elif tensor.datatype == "BYTES":
             out.contents.bytes_contents.extend(tensor.data.tolist())
         else:
@@ -90,10 +75,12 @@ def to_model_metadata(loaded: LoadedModel, versions: list[str]) -> pb.ModelMetad
         meta(name=f.name, datatype="FP64" if f.kind == "numeric" else "BYTES", shape=[-1])
         for f in loaded.signature.features
     ]
-    outputs = [
-        meta(name=codec.LABEL, datatype="BYTES", shape=[-1]),
-        meta(name=codec.PROBABILITIES, datatype="FP64", shape=[-1, len(loaded.signature.classes)]),
+    answers = [
+        meta(name=outputs.LABEL, datatype="BYTES", shape=[-1]),
+        meta(
+            name=outputs.PROBABILITIES, datatype="FP64", shape=[-1, len(loaded.signature.classes)]
+        ),
     ]
     return pb.ModelMetadataResponse(
-        name=loaded.model, versions=versions, platform=PLATFORM, inputs=inputs, outputs=outputs
+        name=loaded.model, versions=versions, platform=PLATFORM, inputs=inputs, outputs=answers
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from driftloop.services.serving.core import codec
+from driftloop.services.serving.core import codec, outputs
 from driftloop.services.serving.core.inference import InferenceResult
 from driftloop.shared.errors import InvalidInput
 
@@ -155,8 +155,8 @@ def to_response(parsed: JsonRequest, result: InferenceResult) -> dict[str, Any]:
     }
 
 
-def _classes(tensor: codec.OutputTensor, result: InferenceResult) -> dict[str, Any]:
-    if tensor.name != codec.PROBABILITIES or not result.classes:
+def _classes(tensor: outputs.OutputTensor, result: InferenceResult) -> dict[str, Any]:
+    if tensor.name != outputs.PROBABILITIES or not result.classes:
         return {}
     return {"parameters": {"classes": list(result.classes)}}
 

@@ -1,5 +1,6 @@
-"""The V2 tensor codec: request tensors -> a DataFrame in the model's feature order, and
-predictions -> output tensors. Pure numpy/pandas, no protobuf, so every rule is unit-testable.
+"""The V2 request codec: request tensors -> the model's rows in its feature order (a float64
+matrix for all-numeric models, else columns for a DataFrame). Pure numpy/pandas, no protobuf,
+so every rule is unit-testable; answers are encoded by outputs.py.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ import pandas as pd
 
 from driftloop.shared.artifacts import Feature, ModelSignature
 from driftloop.shared.errors import InvalidInput, TooLarge
-
-LABEL = "label"
-PROBABILITIES = "probabilities"
-OUTPUTS = (LABEL, PROBABILITIES)
 
 
 @dataclass(frozen=True)
@@ -60,23 +57,13 @@ class InferenceRequest:
     """Requested output names; empty means all of OUTPUTS."""
 
 
-@dataclass(frozen=True)
-class OutputTensor:
-    """One response output; `data` is flat: float64 values, or an object array of bytes."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    data: np.ndarray
-
-
 # ---- decoding ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Rows:
-    """A request's decoded rows: a float64 [N, F] matrix when the model is all-numeric and the
-    request sent one [N, F] tensor (the fast path), else one array per feature."""
+    """A request's decoded rows: a float64 [N, F] matrix in the model's feature order when the
+    model is all-numeric (either request style), else one array per feature."""
 
     count: int
     matrix: np.ndarray | None = None
@@ -110,7 +97,8 @@ def rows_frame(parts: Sequence[Rows], names: pd.Index) -> pd.DataFrame:
 def decode_rows(request: InferenceRequest, signature: ModelSignature) -> Rows:
     """The request's rows (see Rows); raises InvalidInput naming the input and the problem."""
     features = signature.features
-    if len(request.inputs) == 1 and all(f.kind == "numeric" for f in features):
+    numeric = all(f.kind == "numeric" for f in features)
+    if numeric and len(request.inputs) == 1:
         single = request.inputs[0]
         kind = DATATYPES.get(single.datatype)
         fast = (
@@ -127,8 +115,39 @@ def decode_rows(request: InferenceRequest, signature: ModelSignature) -> Rows:
             if np.isinf(matrix).any():
                 raise InvalidInput(f"input {single.name!r} has an infinite value")
             return Rows(len(matrix), matrix=matrix)
+    stacked = _feature_matrix(request, features) if numeric else None
+    if stacked is not None:
+        return Rows(len(stacked), matrix=stacked)
     columns, count = decode_columns(request, signature)
+    if numeric and columns:
+        return Rows(count, matrix=np.column_stack([columns[f.name] for f in features]))
     return Rows(count, columns=columns)
+
+
+def _feature_matrix(request: InferenceRequest, features: Sequence[Feature]) -> np.ndarray | None:
+    """One typed numeric [N] or [N, 1] tensor per feature, straight into a float64 [N, F]
+    matrix; None for anything else (decode_columns then decodes it, or says what is wrong)."""
+    inputs = request.inputs
+    if len(inputs) != len(features) or request.raw_input_contents:
+        return None
+    at = {f.name: j for j, f in enumerate(features)}
+    rows = inputs[0].shape[0] if inputs[0].shape else 0
+    if rows <= 0:
+        return None
+    matrix = np.empty((rows, len(features)), dtype=np.float64)
+    filled = set()
+    for tensor in inputs:
+        j, kind, shape = at.get(tensor.name), DATATYPES.get(tensor.datatype), tensor.shape
+        if j is None or j in filled or kind is None or kind.dtype is None:
+            return None
+        if shape not in ((rows,), (rows, 1)) or len(tensor.contents) != 1:
+            return None
+        values = tensor.contents.get(kind.field)
+        if values is None or len(values) != rows:
+            return None
+        matrix[:, j] = _numbers(values, kind.dtype)
+        filled.add(j)
+    return None if np.isinf(matrix).any() else matrix
 
 
 def decode_columns(
@@ -291,7 +310,16 @@ def _from_typed(tensor: InputTensor, kind: _Datatype) -> np.ndarray:
         out = np.empty(len(values), dtype=object)
         out[:] = list(values)
         return out
-    return np.fromiter(values, dtype=kind.dtype, count=len(values))
+    return _numbers(values, kind.dtype)
+
+
+def _numbers(values: Sequence[Any], dtype: np.dtype) -> np.ndarray:
+    """Typed contents as a flat array. why two ways: asarray converts protobuf's repeated
+    numbers in C (10x faster than a list at 800 values) but has a fixed cost that a short list
+    does not."""
+    if len(values) <= 16:
+        return np.array(list(values), dtype=dtype)
+    return np.asarray(values, dtype=dtype).reshape(-1)
 
 
 def split_length_prefixed(name: str, raw: bytes) -> list[bytes]:
@@ -357,37 +385,3 @@ def _parse_numbers(tensor: InputTensor, feature: Feature, values: np.ndarray) ->
 
 def _names(features: Sequence[Feature]) -> str:
     return ", ".join(repr(f.name) for f in features)
-
-
-# ---- encoding ---------------------------------------------------------------------------------
-
-
-def requested_outputs(requested: Sequence[str]) -> tuple[str, ...]:
-    """The outputs to answer with: the requested ones (checked) or all of OUTPUTS."""
-    unknown = [name for name in requested if name not in OUTPUTS]
-    if unknown:
-        raise InvalidInput(f"unknown requested output(s) {unknown}: available are {list(OUTPUTS)}")
-    return tuple(dict.fromkeys(requested)) or OUTPUTS
-
-
-def encode_outputs(
-    names: Sequence[str], labels: np.ndarray, probabilities: np.ndarray
-) -> list[OutputTensor]:
-    """Output tensors: "label" (BYTES [N]) and/or "probabilities" (FP64 [N, C])."""
-    tensors = []
-    for name in names:
-        if name == LABEL:
-            data = np.empty(len(labels), dtype=object)
-            data[:] = [str(label).encode("utf-8") for label in labels]
-            tensors.append(OutputTensor(LABEL, "BYTES", (len(labels),), data))
-        else:
-            proba = np.ascontiguousarray(probabilities, dtype=np.float64)
-            tensors.append(OutputTensor(PROBABILITIES, "FP64", proba.shape, proba.reshape(-1)))
-    return tensors
-
-
-def raw_bytes(tensor: OutputTensor) -> bytes:
-    """The tensor's raw content: little-endian values, or length-prefixed elements (BYTES)."""
-    if tensor.datatype == "BYTES":
-        return b"".join(struct.pack("<I", len(v)) + v for v in tensor.data)
-    return tensor.data.astype("<f8", copy=False).tobytes()

@@ -7,6 +7,7 @@ version serving. Deployments of one model are serialized; different models deplo
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from typing import Any
 
 import structlog
 
-from driftloop.services.serving.core import metrics
-from driftloop.services.serving.core.inference import predict, warmup_frame
+from driftloop.services.serving.core import metrics, numeric_form
+from driftloop.services.serving.core.inference import predict, warmup_input
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared.artifacts import signature
 from driftloop.shared.errors import ArtifactRejected, NotFound, Unavailable
@@ -42,10 +43,14 @@ class Deployment:
 
 
 class Deployer:
-    def __init__(self, slot: ModelSlot, fetch: Fetch, load: Load) -> None:
+    def __init__(
+        self, slot: ModelSlot, fetch: Fetch, load: Load, *, compiled: bool = False
+    ) -> None:
+        """`compiled`: derive the ONNX Runtime form of all-numeric models (numeric_form)."""
         self.slot = slot
         self._fetch = fetch
         self._load = load
+        self._compiled = compiled
         self._locks: dict[str, asyncio.Lock] = {}
         self.rejected: set[tuple[str, str]] = set()
         """(model, version) whose deploy failed for a reason that cannot change by itself (a
@@ -86,6 +91,7 @@ class Deployer:
                 version=version,
                 previous_version=replaced.version if replaced else "",
                 load_seconds=seconds,
+                numeric_form=type(loaded.numeric).__name__ if loaded.numeric else "",
             )
             return Deployment(model, version, replaced.version if replaced else "", seconds, True)
 
@@ -125,9 +131,14 @@ class Deployer:
             raise ArtifactRejected(
                 f"artifact {artifact_key!r} is not a driftloop pipeline (prep + model): {exc}"
             ) from exc
-        loaded = LoadedModel(model, version, pipeline, sig, sha256)
+        # the numeric form is derived from the verified pipeline and checked against it here,
+        # once per version, so requests skip pandas without trusting anything new
+        numeric = await asyncio.to_thread(
+            functools.partial(numeric_form.derive, pipeline, sig, compiled=self._compiled)
+        )
+        loaded = LoadedModel(model, version, pipeline, sig, sha256, numeric)
         try:
-            labels, _ = await asyncio.to_thread(predict, loaded, warmup_frame(sig))
+            labels, _ = await asyncio.to_thread(predict, loaded, warmup_input(loaded))
         except Exception as exc:
             raise ArtifactRejected(
                 f"model {model!r} version {version!r} failed its warm-up prediction: {exc}"

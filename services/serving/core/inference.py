@@ -6,7 +6,6 @@ Transport-free (MLServer's DataPlane): the gRPC servicer converts protobuf to th
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,7 +15,13 @@ import pandas as pd
 
 from driftloop.services.serving.core import codec, limits, metrics
 from driftloop.services.serving.core.batching import BatchPolicy, MicroBatcher, Part
-from driftloop.services.serving.core.prediction_log import PredictionLogger, PredictionRecord
+from driftloop.services.serving.core.features import Features, Matrix, rows_matrix
+from driftloop.services.serving.core.outputs import OutputTensor, encode_outputs, requested_outputs
+from driftloop.services.serving.core.prediction_log import (
+    PredictionLogger,
+    PredictionRecord,
+    new_request_id,
+)
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared.artifacts import ModelSignature
 from driftloop.shared.errors import InvalidInput
@@ -30,21 +35,44 @@ class InferenceResult:
     model: str
     version: str
     """The version that answered."""
-    outputs: list[codec.OutputTensor]
+    outputs: list[OutputTensor]
     classes: tuple[str, ...] = ()
     """The class of each probabilities column, in order."""
 
 
-def predict(loaded: LoadedModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted class per row (object array of str) and class probabilities [N, C]."""
+def predict(loaded: LoadedModel, features: Features) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class per row (object array of str) and class probabilities [N, C]: a Matrix
+    goes straight into the numeric form when the model has one, anything else as a DataFrame."""
     try:
-        proba = np.asarray(loaded.pipeline.predict_proba(frame), dtype=np.float64)
+        if isinstance(features, Matrix) and loaded.numeric is not None:
+            raw = loaded.numeric.predict_proba(features.values)
+        else:
+            frame = features.frame() if isinstance(features, Matrix) else features
+            raw = loaded.pipeline.predict_proba(frame)
+        proba = np.asarray(raw, dtype=np.float64)
     except ValueError as exc:  # sklearn's complaint about the rows it was given
         raise InvalidInput(
             f"model {loaded.model!r} version {loaded.version!r} cannot score these rows: {exc}"
         ) from exc
-    classes = np.asarray(loaded.signature.classes or loaded.pipeline.classes_, dtype=object)
-    return classes[proba.argmax(axis=1)].astype(str).astype(object), proba
+    return loaded.class_labels[proba.argmax(axis=1)], proba
+
+
+def model_input(loaded: LoadedModel, parts: Sequence[codec.Rows]) -> Features:
+    """What `loaded` scores for these requests' rows, in order: a Matrix when it has a numeric
+    form (no pandas on the request path), else a DataFrame."""
+    if loaded.numeric is not None:
+        matrix = rows_matrix(parts, loaded.feature_names)
+        if matrix is not None:
+            return matrix
+    return codec.rows_frame(parts, loaded.feature_index)
+
+
+def warmup_input(loaded: LoadedModel) -> Features:
+    """One row in the form the model will be asked in (see warmup_frame)."""
+    frame = warmup_frame(loaded.signature)
+    if loaded.numeric is None:
+        return frame
+    return Matrix(frame.to_numpy(dtype=np.float64), loaded.feature_names)
 
 
 def warmup_frame(signature: ModelSignature) -> pd.DataFrame:
@@ -79,14 +107,13 @@ class InferenceService:
         self._logger = logger
         self._shadow = shadow
         self._clock = clock
-        self._batcher = MicroBatcher(self._score, batching) if batching else None
+        self._batcher = MicroBatcher(self._score_rows, batching) if batching else None
         self._max_rows = max_request_rows
 
     def infer(self, request: codec.InferenceRequest) -> InferenceResult:
         """Score the request on its own (no batching)."""
         loaded, names, rows = self._decode(request)
-        frame = codec.rows_frame([rows], loaded.feature_index)
-        labels, proba = self._score(loaded, frame, [(request.id, rows.count)])
+        labels, proba = self._score_rows(loaded, [rows], [(request.id, rows.count)])
         return self._result(loaded, names, labels, proba)
 
     def check_counts(self, model: str, version: str, inputs: int, outputs: int) -> None:
@@ -106,15 +133,14 @@ class InferenceService:
         if self._batcher.accepts(rows.count):
             labels, proba = await self._batcher.submit(loaded, rows, request.id)
         else:
-            frame = codec.rows_frame([rows], loaded.feature_index)
-            labels, proba = self._score(loaded, frame, [(request.id, rows.count)])
+            labels, proba = self._score_rows(loaded, [rows], [(request.id, rows.count)])
         return self._result(loaded, names, labels, proba)
 
     @staticmethod
     def _result(
         loaded: LoadedModel, names: tuple[str, ...], labels: np.ndarray, proba: np.ndarray
     ) -> InferenceResult:
-        outputs = codec.encode_outputs(names, labels, proba)
+        outputs = encode_outputs(names, labels, proba)
         return InferenceResult(loaded.model, loaded.version, outputs, loaded.signature.classes)
 
     def _decode(
@@ -123,29 +149,34 @@ class InferenceService:
         if not request.model:
             raise InvalidInput("model_name is empty: name the model to ask")
         loaded = self.slot.get(request.model, request.version)
-        names = codec.requested_outputs(request.outputs)
+        names = requested_outputs(request.outputs)
         if self._max_rows:
             codec.check_rows(request, self._max_rows)
         return loaded, names, codec.decode_rows(request, loaded.signature)
 
-    def _score(
-        self, loaded: LoadedModel, frame: pd.DataFrame, parts: Sequence[Part]
+    def _score_rows(
+        self, loaded: LoadedModel, rows: Sequence[codec.Rows], parts: Sequence[Part]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Predict `frame` (the rows of `parts`, in order), count it and log it."""
-        labels, proba = predict(loaded, frame)
+        return self._score(loaded, model_input(loaded, rows), parts)
+
+    def _score(
+        self, loaded: LoadedModel, features: Features, parts: Sequence[Part]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict `features` (the rows of `parts`, in order), count them and log them."""
+        labels, proba = predict(loaded, features)
         metrics.INFER_REQUESTS.labels(loaded.model, loaded.version).inc(len(parts))
-        metrics.INFER_ROWS.labels(loaded.model, loaded.version).inc(len(frame))
+        metrics.INFER_ROWS.labels(loaded.model, loaded.version).inc(len(features))
         shadow = self._shadow.active(loaded.model, loaded.version) if self._shadow else None
         if shadow is not None:
             # both logs must carry the same request ids: name the unnamed requests here
-            parts = [(rid or uuid.uuid4().hex, rows) for rid, rows in parts]
+            parts = [(rid or new_request_id(), rows) for rid, rows in parts]
         ts = self._clock()
         if self._logger is not None:
             self._logger.offer(
                 PredictionRecord(
                     loaded.model,
                     loaded.version,
-                    frame,
+                    features,
                     parts[0][0] if len(parts) == 1 else "",
                     labels,
                     ts,
@@ -153,5 +184,5 @@ class InferenceService:
                 )
             )
         if shadow is not None and self._shadow is not None:
-            self._shadow.offer(shadow, frame, parts, ts)
+            self._shadow.offer(shadow, features, parts, ts)
         return labels, proba

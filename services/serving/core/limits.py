@@ -11,6 +11,8 @@ MAX_INPUTS_UNKNOWN_MODEL = 1024
 """Input tensors a request may hold before its model is known: one per feature at most, and a
 dataset has at most 1000 columns (ingestion's limit)."""
 MAX_OUTPUTS = 8
+MAX_PARAMETERS = 256
+"""Request parameters a V2 request may carry (clients send a handful)."""
 
 
 def check_input_count(
@@ -29,4 +31,13 @@ def check_input_count(
         raise InvalidInput(
             f"request for {shown(model)} asks for {outputs} outputs; there are at most "
             f"{MAX_OUTPUTS}"
+        )
+
+
+def check_parameter_count(model: str, parameters: int) -> None:
+    """Refuse a request with more parameters than any client sends (each is echoed back)."""
+    if parameters > MAX_PARAMETERS:
+        raise InvalidInput(
+            f"request for {shown(model)} has more than {MAX_PARAMETERS} parameters; send at "
+            f"most {MAX_PARAMETERS}"
         )

@@ -1,10 +1,14 @@
 """The prediction logger: answered rows go to a bounded in-memory queue, and a flusher sends
-them as PredictionLog batches (Arrow IPC) per model version. It never blocks or fails a request.
+them as PredictionLog batches (Arrow IPC) per model version. It never blocks or fails a request:
+the request path only appends a reference to rows it already holds; building the Arrow tables
+and encoding them happens in a worker thread, publishing on the flusher's own task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -16,6 +20,7 @@ import pyarrow as pa
 import structlog
 
 from driftloop.services.serving.core import metrics
+from driftloop.services.serving.core.features import Features, Matrix
 from driftloop.shared.records import table_to_ipc
 
 log = structlog.get_logger(__name__)
@@ -34,7 +39,8 @@ class PredictionRecord:
 
     model: str
     version: str
-    frame: pd.DataFrame
+    frame: Features
+    """The rows' features: a DataFrame, or a Matrix (numeric models)."""
     request_id: str
     labels: np.ndarray
     ts: float
@@ -53,13 +59,13 @@ class PredictionLogger:
         max_rows: int = 50_000,
         batch_rows: int = 1_000,
         flush_interval_s: float = 0.1,
-        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self._publish = publish
         self._max_rows = max_rows
         self._batch_rows = batch_rows
         self._interval = flush_interval_s
-        self._new_id = new_id
+        self._new_id = new_id or new_request_id
         self._pending: deque[PredictionRecord] = deque()
         self._rows = 0
         self._wake = asyncio.Event()
@@ -95,39 +101,56 @@ class PredictionLogger:
         records = list(self._pending)
         self._pending.clear()
         self._rows = 0
+        if not records:
+            return
         groups: dict[tuple[str, str], list[PredictionRecord]] = {}
         for record in records:
             groups.setdefault((record.model, record.version), []).append(record)
-        for (model, version), group in groups.items():
-            table = self._table(group)
-            for start in range(0, table.num_rows, self._batch_rows):
-                chunk = table.slice(start, self._batch_rows)
-                await self._send(model, version, chunk)
+        # why a thread: building and encoding thousands of rows would hold the event loop (and
+        # every request waiting on it); Arrow does most of it without the GIL
+        encoded = await asyncio.to_thread(self._encode_all, groups)
+        for (model, version), chunks in encoded.items():
+            for ipc, rows in chunks:
+                await self._send(model, version, ipc, rows)
 
-    async def _send(self, model: str, version: str, chunk: pa.Table) -> None:
+    def _encode_all(
+        self, groups: dict[tuple[str, str], list[PredictionRecord]]
+    ) -> dict[tuple[str, str], list[tuple[bytes, int]]]:
+        out: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
+        for key, group in groups.items():
+            table = self._table(group)
+            out[key] = [
+                (table_to_ipc(chunk), chunk.num_rows)
+                for chunk in (
+                    table.slice(start, self._batch_rows)
+                    for start in range(0, table.num_rows, self._batch_rows)
+                )
+            ]
+        return out
+
+    async def _send(self, model: str, version: str, ipc: bytes, rows: int) -> None:
         try:
-            await self._publish(model, version, table_to_ipc(chunk), chunk.num_rows)
+            await self._publish(model, version, ipc, rows)
         except Exception as exc:  # noqa: BLE001 - logging must never take serving down
-            metrics.PREDICTION_LOGS_DROPPED.labels("publish_failed").inc(chunk.num_rows)
+            metrics.PREDICTION_LOGS_DROPPED.labels("publish_failed").inc(rows)
             log.warning(
                 "prediction_log_dropped",
                 model=model,
                 version=version,
-                rows=chunk.num_rows,
+                rows=rows,
                 error=str(exc),
                 error_type=type(exc).__name__,
             )
 
     def _table(self, group: list[PredictionRecord]) -> pa.Table:
-        frame = pd.concat([r.frame for r in group], ignore_index=True)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = _features_table([r.frame for r in group])
         ids: list[str] = []
         for record in group:
             ids.extend(self._request_ids(record))
         predictions = np.concatenate([np.asarray(r.labels, dtype=object) for r in group])
         ts = np.concatenate([np.full(len(r.frame), r.ts, dtype=np.float64) for r in group])
         table = table.append_column(REQUEST_ID, pa.array(ids, type=pa.string()))
-        table = table.append_column(PREDICTION, pa.array(predictions.tolist(), type=pa.string()))
+        table = table.append_column(PREDICTION, pa.array(predictions, type=pa.string()))
         return table.append_column(TS, pa.array(ts, type=pa.float64()))
 
     def _request_ids(self, record: PredictionRecord) -> list[str]:
@@ -135,5 +158,44 @@ class PredictionLogger:
         ids: list[str] = []
         for request_id, rows in parts:
             base = request_id or self._new_id()
-            ids.extend([base] if rows == 1 else [f"{base}:{i}" for i in range(rows)])
+            ids.extend([base] if rows == 1 else [base + s for s in _row_suffixes(rows)])
         return ids
+
+
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """A unique id for a request that came without one: this process's random prefix and a
+    counter (a tenth of uuid4's cost, and the log names thousands of requests a second)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+def _features_table(parts: list[Features]) -> pa.Table:
+    """One Arrow table of the rows of several records: straight from the matrices when every
+    part is one (with the same columns), through pandas otherwise."""
+    first = parts[0]
+    if isinstance(first, Matrix) and all(
+        isinstance(p, Matrix) and p.names == first.names for p in parts
+    ):
+        values = np.concatenate([p.values for p in parts if isinstance(p, Matrix)])
+        columns = np.ascontiguousarray(values.T)
+        # from_pandas: NaN (a missing value) is logged as null, as from a DataFrame
+        return pa.Table.from_arrays(
+            [pa.array(c, from_pandas=bool(np.isnan(c).any())) for c in columns],
+            names=list(first.names),
+        )
+    frames = [p.frame() if isinstance(p, Matrix) else p for p in parts]
+    frame = pd.concat(frames, ignore_index=True)
+    return pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+
+
+def _row_suffixes(rows: int) -> tuple[str, ...]:
+    """(":0", ":1", ...) for `rows` rows: the ids of a multi-row request's rows."""
+    return _kept_suffixes(rows) if rows <= 4096 else tuple(f":{i}" for i in range(rows))
+
+
+@functools.lru_cache(maxsize=32)
+def _kept_suffixes(rows: int) -> tuple[str, ...]:
+    return tuple(f":{i}" for i in range(rows))

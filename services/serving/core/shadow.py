@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import structlog
 
 from driftloop.services.serving.core import metrics
+from driftloop.services.serving.core.features import Features, Matrix
 from driftloop.services.serving.core.inference import predict
 from driftloop.services.serving.core.prediction_log import PredictionLogger, PredictionRecord
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
@@ -27,7 +27,7 @@ Part = tuple[str, int]
 @dataclass(frozen=True)
 class _Job:
     shadow: LoadedModel
-    frame: pd.DataFrame
+    frame: Features
     parts: tuple[Part, ...]
     ts: float
 
@@ -60,9 +60,7 @@ class ShadowScorer:
         shadow = self._slot.shadow(model)
         return shadow if shadow is not None and shadow.version != production_version else None
 
-    def offer(
-        self, shadow: LoadedModel, frame: pd.DataFrame, parts: Sequence[Part], ts: float
-    ) -> bool:
+    def offer(self, shadow: LoadedModel, frame: Features, parts: Sequence[Part], ts: float) -> bool:
         """Queue a copy of production's rows for the shadow; False (counted) when full."""
         rows = len(frame)
         if self._rows + rows > self._max_rows:
@@ -114,7 +112,11 @@ class ShadowScorer:
             )
 
 
-def _score(shadow: LoadedModel, frame: pd.DataFrame) -> np.ndarray:
+def _score(shadow: LoadedModel, rows: Features) -> np.ndarray:
+    if isinstance(rows, Matrix) and rows.names == shadow.feature_names:
+        labels, _ = predict(shadow, rows)  # the same features in the same order
+        return labels
+    frame = rows.frame() if isinstance(rows, Matrix) else rows
     columns = list(shadow.feature_index)
     missing = [c for c in columns if c not in frame.columns]
     if missing:

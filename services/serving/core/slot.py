@@ -10,6 +10,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from driftloop.shared.artifacts import ModelSignature
@@ -25,11 +26,25 @@ class LoadedModel:
     pipeline: Any
     signature: ModelSignature
     sha256: str
+    numeric: Any = None
+    """The pipeline's numeric form (core/numeric_form.py: scores a float64 matrix in feature
+    order, no DataFrame), when deploy derived and checked one; None: the pipeline takes a
+    DataFrame."""
 
     @functools.cached_property
     def feature_index(self) -> pd.Index:
         """The feature names as a pandas Index, built once (every DataFrame reuses it)."""
         return pd.Index([f.name for f in self.signature.features])
+
+    @functools.cached_property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.signature.features)
+
+    @functools.cached_property
+    def class_labels(self) -> np.ndarray:
+        """The class of each probabilities column, as an object array of str."""
+        classes = self.signature.classes or tuple(str(c) for c in self.pipeline.classes_)
+        return np.asarray(classes, dtype=object)
 
 
 @dataclass(frozen=True)

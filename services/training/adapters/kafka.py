@@ -28,7 +28,9 @@ class TrainingEvents:
 
     async def on_validated(self, event: Envelope) -> None:
         if event.WhichOneof("payload") != "dataset_versioned":
-            return  # RecordBatch events share the topic; training reads data from the store
+            # CuratedRows share the topic: claim checks, a few hundred bytes each unless
+            # validation is told to inline files; training reads the data from the store
+            return
         versioned = event.dataset_versioned
         await self._training.queue_auto(
             versioned.dataset, versioned.total_rows, causation_id=event.event_id

@@ -1,6 +1,6 @@
 """Validation's Kafka side: decode the RecordBatches one poll of driftloop.records.raw returned,
-let the pipeline check and curate them, then publish each curated file (CuratedRows), the
-rejected rows with their reasons and the new dataset version, in poll order."""
+let the pipeline check and curate them, then publish a claim check of each curated file
+(CuratedRows), the rejected rows with their reasons and the new dataset version, in poll order."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ ROWS_VALIDATED = Counter(
     "driftloop_validation_rows_total", "Rows checked by validation", ["dataset", "outcome"]
 )
 MAX_INLINE_PARQUET = MAX_MESSAGE_BYTES - (64 << 10)
-"""A curated file larger than this travels on driftloop.records.validated by reference only
-(file key and SHA-256; the envelope and batch list need the rest of a message)."""
+"""The largest curated file that can travel inline on driftloop.records.validated (the envelope
+and batch list need the rest of a message); the settings' MAX_INLINE_BYTES must equal it."""
 
 
 class RecordBatchHandler:
@@ -42,8 +42,16 @@ class RecordBatchHandler:
         publisher: EventPublisher,
         *,
         keys: KeyCatalog | None = None,
-        max_inline_bytes: int = MAX_INLINE_PARQUET,
+        max_inline_bytes: int = 0,
     ) -> None:
+        """`max_inline_bytes`: curated files no larger than this also carry their Parquet bytes;
+        0 publishes claim checks only (why: no in-repo consumer reads the rows from the bus,
+        and whole files made messages of up to ~16 MB that a default Kafka refuses)."""
+        if not 0 <= max_inline_bytes <= MAX_INLINE_PARQUET:
+            raise ValueError(
+                f"max_inline_bytes is {max_inline_bytes}; it must be 0 (references only) to "
+                f"{MAX_INLINE_PARQUET} (the largest file a message can carry)"
+            )
         self._pipeline = ValidationPipeline(
             store, catalog, quality, keys=keys, max_inline_bytes=max_inline_bytes
         )

@@ -106,6 +106,7 @@ def curated_rows_to_pb(curated: CuratedRows) -> events_pb2.CuratedRows:
         file_key=curated.file_key,
         sha256=curated.sha256,
         row_count=curated.row_count,
+        byte_size=curated.byte_size,
         parquet=curated.parquet,
         batches=[
             events_pb2.CuratedBatch(batch_id=b.batch_id, rows=b.rows, source=b.source)

@@ -19,15 +19,19 @@ class CuratedBatch:
 
 @dataclass(frozen=True)
 class CuratedRows:
-    """One curated Parquet file, by reference and (when small enough) inline."""
+    """One curated Parquet file as a claim check: where it is stored and what it holds, so a
+    reader fetches and verifies it; the bytes themselves only when inline is asked for."""
 
     dataset: str
     manifest_version: int
     file_key: str
     sha256: str
     row_count: int
+    byte_size: int
+    """Size of the stored file."""
     parquet: bytes
-    """The file's bytes; empty when it is too large to travel inline (read it by file_key)."""
+    """The file's bytes when sent inline; empty by default, and when the file is larger than
+    the inline limit (read it by file_key)."""
     batches: tuple[CuratedBatch, ...]
     schema_hash: str
     cause: int

@@ -99,7 +99,7 @@ class ValidationPipeline:
         self._catalog = catalog
         self._quality = quality
         self._max_inline_bytes = max_inline_bytes
-        """A curated file larger than this is published by reference only."""
+        """A curated file no larger than this also carries its bytes (0: references only)."""
         self._writer = ManifestWriter(store)
         self._keys = keys if keys is not None else KeyCatalog(store)
         self._curated = threading.Condition()
@@ -247,9 +247,9 @@ class ValidationPipeline:
     def _claim_check(self, run: _Run, file: CuratedFile) -> CuratedRows:
         entry = file.entry
         inline = len(file.data) <= self._max_inline_bytes
-        if not inline:
+        if self._max_inline_bytes and not inline:
             log.warning(
-                "curated_file_sent_by_reference",
+                "curated_file_too_large_to_inline",
                 file=entry.key,
                 bytes=len(file.data),
                 limit=self._max_inline_bytes,
@@ -263,6 +263,7 @@ class ValidationPipeline:
             file_key=entry.key,
             sha256=entry.sha256,
             row_count=entry.rows,
+            byte_size=len(file.data),
             parquet=file.data if inline else b"",
             batches=tuple(
                 CuratedBatch(batch_id=b, rows=n, source=sources.get(b, ""))

@@ -12,10 +12,13 @@ import asyncio
 import json
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from driftloop.shared.cli.bench.brokers import HELP as BROKER_HELP
 
 RAW_TOPIC = "bench.raw.ceiling"
 WARMUP_MESSAGES = 5
@@ -34,15 +37,43 @@ def command(
         min=1,
         help="Runs of the raw ceiling and of the gRPC path; the fastest of each counts.",
     ),
+    broker: str = typer.Option("embedded", "--broker", help=BROKER_HELP),
 ) -> None:
     """Push rows through ingestion and validation into curated Parquet and report rows/s."""
     from rich.console import Console
 
-    from driftloop.shared.cli.bench import ingest_run as run
+    from driftloop.shared.cli.bench.brokers import brokers_of, local_kafka
 
+    names = brokers_of(broker)
     rows = 100_000 if quick else rows
     json_rows = json_rows or rows
     console = Console(stderr=json_out)
+    with tempfile.TemporaryDirectory(prefix="driftloop-bench-kafka-") as tmp, ExitStack() as up:
+        brokers = {
+            name: up.enter_context(local_kafka(Path(tmp), console.log)) if name == "kafka" else None
+            for name in names
+        }
+        results = _measure(console, rows, json_rows, runs, brokers)
+    for name in names:
+        _render(console, results[name], name)
+    if len(names) == 1:
+        result = results[names[0]]
+    else:
+        from driftloop.shared.cli.bench.ingest_brokers import side_by_side
+
+        result = side_by_side(console, results)
+    if json_out:
+        print(json.dumps(result))  # noqa: T201 - the benchmark's machine-readable last line
+
+
+def _measure(
+    console: Any, rows: int, json_rows: int, runs: int, brokers: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Every phase on each broker (a local Kafka, or None: an embedded broker), each on a fresh
+    stack; the summary by broker."""
+    from driftloop.shared.cli.bench import ingest_run as run
+    from driftloop.shared.cli.bench.brokers import LABELS
+
     # why: a run of a few seconds is easily slowed by a noisy neighbour (on a shared 2-core
     # machine the same path varied by 20 % from run to run), and noise only ever slows: the
     # fastest of a few runs of both the ceiling and the gRPC path, each on a fresh stack,
@@ -52,44 +83,48 @@ def command(
         *[(f"gRPC streaming {i + 1}/{runs}", _grpc_path, rows) for i in range(runs)],
         ("JSON topic", _json_path, json_rows),
     ]
-    results: list[dict[str, Any]] = []
-    peak: dict[str, float] = {}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in brokers}
+    peak: dict[str, dict[str, float]] = {name: {} for name in brokers}
     for title, phase, count in phases:
-        # why: each path gets a fresh stack. The memory-only broker keeps every message, and
-        # its cost per produced message grows as it holds more (measured ~2.5 ms per 730 KB
-        # message when empty, ~4.5 ms past 500 MB): a shared broker would charge each path
-        # for the bytes of the paths before it.
-        with tempfile.TemporaryDirectory(prefix="driftloop-bench-ingest-") as tmp:
-            with console.status(f"starting broker, ingestion and validation for {title}"):
-                stack_cm = run.running_stack(Path(tmp))
-                stack = stack_cm.__enter__()
-            try:
-                with run.RssSampler(stack.pids) as rss:
-                    console.log(f"{title}: {count:,} rows")
-                    results.append(asyncio.run(phase(stack, count, run.CpuMeter(stack.pids))))
-            finally:
-                stack_cm.__exit__(None, None, None)
-            for name, mb in rss.peak_mb.items():
-                peak[name] = max(peak.get(name, 0.0), mb)
-    result = _summary(rows, results[:runs], results[runs:-1], results[-1], peak)
-    _render(console, result)
-    if json_out:
-        print(json.dumps(result))  # noqa: T201 - the benchmark's machine-readable last line
+        # why: with two brokers, each phase runs on one then the other, so that the load of a
+        # shared machine, which drifts over minutes, weighs on both alike
+        for broker, kafka in brokers.items():
+            # why: each path gets a fresh stack. The memory-only broker keeps every message,
+            # and its cost per produced message grows as it holds more (measured ~2.5 ms per
+            # 730 KB message when empty, ~4.5 ms past 500 MB): a shared broker would charge
+            # each path for the bytes of the paths before it. (Kafka's topics are deleted.)
+            with tempfile.TemporaryDirectory(prefix="driftloop-bench-ingest-") as tmp:
+                with console.status(f"starting broker, ingestion and validation for {title}"):
+                    stack_cm = run.running_stack(Path(tmp), kafka=kafka)
+                    stack = stack_cm.__enter__()
+                try:
+                    with run.RssSampler(stack.pids) as rss:
+                        console.log(f"{title} on {LABELS[broker]}: {count:,} rows")
+                        cpu = run.CpuMeter(stack.pids)
+                        results[broker].append(asyncio.run(phase(stack, count, cpu)))
+                finally:
+                    stack_cm.__exit__(None, None, None)
+                for name, mb in rss.peak_mb.items():
+                    peak[broker][name] = max(peak[broker].get(name, 0.0), mb)
+    return {
+        broker: _summary(rows, r[:runs], r[runs:-1], r[-1], peak[broker])
+        for broker, r in results.items()
+    }
 
 
 async def _raw_ceiling(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
     """Produce and consume the same bytes the raw topic carries, with no processing."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
 
     from driftloop.protos.events.v1 import events_pb2
-    from driftloop.shared.bus import envelope
+    from driftloop.shared.bus import connection, envelope
     from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
     from driftloop.shared.cli.bench.ingest_run import BATCH_ROWS, bench_table
     from driftloop.shared.records import table_to_ipc
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
-    await admin.start()
+    kafka = stack.kafka()
+    admin = connection.admin(kafka)
+    await connection.start(admin, kafka)
     await admin.create_topics([NewTopic(RAW_TOPIC, 3, 1)])
     await admin.close()
     payload = events_pb2.RecordBatch(
@@ -100,21 +135,17 @@ async def _raw_ceiling(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
     )
     value = envelope.encode(envelope.new_event("bench", payload))
     messages = -(-rows // BATCH_ROWS)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=stack.bootstrap,
-        linger_ms=2,
-        max_request_size=MAX_MESSAGE_BYTES,
-        acks="all",
+    producer = await connection.start_producer(
+        kafka, linger_ms=2, max_request_size=MAX_MESSAGE_BYTES, acks="all"
     )
-    consumer = AIOKafkaConsumer(
+    consumer = connection.consumer(
+        kafka,
         RAW_TOPIC,
-        bootstrap_servers=stack.bootstrap,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
     )
-    await producer.start()
-    await consumer.start()
+    await connection.start(consumer, kafka)
     try:
 
         async def produce(count: int) -> None:
@@ -193,9 +224,7 @@ async def _grpc_path(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
 
 
 async def _json_path(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
-    from aiokafka import AIOKafkaProducer
-
-    from driftloop.shared.bus import topics
+    from driftloop.shared.bus import connection, topics
     from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
     from driftloop.shared.cli.bench.ingest_run import (
         JSON_ROWS_PER_MESSAGE,
@@ -207,10 +236,9 @@ async def _json_path(stack: Any, rows: int, cpu: Any) -> dict[str, Any]:
     await _declare(stack, dataset)
     bodies = json_messages_for(bench_table(min(rows, 20 * JSON_ROWS_PER_MESSAGE)))
     messages = rows // JSON_ROWS_PER_MESSAGE
-    producer = AIOKafkaProducer(
-        bootstrap_servers=stack.bootstrap, linger_ms=5, max_request_size=MAX_MESSAGE_BYTES
+    producer = await connection.start_producer(
+        stack.kafka(), linger_ms=5, max_request_size=MAX_MESSAGE_BYTES
     )
-    await producer.start()
     try:
         cpu.start()
         start = time.perf_counter()
@@ -305,10 +333,14 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _render(console: Any, result: dict[str, Any]) -> None:
+def _render(console: Any, result: dict[str, Any], broker: str = "embedded") -> None:
     from rich.table import Table
 
-    table = Table(title=f"driftloop bench ingest ({result['rows']:,} rows per path)")
+    from driftloop.shared.cli.bench.brokers import LABELS
+
+    table = Table(
+        title=f"driftloop bench ingest on {LABELS[broker]} ({result['rows']:,} rows per path)"
+    )
     for column in ("path", "rows/s", "vs raw ceiling", "seconds", "lag after send (s)"):
         table.add_column(column, justify="right" if column != "path" else "left")
     ceiling = result["raw_ceiling_rows_per_s"]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,10 @@ from driftloop.shared.cli.stack.broker import broker_argv, free_port, wait_for_p
 from driftloop.shared.errors import Unavailable
 from driftloop.shared.manifest import ManifestHead, manifest_head
 from driftloop.shared.objectstore import LocalObjectStore
+from driftloop.shared.settings import KafkaConnection
+
+if TYPE_CHECKING:
+    from driftloop.shared.cli.stack.kafka import LocalKafka
 
 BATCH_ROWS = 5000
 JSON_ROWS_PER_MESSAGE = 1000
@@ -42,9 +46,18 @@ class BenchStack:
     validation: str
     pids: dict[str, int]
     logs: dict[str, Path] = field(default_factory=dict)
+    embedded: bool = True
+    """On the bench's own embedded broker (else on a local Apache Kafka)."""
 
     def head(self, dataset: str) -> ManifestHead | None:
         return manifest_head(LocalObjectStore(self.root / "objects"), dataset)
+
+    def kafka(self) -> KafkaConnection:
+        """Plaintext; idempotent producers where Kafka grants them, as the services use them
+        (the embedded broker refuses them)."""
+        return KafkaConnection(
+            bootstrap=self.bootstrap, idempotent=False if self.embedded else None
+        )
 
 
 def bench_table(rows: int, seed: int = 7) -> pa.Table:
@@ -77,28 +90,35 @@ def expected_rejected(rows: int) -> int:
 
 
 @contextmanager
-def running_stack(root: Path, env_extra: dict[str, str] | None = None) -> Iterator[BenchStack]:
-    """Broker, topics, ingestion and validation (python -m ...) on free ports; always stopped."""
+def running_stack(
+    root: Path, env_extra: dict[str, str] | None = None, kafka: LocalKafka | None = None
+) -> Iterator[BenchStack]:
+    """Broker, topics, ingestion and validation (python -m ...) on free ports; always stopped.
+    With `kafka`, that broker instead of an embedded one, its topics deleted afterwards."""
     from driftloop.shared.bus.topics import ensure_topics
 
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        port = free_port()
-        procs.append(_spawn(broker_argv(port), {}, root / "broker.log"))
-        wait_for_port("127.0.0.1", port, timeout=30)
-        bootstrap = f"127.0.0.1:{port}"
+        if kafka is None:
+            port = free_port()
+            procs.append(_spawn(broker_argv(port), {}, root / "broker.log"))
+            wait_for_port("127.0.0.1", port, timeout=30)
+            bootstrap = f"127.0.0.1:{port}"
+        else:
+            bootstrap = kafka.bootstrap
         asyncio.run(ensure_topics(bootstrap))
         ports = {s: free_port() for s in SERVICES}
         env = {
             "DRIFTLOOP_DATA_DIR": str(root),
             "DRIFTLOOP_KAFKA_BOOTSTRAP": bootstrap,
+            **({"DRIFTLOOP_KAFKA__IDEMPOTENT": "false"} if kafka is None else {}),
             "DRIFTLOOP_LOG_LEVEL": "warning",
             "DRIFTLOOP_LOG_JSON": "true",
             **{f"DRIFTLOOP_PORTS__{s.upper()}": str(p) for s, p in ports.items()},
             **{f"DRIFTLOOP_PORTS__METRICS_{s.upper()}": str(free_port()) for s in SERVICES},
             **(env_extra or {}),
         }
-        pids = {"broker": procs[0].pid}
+        pids = {"broker": procs[0].pid if kafka is None else kafka.pid or 0}
         for service in SERVICES:
             argv = [sys.executable, "-m", f"driftloop.services.{service}"]
             proc = _spawn(argv, env, root / f"{service}.log")
@@ -112,10 +132,13 @@ def running_stack(root: Path, env_extra: dict[str, str] | None = None) -> Iterat
             f"127.0.0.1:{ports['ingestion']}",
             f"127.0.0.1:{ports['validation']}",
             pids,
+            embedded=kafka is None,
         )
     finally:
         for proc in reversed(procs):
             _stop(proc)
+        if kafka is not None:
+            kafka.delete_topics()  # the next run starts from none, as on a fresh broker
 
 
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

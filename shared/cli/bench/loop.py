@@ -1,6 +1,7 @@
-"""`driftloop bench loop`: the whole loop on the embedded stack under steady prediction traffic;
-drift episodes one after another, each timed from the first drifted record to the new version
-answering, split into detection, data accumulation, fitting and the platform's own overhead."""
+"""`driftloop bench loop [--broker embedded|kafka|both]`: the whole loop on a real stack (on the
+embedded broker or on Apache Kafka) under steady prediction traffic; drift episodes one after
+another, each timed from the first drifted record to the new version answering, split into
+detection, data accumulation, fitting and the platform's own overhead."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import signal
 import statistics
 import subprocess
 import tempfile
-import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from driftloop.shared.cli.bench.brokers import HELP as BROKER_HELP
+from driftloop.shared.cli.bench.brokers import LABELS
 from driftloop.shared.timestamps import seconds_or_none
 
 KEYS = (
@@ -133,24 +136,22 @@ def _trace(common: Any, correlation_id: str) -> dict[str, Any]:
     return build_chain(gather(common, correlation_id, []))
 
 
-def _start(data_dir: Path) -> tuple[Any, subprocess.Popen[bytes]]:
-    from driftloop.shared.cli.commands.demo import _start_stack
-    from driftloop.shared.cli.stack import embedded as stack
-    from driftloop.shared.cli.stack.broker import free_port
-    from driftloop.shared.settings import CommonSettings, Ports
+def start_stack(data_dir: Path, kafka: str = "") -> tuple[Any, subprocess.Popen[bytes]]:
+    """`driftloop up` (`up --kafka KAFKA` when `kafka` names a broker) on `data_dir` and free
+    ports, in its own session; returns once healthy."""
+    from driftloop.shared.cli.chaos.infra import start_stack as start
 
-    ports = Ports(**{k: free_port() for k in Ports.model_fields})
-    common = CommonSettings(data_dir=data_dir, ports=ports)
-    proc = _start_stack(data_dir, ports)
-    started = time.monotonic()
-    found = None
-    while found is None or found.get("pid") != proc.pid:
-        if proc.poll() is not None or time.monotonic() - started > 120:
-            raise RuntimeError(f"the stack did not start; see {data_dir / 'logs'}")
-        time.sleep(0.2)  # poll: waiting for endpoints.json
-        found = stack.read_endpoints(common)
-    stack.wait_healthy(common, timeout=120, alive=lambda: proc.poll() is None)
+    common, proc = start(data_dir, kafka=kafka)
     return common, proc
+
+
+def stop_stack(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to `up`'s group (it stops its services), SIGKILL after a minute."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _render(console: Any, report: dict[str, Any]) -> None:
@@ -191,25 +192,48 @@ def command(
     workers: int = typer.Option(8, help="Concurrent request tasks."),
     settle: float = typer.Option(5.0, help="Seconds of steady traffic between episodes."),
     quick: bool = typer.Option(False, "--quick", help="One episode at 200 req/s (development)."),
+    broker: str = typer.Option("embedded", "--broker", help=BROKER_HELP),
 ) -> None:
     """Drift -> retrain -> promote -> serve, timed per episode under steady traffic."""
     from rich.console import Console
 
+    from driftloop.shared.cli.bench.brokers import brokers_of, local_kafka
+
     console = Console()
+    names = brokers_of(broker)
     if quick:
         episodes, rate = 1, 200
-    data_dir = Path(tempfile.mkdtemp(prefix="driftloop-bench-loop-"))
-    console.print(f"starting the embedded stack in {data_dir}")
-    common, proc = _start(data_dir)
+    root = Path(tempfile.mkdtemp(prefix="driftloop-bench-loop-"))
+    reports = {}
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    for name in names:
+        data_dir = root / name if len(names) > 1 else root
+        with local_kafka(data_dir / "kafka", say) if name == "kafka" else nullcontext() as kafka:
+            console.print(f"starting the stack on the {LABELS[name]} broker in {data_dir}")
+            reports[name] = measure_on(
+                kafka.bootstrap if kafka else "", data_dir, episodes, rate, workers, settle
+            )
+        _report(console, reports[name])
+    out = reports[names[0]] if len(names) == 1 else _side_by_side(console, reports, root)
+    if json_out:
+        console.print(json.dumps(out), soft_wrap=True, highlight=False, markup=False)
+    if any(r["episodes_closed"] < episodes for r in reports.values()):
+        raise typer.Exit(1)
+
+
+def measure_on(
+    kafka: str, data_dir: Path, episodes: int, rate: int, workers: int, settle: float
+) -> dict[str, Any]:
+    """One run on a fresh stack (on the Kafka at `kafka`, else the embedded broker); the report
+    (the last episode's trace chain under "chains")."""
+    common, proc = start_stack(data_dir, kafka)
     try:
         report = asyncio.run(_run(common, episodes, rate, workers, settle))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    chains = report.pop("chains")
+        stop_stack(proc)
     rows = report["rows"]
     closed = [r for r in rows if r.get("closed")]
     report.update(
@@ -224,13 +248,45 @@ def command(
         p90_drift_to_serving_s=s["p90_serving_s"],
         median_overhead_s=s["median_overhead_s"],
     )
+    return report
+
+
+def _report(console: Any, report: dict[str, Any]) -> None:
+    chains = report.pop("chains")
     _render(console, report)
     if chains:
         from driftloop.shared.cli.commands.trace import render
 
         console.print("the last episode as `driftloop trace` shows it:")
         render(chains[-1], console)
-    if json_out:
-        console.print(json.dumps(report), soft_wrap=True, highlight=False, markup=False)
-    if len(closed) < episodes:
-        raise typer.Exit(1)
+
+
+CEILING_MESSAGES = 10_000
+"""Raw-ceiling messages the size of one label feed of the bench (250 rows, a raw record batch)."""
+
+
+def _side_by_side(console: Any, reports: dict[str, dict[str, Any]], root: Path) -> dict[str, Any]:
+    """Both brokers' episode timings in one table, with each broker's raw ceiling."""
+    import numpy as np
+    import pyarrow as pa
+
+    from driftloop.shared.cli.bench import brokers
+    from driftloop.shared.cli.commands.demo_data import make_rows
+
+    frame = make_rows(250, rng=np.random.default_rng(7))
+    payload = brokers.record_batch_message(pa.Table.from_pandas(frame, preserve_index=False))
+    ceilings = brokers.ceilings(payload, CEILING_MESSAGES, root)
+    e, k = reports["embedded"], reports["kafka"]
+    figures: list[tuple[str, Any, Any]] = [
+        ("episodes closed", e["episodes_closed"], k["episodes_closed"]),
+        ("achieved req/s", e["achieved_rate"], k["achieved_rate"]),
+        ("failed requests", e["failed_requests"], k["failed_requests"]),
+    ]
+    for key, label in KEYS:
+        figures.append(
+            (f"median {label} s", e["summary"][f"median_{key}"], k["summary"][f"median_{key}"])
+        )
+    figures.append(("p90 answers s", e["p90_drift_to_serving_s"], k["p90_drift_to_serving_s"]))
+    figures += brokers.ceiling_rows(ceilings)
+    brokers.render_side_by_side(console, "the loop, seconds after drift", figures)
+    return {"broker": "both", **reports, "raw_ceiling": ceilings, **brokers.machine()}

@@ -12,13 +12,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pandas as pd
-from aiokafka import AIOKafkaConsumer
 from google.protobuf import struct_pb2
 
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
-from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.cli.commands.demo_data import FEATURES, TARGET, make_rows
 from driftloop.shared.grpc.client import aio_channel, auth_metadata
 from driftloop.shared.registry_client import RegistryClient
@@ -77,7 +76,7 @@ class LoopDriver:
         self.ingest = ingestion_pb2_grpc.IngestionServiceStub(self._channels["ingestion"])
         self.registry = RegistryClient(self.common)
         self.serving = v2_grpc.GRPCInferenceServiceStub(self._channels["serving"])
-        self._tail = asyncio.create_task(self._tail_events())
+        self._tail = asyncio.create_task(tail_events(self.common, self.events))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -191,27 +190,41 @@ class LoopDriver:
                 await self._ingest_frame(pd.DataFrame(rows))
 
     async def _ingest_frame(self, frame: pd.DataFrame) -> None:
-        structs = []
-        for record in frame.to_dict(orient="records"):
-            s = struct_pb2.Struct()
-            s.update(record)
-            structs.append(s)
-        await self.ingest.Ingest(
-            ingestion_pb2.IngestRequest(dataset=self.name, rows=structs), metadata=self.meta
-        )
+        await ingest_frame(self.ingest, self.name, frame, self.meta)
 
-    async def _tail_events(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.common.bootstrap())
-        await consumer.start()
-        try:
-            names = [topics.DRIFT, topics.MODELS, topics.DEPLOYMENTS]
-            consumer.assign(await topics.partitions(consumer, names))
-            while True:
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    for r in records:
-                        try:
-                            self.events.append(envelope.decode(r.value))
-                        except Exception:  # noqa: BLE001 - the bench reads what it can
-                            continue
-        finally:
-            await consumer.stop()
+
+async def ingest_frame(
+    stub: ingestion_pb2_grpc.IngestionServiceStub,
+    dataset: str,
+    frame: pd.DataFrame,
+    meta: Any,
+) -> None:
+    """One Ingest call holding `frame`'s rows."""
+    structs = []
+    for record in frame.to_dict(orient="records"):
+        s = struct_pb2.Struct()
+        s.update(record)
+        structs.append(s)
+    await stub.Ingest(ingestion_pb2.IngestRequest(dataset=dataset, rows=structs), metadata=meta)
+
+
+async def tail_events(
+    common: CommonSettings,
+    sink: list[envelope.Envelope],
+    names: tuple[str, ...] = (topics.DRIFT, topics.MODELS, topics.DEPLOYMENTS),
+) -> None:
+    """Append every event published on `names` from now on to `sink`, until cancelled."""
+    kafka = common.kafka_connection()
+    consumer = connection.consumer(kafka)
+    await connection.start(consumer, kafka)
+    try:
+        consumer.assign(await topics.partitions(consumer, list(names)))
+        while True:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    try:
+                        sink.append(envelope.decode(r.value))
+                    except Exception:  # noqa: BLE001 - the bench reads what it can
+                        continue
+    finally:
+        await consumer.stop()

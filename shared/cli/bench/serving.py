@@ -1,7 +1,9 @@
 """`driftloop bench serving`: V2 gRPC throughput and latency of serving with a real trained model,
-optionally against another V2 server (--against) and across ten promotions under load (--swap).
+optionally against another V2 server (--against), against a null V2 server that answers without a
+model (--null, the floor the client and gRPC set), and across ten promotions under load (--swap).
 
-The load client runs as its own process (bench_serving_load); the stack is bench_serving_stack.
+The load client runs as its own process (bench_serving_load); the stack is bench_serving_stack;
+the null server is bench_serving_null; the table and the criteria are bench_serving_report.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,16 +22,28 @@ from typing import Any
 import typer
 
 FULL_POINTS = [(c, r) for r in (1, 100) for c in (1, 8, 32, 64)]
-QUICK_POINTS = [(1, 1), (32, 1), (32, 100)]
+QUICK_POINTS = [(1, 1), (32, 1), (8, 100)]
+STYLES = ("fp32-tensor", "fp64-tensor", "fp32-features", "fp64-features")
+"""Request styles: datatype, then one [N, F] tensor named input-0 or one [N] input per feature."""
+PRIMARY_STYLE = "fp32-tensor"
+"""The common request (tritonclient's): its keys in --json carry no style suffix."""
 SWAPS = 10
 SWAP_LOAD_CONCURRENCY = 8
 
 
 def command(
     json_out: bool = typer.Option(False, "--json", help="End with one JSON object."),
-    quick: bool = typer.Option(False, "--quick", help="Three points, 2 s each (for development)."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Three points, 2 s each, FP32 tensor only (for development)."
+    ),
     against: str = typer.Option("", "--against", help="HOST:PORT of another V2 gRPC server."),
     model: str = typer.Option("", "--model", help="Model name on the --against server."),
+    null: bool = typer.Option(
+        False, "--null", help="Also load a null V2 server (its own process): the floor."
+    ),
+    styles: str = typer.Option(
+        "", "--styles", help=f"Comma-separated request styles (default all: {','.join(STYLES)})."
+    ),
     swap: bool = typer.Option(False, "--swap", help="Also: ten promotions under steady load."),
     seconds: float = typer.Option(0.0, "--seconds", help="Measured seconds per point."),
     serving_set: list[str] = typer.Option(  # noqa: B008 - typer's way to declare options
@@ -41,45 +57,93 @@ def command(
     """Start serving (with broker and registry) on a real trained model and load it over V2."""
     from rich.console import Console
 
+    from driftloop.shared.cli.bench import serving_report as report
     from driftloop.shared.cli.bench import serving_stack as bench
 
     if against and not model:
         raise typer.BadParameter("--against needs --model (the model's name on that server)")
+    chosen = _styles(styles, quick)
     console = Console(stderr=json_out)
     if not console.is_terminal:
-        console.width = 140  # a log file or pipe: do not squeeze the table into 80 columns
+        console.width = 160  # a log file or pipe: do not squeeze the table into 80 columns
     points = QUICK_POINTS if quick else FULL_POINTS
     per_point = seconds or (2.0 if quick else 5.0)
     env = {"DRIFTLOOP_SERVING_WORKERS": str(workers), **_serving_env(serving_set)}
     result: dict[str, Any] = {"points": [], "machine_cpus": _cpus(), "serving_settings": env}
-    with console.status("starting broker, registry and serving"), bench.running_stack(env) as stack:
+    result["load_average"] = list(_load_average())
+    with (
+        console.status("starting broker, registry and serving"),
+        bench.running_stack(env) as stack,
+        null_server() if null else _nothing() as floor,
+    ):
         registry = bench.BenchRegistry(stack)
         try:
             registry.create_model()
             pipeline, accuracy = bench.train_bench_model()
             registry.add_version(pipeline, accuracy)
             registry.wait_model()
-            for concurrency, rows in points:
-                console.log(f"load: concurrency {concurrency}, rows {rows}")
-                ours = _load(
-                    stack.serving,
-                    bench.MODEL,
-                    concurrency,
-                    rows,
-                    per_point,
-                    connections=connections,
-                )
-                theirs = _load(against, model, concurrency, rows, per_point) if against else None
-                result["points"].append({"driftloop": ours, "against": theirs})
+            for style in chosen:
+                for concurrency, rows in points:
+                    console.log(f"load: {style}, concurrency {concurrency}, rows {rows}")
+                    load = _Load(concurrency, rows, per_point, style)
+                    point = {
+                        "style": style,
+                        "driftloop": load.run(stack.serving, bench.MODEL, connections),
+                        "against": load.run(against, model) if against else None,
+                        "null": load.run(floor, bench.MODEL) if floor else None,
+                    }
+                    result["points"].append(point)
             if swap:
                 console.log(f"swap: {SWAPS} promotions under load")
                 result["swap"] = _swaps(registry, stack.serving)
         finally:
             registry.close()
-    _flatten(result, against)
-    _table(console, result, against)
+    result["load_average_after"] = list(_load_average())
+    report.flatten(result, against, PRIMARY_STYLE)
+    report.table(console, result, against)
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
+
+
+def _styles(value: str, quick: bool) -> list[str]:
+    if not value:
+        return [PRIMARY_STYLE] if quick else list(STYLES)
+    chosen = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in STYLES]
+    if unknown:
+        raise typer.BadParameter(f"--styles {unknown}: choose from {', '.join(STYLES)}")
+    return chosen
+
+
+def _load_average() -> tuple[float, float, float]:
+    import os
+
+    return os.getloadavg()
+
+
+@contextmanager
+def _nothing() -> Iterator[str]:
+    yield ""
+
+
+@contextmanager
+def null_server() -> Iterator[str]:
+    """The null V2 server (bench_serving_null) in its own process; yields its host:port."""
+    argv = [sys.executable, "-m", "driftloop.shared.cli.bench.serving_null"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.isdigit():
+            raise typer.Exit(_fail(f"the null server did not start (it said {line!r})"))
+        yield f"127.0.0.1:{line}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def _serving_env(pairs: list[str]) -> dict[str, str]:
@@ -98,42 +162,39 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _load(
-    target: str,
-    model: str,
-    concurrency: int,
-    rows: int,
-    seconds: float,
-    *,
-    trace: str = "",
-    stop_file: str = "",
-    connections: int = 1,
-) -> dict[str, Any]:
-    """Run the load client process once and return its summary."""
-    from driftloop.shared.cli.bench.serving_load import LoadSpec
-    from driftloop.shared.cli.bench.serving_stack import FEATURES
+class _Load:
+    """One measured point: a load client process with these settings against one server."""
 
-    spec = LoadSpec(
-        target=target,
-        model=model,
-        features=len(FEATURES),
-        rows=rows,
-        concurrency=concurrency,
-        seconds=seconds,
-        trace=trace,
-        stop_file=stop_file,
-        connections=connections,
-    )
-    argv = [
-        sys.executable,
-        "-m",
-        "driftloop.shared.cli.bench.serving_load",
-        json.dumps(asdict(spec)),
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
-    if done.returncode != 0:
-        raise typer.Exit(_fail(f"load client against {target} failed:\n{done.stderr[-3000:]}"))
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    def __init__(self, concurrency: int, rows: int, seconds: float, style: str) -> None:
+        self.concurrency, self.rows, self.seconds = concurrency, rows, seconds
+        self.datatype, _, self.style = style.upper().partition("-")
+
+    def run(self, target: str, model: str, connections: int = 1) -> dict[str, Any]:
+        """Run the load client process once and return its summary."""
+        from driftloop.shared.cli.bench.serving_load import LoadSpec
+        from driftloop.shared.cli.bench.serving_stack import FEATURES
+
+        spec = LoadSpec(
+            target=target,
+            model=model,
+            features=len(FEATURES),
+            rows=self.rows,
+            concurrency=self.concurrency,
+            seconds=self.seconds,
+            connections=connections,
+            datatype=self.datatype,
+            style=self.style.lower(),
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "driftloop.shared.cli.bench.serving_load",
+            json.dumps(asdict(spec)),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=self.seconds + 120)
+        if done.returncode != 0:
+            raise typer.Exit(_fail(f"load client against {target} failed:\n{done.stderr[-3000:]}"))
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def _fail(message: str) -> int:
@@ -176,7 +237,7 @@ def _start_client(spec: dict[str, Any]) -> subprocess.Popen[str]:
     from driftloop.shared.cli.bench.serving_load import LoadSpec
     from driftloop.shared.cli.bench.serving_stack import FEATURES
 
-    load = LoadSpec(features=len(FEATURES), rows=1, seconds=600, **spec)
+    load = LoadSpec(features=len(FEATURES), rows=1, seconds=600, datatype="FP32", **spec)
     argv = [
         sys.executable,
         "-m",
@@ -221,91 +282,3 @@ def _swap_report(summary: dict[str, Any], swaps: list[dict[str, Any]], data: Any
         "versions_seen": versions,
         "swaps": rows,
     }
-
-
-def _flatten(result: dict[str, Any], against: str) -> None:
-    """Top-level keys the issue names: rps_c32_rows1, p99_ms_c32_rows1, against_..., ratios."""
-    for point in result["points"]:
-        ours, theirs = point["driftloop"], point["against"]
-        tag = f"c{ours['concurrency']}_rows{ours['rows']}"
-        for key in ("rps", "rows_per_s", "p50_ms", "p90_ms", "p99_ms", "failed"):
-            result[f"{key}_{tag}"] = ours[key]
-            if theirs is not None:
-                result[f"against_{key}_{tag}"] = theirs[key]
-        if theirs is not None:
-            result[f"ratio_rps_{tag}"] = ours["rps"] / theirs["rps"] if theirs["rps"] else None
-            result[f"ratio_p99_{tag}"] = (
-                ours["p99_ms"] / theirs["p99_ms"] if theirs["p99_ms"] else None
-            )
-    if against:
-        result["against"] = against
-    if "swap" in result:
-        swap = result["swap"]
-        result["swap_failed_requests"] = swap["failed"]
-        result["swap_max_window_p99_ms"] = max((s["p99_ms"] for s in swap["swaps"]), default=0.0)
-        result["swap_max_latency_ms"] = max((s["max_ms"] for s in swap["swaps"]), default=0.0)
-
-
-def _table(console: Any, result: dict[str, Any], against: str) -> None:
-    from rich.table import Table
-
-    title = f"driftloop serving, V2 gRPC ({result['machine_cpus']} CPUs)"
-    if against:
-        title += f" vs {against}"
-    table = Table(title=title)
-    for col in (
-        "server",
-        "conc",
-        "rows",
-        "req/s",
-        "rows/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "failed",
-    ):
-        table.add_column(col, justify="left" if col == "server" else "right")
-    if against:
-        table.add_column("req/s ratio", justify="right")
-        table.add_column("p99 ratio", justify="right")
-    for point in result["points"]:
-        for name, row in (("driftloop", point["driftloop"]), ("against", point["against"])):
-            if row is None:
-                continue
-            cells = [
-                name, str(row["concurrency"]), str(row["rows"]), f"{row['rps']:.0f}",
-                f"{row['rows_per_s']:.0f}", f"{row['p50_ms']:.2f}", f"{row['p90_ms']:.2f}",
-                f"{row['p99_ms']:.2f}", str(row["failed"]),
-            ]  # fmt: skip
-            if against:
-                tag = f"c{row['concurrency']}_rows{row['rows']}"
-                mine = name == "driftloop"
-                ratio_rps, ratio_p99 = result[f"ratio_rps_{tag}"], result[f"ratio_p99_{tag}"]
-                cells += [
-                    f"{ratio_rps:.2f}x" if mine and ratio_rps else "",
-                    f"{ratio_p99:.2f}x" if mine and ratio_p99 else "",
-                ]
-            table.add_row(*cells)
-    console.print(table)
-    if "swap" in result:
-        _swap_table(console, result["swap"])
-
-
-def _swap_table(console: Any, swap: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(
-        title=(
-            f"{len(swap['swaps'])} promotions under load: {swap['requests']} requests, "
-            f"{swap['failed']} failed; steady p50 {swap['steady_p50_ms']:.2f} ms, "
-            f"p99 {swap['steady_p99_ms']:.2f} ms"
-        )
-    )
-    for col in ("version", "swap s", "requests", "failed", "p99 ms", "max ms"):
-        table.add_column(col, justify="right")
-    for s in swap["swaps"]:
-        table.add_row(
-            s["version"], f"{s['swap_seconds']:.2f}", str(s["requests"]), str(s["failed"]),
-            f"{s['p99_ms']:.2f}", f"{s['max_ms']:.2f}",
-        )  # fmt: skip
-    console.print(table)

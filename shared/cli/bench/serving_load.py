@@ -1,7 +1,8 @@
 """The V2 gRPC load client of `driftloop bench serving`, run as its own process so its CPU does
 not share the server's GIL: `python -m driftloop.shared.cli.bench.serving_load SPEC_JSON`.
 
-It sends one pre-serialized ModelInfer request ([N, F] FP64, typed contents) from `concurrency`
+It sends one pre-serialized ModelInfer request (typed contents, FP32 or FP64, one [N, F] tensor
+named input-0 as tritonclient sends it, or one [N] tensor per feature) from `concurrency`
 coroutines over one channel (or `connections`), and prints one JSON object: counts, latency
 percentiles and, with `trace`, a per-request trace file (start time, latency, ok, answering
 version) for swap analysis.
@@ -46,17 +47,44 @@ class LoadSpec:
     stop_file: str = ""
     """When set, stop as soon as this file exists (`seconds` is then an upper bound)."""
     seed: int = 0
+    datatype: str = "FP64"
+    """FP32 or FP64."""
+    style: str = "tensor"
+    """`tensor`: one [N, F] input named input-0; `features`: one [N] input per feature."""
     connections: int = 1
     """TCP connections (channels) the coroutines share round-robin; serving's workers share
     its port per connection, so loading several workers needs several connections."""
 
 
-def infer_request(model: str, rows: int, features: int, seed: int = 0) -> pb.ModelInferRequest:
-    """One [rows, features] FP64 input in feature order, typed contents, all outputs."""
+STYLES = ("tensor", "features")
+CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
+
+
+def infer_request(
+    model: str,
+    rows: int,
+    features: int,
+    seed: int = 0,
+    *,
+    datatype: str = "FP64",
+    style: str = "tensor",
+) -> pb.ModelInferRequest:
+    """A request for `rows` rows of `features` values, typed contents, all outputs: one
+    [rows, features] input in feature order (`tensor`), or one [rows] input per feature named
+    f0, f1, ... (`features`; with MLServer's `content_type: pd` request parameter, which makes
+    MLServer build a DataFrame of them and driftloop ignores)."""
+    if datatype not in CONTENTS or style not in STYLES:
+        raise ValueError(f"datatype {datatype!r} / style {style!r}: use {CONTENTS} / {STYLES}")
     values = np.random.default_rng(seed).normal(size=(rows, features))
     request = pb.ModelInferRequest(model_name=model)
-    tensor = request.inputs.add(name="input-0", datatype="FP64", shape=[rows, features])
-    tensor.contents.fp64_contents.extend(values.reshape(-1).tolist())
+    if style == "tensor":
+        tensor = request.inputs.add(name="input-0", datatype=datatype, shape=[rows, features])
+        getattr(tensor.contents, CONTENTS[datatype]).extend(values.reshape(-1).tolist())
+        return request
+    request.parameters["content_type"].string_param = "pd"
+    for j in range(features):
+        tensor = request.inputs.add(name=f"f{j}", datatype=datatype, shape=[rows])
+        getattr(tensor.contents, CONTENTS[datatype]).extend(values[:, j].tolist())
     return request
 
 
@@ -70,7 +98,9 @@ class _Trace:
 
 
 async def run(spec: LoadSpec) -> dict[str, Any]:
-    payload = infer_request(spec.model, spec.rows, spec.features, spec.seed).SerializeToString()
+    payload = infer_request(
+        spec.model, spec.rows, spec.features, spec.seed, datatype=spec.datatype, style=spec.style
+    ).SerializeToString()
     trace = _Trace()
     options = list(_OPTIONS)
     if spec.connections > 1:
@@ -179,6 +209,8 @@ def _summary(spec: LoadSpec, trace: _Trace, began: float, window: _Window) -> di
     return {
         "concurrency": spec.concurrency,
         "rows": spec.rows,
+        "datatype": spec.datatype,
+        "style": spec.style,
         "seconds": seconds,
         "requests": done,
         "failed": failed,

@@ -100,7 +100,7 @@ def _refused_artifact(
     )
     row.injected = True
     failed = chaos_events.find(
-        h.common.bootstrap(),
+        h.common.kafka_connection(),
         topics.DEPLOYMENTS,
         lambda e: e.type == "DeploymentFailed" and e.deployment_failed.version == bad,
         since=since,

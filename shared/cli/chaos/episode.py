@@ -23,7 +23,7 @@ def duplicated_episode(c: Chaos, row: Row) -> str:
     episode = f"chaos-{uuid.uuid4().hex[:12]}"
     row.info["episode_id"] = episode
     first = _drift_event(h.model, episode)
-    chaos_events.publish(h.common.bootstrap(), topics.DRIFT, h.model, [first, first])
+    chaos_events.publish(h.common.kafka_connection(), topics.DRIFT, h.model, [first, first])
     run = None
     deadline = time.monotonic() + c.timeout
     while run is None and time.monotonic() < deadline:
@@ -35,7 +35,7 @@ def duplicated_episode(c: Chaos, row: Row) -> str:
     t = time.monotonic()
     pid = kill(c, "training", row)
     again = _drift_event(h.model, episode)
-    chaos_events.publish(h.common.bootstrap(), topics.DRIFT, h.model, [again])
+    chaos_events.publish(h.common.kafka_connection(), topics.DRIFT, h.model, [again])
     row.recovery_s = recovered(c, "training", pid, t)
     row.note = "episode sent 3 times (1 re-delivery, 1 new event id); training killed mid-run"
     return str(run.run_id)

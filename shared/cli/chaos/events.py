@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from driftloop.protos.events.v1 import events_pb2
-from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus import connection, envelope, topics
+from driftloop.shared.bus.connection import KafkaTarget
 from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.cli.commands.deadletter import read_letters
 
@@ -19,7 +18,7 @@ HUGE_BYTES = 4 * 1024 * 1024
 
 
 def find(
-    bootstrap: str,
+    bootstrap: KafkaTarget,
     topic: str,
     predicate: Callable[[envelope.Envelope], bool],
     *,
@@ -31,16 +30,16 @@ def find(
 
 
 async def _find(
-    bootstrap: str,
+    bootstrap: KafkaTarget,
     topic: str,
     predicate: Callable[[envelope.Envelope], bool],
     since: float,
     timeout: float,
 ) -> envelope.Envelope | None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    consumer = connection.consumer(
+        bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
-    await consumer.start()
+    await connection.start(consumer, bootstrap)
     try:
         tps = await topics.partitions(consumer, [topic])
         consumer.assign(tps)
@@ -61,13 +60,13 @@ async def _find(
         await consumer.stop()
 
 
-def send_poison(bootstrap: str, names: list[str], model: str) -> int:
+def send_poison(bootstrap: KafkaTarget, names: list[str], model: str) -> int:
     """Per topic: random bytes, a well-formed envelope of the wrong type (or, on the JSON
     topic, valid JSON that is not rows), and a huge random payload. Returns messages sent."""
     return asyncio.run(_send_poison(bootstrap, names, model))
 
 
-async def _send_poison(bootstrap: str, names: list[str], model: str) -> int:
+async def _send_poison(bootstrap: KafkaTarget, names: list[str], model: str) -> int:
     """Random bytes, a wrong event type (or JSON that is not a row) and an oversized message on
     every topic; returns how many were written."""
     wrong = envelope.encode(
@@ -86,7 +85,7 @@ async def _send_poison(bootstrap: str, names: list[str], model: str) -> int:
 
 
 def wait_letters(
-    bootstrap: str, names: list[str], since: float, timeout: float, at_least: int = 2
+    bootstrap: KafkaTarget, names: list[str], since: float, timeout: float, at_least: int = 2
 ) -> dict[str, int]:
     """Dead letters per source topic written at/after `since`, once each topic has
     `at_least` of them (or at the deadline)."""
@@ -104,16 +103,15 @@ def wait_letters(
     return counts
 
 
-def publish(bootstrap: str, topic: str, key: str, values: list[bytes]) -> None:
+def publish(bootstrap: KafkaTarget, topic: str, key: str, values: list[bytes]) -> None:
     """Write `values` to `topic` under `key`, in order, each acknowledged."""
     asyncio.run(_publish(bootstrap, topic, key, values))
 
 
-async def _publish(bootstrap: str, topic: str, key: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, max_request_size=MAX_MESSAGE_BYTES, acks="all"
+async def _publish(bootstrap: KafkaTarget, topic: str, key: str, values: list[bytes]) -> None:
+    producer = await connection.start_producer(
+        bootstrap, max_request_size=MAX_MESSAGE_BYTES, acks="all"
     )
-    await producer.start()
     try:
         for value in values:
             await producer.send_and_wait(topic, value, key=key.encode())

@@ -17,6 +17,7 @@ from driftloop.shared.cli.chaos.artifact_faults import tampered_artifact, warmup
 from driftloop.shared.cli.chaos.episode import duplicated_episode, one_run_per_episode
 from driftloop.shared.cli.chaos.hostile import HOSTILE
 from driftloop.shared.cli.chaos.infra import pid_of, rss_mb, wait_new_pid
+from driftloop.shared.cli.chaos.kafka_restart import kafka_broker_restart
 from driftloop.shared.cli.chaos.steps import (
     Chaos,
     Inject,
@@ -153,6 +154,9 @@ def _report_current(c: Chaos) -> bool:
 
 
 def broker_restart(c: Chaos, row: Row) -> None:
+    if c.kafka is not None:
+        kafka_broker_restart(c, row)  # Kafka keeps its log: a different row
+        return
     production = c.h.production()
     t = time.monotonic()
     pid = kill(c, "broker", row)
@@ -207,10 +211,10 @@ POISON_TOPICS = [
 
 def poison(c: Chaos, row: Row) -> None:
     since = time.time()
-    sent = chaos_events.send_poison(c.h.common.bootstrap(), POISON_TOPICS, c.h.model)
+    sent = chaos_events.send_poison(c.h.common.kafka_connection(), POISON_TOPICS, c.h.model)
     row.injected = True
     row.info["poison_messages"] = sent
-    letters = chaos_events.wait_letters(c.h.common.bootstrap(), POISON_TOPICS, since, 90)
+    letters = chaos_events.wait_letters(c.h.common.kafka_connection(), POISON_TOPICS, since, 90)
     row.info["dead_letters"] = letters
     row.checks["garbage_dead_lettered_on_every_topic"] = all(
         letters.get(t, 0) >= 2 for t in POISON_TOPICS

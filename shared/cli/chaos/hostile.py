@@ -1,10 +1,17 @@
 """Chaos rows for hostile V2 callers (#21): while a client sends small requests, another sends
 an oversized request and requests made of many tiny input tensors. A row records their statuses,
 the small requests' p99 beside their unloaded p99 (as a ratio; reported, never asserted), and
-serving's resident memory before, at its peak and after."""
+serving's resident memory before, at its peak and after.
+
+The attacker runs as its own process (`python -m driftloop.shared.cli.chaos.hostile ADDRESS
+MODEL BYTES COUNT`), so building and sending its requests never holds the measuring client's GIL.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -72,45 +79,27 @@ def _attack(c: Chaos, row: Row, size: int, expected: grpc.StatusCode) -> None:
     peak = [before]
     loaded: list[float] = []
     failures: list[str] = []
-    done = threading.Event()
+    done, measuring = threading.Event(), threading.Event()
 
     def background() -> None:
         while not done.is_set():
             started = time.perf_counter()
             try:
                 stub.ModelInfer(small, timeout=10)
-                loaded.append((time.perf_counter() - started) * 1000)
+                if measuring.is_set():
+                    loaded.append((time.perf_counter() - started) * 1000)
             except grpc.RpcError as exc:
                 failures.append(exc.code().name)  # type: ignore[attr-defined]
             if pid:
                 peak[0] = max(peak[0], rss_mb(pid))
 
-    body = many_tiny_tensors(h.model, size)
-    # why: the attacker is another client, on a connection of its own; sharing the small
-    # requests' HTTP/2 connection would measure the client's head-of-line blocking instead
-    attacker = grpc.insecure_channel(
-        h.common.address("serving"),
-        options=[("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", -1)],
-    )
-    raw = attacker.unary_unary(
-        "/inference.GRPCInferenceService/ModelInfer",
-        request_serializer=lambda b: b,
-        response_deserializer=v2.ModelInferResponse.FromString,
-    )
     worker = threading.Thread(target=background, daemon=True)
     worker.start()
-    statuses: list[str] = []
     try:
-        for _ in range(ATTACKS):
-            try:
-                raw(body, timeout=60)
-                statuses.append("OK")
-            except grpc.RpcError as exc:
-                statuses.append(exc.code().name)  # type: ignore[attr-defined]
+        statuses = _attacker(h.common.address("serving"), h.model, size, ATTACKS, measuring)
     finally:
         done.set()
         worker.join()
-        attacker.close()
     after = _settled_rss(pid, before) if pid else 0.0
     unloaded, under_attack = _p99(baseline), _p99(loaded)
     row.injected = True
@@ -131,7 +120,68 @@ def _attack(c: Chaos, row: Row, size: int, expected: grpc.StatusCode) -> None:
     row.note = f"{ATTACKS} x {size // MB} MB of tiny tensors under a background of small requests"
 
 
+def _attacker(
+    address: str, model: str, size: int, count: int, measuring: threading.Event
+) -> list[str]:
+    """Run the attacker process (see the module docstring): once it has built its request and
+    says so, set `measuring` and let it go; return its statuses."""
+    argv = [sys.executable, "-m", __name__, address, model, str(size), str(count)]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        ready = proc.stdout.readline().strip()
+        if ready != "ready":
+            raise RuntimeError(f"the attacker process did not start: {ready!r}")
+        measuring.set()  # from here on the small requests count as "during"
+        out, err = proc.communicate("go\n", timeout=120 + 60 * count)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the attacker process failed: {err[-2000:]}")
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
+def attack(address: str, model: str, size: int, count: int) -> list[str]:
+    """Send `count` requests of tiny tensors, ~`size` bytes each, on a connection of its own
+    (sharing the small requests' HTTP/2 connection would measure the client's head-of-line
+    blocking instead); the status of each."""
+    body = many_tiny_tensors(model, size)
+    channel = grpc.insecure_channel(
+        address,
+        options=[("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", -1)],
+    )
+    raw = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=lambda b: b,
+        response_deserializer=v2.ModelInferResponse.FromString,
+    )
+    statuses: list[str] = []
+    try:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        sys.stdin.readline()  # the measuring side says go
+        for _ in range(count):
+            try:
+                raw(body, timeout=60)
+                statuses.append("OK")
+            except grpc.RpcError as exc:
+                statuses.append(exc.code().name)  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+    return statuses
+
+
 HOSTILE: dict[str, tuple[str, Any]] = {
     "oversized_request": ("60 MB ModelInfer of tiny tensors", oversized_request),
     "many_inputs": ("ModelInfer of ~700,000 input tensors", many_inputs),
 }
+
+
+if __name__ == "__main__":
+    address, model, size, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    sys.stdout.write(json.dumps(attack(address, model, size, count)) + "\n")

@@ -1,5 +1,6 @@
-"""Chaos infrastructure: start an embedded stack to break, find its processes' pids, cut the
-object store off with a TCP proxy, and read a process's resident memory.
+"""Chaos infrastructure: start a stack to break (on the embedded broker or an external Kafka),
+find its processes' pids, cut the object store off with a TCP proxy, and read a process's
+resident memory.
 
 The S3 outage is a real network outage: the stack talks to moto's S3 server through a proxy
 this process owns; `cut()` closes the listener and every open connection (clients get
@@ -137,18 +138,26 @@ def stack_env(common: CommonSettings) -> dict[str, str]:
     return env
 
 
-def start_stack(data_dir: Path, s3: S3Settings | None = None) -> tuple[CommonSettings, Any]:
-    """`driftloop up` as a child process group on free ports; returns once every service is
-    healthy. The caller stops it with stop_stack."""
+def start_stack(
+    data_dir: Path, s3: S3Settings | None = None, *, kafka: str = ""
+) -> tuple[CommonSettings, Any]:
+    """`driftloop up` (`up --kafka KAFKA` when `kafka` names a broker) as a child process group
+    on free ports; returns once every service is healthy. The caller stops it with stop_stack."""
     ports = Ports(**{k: free_port() for k in Ports.model_fields})
-    common = CommonSettings(data_dir=data_dir, ports=ports)
+    common = CommonSettings(data_dir=data_dir, ports=ports, kafka_bootstrap=kafka)
     if s3 is not None:
         common = common.model_copy(update={"object_store": "s3", "s3": s3})
     log_path = data_dir / "logs" / "up.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "driftloop.shared.cli", "up"],
+            [
+                sys.executable,
+                "-m",
+                "driftloop.shared.cli",
+                "up",
+                *(["--kafka", kafka] if kafka else []),
+            ],
             env={**os.environ, **stack_env(common)},
             stdout=out,
             stderr=subprocess.STDOUT,

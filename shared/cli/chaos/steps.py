@@ -9,16 +9,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftloop.shared.cli.chaos.harness import Harness
 from driftloop.shared.cli.chaos.infra import MotoS3, pid_of, wait_new_pid
 from driftloop.shared.cli.stack import embedded as stack
 
+if TYPE_CHECKING:
+    from driftloop.shared.cli.stack.kafka import LocalKafka
+
 
 @dataclass
 class Chaos:
-    """What every fault gets: the client, the stack's settings, sizes, the S3 outage switch."""
+    """What every fault gets: the client, the stack's settings, sizes, the S3 outage switch and
+    the Kafka broker's process."""
 
     h: Harness
     rows: int
@@ -26,6 +30,8 @@ class Chaos:
     outage_s: float = 8.0
     timeout: float = 150.0
     s3: MotoS3 | None = None
+    kafka: LocalKafka | None = None
+    """The local Apache Kafka broker the stack runs on (None: the embedded broker)."""
 
 
 @dataclass

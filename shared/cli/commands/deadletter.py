@@ -20,15 +20,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
-from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus import connection, envelope, topics
+from driftloop.shared.bus.connection import KafkaTarget
 from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.cli.stack import embedded as stack
-from driftloop.shared.errors import Unavailable
+from driftloop.shared.errors import DriftloopError, Unavailable
 from driftloop.shared.settings import CommonSettings
 
 TRUNCATED_AT = MAX_MESSAGE_BYTES // 2
@@ -106,21 +107,24 @@ class ReplayLedger:
 
 
 async def read_letters(
-    bootstrap: str, *, topic: str = "", limit: int = 0, timeout: float = READ_TIMEOUT
+    bootstrap: KafkaTarget, *, topic: str = "", limit: int = 0, timeout: float = READ_TIMEOUT
 ) -> list[Letter]:
     """Every letter on driftloop.deadletter (oldest first), those of source `topic` only when
     given, the newest `limit` when limit > 0. Records that are not envelopes are skipped."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    kafka = connection.resolve(bootstrap)
+    consumer = connection.consumer(
+        kafka,
         enable_auto_commit=False,
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
     )
     try:
-        await consumer.start()
+        await connection.start(consumer, kafka)
         letters = await _drain(consumer, timeout)
     except KafkaError as exc:
-        raise Unavailable(f"cannot read {topics.DEADLETTER} from {bootstrap}: {exc}") from exc
+        raise Unavailable(
+            f"cannot read {topics.DEADLETTER} from {kafka.describe()}: {exc}"
+        ) from exc
     finally:
         await consumer.stop()
     if topic:
@@ -174,7 +178,7 @@ def _letter(value: bytes | None) -> Letter | None:
 
 
 async def replay(
-    bootstrap: str,
+    bootstrap: KafkaTarget,
     letters: list[Letter],
     ledger: ReplayLedger | None = None,
     *,
@@ -183,8 +187,8 @@ async def replay(
     """Publish each letter's key and value to its source topic, once per message: (published,
     skipped). Skipped: letters whose value was truncated when dead-lettered, and (unless
     `force`) messages the ledger says were replayed before or that this call already sent."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = await connection.start_producer(
+        bootstrap,
         client_id="driftloop-deadletter-replay",
         max_request_size=MAX_MESSAGE_BYTES,
         acks="all",
@@ -193,7 +197,6 @@ async def replay(
     done: set[str] = set()
     sent = 0
     try:
-        await producer.start()
         for letter in letters:
             again = letter.digest in done or (ledger is not None and letter in ledger)
             if letter.truncated or (again and not force):
@@ -251,14 +254,14 @@ def command(
 ) -> None:
     """List dead-lettered messages; with --replay, publish them again to their source topics."""
     common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
-    bootstrap = stack.settings_from_endpoints(common).bootstrap()
+    bootstrap = stack.settings_from_endpoints(common).kafka_connection()
     ledger = ReplayLedger(common.data_dir / LEDGER)
     try:
         letters = ledger.mark(asyncio.run(read_letters(bootstrap, topic=topic, limit=limit)))
         sent, skipped = (
             asyncio.run(replay(bootstrap, letters, ledger, force=force)) if do_replay else (0, [])
         )
-    except Unavailable as exc:
+    except DriftloopError as exc:  # unreachable, or refused credentials
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     if as_json:

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from aiokafka import AIOKafkaConsumer
 from google.protobuf import struct_pb2
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +31,7 @@ from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
-from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.cli.commands.demo_data import FEATURES, TARGET, make_rows
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.cli.stack.broker import free_port
@@ -192,8 +191,9 @@ class Demo:
         return request
 
     async def _tail_events(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.common.bootstrap())
-        await consumer.start()
+        kafka = self.common.kafka_connection()
+        consumer = connection.consumer(kafka)
+        await connection.start(consumer, kafka)
         try:
             names = [topics.DRIFT, topics.MODELS, topics.DEPLOYMENTS]
             consumer.assign(await topics.partitions(consumer, names))

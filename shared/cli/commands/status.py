@@ -14,17 +14,19 @@ import grpc
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.auth import Credentials
-from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.cli.output import as_dict
 from driftloop.shared.cli.stack.embedded import health_of
+from driftloop.shared.cli.terminal import outside
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc.client import sync_channel
 from driftloop.shared.registry_client import run_sync
-from driftloop.shared.settings import SERVICES, CommonSettings
+from driftloop.shared.settings import SERVICES, CommonSettings, KafkaConnection
 
 CONSUMER_GROUPS = {
     "validation": [topics.RECORDS_RAW],
@@ -50,7 +52,7 @@ def collect_status(common: CommonSettings) -> dict[str, Any]:
             "status": state,
             "healthy": state == "SERVING",
         }
-    host, _, port = common.bootstrap().rpartition(":")
+    host, _, port = common.bootstrap().split(",")[0].strip().rpartition(":")
     report: dict[str, Any] = {
         "services": services,
         "broker": {"bootstrap": common.bootstrap(), "reachable": _reachable(host, int(port))},
@@ -60,7 +62,11 @@ def collect_status(common: CommonSettings) -> dict[str, Any]:
         "latest": {},
     }
     if report["broker"]["reachable"]:
-        report["lag"], report["latest"] = asyncio.run(_from_broker(common.bootstrap()))
+        try:
+            found = asyncio.run(_from_broker(common.kafka_connection()))
+            report["lag"], report["latest"] = found
+        except (DriftloopError, OSError) as exc:  # refused credentials, bad TLS files
+            report["broker"]["error"] = str(exc)
     report["latest"]["training"] = _latest_run(common)
     report["config"] = config_summary(common)
     return redact(report, secrets_of(common))
@@ -70,13 +76,14 @@ REDACTED = "***"
 
 
 def secrets_of(common: CommonSettings) -> list[str]:
-    """The secret values this process knows (token, S3 keys), longest first."""
+    """The secret values this process knows (token, S3 keys, Kafka password), longest first."""
     found = [common.s3.access_key.get_secret_value(), common.s3.secret_key.get_secret_value()]
     try:
         credentials = common.credentials()
         found += [credentials.admin or "", *credentials.by_role.values()]
+        found.append(common.kafka_connection().sasl_password or "")
     except OSError:
-        pass  # an unreadable token file: nothing to redact
+        pass  # an unreadable token or password file: nothing to redact
     # why: a secret of a few characters would blank out ordinary words of the report
     return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
@@ -97,6 +104,7 @@ def config_summary(common: CommonSettings) -> dict[str, Any]:
         "tls": common.tls_enabled(),
         "mutual_tls": common.tls_client_ca_file is not None,
     }
+    summary["kafka"] = _kafka_summary(common)
     if common.object_store == "s3":
         summary["s3"] = {
             "endpoint": common.s3.endpoint,
@@ -104,6 +112,25 @@ def config_summary(common: CommonSettings) -> dict[str, Any]:
             "access_key": REDACTED,
             "secret_key": REDACTED,
         }
+    return summary
+
+
+def _kafka_summary(common: CommonSettings) -> dict[str, Any]:
+    kafka = common.kafka
+    summary: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.security_protocol.startswith("SASL_"):
+        password_set = kafka.sasl_password is not None or kafka.sasl_password_file is not None
+        summary.update(
+            sasl_mechanism=kafka.sasl_mechanism,
+            sasl_username=kafka.sasl_username,
+            sasl_password=REDACTED if password_set else None,
+        )
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        summary["ca_file"] = str(kafka.ca_file) if kafka.ca_file else "(system roots)"
+        summary["client_certificate"] = kafka.cert_file is not None
+    summary["idempotent"] = {None: "where the broker allows", True: "required", False: "off"}[
+        kafka.idempotent
+    ]
     return summary
 
 
@@ -158,11 +185,11 @@ def _latest_run(common: CommonSettings) -> dict[str, Any] | None:
     return as_dict(reply.runs[0], with_defaults=False)
 
 
-async def _from_broker(bootstrap: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _from_broker(kafka: KafkaConnection) -> tuple[dict[str, Any], dict[str, Any]]:
+    consumer = connection.consumer(kafka, enable_auto_commit=False)
     try:
-        await consumer.start()
-        lag = await _lag(bootstrap, consumer)
+        await connection.start(consumer, kafka)
+        lag = await _lag(kafka, consumer)
         latest = await _latest_events(consumer)
         return lag, latest
     except KafkaError:
@@ -171,17 +198,15 @@ async def _from_broker(bootstrap: str) -> tuple[dict[str, Any], dict[str, Any]]:
         await consumer.stop()
 
 
-async def _lag(bootstrap: str, consumer: AIOKafkaConsumer) -> dict[str, Any]:
+async def _lag(kafka: KafkaConnection, consumer: AIOKafkaConsumer) -> dict[str, Any]:
     # why: a consumer bound to the group reads its committed offsets; aiokafka's admin
     # list_consumer_group_offsets cannot decode the embedded broker's OffsetFetch reply.
     lag: dict[str, Any] = {}
     for group, names in CONSUMER_GROUPS.items():
         tps = await topics.partitions(consumer, names, timeout=5)
         ends = await consumer.end_offsets(tps)
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-        )
-        await reader.start()
+        reader = connection.consumer(kafka, group_id=group, enable_auto_commit=False)
+        await connection.start(reader, kafka)
         try:
             per_topic: dict[str, int] = {}
             for tp in tps:
@@ -224,8 +249,11 @@ def _remember_latest(latest: dict[str, Any], kind: str, record: Any) -> None:
         event = envelope.decode(record.value)
     except Exception:  # noqa: BLE001 - status shows what it can decode
         return
-    if record.topic == topics.MODELS and event.type not in ("ModelPromoted", "ModelRejected"):
-        return
+    if record.topic == topics.MODELS:
+        if event.type == "ModelNeedsAttention":
+            kind = "attention"  # the registry asks a human to look at a decision
+        elif event.type not in ("ModelPromoted", "ModelRejected"):
+            return
     latest[kind] = {
         "type": event.type,
         "at": event.occurred_at.ToJsonString(),
@@ -247,6 +275,8 @@ def render_status(console: Console, report: dict[str, Any]) -> None:
         f"broker {broker['bootstrap']}: "
         f"{'reachable' if broker['reachable'] else '[red]unreachable[/red]'}"
     )
+    if broker.get("error"):
+        console.print(f"[red]broker: {escape(broker['error'])}[/red]")
     models = Table(title="models")
     for col in ("model", "dataset", "production", "latest"):
         models.add_column(col)
@@ -261,8 +291,15 @@ def render_status(console: Console, report: dict[str, Any]) -> None:
             lag.add_row(group, topic, str(value))
     console.print(lag)
     for kind, event in report["latest"].items():
-        if event:
-            console.print(f"latest {kind}: {event}")
+        if not event:
+            continue
+        if kind == "attention":
+            console.print(
+                f"[bold yellow]needs a human:[/bold yellow] model {outside(event.get('model'))} "
+                f"v{outside(event.get('version'))}: {outside(event.get('reason'))}"
+            )
+            continue
+        console.print(f"latest {kind}: {outside(event)}")
     config = report.get("config")
     if config:
         shown = ", ".join(f"{k}={v}" for k, v in config.items() if v not in (None, ""))

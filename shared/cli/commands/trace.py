@@ -10,14 +10,14 @@ from typing import Annotated, Any
 
 import grpc
 import typer
-from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
-from driftloop.shared.bus import envelope, topics
+from driftloop.shared.bus import connection, envelope, topics
+from driftloop.shared.bus.connection import KafkaTarget
 from driftloop.shared.cli.commands.trace_chain import Sources, build_chain
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc.client import sync_channel
@@ -80,18 +80,18 @@ def gather(common: CommonSettings, correlation_id: str, named: list[ModelVersion
             .runs
         )
     try:
-        src.events = asyncio.run(read_chain_events(common.bootstrap(), correlation_id))
-    except (KafkaError, OSError, TimeoutError):
+        src.events = asyncio.run(read_chain_events(common.kafka_connection(), correlation_id))
+    except (KafkaError, OSError, TimeoutError, DriftloopError):
         src.bus_read = False
     return src
 
 
 async def read_chain_events(
-    bootstrap: str, correlation_id: str, timeout: float = 10.0
+    bootstrap: KafkaTarget, correlation_id: str, timeout: float = 10.0
 ) -> list[events_pb2.Envelope]:
     """Every event of the chain still on the drift, models and deployments topics."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    consumer = connection.consumer(bootstrap, enable_auto_commit=False)
+    await connection.start(consumer, bootstrap)
     try:
         tps = await topics.partitions(consumer, CHAIN_TOPICS, timeout=5)
         consumer.assign(tps)

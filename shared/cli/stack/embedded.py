@@ -1,6 +1,8 @@
-"""The embedded stack: the broker and the six services as supervised processes.
+"""The stack: the embedded broker (or an external Kafka) and the six services as supervised
+processes.
 
-`run_foreground` is `driftloop up`: start the broker, create topics, start the services, write
+`run_foreground` is `driftloop up`: start the broker (unless kafka_bootstrap names one), create
+the topics and check the broker takes driftloop's message size, start the services, write
 <data-dir>/endpoints.json, supervise until SIGTERM/SIGINT, then stop everything.
 """
 
@@ -137,12 +139,18 @@ def stop_recorded(found: dict[str, Any], *, grace: float = 60.0) -> list[str]:
 
 
 def _service_env(common: CommonSettings) -> dict[str, str]:
+    """What the services need besides the environment they inherit (Kafka security settings
+    among it)."""
     env = {
         "DRIFTLOOP_DATA_DIR": str(common.data_dir.resolve()),
         "DRIFTLOOP_KAFKA_BOOTSTRAP": common.bootstrap(),
         "DRIFTLOOP_BIND_HOST": common.bind_host,
         "DRIFTLOOP_CONNECT_HOST": common.connect_host,
     }
+    if not common.kafka_bootstrap and common.kafka.idempotent is None:
+        # why: the embedded broker refuses idempotent producers; said here, the services do
+        # not each ask it and log the refusal
+        env["DRIFTLOOP_KAFKA__IDEMPOTENT"] = "false"
     for name, value in common.ports.model_dump().items():
         env[f"DRIFTLOOP_PORTS__{name.upper()}"] = str(value)
     return env
@@ -240,7 +248,7 @@ def _recover_broker(common: CommonSettings, sup: Supervisor) -> None:
     sup.stop(grace=5, order=list(reversed(first)))
     sup.restart_now(["broker"])
     wait_for_port(common.connect_host, common.ports.broker, timeout=30)
-    asyncio.run(ensure_topics(common.bootstrap()))
+    asyncio.run(ensure_topics(common.kafka_connection()))
     sup.restart_now(first)
     try:
         wait_healthy(common, timeout=60, tick=sup.check)
@@ -274,7 +282,7 @@ def run_foreground(
         if not common.kafka_bootstrap:
             sup.start("broker")
             wait_for_port(common.connect_host, common.ports.broker, timeout=30)
-        asyncio.run(ensure_topics(common.bootstrap()))
+        asyncio.run(ensure_topics(common.kafka_connection()))
         for name in SERVICES:
             sup.start(name)
         endpoints_path(common).write_text(json.dumps(_endpoints(common, sup), indent=2))

@@ -2,7 +2,7 @@
 their Prometheus metrics against the Grafana dashboard, and `driftloop status --json`.
 
 docker-compose.yml's environment is used as written, with only the container host names mapped
-to this machine (kafka -> the test broker, minio -> moto's S3 server, services -> 127.0.0.1).
+to this machine (kafka -> the test broker, s3 -> moto's S3 server, services -> 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def compose_env(broker: str, s3: str, ports: Ports) -> dict[str, str]:
         env[key] = text
     assert env["DRIFTLOOP_KAFKA_BOOTSTRAP"] == "kafka:9092"
     env["DRIFTLOOP_KAFKA_BOOTSTRAP"] = broker
-    assert env["DRIFTLOOP_S3__ENDPOINT"] == "minio:9000"
+    assert env["DRIFTLOOP_S3__ENDPOINT"] == "s3:8333"
     env["DRIFTLOOP_S3__ENDPOINT"] = s3
     addresses = json.loads(env["DRIFTLOOP_ADDRESSES"])
     env["DRIFTLOOP_ADDRESSES"] = json.dumps(

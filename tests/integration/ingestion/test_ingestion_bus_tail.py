@@ -5,6 +5,7 @@ tail stops the consumer without committing."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -185,3 +186,118 @@ async def test_a_failing_tail_stops_the_consumer_uncommitted(broker: str) -> Non
 
 async def _committed_is(broker: str, group: str, partition: int, offset: int) -> bool:
     return await _committed(broker, group, partition) == offset
+
+
+async def test_a_holding_handler_commits_its_offsets_and_is_drained_before_waits(
+    broker: str,
+) -> None:
+    """A handler that holds polls (as the JSON topics' windows do): each tail returns the
+    offset to commit, `on_drain(False)` lets held polls go before the consumer would wait at
+    `max_pending_polls`, and `on_drain(True)` comes when it stops."""
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    held: list[tuple[int, int, asyncio.Future[int]]] = []  # (first offset, end, tail)
+    drains: list[bool] = []
+    partitions: set[int] = set()
+
+    async def on_batch(records: list[ConsumerRecord]) -> asyncio.Future[int]:
+        partitions.update(r.partition for r in records)
+        tail = asyncio.get_running_loop().create_future()
+        held.append((records[0].offset, records[-1].offset + 1, tail))
+        return tail
+
+    async def on_drain(stopping: bool) -> None:
+        drains.append(stopping)
+        for first, _, tail in held:
+            if not tail.done():
+                tail.set_result(first)  # commit only up to where each poll started
+
+    consumer = EventConsumer(
+        bootstrap=broker,
+        group="t-tail-hold",
+        topic_names=[TOPIC],
+        publisher=publisher,
+        on_batch=on_batch,
+        on_drain=on_drain,
+        from_latest=True,  # the module's broker holds other tests' messages on this topic
+        max_pending_polls=2,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+        await consumer.ready.wait()
+        await _publish(publisher, b"1")
+        await wait_for(lambda: len(held) == 1, 30, "first poll held")
+        assert drains == [], "one pending poll is below the limit"
+        await _publish(publisher, b"2")
+        await wait_for(lambda: drains == [False], 30, "drained before waiting at the limit")
+        await _publish(publisher, b"3")
+        await wait_for(lambda: len(held) == 3, 30, "third poll held")
+        assert drains == [False] and not held[2][2].done()
+        await consumer.stop()
+        await asyncio.wait_for(task, 30)
+        assert drains == [False, True], "drained again on stopping"
+        (partition,) = partitions
+        # the offset the last tail returned (where its poll started), not the poll's end
+        assert await _committed(broker, "t-tail-hold", partition) == held[2][0]
+    finally:
+        await _shut_down([t for _, _, t in held], consumer, task, publisher)
+
+
+async def test_a_rebalance_drains_and_commits_before_partitions_move(broker: str) -> None:
+    """In a consumer group, a second member joining revokes the first one's partitions: the
+    first drains its handler (stopping) and commits what its tails returned before that."""
+    await ensure_topics(broker)
+    publisher = EventPublisher(broker, "test")
+    await publisher.start()
+    held: list[tuple[int, asyncio.Future[int]]] = []
+    drains: list[bool] = []
+    partitions: set[int] = set()
+
+    async def on_batch(records: list[ConsumerRecord]) -> asyncio.Future[int]:
+        partitions.update(r.partition for r in records)
+        tail = asyncio.get_running_loop().create_future()
+        held.append((records[-1].offset + 1, tail))
+        return tail
+
+    async def on_drain(stopping: bool) -> None:
+        drains.append(stopping)
+        for end, tail in held:
+            if not tail.done():
+                tail.set_result(end)
+
+    def member(handler: Any, drain: Any) -> EventConsumer:
+        return EventConsumer(
+            bootstrap=broker,
+            group="t-tail-rebalance",
+            topic_names=[TOPIC],
+            publisher=publisher,
+            on_batch=handler,
+            on_drain=drain,
+            group_membership=True,
+            from_latest=True,  # the module's broker holds other tests' messages on this topic
+            max_pending_polls=100,
+        )
+
+    async def idle(records: list[ConsumerRecord]) -> None:
+        return None
+
+    async def no_drain(stopping: bool) -> None:
+        return None
+
+    first = member(on_batch, on_drain)
+    second = member(idle, no_drain)
+    tasks = [asyncio.create_task(first.run())]
+    try:
+        await asyncio.wait_for(first.ready.wait(), 60)
+        await _publish(publisher, b"held")
+        await wait_for(lambda: len(held) == 1, 30, "a poll held by the first member")
+        tasks.append(asyncio.create_task(second.run()))
+        await wait_for(lambda: True in drains, 90, "the first member drained on the rebalance")
+        assert not tasks[0].done(), "it drained while still running"
+        (partition,) = partitions
+        assert await _committed(broker, "t-tail-rebalance", partition) == held[0][0]
+    finally:
+        await second.stop()
+        await _shut_down([t for _, t in held], first, tasks[0], publisher)
+        await asyncio.gather(*tasks[1:])

@@ -124,8 +124,8 @@ def test_rows_are_conserved_across_a_validation_kill_and_producer_retries(
     assert manifest.rows_rejected == len(bad)
     assert manifest.rows_in == total + ROWS_PER_REQUEST
 
-    # every curated file reached driftloop.records.validated whole, also those whose batches
-    # were curated just before the kill or sent again by the producer (at least once)
+    # every curated file reached driftloop.records.validated (by reference), also those whose
+    # batches were curated just before the kill or sent again by the producer (at least once)
     keys = {f.key: f for f in manifest.files}
     sent = asyncio.run(
         read_events(
@@ -137,9 +137,11 @@ def test_rows_are_conserved_across_a_validation_kill_and_producer_retries(
     )
     files = {e.curated_rows.file_key: e.curated_rows for e in sent}
     assert files.keys() == keys.keys(), "only curated files are sent"
+    stored = {key: store.get(key) for key in files}
     for key, curated in files.items():
-        assert curated.sha256 == keys[key].sha256 == hashlib.sha256(curated.parquet).hexdigest()
-    published = pa.concat_tables(pq.read_table(io.BytesIO(f.parquet)) for f in files.values())
+        assert curated.sha256 == keys[key].sha256 == hashlib.sha256(stored[key]).hexdigest()
+        assert curated.byte_size == len(stored[key])
+    published = pa.concat_tables(pq.read_table(io.BytesIO(d)) for d in stored.values())
     assert sorted(published["id"].to_pylist()) == sorted(ids.tolist())
     resent = [
         e.curated_rows.file_key for e in sent if e.curated_rows.batches[0].batch_id == "req-0"

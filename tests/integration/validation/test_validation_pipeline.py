@@ -313,12 +313,12 @@ async def _assert_errors(stack: Stack) -> None:
     assert "no rows" in (info.value.details() or "")
 
 
-async def test_a_curated_file_too_large_for_a_message_is_sent_by_reference(
+async def test_a_curated_file_over_the_inline_limit_is_sent_by_reference(
     common: CommonSettings,
 ) -> None:
     store = open_object_store(common)
     dataset = f"big-{uuid.uuid4().hex[:8]}"
-    async with running_stack(common, store, max_inline_bytes=0) as stack:
+    async with running_stack(common, store, max_inline_bytes=16) as stack:
         reply = await stack.ingestion.Ingest(
             ingestion_pb2.IngestRequest(dataset=dataset, rows=rows({"x": 1.0}, {"x": 2.0}))
         )
@@ -380,18 +380,21 @@ async def test_json_topic_rows_are_curated_and_malformed_messages_dead_lettered(
             ("ok", "bool"),
         ]
         files = await wait_for(lambda: _validated_rows(stack, dataset, 3), 30, "validated rows")
-        # each curated file travels whole: the very bytes the store holds, as the manifest says
+        # each curated file travels by reference to the bytes the store holds, as the manifest
+        # says (claim checks; test_validation_claim_check_bus.py covers the inline opt-in)
         head = latest_manifest(store, dataset)
         assert head is not None
         entries = {f.key: f for f in head.files}
+        stored = {f.file_key: store.get(f.file_key) for f in files}
         for curated in files:
             entry = entries[curated.file_key]
-            assert curated.sha256 == entry.sha256 == hashlib.sha256(curated.parquet).hexdigest()
-            assert curated.parquet == store.get(curated.file_key)
+            data = stored[curated.file_key]
+            assert curated.parquet == b"" and curated.byte_size == len(data)
+            assert curated.sha256 == entry.sha256 == hashlib.sha256(data).hexdigest()
             assert [b.batch_id for b in curated.batches] == entry.batch_ids
             assert sum(b.rows for b in curated.batches) == curated.row_count == entry.rows
         assert {b.source for f in files for b in f.batches} == {"json-topic"}
-        rows = pa.concat_tables(pq.read_table(io.BytesIO(f.parquet)) for f in files)
+        rows = pa.concat_tables(pq.read_table(io.BytesIO(d)) for d in stored.values())
         assert sorted(rows.column("temp").to_pylist()) == [21.5, 23.0, 24.5]
         assert stack.seen(topics.RECORDS_REJECTED, "RejectedRows", dataset) == []
 

@@ -111,7 +111,7 @@ def test_health_checks_ask_each_services_grpc_health(compose: dict[str, Any]) ->
             name,
         ]
         assert service["restart"] == "unless-stopped"
-    for infra in ("kafka", "minio", "prometheus", "grafana"):
+    for infra in ("kafka", "s3", "prometheus", "grafana"):
         assert compose["services"][infra]["healthcheck"]["test"]
 
 
@@ -119,13 +119,43 @@ def test_services_wait_for_kafka_and_the_bucket(compose: dict[str, Any]) -> None
     for name, service in driftloop_services(compose).items():
         deps = service["depends_on"]
         assert deps["kafka"]["condition"] == "service_healthy"
-        assert deps["minio-init"]["condition"] == "service_completed_successfully"
+        assert deps["s3-init"]["condition"] == "service_completed_successfully"
         if name in ("training", "serving", "monitoring"):
             assert deps["registry"]["condition"] == "service_healthy", "they call the registry"
-    init = compose["services"]["minio-init"]
-    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
-    bucket = compose["services"]["registry"]["environment"]["DRIFTLOOP_S3__BUCKET"]
-    assert f"mc mb --ignore-existing driftloop/{bucket}" in init["entrypoint"][-1]
+    init = compose["services"]["s3-init"]
+    assert init["depends_on"] == {"s3": {"condition": "service_healthy"}}
+    assert init["restart"] == "no" and init["healthcheck"] == {"disable": True}
+    # driftloop's own store creates the bucket, with the services' image and environment
+    assert init["image"] == "driftloop:0.1.0" and init["build"]["dockerfile"] == "infra/Dockerfile"
+    assert init["environment"] == compose["services"]["registry"]["environment"]
+    assert init["command"][:2] == ["python", "-c"]
+    code = compile(init["command"][2], "s3-init", "exec")
+    assert {"open_object_store", "CommonSettings"} <= set(code.co_names)
+    assert "open_object_store(CommonSettings())" in init["command"][2]
+
+
+def test_s3_is_seaweedfs_with_the_services_keys_on_the_endpoint_they_use(
+    compose: dict[str, Any],
+) -> None:
+    s3 = compose["services"]["s3"]
+    env = compose["services"]["registry"]["environment"]
+    assert s3["image"].startswith("chrislusf/seaweedfs:")
+    command = s3["command"]
+    assert command[0] == "mini" and "-dir=/data" in command
+    assert "s3-data:/data" in s3["volumes"] and "s3-data" in compose["volumes"]
+    # its admin identity is the pair of keys the services sign with
+    assert s3["environment"]["AWS_ACCESS_KEY_ID"] == env["DRIFTLOOP_S3__ACCESS_KEY"]
+    assert s3["environment"]["AWS_SECRET_ACCESS_KEY"] == env["DRIFTLOOP_S3__SECRET_KEY"]
+    host, port = env["DRIFTLOOP_S3__ENDPOINT"].split(":")
+    assert host == "s3" and f"-s3.port={port}" in command
+    assert f":{port}/healthz" in " ".join(s3["healthcheck"]["test"])
+    # published on the settings' default endpoint, so the host CLI needs no S3 configuration
+    default_host, default_port = CommonSettings().s3.endpoint.split(":")
+    assert s3["ports"] == [f"{default_host}:{default_port}:{port}"]
+    # nothing else listens for the outside, and no usage report leaves the machine
+    for flag in ("-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"):
+        assert flag in command
+    assert "-master.telemetry=false" in command
 
 
 def test_registry_and_training_state_is_on_volumes(compose: dict[str, Any]) -> None:

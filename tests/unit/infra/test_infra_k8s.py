@@ -7,7 +7,6 @@ on PATH its output is compared too.
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import subprocess
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from infra_support import K8S, by_kind, render, setting_env_names
+from infra_support import COMPOSE, K8S, by_kind, load_yaml, render, setting_env_names
 
 from driftloop.shared.settings import SERVICES, CommonSettings, Ports
 
@@ -146,18 +145,58 @@ def test_overlays_point_at_their_kafka_and_s3() -> None:
     config = by_kind(local, "ConfigMap")["driftloop-config"]["data"]
     services = by_kind(local, "Service")
     assert config["DRIFTLOOP_KAFKA_BOOTSTRAP"].split(":")[0] in services
-    assert config["DRIFTLOOP_S3__ENDPOINT"].split(":")[0] in services
-    job = by_kind(local, "Job")["minio-bucket"]
-    assert f"driftloop/{config['DRIFTLOOP_S3__BUCKET']}" in json.dumps(job)
+    host, port = config["DRIFTLOOP_S3__ENDPOINT"].split(":")
+    assert [p["port"] for p in services[host]["spec"]["ports"]] == [int(port)]
 
     external = render(K8S / "overlays/external")
     config = by_kind(external, "ConfigMap")["driftloop-config"]["data"]
-    assert not {"kafka", "minio"} & set(by_kind(external, "Service"))
+    assert not {"kafka", "s3"} & set(by_kind(external, "Service"))
     assert config["DRIFTLOOP_S3__SECURE"] == "true"
     assert "kafka:9092" not in config["DRIFTLOOP_KAFKA_BOOTSTRAP"]
     assert all(
         d["metadata"].get("namespace") == "driftloop" for d in external if d["kind"] != "Namespace"
     )
+
+
+def test_in_cluster_s3_is_seaweedfs_keyed_by_the_services_secret() -> None:
+    local = render(K8S / "overlays/in-cluster")
+    config = by_kind(local, "ConfigMap")["driftloop-config"]["data"]
+    port = int(config["DRIFTLOOP_S3__ENDPOINT"].split(":")[1])
+    pod = by_kind(local, "StatefulSet")["s3"]["spec"]["template"]["spec"]
+    box = pod["containers"][0]
+    compose_s3 = load_yaml(COMPOSE)["services"]["s3"]
+    assert box["image"] == compose_s3["image"] and box["image"].startswith("chrislusf/seaweedfs:")
+    assert box["args"] == compose_s3["command"], "the same server as docker-compose.yml's s3"
+    assert box["args"][0] == "mini" and f"-s3.port={port}" in box["args"]
+    assert {p["name"]: p["containerPort"] for p in box["ports"]} == {"s3": port}
+    assert box["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "s3"}
+    assert {m["mountPath"] for m in box["volumeMounts"]} == {"/data"}
+    # SeaweedFS's admin identity is the key pair every driftloop service signs with
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in box["env"]}
+    service_env = {e["name"]: e for e in container(local, "registry")["env"]}
+    for aws, ours in (
+        ("AWS_ACCESS_KEY_ID", "DRIFTLOOP_S3__ACCESS_KEY"),
+        ("AWS_SECRET_ACCESS_KEY", "DRIFTLOOP_S3__SECRET_KEY"),
+    ):
+        assert env[aws] == service_env[ours]["valueFrom"]["secretKeyRef"]
+
+
+def test_in_cluster_bucket_job_runs_driftloops_own_store_with_the_services_settings() -> None:
+    local = render(K8S / "overlays/in-cluster")
+    job = by_kind(local, "Job")["s3-bucket"]
+    box = job["spec"]["template"]["spec"]["containers"][0]
+    registry = container(local, "registry")
+    assert box["image"] == registry["image"]
+    assert box["envFrom"] == registry["envFrom"]
+    keys = {e["name"] for e in registry["env"] if e["name"].startswith("DRIFTLOOP_S3__")}
+    assert keys and [e for e in box["env"] if e["name"] in keys] == [
+        e for e in registry["env"] if e["name"] in keys
+    ]
+    assert box["command"][:2] == ["python", "-c"]
+    code = compile(box["command"][2], "s3-bucket", "exec")
+    assert {"open_object_store", "CommonSettings"} <= set(code.co_names)
+    compose_init = load_yaml(COMPOSE)["services"]["s3-init"]["command"]
+    assert box["command"] == compose_init, "the same bucket step as docker-compose.yml"
 
 
 @pytest.mark.skipif(shutil.which("kustomize") is None, reason="no kustomize binary on PATH")

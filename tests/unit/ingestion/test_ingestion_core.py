@@ -126,20 +126,6 @@ def test_bad_json_messages_say_why(key: bytes | None, value: bytes | None, messa
         core.parse_json_message(key, value)
 
 
-def test_json_message_batch_ids_are_stable_per_message_and_distinct_across_messages() -> None:
-    from driftloop.services.ingestion.core.batches import message_batch_id
-
-    first = message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 1}')
-    assert first == message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 1}'), "re-delivery"
-    others = {
-        message_batch_id(1, 7, 1_700_000_000_000, b'{"a": 1}'),
-        message_batch_id(0, 8, 1_700_000_000_000, b'{"a": 1}'),
-        message_batch_id(0, 7, 1_700_000_000_001, b'{"a": 1}'),
-        message_batch_id(0, 7, 1_700_000_000_000, b'{"a": 2}'),
-    }
-    assert first not in others and len(others) == 4 and len(first) == 32
-
-
 @pytest.mark.parametrize("codec", ["lz4", "zstd"])
 def test_ipc_streams_a_producer_compressed_are_read_as_is(codec: str) -> None:
     from driftloop.shared.records import ipc_to_table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -18,7 +19,6 @@ from driftloop.services.ingestion.adapters.kafka import JsonTopicHandler
 from driftloop.services.ingestion.core.batches import Limits, RowBatch, make_batches
 from driftloop.services.ingestion.settings import IngestionSettings
 from driftloop.shared.bus import topics
-from driftloop.shared.bus.consumer import EventConsumer
 from driftloop.shared.errors import TooLarge
 from driftloop.shared.grpc.server import status_for
 from driftloop.shared.records import table_to_ipc
@@ -110,14 +110,6 @@ async def test_servicer_refuses_oversized_request_without_publishing() -> None:
     assert len(publish.calls) == 1
 
 
-class FakeRaw:
-    def __init__(self) -> None:
-        self.published: list[RowBatch] = []
-
-    async def publish(self, batches: list[RowBatch], source: str) -> None:
-        self.published.extend(batches)
-
-
 class FakePublisher:
     producer_name = "test"
 
@@ -131,6 +123,16 @@ class FakePublisher:
         self.sent.append((topic, key, event))
 
 
+class FakeRaw:
+    def __init__(self) -> None:
+        self.published: list[RowBatch] = []
+        self.publisher = FakePublisher()
+
+    async def enqueue(self, batches: list[RowBatch], source: str) -> list[asyncio.Task[None]]:
+        self.published.extend(batches)
+        return []
+
+
 def json_record(offset: int, value: Any) -> ConsumerRecord:
     data = json.dumps(value).encode()
     return ConsumerRecord(topics.INGEST_JSON, 0, offset, 0, 0, b"d", data, None, 0, len(data), ())
@@ -139,26 +141,19 @@ def json_record(offset: int, value: Any) -> ConsumerRecord:
 async def test_oversized_json_messages_are_dead_lettered_with_the_reason() -> None:
     raw = FakeRaw()
     handler = JsonTopicHandler(raw, batch_rows=5000, limits=SMALL)  # type: ignore[arg-type]
-    publisher = FakePublisher()
-    consumer = EventConsumer(
-        bootstrap="127.0.0.1:1",
-        group="ingestion-json",
-        topic_names=[topics.INGEST_JSON],
-        publisher=publisher,  # type: ignore[arg-type]
-        on_batch=handler.handle_records,
-    )
     good = json_record(0, rows(2))
     too_long = json_record(1, rows(4))
     too_wide = json_record(2, rows(1, 3))
-    try:
-        await consumer._handle_batch([good, too_long, too_wide])
-    finally:
-        await consumer._consumer.stop()  # never started: this only releases its client
+    poll = await handler.handle_records([good, too_long, too_wide])
+    await handler.drain()
+    assert await asyncio.wait_for(poll, 10) == 3
 
     assert sum(b.row_count for b in raw.published) == 2
-    letters: list[events_pb2.DeadLetter] = [event for _, _, event in publisher.sent]
-    assert [t for t, _, _ in publisher.sent] == [topics.DEADLETTER] * 2
+    sent = raw.publisher.sent
+    letters: list[events_pb2.DeadLetter] = [event for _, _, event in sent]
+    assert [t for t, _, _ in sent] == [topics.DEADLETTER] * 2
     assert [letter.offset for letter in letters] == [1, 2]
     assert letters[0].error.startswith("TooLarge: ")
     assert "DRIFTLOOP_INGESTION_MAX_ROWS_PER_REQUEST" in letters[0].error
     assert "DRIFTLOOP_INGESTION_MAX_COLUMNS" in letters[1].error
+    assert {letter.consumer_group for letter in letters} == {"ingestion-json"}

@@ -33,8 +33,9 @@ class Doubler:
         self.calls: list[tuple[str, int, list[Part]]] = []
 
     def __call__(
-        self, loaded: LoadedModel, frame: pd.DataFrame, parts: Sequence[Part]
+        self, loaded: LoadedModel, decoded: Sequence[codec.Rows], parts: Sequence[Part]
     ) -> tuple[np.ndarray, np.ndarray]:
+        frame = codec.rows_frame(decoded, pd.Index(["a", "b"]))
         self.calls.append((loaded.version, len(frame), list(parts)))
         if (frame["a"] == 13).any():
             raise InvalidInput("13 is unlucky")
@@ -106,6 +107,39 @@ async def test_a_timed_wait_also_batches() -> None:
     v1 = loaded("1")
     await asyncio.gather(*(batcher.submit(v1, rows(i), "") for i in range(4)))
     assert [n for _, n, _ in score.calls] == [4]
+
+
+async def later(turns: int, submit: Any) -> Any:
+    """`submit()` after the event loop has run `turns` more turns."""
+    for _ in range(turns):
+        await asyncio.sleep(0)  # one loop turn (not a timer: the test counts turns)
+    return await submit()
+
+
+async def test_a_lone_request_waits_for_nobody_but_a_busy_batch_waits_for_company() -> None:
+    score = Doubler()
+    # a long gap, so that "a few turns later" always falls inside it however slow the machine
+    batcher = MicroBatcher(score, BatchPolicy(max_batch_size=64, min_gap_s=0.5, max_gap_s=0.5))
+    v1 = loaded("1")
+    # quiet: the first request is alone at the end of its turn, so it is scored at once and
+    # a request three turns later makes a batch of its own
+    await asyncio.gather(
+        batcher.submit(v1, rows(1), "a"), later(3, lambda: batcher.submit(v1, rows(2), "b"))
+    )
+    assert [p for _, _, p in score.calls] == [[("a", 1)], [("b", 1)]]
+    # busy: once a batch had company, a request alone for a few turns still waits for more
+    await asyncio.gather(batcher.submit(v1, rows(3), "c"), batcher.submit(v1, rows(4), "d"))
+    await asyncio.gather(
+        batcher.submit(v1, rows(5), "e"), later(3, lambda: batcher.submit(v1, rows(6), "f"))
+    )
+    assert [p for _, _, p in score.calls[2:]] == [[("c", 1), ("d", 1)], [("e", 1), ("f", 1)]]
+    # two single batches in a row (nobody else sends) make the batcher quiet again
+    await batcher.submit(v1, rows(7), "g")
+    await batcher.submit(v1, rows(8), "h")
+    await asyncio.gather(
+        batcher.submit(v1, rows(9), "i"), later(3, lambda: batcher.submit(v1, rows(10), "j"))
+    )
+    assert [p for _, _, p in score.calls[-2:]] == [[("i", 1)], [("j", 1)]]
 
 
 class Sink:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from driftloop.services.serving.core import metrics
+from driftloop.services.serving.core.features import Matrix
 from driftloop.services.serving.core.prediction_log import PredictionLogger, PredictionRecord
 from driftloop.shared.records import ipc_to_table
 
@@ -105,3 +106,29 @@ async def test_run_flushes_at_once_when_a_batch_is_full() -> None:
 async def _until(predicate: object) -> None:
     while not predicate():  # type: ignore[operator]
         await asyncio.sleep(0.01)  # poll; bounded by the caller's wait_for
+
+
+async def test_matrix_rows_log_like_dataframe_rows() -> None:
+    """Numeric models hand the logger a Matrix (no pandas on the request path); the log is
+    the same table a DataFrame of those rows gives, and mixed records still log together."""
+    values = np.array([[1.0, 2.0], [3.0, np.nan], [5.0, 6.0]])
+    names = ("x1", "x2")
+    labels = np.array(["a", "b", "c"], dtype=object)
+    tables = []
+    for rows in (Matrix(values, names), pd.DataFrame(values, columns=list(names))):
+        sink = Sink()
+        logger = PredictionLogger(sink.publish, new_id=lambda: "gen")
+        logger.offer(PredictionRecord("m", "1", rows, "", labels, 1.0, parts=(("p", 1), ("", 2))))
+        await logger.flush()
+        tables.append(sink.logs[0][3])
+    assert tables[0].equals(tables[1])
+    assert tables[0].column("_request_id").to_pylist() == ["p", "gen:0", "gen:1"]
+    sink = Sink()
+    logger = PredictionLogger(sink.publish)
+    logger.offer(PredictionRecord("m", "1", Matrix(values, names), "r", labels, 1.0))
+    logger.offer(
+        PredictionRecord("m", "1", pd.DataFrame(values, columns=list(names)), "s", labels, 2.0)
+    )
+    await logger.flush()
+    [(_, _, rows, table)] = sink.logs
+    assert rows == 6 and table.column("x2").null_count == 2

@@ -229,11 +229,14 @@ Global___RejectedRow: _TypeAlias = RejectedRow  # noqa: Y015
 
 @_typing.final
 class CuratedRows(_message.Message):
-    """Accepted rows, as curated: one message per curated Parquet file, carrying the file itself
-    (the very bytes the object store holds; their SHA-256 is the manifest's). Any Parquet reader
-    decodes `parquet`. At least once: a file is sent again (same file_key) when a raw batch it
-    holds is redelivered to validation, so consumers that must not count rows twice keep the
-    file keys they have seen. Topic: driftloop.records.validated.
+    """Accepted rows, as curated: one message per curated Parquet file, by reference (a claim
+    check): the file's object store key, rows, byte size, SHA-256 (the manifest's), schema hash
+    and the manifest version that includes it. Read the file from the object store by file_key
+    and verify it against sha256. The file itself travels in `parquet` only when validation is
+    told to (DRIFTLOOP_VALIDATION_VALIDATED_INLINE_MAX_BYTES) and it is no larger than that.
+    At least once: a file is sent again (same file_key) when a raw batch it holds is redelivered
+    to validation, so consumers that must not count rows twice keep the file keys they have
+    seen. Topic: driftloop.records.validated.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -246,6 +249,7 @@ class CuratedRows(_message.Message):
     PARQUET_FIELD_NUMBER: _builtins.int
     BATCHES_FIELD_NUMBER: _builtins.int
     SCHEMA_HASH_FIELD_NUMBER: _builtins.int
+    BYTE_SIZE_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     manifest_version: _builtins.int
     """The head manifest version when sent; it includes this file."""
@@ -254,10 +258,12 @@ class CuratedRows(_message.Message):
     sha256: _builtins.str
     row_count: _builtins.int
     parquet: _builtins.bytes
-    """The Parquet file. Empty when it is larger than a Kafka message may be: read it from the
-    object store by file_key then (the manifest's SHA-256 verifies it).
+    """The Parquet file (the very bytes the object store holds), when sent inline; empty by
+    default and for a file larger than the inline limit: read it from the store by file_key.
     """
     schema_hash: _builtins.str
+    byte_size: _builtins.int
+    """Size of the stored file in bytes (also when `parquet` is empty)."""
     @_builtins.property
     def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___CuratedBatch]:
         """The raw batches whose accepted rows the file holds, in row order."""
@@ -273,10 +279,11 @@ class CuratedRows(_message.Message):
         parquet: _builtins.bytes = ...,
         batches: _abc.Iterable[Global___CuratedBatch] | None = ...,
         schema_hash: _builtins.str = ...,
+        byte_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "dataset", b"dataset", "file_key", b"file_key", "manifest_version", b"manifest_version", "parquet", b"parquet", "row_count", b"row_count", "schema_hash", b"schema_hash", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "byte_size", b"byte_size", "dataset", b"dataset", "file_key", b"file_key", "manifest_version", b"manifest_version", "parquet", b"parquet", "row_count", b"row_count", "schema_hash", b"schema_hash", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,145 @@
+"""The numeric form of an all-numeric pipeline: the same fitted steps selecting columns by
+position instead of by name, so a request is scored from a float64 matrix with no DataFrame.
+
+Derived at deploy time from the loaded, hash-checked skops pipeline (which stays the source of
+truth) and used only when it gives the same answers as that pipeline on a check sample; the
+feature order is thereby checked once per model version, never per request.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import structlog
+
+from driftloop.shared.artifacts import ModelSignature
+
+log = structlog.get_logger(__name__)
+
+CHECK_ROWS = 64
+TOLERANCE = 1e-9
+"""Largest absolute difference allowed between the two forms' class probabilities on the check
+sample (the predicted labels must be identical). Both run the same float64 arithmetic, so in
+practice they agree exactly; the tolerance only absorbs summation-order noise."""
+
+
+def derive(pipeline: Any, signature: ModelSignature, *, compiled: bool = False) -> Any | None:
+    """The numeric form of `pipeline`, or None when it has categorical features, is not the
+    shape training builds, or does not agree with the pipeline on the check sample. With
+    `compiled`, the ONNX Runtime form (compiled_form.py) when it agrees too."""
+    if not signature.features or any(f.kind != "numeric" for f in signature.features):
+        return None
+    try:
+        positional = positional_pipeline(pipeline)
+        prep, final = positional.steps[0][1], positional.steps[1][1]
+        form = _chain(prep, final) or positional
+        same, difference = agrees(pipeline, form, signature)
+    except Exception as exc:  # noqa: BLE001 - optional: the pipeline itself still serves
+        log.info("numeric_form_unavailable", reason=f"{type(exc).__name__}: {exc}")
+        return None
+    if not same:
+        log.warning("numeric_form_disagrees", max_difference=difference, tolerance=TOLERANCE)
+        return None
+    if compiled:
+        from driftloop.services.serving.core.compiled_form import compile_form
+
+        return compile_form(positional, form, signature) or form
+    return form
+
+
+def check_sample(signature: ModelSignature, rows: int = CHECK_ROWS) -> np.ndarray:
+    """Rows both forms must agree on: a different scale per column (a column mix-up shows), a
+    row of zeros, and a row of NaN (the imputers' path)."""
+    width = len(signature.features)
+    rng = np.random.default_rng(20)
+    sample = rng.normal(size=(rows, width)) * np.arange(1, width + 1) + np.arange(width)
+    sample[0] = 0.0
+    sample[1] = np.nan
+    return sample
+
+
+class StepChain:
+    """The fitted steps of a pipeline whose ColumnTransformer sends every column, in order,
+    through one transformer: each step's transform, then the estimator's predict_proba. The
+    same calls the pipeline makes, without its per-call wrapping (column selection, joblib,
+    output containers, metadata routing), which costs more than the steps for a few rows."""
+
+    def __init__(self, transforms: list[Any], final: Any) -> None:
+        self.transforms = transforms
+        self.final = final
+
+    def predict_proba(self, x: np.ndarray) -> Any:
+        for step in self.transforms:
+            x = step.transform(x)
+        return self.final.predict_proba(x)
+
+
+def positional_pipeline(pipeline: Any) -> Any:
+    """A Pipeline of a copy of the fitted ColumnTransformer selecting columns by position (no
+    feature names) and the same fitted final estimator (shared, never copied: it may be
+    large)."""
+    from sklearn.pipeline import Pipeline
+
+    prep_name, prep = pipeline.steps[0]
+    if len(pipeline.steps) != 2 or not hasattr(prep, "_transformer_to_input_indices"):
+        raise TypeError("not a ColumnTransformer followed by an estimator")
+    final_name, final = pipeline.steps[1]
+    if hasattr(final, "feature_names_in_"):
+        raise TypeError("the final estimator was fitted on named columns")
+    prep = copy.deepcopy(prep)
+    prep.transformers_ = [
+        (name, step, list(prep._transformer_to_input_indices[name]))
+        for name, step, _ in prep.transformers_
+    ]
+    _forget_feature_names(prep)
+    return Pipeline([(prep_name, prep), (final_name, final)])
+
+
+def _chain(prep: Any, final: Any) -> StepChain | None:
+    """A StepChain when exactly one transformer takes all n_features_in_ columns in order and
+    the others take none (or are dropped)."""
+    width = prep.n_features_in_
+    used = [
+        (step, columns)
+        for _, step, columns in prep.transformers_
+        if len(columns) and not (isinstance(step, str) and step == "drop")
+    ]
+    if len(used) != 1 or isinstance(used[0][0], str) or list(used[0][1]) != list(range(width)):
+        return None
+    if getattr(prep, "sparse_output_", False):
+        return None
+    step = used[0][0]
+    transforms = [s for _, s in step.steps] if hasattr(step, "steps") else [step]
+    if any(isinstance(s, str) for s in transforms):
+        return None  # "passthrough" inside: let the Pipeline handle it
+    return StepChain(transforms, final)
+
+
+def _forget_feature_names(step: Any) -> None:
+    """Drop feature_names_in_ from a fitted step and the steps inside it, so scikit-learn takes
+    a plain array without a warning per call."""
+    if isinstance(step, str):
+        return  # "drop" / "passthrough"
+    if "feature_names_in_" in vars(step):
+        del step.feature_names_in_
+    for _, inner in getattr(step, "steps", ()):
+        _forget_feature_names(inner)
+    for _, inner, _ in getattr(step, "transformers_", ()):
+        _forget_feature_names(inner)
+
+
+def agrees(pipeline: Any, form: Any, signature: ModelSignature) -> tuple[bool, float]:
+    """Whether `form` answers like `pipeline` on the check sample, and the largest difference
+    between their class probabilities."""
+    sample = check_sample(signature)
+    frame = pd.DataFrame(sample, columns=[f.name for f in signature.features])
+    expected = np.asarray(pipeline.predict_proba(frame), dtype=np.float64)
+    got = np.asarray(form.predict_proba(sample), dtype=np.float64)
+    if expected.shape != got.shape:
+        return False, float("inf")
+    difference = float(np.max(np.abs(expected - got))) if expected.size else 0.0
+    same_labels = bool((expected.argmax(axis=1) == got.argmax(axis=1)).all())
+    return difference <= TOLERANCE and same_labels, difference
