@@ -105,7 +105,7 @@ async def test_register_promote_and_rollback_publish_events(common: CommonSettin
             register_request("iris", "run-b", 0.95, "corr-2", champion="1", champion_accuracy=0.9)
         )
         assert second.promoted and second.version.version == "2"
-        assert "0.950 >= champion 0.900 + margin 0.010" in second.decision_reason
+        assert "0.950 >= champion 0.900 + margin 0.000" in second.decision_reason
         model = await stub.GetModel(pb.GetModelRequest(name="iris"))
         assert (model.production_version, model.latest_version) == ("2", 2)
 
