@@ -35,7 +35,9 @@ def configure(service: str, *, json: bool | None = None, level: str = "info") ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # why WriteLogger: one write() per line (message and newline together); print() writes
+        # them apart, so serving's worker processes sharing one log file interleaved lines
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()

@@ -111,6 +111,10 @@ async def test_a_wrong_password_is_refused_naming_broker_and_mechanism(
         assert "not-the-password" not in message
 
 
+# why: after a failed TLS handshake asyncio sometimes leaves the socket transport for the garbage
+# collector (CPython's selector SSL path, not a handle driftloop holds: create_conn raised before
+# returning one); its ResourceWarning then fails the test at random (seen once in CI)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_an_untrusted_broker_certificate_is_refused(
     secured: SecuredKafka, tmp_path: Path
 ) -> None:
