@@ -133,7 +133,11 @@ async def check_message_limits(admin: AIOKafkaAdminClient, kafka: KafkaConnectio
     short = []
     for response in responses:
         for code, message, _, name, entries in response.resources:
-            if code != 0:  # e.g. no DescribeConfigs permission on the topic
+            if code != 0:
+                error = for_code(code)
+                if error.retriable:  # e.g. a topic just created, not yet known to the broker
+                    raise error(f"describing topic {name}: {message}")
+                # e.g. no DescribeConfigs permission on the topic
                 log.warning("message_limit_unchecked", topic=name, error=message or code)
                 continue
             for entry in entries:

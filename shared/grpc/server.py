@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram
 
 from driftloop.shared import errors
@@ -137,32 +137,7 @@ class ServiceBinding:
     (shared/auth.py); methods not named here are open (reads)."""
 
 
-class _Registrar:
-    """Stands in for the server while generated `add_*Servicer_to_server` functions run, and
-    keeps the method handlers each registers (they register them twice: generic and by name)."""
-
-    def __init__(self) -> None:
-        self.services: dict[str, dict[str, Any]] = {}
-        self.generic_only = 0
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self.generic_only += 1  # matched by the named registration below, or refused
-
-    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]) -> None:
-        self.services[service] = dict(handlers)
-        self.generic_only -= 1
-
-
-class _Handlers:
-    """Every unary-request method wrapped once, at registration: auth verdict, deferred decode
-    of large requests with its memory budget, error mapping, logging, metrics.
-
-    why not a grpc.aio ServerInterceptor: grpc runs an async interceptor chain for every call,
-    which cost ~80 us of a small ModelInfer's ~200 us floor. A method open to every caller is
-    registered pre-wrapped by name; one that needs a role (when tokens are configured) goes
-    through `service()`, which reads the token from the call's metadata before any request
-    byte is parsed and returns the handler built for that verdict."""
-
+class _Interceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self, credentials: Credentials, roles: dict[str, Role], guards: dict[str, Guard]
     ) -> None:
@@ -170,42 +145,27 @@ class _Handlers:
         self._roles = roles
         self._guards = guards
         self._budget: _ByteBudget | None = None  # made on first use, inside the server's loop
-        self._guarded: dict[str, tuple[Any, Role]] = {}
-        self._built: dict[tuple[str, Verdict], Any] = {}
+        self._built: dict[tuple[str, Verdict], tuple[Any, Any]] = {}
+        """(method, verdict) -> (the servicer's handler, the wrapped one built for it)."""
 
-    def register(self, server: Any, registrar: _Registrar) -> None:
-        """Add the registrar's services to `server`, wrapped."""
-        if registrar.generic_only > 0:
-            raise TypeError("a servicer registered only a generic handler: regenerate its code")
-        for service, handlers in registrar.services.items():
-            open_to_all = {}
-            for name, handler in handlers.items():
-                method = f"/{service}/{name}"
-                needs = self._roles.get(method) if self._credentials.configured else None
-                if needs is None:
-                    open_to_all[name] = self._build(handler, method, Verdict.ALLOWED, None)
-                else:
-                    self._guarded[method] = (handler, needs)
-            if open_to_all:
-                server.add_registered_method_handlers(service, open_to_all)
-        if self._guarded:
-            server.add_generic_rpc_handlers((self,))
-
-    def service(self, details: Any) -> Any:
-        """grpc.GenericRpcHandler: the handler for a method that needs a role, for this call's
-        token; None (UNIMPLEMENTED) for a method not registered here."""
-        found = self._guarded.get(details.method)
-        if found is None:
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
             return None
-        handler, needs = found
-        metadata = dict(details.invocation_metadata or ())
-        verdict = self._credentials.verdict(needs, str(metadata.get("authorization", "")))
-        built = self._built.get((details.method, verdict))
-        if built is None:
-            built = self._built[(details.method, verdict)] = self._build(
-                handler, details.method, verdict, needs
-            )
-        return built
+        method = details.method
+        needs = self._roles.get(method) if self._credentials.configured else None
+        verdict = Verdict.ALLOWED
+        if needs is not None:
+            metadata = dict(details.invocation_metadata or ())
+            verdict = self._credentials.verdict(needs, str(metadata.get("authorization", "")))
+        # why a cache: this runs for every call, and building the wrapped handler (closures,
+        # metric children) cost as much as a small ModelInfer's own work
+        built = self._built.get((method, verdict))
+        if built is not None and built[0] is handler:
+            return built[1]
+        wrapped = self._build(handler, method, verdict, needs)
+        self._built[(method, verdict)] = (handler, wrapped)
+        return wrapped
 
     def _build(self, handler: Any, method: str, verdict: Verdict, needs: Role | None) -> Any:
         authorized = verdict is Verdict.ALLOWED
@@ -336,6 +296,7 @@ def build_server(
     roles = {f"/{b.full_name}/{m}": role for b in bindings for m, role in b.roles.items()}
     guards = {f"/{b.full_name}/{m}": guard for b in bindings for m, guard in b.guards.items()}
     server = grpc.aio.server(
+        interceptors=[_Interceptor(common.credentials(), roles, guards)],
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -343,21 +304,18 @@ def build_server(
         ],
     )
     health_servicer = health.aio.HealthServicer()
-    registrar = _Registrar()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for b in bindings:
-        b.add(b.servicer, registrar)  # type: ignore[arg-type]
+        b.add(b.servicer, server)
     names = [b.full_name for b in bindings]
-    reflected = [
-        *names,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    ]
-    # what reflection.enable_server_reflection does for a grpc.aio server
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer(reflected), registrar
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
     )
-    _Handlers(common.credentials(), roles, guards).register(server, registrar)
     address = f"{common.bind_host}:{port}"
     if common.tls_enabled():
         assert common.tls_cert_file is not None and common.tls_key_file is not None
