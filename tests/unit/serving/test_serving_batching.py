@@ -112,7 +112,7 @@ async def test_a_timed_wait_also_batches() -> None:
 async def later(turns: int, submit: Any) -> Any:
     """`submit()` after the event loop has run `turns` more turns."""
     for _ in range(turns):
-        await asyncio.sleep(0)  # one loop turn (not a timer: the test counts turns)
+        await asyncio.sleep(0)  # poll: one loop turn, not a timer (the test counts turns)
     return await submit()
 
 
