@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import skops.io as sio
+from sklearn.base import is_regressor
 
 from driftloop.shared.errors import ArtifactRejected
 
@@ -20,9 +21,27 @@ TRUSTED_TYPES = frozenset(
         "numpy.dtype",
         "sklearn.tree._tree.Tree",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        # scikit-learn's own internals of allow-listed estimators (driftloop.shared.estimators
+        # .allowed) with their default parameters: neighbour trees and distances, kernels,
+        # optimisers, losses. Training checks every artifact loads before registering it, so a
+        # parameter that brings another type fails the run, naming it, never a deploy.
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.metrics._dist_metrics.ManhattanDistance64",
+        "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+        "sklearn.gaussian_process.kernels.Product",
+        "sklearn.gaussian_process.kernels.Sum",
+        "sklearn.gaussian_process.kernels.ConstantKernel",
+        "sklearn.gaussian_process.kernels.RBF",
+        "sklearn.gaussian_process.kernels.WhiteKernel",
+        "sklearn.gaussian_process._gpc._BinaryGaussianProcessClassifierLaplace",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn._loss.loss.HalfTweedieLossIdentity",
     }
 )
-"""Types beyond skops' defaults that driftloop's own estimators need."""
+"""Types beyond skops' defaults that driftloop's estimators need."""
 
 
 def dump_model(pipeline: Any) -> bytes:
@@ -61,10 +80,12 @@ class Feature:
 
 @dataclass(frozen=True)
 class ModelSignature:
-    """What a trained pipeline takes and gives: features in order, and its classes."""
+    """What a trained pipeline takes and gives: features in order, and its classes (none for
+    a regressor, which predicts one number per row)."""
 
     features: tuple[Feature, ...]
     classes: tuple[str, ...]
+    task: Literal["classification", "regression"] = "classification"
 
 
 def signature(pipeline: Any) -> ModelSignature:
@@ -78,4 +99,7 @@ def signature(pipeline: Any) -> ModelSignature:
                 kinds[str(col)] = "numeric" if name == "num" else "categorical"
     order = [str(c) for c in pipeline.feature_names_in_]
     classes = tuple(str(c) for c in getattr(pipeline, "classes_", ()))
-    return ModelSignature(tuple(Feature(c, kinds.get(c, "numeric")) for c in order), classes)
+    task: Literal["classification", "regression"] = (
+        "regression" if is_regressor(pipeline) else "classification"
+    )
+    return ModelSignature(tuple(Feature(c, kinds.get(c, "numeric")) for c in order), classes, task)

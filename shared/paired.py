@@ -9,8 +9,13 @@ accuracies as if independent wastes most of the evidence. Here every row is a pa
   no better (a binomial test on the discordant rows); the interval is a bootstrap of the paired
   differences, drawn as multinomial counts of the three outcomes (exact for a mean of -1/0/+1
   values, and cheap at any row count);
-- any other metric (macro F1): a paired bootstrap that resamples rows and scores both models on
-  each resample; the p-value is the share of resamples where the candidate is not better.
+- any other metric (macro F1; MAE, RMSE, R² and MAPE of regressors): a paired bootstrap that
+  resamples rows and scores both models on each resample; the p-value is the share of resamples
+  where the candidate is not better.
+
+The difference is always "how much better the candidate is" in the policy's unit
+(driftloop.shared.estimators.Metric.improvement): a plain difference for scores in [0, 1], the
+relative error reduction for error metrics (MAE 9.0 against the champion's 10.0 is +0.10).
 
 The interval is central at level 2*confidence-1, so `lower` is a one-sided lower bound at level
 `confidence`: the policy promotes when `lower >= margin`, and calls a candidate "not better by
@@ -37,6 +42,14 @@ DEFAULT_CONFIDENCE = 0.95
 ASSUMED_DISCORDANCE = 0.15
 """Share of rows on which two models disagree about being right, assumed before any candidate
 has been scored (the first wait after a drift); later waits use the share observed."""
+ASSUMED_SPREAD = 0.8
+"""Regression's counterpart: the standard deviation of one row's share of the relative error
+reduction (|champion error| - |candidate error|, over the champion's mean absolute error),
+assumed before any candidate has been scored. Absolute errors spread about as widely as their
+mean, and two models' errors are correlated, hence a little below 1."""
+REGRESSION_METRICS = ("mae", "rmse", "r2", "mape")
+CHUNK = 100
+"""Bootstrap resamples drawn at once (memory: CHUNK x rows indices)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,9 @@ class PairedComparison:
     discordance: float
     """Share of rows where exactly one of the two models is right (accuracy; for other metrics,
     where their predictions differ): what the rows needed to see a difference depend on."""
+    spread: float = 0.0
+    """Regression: the standard deviation of one row's share of the relative error reduction
+    (rows_needed's `spread`); 0 for classification."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +94,7 @@ class PairedComparison:
                 confidence=float(raw["confidence"]),
                 method=str(raw["method"]),
                 discordance=float(raw["discordance"]),
+                spread=float(raw.get("spread", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"paired comparison is not readable: {exc}") from exc
@@ -102,9 +119,12 @@ def compare(
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> PairedComparison:
-    """Compare two models' predictions of the same rows (labels compared as strings)."""
+    """Compare two models' predictions of the same rows (labels compared as strings; numbers
+    for the regression metrics)."""
     if not 0.5 < confidence < 1:
         raise InvalidInput(f"confidence must lie in (0.5, 1), got {confidence}")
+    if metric in REGRESSION_METRICS:
+        return _regression(truth, candidate, champion, metric, confidence, resamples, seed)
     y, a, b = (np.asarray(v).astype(str) for v in (truth, candidate, champion))
     if not len(y) == len(a) == len(b) or len(y) == 0:
         raise InvalidInput(
@@ -116,7 +136,66 @@ def compare(
         return _accuracy(y == a, y == b, confidence, resamples, rng)
     if metric == "f1_macro":
         return _bootstrap(y, a, b, metric, confidence, resamples, rng)
-    raise InvalidInput(f"no paired comparison for metric {metric!r}: use accuracy or f1_macro")
+    raise InvalidInput(
+        f"no paired comparison for metric {metric!r}: use accuracy, f1_macro, "
+        + ", ".join(REGRESSION_METRICS)
+    )
+
+
+def _regression(
+    truth: np.ndarray,
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    metric: str,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> PairedComparison:
+    from driftloop.shared.estimators import METRICS
+
+    try:
+        y, a, b = (np.asarray(v, dtype=float) for v in (truth, candidate, champion))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"a regression comparison needs numbers: {exc}") from exc
+    if not len(y) == len(a) == len(b) or len(y) == 0:
+        raise InvalidInput(
+            f"paired comparison needs the same non-zero number of rows, got {len(y)}, "
+            f"{len(a)} and {len(b)}"
+        )
+    # why: a champion that cannot score a row (a feature gone) is infinitely wrong on it; a
+    # huge finite error keeps the arithmetic finite and the candidate clearly better there
+    b = np.where(np.isfinite(b), b, y + 1e12 * (1 + np.abs(y)))
+    found = METRICS[metric]
+    cand, champ = found.compute(y, a), found.compute(y, b)
+    if np.isnan(cand) or np.isnan(champ):
+        raise InvalidInput(f"{metric} is undefined on these rows (MAPE needs a non-zero target)")
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    diffs = np.empty(resamples)
+    for start in range(0, resamples, CHUNK):
+        picks = rng.integers(0, n, (min(CHUNK, resamples - start), n))
+        for i, pick in enumerate(picks):
+            diffs[start + i] = found.improvement(
+                found.compute(y[pick], a[pick]), found.compute(y[pick], b[pick])
+            )
+    diffs = np.nan_to_num(diffs, nan=0.0, neginf=-1e12, posinf=1e12)
+    lower, upper = _bounds(diffs, confidence)
+    err_a, err_b = np.abs(y - a), np.abs(y - b)
+    scale = float(err_b.mean()) or 1.0
+    return PairedComparison(
+        metric=metric,
+        rows=n,
+        candidate=cand,
+        champion=champ,
+        difference=found.improvement(cand, champ),
+        lower=lower,
+        upper=upper,
+        p_value=float(np.mean(diffs <= 0)),
+        confidence=confidence,
+        method="paired-bootstrap",
+        discordance=float(np.mean(~np.isclose(a, b))),
+        spread=float(np.std((err_b - err_a) / scale)),
+    )
 
 
 def _accuracy(
@@ -236,14 +315,19 @@ def rows_needed(
     discordance: float = ASSUMED_DISCORDANCE,
     confidence: float = DEFAULT_CONFIDENCE,
     power: float = 0.8,
+    spread: float | None = None,
 ) -> int:
     """Rows a paired comparison needs so that a true improvement of `delta` shows as a lower
     bound at or above `margin` with probability `power` (Connor's sample size for McNemar's
-    test, on the paired differences' variance discordance - delta^2)."""
+    test, on the paired differences' variance discordance - delta^2). With `spread`
+    (regression: the per-row standard deviation of the relative error reduction), the normal
+    sample size for a mean difference instead."""
     if delta <= margin:
         raise InvalidInput(f"the improvement to detect ({delta}) must exceed the margin ({margin})")
-    p = min(1.0, max(discordance, delta))
     z_a = stats.norm.ppf(confidence)
     z_b = stats.norm.ppf(power)
+    if spread is not None:
+        return max(2, math.ceil(((z_a + z_b) * spread / (delta - margin)) ** 2))
+    p = min(1.0, max(discordance, delta))
     spread = z_a * math.sqrt(p) + z_b * math.sqrt(max(p - delta * delta, 1e-12))
     return math.ceil((spread / (delta - margin)) ** 2)

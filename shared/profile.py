@@ -36,7 +36,11 @@ class ReferenceProfile(BaseModel):
     features: list[FeatureProfile]
     prediction: FeatureProfile | None = None
     target: FeatureProfile | None = None
-    """The training labels (categorical), for label-distribution (prior) drift; optional."""
+    """The training labels, for label-distribution (prior) drift: categorical for a classifier,
+    numeric for a regressor (target drift); optional."""
+    task: Literal["classification", "regression"] = "classification"
+    """What the version predicts: class labels, or numbers (profiles written before regression
+    existed are classification)."""
     metrics: dict[str, float] = {}
     """Held-out metrics of the version (e.g. "accuracy"), the monitor's performance reference;
     optional: without it the monitor takes its first labelled live window as the reference."""
@@ -89,10 +93,12 @@ def build_profile(
     metrics: dict[str, float] | None = None,
     max_sample: int = 2000,
     seed: int = 0,
+    task: Literal["classification", "regression"] = "classification",
 ) -> ReferenceProfile:
     """Profile every column of `features` (and the predictions, labels and metrics, when given).
 
-    Labels are profiled as categories (targets are class strings) under the name TARGET.
+    Labels are profiled under the name TARGET: as categories for classification (targets are
+    class strings), as numbers for regression (as are the predictions then).
     """
     return ReferenceProfile(
         model=model,
@@ -107,6 +113,12 @@ def build_profile(
         else profile_column(PREDICTION, predictions, max_sample=max_sample, seed=seed),
         target=None
         if target is None
-        else profile_column(TARGET, target.astype(str), max_sample=max_sample, seed=seed),
+        else profile_column(
+            TARGET,
+            target.astype(float if task == "regression" else str),
+            max_sample=max_sample,
+            seed=seed,
+        ),
         metrics=dict(metrics or {}),
+        task=task,
     )

@@ -60,6 +60,7 @@ def spec_from_pb(s: pb.TrainingSpec) -> TrainingSpec:
             scoring=s.search.scoring,
         ),
         schedule_seconds=s.schedule_seconds,
+        task=s.task,
     )
 
 
@@ -94,6 +95,7 @@ def spec_to_pb(s: TrainingSpec) -> pb.TrainingSpec:
             scoring=s.search.scoring,
         ),
         schedule_seconds=s.schedule_seconds,
+        task=s.task,
     )
 
 

@@ -54,6 +54,8 @@ class TrainingSpec:
     slice_columns: tuple[str, ...] = ()
     search: SearchSpec = SearchSpec()
     schedule_seconds: int = 0
+    task: str = ""
+    """"classification" or "regression" ("" from an older registry: classification)."""
 
 
 @dataclass(frozen=True)

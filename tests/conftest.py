@@ -14,6 +14,26 @@ from driftloop.shared.cli.stack.broker import broker_argv, free_port, wait_for_p
 from driftloop.shared.settings import CommonSettings, Ports
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the item, so a stack fixture can tell its test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
+def _print_log_tails(request: pytest.FixtureRequest, logs: Path, lines: int = 40) -> None:
+    """After a failed test, the end of every service log of its stack (shown by pytest as the
+    teardown's captured output): a rare failure in CI is then diagnosable from its report."""
+    report = getattr(request.node, "report_call", None)
+    if report is None or not report.failed or not logs.is_dir():
+        return
+    for log in sorted(logs.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"----- last {len(tail)} lines of {log.name} -----")
+        print("\n".join(tail))
+
+
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh Tansu broker process on a free port; yields its bootstrap address."""
@@ -87,10 +107,10 @@ def common(tmp_path: Path, any_broker: str) -> CommonSettings:
 
 
 @pytest.fixture
-def running_stack(tmp_path: Path) -> Iterator[CommonSettings]:
+def running_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CommonSettings]:
     """The whole embedded stack (`driftloop up` as a process on free ports), healthy; always
     stopped afterwards, and it must stop cleanly."""
-    yield from _stack(tmp_path, "")
+    yield from _stack(request, tmp_path, "")
 
 
 @pytest.fixture(params=["embedded", "kafka"])
@@ -99,16 +119,18 @@ def any_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Common
     up`) and once on real Kafka (`driftloop up --kafka`, the session's broker, its topics
     deleted after the test)."""
     if request.param == "embedded":
-        yield from _stack(tmp_path, "")
+        yield from _stack(request, tmp_path, "")
         return
     bootstrap = request.getfixturevalue("real_kafka")
     try:
-        yield from _stack(tmp_path, bootstrap)
+        yield from _stack(request, tmp_path, bootstrap)
     finally:
         kafka_broker.delete_topics(bootstrap)
 
 
-def _stack(tmp_path: Path, kafka: str) -> Iterator[CommonSettings]:
+def _stack(
+    request: pytest.FixtureRequest, tmp_path: Path, kafka: str
+) -> Iterator[CommonSettings]:
     import sys
 
     from driftloop.shared.cli.stack import embedded as stack
@@ -132,6 +154,7 @@ def _stack(tmp_path: Path, kafka: str) -> Iterator[CommonSettings]:
         stack.wait_healthy(common, timeout=120, alive=lambda: proc.poll() is None)
         yield common
     finally:
+        _print_log_tails(request, common.data_dir / "logs")
         stop_process(proc, grace=60)
         assert proc.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
         assert not stack.endpoints_path(common).exists(), "endpoints.json removed on stop"

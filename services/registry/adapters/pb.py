@@ -62,6 +62,7 @@ def spec_from_pb(spec: pb.TrainingSpec) -> TrainingSpec:
             scoring=spec.search.scoring,
         ),
         schedule_seconds=spec.schedule_seconds,
+        task=spec.task,
     )
 
 
@@ -95,6 +96,7 @@ def spec_to_pb(spec: TrainingSpec) -> pb.TrainingSpec:
             scoring=spec.search.scoring,
         ),
         schedule_seconds=spec.schedule_seconds,
+        task=spec.task,
     )
 
 

@@ -64,9 +64,17 @@ class TrainingSpec:
     slice_columns: tuple[str, ...] = ()
     search: SearchSpec = SearchSpec()
     schedule_seconds: int = 0
+    task: str = ""
+    """"classification" or "regression"; "" (unset) is classification, filled in by
+    with_defaults."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        raw = asdict(self)
+        if raw["task"] in ("", estimators.CLASSIFICATION):
+            # why: specs stored before regression existed keep their hash (SetSpec of an
+            # unchanged spec is still no new version)
+            del raw["task"]
+        return json.dumps(raw, sort_keys=True)
 
     def sha256(self) -> str:
         """Hash of the canonical JSON: equal specs hash equal."""
@@ -86,6 +94,7 @@ class TrainingSpec:
             slice_columns=tuple(raw.get("slice_columns", ())),
             search=SearchSpec(**raw.get("search", {})),
             schedule_seconds=int(raw.get("schedule_seconds", 0)),
+            task=str(raw.get("task", "")),
         )
 
 

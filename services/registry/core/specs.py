@@ -30,6 +30,7 @@ TOP_KEYS = (
     "search",
     "schedule",
     "schedule_seconds",
+    "task",
 )
 POLICY_KEYS = (
     "metric",
@@ -109,6 +110,7 @@ def parse_yaml(text: str) -> ParsedSpec:
         slice_columns=tuple(_strings("slice_columns", slices)),
         search=_search(raw.get("search") or {}),
         schedule_seconds=schedule_seconds(raw.get("schedule", raw.get("schedule_seconds", 0))),
+        task=_text("task", raw.get("task", "")),
     )
     return ParsedSpec(
         spec, _text("dataset", raw.get("dataset", "")), _text("target", raw.get("target", ""))

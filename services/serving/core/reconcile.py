@@ -65,6 +65,10 @@ class ShadowSource(Protocol):
         ...
 
 
+WARN_EVERY_S = 30.0
+"""How often a registry outage is logged again while it lasts."""
+
+
 class Reconciler:
     def __init__(
         self,
@@ -81,9 +85,16 @@ class Reconciler:
         self._registry = registry
         self._interval = interval_s
         self._reported: set[tuple[str, str]] = set()
+        self._reported_rejected: set[tuple[str, str]] = set()
         self._registry_down = False
+        self._down_since = 0.0
+        self._down_warned = 0.0
         self.first_done = asyncio.Event()
         """Set once the first pass finished (successfully or not): the server is ready."""
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
 
     async def run(self) -> None:
         """Reconcile every interval_s, forever (the first pass runs in on_start)."""
@@ -99,13 +110,22 @@ class Reconciler:
             if self._shadows is not None:
                 await self._reconcile_shadows(await self._shadows.shadow_versions())
             if self._registry_down:
-                log.info("registry_reachable_again")
+                log.info("registry_reachable_again", down_s=round(self._now() - self._down_since))
             self._registry_down = False
         except Unavailable as exc:
-            # warn once per outage, not every interval; serving keeps what it has loaded
-            report = log.debug if self._registry_down else log.warning
-            report("registry_unreachable", error=str(exc))
-            self._registry_down = True
+            # warn at the start of an outage and then every WARN_EVERY_S, not every interval;
+            # serving keeps what it has loaded
+            now = self._now()
+            if not self._registry_down:
+                self._registry_down, self._down_since, self._down_warned = True, now, now
+                log.warning("registry_unreachable", error=str(exc))
+            elif now - self._down_warned >= WARN_EVERY_S:
+                self._down_warned = now
+                log.warning(
+                    "registry_still_unreachable",
+                    error=str(exc),
+                    down_s=round(now - self._down_since),
+                )
         except DriftloopError as exc:
             # not an outage (a refused call, a version gone, a registry bug): say so as an
             # error; serving keeps what it has loaded and the next pass asks again
@@ -137,6 +157,9 @@ class Reconciler:
         if self._deployer.slot.production_version(model) == wanted:
             return
         if key in self._deployer.rejected:
+            if key not in self._reported_rejected:
+                self._reported_rejected.add(key)
+                log.warning("reconcile_skips_rejected_version", model=model, version=wanted)
             return  # its artifact was refused; a new promotion will move production on
         version = await self._registry.get(model, wanted)
         log.info("reconcile_deploying", model=model, version=wanted)

@@ -19,6 +19,7 @@ from driftloop.services.training.core.domain import (
     SliceScore,
     SpecInfo,
 )
+from driftloop.shared import estimators
 from driftloop.shared import registry_types as reg
 from driftloop.shared.registry_client import RegistryClient
 
@@ -101,6 +102,7 @@ def model_spec(s: reg.TrainingSpec) -> ModelSpec:
         ),
         schedule_seconds=s.schedule_seconds,
         evidence=evidence(s.policy),
+        task=estimators.task_of(s.task),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from driftloop.shared.estimators import DEFAULT_METRIC, SearchSpec
+from driftloop.shared.estimators import CLASSIFICATION, DEFAULT_METRIC, SearchSpec
 from driftloop.shared.paired import PairedComparison
 
 
@@ -37,6 +37,8 @@ class ModelSpec:
     search: SearchSpec = SearchSpec()
     schedule_seconds: int = 0
     evidence: Evidence = Evidence()
+    task: str = CLASSIFICATION
+    """"classification" or "regression" (driftloop.shared.estimators.TASKS)."""
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def build_pipeline(frame: pd.DataFrame, features: list[str], spec: ModelSpec) ->
 
 def make_estimator(spec: ModelSpec) -> Any:
     """The catalogue's estimator with the spec's params: the constructor the registry checked."""
-    return estimators.estimator(spec.estimator).build(spec.params)
+    return estimators.estimator(spec.estimator, task=spec.task).build(spec.params)
 
 
 def score(pipeline: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:

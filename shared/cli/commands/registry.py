@@ -181,6 +181,7 @@ def register(app: typer.Typer) -> None:
 def spec_document(spec: TrainingSpec) -> dict[str, Any]:
     """A spec as the YAML an operator writes (and `model spec --set` reads back)."""
     doc: dict[str, Any] = {
+        "task": spec.task or "classification",
         "estimator": spec.estimator,
         "params": {k: json.loads(v) for k, v in sorted(spec.params.items())},
         "features": list(spec.features),

@@ -83,6 +83,8 @@ def test_mismatched_rows_are_refused(args: tuple[np.ndarray, ...], message: str)
 def test_unknown_metric_and_bad_confidence_are_refused() -> None:
     args = outcomes(1, 1, 1, 1)
     with pytest.raises(InvalidInput, match="no paired comparison"):
+        compare(*args, "auc")
+    with pytest.raises(InvalidInput, match="a regression comparison needs numbers"):
         compare(*args, "rmse")
     with pytest.raises(InvalidInput, match="confidence"):
         compare(*args, confidence=1.0)
@@ -118,3 +120,37 @@ def test_rows_needed_delivers_its_power() -> None:
                 misses += significant
     assert 0.7 <= hits / 200 <= 0.92
     assert misses / 200 <= 0.1
+
+
+def test_regression_comparison_is_a_relative_error_reduction_with_its_spread() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.normal(100, 20, 2000)
+    better = truth + rng.normal(0, 8, 2000)
+    worse = truth + rng.normal(0, 10, 2000)
+    found = compare(truth, better, worse, "mae")
+    assert found.difference == pytest.approx((found.champion - found.candidate) / found.champion)
+    assert 0.1 < found.difference < 0.3 and found.lower > 0 and found.p_value < 0.05
+    assert 0.5 < found.spread < 1.5
+    reverse = compare(truth, worse, better, "mae")
+    assert reverse.upper < 0 and reverse.p_value > 0.95
+    same = compare(truth, better, better, "rmse")
+    assert same.difference == 0 and same.discordance == 0
+    # R² is a score: a plain difference, higher is better
+    r2 = compare(truth, better, worse, "r2")
+    assert r2.difference == pytest.approx(r2.candidate - r2.champion) and r2.difference > 0
+    # a champion that cannot score a row (NaN) loses it without breaking the arithmetic
+    gone = compare(truth, better, np.full(2000, np.nan), "mae")
+    assert gone.lower > 0.9
+
+
+def test_regression_rows_needed_follows_the_spread() -> None:
+    base = rows_needed(0.05, spread=0.8)
+    assert base == pytest.approx(((1.645 + 0.842) * 0.8 / 0.05) ** 2, rel=0.01)
+    assert rows_needed(0.05, spread=1.6) == pytest.approx(4 * base, rel=0.01)
+    assert rows_needed(0.05, -0.02, spread=0.8) < base
+
+
+def test_mape_is_refused_where_the_target_reaches_zero() -> None:
+    truth = np.array([0.0, 1.0, 2.0, 3.0])
+    with pytest.raises(InvalidInput, match="MAPE"):
+        compare(truth, truth + 1, truth + 2, "mape")

@@ -251,8 +251,12 @@ class TrainingSpec(_message.Message):
     SLICE_COLUMNS_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
     SCHEDULE_SECONDS_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
     estimator: _builtins.str
-    """"logistic_regression", "random_forest" or "gradient_boosting"."""
+    """A catalogue name ("logistic_regression", "random_forest", "gradient_boosting"; for
+    regression "ridge", "random_forest", "gradient_boosting") or a scikit-learn path on the
+    allow-list ("sklearn.ensemble.HistGradientBoostingRegressor").
+    """
     window_rows: _builtins.int
     """Train on at most this many of the most recent curated rows."""
     holdout_fraction: _builtins.float
@@ -263,6 +267,8 @@ class TrainingSpec(_message.Message):
     """Retrain every this many seconds when new curated data arrived since the last run (0: never).
     Slots are aligned to the Unix epoch; one run per slot.
     """
+    task: _builtins.str
+    """"classification" (the default when empty) or "regression"."""
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Feature columns, in the order the model takes them. Empty: every column but the target."""
@@ -296,10 +302,11 @@ class TrainingSpec(_message.Message):
         slice_columns: _abc.Iterable[_builtins.str] | None = ...,
         search: Global___SearchSpec | None = ...,
         schedule_seconds: _builtins.int = ...,
+        task: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimator", b"estimator", "features", b"features", "holdout_fraction", b"holdout_fraction", "min_rows", b"min_rows", "params", b"params", "policy", b"policy", "schedule_seconds", b"schedule_seconds", "search", b"search", "slice_columns", b"slice_columns", "window_rows", b"window_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimator", b"estimator", "features", b"features", "holdout_fraction", b"holdout_fraction", "min_rows", b"min_rows", "params", b"params", "policy", b"policy", "schedule_seconds", b"schedule_seconds", "search", b"search", "slice_columns", b"slice_columns", "task", b"task", "window_rows", b"window_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
