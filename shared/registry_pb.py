@@ -237,6 +237,7 @@ def comparison_from_pb(
         confidence=c.confidence,
         method=c.method,
         discordance=c.discordance,
+        spread=c.spread,
     )
 
 

@@ -8,10 +8,16 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from driftloop.services.registry.core import events
-from driftloop.services.registry.core.domain import Candidate, Model, ModelVersion
+from driftloop.services.registry.core.domain import (
+    LIVE_EVIDENCE_TASKS,
+    Candidate,
+    Model,
+    ModelVersion,
+)
 from driftloop.services.registry.core.policy import Decision, decide
 from driftloop.services.registry.core.store import SHADOW, RegistryTx
 from driftloop.shared.errors import InvalidInput
+from driftloop.shared.estimators import task_of
 
 
 def decision_for(model: Model, c: Candidate, champion: ModelVersion | None) -> Decision:
@@ -114,7 +120,7 @@ def record_decision(
         )
     elif decision.promote:
         move_production(tx, version, champion, decision.reason, "policy", "promote", ids)
-        if champion is not None:
+        if champion is not None and has_live_evidence(model):
             start_probation(tx, version, champion, ids)
     else:
         tx.add_audit(c.model, number, "reject", decision.reason, decision.details, c.correlation_id)
@@ -183,13 +189,24 @@ def enter_shadow(
     )
 
 
+def has_live_evidence(model: Model) -> bool:
+    """Whether monitoring reports paired live evidence for the model's task (accuracy counts
+    on labelled requests both versions answered: classification only, so far)."""
+    return task_of(model.spec.task) in LIVE_EVIDENCE_TASKS
+
+
 def start_probation(
     tx: RegistryTx, promoted: ModelVersion, previous: ModelVersion, ids: dict[str, str]
 ) -> None:
     """After a policy promotion the previous version runs as a shadow on live traffic, so that
     monitoring's paired live evidence can show the new version worse (then the registry rolls
     back) or not (then the previous version is dropped). Its status stays "archived": only the
-    shadow alias (action "probation") marks the guard."""
+    shadow alias (action "probation") marks the guard.
+
+    Only for a task with live evidence (has_live_evidence): a regression model gets no
+    probation, since no evidence would ever judge its guard, which would then stay loaded in
+    serving and hold the shadow alias for good. Its safety net is the offline paired
+    comparison before the promotion, the next drift's retrain, and an operator's Rollback."""
     reason = (
         f"probation of version {promoted.version}: the previous version {previous.version} runs "
         "as a shadow until live labels show the new one is not worse"

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from driftloop.shared import estimators
 from driftloop.shared.errors import InvalidInput
-from driftloop.shared.estimators import DEFAULT_METRIC, SearchSpec
+from driftloop.shared.estimators import CLASSIFICATION, DEFAULT_METRIC, REGRESSION, SearchSpec
 from driftloop.shared.paired import PairedComparison
 
 STATUSES = ("candidate", "pending_approval", "shadow", "production", "rejected", "archived")
@@ -31,10 +32,14 @@ class PromotionPolicy:
     rows, must reach this (0: significantly better at `confidence`; negative: not worse by more
     than that, a non-inferiority test for "prefer the fresher model")."""
     floor: float = 0.6
+    """The least a candidate must reach on its own: a minimum for a score (accuracy, F1, R²,
+    in [0, 1]), a maximum (a ceiling) for an error (MAE, RMSE, MAPE, in the target's unit);
+    0 means none. Classification's default is 0.6, regression's none (DEFAULT_FLOOR)."""
     mode: str = "auto"
     """"auto": promote a passing candidate at once; "approval": it waits for Approve."""
     slice_tolerance: float = 0.05
-    """Largest drop of the policy metric vs the champion allowed on any declared slice."""
+    """Largest drop of the policy metric vs the champion allowed on any declared slice, in the
+    margin's unit (Metric.improvement: relative for an error metric, 0.05 = 5% more error)."""
     min_slice_rows: int = 30
     """Slices with fewer holdout rows than this are reported but never reject."""
     shadow_min_labels: int = 200
@@ -45,11 +50,27 @@ class PromotionPolicy:
     """One-sided confidence of the paired comparison (driftloop.shared.paired)."""
     min_improvement: float = 0.03
     """The smallest improvement worth detecting: training waits for the rows needed to see it,
-    and a candidate whose upper bound is below it is conclusively "not better"."""
+    and a candidate whose upper bound is below it is conclusively "not better". In the margin's
+    unit; the default depends on the task (DEFAULT_MIN_IMPROVEMENT)."""
     power: float = 0.8
     """Chance of seeing an improvement of min_improvement when it is there."""
     max_attempts: int = 4
     """Training tries per drift episode, on growing post-drift windows."""
+
+
+DEFAULT_FLOOR = {CLASSIFICATION: PromotionPolicy().floor, REGRESSION: 0.0}
+"""Regression has no default floor: an error's scale is the target's, which the registry cannot
+guess (an MAE of 10 is excellent on house prices and useless on temperatures)."""
+DEFAULT_MIN_IMPROVEMENT = {CLASSIFICATION: PromotionPolicy().min_improvement, REGRESSION: 0.05}
+"""Classification: 3 accuracy points (absolute). Regression: a 5% error reduction (relative).
+Why not 0.03 there too: one row's share of a relative error reduction spreads about twice as
+widely as one row's accuracy difference (paired.ASSUMED_SPREAD 0.8 against the sqrt(0.15) of
+ASSUMED_DISCORDANCE), so 3% would need about 4,400 post-drift rows to see (paired.rows_needed)
+where 5% needs about 1,600, the same order as classification's 3 points (about 1,000); and an
+error 5% lower is the smallest change of a regressor an operator usually acts on."""
+LIVE_EVIDENCE_TASKS = (CLASSIFICATION,)
+"""Tasks monitoring reports paired live evidence for (accuracy counts on labelled requests both
+versions answered): shadow mode and the probation after a promotion need it (shadow.py)."""
 
 
 @dataclass(frozen=True)
@@ -112,22 +133,32 @@ class SpecVersion:
 
 
 def with_defaults(spec: TrainingSpec) -> TrainingSpec:
-    """Fill fields left at their zero value (proto3's "unset") with the defaults.
+    """Fill fields left at their zero value (proto3's "unset") with the defaults, which follow
+    the task ("" is classification): the estimator, the policy metric (and so the search's
+    scoring), the floor (none for regression) and min_improvement.
 
     A zero margin or floor therefore means "default"; ask for 1e-9 to mean "practically none".
+    An unknown task is left as it is for validate_spec to name.
     """
     default = TrainingSpec()
     p, dp = spec.policy, default.policy
+    task = spec.task or CLASSIFICATION
+    known = task in estimators.TASKS
+    metric = p.metric or (estimators.DEFAULT_METRICS[task] if known else dp.metric)
+    margin = p.margin or dp.margin
+    least = DEFAULT_MIN_IMPROVEMENT[task] if known else dp.min_improvement
     return replace(
         spec,
-        estimator=spec.estimator or default.estimator,
+        task=task,
+        estimator=spec.estimator
+        or (estimators.DEFAULT_ESTIMATOR[task] if known else default.estimator),
         window_rows=spec.window_rows or default.window_rows,
         holdout_fraction=spec.holdout_fraction or default.holdout_fraction,
         min_rows=spec.min_rows or default.min_rows,
         policy=PromotionPolicy(
-            metric=p.metric or dp.metric,
-            margin=p.margin or dp.margin,
-            floor=p.floor or dp.floor,
+            metric=metric,
+            margin=margin,
+            floor=p.floor or (DEFAULT_FLOOR[task] if known else dp.floor),
             mode=p.mode or dp.mode,
             slice_tolerance=p.slice_tolerance or dp.slice_tolerance,
             min_slice_rows=p.min_slice_rows or dp.min_slice_rows,
@@ -136,12 +167,11 @@ def with_defaults(spec: TrainingSpec) -> TrainingSpec:
             or 5 * (p.shadow_min_labels or dp.shadow_min_labels),
             confidence=p.confidence or dp.confidence,
             # why: the improvement to detect must exceed the margin the bound has to reach
-            min_improvement=p.min_improvement
-            or max(dp.min_improvement, (p.margin or dp.margin) + 0.02),
+            min_improvement=p.min_improvement or max(least, margin + 0.02),
             power=p.power or dp.power,
             max_attempts=p.max_attempts or dp.max_attempts,
         ),
-        search=_search_defaults(spec.search, p.metric or dp.metric),
+        search=_search_defaults(spec.search, metric),
     )
 
 
@@ -152,8 +182,10 @@ def _search_defaults(search: SearchSpec, metric: str) -> SearchSpec:
 
 
 def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
-    """Return `spec` if it can be trained, else raise InvalidInput naming the bad field."""
-    estimators.estimator(spec.estimator)
+    """Return `spec` if it can be trained, else raise InvalidInput naming the bad field: the
+    estimator, the policy metric and the search scoring must be of the spec's task."""
+    task = estimators.task_of(spec.task)
+    estimators.estimator(spec.estimator, task=task)
     if not 0 < spec.holdout_fraction < 0.9:
         raise InvalidInput(
             f"spec field 'holdout_fraction': {spec.holdout_fraction} must be between 0 and 0.9 "
@@ -161,20 +193,25 @@ def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
         )
     if spec.window_rows <= 0 or spec.min_rows <= 0:
         raise InvalidInput("spec fields 'window_rows' and 'min_rows' must be positive")
-    estimators.metric(spec.policy.metric, "policy.metric")
+    metric = estimators.metric(spec.policy.metric, "policy.metric", task)
+    if spec.search.scoring:
+        estimators.metric(spec.search.scoring, "search.scoring", task)
     if spec.policy.mode not in MODES:
         raise InvalidInput(
             f"spec field 'policy.mode': unknown {spec.policy.mode!r}: use one of {list(MODES)}"
+        )
+    if spec.policy.mode == "shadow" and task not in LIVE_EVIDENCE_TASKS:
+        raise InvalidInput(
+            f"spec field 'policy.mode': 'shadow' waits for paired live evidence, which "
+            f"monitoring reports for {' and '.join(LIVE_EVIDENCE_TASKS)} only: a {task} "
+            "shadow would wait forever; use 'auto' or 'approval'"
         )
     if not -0.5 <= spec.policy.margin < 1:
         raise InvalidInput(
             f"spec field 'policy.margin': {spec.policy.margin} must be in [-0.5, 1) (negative: "
             "promote unless worse by more than that, a non-inferiority test)"
         )
-    if not 0 <= spec.policy.floor <= 1:
-        raise InvalidInput(
-            f"spec field 'policy.floor': {spec.policy.floor} must be between 0 and 1"
-        )
+    _check_floor(spec.policy.floor, metric)
     if target in spec.features:
         raise InvalidInput(
             f"spec field 'features': the target column {target!r} cannot also be a feature"
@@ -200,6 +237,18 @@ def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
     for name, value in spec.params.items():
         estimators.decode_param(f"params.{name}", value)
     return spec
+
+
+def _check_floor(floor: float, metric: estimators.Metric) -> None:
+    if metric.higher_is_better:
+        if not 0 <= floor <= 1:
+            raise InvalidInput(f"spec field 'policy.floor': {floor} must be between 0 and 1")
+    elif not (math.isfinite(floor) and floor >= 0):
+        raise InvalidInput(
+            f"spec field 'policy.floor': {floor} must be a number >= 0: for {metric.name}, "
+            "an error, the floor is a ceiling (the most error a candidate may have, in the "
+            "target's unit; 0: none)"
+        )
 
 
 def _check_evidence_policy(policy: PromotionPolicy) -> None:

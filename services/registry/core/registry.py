@@ -31,6 +31,7 @@ from driftloop.services.registry.core.domain import (
 from driftloop.services.registry.core.metrics import record_decision
 from driftloop.services.registry.core.store import RegistryStore, RegistryTx
 from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from driftloop.shared.estimators import task_of
 from driftloop.shared.names import check_name
 
 log = structlog.get_logger(__name__)
@@ -117,6 +118,7 @@ class Registry:
             _same("target", model.target, parsed.target, changeable=False)
             spec = parsed.spec
         spec = self._checked(spec, model.target)
+        _same_task(model, spec)
         with self._store.transaction() as tx:
             current = tx.spec_versions(name, _need_model(tx, name).spec_version)
             if current and current[0].sha256 == spec.sha256():
@@ -415,6 +417,17 @@ def _same(field: str, given: str, in_spec: str, changeable: bool = True) -> str:
             f"spec field {field!r} is {in_spec!r} but the model's {field} is {given!r}{how}"
         )
     return given or in_spec
+
+
+def _same_task(model: Model, spec: TrainingSpec) -> None:
+    """A model with versions keeps its task: its champion could not be scored, nor compared,
+    as the other task's candidate is (a classifier has no MAE)."""
+    was = task_of(model.spec.task)
+    if model.latest_version and spec.task != was:
+        raise InvalidInput(
+            f"spec field 'task': model {model.name} has {model.latest_version} versions "
+            f"trained for {was}; its task cannot change to {spec.task} (declare a new model)"
+        )
 
 
 def _need_reason(reason: str) -> None:

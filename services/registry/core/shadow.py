@@ -1,6 +1,11 @@
 """Shadow mode's live decision: monitoring's evidence (the shadow and the champion scored on the
 same labelled live requests) is judged by the policy, then the shadow is promoted or rejected
-with its audit records and events, inside the caller's transaction."""
+with its audit records and events, inside the caller's transaction.
+
+Live evidence is accuracy counts, so only classification has any: a regression spec cannot ask
+for shadow mode (validate_spec) and a regression promotion opens no probation
+(decisions.start_probation); evidence lacking the policy metric never rolls anything back.
+"""
 
 from __future__ import annotations
 

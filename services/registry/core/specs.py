@@ -151,8 +151,9 @@ def _search(raw: Any) -> SearchSpec:
 
 def check_estimator(spec: TrainingSpec, max_candidates: int) -> None:
     """Parameters and search grid the estimator accepts, checked against the constructor
-    training fits (the library's catalogue); the search within `max_candidates`."""
-    est = estimators.estimator(spec.estimator)
+    training fits (the library's catalogue, for the spec's task); the search within
+    `max_candidates`."""
+    est = estimators.estimator(spec.estimator, task=spec.task)
     for name, value in spec.params.items():
         where = f"params.{name}"
         est.check(where, name, estimators.decode_param(where, value))
@@ -174,7 +175,7 @@ def check_estimator(spec: TrainingSpec, max_candidates: int) -> None:
             est.check(f"search.param_grid.{name}[{i}]", name, value)
     if not 2 <= search.cv <= MAX_CV:
         raise InvalidInput(f"spec field 'search.cv': {search.cv} folds; use 2 to {MAX_CV}")
-    estimators.metric(search.scoring, "search.scoring")
+    estimators.metric(search.scoring, "search.scoring", spec.task)
     if search.candidates() > max_candidates:
         raise InvalidInput(
             f"spec field 'search': {search.candidates()} parameter combinations exceed the "

@@ -86,9 +86,10 @@ class TrainingRegistry:
 
 
 def model_spec(s: reg.TrainingSpec) -> ModelSpec:
+    task = estimators.task_of(s.task)
     return ModelSpec(
         features=s.features,
-        estimator=s.estimator,
+        estimator=s.estimator or estimators.DEFAULT_ESTIMATOR[task],
         params=dict(s.params),
         window_rows=s.window_rows,
         holdout_fraction=s.holdout_fraction,
@@ -98,19 +99,20 @@ def model_spec(s: reg.TrainingSpec) -> ModelSpec:
             param_grid=dict(s.search.param_grid),
             cv=s.search.cv or 3,
             max_candidates=s.search.max_candidates,
-            scoring=s.search.scoring or s.policy.metric or "accuracy",
+            scoring=s.search.scoring or s.policy.metric or estimators.DEFAULT_METRICS[task],
         ),
         schedule_seconds=s.schedule_seconds,
-        evidence=evidence(s.policy),
-        task=estimators.task_of(s.task),
+        evidence=evidence(s.policy, task),
+        task=task,
     )
 
 
-def evidence(p: reg.PromotionPolicy) -> Evidence:
-    """The policy fields a drift run needs (the registry fills defaults in; zero means unset)."""
+def evidence(p: reg.PromotionPolicy, task: str = estimators.CLASSIFICATION) -> Evidence:
+    """The policy fields a drift run needs (the registry fills defaults in; zero means unset):
+    the metric defaults to the task's (estimators.DEFAULT_METRICS)."""
     d = Evidence()
     return Evidence(
-        metric=p.metric or d.metric,
+        metric=p.metric or estimators.DEFAULT_METRICS[estimators.task_of(task)],
         margin=p.margin,
         confidence=p.confidence or d.confidence,
         min_improvement=p.min_improvement or max(d.min_improvement, p.margin + 0.02),

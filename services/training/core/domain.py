@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from driftloop.shared.estimators import CLASSIFICATION, DEFAULT_METRIC, SearchSpec
+from driftloop.shared.estimators import CLASSIFICATION, DEFAULT_METRICS, SearchSpec, task_of
 from driftloop.shared.paired import PairedComparison
 
 
@@ -17,7 +17,8 @@ class Evidence:
     """The parts of the registry's promotion policy that decide how much data a drift run waits
     for and how its candidate is compared (driftloop.shared.paired)."""
 
-    metric: str = DEFAULT_METRIC
+    metric: str = ""
+    """The policy metric; "" means the task's default (ModelSpec.policy_metric)."""
     margin: float = 0.0
     confidence: float = 0.95
     min_improvement: float = 0.03
@@ -39,6 +40,11 @@ class ModelSpec:
     evidence: Evidence = Evidence()
     task: str = CLASSIFICATION
     """"classification" or "regression" (driftloop.shared.estimators.TASKS)."""
+
+    @property
+    def policy_metric(self) -> str:
+        """The metric candidates are compared by: the policy's, or the task's default."""
+        return self.evidence.metric or DEFAULT_METRICS[task_of(self.task)]
 
 
 @dataclass(frozen=True)

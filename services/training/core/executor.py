@@ -2,13 +2,15 @@
 register the candidate. Blocking work (parquet, sklearn, object store) runs in threads.
 
 A drift run decides with the data the decision needs: it waits for the post-drift rows a paired
-comparison needs to see the policy's min_improvement (driftloop.shared.paired.rows_needed, with
-an assumed discordance before any candidate was scored), and says so on the run. While it waits
-it is put back in the queue (`not_before`), so other models' runs go on. When the registry calls
-the comparison inconclusive, or promotes a candidate that still fails the floor, the episode is
-retried on a growing post-drift window (at least double, or the rows the registry says it needs)
-until a candidate is promoted, the evidence shows the champion as good, the window reaches
-window_rows, or the policy's max_attempts are spent; every try is its own run, with its reason.
+comparison needs to see the policy's min_improvement (drift_wait.py: with an assumed discordance,
+or for a regressor an assumed spread of the per-row error reduction, before any candidate was
+scored), and says so on the run. While it waits it is put back in the queue (`not_before`), so
+other models' runs go on. When the registry calls the comparison inconclusive, or promotes a
+candidate that still fails the floor, the episode is retried on a growing post-drift window (at
+least double, or the rows the registry says it needs, or for a regressor the rows the spread it
+observed needs) until a candidate is promoted, the evidence shows the champion as good, the
+window reaches window_rows, or the policy's max_attempts are spent; every try is its own run,
+with its reason. Before registering, the artifact must load as serving will load it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import pandas as pd
 import structlog
 
-from driftloop.services.training.core import metrics, trainer
+from driftloop.services.training.core import metrics, tasks, trainer
 from driftloop.services.training.core.domain import (
     CandidateLineage,
     CandidateVersion,
@@ -34,12 +36,19 @@ from driftloop.services.training.core.domain import (
     Run,
     SpecInfo,
 )
+from driftloop.services.training.core.drift_wait import first_wait, observed_need
 from driftloop.services.training.core.runs import RunStore
 from driftloop.services.training.core.training import RegistryPort
 from driftloop.shared import artifacts, manifest
-from driftloop.shared.errors import DriftloopError, InvalidInput, NotReady, Unavailable
+from driftloop.shared.errors import (
+    ArtifactRejected,
+    DriftloopError,
+    InvalidInput,
+    NotReady,
+    Unavailable,
+)
 from driftloop.shared.objectstore import ObjectStore
-from driftloop.shared.paired import ASSUMED_DISCORDANCE, rows_needed
+from driftloop.shared.paired import PairedComparison
 from driftloop.shared.run_record import RunRecord, run_record_key
 
 log = structlog.get_logger(__name__)
@@ -57,29 +66,6 @@ class DataWait:
     poll_seconds: float = 0.5
     retry_wait_seconds: float = 600.0
     """A retry that still lacks its rows after this fails, ending the episode's retries."""
-
-
-def first_wait(spec: ModelSpec, floor: int) -> tuple[int, str]:
-    """Post-drift rows a drift run's first attempt waits for, and why: what a cross-validated
-    paired comparison needs to see an improvement of min_improvement (capped by window_rows)."""
-    e = spec.evidence
-    needed = rows_needed(
-        e.min_improvement,
-        e.margin,
-        discordance=ASSUMED_DISCORDANCE,
-        confidence=e.confidence,
-        power=e.power,
-    )
-    rows = min(spec.window_rows, max(floor, needed))
-    why = (
-        f"{rows} post-drift rows: a paired comparison (one-sided {e.confidence:.0%}, power "
-        f"{e.power:.0%}) sees an improvement of {e.min_improvement:.3f} over the margin "
-        f"{e.margin:.3f} in about {needed} rows when {ASSUMED_DISCORDANCE:.0%} of rows are "
-        "discordant (assumed before any candidate is scored)"
-    )
-    if rows < needed:
-        why += f"; capped by window_rows {spec.window_rows}"
-    return rows, why
 
 
 @dataclass(frozen=True)
@@ -175,20 +161,32 @@ class RunExecutor:
         )
         if run.trigger == "drift" and run.episode_id and data.since is not None:
             await asyncio.to_thread(
-                self._retry_if_undecided, run, model.spec, registration, result.holdout_rows
+                self._retry_if_undecided,
+                run,
+                model.spec,
+                registration,
+                result.holdout_rows,
+                result.comparison,
             )
 
     def _retry_if_undecided(
-        self, run: Run, spec: ModelSpec, reg: Registration, rows: int
+        self,
+        run: Run,
+        spec: ModelSpec,
+        reg: Registration,
+        rows: int,
+        comparison: PairedComparison | None = None,
     ) -> Run | None:
         """Queue the episode's next attempt on a larger post-drift window while more rows may
         still give a better model: the registry's comparison could not decide, or it promoted
         a candidate fitted on fewer rows than window_rows (the next, on twice the rows, must
-        beat that one). A conclusive "not better" ends the episode."""
+        beat that one). A conclusive "not better" ends the episode. A regression attempt also
+        waits for the rows its own comparison's observed spread says are needed."""
         if reg.outcome not in ("inconclusive", "promoted"):
             return None
         why_not = ""
-        wanted = min(spec.window_rows, max(2 * rows, reg.rows_needed))
+        observed, observed_why = observed_need(spec, comparison)
+        wanted = min(spec.window_rows, max(2 * rows, reg.rows_needed, observed))
         if run.attempt >= spec.evidence.max_attempts:
             why_not = f"the policy's max_attempts ({spec.evidence.max_attempts}) are spent"
         elif wanted <= rows:
@@ -198,6 +196,8 @@ class RunExecutor:
             log.info(event, episode_id=run.episode_id, why=why_not)
             return None
         need = f"the registry needs about {reg.rows_needed}" if reg.rows_needed else "unknown"
+        if observed_why:
+            need = f"{need}; {observed_why}" if reg.rows_needed else observed_why
         why = (
             f"{wanted} post-drift rows: attempt {run.attempt} was {reg.outcome} on {rows} rows "
             f"(rows needed: {need}); at least double, at most window_rows"
@@ -306,11 +306,14 @@ class RunExecutor:
     def _train(
         self, run: Run, model: ModelInfo, data: PinnedData, champion: Any | None
     ) -> trainer.TrainedCandidate:
-        window = trainer.select_window(data.frame, model.target, model.spec.window_rows)
+        frame, note = self._learnable_rows(run, model, data.frame)
+        window = trainer.select_window(frame, model.target, model.spec.window_rows, model.spec.task)
         if len(window) < model.spec.min_rows:
+            numeric = "numeric " if tasks.is_regression(model.spec.task) else ""
             raise InvalidInput(
-                f"only {len(window)} curated rows with a {model.target!r} value in the window; "
-                f"model {model.name} needs at least {model.spec.min_rows}"
+                f"only {len(window)} curated rows with a {numeric}{model.target!r} value in the "
+                f"window; model {model.name} needs at least {model.spec.min_rows}"
+                + (f" ({note})" if note else "")
             )
         return trainer.train_candidate(
             model.name,
@@ -324,6 +327,22 @@ class RunExecutor:
             cross_validate=data.since is not None or champion is None,
         )
 
+    def _learnable_rows(
+        self, run: Run, model: ModelInfo, frame: pd.DataFrame
+    ) -> tuple[pd.DataFrame, str]:
+        """The rows a model of the spec's task can learn from, and a note of those left out
+        (regression: rows whose target does not parse as a number), kept on the run's reason
+        and logged."""
+        if not tasks.is_regression(model.spec.task) or model.target not in frame.columns:
+            return frame, ""
+        parsed = tasks.numeric_target(frame, model.target)
+        if not parsed.left_out:
+            return parsed.rows, ""
+        note = parsed.note(model.target)
+        log.warning("target_rows_left_out", rows=parsed.left_out, examples=list(parsed.examples))
+        self._runs.add_reason(run.run_id, note)
+        return parsed.rows, note
+
     def _store_outputs(
         self,
         run: Run,
@@ -334,6 +353,7 @@ class RunExecutor:
         spec_info: SpecInfo,
     ) -> CandidateVersion:
         body = artifacts.dump_model(result.pipeline)
+        servable(body, model.spec.estimator)
         artifact_key = f"artifacts/{model.name}/{run.run_id}/model.skops"
         profile_key = f"artifacts/{model.name}/{run.run_id}/profile.json"
         self._store.put(artifact_key, body)
@@ -384,6 +404,20 @@ class RunExecutor:
         )
 
 
+def servable(body: bytes, estimator: str) -> None:
+    """InvalidInput unless the dumped artifact loads as serving will load it: an allow-listed
+    estimator whose parameters bring a type outside artifacts.TRUSTED_TYPES fails its run here,
+    naming the types, instead of being registered and refused by every deploy."""
+    try:
+        artifacts.load_model(body, artifacts.sha256(body))
+    except ArtifactRejected as exc:
+        raise InvalidInput(
+            f"the fitted {estimator} cannot be served, so it is not registered: {exc}; these "
+            "types are outside driftloop's trusted list (driftloop.shared.artifacts."
+            "TRUSTED_TYPES): choose other estimator parameters"
+        ) from exc
+
+
 def lineage_params(
     spec: ModelSpec, result: trainer.TrainedCandidate, since: float | None
 ) -> dict[str, str]:
@@ -403,6 +437,8 @@ def lineage_params(
         "trained_at": f"{time.time():.3f}",
         **{f"lib.{name}": version for name, version in trainer.library_versions().items()},
     }
+    if tasks.is_regression(spec.task):
+        params["task"] = spec.task  # classification versions keep their lineage unchanged
     if spec.slice_columns:
         params["slice_columns"] = json.dumps(list(spec.slice_columns))
     if spec.search.param_grid:

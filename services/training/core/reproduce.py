@@ -8,9 +8,10 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from driftloop.services.training.core import trainer
+from driftloop.services.training.core import tasks, trainer
 from driftloop.services.training.core.domain import (
     ModelInfo,
     ModelSpec,
@@ -23,7 +24,14 @@ from driftloop.shared.errors import InvalidInput
 from driftloop.shared.objectstore import ObjectStore
 
 METRIC_TOLERANCE = 1e-9
-"""Metrics are fractions of holdout rows: anything beyond float noise is a real difference."""
+"""Classification metrics are fractions of holdout rows: anything beyond float noise is a real
+difference. A regressor's metrics are on the target's scale: there the tolerance is relative
+(|a - b| <= 1e-9 * max(1, |a|, |b|))."""
+PREDICTION_RTOL = 1e-9
+"""A regressor's reproduced prediction matches when |a - b| <= PREDICTION_ATOL + PREDICTION_RTOL
+* |b| (numpy.isclose): refitting with the same seed on the same rows repeats the arithmetic,
+so only summation-order noise (~1e-15 relative) may differ; labels must be equal."""
+PREDICTION_ATOL = 1e-9
 _META = {
     "estimator",
     "estimator_params",
@@ -42,6 +50,7 @@ _META = {
     "search.best_cv_score",
     "search.candidates",
     "search.method",
+    "task",
 }
 
 
@@ -78,6 +87,8 @@ def spec_from_lineage(params: dict[str, str]) -> tuple[ModelSpec, float | None]:
         holdout_fraction=float(params.get("holdout_fraction", "0.2")),
         min_rows=int(params.get("min_rows", "1")),
     )
+    if "task" in params:
+        spec = replace(spec, task=params["task"])
     if "slice_columns" in params:
         spec = replace(spec, slice_columns=tuple(json.loads(params["slice_columns"])))
     if "search" in params:
@@ -101,13 +112,14 @@ def reproduce(
         spec = replace(spec_version, features=spec.features)
     pinned = manifest.read_manifest(store, model.dataset, version.manifest_version)
     frame = manifest.read_snapshot(store, pinned, since=since)
-    window = trainer.select_window(frame, model.target, spec.window_rows)
+    window = trainer.select_window(frame, model.target, spec.window_rows, spec.task)
     cross = version.params.get("evaluation") == trainer.CROSS_VALIDATED
     again = trainer.train_candidate(model.name, window, model.target, spec, cross_validate=cross)
     holdout = window if cross else trainer.split_holdout(window, spec.holdout_fraction)[1]
     registered = artifacts.load_model(store.get(version.artifact_uri), version.artifact_sha256)
-    mismatches = _mismatches(registered, again.pipeline, holdout)
-    differences = _metric_differences(version.metrics, again.metrics)
+    regression = tasks.is_regression(spec.task)
+    mismatches = _mismatches(registered, again.pipeline, holdout, regression)
+    differences = _metric_differences(version.metrics, again.metrics, regression)
     if mismatches:
         differences.append(
             f"{mismatches} of {len(holdout)} holdout predictions differ from the registered model"
@@ -125,18 +137,27 @@ def reproduce(
     )
 
 
-def _mismatches(registered: Any, retrained: Any, holdout: pd.DataFrame) -> int:
+def _mismatches(registered: Any, retrained: Any, holdout: pd.DataFrame, numbers: bool) -> int:
+    """Holdout rows the two models predict differently: labels compared as strings, numbers
+    within PREDICTION_RTOL/PREDICTION_ATOL."""
     features = [str(c) for c in registered.feature_names_in_]
+    if numbers:
+        a = np.asarray(registered.predict(holdout[features]), dtype=float)
+        b = np.asarray(retrained.predict(holdout[features]), dtype=float)
+        return int((~np.isclose(a, b, rtol=PREDICTION_RTOL, atol=PREDICTION_ATOL)).sum())
     before = pd.Series(registered.predict(holdout[features])).astype(str)
     after = pd.Series(retrained.predict(holdout[features])).astype(str)
     return int((before != after).sum())
 
 
-def _metric_differences(recorded: dict[str, float], now: dict[str, float]) -> list[str]:
+def _metric_differences(
+    recorded: dict[str, float], now: dict[str, float], relative: bool = False
+) -> list[str]:
     out = []
     for name in sorted(set(recorded) | set(now)):
         a, b = recorded.get(name), now.get(name)
-        if a is None or b is None or abs(a - b) > METRIC_TOLERANCE:
+        scale = max(1.0, abs(a), abs(b)) if relative and a is not None and b is not None else 1.0
+        if a is None or b is None or abs(a - b) > METRIC_TOLERANCE * scale:
             out.append(f"{name}: recorded {_fmt(a)}, reproduced {_fmt(b)}")
     return out
 

@@ -290,6 +290,16 @@ class RunStore:
                 (rows, reason, run_id),
             )
 
+    def add_reason(self, run_id: str, note: str) -> None:
+        """Append `note` to the run's reason (once: a requeued run that notes it again does not
+        repeat it)."""
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET reason = CASE WHEN reason = '' THEN ? ELSE reason || '; ' || ?"
+                " END WHERE run_id = ? AND instr(reason, ?) = 0",
+                (note, note, run_id, note),
+            )
+
     def record_data_wait(self, run_id: str, seconds: float) -> None:
         with self._tx() as c:
             c.execute("UPDATE runs SET data_wait_seconds = ? WHERE run_id = ?", (seconds, run_id))

@@ -10,6 +10,9 @@ so the registry compares like with like through a paired comparison (driftloop.s
   five times the evaluated rows is what lets a few points of improvement show within one
   window. With a search spec, the out-of-fold predictions use the parameters the search chose
   on the whole window (slightly optimistic; nested search would cost cv x folds fits).
+
+The spec's task decides how targets and predictions are read (labels or numbers), how folds are
+split, and which metrics score them (driftloop.services.training.core.tasks).
 """
 
 from __future__ import annotations
@@ -30,19 +33,15 @@ import structlog
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import (
-    GridSearchCV,
-    RandomizedSearchCV,
-    StratifiedKFold,
-    cross_val_predict,
-)
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from driftloop.services.training.core import tasks
 from driftloop.services.training.core.domain import ModelSpec, SliceScore
 from driftloop.shared import estimators
 from driftloop.shared.errors import InvalidInput
-from driftloop.shared.estimators import DEFAULT_METRIC, SEED
+from driftloop.shared.estimators import CLASSIFICATION, DEFAULT_METRICS, SEED, task_of
 from driftloop.shared.manifest import INGESTED_AT
 from driftloop.shared.names import check_column_name, shown
 from driftloop.shared.paired import PairedComparison, compare
@@ -56,7 +55,7 @@ MISSING = "<missing>"
 FOLDS = 5
 """Folds of a cross-validated evaluation (fewer when a class has fewer rows)."""
 HOLDOUT, CROSS_VALIDATED = "holdout", "cross-validated"
-UNSCORABLE = "\x00<the champion cannot score these rows>"
+UNSCORABLE = tasks.UNSCORABLE
 """The champion's "prediction" for rows lacking a feature it needs: never equal to a label."""
 LIBRARIES = ("scikit-learn", "numpy", "pandas", "pyarrow", "scipy", "skops")
 
@@ -66,7 +65,8 @@ class SearchResult:
     best_params: dict[str, str]
     """Estimator parameter -> JSON value the search chose."""
     best_score: float
-    """Mean cross-validated score of the best parameters."""
+    """Mean cross-validated value of the scoring metric for the best parameters (an error
+    metric as itself, e.g. an MAE, not scikit-learn's negated score)."""
     candidates: int
     method: str
     """"grid" or "random" (a sample of max_candidates combinations)."""
@@ -88,6 +88,8 @@ class TrainedCandidate:
     comparison: PairedComparison | None = None
     """Candidate vs champion on the evaluated rows (None without a champion)."""
     evaluation: str = HOLDOUT
+    left_out_rows: int = 0
+    """Regression: rows of the window whose target did not parse as a number."""
 
 
 def feature_columns(frame: pd.DataFrame, target: str, spec: ModelSpec) -> list[str]:
@@ -121,10 +123,15 @@ def feature_columns(frame: pd.DataFrame, target: str, spec: ModelSpec) -> list[s
     return kept
 
 
-def select_window(frame: pd.DataFrame, target: str, window_rows: int) -> pd.DataFrame:
-    """Rows with a target, in ingestion order, the most recent `window_rows` of them."""
+def select_window(
+    frame: pd.DataFrame, target: str, window_rows: int, task: str = CLASSIFICATION
+) -> pd.DataFrame:
+    """Rows with a target, in ingestion order, the most recent `window_rows` of them; for
+    regression, rows whose target parses as a number (tasks.numeric_target), read as floats."""
     if target not in frame.columns:
         raise InvalidInput(f"target column {target!r} is not in the curated data")
+    if tasks.is_regression(task):
+        frame = tasks.numeric_target(frame, target).rows
     rows = frame[frame[target].notna()]
     if INGESTED_AT in rows.columns:
         rows = rows.sort_values(INGESTED_AT, kind="stable")
@@ -172,12 +179,15 @@ def make_estimator(spec: ModelSpec) -> Any:
     return estimators.estimator(spec.estimator, task=spec.task).build(spec.params)
 
 
-def score(pipeline: Any, holdout: pd.DataFrame, target: str) -> dict[str, float]:
-    """The catalogue's metrics of `pipeline` on `holdout` (labels compared as strings)."""
+def score(
+    pipeline: Any, holdout: pd.DataFrame, target: str, task: str = CLASSIFICATION
+) -> dict[str, float]:
+    """The catalogue's metrics of `pipeline` on `holdout` (labels compared as strings, or
+    numbers for regression)."""
     features = [str(c) for c in pipeline.feature_names_in_]
-    truth = holdout[target].astype(str)
-    predicted = pd.Series(pipeline.predict(holdout[features])).astype(str)
-    return estimators.score(truth, predicted)
+    truth = pd.Series(tasks.truth(holdout[target], task))
+    predicted = tasks.predictions(pipeline.predict(holdout[features]), task)
+    return estimators.score(truth, predicted, task)
 
 
 def train_candidate(
@@ -191,29 +201,34 @@ def train_candidate(
 ) -> TrainedCandidate:
     """Fit on `window` and score the candidate and the champion on the same rows: the newest
     part of the window (holdout), or, with `cross_validate`, every row out of fold."""
+    task = spec.task
     features = feature_columns(window, target, spec)
     if not features:
         raise InvalidInput(f"no feature columns besides the target {target!r}")
     missing = [c for c in spec.slice_columns if c not in window.columns]
     if missing:
         raise InvalidInput(f"slice columns {missing} are not in the curated data")
-    folds = _folds(window[target].astype(str)) if cross_validate else 0
+    left_out = 0
+    if tasks.is_regression(task):
+        window, left_out = tasks.numeric_window(window, target, spec.min_rows)
+    folds = tasks.folds(window[target], task, FOLDS) if cross_validate else 0
     train, evaluated = (window, window) if folds else split_holdout(window, spec.holdout_fraction)
-    y_train = train[target].astype(str)
-    if y_train.nunique() < 2:
+    y_train = tasks.target(train[target], task)
+    if not tasks.is_regression(task) and y_train.nunique() < 2:
         raise InvalidInput(f"training rows hold a single class {y_train.iloc[0]!r}: need two")
     pipeline = build_pipeline(train, features, spec)
     seed_everything()
     started = time.perf_counter()
     pipeline, searched = fit(pipeline, spec, train[features], y_train)
     if folds:
-        predicted = out_of_fold(pipeline, train[features], y_train, folds)
+        predicted = out_of_fold(pipeline, train[features], y_train, folds, task)
     else:
-        predicted = pd.Series(pipeline.predict(evaluated[features])).astype(str).to_numpy()
+        predicted = tasks.predictions(pipeline.predict(evaluated[features]), task).to_numpy()
     fit_seconds = time.perf_counter() - started
-    truth = evaluated[target].astype(str).to_numpy()
-    metrics = estimators.score(pd.Series(truth), pd.Series(predicted))
-    train_predictions = pd.Series(pipeline.predict(train[features]), index=train.index).astype(str)
+    tasks.check_predictions(predicted, task)
+    truth = tasks.truth(evaluated[target], task)
+    metrics = estimators.score(pd.Series(truth), pd.Series(predicted), task)
+    train_predictions = tasks.predictions(pipeline.predict(train[features]), task, train.index)
     # why: the evaluated accuracy and label frequencies give the monitor a performance and
     # label-prior reference at once, instead of a burn-in of live labels after each deployment.
     # The evaluated row count tells the monitor how certain the reference accuracy is.
@@ -224,26 +239,31 @@ def train_candidate(
         train_predictions,
         target=y_train,
         metrics={**metrics, "holdout_rows": float(len(evaluated))},
+        task="regression" if tasks.is_regression(task) else "classification",
     )
-    champion_predicted = None if champion is None else predict_champion(champion, evaluated)
+    champion_predicted = None if champion is None else predict_champion(champion, evaluated, task)
     return TrainedCandidate(
         pipeline=pipeline,
         metrics=metrics,
         champion_metrics=(
             {}
             if champion_predicted is None
-            else estimators.score(pd.Series(truth), pd.Series(champion_predicted))
+            else estimators.score(
+                pd.Series(truth),
+                pd.Series(tasks.as_scored(truth, champion_predicted, task)),
+                task,
+            )
         ),
         profile=profile,
         features=features,
         training_rows=len(train),
         holdout_rows=len(evaluated),
         fit_seconds=fit_seconds,
-        slices=slice_scores(predicted, evaluated, target, spec.slice_columns),
+        slices=slice_scores(predicted, evaluated, target, spec.slice_columns, task),
         champion_slices=(
             ()
-            if champion_predicted is None or not _has_features(champion, evaluated)
-            else slice_scores(champion_predicted, evaluated, target, spec.slice_columns)
+            if champion_predicted is None or not tasks.can_score(champion, evaluated, task)
+            else slice_scores(champion_predicted, evaluated, target, spec.slice_columns, task)
         ),
         search=searched,
         comparison=(
@@ -253,39 +273,28 @@ def train_candidate(
                 truth,
                 predicted,
                 champion_predicted,
-                spec.evidence.metric,
+                spec.policy_metric,
                 confidence=spec.evidence.confidence,
             )
         ),
         evaluation=CROSS_VALIDATED if folds else HOLDOUT,
+        left_out_rows=left_out,
     )
 
 
-def _folds(labels: pd.Series) -> int:
-    """Folds for a cross-validated evaluation: FOLDS, fewer when the rarest class has fewer
-    rows, 0 (fall back to a holdout) when it has fewer than two."""
-    counts = labels.value_counts()
-    if len(counts) < 2 or counts.min() < 2:
-        return 0
-    return min(FOLDS, int(counts.min()))
-
-
-def out_of_fold(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, folds: int) -> np.ndarray:
+def out_of_fold(
+    pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, folds: int, task: str = CLASSIFICATION
+) -> np.ndarray:
     """Each row predicted by the pipeline's estimator (same parameters) fitted on the other
-    folds: stratified, unshuffled, so every fold is a stretch of time per class."""
-    predicted = cross_val_predict(
-        clone(pipeline), x, y, cv=StratifiedKFold(n_splits=folds), n_jobs=1
-    )
-    return pd.Series(predicted).astype(str).to_numpy()
+    folds: unshuffled, so every fold is a stretch of time (per class, when classifying)."""
+    predicted = cross_val_predict(clone(pipeline), x, y, cv=tasks.splitter(folds, task), n_jobs=1)
+    return tasks.predictions(predicted, task).to_numpy()
 
 
-def predict_champion(champion: Any, rows: pd.DataFrame) -> np.ndarray:
-    """The champion's predictions of `rows`; UNSCORABLE where the data no longer has a feature
-    it needs (it could not serve them either)."""
-    if not _has_features(champion, rows):
-        return np.full(len(rows), UNSCORABLE, dtype=object)
-    features = [str(c) for c in champion.feature_names_in_]
-    return pd.Series(champion.predict(rows[features])).astype(str).to_numpy()
+def predict_champion(champion: Any, rows: pd.DataFrame, task: str = CLASSIFICATION) -> np.ndarray:
+    """The champion's predictions of `rows`; UNSCORABLE (regression: NaN) where the data no
+    longer has a feature it needs (it could not serve them either)."""
+    return tasks.champion_predictions(champion, rows, task)
 
 
 def fit(
@@ -298,11 +307,13 @@ def fit(
         return pipeline.fit(x, y), None
     grid = {f"model__{k}": json.loads(v) for k, v in sorted(search.param_grid.items())}
     # why the default: the registry fills scoring in (the policy metric); a spec built here
-    # without one scores by the default policy metric
-    scoring = estimators.metric(search.scoring or DEFAULT_METRIC, "search.scoring").scorer
+    # without one scores by the task's default policy metric
+    scoring = estimators.metric(
+        search.scoring or DEFAULT_METRICS[task_of(spec.task)], "search.scoring", spec.task
+    )
     common: dict[str, Any] = {
-        "cv": StratifiedKFold(n_splits=search.cv),  # unshuffled: the same folds every time
-        "scoring": scoring,
+        "cv": tasks.splitter(search.cv, spec.task),  # unshuffled: the same folds every time
+        "scoring": scoring.scorer,
         "n_jobs": 1,
         "refit": True,
         "error_score": "raise",
@@ -325,7 +336,8 @@ def fit(
     }
     result = SearchResult(
         best_params=best,
-        best_score=float(searcher.best_score_),
+        # why: error metrics search by scikit-learn's negated scorer; report the MAE itself
+        best_score=float(searcher.best_score_) * (1 if scoring.higher_is_better else -1),
         candidates=search.candidates(),
         method="random" if sampled else "grid",
     )
@@ -333,13 +345,17 @@ def fit(
 
 
 def slice_scores(
-    predicted: np.ndarray, rows: pd.DataFrame, target: str, columns: tuple[str, ...]
+    predicted: np.ndarray,
+    rows: pd.DataFrame,
+    target: str,
+    columns: tuple[str, ...],
+    task: str = CLASSIFICATION,
 ) -> tuple[SliceScore, ...]:
     """Metrics of `predicted` (one per row of `rows`) per value of each slice column (the most
     frequent values first, at most MAX_SLICE_VALUES per column; missing values form the slice
     "<missing>")."""
     found = []
-    truth = rows[target].astype(str).to_numpy()
+    truth = tasks.truth(rows[target], task)
     for column in columns:
         values = rows[column].astype(object).where(rows[column].notna(), MISSING)
         values = values.astype(str).to_numpy()
@@ -350,7 +366,7 @@ def slice_scores(
                     column,
                     str(value),
                     int(inside.sum()),
-                    estimators.score(pd.Series(truth[inside]), pd.Series(predicted[inside])),
+                    estimators.score(pd.Series(truth[inside]), pd.Series(predicted[inside]), task),
                 )
             )
     return tuple(found)
@@ -358,10 +374,6 @@ def slice_scores(
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _has_features(model: Any, frame: pd.DataFrame) -> bool:
-    return all(c in frame.columns for c in model.feature_names_in_)
 
 
 def seed_everything(seed: int = SEED) -> None:

@@ -4,6 +4,7 @@ curated data in a local object store, register, and land in the registry with th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from registry_harness import registry_server
+from river.datasets import synth
 from support import wait_for
 
 from driftloop.protos.events.v1 import events_pb2
@@ -37,6 +39,7 @@ from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.grpc.client import aio_channel
 from driftloop.shared.grpc.server import ServiceBinding, build_server
 from driftloop.shared.objectstore import ObjectStore
+from driftloop.shared.profile import ReferenceProfile
 from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
@@ -320,3 +323,109 @@ async def test_yaml_spec_versions_slices_and_search_through_the_registry(
         report = await stack.training.Reproduce(tpb.ReproduceRequest(model="iris", version="1"))
         assert report.matched, list(report.differences)
         assert report.spec_version == 1  # the recorded spec version, not the current one
+
+
+READINGS_SPEC = """
+dataset: readings
+target: power
+task: regression
+estimator: ridge
+window_rows: 600
+min_rows: 100
+"""
+READINGS_DRIFT_AT = 400
+
+
+def curate_readings(store: ObjectStore, batch_id: str, skip: int, n: int, start: float) -> None:
+    """Rows `skip` .. `skip + n` of river's FriedmanDrift stream (its function moves to other
+    features at READINGS_DRIFT_AT), the target as decimal text, as labels travel; the stream's
+    first three targets are text that is no number."""
+    stream = synth.FriedmanDrift(drift_type="gra", position=(READINGS_DRIFT_AT, 10**9), seed=3)
+    rows = list(itertools.islice(stream, skip, skip + n))
+    power = ["n/a" if skip + i < 3 else repr(y) for i, (_, y) in enumerate(rows)]
+    table = pa.table(
+        {
+            **{f"x{k}": [x[k] for x, _ in rows] for k in range(10)},
+            "power": power,
+            "_ingested_at": start + np.arange(n, dtype=float) / n,
+        }
+    )
+    curation.curate_batch(store, "readings", batch_id, table, "schema-1")
+
+
+async def test_a_regression_model_trains_registers_and_retrains_on_drift(
+    common: CommonSettings,
+) -> None:
+    async with training_stack(common) as stack:
+        await stack.registry.CreateModel(
+            rpb.CreateModelRequest(name="turbine", spec_yaml=READINGS_SPEC)
+        )
+        now = time.time()
+        curate_readings(stack.store, "before", 0, READINGS_DRIFT_AT, now - 100)
+        first = await stack.training.StartRun(tpb.StartRunRequest(model="turbine", reason="v1"))
+        done = await finished(stack, first.run_id)
+        assert done.state == "succeeded", done.error
+        assert done.registered_version == "1" and done.promoted  # no floor by default
+        assert done.reason.startswith("v1; 3 rows left out: target 'power' does not parse")
+        assert done.training_rows == READINGS_DRIFT_AT - 3  # no champion: all, out of fold
+        assert {"mae", "rmse", "r2"} <= set(done.metrics) and "accuracy" not in done.metrics
+        assert done.metrics["r2"] > 0.5
+
+        production = await stack.registry.GetProduction(rpb.GetProductionRequest(model="turbine"))
+        body = stack.store.get(production.artifact_uri)
+        pipeline = artifacts.load_model(body, production.artifact_sha256)
+        assert artifacts.signature(pipeline).task == "regression"
+        profile = ReferenceProfile.from_json(stack.store.get(production.profile_uri))
+        assert profile.task == "regression" and profile.metrics["mae"] == done.metrics["mae"]
+        assert production.lineage.params["task"] == "regression"
+
+        publisher = EventPublisher(common.bootstrap(), "test")
+        await publisher.start()
+        consumer = EventConsumer(
+            bootstrap=common.bootstrap(),
+            group="training",
+            topic_names=[topics.DRIFT],
+            publisher=publisher,
+            on_event=TrainingEvents(stack.core).on_drift,
+        )
+        task = asyncio.create_task(consumer.run())
+        try:
+            await asyncio.wait_for(consumer.ready.wait(), 30)
+            drift = events_pb2.DriftDetected(model="turbine", version="1", episode_id="ep-r")
+            drift.window_end.FromNanoseconds(int((now - 10) * 1e9))
+            event = publisher.event(drift)
+            await publisher.publish(topics.DRIFT, "turbine", event)
+
+            async def waiting() -> tpb.Run | None:
+                runs = (await stack.training.ListRuns(tpb.ListRunsRequest(model="turbine"))).runs
+                drifted = [r for r in runs if r.trigger == "drift"]
+                return drifted[0] if drifted and drifted[0].progress.startswith("waiting") else None
+
+            run = await wait_for(waiting, 20, "the drift run to wait for post-drift rows")
+            # MAE's relative reduction of 5% needs ~1,600 rows at the assumed spread: capped
+            assert run.wait_rows == 600 and "capped by window_rows 600" in run.wait_reason
+            assert "spread of the relative mae reduction is 0.80" in run.wait_reason
+            curate_readings(stack.store, "after", READINGS_DRIFT_AT, 600, now - 5)
+            drifted = await finished(stack, run.run_id)
+            assert drifted.state == "succeeded", drifted.error
+            assert drifted.training_rows == 600 and drifted.outcome == "promoted"
+            history = await stack.registry.GetHistory(
+                rpb.GetHistoryRequest(model="turbine", version=drifted.registered_version)
+            )
+            register = json.loads(history.audit[0].details_json)
+            compared = register["comparison"]
+            assert (compared["metric"], compared["method"]) == ("mae", "paired-bootstrap")
+            assert compared["rows"] == 600 and compared["lower"] > 0.1 and compared["spread"] > 0
+            # the old function moved to other features: the champion's MAE is far worse
+            assert register["champion_metrics"]["mae"] > 1.5 * drifted.metrics["mae"]
+        finally:
+            await consumer.stop()
+            await task
+            await publisher.stop()
+
+        for number in ("1", drifted.registered_version):
+            report = await stack.training.Reproduce(
+                tpb.ReproduceRequest(model="turbine", version=number)
+            )
+            assert report.matched, list(report.differences)
+            assert report.prediction_mismatches == 0

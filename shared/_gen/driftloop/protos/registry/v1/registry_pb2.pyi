@@ -38,11 +38,17 @@ class PromotionPolicy(_message.Message):
     POWER_FIELD_NUMBER: _builtins.int
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
-    """Metric compared, higher is better ("accuracy", "f1_macro")."""
+    """Metric compared, of the spec's task: "accuracy" (default), "f1_macro"; "mae" (default),
+    "rmse", "r2", "mape". Lower is better for the errors (mae, rmse, mape).
+    """
     margin: _builtins.float
-    """Candidate must beat the champion on the same holdout by at least this much."""
+    """Candidate must beat the champion on the same holdout by at least this much: a difference
+    for a score, a relative error reduction for an error (MAE 9 vs 10 is 0.10).
+    """
     floor: _builtins.float
-    """Candidate must reach at least this, also when there is no champion."""
+    """Candidate must reach at least this, also when there is no champion; for an error metric a
+    ceiling (the most error allowed, in the target's unit). 0: none (regression's default).
+    """
     mode: _builtins.str
     """"auto" (default): a passing candidate is promoted at once; "approval": it waits with status
     "pending_approval" until Approve; "shadow": it runs beside production on a copy of live
@@ -68,7 +74,7 @@ class PromotionPolicy(_message.Message):
     `margin` (and McNemar's or the bootstrap's p-value is below 1 - confidence).
     """
     min_improvement: _builtins.float
-    """The smallest improvement worth detecting (default 0.03): training waits after a drift for
+    """The smallest improvement worth detecting (default 0.03; regression 0.05, relative): training waits after a drift for
     the rows a paired comparison needs to see it, and a candidate whose upper bound is below it
     is "not better" (a conclusive rejection that ends the episode's retries).
     """
@@ -119,6 +125,7 @@ class PairedComparison(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     DISCORDANCE_FIELD_NUMBER: _builtins.int
+    SPREAD_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
     rows: _builtins.int
     candidate: _builtins.float
@@ -134,6 +141,10 @@ class PairedComparison(_message.Message):
     """"mcnemar-exact" or "paired-bootstrap"."""
     discordance: _builtins.float
     """Share of rows where exactly one of the two is right."""
+    spread: _builtins.float
+    """Regression: the per-row standard deviation of the relative error reduction (what the rows
+    a decision needs depend on); 0 for classification.
+    """
     def __init__(
         self,
         *,
@@ -148,10 +159,11 @@ class PairedComparison(_message.Message):
         confidence: _builtins.float = ...,
         method: _builtins.str = ...,
         discordance: _builtins.float = ...,
+        spread: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "champion", b"champion", "confidence", b"confidence", "difference", b"difference", "discordance", b"discordance", "lower", b"lower", "method", b"method", "metric", b"metric", "p_value", b"p_value", "rows", b"rows", "upper", b"upper"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "champion", b"champion", "confidence", b"confidence", "difference", b"difference", "discordance", b"discordance", "lower", b"lower", "method", b"method", "metric", b"metric", "p_value", b"p_value", "rows", b"rows", "spread", b"spread", "upper", b"upper"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
