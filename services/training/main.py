@@ -44,7 +44,7 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
         max_wait_seconds=settings.drift_data_wait_s,
         poll_seconds=settings.poll_seconds,
     )
-    executor = RunExecutor(runs, store, registry, wait=wait)
+    executor = RunExecutor(runs, store, registry, wait=wait, fit_threads=settings.fit_threads)
     training = Training(
         runs,
         registry,

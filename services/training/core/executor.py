@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 import structlog
+from threadpoolctl import threadpool_limits
 
 from driftloop.services.training.core import metrics, tasks, trainer
 from driftloop.services.training.core.domain import (
@@ -86,7 +87,9 @@ class RunExecutor:
         *,
         wait: DataWait = DataWait(),
         retry_seconds: float = 2.0,
+        fit_threads: int = 1,
     ) -> None:
+        self._fit_threads = fit_threads
         self._runs = runs
         self._store = store
         self._registry = registry
@@ -315,6 +318,20 @@ class RunExecutor:
                 f"window; model {model.name} needs at least {model.spec.min_rows}"
                 + (f" ({note})" if note else "")
             )
+        # why: OpenMP estimators (histogram gradient boosting) spin-wait for their threads; on a
+        # small machine shared with the other services a fit with one thread per core took 40 s
+        # instead of 0.1 s when the cores were busy
+        with threadpool_limits(limits=self._fit_threads):
+            return self._fit(run, model, window, champion, data)
+
+    def _fit(
+        self,
+        run: Run,
+        model: ModelInfo,
+        window: pd.DataFrame,
+        champion: Any | None,
+        data: PinnedData,
+    ) -> trainer.TrainedCandidate:
         return trainer.train_candidate(
             model.name,
             window,
