@@ -1,7 +1,8 @@
 """Tiny real scikit-learn pipelines for the serving tests, built the way training builds them.
 
 Pipeline([("prep", ColumnTransformer([("num", ...), ("cat", ...)])), ("model", estimator)])
-fitted on a DataFrame, string classes; plus a broken variant that loads but cannot predict.
+fitted on a DataFrame, string classes; plus a broken variant that loads but cannot predict, and
+regressors built by training's build_pipeline.
 """
 
 from __future__ import annotations
@@ -52,6 +53,29 @@ def make_pipeline(seed: int = 0) -> Any:
         ]
     )
     return Pipeline([("prep", prep), ("model", LogisticRegression())]).fit(frame, target)
+
+
+def regression_frame(rows: int = 200, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """training_frame's features with a float target (in the hundreds, so a relative error
+    shows where an absolute one would not)."""
+    frame, _ = training_frame(rows=rows, seed=seed)
+    noise = np.random.default_rng(seed + 100).normal(size=rows)
+    target = 300.0 + 40.0 * frame["x1"] + 25.0 * (frame["color"] == "red") - 15 * frame["x2"]
+    return frame, (target + noise).to_numpy(dtype=np.float64)
+
+
+def make_regressor(
+    seed: int = 0, estimator: str = "gradient_boosting", features: list[str] | None = None
+) -> Any:
+    """A regressor fitted on floats, built by training's own build_pipeline (the shape every
+    regression artifact has); `features` defaults to x1, color, x2 (NUMERIC: all-numeric)."""
+    from driftloop.services.training.core.domain import ModelSpec
+    from driftloop.services.training.core.trainer import build_pipeline
+
+    frame, target = regression_frame(seed=seed)
+    columns = list(features or FEATURES)
+    spec = ModelSpec(estimator=estimator, task="regression")
+    return build_pipeline(frame, columns, spec).fit(frame[columns], target)
 
 
 def make_broken_pipeline() -> Any:

@@ -1,5 +1,6 @@
 """Drive a V2 gRPC server with UNMODIFIED foreign clients (tritonclient's InferenceServerClient,
-and the KServe SDK's InferenceGRPCClient when installed) and check every answer.
+and the KServe SDK's InferenceGRPCClient when installed) and check every answer: a classifier's
+`label` and `probabilities`, or a regressor's `prediction` (FP64 [N]), as its metadata declares.
 
 Runs in the separate venv made by benchmarks/foreign_client/setup.sh (it must not import
 driftloop: tritonclient registers the same `inference.*` protobuf names as driftloop does).
@@ -60,13 +61,18 @@ def check_triton(url: str, model: str) -> list[tuple[str, str]]:
     meta = client.get_model_metadata(model)
     features = [(t.name, t.datatype) for t in meta.inputs]
     outputs = {t.name: list(t.shape) for t in meta.outputs}
+    regressor = set(outputs) == {"prediction"}
     check(
         "tritonclient get_model_metadata inputs/outputs",
-        bool(features) and set(outputs) == {"label", "probabilities"},
+        bool(features) and (regressor or set(outputs) == {"label", "probabilities"}),
         meta,
     )
     width = outputs.get("probabilities", [-1, 0])[-1]
     columns = [feature_values(d, ROWS, j) for j, (_, d) in enumerate(features)]
+    if regressor:
+        check_triton_regressor(client, model, features, columns)
+        client.close()
+        return features
 
     # per-feature [N] inputs (raw contents: tritonclient's set_data_from_numpy), both outputs
     inputs = []
@@ -151,6 +157,63 @@ def check_triton(url: str, model: str) -> list[tuple[str, str]]:
     return features
 
 
+def check_triton_regressor(
+    client: Any, model: str, features: list[tuple[str, str]], columns: list[np.ndarray]
+) -> None:
+    """A regressor answers `prediction`, FP64 [N], the same numbers for every request style."""
+    import tritonclient.grpc as triton
+
+    def infer(inputs: list[Any], outputs: list[Any] | None = None) -> Any:
+        return client.infer(model, inputs, outputs=outputs)
+
+    inputs = []
+    for (name, datatype), values in zip(features, columns, strict=True):
+        tensor = triton.InferInput(name, [ROWS], datatype)
+        tensor.set_data_from_numpy(values)
+        inputs.append(tensor)
+    result = infer(inputs, [triton.InferRequestedOutput("prediction")])
+    numbers = result.as_numpy("prediction")
+    check(
+        "tritonclient infer per-feature: prediction FP64 [N]",
+        numbers is not None
+        and numbers.dtype == np.float64
+        and numbers.shape == (ROWS,)
+        and bool(np.isfinite(numbers).all())
+        and result.get_output("prediction").datatype == "FP64",
+        None if numbers is None else (numbers.dtype, numbers.shape),
+    )
+    numeric = all(d != "BYTES" for _, d in features)
+    if numeric:
+        matrix = np.stack(columns, axis=1).astype(np.float64)
+        tensor = triton.InferInput("input-0", list(matrix.shape), "FP64")
+    else:
+        matrix = np.stack([as_text(c) for c in columns], axis=1)
+        tensor = triton.InferInput("input-0", list(matrix.shape), "BYTES")
+    tensor.set_data_from_numpy(matrix)
+    same = infer([tensor]).as_numpy("prediction")
+    check(
+        f"tritonclient infer [N, F] {'FP64' if numeric else 'BYTES'}: same prediction",
+        same is not None and numbers is not None and bool(np.array_equal(same, numbers)),
+        (same, numbers),
+    )
+    text = []
+    for (name, _), values in zip(features, columns, strict=True):
+        tensor = triton.InferInput(name, [ROWS, 1], "BYTES")
+        tensor.set_data_from_numpy(as_text(values).reshape(ROWS, 1))
+        text.append(tensor)
+    again = infer(text).as_numpy("prediction")
+    check(
+        "tritonclient infer per-feature BYTES [N, 1]: same prediction",
+        again is not None and numbers is not None and bool(np.array_equal(again, numbers)),
+        again,
+    )
+    expect_status(
+        "tritonclient infer a classifier's output from a regressor -> INVALID_ARGUMENT",
+        lambda: infer(inputs, [triton.InferRequestedOutput("label")]),
+        "INVALID_ARGUMENT",
+    )
+
+
 def expect_status(name: str, call: Callable[[], Any], status: str) -> None:
     from tritonclient.utils import InferenceServerException
 
@@ -181,14 +244,22 @@ def check_kserve(url: str, model: str, features: list[tuple[str, str]]) -> None:
             request = InferRequest(model_name=model, infer_inputs=inputs, request_id="kserve-1")
             response = await client.infer(request)
             by_name = {o.name: o for o in response.outputs}
-            labels = by_name["label"].as_numpy()
-            proba = by_name["probabilities"].as_numpy()
-            check("kserve infer: label [N]", labels.shape == (ROWS,), labels.shape)
-            check(
-                "kserve infer: probabilities sum to 1",
-                proba.shape[0] == ROWS and bool(np.allclose(proba.sum(axis=1), 1.0)),
-                proba,
-            )
+            if "prediction" in by_name:  # a regressor
+                numbers = by_name["prediction"].as_numpy()
+                check(
+                    "kserve infer: prediction FP64 [N]",
+                    numbers.shape == (ROWS,) and numbers.dtype == np.float64,
+                    (numbers.dtype, numbers.shape),
+                )
+            else:
+                labels = by_name["label"].as_numpy()
+                proba = by_name["probabilities"].as_numpy()
+                check("kserve infer: label [N]", labels.shape == (ROWS,), labels.shape)
+                check(
+                    "kserve infer: probabilities sum to 1",
+                    proba.shape[0] == ROWS and bool(np.allclose(proba.sum(axis=1), 1.0)),
+                    proba,
+                )
             check("kserve infer: id echoed", response.id == "kserve-1", response.id)
         finally:
             await client.close()

@@ -70,8 +70,8 @@ class ServingSettings(ServiceSettings):
     compiled_form: bool = True
     """Serve all-numeric models through ONNX Runtime (a graph skl2onnx derives from the verified
     pipeline at deploy time), when it agrees with scikit-learn within 1e-4 on every class
-    probability, and on every label, on rows around the training data; else, and with false,
-    scikit-learn scores every request."""
+    probability, and on every label (a regressor: every prediction within 1e-4 relative), on
+    rows around the training data; else, and with false, scikit-learn scores every request."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The event loop serving runs on: uvloop (faster loop turns: lower latency and more
     requests per second, see the README's serving table) or Python's standard asyncio loop."""

@@ -69,18 +69,24 @@ def classes_json(classes: tuple[str, ...]) -> str:
 
 
 def to_model_metadata(loaded: LoadedModel, versions: list[str]) -> pb.ModelMetadataResponse:
-    """One FP64 (numeric) or BYTES (categorical) [-1] input per feature; label and probabilities."""
+    """One FP64 (numeric) or BYTES (categorical) [-1] input per feature; label and
+    probabilities (a classifier) or prediction FP64 [-1] (a regressor)."""
     meta = pb.ModelMetadataResponse.TensorMetadata
     inputs = [
         meta(name=f.name, datatype="FP64" if f.kind == "numeric" else "BYTES", shape=[-1])
         for f in loaded.signature.features
     ]
-    answers = [
-        meta(name=outputs.LABEL, datatype="BYTES", shape=[-1]),
-        meta(
-            name=outputs.PROBABILITIES, datatype="FP64", shape=[-1, len(loaded.signature.classes)]
-        ),
-    ]
+    if loaded.regressor:
+        answers = [meta(name=outputs.PREDICTION, datatype="FP64", shape=[-1])]
+    else:
+        answers = [
+            meta(name=outputs.LABEL, datatype="BYTES", shape=[-1]),
+            meta(
+                name=outputs.PROBABILITIES,
+                datatype="FP64",
+                shape=[-1, len(loaded.signature.classes)],
+            ),
+        ]
     return pb.ModelMetadataResponse(
         name=loaded.model, versions=versions, platform=PLATFORM, inputs=inputs, outputs=answers
     )

@@ -145,14 +145,23 @@ def to_response(parsed: JsonRequest, result: InferenceResult) -> dict[str, Any]:
                 "name": t.name,
                 "datatype": t.datatype,
                 "shape": list(t.shape),
-                "data": [v.decode("utf-8") for v in t.data]
-                if t.datatype == "BYTES"
-                else t.data.tolist(),
+                "data": _data(t),
                 **_classes(t, result),
             }
             for t in result.outputs
         ],
     }
+
+
+def _data(tensor: outputs.OutputTensor) -> list[Any]:
+    """The tensor's values as JSON: text for BYTES, numbers otherwise (a regressor's
+    prediction too); a number that is not finite is null, as JSON has no NaN or Infinity."""
+    if tensor.datatype == "BYTES":
+        return [v.decode("utf-8") for v in tensor.data]
+    values = tensor.data.tolist()
+    if np.isfinite(tensor.data).all():
+        return values
+    return [v if math.isfinite(v) else None for v in values]
 
 
 def _classes(tensor: outputs.OutputTensor, result: InferenceResult) -> dict[str, Any]:

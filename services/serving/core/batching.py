@@ -33,7 +33,8 @@ Part = tuple[str, int]
 """(request id, rows) of one request inside a batch, in order."""
 Score = Callable[[LoadedModel, Sequence[Rows], Sequence[Part]], tuple[np.ndarray, np.ndarray]]
 """score(loaded, rows, parts) -> (labels [N], probabilities [N, C]) for the rows of several
-requests, in order; raises per bad input."""
+requests, in order (a regressor: its numbers [N] and [N, 0], see inference.predict); raises per
+bad input."""
 
 
 @dataclass(frozen=True)

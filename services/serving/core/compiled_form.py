@@ -5,9 +5,10 @@ scikit-learn spends ~0.4 ms validating each call however few the rows; ONNX Runt
 steps in ~25 us. The graph computes in float32 (ONNX Runtime's imputer has no float64 kernel), so
 it is used only when, on rows drawn from the model's own scaler statistics (its realistic
 range), every class probability is within TOLERANCE of scikit-learn's and every label is the
-same; otherwise the version is served by the scikit-learn form. Rows a float32 cannot hold, and
-answers that are not finite, are scored by the scikit-learn form too. The skops artifact stays
-the source of truth: nothing compiled is ever stored or loaded from outside.
+same (a regressor: every prediction within REGRESSION_TOLERANCE, relative); otherwise the
+version is served by the scikit-learn form. Rows a float32 cannot hold, and answers that are not
+finite, are scored by the scikit-learn form too. The skops artifact stays the source of truth:
+nothing compiled is ever stored or loaded from outside.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from driftloop.services.serving.core.numeric_form import relative_difference
 from driftloop.shared.artifacts import ModelSignature
 
 log = structlog.get_logger(__name__)
@@ -24,42 +26,82 @@ log = structlog.get_logger(__name__)
 TOLERANCE = 1e-4
 """Largest absolute difference allowed between a compiled and a scikit-learn class probability
 on the check rows (labels must be identical)."""
+REGRESSION_TOLERANCE = 1e-4
+"""Largest difference allowed between a compiled and a scikit-learn regressor's prediction on
+the check rows, relative to |prediction| + the mean |prediction| of those rows
+(numeric_form.relative_difference). A float32 holds ~7 significant digits; linear models come
+within ~1e-6 through the graph's steps, so 1e-4 catches only a real change of answer."""
+REGRESSION_CHECK_ROWS = 1024
+"""Check rows for a regressor. why more than a classifier's 256: float32 rounding that moves a
+value across a tree's split changes a regressor's answer by that leaf's share, where it rarely
+changes a class; more rows make such a model likelier to be caught (and left to
+scikit-learn) at deploy time, for a few ms more."""
 OPSET = 18
 """The ONNX opset the graph is written for (ONNX Runtime 1.31 runs 7-23)."""
 
 
 class CompiledForm:
-    """predict_proba through ONNX Runtime, with `fallback` (the scikit-learn numeric form) for
-    rows a float32 cannot represent and for answers that are not finite."""
+    """predict_proba (a classifier's) or predict (a regressor's) through ONNX Runtime, with
+    `fallback` (the scikit-learn numeric form) for rows a float32 cannot represent and for
+    answers that are not finite."""
 
-    def __init__(self, session: Any, fallback: Any) -> None:
+    def __init__(self, session: Any, fallback: Any, output: str = "probabilities") -> None:
         self._session = session
         self._input = session.get_inputs()[0].name
-        self._probabilities = "probabilities"
+        self._output = output
         self.fallback = fallback
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        got = self._run(x)
+        if got is None:
+            return np.asarray(self.fallback.predict_proba(x), dtype=np.float64)
+        return got
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        got = self._run(x)
+        if got is None:
+            return np.asarray(self.fallback.predict(x), dtype=np.float64).reshape(-1)
+        return got.reshape(-1)
+
+    def _run(self, x: np.ndarray) -> np.ndarray | None:
+        """The graph's answer in float64; None when the fallback must answer."""
         with np.errstate(over="ignore"):  # a value past float32's range becomes inf: checked
             x32 = x.astype(np.float32)
         if np.isinf(x32).any():
-            return np.asarray(self.fallback.predict_proba(x), dtype=np.float64)
-        (proba,) = self._session.run([self._probabilities], {self._input: x32})
-        if not np.isfinite(proba).all():
-            return np.asarray(self.fallback.predict_proba(x), dtype=np.float64)
-        return np.asarray(proba, dtype=np.float64)
+            return None
+        (answer,) = self._session.run([self._output], {self._input: x32})
+        if not np.isfinite(answer).all():
+            return None
+        return np.asarray(answer, dtype=np.float64)
 
 
 def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> CompiledForm | None:
     """The compiled form of `positional` (a fitted Pipeline taking an [N, F] matrix), checked
     against `fallback` on realistic rows; None when it cannot be built or does not agree."""
+    regression = signature.task == "regression"
     try:
-        form = CompiledForm(_session(positional, len(signature.features)), fallback)
-        sample = realistic_sample(positional, signature)
-        expected = np.asarray(fallback.predict_proba(sample), dtype=np.float64)
-        got = form.predict_proba(sample)
+        session = _session(positional, len(signature.features), regression=regression)
+        output = session.get_outputs()[0].name if regression else "probabilities"
+        form = CompiledForm(session, fallback, output)
+        if regression:
+            sample = realistic_sample(positional, signature, rows=REGRESSION_CHECK_ROWS)
+            difference = relative_difference(fallback.predict(sample), form.predict(sample))
+        else:
+            sample = realistic_sample(positional, signature)
+            expected = np.asarray(fallback.predict_proba(sample), dtype=np.float64)
+            got = form.predict_proba(sample)
     except Exception as exc:  # noqa: BLE001 - optional: the scikit-learn form still serves
-        log.info("compiled_form_unavailable", reason=f"{type(exc).__name__}: {exc}")
+        log.info("compiled_form_unavailable", reason=f"{type(exc).__name__}: {exc}"[:500])
         return None
+    if regression:
+        if difference > REGRESSION_TOLERANCE:
+            log.warning(
+                "compiled_form_disagrees",
+                max_relative_difference=difference,
+                tolerance=REGRESSION_TOLERANCE,
+            )
+            return None
+        return form
     difference = float(np.max(np.abs(expected - got))) if expected.size else 0.0
     same_labels = expected.shape == got.shape and bool(
         (expected.argmax(axis=1) == got.argmax(axis=1)).all()
@@ -75,16 +117,19 @@ def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> C
     return form
 
 
-def _session(positional: Any, width: int) -> Any:
+def _session(positional: Any, width: int, *, regression: bool = False) -> Any:
     import onnxruntime
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
     final = positional.steps[-1][1]
+    # a classifier's probabilities as one [N, C] tensor (not a list of dicts); a regressor
+    # has one output and no such option
+    converter_options = None if regression else {id(final): {"zipmap": False}}
     graph = to_onnx(
         positional,
         initial_types=[("input", FloatTensorType([None, width]))],
-        options={id(final): {"zipmap": False}},
+        options=converter_options,
         target_opset=OPSET,
     )
     options = onnxruntime.SessionOptions()

@@ -147,4 +147,9 @@ class Deployer:
             raise ArtifactRejected(
                 f"model {model!r} version {version!r} answered {len(labels)} rows for 1 in warm-up"
             )
+        if labels.ndim != 1:
+            raise ArtifactRejected(
+                f"model {model!r} version {version!r} predicts {labels.size} numbers per row: "
+                "serving answers one prediction per row (a single-target regressor)"
+            )
         return loaded

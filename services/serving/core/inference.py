@@ -16,7 +16,12 @@ import pandas as pd
 from driftloop.services.serving.core import codec, limits, metrics
 from driftloop.services.serving.core.batching import BatchPolicy, MicroBatcher, Part
 from driftloop.services.serving.core.features import Features, Matrix, rows_matrix
-from driftloop.services.serving.core.outputs import OutputTensor, encode_outputs, requested_outputs
+from driftloop.services.serving.core.outputs import (
+    OutputTensor,
+    available,
+    encode_outputs,
+    requested_outputs,
+)
 from driftloop.services.serving.core.prediction_log import (
     PredictionLogger,
     PredictionRecord,
@@ -37,13 +42,18 @@ class InferenceResult:
     """The version that answered."""
     outputs: list[OutputTensor]
     classes: tuple[str, ...] = ()
-    """The class of each probabilities column, in order."""
+    """The class of each probabilities column, in order (none for a regressor)."""
 
 
 def predict(loaded: LoadedModel, features: Features) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted class per row (object array of str) and class probabilities [N, C]: a Matrix
-    goes straight into the numeric form when the model has one, anything else as a DataFrame."""
+    """Per row, a classifier's predicted class (object array of str) and class probabilities
+    [N, C], or a regressor's predicted number (float64 [N]) and no probabilities ([N, 0]): a
+    Matrix goes straight into the numeric form when the model has one, anything else as a
+    DataFrame."""
     try:
+        if loaded.regressor:
+            numbers = _numbers(loaded, features)
+            return numbers, np.empty((len(numbers), 0), dtype=np.float64)
         if isinstance(features, Matrix) and loaded.numeric is not None:
             raw = loaded.numeric.predict_proba(features.values)
         else:
@@ -55,6 +65,18 @@ def predict(loaded: LoadedModel, features: Features) -> tuple[np.ndarray, np.nda
             f"model {loaded.model!r} version {loaded.version!r} cannot score these rows: {exc}"
         ) from exc
     return loaded.class_labels[proba.argmax(axis=1)], proba
+
+
+def _numbers(loaded: LoadedModel, features: Features) -> np.ndarray:
+    """A regressor's predictions, float64 [N] (an [N, 1] answer is flattened; deploy refuses
+    a model that answers several numbers per row)."""
+    if isinstance(features, Matrix) and loaded.numeric is not None:
+        raw = loaded.numeric.predict(features.values)
+    else:
+        frame = features.frame() if isinstance(features, Matrix) else features
+        raw = loaded.pipeline.predict(frame)
+    numbers = np.asarray(raw, dtype=np.float64)
+    return numbers.reshape(-1) if numbers.ndim == 2 and numbers.shape[1] == 1 else numbers
 
 
 def model_input(loaded: LoadedModel, parts: Sequence[codec.Rows]) -> Features:
@@ -149,7 +171,10 @@ class InferenceService:
         if not request.model:
             raise InvalidInput("model_name is empty: name the model to ask")
         loaded = self.slot.get(request.model, request.version)
-        names = requested_outputs(request.outputs)
+        # the outputs of the version that answers: after a swap from a classifier to a
+        # regressor of the same name, production answers `prediction`; a request pinned to the
+        # previous version still gets `label` and `probabilities`
+        names = requested_outputs(request.outputs, available(loaded.signature))
         if self._max_rows:
             codec.check_rows(request, self._max_rows)
         return loaded, names, codec.decode_rows(request, loaded.signature)

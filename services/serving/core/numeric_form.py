@@ -3,7 +3,8 @@ position instead of by name, so a request is scored from a float64 matrix with n
 
 Derived at deploy time from the loaded, hash-checked skops pipeline (which stays the source of
 truth) and used only when it gives the same answers as that pipeline on a check sample; the
-feature order is thereby checked once per model version, never per request.
+feature order is thereby checked once per model version, never per request. A classifier's form
+answers predict_proba, a regressor's predict.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ TOLERANCE = 1e-9
 """Largest absolute difference allowed between the two forms' class probabilities on the check
 sample (the predicted labels must be identical). Both run the same float64 arithmetic, so in
 practice they agree exactly; the tolerance only absorbs summation-order noise."""
+REGRESSION_TOLERANCE = 1e-9
+"""For a regressor: largest difference allowed between the two forms' predictions on the check
+sample, relative to the prediction's size (see relative_difference)."""
 
 
 def derive(pipeline: Any, signature: ModelSignature, *, compiled: bool = False) -> Any | None:
@@ -41,7 +45,8 @@ def derive(pipeline: Any, signature: ModelSignature, *, compiled: bool = False) 
         log.info("numeric_form_unavailable", reason=f"{type(exc).__name__}: {exc}")
         return None
     if not same:
-        log.warning("numeric_form_disagrees", max_difference=difference, tolerance=TOLERANCE)
+        tolerance = REGRESSION_TOLERANCE if signature.task == "regression" else TOLERANCE
+        log.warning("numeric_form_disagrees", max_difference=difference, tolerance=tolerance)
         return None
     if compiled:
         from driftloop.services.serving.core.compiled_form import compile_form
@@ -63,18 +68,25 @@ def check_sample(signature: ModelSignature, rows: int = CHECK_ROWS) -> np.ndarra
 
 class StepChain:
     """The fitted steps of a pipeline whose ColumnTransformer sends every column, in order,
-    through one transformer: each step's transform, then the estimator's predict_proba. The
-    same calls the pipeline makes, without its per-call wrapping (column selection, joblib,
-    output containers, metadata routing), which costs more than the steps for a few rows."""
+    through one transformer: each step's transform, then the estimator's predict_proba (or a
+    regressor's predict). The same calls the pipeline makes, without its per-call wrapping
+    (column selection, joblib, output containers, metadata routing), which costs more than the
+    steps for a few rows."""
 
     def __init__(self, transforms: list[Any], final: Any) -> None:
         self.transforms = transforms
         self.final = final
 
-    def predict_proba(self, x: np.ndarray) -> Any:
+    def _transform(self, x: np.ndarray) -> Any:
         for step in self.transforms:
             x = step.transform(x)
-        return self.final.predict_proba(x)
+        return x
+
+    def predict_proba(self, x: np.ndarray) -> Any:
+        return self.final.predict_proba(self._transform(x))
+
+    def predict(self, x: np.ndarray) -> Any:
+        return self.final.predict(self._transform(x))
 
 
 def positional_pipeline(pipeline: Any) -> Any:
@@ -133,9 +145,12 @@ def _forget_feature_names(step: Any) -> None:
 
 def agrees(pipeline: Any, form: Any, signature: ModelSignature) -> tuple[bool, float]:
     """Whether `form` answers like `pipeline` on the check sample, and the largest difference
-    between their class probabilities."""
+    between their class probabilities (a regressor: their predictions, relative to size)."""
     sample = check_sample(signature)
     frame = pd.DataFrame(sample, columns=[f.name for f in signature.features])
+    if signature.task == "regression":
+        difference = relative_difference(pipeline.predict(frame), form.predict(sample))
+        return difference <= REGRESSION_TOLERANCE, difference
     expected = np.asarray(pipeline.predict_proba(frame), dtype=np.float64)
     got = np.asarray(form.predict_proba(sample), dtype=np.float64)
     if expected.shape != got.shape:
@@ -143,3 +158,28 @@ def agrees(pipeline: Any, form: Any, signature: ModelSignature) -> tuple[bool, f
     difference = float(np.max(np.abs(expected - got))) if expected.size else 0.0
     same_labels = bool((expected.argmax(axis=1) == got.argmax(axis=1)).all())
     return difference <= TOLERANCE and same_labels, difference
+
+
+def relative_difference(expected: Any, got: Any) -> float:
+    """The largest |got - expected| of two regressors' predictions, each relative to
+    |expected| + the mean |expected| over all rows: relative, because a target may be counted
+    in millions or in thousandths; plus the mean, so a prediction near zero is held to the
+    digits its neighbours have, not to more. inf when the shapes differ, or one side is not
+    finite (or not NaN) where the other is."""
+    want = np.asarray(expected, dtype=np.float64).reshape(-1)
+    have = np.asarray(got, dtype=np.float64).reshape(-1)
+    if want.shape != have.shape:
+        return float("inf")
+    finite = np.isfinite(want)
+    if not np.array_equal(finite, np.isfinite(have)) or not np.array_equal(
+        want[~finite], have[~finite], equal_nan=True
+    ):
+        return float("inf")
+    want, have = want[finite], have[finite]
+    if not want.size:
+        return 0.0
+    difference = np.abs(have - want)
+    scale = np.abs(want) + np.mean(np.abs(want))
+    with np.errstate(divide="ignore", invalid="ignore"):  # scale 0: exact or inf
+        ratio = np.where(difference == 0, 0.0, difference / scale)
+    return float(ratio.max())

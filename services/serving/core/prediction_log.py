@@ -43,6 +43,7 @@ class PredictionRecord:
     """The rows' features: a DataFrame, or a Matrix (numeric models)."""
     request_id: str
     labels: np.ndarray
+    """Per row, the predicted class (object array of str) or a regressor's number (float64)."""
     ts: float
     parts: tuple[tuple[str, int], ...] = ()
     """When the frame holds several requests (a micro-batch): (request id, rows) of each, in
@@ -147,10 +148,9 @@ class PredictionLogger:
         ids: list[str] = []
         for record in group:
             ids.extend(self._request_ids(record))
-        predictions = np.concatenate([np.asarray(r.labels, dtype=object) for r in group])
         ts = np.concatenate([np.full(len(r.frame), r.ts, dtype=np.float64) for r in group])
         table = table.append_column(REQUEST_ID, pa.array(ids, type=pa.string()))
-        table = table.append_column(PREDICTION, pa.array(predictions, type=pa.string()))
+        table = table.append_column(PREDICTION, _predictions([r.labels for r in group]))
         return table.append_column(TS, pa.array(ts, type=pa.float64()))
 
     def _request_ids(self, record: PredictionRecord) -> list[str]:
@@ -189,6 +189,17 @@ def _features_table(parts: list[Features]) -> pa.Table:
     frames = [p.frame() if isinstance(p, Matrix) else p for p in parts]
     frame = pd.concat(frames, ignore_index=True)
     return pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+
+
+def _predictions(parts: list[np.ndarray]) -> pa.Array:
+    """The `_prediction` column: float64 when every part holds a regressor's numbers, else the
+    classes as strings. (A version is one pipeline, so the parts of a group agree; were a
+    version's artifact replaced by one of the other task, its numbers are logged as text.)"""
+    arrays = [np.asarray(p) for p in parts]
+    if all(a.dtype.kind == "f" for a in arrays):
+        return pa.array(np.concatenate(arrays).astype(np.float64, copy=False), type=pa.float64())
+    texts = [np.asarray(a if a.dtype == object else a.astype(str), dtype=object) for a in arrays]
+    return pa.array(np.concatenate(texts), type=pa.string())
 
 
 def _row_suffixes(rows: int) -> tuple[str, ...]:

@@ -41,6 +41,11 @@ class LoadedModel:
         return tuple(f.name for f in self.signature.features)
 
     @functools.cached_property
+    def regressor(self) -> bool:
+        """Whether the pipeline predicts a number per row (no classes)."""
+        return self.signature.task == "regression"
+
+    @functools.cached_property
     def class_labels(self) -> np.ndarray:
         """The class of each probabilities column, as an object array of str."""
         classes = self.signature.classes or tuple(str(c) for c in self.pipeline.classes_)

@@ -1,5 +1,6 @@
 """`driftloop predict FILE --model NAME -o OUT.parquet`: score a CSV/Parquet file through
-serving's V2 ModelInfer in streamed chunks, writing the input columns plus predictions.
+serving's V2 ModelInfer in streamed chunks, writing the input columns plus predictions (a
+classifier's class and probabilities, or a regressor's number).
 
 Neither file is ever whole in memory: the input is read batch by batch, each batch is one
 ModelInfer call (one raw [N] input per feature), and the output Parquet grows batch by batch.
@@ -102,12 +103,28 @@ def _raw(name: str, datatype: str, column: pa.Array) -> bytes:
     return numbers.to_numpy(zero_copy_only=False).astype("<f8", copy=False).tobytes()
 
 
-def parse_response(reply: Any, rows: int) -> tuple[list[str], np.ndarray, list[str]]:
-    """(labels, probabilities [rows, C], classes) from a raw or typed ModelInferResponse."""
+def parse_response(reply: Any, rows: int) -> tuple[list[str] | np.ndarray, np.ndarray, list[str]]:
+    """(predictions, probabilities [rows, C], classes) from a raw or typed ModelInferResponse:
+    a classifier's labels, or a regressor's numbers (float64 [rows], with [rows, 0]
+    probabilities and no classes)."""
     import numpy as np
 
     by_name = {o.name: i for i, o in enumerate(reply.outputs)}
     raw = list(reply.raw_output_contents)
+    if PREDICTION in by_name:  # a regressor: one FP64 number per row
+        at = by_name[PREDICTION]
+        if raw:
+            numbers = np.frombuffer(raw[at], dtype="<f8").astype(np.float64)
+        else:
+            numbers = np.asarray(reply.outputs[at].contents.fp64_contents, dtype=np.float64)
+        if len(numbers) != rows:
+            raise InvalidInput(f"serving answered {len(numbers)} predictions for {rows} rows")
+        return numbers, np.empty((rows, 0), dtype=np.float64), []
+    if "label" not in by_name or "probabilities" not in by_name:
+        raise InvalidInput(
+            f"serving answered outputs {sorted(by_name)}: expected label and probabilities "
+            "(a classifier) or prediction (a regressor)"
+        )
     label_out = reply.outputs[by_name["label"]]
     proba_out = reply.outputs[by_name["probabilities"]]
     if raw:
@@ -137,11 +154,17 @@ def _split(raw: bytes) -> list[str]:
 
 
 def output_batch(
-    batch: pa.RecordBatch, labels: list[str], proba: np.ndarray, classes: list[str]
+    batch: pa.RecordBatch,
+    predictions: list[str] | np.ndarray,
+    proba: np.ndarray,
+    classes: list[str],
 ) -> pa.RecordBatch:
+    """The input columns, then `prediction` (a class as text, or a regressor's float64) and
+    one `probability_<class>` column per class."""
     import pyarrow as pa
 
-    arrays = [*batch.columns, pa.array(labels, type=pa.string())]
+    kind = pa.string() if isinstance(predictions, list) else pa.float64()
+    arrays = [*batch.columns, pa.array(predictions, type=kind)]
     names = [*batch.schema.names, PREDICTION]
     for j, cls in enumerate(classes):
         arrays.append(pa.array(proba[:, j], type=pa.float64()))
@@ -223,6 +246,16 @@ def _score_all(
         result = output_batch(batch, *parse_response(reply, batch.num_rows))
         if writer is None:
             writer = pq.ParquetWriter(out, result.schema)
+        elif not result.schema.equals(writer.schema):
+            # a swap during the run to a version answering otherwise (a regressor after a
+            # classifier, other classes): one file cannot hold both
+            first = next(iter(versions))
+            raise InvalidInput(
+                f"model {inputs.model!r} changed its answers during the run: version {first} "
+                f"gave columns {writer.schema.names[batch.num_columns :]}, version "
+                f"{reply.model_version} gives {result.schema.names[batch.num_columns :]}; "
+                "score the file again (or pin --version)"
+            )
         writer.write_batch(result)
         rows += batch.num_rows
         if progress is not None:

@@ -13,7 +13,8 @@ import pytest
 import typer
 from typer.core import TyperGroup
 
-from driftloop.services.registry.core.specs import parse_yaml
+from driftloop.services.registry.core.domain import validate_spec, with_defaults
+from driftloop.services.registry.core.specs import check_estimator, parse_yaml
 from driftloop.shared.cli.app import app
 from driftloop.shared.cli.commands.datasets import schema_from_yaml
 
@@ -39,7 +40,12 @@ def test_every_yaml_example_parses(body: str, tmp_path: Path) -> None:
         schema = schema_from_yaml("people", path)
         assert len(schema.columns) == body.count("- {name:")
     else:
-        parse_yaml(body)  # a training spec: unknown or misspelt fields raise, naming the field
+        # a training spec: unknown or misspelt fields raise, naming the field; then the
+        # registry's own checks, as SetSpec runs them (defaults filled in, values in range,
+        # estimator and parameters accepted for the spec's task)
+        parsed = parse_yaml(body)
+        spec = validate_spec(with_defaults(parsed.spec), parsed.target or "y")
+        check_estimator(spec, 50)
 
 
 def _logical_lines(body: str) -> list[str]:
