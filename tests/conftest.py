@@ -3,6 +3,7 @@ S3 HTTP endpoint."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +31,8 @@ def _print_log_tails(request: pytest.FixtureRequest, logs: Path, lines: int = 40
         return
     for log in sorted(logs.glob("*.log")):
         tail = log.read_text(errors="replace").splitlines()[-lines:]
-        print(f"----- last {len(tail)} lines of {log.name} -----")
-        print("\n".join(tail))
+        sys.stdout.write(f"----- last {len(tail)} lines of {log.name} -----\n")
+        sys.stdout.write("\n".join(tail) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +129,7 @@ def any_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Common
         kafka_broker.delete_topics(bootstrap)
 
 
-def _stack(
-    request: pytest.FixtureRequest, tmp_path: Path, kafka: str
-) -> Iterator[CommonSettings]:
-    import sys
+def _stack(request: pytest.FixtureRequest, tmp_path: Path, kafka: str) -> Iterator[CommonSettings]:
 
     from driftloop.shared.cli.stack import embedded as stack
 

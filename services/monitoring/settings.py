@@ -47,6 +47,9 @@ class MonitoringSettings(ServiceSettings):
     """Increase of the error rate (absolute) the error-rate CUSUM is tuned to catch fastest."""
     error_arl0_rows: float = Field(1e7, gt=1)
     """Average labelled rows between false error-rate alarms; sets the CUSUM threshold."""
+    mae_shift: float = Field(0.2, gt=0)
+    """Regressors: relative rise of the MAE (0.2 = 20% above the reference's) the absolute-error
+    CUSUM is tuned to catch fastest; its false alarms share error_arl0_rows."""
     adwin_delta: float = Field(0.002, ge=0, lt=1)
     """Confidence of river's ADWIN on the live error stream (a member of the error-rate bank;
     smaller = fewer false cuts, later detection; 0 turns it off). Its false alarms are not part
@@ -55,7 +58,8 @@ class MonitoringSettings(ServiceSettings):
     """Logged predictions kept per model for labels to join (oldest forgotten first)."""
     triggers: tuple[Signal, ...] = ("features", "prediction", "accuracy", "label_prior")
     """Signals that may open a drift episode (and so a retrain): features, prediction,
-    accuracy, label_prior. The others are still tested and reported."""
+    accuracy (for a regressor: its absolute-error detectors), label_prior (for a regressor: the
+    KS test of its labels). The others are still tested and reported."""
     model_policies: dict[str, dict[str, Any]] = {}
     """Per-model overrides of the fields above, e.g.
     DRIFTLOOP_MONITORING_MODEL_POLICIES='{"churn": {"alpha": 0.0001, "triggers": ["accuracy"]}}'."""

@@ -100,6 +100,8 @@ class MonitoringHandler:
         if not self._monitors.knows(batch.model):
             log.info("labels_skipped_unmonitored", model=batch.model, labels=len(batch.labels))
             return
+        monitor = self._monitors.get(batch.model)
+        invalid = monitor.labels_invalid
         decision = await asyncio.to_thread(
             self._monitors.observe_labels,
             batch.model,
@@ -107,6 +109,7 @@ class MonitoringHandler:
             list(batch.labels),
             self._clock(),
         )
+        metrics.LABELS_INVALID.labels(batch.model).inc(monitor.labels_invalid - invalid)
         metrics.record_report(self._monitors.report(batch.model))
         if decision is not None:
             await self._publish(decision)
@@ -123,6 +126,7 @@ class MonitoringHandler:
             version=decision.version,
             episode_id=decision.episode_id,
             drifted=drifted,
+            reasons=list(decision.reasons),
             drift_share=decision.drift_share,
             drift_event_id=event.event_id,
         )

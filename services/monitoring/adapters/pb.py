@@ -12,6 +12,7 @@ from driftloop.protos.monitoring.v1 import monitoring_pb2
 from driftloop.services.monitoring.core.drift import FeatureDrift
 from driftloop.services.monitoring.core.history import HistoryEntry
 from driftloop.services.monitoring.core.monitor import DriftDecision
+from driftloop.services.monitoring.core.regression import ErrorPoint
 from driftloop.services.monitoring.core.report import (
     ColumnDistribution,
     DriftReport,
@@ -49,6 +50,7 @@ def drift_detected_pb(d: DriftDecision) -> events_pb2.DriftDetected:
         window_end=timestamp(d.window_end),
         live_rows=d.live_rows,
         reference_rows=d.reference_rows,
+        reasons=list(d.reasons),
     )
 
 
@@ -99,12 +101,23 @@ def performance_pb(p: PerformanceSummary) -> monitoring_pb2.Performance:
         window_rows=p.window_rows,
         live_accuracy=p.live_accuracy or 0.0,
         live_f1_macro=p.live_f1_macro or 0.0,
-        has_reference=p.reference_accuracy is not None,
+        has_reference=p.reference_accuracy is not None or p.reference_mae is not None,
         reference_accuracy=p.reference_accuracy or 0.0,
         reference_f1_macro=p.reference_f1_macro or 0.0,
         reference_source=p.reference_source,
         pending_predictions=p.pending_predictions,
+        task=p.task,
+        invalid_labels=p.invalid_labels,
+        live_mae=p.live_mae or 0.0,
+        live_rmse=p.live_rmse or 0.0,
+        reference_mae=p.reference_mae or 0.0,
+        reference_rmse=p.reference_rmse or 0.0,
+        error_over_time=[error_point_pb(e) for e in p.error_over_time],
     )
+
+
+def error_point_pb(e: ErrorPoint) -> monitoring_pb2.ErrorPoint:
+    return monitoring_pb2.ErrorPoint(at=timestamp(e.at), rows=e.rows, mae=e.mae)
 
 
 def episode_pb(e: EpisodeState) -> monitoring_pb2.EpisodeState:

@@ -22,7 +22,21 @@ MIN_EXPECTED = 5.0
 
 Signal = Literal["features", "prediction", "accuracy", "label_prior"]
 SIGNALS: frozenset[Signal] = frozenset({"features", "prediction", "accuracy", "label_prior"})
-TestName = Literal["ks", "chi2", "accuracy", "cusum", "glr", "adwin", "label_prior"]
+TestName = Literal[
+    "ks",
+    "chi2",
+    "accuracy",
+    "cusum",
+    "glr",
+    "adwin",
+    "label_prior",
+    "mae",
+    "rmse",
+    "abs_error_cusum",
+    "abs_error_glr",
+    "abs_error_adwin",
+    "label_ks",
+]
 
 
 class DriftPolicy(BaseModel):
@@ -44,6 +58,7 @@ class DriftPolicy(BaseModel):
     label_burn_in_rows: int = Field(1000, gt=0)
     error_shift: float = Field(0.1, gt=0, lt=1)
     error_arl0_rows: float = Field(1e7, gt=1)
+    mae_shift: float = Field(0.2, gt=0)
     adwin_delta: float = Field(0.002, ge=0, lt=1)
     max_pending_predictions: int = Field(200_000, gt=0)
     triggers: frozenset[Signal] = SIGNALS
@@ -93,14 +108,18 @@ def evaluate_window(
 
 class PreparedReference:
     """A reference profile made ready for repeated tests: sorted finite samples per numeric
-    column, normalised category shares per categorical one (built once per deployment)."""
+    column, normalised category shares per categorical one (built once per deployment).
+
+    A classifier's prediction is always tested as categories (its classes may be numbers); a
+    regressor's numeric prediction with the KS test, as any numeric feature."""
 
     def __init__(self, profile: ReferenceProfile) -> None:
         self.profile = profile
         self._columns: list[tuple[str, np.ndarray | None, dict[str, float], int]] = []
         columns = [*profile.features, *([profile.prediction] if profile.prediction else [])]
+        numeric_prediction = profile.task == "regression"
         for column in columns:
-            if column.kind == "numeric" and column.name != PREDICTION:
+            if column.kind == "numeric" and (column.name != PREDICTION or numeric_prediction):
                 ref = np.sort(np.asarray(column.sample, dtype=float))
                 self._columns.append((column.name, ref[np.isfinite(ref)], {}, 0))
             else:

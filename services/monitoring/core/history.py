@@ -43,6 +43,7 @@ def entry_from_json(data: bytes) -> HistoryEntry:
     raw: dict[str, Any] = json.loads(data)
     decision = dict(raw["decision"])
     decision["features"] = tuple(FeatureDrift(**f) for f in decision["features"])
+    decision["reasons"] = tuple(decision.get("reasons", ()))  # entries before reasons have none
     return HistoryEntry(
         decision=DriftDecision(**decision),
         event_id=raw.get("event_id", ""),

@@ -28,6 +28,11 @@ DRIFT_EVENTS = Counter(
 LABELS_RECEIVED = Counter(
     "driftloop_monitoring_labels_received_total", "Labels received on driftloop.labels", ["model"]
 )
+LABELS_INVALID = Counter(
+    "driftloop_monitoring_labels_invalid_total",
+    "A regressor's labels that were not finite decimal numbers (ignored)",
+    ["model"],
+)
 ROWS_OBSERVED = Counter(
     "driftloop_monitoring_rows_observed_total", "Prediction rows received", ["model"]
 )

@@ -14,19 +14,21 @@ import uuid
 
 import numpy as np
 import pandas as pd
+import structlog
 
-from driftloop.services.monitoring.core.decision import DriftDecision, DriftEpisode
+from driftloop.services.monitoring.core.decision import DriftDecision, DriftEpisode, explain
 from driftloop.services.monitoring.core.drift import (
     DriftPolicy,
     FeatureDrift,
     PreparedReference,
     WindowEvaluation,
 )
-from driftloop.services.monitoring.core.performance import (
-    LABEL,
-    PerformanceTracker,
-    PredictionJoin,
-    profile_reference,
+from driftloop.services.monitoring.core.performance import LABEL, PredictionJoin
+from driftloop.services.monitoring.core.regression import (
+    LabelTracker,
+    RegressionTracker,
+    numeric_labels,
+    tracker_for,
 )
 from driftloop.services.monitoring.core.report import (
     DriftReport,
@@ -36,6 +38,8 @@ from driftloop.services.monitoring.core.report import (
 )
 from driftloop.shared.errors import NotFound
 from driftloop.shared.profile import PREDICTION, ReferenceProfile
+
+log = structlog.get_logger(__name__)
 
 TS = "_ts"
 CHANGE_SHRINK = 0.8
@@ -72,6 +76,8 @@ class ModelMonitor:
         """Labels of another version, or forgotten while waiting for their prediction."""
         self.labels_duplicate = 0
         """Labels of a request id already joined (sent again); never counted twice."""
+        self.labels_invalid = 0
+        """A regressor's labels that are not finite decimal numbers: counted, logged, ignored."""
         self._join = PredictionJoin(policy.max_pending_predictions)
         self._early: collections.OrderedDict[str, str] = collections.OrderedDict()
         """Labels that arrived before their prediction's log (request id -> label), bounded:
@@ -94,14 +100,7 @@ class ModelMonitor:
         self._window_len = 0
         self._streak = 0
         p = self.policy
-        self.performance = PerformanceTracker(
-            profile_reference(profile),
-            burn_in_rows=p.label_burn_in_rows,
-            window_rows=p.label_window_rows,
-            error_shift=p.error_shift,
-            error_arl0=p.error_arl0_rows,
-            adwin_delta=p.adwin_delta,
-        )
+        self.performance: LabelTracker = tracker_for(profile, p)
         self._label_ts: collections.deque[float] = collections.deque(maxlen=p.label_window_rows)
         self._joined_at: collections.deque[float] = collections.deque(maxlen=CHANGE_LOOKBACK)
         """When each recent labelled row's label was joined (for the change point's time)."""
@@ -147,9 +146,27 @@ class ModelMonitor:
 
         Decides on an error-rate shift (CUSUM crossing) or a persistent label-prior change,
         when the policy lets those signals trigger. Returns a decision to publish, or None.
+        A regressor's labels that are not finite numbers are counted (`labels_invalid`),
+        logged and dropped before anything else sees them: no join, window or detector.
         """
         with self._lock:
+            if self.profile.task == "regression":
+                request_ids, labels = self._numeric(request_ids, labels)
             return self._labels(request_ids, labels, now, hold=True)
+
+    def _numeric(self, request_ids: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
+        ids, kept, invalid = numeric_labels(request_ids, labels)
+        if invalid:
+            self.labels_invalid += len(invalid)
+            log.warning(
+                "labels_not_numbers",
+                model=self.model,
+                version=self.version,
+                invalid=len(invalid),
+                example=invalid[0][:80],
+                total_invalid=self.labels_invalid,
+            )
+        return ids, kept
 
     def _labels(
         self, request_ids: list[str], labels: list[str], now: float, *, hold: bool
@@ -173,7 +190,10 @@ class ModelMonitor:
         predictions, truth, ts = (list(column) for column in zip(*keep, strict=True))
         self._label_ts.extend(ts)
         self._joined_at.extend([now] * len(keep))
-        crossed = self.performance.observe(predictions, truth)
+        if isinstance(self.performance, RegressionTracker):
+            crossed = self.performance.observe(predictions, truth, ts)
+        else:
+            crossed = self.performance.observe(predictions, truth)
         if crossed is not None and "accuracy" in self.policy.triggers:
             end = self._change_since(len(keep) - 1 - crossed, ts[crossed])
             return self._decide(now, self._performance_evidence(self.performance.fired), end)
@@ -228,6 +248,7 @@ class ModelMonitor:
                     self.labels_unmatched,
                     len(self._join),
                     duplicate=self.labels_duplicate,
+                    invalid=self.labels_invalid,
                 ),
                 episode=self._episode_state(now),
                 rows_ignored=self.rows_ignored,
@@ -359,6 +380,7 @@ class ModelMonitor:
             live_rows=self._window_len if live_rows is None else live_rows,
             reference_rows=self.profile.rows,
             decided_at=now,
+            reasons=explain(evidence),
         )
         self.decisions.append(decision)
         return decision

@@ -13,7 +13,11 @@ import numpy as np
 import pandas as pd
 
 from driftloop.services.monitoring.core.drift import FeatureDrift
-from driftloop.services.monitoring.core.performance import PerformanceTracker
+from driftloop.services.monitoring.core.regression import (
+    ErrorPoint,
+    LabelTracker,
+    RegressionTracker,
+)
 from driftloop.shared.profile import TARGET, FeatureProfile, ReferenceProfile
 
 BINS = 20
@@ -51,6 +55,16 @@ class PerformanceSummary:
     reference_f1_macro: float | None = None
     reference_source: str = ""
     pending_predictions: int = 0
+    invalid_labels: int = 0
+    """A regressor's labels that were not finite numbers (ignored)."""
+    task: str = "classification"
+    live_mae: float | None = None
+    live_rmse: float | None = None
+    reference_mae: float | None = None
+    reference_rmse: float | None = None
+    error_over_time: tuple[ErrorPoint, ...] = ()
+    """A regressor's live MAE over consecutive labelled rows, oldest first (for the plot
+    against reference_mae)."""
 
 
 @dataclass(frozen=True)
@@ -199,11 +213,13 @@ def f1_macro(predictions: Sequence[str], labels: Sequence[str]) -> float | None:
 
 
 def model_distributions(
-    profile: ReferenceProfile, window: pd.DataFrame, performance: PerformanceTracker
+    profile: ReferenceProfile, window: pd.DataFrame, performance: LabelTracker
 ) -> tuple[ColumnDistribution, ...]:
     """Every feature, the prediction and (once there is a label reference) the label."""
     columns = [*profile.features, *([profile.prediction] if profile.prediction else [])]
     found = distributions(columns, window)
+    if isinstance(performance, RegressionTracker):
+        return found + _target_distribution(performance)
     ref = performance.reference
     if ref is not None and ref.label_frequencies:
         _, labels = performance.window()
@@ -212,9 +228,28 @@ def model_distributions(
     return found
 
 
+def _target_distribution(performance: RegressionTracker) -> tuple[ColumnDistribution, ...]:
+    """A regressor's label window against the training target's sample (numeric)."""
+    sample = performance.target_sample
+    if not sample:
+        return ()
+    reference = FeatureProfile(
+        name=TARGET, kind="numeric", count=len(sample), null_fraction=0.0, sample=sample
+    )
+    _, labels = performance.window()
+    return distributions([reference], pd.DataFrame({TARGET: pd.Series(labels, dtype=float)}))
+
+
 def performance_summary(
-    performance: PerformanceTracker, unmatched: int, pending: int, *, duplicate: int = 0
+    performance: LabelTracker,
+    unmatched: int,
+    pending: int,
+    *,
+    duplicate: int = 0,
+    invalid: int = 0,
 ) -> PerformanceSummary:
+    if isinstance(performance, RegressionTracker):
+        return _regression_summary(performance, unmatched, pending, duplicate, invalid)
     predictions, labels = performance.window()
     ref = performance.reference
     errors = sum(p != y for p, y in zip(predictions, labels, strict=True))
@@ -231,4 +266,26 @@ def performance_summary(
         reference_f1_macro=None if ref is None else ref.f1_macro,
         reference_source="" if ref is None else ref.source,
         pending_predictions=pending,
+    )
+
+
+def _regression_summary(
+    performance: RegressionTracker, unmatched: int, pending: int, duplicate: int, invalid: int
+) -> PerformanceSummary:
+    live, ref = performance.live(), performance.reference
+    _, labels = performance.window()
+    return PerformanceSummary(
+        labelled_rows=performance.labelled_rows,
+        unmatched_labels=unmatched,
+        duplicate_labels=duplicate,
+        window_rows=len(labels),
+        reference_source="" if ref is None else ref.source,
+        pending_predictions=pending,
+        invalid_labels=invalid,
+        task="regression",
+        live_mae=None if live is None else live[0],
+        live_rmse=None if live is None else live[1],
+        reference_mae=None if ref is None else ref.mae,
+        reference_rmse=None if ref is None else ref.rmse,
+        error_over_time=tuple(performance.points),
     )

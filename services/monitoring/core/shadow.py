@@ -4,6 +4,9 @@ same labelled live requests, reported to the registry, which promotes, rejects o
 Shadow prediction logs never reach the drift windows of production; they are kept (bounded) for
 the label join. Every `report_every` new labelled pairs the accuracy and macro F1 of both are
 sent with ReportShadowEvidence; the registry applies the policy (labels needed, margin).
+A regressor (its logged predictions are floating-point numbers) is scored on the same requests
+with MAE, RMSE and R² instead, and its paired counts are those of the sign test on the paired
+absolute errors (see Evidence).
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+import pyarrow as pa
 import structlog
 from prometheus_client import Counter
 
+from driftloop.services.monitoring.core.regression import parse_numbers
 from driftloop.shared.errors import DriftloopError, Unavailable
+from driftloop.shared.estimators import REGRESSION, score
 from driftloop.shared.records import ipc_to_table
 
 log = structlog.get_logger(__name__)
@@ -46,7 +53,9 @@ class Evidence:
     shadow_metrics: dict[str, float]
     champion_metrics: dict[str, float]
     shadow_only_right: int = 0
-    """Labelled requests only the shadow answered right (paired evidence for McNemar's test)."""
+    """Labelled requests only the shadow answered right (paired evidence for McNemar's test);
+    for a regressor, the requests where the shadow's absolute error was the smaller of the two
+    (the sign test's discordant pairs; ties count on neither side)."""
     champion_only_right: int = 0
 
 
@@ -88,6 +97,8 @@ class Comparison:
     shadow_predicted: list[str] = field(default_factory=list)
     champion_predicted: list[str] = field(default_factory=list)
     reported_at: int = 0
+    task: str = "classification"
+    """"regression" once either side logged floating-point predictions."""
 
     def remember(
         self, side: collections.OrderedDict[str, str], ids: list[str], preds: list[str]
@@ -107,9 +118,12 @@ class Comparison:
     def join(self, request_ids: list[str], labels: list[str]) -> int:
         """Pair labels with both answers of the same request; returns the pairs added."""
         added = 0
-        for request_id, label in zip(request_ids, labels, strict=True):
+        numeric = parse_numbers(labels) if self.task == REGRESSION else None
+        for i, (request_id, label) in enumerate(zip(request_ids, labels, strict=True)):
             if request_id not in self.shadow or request_id not in self.champion:
                 continue
+            if numeric is not None and not np.isfinite(numeric[i]):
+                continue  # not a number: left out, both answers stay for a valid label
             self.truth.append(label)
             self.shadow_predicted.append(self.shadow.pop(request_id))
             self.champion_predicted.append(self.champion.pop(request_id))
@@ -117,6 +131,8 @@ class Comparison:
         return added
 
     def evidence(self) -> Evidence:
+        if self.task == REGRESSION:
+            return self._regression_evidence()
         pairs = zip(self.truth, self.shadow_predicted, self.champion_predicted, strict=True)
         shadow_only = champion_only = 0
         for truth, shadow, champion in pairs:
@@ -133,6 +149,28 @@ class Comparison:
             champion_only,
         )
 
+    def _regression_evidence(self) -> Evidence:
+        """MAE, RMSE and R² of both sides on the pairs both answered with a number, and the
+        sign test's counts of the paired absolute errors."""
+        truth = parse_numbers(self.truth)
+        shadow, champion = (
+            parse_numbers(self.shadow_predicted),
+            parse_numbers(self.champion_predicted),
+        )
+        rows = np.isfinite(truth) & np.isfinite(shadow) & np.isfinite(champion)
+        truth, shadow, champion = truth[rows], shadow[rows], champion[rows]
+        shadow_error, champion_error = np.abs(truth - shadow), np.abs(truth - champion)
+        return Evidence(
+            self.model,
+            self.version,
+            self.champion_version,
+            int(rows.sum()),
+            score(truth, shadow, REGRESSION) if len(truth) else {},
+            score(truth, champion, REGRESSION) if len(truth) else {},
+            int((shadow_error < champion_error).sum()),
+            int((champion_error < shadow_error).sum()),
+        )
+
 
 class ShadowComparisons:
     """Pure bookkeeping of every model's shadow comparison (no I/O)."""
@@ -146,20 +184,26 @@ class ShadowComparisons:
     def get(self, model: str) -> Comparison | None:
         return self._by_model.get(model)
 
-    def add_shadow(self, model: str, version: str, ids: list[str], preds: list[str]) -> None:
+    def add_shadow(
+        self, model: str, version: str, ids: list[str], preds: list[str], numeric: bool = False
+    ) -> None:
         if (model, version) in self._done:
             return  # decided already; late logs of it are ignored
         current = self._by_model.get(model)
         if current is None or current.version != version:
             current = self._by_model[model] = Comparison(model, version, capacity=self.capacity)
+        current.task = REGRESSION if numeric else current.task
         current.remember(current.shadow, ids, preds)
 
-    def add_production(self, model: str, version: str, ids: list[str], preds: list[str]) -> None:
+    def add_production(
+        self, model: str, version: str, ids: list[str], preds: list[str], numeric: bool = False
+    ) -> None:
         current = self._by_model.get(model)
         if current is None:
             return  # no shadow: production's answers are the monitor's business only
         if current.champion_version != version:
             current.restart(version)
+        current.task = REGRESSION if numeric else current.task
         current.remember(current.champion, ids, preds)
 
     def add_labels(self, model: str, ids: list[str], labels: list[str]) -> Evidence | None:
@@ -221,12 +265,12 @@ class ShadowMonitor:
         """True when the log was a shadow's (the monitor's windows must not see it)."""
         if not logged.shadow and self.comparisons.get(logged.model) is None:
             return False
-        ids, preds = await asyncio.to_thread(_answers, logged.arrow_ipc)
+        ids, preds, numeric = await asyncio.to_thread(_answers, logged.arrow_ipc)
         if logged.shadow:
-            self.comparisons.add_shadow(logged.model, logged.version, ids, preds)
+            self.comparisons.add_shadow(logged.model, logged.version, ids, preds, numeric)
             SHADOW_ROWS.labels(logged.model).inc(len(ids))
             return True
-        self.comparisons.add_production(logged.model, logged.version, ids, preds)
+        self.comparisons.add_production(logged.model, logged.version, ids, preds, numeric)
         return False
 
     async def on_labels(self, batch: LabelledRequests) -> None:
@@ -263,9 +307,12 @@ class ShadowMonitor:
         )
 
 
-def _answers(arrow_ipc: bytes) -> tuple[list[str], list[str]]:
+def _answers(arrow_ipc: bytes) -> tuple[list[str], list[str], bool]:
+    """Request ids, predictions as text, and whether they are a regressor's (floating point)."""
     table = ipc_to_table(arrow_ipc)
     if REQUEST_ID not in table.column_names or PREDICTION not in table.column_names:
-        return [], []
+        return [], [], False
     ids = [str(x) for x in table.column(REQUEST_ID).to_pylist()]
-    return ids, [str(x) for x in table.column(PREDICTION).to_pylist()]
+    column = table.column(PREDICTION)
+    numeric = pa.types.is_floating(column.type)
+    return ids, [str(x) for x in column.to_pylist()], numeric

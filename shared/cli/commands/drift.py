@@ -27,6 +27,12 @@ TEST_NAMES = {
     "glr": "error-rate GLR",
     "adwin": "error-rate ADWIN",
     "label_prior": "label prior (chi-squared)",
+    "mae": "MAE (z-test)",
+    "rmse": "RMSE (z-test)",
+    "abs_error_cusum": "absolute-error CUSUM",
+    "abs_error_glr": "absolute-error GLR",
+    "abs_error_adwin": "absolute-error ADWIN",
+    "label_ks": "target (Kolmogorov-Smirnov)",
 }
 
 
@@ -147,15 +153,31 @@ def summary_rows(report: monitoring_pb2.DriftReport) -> list[tuple[str, str]]:
         ("labelled rows", f"{p.labelled_rows:,} (window {p.window_rows:,})"),
         ("unmatched / duplicate labels", f"{p.unmatched_labels:,} / {p.duplicate_labels:,}"),
         ("pending predictions", f"{p.pending_predictions:,}"),
-        ("live accuracy / F1", _pair(p.live_accuracy, p.live_f1_macro, p.window_rows > 0)),
-        (
-            f"reference accuracy / F1 ({p.reference_source or 'none yet'})",
-            _pair(p.reference_accuracy, p.reference_f1_macro, p.has_reference),
-        ),
+        *_performance_rows(p),
         ("latest episode", e.episode_id or "none"),
         ("episode opened at", at(e.opened_at)),
         ("episode state", _episode(e)),
         ("cool-down", f"{e.cooldown_rows_left:,} rows left" if e.cooldown_rows_left else "done"),
+    ]
+
+
+def _performance_rows(p: monitoring_pb2.Performance) -> list[tuple[str, str]]:
+    source = p.reference_source or "none yet"
+    if p.task == "regression":
+        return [
+            ("live MAE / RMSE", _pair(p.live_mae, p.live_rmse, p.window_rows > 0)),
+            (
+                f"reference MAE / RMSE ({source})",
+                _pair(p.reference_mae, p.reference_rmse, p.has_reference),
+            ),
+            ("labels not numbers (ignored)", f"{p.invalid_labels:,}"),
+        ]
+    return [
+        ("live accuracy / F1", _pair(p.live_accuracy, p.live_f1_macro, p.window_rows > 0)),
+        (
+            f"reference accuracy / F1 ({source})",
+            _pair(p.reference_accuracy, p.reference_f1_macro, p.has_reference),
+        ),
     ]
 
 

@@ -432,7 +432,10 @@ class FeatureDrift(_message.Message):
     DRIFTED_FIELD_NUMBER: _builtins.int
     feature: _builtins.str
     test: _builtins.str
-    """"ks" (Kolmogorov-Smirnov) or "chi2"."""
+    """"ks" (Kolmogorov-Smirnov) or "chi2"; performance entries (feature names starting with "_"):
+    "accuracy", "cusum", "glr", "adwin", "label_prior" for a classifier, "mae", "rmse",
+    "abs_error_cusum", "abs_error_glr", "abs_error_adwin", "label_ks" for a regressor.
+    """
     statistic: _builtins.float
     p_value: _builtins.float
     threshold: _builtins.float
@@ -471,6 +474,7 @@ class DriftDetected(_message.Message):
     WINDOW_END_FIELD_NUMBER: _builtins.int
     LIVE_ROWS_FIELD_NUMBER: _builtins.int
     REFERENCE_ROWS_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     episode_id: _builtins.str
@@ -484,6 +488,12 @@ class DriftDetected(_message.Message):
     def window_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def window_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why, in words: one line per drifted test, e.g. "MAE 14.2 vs reference 10.1 (RMSE 17.9 vs
+        12.6) on the latest labelled rows; absolute-error CUSUM 131 crossed 115".
+        """
+
     def __init__(
         self,
         *,
@@ -496,10 +506,11 @@ class DriftDetected(_message.Message):
         window_end: _timestamp_pb2.Timestamp | None = ...,
         live_rows: _builtins.int = ...,
         reference_rows: _builtins.int = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drift_share", b"drift_share", "episode_id", b"episode_id", "features", b"features", "live_rows", b"live_rows", "model", b"model", "reference_rows", b"reference_rows", "version", b"version", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drift_share", b"drift_share", "episode_id", b"episode_id", "features", b"features", "live_rows", b"live_rows", "model", b"model", "reasons", b"reasons", "reference_rows", b"reference_rows", "version", b"version", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

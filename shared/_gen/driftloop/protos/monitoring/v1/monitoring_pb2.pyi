@@ -188,6 +188,13 @@ class Performance(_message.Message):
     REFERENCE_SOURCE_FIELD_NUMBER: _builtins.int
     PENDING_PREDICTIONS_FIELD_NUMBER: _builtins.int
     DUPLICATE_LABELS_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    INVALID_LABELS_FIELD_NUMBER: _builtins.int
+    LIVE_MAE_FIELD_NUMBER: _builtins.int
+    LIVE_RMSE_FIELD_NUMBER: _builtins.int
+    REFERENCE_MAE_FIELD_NUMBER: _builtins.int
+    REFERENCE_RMSE_FIELD_NUMBER: _builtins.int
+    ERROR_OVER_TIME_FIELD_NUMBER: _builtins.int
     labelled_rows: _builtins.int
     """Labelled rows joined to a prediction of this version, since it was deployed."""
     unmatched_labels: _builtins.int
@@ -206,6 +213,23 @@ class Performance(_message.Message):
     """Logged predictions waiting for their label."""
     duplicate_labels: _builtins.int
     """Labels of a request already joined (sent again): not counted twice, not unmatched."""
+    task: _builtins.str
+    """"classification" (the accuracy fields above) or "regression" (the error fields below;
+    live_accuracy, live_f1_macro and the reference's are then 0).
+    """
+    invalid_labels: _builtins.int
+    """Regression: labels that were not finite decimal numbers (counted, ignored)."""
+    live_mae: _builtins.float
+    """Regression: MAE and RMSE of the latest label window, and of the reference (has_reference)."""
+    live_rmse: _builtins.float
+    reference_mae: _builtins.float
+    reference_rmse: _builtins.float
+    @_builtins.property
+    def error_over_time(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorPoint]:
+        """Regression: live MAE over consecutive labelled rows, oldest first (plotted against
+        reference_mae).
+        """
+
     def __init__(
         self,
         *,
@@ -220,14 +244,52 @@ class Performance(_message.Message):
         reference_source: _builtins.str = ...,
         pending_predictions: _builtins.int = ...,
         duplicate_labels: _builtins.int = ...,
+        task: _builtins.str = ...,
+        invalid_labels: _builtins.int = ...,
+        live_mae: _builtins.float = ...,
+        live_rmse: _builtins.float = ...,
+        reference_mae: _builtins.float = ...,
+        reference_rmse: _builtins.float = ...,
+        error_over_time: _abc.Iterable[Global___ErrorPoint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_labels", b"duplicate_labels", "has_reference", b"has_reference", "labelled_rows", b"labelled_rows", "live_accuracy", b"live_accuracy", "live_f1_macro", b"live_f1_macro", "pending_predictions", b"pending_predictions", "reference_accuracy", b"reference_accuracy", "reference_f1_macro", b"reference_f1_macro", "reference_source", b"reference_source", "unmatched_labels", b"unmatched_labels", "window_rows", b"window_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_labels", b"duplicate_labels", "error_over_time", b"error_over_time", "has_reference", b"has_reference", "invalid_labels", b"invalid_labels", "labelled_rows", b"labelled_rows", "live_accuracy", b"live_accuracy", "live_f1_macro", b"live_f1_macro", "live_mae", b"live_mae", "live_rmse", b"live_rmse", "pending_predictions", b"pending_predictions", "reference_accuracy", b"reference_accuracy", "reference_f1_macro", b"reference_f1_macro", "reference_mae", b"reference_mae", "reference_rmse", b"reference_rmse", "reference_source", b"reference_source", "task", b"task", "unmatched_labels", b"unmatched_labels", "window_rows", b"window_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Performance: _TypeAlias = Performance  # noqa: Y015
+
+@_typing.final
+class ErrorPoint(_message.Message):
+    """The MAE of a run of consecutive labelled rows of a regressor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    MAE_FIELD_NUMBER: _builtins.int
+    rows: _builtins.int
+    """Labelled rows of this version up to and including them."""
+    mae: _builtins.float
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the last of them was predicted."""
+
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        rows: _builtins.int = ...,
+        mae: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "mae", b"mae", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErrorPoint: _TypeAlias = ErrorPoint  # noqa: Y015
 
 @_typing.final
 class EpisodeState(_message.Message):
