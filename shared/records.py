@@ -22,8 +22,13 @@ def ipc_to_table(data: bytes) -> pa.Table:
     """Read an Arrow IPC stream, raising InvalidInput for truncated or foreign bytes."""
     try:
         with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
-            return reader.read_all()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+            table = reader.read_all()
+        # why: a mangled stream can carry column names that are not UTF-8, or a structure
+        # that only fails when first used; find out here, where it is a clean refusal
+        table.column_names  # noqa: B018 - decodes every name
+        table.validate()
+        return table
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"not a readable Arrow IPC stream: {exc}") from exc
 
 

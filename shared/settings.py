@@ -8,14 +8,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from driftloop.shared.auth import ROLES, Credentials
 
 SERVICES = ("ingestion", "validation", "training", "registry", "serving", "monitoring")
+MAX_INSTANCES = 32
+"""The most instances of one service `driftloop up --scale` starts (a typo guard)."""
+
+
+def parse_scale(text: str) -> dict[str, int]:
+    """`SERVICE=N[,SERVICE=N]` (as `driftloop up --scale` and DRIFTLOOP_SCALE take it) as
+    {service: instances}; ValueError naming what is wrong. Which services may run more than
+    once is the supervisor's decision (driftloop.shared.cli.stack.scale), not the syntax's."""
+    found: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, count = (w.strip() for w in part.partition("="))
+        if not sep or not name or not count:
+            raise ValueError(f"scale {part!r}: expected SERVICE=N, e.g. validation=2")
+        if name not in SERVICES:
+            raise ValueError(
+                f"scale {part!r}: unknown service {name!r}; one of {', '.join(SERVICES)}"
+            )
+        if name in found:
+            raise ValueError(f"scale {part!r}: {name} is named twice")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_INSTANCES:
+            raise ValueError(
+                f"scale {part!r}: instances must be a whole number from 1 to {MAX_INSTANCES}"
+            )
+        found[name] = int(count)
+    return found
 
 
 class Ports(BaseModel):
@@ -125,6 +150,11 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(default=1, ge=1)
     """Replicas of each topic driftloop creates (1 fits a single broker; a production cluster
     wants 3). Topics that exist already are left as they are."""
+    partitions: int = Field(default=3, ge=1, le=1000)
+    """Partitions of each keyed topic driftloop creates (those the Topics table lists with 3;
+    the ones with 1 keep a single partition for their total order). A consumer group shares
+    a topic's partitions among its members, so `driftloop up --scale SERVICE=N` needs N at
+    most this. Topics that exist already are left as they are."""
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaSettings:
@@ -155,6 +185,8 @@ class KafkaConnection:
     idempotent: bool | None = None
     replication_factor: int = 1
     """Of the topics ensure_topics creates."""
+    partitions: int = 3
+    """Of the keyed topics ensure_topics creates (driftloop.shared.bus.topics.planned)."""
 
     @property
     def sasl(self) -> bool:
@@ -200,6 +232,11 @@ class CommonSettings(BaseSettings):
     """Join Kafka consumer groups (for several replicas of a service). Off: one instance per
     service reads every partition by manual assignment, which starts in ~0.1 s instead of the
     5-20 s a group rebalance takes on the embedded broker. Offsets are committed either way."""
+    scale: Annotated[dict[str, int], NoDecode] = {}
+    """Instances per service that `driftloop up` starts, as SERVICE=N[,SERVICE=N] (like
+    `up --scale`, which takes precedence): ingestion and validation run N processes in one
+    consumer group (turning consumer_group_membership on for them), serving=N runs N workers
+    on its port (serving_workers); registry, training and monitoring run once."""
     object_store: Literal["local", "s3"] = "local"
     """"local": a directory under data_dir; "s3": MinIO or any S3 endpoint (see s3)."""
     s3: S3Settings = S3Settings()
@@ -225,6 +262,16 @@ class CommonSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest log level written."""
 
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_from_text(cls, value: Any) -> Any:
+        return parse_scale(value) if isinstance(value, str) else value
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_names_known(cls, value: dict[str, int]) -> dict[str, int]:
+        return parse_scale(",".join(f"{name}={count}" for name, count in value.items()))
+
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"{self.connect_host}:{self.ports.broker}"
 
@@ -242,6 +289,7 @@ class CommonSettings(BaseSettings):
             key_file=k.key_file,
             idempotent=k.idempotent,
             replication_factor=k.replication_factor,
+            partitions=k.partitions,
         )
 
     def address(self, service: str) -> str:

@@ -237,7 +237,9 @@ class EventConsumer:
         if self._membership:
             self._consumer.subscribe(self.topics, listener=_SettleBeforeRebalance(self))
             return
-        self._consumer.assign(await topics.partitions(self._consumer, self.topics))
+        self._consumer.assign(
+            await topics.partitions(self._consumer, self.topics, kafka=self._kafka)
+        )
 
     async def _within_limit(self, records: list[ConsumerRecord]) -> list[ConsumerRecord]:
         """The records no larger than MAX_MESSAGE_BYTES; larger ones are dead-lettered unread.

@@ -3,7 +3,8 @@ message the bus carries, and the creation of missing topics at start (with a che
 broker takes messages that large).
 
 Keys: records by dataset, predictions and model events by model name, so ordering holds where
-it matters (one dataset's batches, one model's promotions).
+it matters (one dataset's batches, one model's promotions). PARTITIONS is the default layout;
+DRIFTLOOP_KAFKA__PARTITIONS changes the count of the keyed (multi-partition) topics.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ PARTITIONS: dict[str, int] = {
     DEPLOYMENTS: 1,
     DEADLETTER: 1,
 }
+
+
+def planned(kafka: KafkaConnection | None = None) -> dict[str, int]:
+    """Partitions per topic that ensure_topics creates: PARTITIONS, with every keyed topic (more
+    than one partition there) at the connection's `partitions` setting."""
+    if kafka is None:
+        return dict(PARTITIONS)
+    return {name: kafka.partitions if n > 1 else 1 for name, n in PARTITIONS.items()}
+
+
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """The largest message driftloop produces or fetches (producers' max request size, consumers'
 max partition fetch)."""
@@ -105,7 +116,8 @@ async def ensure_topics(target: KafkaTarget, *, timeout: float = 30.0) -> None:
 async def _create_missing(admin: AIOKafkaAdminClient, kafka: KafkaConnection) -> None:
     existing = set(await admin.list_topics())
     factor = kafka.replication_factor
-    missing = [NewTopic(name, n, factor) for name, n in PARTITIONS.items() if name not in existing]
+    wanted = planned(kafka).items()
+    missing = [NewTopic(name, n, factor) for name, n in wanted if name not in existing]
     if not missing:
         return
     response = await admin.create_topics(missing)
@@ -177,7 +189,11 @@ def _limit_message(kafka: KafkaConnection, short: list[tuple[str, int, bool]]) -
 
 
 async def partitions(
-    consumer: AIOKafkaConsumer, names: Iterable[str], *, timeout: float = 30.0
+    consumer: AIOKafkaConsumer,
+    names: Iterable[str],
+    *,
+    timeout: float = 30.0,
+    kafka: KafkaConnection | None = None,
 ) -> list[TopicPartition]:
     """Every partition of the topics `names`, once the broker's metadata shows them all.
 
@@ -185,12 +201,14 @@ async def partitions(
     partitions of a topic it does not read yet (partitions_for_topic answers None there, where
     the embedded broker happens to answer); reading {0} then left partitions 1 and 2 of a
     3-partition topic unread for good. After `timeout` a topic with some partitions is taken as
-    it is; one with none raises Unavailable.
+    it is; one with none raises Unavailable. `kafka`: the connection whose `partitions` setting
+    created the topics (the default layout when None).
     """
     found: list[TopicPartition] = []
     deadline = time.monotonic() + timeout
+    expecting = planned(kafka)
     for topic in names:
-        expected = PARTITIONS.get(topic, 1)
+        expected = expecting.get(topic, 1)
         while True:
             # the consumer's client fetches the whole cluster's metadata; aiokafka has no
             # public call that returns it
@@ -203,3 +221,19 @@ async def partitions(
             await asyncio.sleep(0.1)  # poll: topic metadata not yet propagated
         found.extend(TopicPartition(topic, p) for p in sorted(ids))
     return found
+
+
+async def partition_counts(target: KafkaTarget, names: Iterable[str]) -> dict[str, int]:
+    """How many partitions each of the topics `names` has on the broker (0: not there)."""
+    kafka = connection.resolve(target)
+    admin = connection.admin(kafka, request_timeout_ms=5000)
+    wanted = list(names)
+    try:
+        await admin.start()
+        described = await admin.describe_topics(wanted)
+    except KafkaConnectionError as exc:
+        raise await connection.explain(kafka, exc) from exc
+    finally:
+        await admin.close()
+    found = {t["topic"]: len(t["partitions"]) for t in described if not t.get("error_code")}
+    return {name: found.get(name, 0) for name in wanted}

@@ -27,10 +27,11 @@ from driftloop.shared.cli.commands.registry import register_spec_command
 from driftloop.shared.cli.commands.runs import register as register_run_commands
 from driftloop.shared.cli.commands.trace import register as register_trace_command
 from driftloop.shared.cli.stack import embedded as stack
+from driftloop.shared.cli.stack.scale import check_scale
 from driftloop.shared.errors import DriftloopError, Unavailable
 from driftloop.shared.grpc.client import auth_metadata, sync_channel
 from driftloop.shared.logging import configure
-from driftloop.shared.settings import CommonSettings
+from driftloop.shared.settings import CommonSettings, parse_scale
 
 app = typer.Typer(
     help="driftloop: a closed-loop MLOps platform.", no_args_is_help=True, add_completion=False
@@ -87,11 +88,30 @@ def up(
             "TLS and SASL come from the DRIFTLOOP_KAFKA__* settings.",
         ),
     ] = "",
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale",
+            metavar="SERVICE=N[,SERVICE=N]",
+            help="Instances per service, e.g. validation=2,ingestion=2 (replaces "
+            "DRIFTLOOP_SCALE): ingestion and validation as N processes in one consumer group, "
+            "serving as N workers on its port; registry, training and monitoring run once.",
+        ),
+    ] = "",
 ) -> None:
     """Start the stack: the embedded broker (or --kafka), then the six services, supervised."""
     common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
     if kafka:
         common = common.model_copy(update={"kafka_bootstrap": kafka})
+    if scale:
+        try:
+            common = common.model_copy(update={"scale": parse_scale(scale)})
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--scale") from exc
+    try:
+        check_scale(common.scale)
+    except DriftloopError as exc:
+        fail(str(exc))
     if detach:
         _up_detached(common, broker_binary)
         return
@@ -116,6 +136,8 @@ def _up_detached(common: CommonSettings, broker_binary: Path | None) -> None:
         argv += ["--broker-binary", str(broker_binary)]
     if common.kafka_bootstrap:
         argv += ["--kafka", common.kafka_bootstrap]
+    if common.scale:
+        argv += ["--scale", ",".join(f"{name}={n}" for name, n in common.scale.items())]
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             argv,
@@ -131,7 +153,8 @@ def _up_detached(common: CommonSettings, broker_binary: Path | None) -> None:
         found = stack.read_endpoints(common)
         if found and found.get("pid") == proc.pid:
             live = stack.settings_from_endpoints(common)
-            if all(stack.health_of(live, s) == "SERVING" for s in found["services"]):
+            targets = stack.instance_addresses(live).values()
+            if all(stack.health_of(live, *target) == "SERVING" for target in targets):
                 console.print(
                     f"driftloop is up (pid {proc.pid}); endpoints in "
                     f"{stack.endpoints_path(common)}; logs in {log_path.parent}"

@@ -6,6 +6,7 @@ Both adapters (the event handler and the gRPC servicer) speak protobuf through t
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.protos.monitoring.v1 import monitoring_pb2
@@ -19,13 +20,19 @@ from driftloop.services.monitoring.core.report import (
     EpisodeState,
     PerformanceSummary,
 )
+from driftloop.shared.errors import InvalidInput
 from driftloop.shared.records import ipc_to_table
 from driftloop.shared.timestamps import timestamp
 
 
 def prediction_frame(arrow_ipc: bytes) -> pd.DataFrame:
-    """The rows of a PredictionLog event (Arrow IPC) as a DataFrame."""
-    return ipc_to_table(arrow_ipc).to_pandas()
+    """The rows of a PredictionLog event (Arrow IPC) as a DataFrame; InvalidInput for bytes
+    that are no readable prediction log."""
+    table = ipc_to_table(arrow_ipc)
+    try:
+        return table.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"prediction log rows cannot be read: {exc}") from exc
 
 
 def feature_drift_pb(f: FeatureDrift) -> events_pb2.FeatureDrift:

@@ -21,12 +21,12 @@ from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.auth import Credentials
 from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.cli.output import as_dict
-from driftloop.shared.cli.stack.embedded import health_of
+from driftloop.shared.cli.stack.embedded import health_of, instance_addresses
 from driftloop.shared.cli.terminal import outside
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc.client import sync_channel
 from driftloop.shared.registry_client import run_sync
-from driftloop.shared.settings import SERVICES, CommonSettings, KafkaConnection
+from driftloop.shared.settings import CommonSettings, KafkaConnection
 
 CONSUMER_GROUPS = {
     "validation": [topics.RECORDS_RAW],
@@ -45,13 +45,11 @@ LAG_NOTE = (
 
 def collect_status(common: CommonSettings) -> dict[str, Any]:
     services = {}
-    for name in SERVICES:
-        state = health_of(common, name)
-        services[name] = {
-            "address": common.address(name),
-            "status": state,
-            "healthy": state == "SERVING",
-        }
+    # one row per service, then one per extra instance of a scaled one (`up --scale`: SERVICE-N)
+    for process, (name, address) in instance_addresses(common).items():
+        address = common.address(name) if process == name else address
+        state = health_of(common, name, address)
+        services[process] = {"address": address, "status": state, "healthy": state == "SERVING"}
     host, _, port = common.bootstrap().split(",")[0].strip().rpartition(":")
     report: dict[str, Any] = {
         "services": services,

@@ -2,7 +2,8 @@
 processes.
 
 `run_foreground` is `driftloop up`: start the broker (unless kafka_bootstrap names one), create
-the topics and check the broker takes driftloop's message size, start the services, write
+the topics and check the broker takes driftloop's message size, start the services (several
+instances of those `scale` names, see driftloop.shared.cli.stack.scale), write
 <data-dir>/endpoints.json, supervise until SIGTERM/SIGINT, then stop everything.
 """
 
@@ -22,7 +23,9 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from driftloop.shared.bus.topics import ensure_topics
-from driftloop.shared.cli.stack.broker import broker_argv, wait_for_port
+from driftloop.shared.cli.stack import scale
+from driftloop.shared.cli.stack.broker import broker_argv, free_port, wait_for_port
+from driftloop.shared.cli.stack.scale import Instance
 from driftloop.shared.cli.stack.supervisor import ProcessSpec, Supervisor
 from driftloop.shared.errors import Conflict, Unavailable
 from driftloop.shared.grpc.client import sync_channel
@@ -73,11 +76,25 @@ def pid_alive(pid: int) -> bool:
 
 
 def recorded_pids(found: dict[str, Any]) -> dict[str, int]:
-    """Every process endpoints.json records: `up` itself, the broker, the six services."""
+    """Every process endpoints.json records: `up` itself, the broker, every service instance."""
     pids = {"up": int(found.get("pid") or 0), "broker": int(found.get("broker_pid") or 0)}
     for name, svc in (found.get("services") or {}).items():
         pids[name] = int(svc.get("pid") or 0)
+        for instance in svc.get("instances") or []:
+            pids[instance["name"]] = int(instance.get("pid") or 0)
     return {name: pid for name, pid in pids.items() if pid > 0}
+
+
+def instance_addresses(common: CommonSettings) -> dict[str, tuple[str, str]]:
+    """{process name: (service, gRPC address)} of every service instance a running stack's
+    endpoints.json lists; one per service at its configured address when there is none."""
+    found = read_endpoints(common) or {}
+    listed: dict[str, tuple[str, str]] = {}
+    for name in SERVICES:
+        svc = (found.get("services") or {}).get(name) or {}
+        for instance in svc.get("instances") or [{"name": name, "grpc": common.address(name)}]:
+            listed[instance["name"]] = (name, instance["grpc"])
+    return listed
 
 
 def _ours(pid: int) -> bool:
@@ -156,7 +173,10 @@ def _service_env(common: CommonSettings) -> dict[str, str]:
     return env
 
 
-def build_specs(common: CommonSettings, broker_binary: Path | None) -> list[ProcessSpec]:
+def build_specs(
+    common: CommonSettings, broker_binary: Path | None, instances: list[Instance] | None = None
+) -> list[ProcessSpec]:
+    """The broker's process (unless on an external Kafka) and every service instance's."""
     logs = common.data_dir / "logs"
     specs = []
     if not common.kafka_bootstrap:
@@ -169,14 +189,18 @@ def build_specs(common: CommonSettings, broker_binary: Path | None) -> list[Proc
             )
         )
     env = _service_env(common)
-    for name in SERVICES:
-        argv = [sys.executable, "-m", f"driftloop.services.{name}"]
-        specs.append(ProcessSpec(name, argv, env, logs / f"{name}.log"))
+    for instance in instances if instances is not None else scale.plan(common, free_port):
+        argv = [sys.executable, "-m", f"driftloop.services.{instance.service}"]
+        own = {**env, **scale.instance_env(common, instance)}
+        specs.append(ProcessSpec(instance.name, argv, own, logs / f"{instance.name}.log"))
     return specs
 
 
-def health_of(common: CommonSettings, service: str, timeout: float = 1.0) -> str:
-    """The gRPC health status of a service ("SERVING", "NOT_SERVING", "UNREACHABLE")."""
+def health_of(common: CommonSettings, service: str, address: str = "", timeout: float = 1.0) -> str:
+    """The gRPC health status of a service ("SERVING", "NOT_SERVING", "UNREACHABLE"), at
+    `address` when given (one instance of a scaled service)."""
+    if address:
+        common = common.model_copy(update={"addresses": {**common.addresses, service: address}})
     with sync_channel(common, service) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
@@ -189,14 +213,16 @@ def health_of(common: CommonSettings, service: str, timeout: float = 1.0) -> str
 def wait_healthy(
     common: CommonSettings, timeout: float, alive: Any = None, tick: Any = None
 ) -> None:
-    """Wait until every service answers SERVING; `tick` runs each round (e.g. supervision, so
-    a service that crashes while the stack starts is restarted rather than waited on)."""
+    """Wait until every service instance (endpoints.json's, else one per service) answers
+    SERVING; `tick` runs each round (e.g. supervision, so a service that crashes while the
+    stack starts is restarted rather than waited on)."""
     deadline = time.monotonic() + timeout
-    pending = set(SERVICES)
+    targets = instance_addresses(common)
+    pending = set(targets)
     while pending:
         if tick is not None:
             tick()
-        pending = {s for s in pending if health_of(common, s) != "SERVING"}
+        pending = {p for p in pending if health_of(common, *targets[p]) != "SERVING"}
         if not pending:
             return
         if alive is not None and not alive():
@@ -206,8 +232,21 @@ def wait_healthy(
         time.sleep(0.2)  # poll: services still starting
 
 
-def _endpoints(common: CommonSettings, sup: Supervisor) -> dict[str, Any]:
+def _endpoints(
+    common: CommonSettings, sup: Supervisor, instances: list[Instance]
+) -> dict[str, Any]:
     pids = sup.pids()
+    host = common.connect_host
+    listed: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVICES}
+    for i in instances:
+        listed[i.service].append(
+            {
+                "name": i.name,
+                "grpc": f"{host}:{i.grpc_port}",
+                "metrics": f"{host}:{i.metrics_port}",
+                "pid": pids.get(i.name),
+            }
+        )
     return {
         "pid": os.getpid(),
         "data_dir": str(common.data_dir.resolve()),
@@ -217,13 +256,26 @@ def _endpoints(common: CommonSettings, sup: Supervisor) -> dict[str, Any]:
         "broker_pid": pids.get("broker"),
         "services": {
             name: {
-                "grpc": f"{common.connect_host}:{common.ports.grpc(name)}",
-                "metrics": f"{common.connect_host}:{common.ports.metrics(name)}",
+                "grpc": f"{host}:{common.ports.grpc(name)}",
+                "metrics": f"{host}:{common.ports.metrics(name)}",
                 "pid": pids.get(name),
+                "instances": listed[name],
+                **_workers(common, name),
             }
             for name in SERVICES
         },
     }
+
+
+def _workers(common: CommonSettings, service: str) -> dict[str, int]:
+    """Serving's worker count when `scale` sets it (its workers share one port and pid)."""
+    if service == scale.WORKERS and common.scale.get(service, 1) > 1:
+        return {"workers": common.scale[service]}
+    return {}
+
+
+def _write_endpoints(common: CommonSettings, sup: Supervisor, instances: list[Instance]) -> None:
+    endpoints_path(common).write_text(json.dumps(_endpoints(common, sup, instances), indent=2))
 
 
 RESTART_LAST_AFTER_BROKER_LOSS = ("serving",)
@@ -231,7 +283,7 @@ RESTART_LAST_AFTER_BROKER_LOSS = ("serving",)
 loaded for as long as possible."""
 
 
-def _recover_broker(common: CommonSettings, sup: Supervisor) -> None:
+def _recover_broker(common: CommonSettings, sup: Supervisor, processes: list[str]) -> None:
     """The memory-only broker died: start a fresh one, recreate the topics, restart every
     service (serving last).
 
@@ -242,8 +294,8 @@ def _recover_broker(common: CommonSettings, sup: Supervisor) -> None:
     so none reads it with a stale position; restarted, they find no committed offsets on the
     fresh broker and read from its start (serving reconciles production from the registry).
     """
-    first = [s for s in SERVICES if s not in RESTART_LAST_AFTER_BROKER_LOSS]
-    last = list(RESTART_LAST_AFTER_BROKER_LOSS)
+    first = [p for p in processes if p not in RESTART_LAST_AFTER_BROKER_LOSS]
+    last = [p for p in processes if p in RESTART_LAST_AFTER_BROKER_LOSS]
     log.warning("broker_lost", restarting=["broker", *first, *last])
     sup.stop(grace=5, order=list(reversed(first)))
     sup.restart_now(["broker"])
@@ -267,9 +319,11 @@ def run_foreground(
             f"a stack is already running from {common.data_dir} (pid "
             f"{existing['pid']}); run `driftloop down` first"
         )
+    scale.check_scale(common.scale)
     common.data_dir.mkdir(parents=True, exist_ok=True)
-    specs = build_specs(common, broker_binary)
-    sup = Supervisor(specs)
+    instances = scale.plan(common, free_port)
+    processes = [i.name for i in instances]
+    sup = Supervisor(build_specs(common, broker_binary, instances))
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -283,9 +337,10 @@ def run_foreground(
             sup.start("broker")
             wait_for_port(common.connect_host, common.ports.broker, timeout=30)
         asyncio.run(ensure_topics(common.kafka_connection()))
-        for name in SERVICES:
+        asyncio.run(scale.check_partitions(common.kafka_connection(), common.scale))
+        for name in processes:
             sup.start(name)
-        endpoints_path(common).write_text(json.dumps(_endpoints(common, sup), indent=2))
+        _write_endpoints(common, sup, instances)
         wait_healthy(common, timeout=120, alive=lambda: not stopping, tick=sup.check)
         log.info(
             "stack_ready", data_dir=str(common.data_dir), endpoints=str(endpoints_path(common))
@@ -294,17 +349,17 @@ def run_foreground(
             on_ready()
         while not stopping:
             if not common.kafka_bootstrap and sup.exited("broker"):
-                _recover_broker(common, sup)
+                _recover_broker(common, sup, processes)
                 restarted = ["broker"]
             else:
                 restarted = sup.check()
             if restarted:
-                endpoints_path(common).write_text(json.dumps(_endpoints(common, sup), indent=2))
+                _write_endpoints(common, sup, instances)
             time.sleep(0.2)  # poll: supervision tick
         return 0
     finally:
         log.info("stack_stopping")
-        services_first = [s for s in reversed(SERVICES)] + (
+        services_first = list(reversed(processes)) + (
             ["broker"] if not common.kafka_bootstrap else []
         )
         sup.stop(order=services_first)
