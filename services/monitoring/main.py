@@ -9,6 +9,7 @@ import asyncio
 
 from driftloop.protos.monitoring.v1 import monitoring_pb2_grpc
 from driftloop.services.monitoring.adapters import kafka as events
+from driftloop.services.monitoring.adapters.changelog import PendingChangelog
 from driftloop.services.monitoring.adapters.grpc import FULL_NAME, MonitoringServicer
 from driftloop.services.monitoring.adapters.registry import RegistryEvidence, RegistryProfiles
 from driftloop.services.monitoring.core.history import DriftHistory
@@ -35,7 +36,7 @@ def main() -> None:
 async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
     # Built inside the running loop: aiokafka clients refuse to be created outside one.
     store = open_object_store(common)
-    monitors = ModelMonitors(settings.policy(), settings.policies())
+    monitors = ModelMonitors(settings.policy(), settings.policies(), journal=True)
     registry = RegistryClient(common, timeout=settings.registry_timeout_s)
     publisher = EventPublisher(common.kafka_connection(), "monitoring")
     history = DriftHistory(store)
@@ -52,7 +53,13 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         retry_after_s=settings.profile_retry_s,
         history=history,
         shadow=shadow,
+        changelog=PendingChangelog(common.kafka_connection()),
     )
+
+    async def stop() -> None:
+        await registry.close()
+        await handler.close()
+
     consumer = EventConsumer(
         bootstrap=common.kafka_connection(),
         group="monitoring",
@@ -73,5 +80,5 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         publisher=publisher,
         consumers=[consumer],
         on_start=handler.reconcile,
-        on_stop=registry.close,
+        on_stop=stop,
     )

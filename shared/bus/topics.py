@@ -46,6 +46,9 @@ DRIFT = "driftloop.drift"
 MODELS = "driftloop.models"
 DEPLOYMENTS = "driftloop.deployments"
 DEADLETTER = "driftloop.deadletter"
+MONITORING_PENDING = "driftloop.monitoring.pending"
+"""Monitoring's changelog of the predictions awaiting labels (compacted: one state per request
+id), written to the partition of the model's predictions and read back at start."""
 
 PARTITIONS: dict[str, int] = {
     INGEST_JSON: 3,
@@ -61,7 +64,13 @@ PARTITIONS: dict[str, int] = {
     MODELS: 1,
     DEPLOYMENTS: 1,
     DEADLETTER: 1,
+    MONITORING_PENDING: 3,
 }
+
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    MONITORING_PENDING: {"cleanup.policy": "compact"},
+}
+"""Topic-level settings given at creation (a changelog keeps the latest record per key)."""
 
 
 def planned(kafka: KafkaConnection | None = None) -> dict[str, int]:
@@ -117,7 +126,11 @@ async def _create_missing(admin: AIOKafkaAdminClient, kafka: KafkaConnection) ->
     existing = set(await admin.list_topics())
     factor = kafka.replication_factor
     wanted = planned(kafka).items()
-    missing = [NewTopic(name, n, factor) for name, n in wanted if name not in existing]
+    missing = [
+        NewTopic(name, n, factor, topic_configs=TOPIC_CONFIGS.get(name, {}))
+        for name, n in wanted
+        if name not in existing
+    ]
     if not missing:
         return
     response = await admin.create_topics(missing)

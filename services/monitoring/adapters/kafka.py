@@ -14,6 +14,7 @@ from collections.abc import Callable
 import structlog
 
 from driftloop.services.monitoring.adapters import pb
+from driftloop.services.monitoring.adapters.changelog import PendingChangelog
 from driftloop.services.monitoring.adapters.pb import drift_detected_pb
 from driftloop.services.monitoring.core import metrics
 from driftloop.services.monitoring.core.history import DriftHistory
@@ -43,8 +44,12 @@ class MonitoringHandler:
         retry_after_s: float = 10.0,
         history: DriftHistory | None = None,
         shadow: ShadowMonitor | None = None,
+        changelog: PendingChangelog | None = None,
     ) -> None:
+        """`changelog`: where the predictions awaiting labels are kept across restarts (the
+        monitors must then journal them: ModelMonitors(journal=True))."""
         self._monitors = monitors
+        self._changelog = changelog
         self.shadow = shadow
         """Shadow versions' evidence (shadow logs stay out of the drift windows)."""
         self.history = history if history is not None else DriftHistory()
@@ -62,6 +67,26 @@ class MonitoringHandler:
         loaded = await asyncio.to_thread(self.history.load)
         log.info("drift_history_loaded", entries=loaded)
         await self._references.load_production()
+        if self._changelog is not None:
+            await self._changelog.start()
+            restored = await self._changelog.read()
+            for model, states in restored.items():
+                self._monitors.restore_pending(model, states)
+            log.info(
+                "pending_predictions_restored",
+                models=len(restored),
+                states=sum(len(s) for s in restored.values()),
+            )
+
+    async def close(self) -> None:
+        if self._changelog is not None:
+            await self._changelog.stop()
+
+    async def _write_pending(self, model: str) -> None:
+        """The changes of `model`'s predictions awaiting labels, acknowledged by the broker
+        before the handler returns (and so before the consumer commits what caused them)."""
+        if self._changelog is not None and self._monitors.knows(model):
+            await self._changelog.write(model, self._monitors.drain_pending(model))
 
     async def handle(self, event: Envelope) -> None:
         kind = event.WhichOneof("payload")
@@ -83,6 +108,7 @@ class MonitoringHandler:
         decision = await asyncio.to_thread(
             self._monitors.observe, logged.model, logged.version, frame, self._clock()
         )
+        await self._write_pending(logged.model)
         metrics.record_report(self._monitors.report(logged.model))
         if decision is not None:
             await self._publish(decision)
@@ -109,6 +135,7 @@ class MonitoringHandler:
             list(batch.labels),
             self._clock(),
         )
+        await self._write_pending(batch.model)
         metrics.LABELS_INVALID.labels(batch.model).inc(monitor.labels_invalid - invalid)
         metrics.record_report(self._monitors.report(batch.model))
         if decision is not None:

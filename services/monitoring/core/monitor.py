@@ -23,7 +23,7 @@ from driftloop.services.monitoring.core.drift import (
     PreparedReference,
     WindowEvaluation,
 )
-from driftloop.services.monitoring.core.performance import LABEL, PredictionJoin
+from driftloop.services.monitoring.core.performance import LABEL, PendingState, PredictionJoin
 from driftloop.services.monitoring.core.regression import (
     LabelTracker,
     RegressionTracker,
@@ -64,8 +64,16 @@ class ModelMonitor:
     """Watches one model's live rows (and their labels) against its current version's reference."""
 
     def __init__(
-        self, model: str, policy: DriftPolicy, version: str, profile: ReferenceProfile
+        self,
+        model: str,
+        policy: DriftPolicy,
+        version: str,
+        profile: ReferenceProfile,
+        *,
+        journal: bool = False,
     ) -> None:
+        """`journal`: record every change of the predictions awaiting labels (`drain_pending`),
+        for a changelog that restores them after a restart (`restore_pending`)."""
         self.model = model
         self.policy = policy
         self.decisions: list[DriftDecision] = []
@@ -78,7 +86,7 @@ class ModelMonitor:
         """Labels of a request id already joined (sent again); never counted twice."""
         self.labels_invalid = 0
         """A regressor's labels that are not finite decimal numbers: counted, logged, ignored."""
-        self._join = PredictionJoin(policy.max_pending_predictions)
+        self._join = PredictionJoin(policy.max_pending_predictions, journal=journal)
         self._early: collections.OrderedDict[str, str] = collections.OrderedDict()
         """Labels that arrived before their prediction's log (request id -> label), bounded:
         under load the prediction log can lag the labels; they join when it arrives."""
@@ -254,6 +262,16 @@ class ModelMonitor:
                 rows_ignored=self.rows_ignored,
             )
 
+    def drain_pending(self) -> list[tuple[str, PendingState]]:
+        """Changes of the predictions awaiting labels since the last drain, oldest first."""
+        with self._lock:
+            return self._join.drain()
+
+    def restore_pending(self, states: list[tuple[str, PendingState]]) -> None:
+        """Predictions awaiting labels (and ids already joined) recorded before a restart."""
+        with self._lock:
+            self._join.restore(states)
+
     def resume(self, episode_id: str, version: str, opened_at: float) -> None:
         """Restore an episode recorded before a restart, so it is not decided a second time."""
         with self._lock:
@@ -419,12 +437,21 @@ class ModelMonitors:
     """Every monitored model's ModelMonitor, by model name, each with its model's policy."""
 
     def __init__(
-        self, policy: DriftPolicy, overrides: dict[str, DriftPolicy] | None = None
+        self,
+        policy: DriftPolicy,
+        overrides: dict[str, DriftPolicy] | None = None,
+        *,
+        journal: bool = False,
     ) -> None:
+        """`journal`: each monitor records the changes of its predictions awaiting labels
+        (ModelMonitor), which the caller must drain (`drain_pending`)."""
         self.policy = policy
         """The default policy; `overrides` hold the models that have their own."""
         self.overrides = dict(overrides or {})
+        self.journal = journal
         self._monitors: dict[str, ModelMonitor] = {}
+        self._restored: dict[str, list[tuple[str, PendingState]]] = {}
+        """Recorded states of models not monitored yet (applied when they are)."""
 
     def policy_for(self, model: str) -> DriftPolicy:
         return self.overrides.get(model, self.policy)
@@ -433,9 +460,29 @@ class ModelMonitors:
         """Monitor `model` at `version` against `profile` (first sight or a deployment)."""
         monitor = self._monitors.get(model)
         if monitor is None:
-            self._monitors[model] = ModelMonitor(model, self.policy_for(model), version, profile)
+            monitor = ModelMonitor(
+                model, self.policy_for(model), version, profile, journal=self.journal
+            )
+            self._monitors[model] = monitor
+            restored = self._restored.pop(model, None)
+            if restored:
+                monitor.restore_pending(restored)
         else:
             monitor.switch(version, profile)
+
+    def restore_pending(self, model: str, states: list[tuple[str, PendingState]]) -> None:
+        """Predictions of `model` awaiting labels recorded before a restart (oldest first);
+        kept until the model is monitored when it is not yet."""
+        monitor = self._monitors.get(model)
+        if monitor is not None:
+            monitor.restore_pending(states)
+        else:
+            self._restored.setdefault(model, []).extend(states)
+
+    def drain_pending(self, model: str) -> list[tuple[str, PendingState]]:
+        """Changes of `model`'s predictions awaiting labels since the last drain."""
+        monitor = self._monitors.get(model)
+        return monitor.drain_pending() if monitor is not None else []
 
     def knows(self, model: str) -> bool:
         return model in self._monitors
