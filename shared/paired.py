@@ -48,6 +48,9 @@ reduction (|champion error| - |candidate error|, over the champion's mean absolu
 assumed before any candidate has been scored. Absolute errors spread about as widely as their
 mean, and two models' errors are correlated, hence a little below 1."""
 REGRESSION_METRICS = ("mae", "rmse", "r2", "mape")
+STAND_IN_ERROR = 1e12
+"""How wrong a regression champion counts on a row it cannot score (NaN: a feature it needs is
+gone), relative to the target; training's champion metrics use the same stand-in."""
 CHUNK = 100
 """Bootstrap resamples drawn at once (memory: CHUNK x rows indices)."""
 
@@ -142,6 +145,12 @@ def compare(
     )
 
 
+def stand_in(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """`predicted` with every row it could not score (not finite) replaced by a prediction
+    STAND_IN_ERROR wrong."""
+    return np.where(np.isfinite(predicted), predicted, truth + STAND_IN_ERROR * (1 + np.abs(truth)))
+
+
 def _regression(
     truth: np.ndarray,
     candidate: np.ndarray,
@@ -164,7 +173,7 @@ def _regression(
         )
     # why: a champion that cannot score a row (a feature gone) is infinitely wrong on it; a
     # huge finite error keeps the arithmetic finite and the candidate clearly better there
-    b = np.where(np.isfinite(b), b, y + 1e12 * (1 + np.abs(y)))
+    b = stand_in(y, b)
     found = METRICS[metric]
     cand, champ = found.compute(y, a), found.compute(y, b)
     if np.isnan(cand) or np.isnan(champ):
@@ -178,7 +187,7 @@ def _regression(
             diffs[start + i] = found.improvement(
                 found.compute(y[pick], a[pick]), found.compute(y[pick], b[pick])
             )
-    diffs = np.nan_to_num(diffs, nan=0.0, neginf=-1e12, posinf=1e12)
+    diffs = np.nan_to_num(diffs, nan=0.0, neginf=-STAND_IN_ERROR, posinf=STAND_IN_ERROR)
     lower, upper = _bounds(diffs, confidence)
     err_a, err_b = np.abs(y - a), np.abs(y - b)
     scale = float(err_b.mean()) or 1.0

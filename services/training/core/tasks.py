@@ -17,6 +17,7 @@ import structlog
 from sklearn.base import is_regressor
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from driftloop.shared import paired
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.estimators import REGRESSION, task_of
 from driftloop.shared.names import shown
@@ -28,9 +29,6 @@ UNSCORABLE = "\x00<the champion cannot score these rows>"
 to a label. A regression champion's is NaN (driftloop.shared.paired counts it as lost)."""
 EXAMPLES = 3
 """Values that do not parse shown in a message."""
-STAND_IN_ERROR = 1e12
-"""How wrong a regression champion counts on a row it cannot score, relative to the target:
-the stand-in driftloop.shared.paired uses, so its metrics and the comparison agree."""
 
 
 def is_regression(task: str) -> bool:
@@ -135,11 +133,11 @@ def champion_predictions(champion: Any, rows: pd.DataFrame, task: str) -> np.nda
 
 def as_scored(truth: np.ndarray, champion: np.ndarray, task: str) -> np.ndarray:
     """The champion's predictions as its metrics count them: a regression row it cannot score
-    (NaN) counts as STAND_IN_ERROR wrong, as in the paired comparison."""
+    (NaN) counts as paired.STAND_IN_ERROR wrong, as in the paired comparison."""
     if not is_regression(task):
         return champion
     y = np.asarray(truth, dtype=float)
-    return np.where(np.isfinite(champion), champion, y + STAND_IN_ERROR * (1 + np.abs(y)))
+    return paired.stand_in(y, champion)
 
 
 def folds(values: pd.Series, task: str, most: int) -> int:
