@@ -14,7 +14,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from driftloop.shared.errors import NotFound, Unavailable
+from driftloop.shared.errors import InvalidInput, NotFound, Unavailable
 from driftloop.shared.names import check_key
 from driftloop.shared.objectstore import LocalObjectStore, ObjectStore, check_prefix
 from driftloop.shared.settings import CommonSettings
@@ -132,6 +132,16 @@ def open_object_store(common: CommonSettings) -> ObjectStore:
     if common.object_store == "local":
         return LocalObjectStore(common.data_dir / "objects")
     s3 = common.s3
+    missing = [
+        f"DRIFTLOOP_S3__{name.upper()}"
+        for name in ("access_key", "secret_key")
+        if not getattr(s3, name).get_secret_value()
+    ]
+    if missing:
+        raise InvalidInput(
+            f"object_store is s3 but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
+            " not set: give the store's keys (there is no default key)"
+        )
     client = Minio(
         s3.endpoint,
         access_key=s3.access_key.get_secret_value(),

@@ -83,16 +83,17 @@ class Ports(BaseModel):
 
 
 class S3Settings(BaseModel):
-    """Where the S3/MinIO object store is (used when object_store is "s3")."""
+    """Where the S3 object store is (used when object_store is "s3")."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     endpoint: str = "127.0.0.1:9000"
     """host:port of the S3 endpoint (no scheme)."""
-    access_key: SecretStr = SecretStr("minioadmin")
-    """Access key id."""
-    secret_key: SecretStr = SecretStr("minioadmin")
-    """Secret access key."""
+    access_key: SecretStr = SecretStr("")
+    """Access key id; no default (a well-known default key is a shared secret): with
+    object_store "s3" a service refuses to start without it."""
+    secret_key: SecretStr = SecretStr("")
+    """Secret access key; no default, like the access key."""
     bucket: str = "driftloop"
     """Bucket holding curated data, artifacts and profiles; created when missing."""
     secure: bool = False

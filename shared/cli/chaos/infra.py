@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.cli.stack.broker import free_port
 from driftloop.shared.settings import CommonSettings, Ports, S3Settings
@@ -119,7 +121,12 @@ class MotoS3:
     def settings(self, *, direct: bool) -> S3Settings:
         """S3 settings for the stack (through the proxy) or for this observer (direct)."""
         port = self.port if direct else self.proxy.port
-        return S3Settings(endpoint=f"127.0.0.1:{port}", bucket="driftloop-chaos")
+        return S3Settings(
+            endpoint=f"127.0.0.1:{port}",
+            bucket="driftloop-chaos",
+            access_key=SecretStr("chaos"),
+            secret_key=SecretStr("chaos-secret"),
+        )
 
     def stop(self) -> None:
         self.proxy.stop()
@@ -135,6 +142,8 @@ def stack_env(common: CommonSettings) -> dict[str, str]:
         env["DRIFTLOOP_OBJECT_STORE"] = "s3"
         env["DRIFTLOOP_S3__ENDPOINT"] = common.s3.endpoint
         env["DRIFTLOOP_S3__BUCKET"] = common.s3.bucket
+        env["DRIFTLOOP_S3__ACCESS_KEY"] = common.s3.access_key.get_secret_value()
+        env["DRIFTLOOP_S3__SECRET_KEY"] = common.s3.secret_key.get_secret_value()
     return env
 
 

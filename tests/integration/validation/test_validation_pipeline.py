@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaProducer
 from google.protobuf import struct_pb2
+from pydantic import SecretStr
 from support import wait_for
 
 from driftloop.protos.events.v1 import events_pb2
@@ -172,7 +173,12 @@ async def curated_rows(store: ObjectStore, dataset: str) -> int:
 
 
 def s3_store(endpoint: str) -> ObjectStore:
-    s3 = S3Settings(endpoint=endpoint, bucket=f"test-{uuid.uuid4().hex[:12]}")
+    s3 = S3Settings(
+        endpoint=endpoint,
+        bucket=f"test-{uuid.uuid4().hex[:12]}",
+        access_key=SecretStr("test"),
+        secret_key=SecretStr("test-secret"),
+    )
     return open_object_store(CommonSettings(object_store="s3", s3=s3))
 
 
