@@ -18,7 +18,7 @@ from scipy import stats
 
 from driftloop.services.monitoring.core.drift import FeatureDrift, chi2_test
 from driftloop.services.monitoring.core.error_detectors import CusumBank, ErrorRateAdwin
-from driftloop.services.monitoring.core.sequential import ErrorRateGlr, alarm_rate
+from driftloop.services.monitoring.core.sequential import ErrorRateGlr, alarm_rate, first_alarm
 from driftloop.shared.profile import ReferenceProfile
 
 ACCURACY = "_accuracy"
@@ -207,21 +207,15 @@ class PerformanceTracker:
         shifted = self.glr.update(errors)
         crossed = self._update_cusum(errors, labels)
         cut = None if self.adwin is None else self.adwin.update(errors)
-        hits = [
-            (i, name)
-            for i, name in ((crossed, ERROR_RATE), (shifted, ERROR_SHIFT), (cut, ERROR_ADWIN))
-            if i is not None
-        ]
-        if not hits:
+        alarm = first_alarm(
+            ((crossed, ERROR_RATE), (shifted, ERROR_SHIFT), (cut, ERROR_ADWIN)),
+            self.glr,
+            ERROR_SHIFT,
+            len(errors),
+        )
+        if alarm is None:
             return None
-        index, self.fired = min(hits)
-        # why the GLR's best split whichever detector fired: it is the change point's
-        # maximum-likelihood estimate (ADWIN's kept window reached 400 rows before a known
-        # change in the unit test); it was taken at the batch's last row unless the GLR alarmed
-        if self.fired == ERROR_SHIFT:
-            self.change_rows = self.glr.alarm_post
-        else:
-            self.change_rows = max(0, self.glr.best_post - (len(errors) - 1 - index))
+        index, self.fired, self.change_rows = alarm
         return index
 
     def _update_cusum(self, errors: np.ndarray, labels: list[str]) -> int | None:

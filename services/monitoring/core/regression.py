@@ -28,7 +28,7 @@ from driftloop.services.monitoring.core.performance import (
     PerformanceTracker,
     profile_reference,
 )
-from driftloop.services.monitoring.core.sequential import ErrorRateGlr, alarm_rate
+from driftloop.services.monitoring.core.sequential import ErrorRateGlr, alarm_rate, first_alarm
 from driftloop.shared.profile import ReferenceProfile
 
 MAE = "_mae"
@@ -203,23 +203,15 @@ class RegressionTracker:
         crossed = self.cusum.update(errors)
         shifted = self.glr.update(above)
         cut = None if self.adwin is None else self.adwin.update(above)
-        hits = [
-            (i, name)
-            for i, name in (
-                (crossed, ABS_ERROR),
-                (shifted, ABS_ERROR_SHIFT),
-                (cut, ABS_ERROR_ADWIN),
-            )
-            if i is not None
-        ]
-        if not hits:
+        alarm = first_alarm(
+            ((crossed, ABS_ERROR), (shifted, ABS_ERROR_SHIFT), (cut, ABS_ERROR_ADWIN)),
+            self.glr,
+            ABS_ERROR_SHIFT,
+            len(errors),
+        )
+        if alarm is None:
             return None
-        index, self.fired = min(hits)
-        # the GLR's best split dates the change whichever member fired (as the classifier's)
-        if self.fired == ABS_ERROR_SHIFT:
-            self.change_rows = self.glr.alarm_post
-        else:
-            self.change_rows = max(0, self.glr.best_post - (len(errors) - 1 - index))
+        index, self.fired, self.change_rows = alarm
         return index
 
     def _collect_burn_in(self, errors: np.ndarray, truth: np.ndarray) -> int:
