@@ -34,11 +34,16 @@ def shown(value: str) -> str:
     return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
 
 
+def is_name(value: str) -> bool:
+    """Whether `value` is a valid dataset/model name (check_name without the error)."""
+    return bool(_NAME.fullmatch(value)) and ".." not in value
+
+
 def check_name(kind: str, value: str) -> str:
     """Return `value` if it is a valid dataset/model name, else raise InvalidInput saying why."""
     if not value:
         raise InvalidInput(f"{kind} name is empty")
-    if not _NAME.fullmatch(value) or ".." in value:
+    if not is_name(value):
         raise InvalidInput(
             f"{kind} name {shown(value)} is invalid: use 1-128 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit"

@@ -79,8 +79,9 @@ class RegistryClient:
         found = await self._call("GetModel", pb.GetModelRequest(name=name))
         return convert.model_from_pb(found)
 
-    async def list_models(self) -> list[Model]:
-        reply = await self._call("ListModels", pb.ListModelsRequest())
+    async def list_models(self, fleet: str = "") -> list[Model]:
+        """Every model, or only the partition models of `fleet`."""
+        reply = await self._call("ListModels", pb.ListModelsRequest(fleet=fleet))
         return [convert.model_from_pb(m) for m in reply.models]
 
     async def get_spec(self, model: str, number: int = 0) -> SpecVersion:

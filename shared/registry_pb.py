@@ -61,6 +61,7 @@ def spec_from_pb(s: pb.TrainingSpec) -> TrainingSpec:
         ),
         schedule_seconds=s.schedule_seconds,
         task=s.task,
+        partition_by=tuple(s.partition_by),
     )
 
 
@@ -96,6 +97,7 @@ def spec_to_pb(s: TrainingSpec) -> pb.TrainingSpec:
         ),
         schedule_seconds=s.schedule_seconds,
         task=s.task,
+        partition_by=list(s.partition_by),
     )
 
 
@@ -122,6 +124,7 @@ def model_from_pb(m: pb.Model) -> Model:
         latest_version=m.latest_version,
         spec_version=m.spec_version,
         shadow_version=m.shadow_version,
+        fleet=m.fleet,
     )
 
 

@@ -56,6 +56,8 @@ class TrainingSpec:
     schedule_seconds: int = 0
     task: str = ""
     """"classification" or "regression" ("" from an older registry: classification)."""
+    partition_by: tuple[str, ...] = ()
+    """A fleet's partition columns (shared/fleet.py); empty for a single model."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class Model:
     spec_version: int = 0
     shadow_version: str = ""
     """The version the "shadow" alias points at (empty when none)."""
+    fleet: str = ""
+    """For a partition model (FLEET/COLUMN=VALUE), its fleet; empty otherwise."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
+from driftloop.shared import fleet
 from driftloop.shared.errors import (
     AlreadyExists,
     Conflict,
@@ -141,9 +142,15 @@ class FakeRegistry:
         self._enter("GetModel")
         return self._model(name)
 
-    async def list_models(self) -> list[Model]:
+    async def list_models(self, fleet: str = "") -> list[Model]:
         self._enter("ListModels")
-        return [self.state.models[n] for n in sorted(self.state.models)]
+        if fleet:
+            self._model(fleet)
+        return [
+            self.state.models[n]
+            for n in sorted(self.state.models)
+            if not fleet or self.state.models[n].fleet == fleet
+        ]
 
     async def get_spec(self, model: str, number: int = 0) -> SpecVersion:
         self._enter("GetSpec")
@@ -178,7 +185,7 @@ class FakeRegistry:
     async def register_version(self, candidate: Candidate) -> Registration:
         self._enter("RegisterVersion", mutating=True)
         c = candidate
-        model = self._model(c.model)
+        model = self._model_or_new_partition(c.model)
         if not c.run_id:
             raise InvalidInput("run_id is empty: registration is idempotent by run id")
         if not _SHA256.match(c.artifact_sha256):
@@ -312,6 +319,18 @@ class FakeRegistry:
         if name not in self.state.models:
             raise NotFound(f"model {name!r} does not exist; create it first")
         return self.state.models[name]
+
+    def _model_or_new_partition(self, name: str) -> Model:
+        """As the registry: a fleet's partition model appears on its first registration."""
+        parsed = fleet.parse(name)
+        if name in self.state.models or parsed is None:
+            return self._model(name)
+        owner = self._model(parsed.fleet)
+        if tuple(c for c, _ in parsed.values) != owner.spec.partition_by:
+            raise InvalidInput(f"{name!r} is not a partition of fleet {owner.name}")
+        model = Model(name, owner.dataset, owner.target, owner.spec, fleet=owner.name)
+        self.put_model(model)
+        return model
 
     def _version(self, model: str, version: str) -> ModelVersion:
         for v in self.state.versions[self._model(model).name]:

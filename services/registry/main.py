@@ -38,6 +38,7 @@ async def _serve(common: CommonSettings, settings: RegistrySettings) -> None:
         store,
         on_commit=outbox.notify,
         max_search_candidates=settings.max_search_candidates,
+        max_partitions=settings.max_partitions,
         objects=open_object_store(common),
     )
     binding = ServiceBinding(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from driftloop.shared.fleet import DEFAULT_MAX_PARTITIONS
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -25,6 +27,9 @@ class RegistrySettings(ServiceSettings):
     max_search_candidates: int = 50
     """Largest hyper-parameter search a training spec may ask for (parameter combinations
     tried); larger grids are refused unless search.max_candidates samples them down."""
+    max_partitions: int = Field(default=DEFAULT_MAX_PARTITIONS, ge=1)
+    """Partition models one fleet may have: a registration that would create one more is
+    refused (training refuses a partition_by column with more values before it fits)."""
 
     def database(self, data_dir: Path) -> Path:
         return self.db_path if self.db_path is not None else data_dir / "registry.db"

@@ -62,7 +62,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListModels(  # noqa: N802 - generated name
         self, request: pb.ListModelsRequest, context: Ctx
     ) -> pb.ListModelsResponse:
-        models = await asyncio.to_thread(self._r.list_models)
+        models = await asyncio.to_thread(self._r.list_models, request.fleet)
         return pb.ListModelsResponse(models=[convert.model_to_pb(m) for m in models])
 
     async def RegisterVersion(  # noqa: N802 - generated name

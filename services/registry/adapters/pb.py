@@ -63,6 +63,7 @@ def spec_from_pb(spec: pb.TrainingSpec) -> TrainingSpec:
         ),
         schedule_seconds=spec.schedule_seconds,
         task=spec.task,
+        partition_by=tuple(spec.partition_by),
     )
 
 
@@ -97,6 +98,7 @@ def spec_to_pb(spec: TrainingSpec) -> pb.TrainingSpec:
         ),
         schedule_seconds=spec.schedule_seconds,
         task=spec.task,
+        partition_by=list(spec.partition_by),
     )
 
 
@@ -137,6 +139,7 @@ def model_to_pb(model: Model) -> pb.Model:
         latest_version=model.latest_version,
         spec_version=model.spec_version,
         shadow_version=model.shadow_version,
+        fleet=model.fleet,
     )
 
 

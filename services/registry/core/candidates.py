@@ -11,6 +11,7 @@ from typing import Protocol
 from driftloop.services.registry.core.domain import Candidate
 from driftloop.shared.artifacts import sha256
 from driftloop.shared.errors import InvalidInput, NotFound
+from driftloop.shared.fleet import check_model_name
 from driftloop.shared.names import check_key, check_name, shown
 from driftloop.shared.run_record import RunRecord, run_record_key
 
@@ -18,7 +19,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def check_candidate(c: Candidate) -> None:
-    check_name("model", c.model)
+    check_model_name(c.model)
     if not c.run_id:
         raise InvalidInput("run_id is empty: registration is idempotent by run id")
     check_name("run id", c.run_id)
@@ -34,7 +35,9 @@ def _check_run_key(field: str, key: str, c: Candidate) -> None:
     another model's (or another run's) artifact under this model."""
     check_key(key)
     prefix = f"artifacts/{c.model}/{c.run_id}/"
-    if not key.startswith(prefix) or "%" in key:
+    # why '%' only in the prefix: a partition model's name is percent-encoded once, canonically
+    # (shared/fleet.py); anything after the prefix must not decode to another key
+    if not key.startswith(prefix) or "%" in key[len(prefix) :]:
         raise InvalidInput(
             f"{field} {shown(key)} must lie under the run's own prefix {prefix!r} "
             "(no percent-encoding)"

@@ -11,9 +11,10 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from driftloop.shared import estimators
+from driftloop.shared import estimators, fleet
 from driftloop.shared.errors import InvalidInput
 from driftloop.shared.estimators import CLASSIFICATION, DEFAULT_METRIC, REGRESSION, SearchSpec
+from driftloop.shared.names import check_column_name
 from driftloop.shared.paired import PairedComparison
 
 STATUSES = ("candidate", "pending_approval", "shadow", "production", "rejected", "archived")
@@ -88,6 +89,8 @@ class TrainingSpec:
     task: str = ""
     """"classification" or "regression"; "" (unset) is classification, filled in by
     with_defaults."""
+    partition_by: tuple[str, ...] = ()
+    """A fleet: one model per value of these columns (shared/fleet.py)."""
 
     def to_json(self) -> str:
         raw = asdict(self)
@@ -95,6 +98,8 @@ class TrainingSpec:
             # why: specs stored before regression existed keep their hash (SetSpec of an
             # unchanged spec is still no new version)
             del raw["task"]
+        if not raw["partition_by"]:
+            del raw["partition_by"]  # the same for specs stored before fleets
         return json.dumps(raw, sort_keys=True)
 
     def sha256(self) -> str:
@@ -116,6 +121,7 @@ class TrainingSpec:
             search=SearchSpec(**raw.get("search", {})),
             schedule_seconds=int(raw.get("schedule_seconds", 0)),
             task=str(raw.get("task", "")),
+            partition_by=tuple(raw.get("partition_by", ())),
         )
 
 
@@ -216,6 +222,9 @@ def validate_spec(spec: TrainingSpec, target: str) -> TrainingSpec:
         raise InvalidInput(
             f"spec field 'features': the target column {target!r} cannot also be a feature"
         )
+    fleet.check_partition_by(spec.partition_by, target)
+    for column in spec.partition_by:
+        check_column_name(column)
     if target in spec.slice_columns:
         raise InvalidInput(
             f"spec field 'slice_columns': the target {target!r} cannot be a slice column"
@@ -277,6 +286,8 @@ class Model:
     latest_version: int = 0
     spec_version: int = 0
     shadow_version: str = ""
+    fleet: str = ""
+    """For a partition model (FLEET/COLUMN=VALUE), its fleet; its spec is the fleet's."""
 
 
 @dataclass(frozen=True)

@@ -58,4 +58,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE outbox ADD COLUMN format TEXT NOT NULL DEFAULT 'envelope'
     """,
+    # 5: fleets: a partition model (FLEET/COLUMN=VALUE) names its fleet, whose spec it uses
+    """
+    ALTER TABLE models ADD COLUMN fleet TEXT NOT NULL DEFAULT '';
+    CREATE INDEX models_by_fleet ON models(fleet, name)
+    """,
 )

@@ -30,7 +30,8 @@ from driftloop.services.registry.core.domain import (
 )
 from driftloop.services.registry.core.metrics import record_decision
 from driftloop.services.registry.core.store import RegistryStore, RegistryTx
-from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from driftloop.shared import fleet
+from driftloop.shared.errors import AlreadyExists, Conflict, InvalidInput, NotFound, TooLarge
 from driftloop.shared.estimators import task_of
 from driftloop.shared.names import check_name
 
@@ -48,6 +49,7 @@ class Registry:
         *,
         max_search_candidates: int = 50,
         objects: StoredObjects | None = None,
+        max_partitions: int = fleet.DEFAULT_MAX_PARTITIONS,
     ) -> None:
         """`objects`: the object store, to verify each candidate's artifact hash and metrics
         against what is stored (candidates.verify_against_store); None skips that check
@@ -56,6 +58,7 @@ class Registry:
         self._on_commit = on_commit
         self._max_search = max_search_candidates
         self._objects = objects
+        self._max_partitions = max_partitions
 
     # models
     def create_model(
@@ -74,6 +77,11 @@ class Registry:
             spec = parsed.spec
             dataset = _same("dataset", dataset, parsed.dataset)
             target = _same("target", target, parsed.target)
+        if fleet.parse(name) is not None:
+            raise InvalidInput(
+                f"model {name!r} is a partition model name: partition models appear by "
+                "themselves when their fleet trains (declare the fleet, with partition_by)"
+            )
         check_name("model", name)
         check_name("dataset", dataset)
         if not target:
@@ -112,6 +120,11 @@ class Registry:
         """A new immutable spec version, or the current one when the spec did not change."""
         with self._store.transaction() as tx:
             model = _need_model(tx, name)
+        if model.fleet:
+            raise InvalidInput(
+                f"model {name} is a partition of fleet {model.fleet} and trains with the "
+                f"fleet's spec: set the spec of {model.fleet}"
+            )
         if spec_yaml:
             parsed = specs.parse_yaml(spec_yaml)
             _same("dataset", model.dataset, parsed.dataset, changeable=False)
@@ -120,6 +133,7 @@ class Registry:
         spec = self._checked(spec, model.target)
         _same_task(model, spec)
         with self._store.transaction() as tx:
+            _same_partitions(tx, model, spec)
             current = tx.spec_versions(name, _need_model(tx, name).spec_version)
             if current and current[0].sha256 == spec.sha256():
                 return current[0]
@@ -139,23 +153,26 @@ class Registry:
             raise InvalidInput("spec version number must not be negative")
         with self._store.transaction() as tx:
             model = _need_model(tx, name)
-            found = tx.spec_versions(name, number or model.spec_version)
+            found = tx.spec_versions(model.fleet or name, number or model.spec_version)
         if not found:
             raise NotFound(f"model {name} has no spec version {number}")
         return found[0]
 
     def list_specs(self, name: str) -> list[SpecVersion]:
         with self._store.transaction() as tx:
-            _need_model(tx, name)
-            return tx.spec_versions(name)
+            model = _need_model(tx, name)
+            return tx.spec_versions(model.fleet or name)
 
     def get_model(self, name: str) -> Model:
         with self._store.transaction() as tx:
             return _need_model(tx, name)
 
-    def list_models(self) -> list[Model]:
+    def list_models(self, fleet_name: str = "") -> list[Model]:
+        """Every model, or only the partition models of `fleet_name`."""
         with self._store.transaction() as tx:
-            return tx.models()
+            if fleet_name:
+                _need_model(tx, fleet_name)
+            return tx.models(fleet_name)
 
     # versions
     def register(self, c: Candidate) -> Registration:
@@ -165,7 +182,7 @@ class Registry:
         if self._objects is not None:
             verify_against_store(c, self._objects)
         with self._store.transaction() as tx:
-            model = _need_model(tx, c.model)
+            model = self._model_or_new_partition(tx, c.model)
             existing = tx.version_by_run(c.run_id)
             if existing is not None:
                 version, promoted = existing
@@ -181,7 +198,16 @@ class Registry:
                     "promoted" if promoted else _stored_outcome(version),
                 )
             champion = tx.production(c.model)
-            decision = decisions.decision_for(model, c, champion)
+            # why: a partition's first candidates must beat the fleet's global model, which
+            # serves the partition until one of them is promoted
+            benchmark = champion or (tx.production(model.fleet) if model.fleet else None)
+            decision = decisions.decision_for(model, c, benchmark)
+            if benchmark is not champion:
+                decision = replace(
+                    decision,
+                    reason=f"against the fleet's global model {model.fleet} version "
+                    f"{benchmark.version if benchmark else ''}: {decision.reason}",
+                )
             mode = model.spec.policy.mode if decision.promote else ""
             waits = mode == "approval"
             shadows = mode == "shadow" and champion is not None  # no champion: nothing to beat
@@ -228,6 +254,45 @@ class Registry:
         return Registration(
             version, promoted, reason, outcome, decision.rows_needed, decision.attention
         )
+
+    def _model_or_new_partition(self, tx: RegistryTx, name: str) -> Model:
+        """The model `name`; a partition model of a fleet is created on its first registration
+        (its spec is the fleet's), within the fleet's partition limit."""
+        found = tx.model(fleet.check_model_name(name))
+        parsed = fleet.parse(name)
+        if found is not None or parsed is None:
+            return _need_model(tx, name)
+        owner = _need_model(tx, parsed.fleet)
+        columns = tuple(column for column, _ in parsed.values)
+        if not owner.spec.partition_by:
+            raise InvalidInput(
+                f"model {parsed.fleet} is not a fleet (its spec has no partition_by), so it has "
+                f"no partition {name!r}"
+            )
+        if columns != owner.spec.partition_by:
+            raise InvalidInput(
+                f"partition {name!r} names columns {list(columns)}; fleet {owner.name} "
+                f"partitions by {list(owner.spec.partition_by)}"
+            )
+        count = tx.partition_count(owner.name)
+        if count >= self._max_partitions:
+            raise TooLarge(
+                f"fleet {owner.name} has {count} partition models, the limit "
+                f"(DRIFTLOOP_REGISTRY_MAX_PARTITIONS); {name!r} is not created"
+            )
+        tx.insert_model(
+            Model(
+                name=name,
+                dataset=owner.dataset,
+                target=owner.target,
+                spec=owner.spec,
+                created_at=time.time(),
+                fleet=owner.name,
+            )
+        )
+        tx.add_audit(name, "", "create", f"partition of fleet {owner.name}", {"fleet": owner.name})
+        log.info("partition_created", model=name, fleet=owner.name)
+        return _need_model(tx, name)
 
     def get_version(self, model: str, version: str) -> ModelVersion:
         with self._store.transaction() as tx:
@@ -393,7 +458,7 @@ class Registry:
 
 
 def _need_model(tx: RegistryTx, name: str) -> Model:
-    model = tx.model(check_name("model", name))
+    model = tx.model(fleet.check_model_name(name))
     if model is None:
         raise NotFound(f"model {name!r} does not exist; create it first")
     return model
@@ -427,6 +492,17 @@ def _same_task(model: Model, spec: TrainingSpec) -> None:
         raise InvalidInput(
             f"spec field 'task': model {model.name} has {model.latest_version} versions "
             f"trained for {was}; its task cannot change to {spec.task} (declare a new model)"
+        )
+
+
+def _same_partitions(tx: RegistryTx, model: Model, spec: TrainingSpec) -> None:
+    """A fleet with partition models keeps its partition columns: its partitions' names, data
+    and versions are defined by them."""
+    if spec.partition_by != model.spec.partition_by and tx.partition_count(model.name):
+        raise InvalidInput(
+            f"spec field 'partition_by': fleet {model.name} has "
+            f"{tx.partition_count(model.name)} partition models by "
+            f"{list(model.spec.partition_by)}; it cannot change (declare a new model)"
         )
 
 

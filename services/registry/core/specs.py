@@ -31,6 +31,7 @@ TOP_KEYS = (
     "schedule",
     "schedule_seconds",
     "task",
+    "partition_by",
 )
 POLICY_KEYS = (
     "metric",
@@ -111,6 +112,7 @@ def parse_yaml(text: str) -> ParsedSpec:
         search=_search(raw.get("search") or {}),
         schedule_seconds=schedule_seconds(raw.get("schedule", raw.get("schedule_seconds", 0))),
         task=_text("task", raw.get("task", "")),
+        partition_by=tuple(_strings("partition_by", raw.get("partition_by", []))),
     )
     return ParsedSpec(
         spec, _text("dataset", raw.get("dataset", "")), _text("target", raw.get("target", ""))

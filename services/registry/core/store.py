@@ -87,8 +87,16 @@ class RegistryTx:
     # models
     def insert_model(self, model: Model) -> None:
         self._c.execute(
-            "INSERT INTO models (name, dataset, target, spec_json, created_at) VALUES (?,?,?,?,?)",
-            (model.name, model.dataset, model.target, model.spec.to_json(), model.created_at),
+            "INSERT INTO models (name, dataset, target, spec_json, created_at, fleet)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                model.name,
+                model.dataset,
+                model.target,
+                model.spec.to_json(),
+                model.created_at,
+                model.fleet,
+            ),
         )
 
     def set_spec(self, model: str, spec: TrainingSpec, author: str, comment: str) -> SpecVersion:
@@ -143,8 +151,17 @@ class RegistryTx:
         row = self._c.execute(_MODEL_SELECT + " WHERE m.name = ?", (name,)).fetchone()
         return None if row is None else _model(row)
 
-    def models(self) -> list[Model]:
-        return [_model(r) for r in self._c.execute(_MODEL_SELECT + " ORDER BY m.name")]
+    def models(self, fleet: str = "") -> list[Model]:
+        """Every model, or only `fleet`'s partition models."""
+        if fleet:
+            rows = self._c.execute(_MODEL_SELECT + " WHERE m.fleet = ? ORDER BY m.name", (fleet,))
+        else:
+            rows = self._c.execute(_MODEL_SELECT + " ORDER BY m.name")
+        return [_model(r) for r in rows]
+
+    def partition_count(self, fleet: str) -> int:
+        row = self._c.execute("SELECT COUNT(*) FROM models WHERE fleet = ?", (fleet,)).fetchone()
+        return int(row[0])
 
     # versions
     def next_version(self, model: str) -> int:
@@ -328,14 +345,19 @@ class RegistryTx:
         return History(aliases, audit)
 
 
+# why the join: a partition model's spec is its fleet's current spec, never a copy that could
+# fall behind a SetSpec on the fleet
 _MODEL_SELECT = (
-    "SELECT m.*, (SELECT MAX(version) FROM versions v WHERE v.model = m.name) AS latest,"
+    "SELECT m.name, m.dataset, m.target, m.created_at, m.fleet,"
+    " COALESCE(f.spec_json, m.spec_json) AS spec_json,"
+    " (SELECT MAX(version) FROM versions v WHERE v.model = m.name) AS latest,"
     " (SELECT MAX(version) FROM versions v WHERE v.model = m.name AND v.status = 'production')"
     " AS production,"
     " (SELECT MAX(version) FROM versions v WHERE v.model = m.name AND v.status = 'shadow')"
     " AS shadow,"
-    " (SELECT MAX(number) FROM spec_versions s WHERE s.model = m.name) AS spec_version"
-    " FROM models m"
+    " (SELECT MAX(number) FROM spec_versions s WHERE s.model = COALESCE(f.name, m.name))"
+    " AS spec_version"
+    " FROM models m LEFT JOIN models f ON m.fleet != '' AND f.name = m.fleet"
 )
 
 
@@ -350,6 +372,7 @@ def _model(row: sqlite3.Row) -> Model:
         latest_version=int(row["latest"] or 0),
         spec_version=int(row["spec_version"] or 0),
         shadow_version=str(row["shadow"]) if row["shadow"] is not None else "",
+        fleet=row["fleet"],
     )
 
 

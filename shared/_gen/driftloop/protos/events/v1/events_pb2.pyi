@@ -361,6 +361,7 @@ class PredictionLog(_message.Message):
     ARROW_IPC_FIELD_NUMBER: _builtins.int
     ROW_COUNT_FIELD_NUMBER: _builtins.int
     SHADOW_FIELD_NUMBER: _builtins.int
+    FLEET_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     arrow_ipc: _builtins.bytes
@@ -372,6 +373,10 @@ class PredictionLog(_message.Message):
     """True when the rows were scored by the model's shadow version on a copy of live traffic
     (their answers were not returned); the request ids are those of the production answers.
     """
+    fleet: _builtins.str
+    """The name the request addressed when it differs from `model`: a fleet's request whose rows
+    a partition model ("FLEET/COLUMN=VALUE") answered. Labels for those rows name the fleet.
+    """
     def __init__(
         self,
         *,
@@ -380,10 +385,11 @@ class PredictionLog(_message.Message):
         arrow_ipc: _builtins.bytes = ...,
         row_count: _builtins.int = ...,
         shadow: _builtins.bool = ...,
+        fleet: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "model", b"model", "row_count", b"row_count", "shadow", b"shadow", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "fleet", b"fleet", "model", b"model", "row_count", b"row_count", "shadow", b"shadow", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -475,6 +481,7 @@ class DriftDetected(_message.Message):
     LIVE_ROWS_FIELD_NUMBER: _builtins.int
     REFERENCE_ROWS_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     version: _builtins.str
     episode_id: _builtins.str
@@ -494,6 +501,12 @@ class DriftDetected(_message.Message):
         12.6) on the latest labelled rows; absolute-error CUSUM 131 crossed 115".
         """
 
+    @_builtins.property
+    def partitions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A fleet episode (`model` is the fleet): the partition models that drifted together, which
+        training retrains with the fleet's global model as one coordinated run.
+        """
+
     def __init__(
         self,
         *,
@@ -507,10 +520,11 @@ class DriftDetected(_message.Message):
         live_rows: _builtins.int = ...,
         reference_rows: _builtins.int = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
+        partitions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drift_share", b"drift_share", "episode_id", b"episode_id", "features", b"features", "live_rows", b"live_rows", "model", b"model", "reasons", b"reasons", "reference_rows", b"reference_rows", "version", b"version", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drift_share", b"drift_share", "episode_id", b"episode_id", "features", b"features", "live_rows", b"live_rows", "model", b"model", "partitions", b"partitions", "reasons", b"reasons", "reference_rows", b"reference_rows", "version", b"version", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

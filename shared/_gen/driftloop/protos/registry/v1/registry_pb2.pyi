@@ -264,6 +264,7 @@ class TrainingSpec(_message.Message):
     SEARCH_FIELD_NUMBER: _builtins.int
     SCHEDULE_SECONDS_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
+    PARTITION_BY_FIELD_NUMBER: _builtins.int
     estimator: _builtins.str
     """A catalogue name ("logistic_regression", "random_forest", "gradient_boosting"; for
     regression "ridge", "random_forest", "gradient_boosting") or a scikit-learn path on the
@@ -301,6 +302,12 @@ class TrainingSpec(_message.Message):
     def search(self) -> Global___SearchSpec:
         """Optional hyper-parameter search (empty param_grid: none)."""
 
+    @_builtins.property
+    def partition_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A fleet: one model per value of these columns ("FLEET/COLUMN=VALUE"), each appearing once
+        it has min_rows, plus the fleet's own (global) model trained on every partition.
+        """
+
     def __init__(
         self,
         *,
@@ -315,10 +322,11 @@ class TrainingSpec(_message.Message):
         search: Global___SearchSpec | None = ...,
         schedule_seconds: _builtins.int = ...,
         task: _builtins.str = ...,
+        partition_by: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "search", b"search"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimator", b"estimator", "features", b"features", "holdout_fraction", b"holdout_fraction", "min_rows", b"min_rows", "params", b"params", "policy", b"policy", "schedule_seconds", b"schedule_seconds", "search", b"search", "slice_columns", b"slice_columns", "task", b"task", "window_rows", b"window_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimator", b"estimator", "features", b"features", "holdout_fraction", b"holdout_fraction", "min_rows", b"min_rows", "params", b"params", "partition_by", b"partition_by", "policy", b"policy", "schedule_seconds", b"schedule_seconds", "search", b"search", "slice_columns", b"slice_columns", "task", b"task", "window_rows", b"window_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -529,6 +537,7 @@ class Model(_message.Message):
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
     SPEC_VERSION_FIELD_NUMBER: _builtins.int
     SHADOW_VERSION_FIELD_NUMBER: _builtins.int
+    FLEET_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     dataset: _builtins.str
     target: _builtins.str
@@ -539,6 +548,8 @@ class Model(_message.Message):
     """The current spec version (what the next run trains with)."""
     shadow_version: _builtins.str
     """The version the "shadow" alias points at (empty when none)."""
+    fleet: _builtins.str
+    """For a partition model ("FLEET/COLUMN=VALUE"), its fleet; empty otherwise."""
     @_builtins.property
     def spec(self) -> Global___TrainingSpec: ...
     @_builtins.property
@@ -555,10 +566,11 @@ class Model(_message.Message):
         latest_version: _builtins.int = ...,
         spec_version: _builtins.int = ...,
         shadow_version: _builtins.str = ...,
+        fleet: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset", b"dataset", "latest_version", b"latest_version", "name", b"name", "production_version", b"production_version", "shadow_version", b"shadow_version", "spec", b"spec", "spec_version", b"spec_version", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset", b"dataset", "fleet", b"fleet", "latest_version", b"latest_version", "name", b"name", "production_version", b"production_version", "shadow_version", b"shadow_version", "spec", b"spec", "spec_version", b"spec_version", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -822,12 +834,17 @@ Global___GetModelRequest: _TypeAlias = GetModelRequest  # noqa: Y015
 class ListModelsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    FLEET_FIELD_NUMBER: _builtins.int
+    fleet: _builtins.str
+    """Only this fleet's partition models (empty: every model)."""
     def __init__(
         self,
+        *,
+        fleet: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet", b"fleet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
