@@ -44,7 +44,14 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
         max_wait_seconds=settings.drift_data_wait_s,
         poll_seconds=settings.poll_seconds,
     )
-    executor = RunExecutor(runs, store, registry, wait=wait, fit_threads=settings.fit_threads)
+    executor = RunExecutor(
+        runs,
+        store,
+        registry,
+        wait=wait,
+        fit_threads=settings.fit_threads,
+        max_partitions=settings.max_partitions,
+    )
     training = Training(
         runs,
         registry,

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from driftloop.shared.fleet import DEFAULT_MAX_PARTITIONS
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -41,6 +42,10 @@ class TrainingSettings(ServiceSettings):
     """Native threads (OpenMP, BLAS) one fit may use. 1 by default: training shares the machine
     with the other services, and an OpenMP fit that waits on busy cores spins instead of
     sleeping (a 0.1 s gradient-boosting fit took 40 s on a loaded 2-core machine)."""
+
+    max_partitions: int = Field(default=DEFAULT_MAX_PARTITIONS, ge=1)
+    """A fleet whose partition_by columns have more distinct values than this in the curated
+    data is refused, naming the columns and the count, before any model is created."""
 
     def database(self, data_dir: Path) -> Path:
         return self.db_path if self.db_path is not None else data_dir / "training.db"

@@ -24,6 +24,7 @@ class TrainingEvents:
             data_since=drift.data_since,
             caused_at=drift.occurred_at,
             cause_detail=drift.summary(),
+            partitions=drift.partitions,
         )
 
     async def on_validated(self, event: Envelope) -> None:

@@ -78,4 +78,5 @@ def drift_trigger_from_event(event: Envelope) -> DriftTrigger:
         drift_share=drift.drift_share,
         live_rows=drift.live_rows,
         reference_rows=drift.reference_rows,
+        partitions=tuple(drift.partitions),
     )

@@ -21,6 +21,7 @@ from driftloop.services.training.core.domain import (
 )
 from driftloop.shared import estimators
 from driftloop.shared import registry_types as reg
+from driftloop.shared.errors import NotFound
 from driftloop.shared.registry_client import RegistryClient
 
 
@@ -44,7 +45,11 @@ class TrainingRegistry:
         return Champion(found.version, found.artifact_uri, found.artifact_sha256)
 
     async def find_run(self, model: str, run_id: str) -> Registration | None:
-        for v in await self._client.list_versions(model):
+        try:
+            versions = await self._client.list_versions(model)
+        except NotFound:
+            return None  # a partition model that no registration created yet
+        for v in versions:
             if v.run_id == run_id:
                 return Registration(
                     version=v.version,
@@ -104,6 +109,7 @@ def model_spec(s: reg.TrainingSpec) -> ModelSpec:
         schedule_seconds=s.schedule_seconds,
         evidence=evidence(s.policy, task),
         task=task,
+        partition_by=tuple(s.partition_by),
     )
 
 
@@ -129,6 +135,7 @@ def model_info(m: reg.Model) -> ModelInfo:
         spec=model_spec(m.spec),
         production_version=m.production_version,
         spec_version=m.spec_version,
+        fleet=m.fleet,
     )
 
 

@@ -40,6 +40,8 @@ class ModelSpec:
     evidence: Evidence = Evidence()
     task: str = CLASSIFICATION
     """"classification" or "regression" (driftloop.shared.estimators.TASKS)."""
+    partition_by: tuple[str, ...] = ()
+    """A fleet's partition columns (driftloop.shared.fleet); empty for a single model."""
 
     @property
     def policy_metric(self) -> str:
@@ -55,6 +57,13 @@ class ModelInfo:
     spec: ModelSpec
     production_version: str = ""
     spec_version: int = 0
+    fleet: str = ""
+    """For a partition model (FLEET/COLUMN=VALUE), its fleet."""
+
+    @property
+    def partition(self) -> str:
+        """A partition model's COLUMN=VALUE/... suffix ("" for any other model)."""
+        return self.name[len(self.fleet) + 1 :] if self.fleet else ""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ class DriftTrigger:
     drift_share: float = 0.0
     live_rows: int = 0
     reference_rows: int = 0
+    partitions: tuple[str, ...] = ()
+    """A fleet episode: the partition models that drifted together with the fleet."""
 
     @property
     def data_since(self) -> float | None:

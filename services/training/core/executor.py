@@ -11,6 +11,10 @@ least double, or the rows the registry says it needs, or for a regressor the row
 observed needs) until a candidate is promoted, the evidence shows the champion as good, the
 window reaches window_rows, or the policy's max_attempts are spent; every try is its own run,
 with its reason. Before registering, the artifact must load as serving will load it.
+
+A fleet's run fits its global model, then queues one run per partition (fleet_runs.py); a
+partition's run trains on its own rows (pinning.py) and, until the partition has a production
+version, its candidate is compared with the fleet's global model.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ import asyncio
 import importlib.metadata
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import pandas as pd
 import structlog
 from threadpoolctl import threadpool_limits
 
-from driftloop.services.training.core import metrics, tasks, trainer
+from driftloop.services.training.core import fleet_runs, metrics, tasks, trainer
 from driftloop.services.training.core.domain import (
     CandidateLineage,
     CandidateVersion,
@@ -37,15 +41,16 @@ from driftloop.services.training.core.domain import (
     Run,
     SpecInfo,
 )
-from driftloop.services.training.core.drift_wait import first_wait, observed_need
+from driftloop.services.training.core.drift_wait import observed_need
+from driftloop.services.training.core.pinning import DataPinner, DataWait, PinnedData
 from driftloop.services.training.core.runs import RunStore
 from driftloop.services.training.core.training import RegistryPort
-from driftloop.shared import artifacts, manifest
+from driftloop.shared import artifacts, fleet
 from driftloop.shared.errors import (
     ArtifactRejected,
     DriftloopError,
     InvalidInput,
-    NotReady,
+    NotFound,
     Unavailable,
 )
 from driftloop.shared.objectstore import ObjectStore
@@ -55,29 +60,6 @@ from driftloop.shared.run_record import RunRecord, run_record_key
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class DataWait:
-    """How a drift run waits for rows ingested after the drift began."""
-
-    min_rows_after_drift: int = 500
-    """The least a drift run waits for, whatever the statistics say."""
-    max_wait_seconds: float = 60.0
-    """A first attempt then trains on the post-drift rows there are (or, with fewer than the
-    spec's min_rows, on the whole dataset)."""
-    poll_seconds: float = 0.5
-    retry_wait_seconds: float = 600.0
-    """A retry that still lacks its rows after this fails, ending the episode's retries."""
-
-
-@dataclass(frozen=True)
-class PinnedData:
-    manifest: manifest.DatasetManifest
-    frame: pd.DataFrame
-    since: float | None
-    waited_seconds: float = 0.0
-    """Time spent waiting for rows after the drift (sample accumulation), not reading them."""
-
-
 class RunExecutor:
     def __init__(
         self,
@@ -85,15 +67,16 @@ class RunExecutor:
         store: ObjectStore,
         registry: RegistryPort,
         *,
-        wait: DataWait = DataWait(),
+        wait: DataWait | None = None,
         retry_seconds: float = 2.0,
         fit_threads: int = 1,
+        max_partitions: int = fleet.DEFAULT_MAX_PARTITIONS,
     ) -> None:
         self._fit_threads = fit_threads
+        self._data = DataPinner(runs, store, wait or DataWait(), max_partitions)
         self._runs = runs
         self._store = store
         self._registry = registry
-        self._wait = wait
         self._retry = retry_seconds
 
     async def execute(self, run: Run) -> None:
@@ -127,12 +110,16 @@ class RunExecutor:
             log.info("run_already_registered", version=done.version)
             return
         model, spec = await self._model_and_spec(run)
-        data = await self._pin_data(run, model)
+        data = await self._data.pin(run, model)
         if data is None:  # deferred until more rows arrive; the worker goes on meanwhile
             return
         await asyncio.to_thread(self._runs.record_data_wait, run.run_id, data.waited_seconds)
         await self._progress(run, "fitting")
         champion = await self._registry.production(model.name)
+        if champion is None and model.fleet:
+            # a partition's first candidates must beat the fleet's global model, which serves
+            # the partition meanwhile (the registry compares them with it as well)
+            champion = await self._registry.production(model.fleet)
         champion_model = None
         if champion is not None:
             champion_model = await asyncio.to_thread(
@@ -162,6 +149,8 @@ class RunExecutor:
             metrics=result.metrics,
             champion_metrics=result.champion_metrics,
         )
+        if model.spec.partition_by and not model.fleet and run.trigger != "drift":
+            await asyncio.to_thread(self._queue_partitions, run, model, data)
         if run.trigger == "drift" and run.episode_id and data.since is not None:
             await asyncio.to_thread(
                 self._retry_if_undecided,
@@ -226,82 +215,45 @@ class RunExecutor:
             )
         return queued
 
+    def _queue_partitions(self, run: Run, model: ModelInfo, data: PinnedData) -> None:
+        """After a fleet's global model: one run per partition with min_rows rows in the same
+        data (queued once per fleet run, even when the fleet run is redone)."""
+        grouped = self._data.grouped(model, data.manifest, data.since)
+        eligible = grouped.eligible(model.spec.min_rows)
+        for suffix in eligible:
+            self._runs.queue(
+                f"{model.name}/{suffix}",
+                run.trigger,
+                correlation_id=run.correlation_id,
+                causation_id=run.causation_id,
+                reason=f"partition of fleet run {run.run_id} ({len(grouped.rows(suffix))} rows)",
+                schedule_slot=fleet_runs.child_slot(run.run_id, suffix),
+            )
+        log.info(
+            "fleet_partitions_queued",
+            partitions=len(eligible),
+            seen=len(grouped.groups),
+            min_rows=model.spec.min_rows,
+        )
+
     async def _model_and_spec(self, run: Run) -> tuple[ModelInfo, SpecInfo]:
-        """The model, with the spec version current now (recorded on the run)."""
-        model = await self._registry.get_model(run.model)
-        spec = await self._registry.get_spec(run.model, 0)
+        """The model, with the spec version current now (recorded on the run). A partition that
+        has no version yet is not in the registry: it is its fleet's model under its own name
+        (the registry creates it on the first registration)."""
+        parsed = fleet.parse(run.model)
+        try:
+            model = await self._registry.get_model(run.model)
+        except NotFound:
+            if parsed is None:
+                raise
+            owner = await self._registry.get_model(parsed.fleet)
+            model = replace(owner, name=run.model, fleet=owner.name, production_version="")
+        spec = await self._registry.get_spec(model.fleet or run.model, 0)
         await asyncio.to_thread(self._runs.record_spec, run.run_id, spec.number)
         return replace(model, spec=spec.spec, spec_version=spec.number), spec
 
     async def _progress(self, run: Run, text: str) -> None:
         await asyncio.to_thread(self._runs.record_progress, run.run_id, text)
-
-    async def _pin_data(self, run: Run, model: ModelInfo) -> PinnedData | None:
-        """The data to train on; for a drift run, the rows ingested since the drift once there
-        are enough of them, or None after putting the run back in the queue to wait."""
-        pinned = await asyncio.to_thread(self._latest, model)
-        if run.trigger != "drift" or run.data_since is None:
-            return PinnedData(pinned, await asyncio.to_thread(self._read, pinned, None), None)
-        since = run.data_since
-        wanted = run.wait_rows
-        if not wanted:
-            wanted, why = first_wait(model.spec, self._wait.min_rows_after_drift)
-            await asyncio.to_thread(self._runs.record_wait, run.run_id, wanted, why)
-        now = time.time()
-        started = run.wait_started_at or now
-        recent = await asyncio.to_thread(self._rows_since, pinned, since, wanted)
-        if recent is not None:
-            log.info("drift_window_ready", rows=len(recent), manifest_version=pinned.version)
-            return PinnedData(pinned, recent, since, now - started)
-        budget = self._wait.max_wait_seconds if run.attempt == 1 else self._wait.retry_wait_seconds
-        if now - started < budget:
-            await asyncio.to_thread(
-                self._runs.defer,
-                run.run_id,
-                now + self._wait.poll_seconds,
-                self._wait_progress(pinned, since, wanted),
-                started,
-            )
-            return None
-        have = await asyncio.to_thread(self._read, pinned, since)
-        if run.attempt > 1:
-            raise InvalidInput(
-                f"only {len(have)} of the {wanted} post-drift rows this retry waits for arrived "
-                f"within {budget:.0f}s; the episode's retries end here"
-            )
-        log.warning("drift_data_wait_expired", since=since, rows=len(have), wanted=wanted)
-        if len(have) >= model.spec.min_rows:
-            return PinnedData(pinned, have, since, now - started)
-        frame = await asyncio.to_thread(self._read, pinned, None)
-        return PinnedData(pinned, frame, None, now - started)
-
-    def _wait_progress(self, pinned: manifest.DatasetManifest, since: float, wanted: int) -> str:
-        rows = sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
-        return f"waiting for data ({rows}/{wanted} rows after the drift)"
-
-    def _latest(self, model: ModelInfo) -> manifest.DatasetManifest:
-        pinned = manifest.latest_manifest(self._store, model.dataset)
-        if pinned is None:
-            raise NotReady(f"dataset {model.dataset!r} has no curated data yet: ingest rows first")
-        if pinned.total_rows < model.spec.min_rows:
-            raise InvalidInput(
-                f"dataset {model.dataset!r} has {pinned.total_rows} curated rows; model "
-                f"{model.name} needs at least {model.spec.min_rows} (spec.min_rows)"
-            )
-        return pinned
-
-    def _read(self, pinned: manifest.DatasetManifest, since: float | None) -> pd.DataFrame:
-        return manifest.read_snapshot(self._store, pinned, since=since)
-
-    def _rows_since(
-        self, pinned: manifest.DatasetManifest, since: float, wanted: int
-    ) -> pd.DataFrame | None:
-        """Rows ingested at/after `since`, or None while there are fewer than `wanted`."""
-        estimate = sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
-        if estimate < wanted:
-            return None
-        frame = self._read(pinned, since)
-        return frame if len(frame) >= wanted else None
 
     def _load(self, key: str, sha256: str) -> Any:
         return artifacts.load_model(self._store.get(key), sha256)

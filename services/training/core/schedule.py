@@ -82,8 +82,8 @@ class Scheduler:
     async def tick(self) -> list[Run]:
         queued = []
         for model in await self._registry.list_models():
-            if model.spec.schedule_seconds <= 0:
-                continue
+            if model.spec.schedule_seconds <= 0 or model.fleet:
+                continue  # a partition model is trained by its fleet's scheduled runs
             verdict = await asyncio.to_thread(self.check, model, self._clock())
             log.debug("schedule_checked", model=model.name, slot=verdict.slot, why=verdict.why)
             if not verdict.due:

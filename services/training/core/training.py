@@ -18,7 +18,9 @@ from driftloop.services.training.core.domain import (
     Run,
     SpecInfo,
 )
+from driftloop.services.training.core.fleet_runs import child_episode
 from driftloop.services.training.core.runs import RunStore
+from driftloop.shared import fleet
 from driftloop.shared.errors import InvalidInput, NotFound
 
 log = structlog.get_logger(__name__)
@@ -98,10 +100,18 @@ class Training:
         data_since: float | None,
         caused_at: float | None = None,
         cause_detail: str = "",
+        partitions: tuple[str, ...] = (),
     ) -> Run | None:
-        """One run per drift episode: None when the episode already has one."""
+        """One run per drift episode: None when the episode already has one. A fleet episode
+        (`partitions` named) also queues one run per partition, each its own episode."""
         if not model or not episode_id:
             raise InvalidInput("DriftDetected needs a model and an episode_id")
+        for partition in partitions:
+            parsed = fleet.parse(partition)
+            if parsed is None or parsed.fleet != model:
+                raise InvalidInput(
+                    f"fleet episode of {model}: {partition!r} is not one of its partition models"
+                )
         run = await asyncio.to_thread(
             self._runs.queue,
             model,
@@ -119,6 +129,20 @@ class Training:
         log.info(
             "run_queued", run_id=run.run_id, model=model, trigger="drift", episode_id=episode_id
         )
+        for partition in partitions:
+            await asyncio.to_thread(
+                self._runs.queue,
+                partition,
+                "drift",
+                episode_id=child_episode(episode_id, partition),
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                data_since=data_since,
+                caused_at=caused_at,
+                cause_detail=f"fleet episode {episode_id} of {model}: {cause_detail}",
+            )
+        if partitions:
+            log.info("fleet_episode_queued", model=model, partitions=len(partitions))
         self.wake()
         return run
 
@@ -128,8 +152,8 @@ class Training:
             return []
         queued = []
         for model in await self._registry.list_models():
-            if model.dataset != dataset or model.production_version:
-                continue
+            if model.dataset != dataset or model.production_version or model.fleet:
+                continue  # a partition model is trained by its fleet's runs
             run = await asyncio.to_thread(
                 self._runs.queue,
                 model.name,

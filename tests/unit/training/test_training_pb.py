@@ -207,6 +207,7 @@ async def test_the_drift_handler_queues_one_run_with_the_evidence() -> None:
                 "data_since": 1_700_000_100.5,
                 "caused_at": trigger.occurred_at,
                 "cause_detail": trigger.summary(),
+                "partitions": (),
             },
         )
     ], "other payloads on the topic are ignored"

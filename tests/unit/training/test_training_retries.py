@@ -15,7 +15,8 @@ import pytest
 
 from driftloop.services.training.core import trainer
 from driftloop.services.training.core.domain import Evidence, ModelSpec, Registration, Run
-from driftloop.services.training.core.executor import RunExecutor, first_wait
+from driftloop.services.training.core.drift_wait import first_wait
+from driftloop.services.training.core.executor import RunExecutor
 from driftloop.services.training.core.runs import MIGRATIONS, RunStore
 from driftloop.shared.objectstore import LocalObjectStore
 
