@@ -21,6 +21,8 @@ from driftloop.shared.cli.bench.app import register as register_benchmarks
 from driftloop.shared.cli.commands.datasets import register as register_dataset_commands
 from driftloop.shared.cli.commands.deadletter import command as deadletter_command
 from driftloop.shared.cli.commands.drift import command as drift_command
+from driftloop.shared.cli.commands.fleet import command as fleet_command
+from driftloop.shared.cli.commands.fleet import summary_lines
 from driftloop.shared.cli.commands.predict import command as predict_command
 from driftloop.shared.cli.commands.registry import register as register_registry_commands
 from driftloop.shared.cli.commands.registry import register_spec_command
@@ -46,6 +48,7 @@ register_run_commands(app)
 register_trace_command(app)
 app.command("deadletter")(deadletter_command)
 app.command("drift")(drift_command)
+app.command("fleet")(fleet_command)
 app.command("predict")(predict_command)
 console = Console()
 err = Console(stderr=True)
@@ -276,14 +279,12 @@ def model_create(
 
 @app.command()
 def models(data_dir: DataDir = None) -> None:
-    """List models with their production and latest versions."""
+    """List models with their production and latest versions; a fleet as one line with its
+    partitions counted."""
     from driftloop.shared.cli.commands.registry import registry_call
 
-    for m in registry_call(data_dir, lambda r: r.list_models(), timeout=10):
-        console.print(
-            f"{m.name}: dataset={m.dataset} production={m.production_version or '-'} "
-            f"latest={m.latest_version}"
-        )
+    for line in summary_lines(registry_call(data_dir, lambda r: r.list_models(), timeout=30)):
+        console.print(line, markup=False)
 
 
 @app.command()
