@@ -58,6 +58,7 @@ async def _serve(common: CommonSettings, settings: TrainingSettings) -> None:
         executor,
         auto=AutoTrainPolicy(min_rows=settings.auto_train_min_rows),
         poll_seconds=settings.poll_seconds,
+        workers=settings.workers,
     )
     scheduler = Scheduler(
         training,

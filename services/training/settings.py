@@ -43,6 +43,10 @@ class TrainingSettings(ServiceSettings):
     with the other services, and an OpenMP fit that waits on busy cores spins instead of
     sleeping (a 0.1 s gradient-boosting fit took 40 s on a loaded 2-core machine)."""
 
+    workers: int = Field(default=1, ge=1, le=16)
+    """Runs trained at the same time (each fits in its own thread). A fleet's partition runs
+    spend part of their time on registry calls and artifact writes, so 2 keeps one core busy
+    fitting while the other run waits; more than the cores only adds contention."""
     max_partitions: int = Field(default=DEFAULT_MAX_PARTITIONS, ge=1)
     """A fleet whose partition_by columns have more distinct values than this in the curated
     data is refused, naming the columns and the count, before any model is created."""

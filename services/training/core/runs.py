@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from driftloop.services.training.core.domain import Registration, Run
+from driftloop.shared.fleet import fleet_of
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -90,6 +91,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_by_correlation ON runs(correlation_id);
     CREATE UNIQUE INDEX runs_by_schedule_slot ON runs(schedule_slot);
     CREATE UNIQUE INDEX runs_by_episode_attempt ON runs(episode_id, attempt)
+    """,
+    # 5: fairness: runs are claimed round-robin across groups (a fleet and its partitions are
+    # one group, every other model its own), oldest first within a group
+    """
+    ALTER TABLE runs ADD COLUMN grp TEXT NOT NULL DEFAULT '';
+    UPDATE runs SET grp = model;
+    CREATE INDEX runs_by_group ON runs(grp, started_at)
     """,
 )
 _RUN_FIELDS = {f.name for f in fields(Run)}
@@ -178,8 +186,8 @@ class RunStore:
             c.execute(
                 "INSERT INTO runs (run_id, model, state, trigger, episode_id, correlation_id,"
                 " causation_id, data_since, reason, created_at, caused_at, cause_detail,"
-                " schedule_slot, attempt, wait_rows, wait_reason)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " schedule_slot, attempt, wait_rows, wait_reason, grp)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     model,
@@ -197,6 +205,7 @@ class RunStore:
                     attempt,
                     wait_rows,
                     wait_reason,
+                    fleet_of(model),
                 ),
             )
             return _run(c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone())
@@ -210,13 +219,16 @@ class RunStore:
             ).rowcount
 
     def claim_next(self) -> Run | None:
-        """Mark the oldest queued run running and return it (a run waiting for data only once
-        its not_before time has come)."""
+        """Mark the next queued run running and return it (a run waiting for data only once
+        its not_before time has come): from the group that started a run longest ago, so a
+        fleet's thousand partition runs take turns with every other model's runs; the oldest
+        within the group."""
         with self._tx() as c:
             row = c.execute(
-                "SELECT run_id FROM runs WHERE state = 'queued'"
-                " AND (not_before IS NULL OR not_before <= ?)"
-                " ORDER BY created_at, rowid LIMIT 1",
+                "SELECT r.run_id FROM runs r WHERE r.state = 'queued'"
+                " AND (r.not_before IS NULL OR r.not_before <= ?)"
+                " ORDER BY COALESCE((SELECT MAX(s.started_at) FROM runs s WHERE s.grp = r.grp),"
+                " 0), r.created_at, r.rowid LIMIT 1",
                 (time.time(),),
             ).fetchone()
             if row is None:

@@ -72,7 +72,9 @@ class Training:
         *,
         auto: AutoTrainPolicy = AutoTrainPolicy(),
         poll_seconds: float = 0.5,
+        workers: int = 1,
     ) -> None:
+        self._workers = workers
         self._runs = runs
         self._registry = registry
         self._executor = executor
@@ -199,10 +201,14 @@ class Training:
         return await asyncio.to_thread(self._runs.list, model, limit or 50, correlation_id)
 
     async def work(self) -> None:
-        """The worker loop (a background task): runs queued runs oldest first, one at a time."""
+        """The workers (a background task): `workers` loops, each running one queued run at a
+        time in the order RunStore.claim_next gives (round-robin across fleets and models)."""
         requeued = await asyncio.to_thread(self._runs.requeue_interrupted)
         if requeued:
             log.info("interrupted_runs_requeued", count=requeued)
+        await asyncio.gather(*(self._work_loop() for _ in range(self._workers)))
+
+    async def _work_loop(self) -> None:
         while True:
             self._wake.clear()
             run = await asyncio.to_thread(self._runs.claim_next)

@@ -168,3 +168,22 @@ def test_too_large_is_the_error_for_the_partition_limit() -> None:
 
     with pytest.raises(TooLarge, match="has 3 distinct values"):
         group(pd.DataFrame({"r": [1, 2, 3]}), ("r",), 2)
+
+
+def test_runs_are_claimed_round_robin_across_fleets_and_models(tmp_path: Path) -> None:
+    runs = RunStore(tmp_path / "runs.db")
+    for route in range(3):
+        runs.queue(f"arrivals/route={route}", "manual")
+    runs.queue("churn", "manual")
+    runs.queue("arrivals", "manual")
+    order = []
+    while (run := runs.claim_next()) is not None:
+        order.append(run.model)
+    # the plain model waits for one fleet run only, not for the fleet's whole pass
+    assert order == [
+        "arrivals/route=0",
+        "churn",
+        "arrivals/route=1",
+        "arrivals/route=2",
+        "arrivals",
+    ]
