@@ -1,6 +1,7 @@
 """Entry point of the serving service: wiring only.
 
-Builds the slot, deployer, prediction logger, Kafka consumer, reconciler and V2 servicer; with
+Builds the slot, deployer, partition model cache, fleet router, prediction logger, Kafka
+consumer, reconciler and V2 servicer; with
 DRIFTLOOP_SERVING_WORKERS > 1 starts that many worker processes instead (see workers.py).
 """
 
@@ -26,7 +27,9 @@ from driftloop.services.serving.adapters.kafka_inference import (
 )
 from driftloop.services.serving.adapters.registry import RegistryVersions
 from driftloop.services.serving.core.deployment import Deployer
+from driftloop.services.serving.core.fleet_router import FleetRouter
 from driftloop.services.serving.core.inference import InferenceService
+from driftloop.services.serving.core.model_cache import ModelCache
 from driftloop.services.serving.core.prediction_log import PredictionLogger
 from driftloop.services.serving.core.reconcile import Reconciler
 from driftloop.services.serving.core.shadow import ShadowScorer
@@ -96,15 +99,20 @@ async def run(common: CommonSettings, settings: ServingSettings, worker: int | N
         flush_interval_s=settings.log_flush_interval_s,
     )
     shadow = ShadowScorer(slot, shadow_logger, max_rows=settings.shadow_queue_rows)
-    model_events = ModelEvents(deployer, publisher, settings.instance_name(worker))
     client = RegistryClient(common, timeout=settings.reconcile_timeout_s)
     registry = RegistryVersions(client)
+    partitions = ModelCache(deployer, registry, budget_bytes=settings.model_memory_bytes())
+    model_events = ModelEvents(
+        deployer, publisher, settings.instance_name(worker), partitions=partitions
+    )
     reconciler = Reconciler(
         deployer,
         model_events,
         registry,
         interval_s=settings.reconcile_interval_s,
         shadows=registry,
+        partitions=partitions,
+        fleets=registry,
     )
     inference = InferenceService(
         slot,
@@ -112,6 +120,7 @@ async def run(common: CommonSettings, settings: ServingSettings, worker: int | N
         batching=settings.batch_policy(),
         max_request_rows=settings.max_request_rows,
         shadow=shadow,
+        router=FleetRouter(slot, partitions),
     )
     servicer = InferenceServicer(inference, reconciler.first_done.is_set, worker=worker)
     # every worker reads every model event (no group), so all of them swap

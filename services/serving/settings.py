@@ -72,6 +72,14 @@ class ServingSettings(ServiceSettings):
     pipeline at deploy time), when it agrees with scikit-learn within 1e-4 on every class
     probability, and on every label (a regressor: every prediction within 1e-4 relative), on
     rows around the training data; else, and with false, scikit-learn scores every request."""
+    model_memory_mb: float = Field(default=0.0, ge=0)
+    """Memory budget of the loaded partition models (FLEET/COLUMN=VALUE) of each serving process
+    (each worker holds its own), in MB; 0 = no limit. Partition models load on their first
+    request, and the least recently used ones are unloaded while the loaded ones' estimated
+    memory exceeds the budget; plain models and fleets' global models load at start, outside
+    it. A model's memory is estimated as its skops artifact's size, plus 0.75 MB and 2.5x its
+    ONNX graph's size when ONNX Runtime serves it: measured against the RSS growth of loading
+    ridge, random forest and gradient boosting regressors, this errs high (core/model_cache.py)."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The event loop serving runs on: uvloop (faster loop turns: lower latency and more
     requests per second, see the README's serving table) or Python's standard asyncio loop."""
@@ -81,6 +89,10 @@ class ServingSettings(ServiceSettings):
         if self.max_batch_size <= 1:
             return None
         return BatchPolicy(self.max_batch_size, self.max_batch_wait_ms / 1000.0)
+
+    def model_memory_bytes(self) -> int:
+        """model_memory_mb in bytes (0: no limit)."""
+        return int(self.model_memory_mb * 1024 * 1024)
 
     def instance_name(self, worker: int | None = None) -> str:
         """This process's name in deployment events; `worker` is its index among workers."""

@@ -32,7 +32,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """`worker`: this process's index when serving runs several workers; ServerMetadata
         then names it in its trailing metadata (a connection stays with one worker)."""
         self._inference = inference
-        self._slot = inference.slot
         self._is_ready = is_ready
         self._worker = worker
 
@@ -49,7 +48,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(  # noqa: N802 - generated name
         self, request: pb.ModelReadyRequest, context: Any
     ) -> Any:
-        return pb.ModelReadyResponse(ready=self._slot.has(request.name, request.version))
+        return pb.ModelReadyResponse(ready=self._inference.ready(request.name, request.version))
 
     async def ServerMetadata(  # noqa: N802 - generated name
         self, request: pb.ServerMetadataRequest, context: Any
@@ -63,8 +62,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(  # noqa: N802 - generated name
         self, request: pb.ModelMetadataRequest, context: Any
     ) -> Any:
-        loaded = self._slot.get(request.name, request.version)
-        return converters.to_model_metadata(loaded, self._slot.versions(request.name))
+        view = await self._inference.view(request.name, request.version)
+        return converters.to_model_metadata(
+            view.loaded, view.versions, name=view.name, extra_inputs=view.extra_inputs
+        )
 
     async def ModelInfer(  # noqa: N802 - generated name
         self, request: pb.ModelInferRequest, context: Any

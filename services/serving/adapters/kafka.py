@@ -9,6 +9,7 @@ import structlog
 from driftloop.protos.events.v1 import events_pb2
 from driftloop.services.serving.core import metrics
 from driftloop.services.serving.core.deployment import Deployer, Deployment
+from driftloop.services.serving.core.model_cache import ModelCache, Wanted, is_partition
 from driftloop.services.serving.core.prediction_log import PublishLog
 from driftloop.shared.bus import topics
 from driftloop.shared.bus.consumer import EventConsumer
@@ -22,21 +23,32 @@ log = structlog.get_logger(__name__)
 class ModelEvents:
     """Deploys promoted versions and reports each outcome on driftloop.deployments."""
 
-    def __init__(self, deployer: Deployer, publisher: EventPublisher, instance: str) -> None:
+    def __init__(
+        self,
+        deployer: Deployer,
+        publisher: EventPublisher,
+        instance: str,
+        partitions: ModelCache | None = None,
+    ) -> None:
+        """`partitions`: partition models load lazily there (a promotion of one that is not
+        loaded only records what loads next)."""
         self._deployer = deployer
         self._publisher = publisher
         self._instance = instance
+        self._partitions = partitions
 
     async def handle(self, event: Envelope) -> None:
         kind = event.WhichOneof("payload")
         if kind == "model_shadowed":
             s = event.model_shadowed
+            if self._cold(s.model):
+                return  # a partition that is not loaded gets its shadow when it loads (reconcile)
             await self.deploy_shadow(s.model, s.version, s.artifact_uri, s.artifact_sha256)
             return
         if kind == "model_rejected":
             rejected = event.model_rejected
             if self._deployer.slot.clear_shadow(rejected.model, rejected.version) is not None:
-                metrics.SHADOW_VERSION.labels(rejected.model).set(0)
+                metrics.show_shadow_version(rejected.model, "")
                 log.info("shadow_cleared", model=rejected.model, version=rejected.version)
             return
         if kind != "model_promoted":
@@ -64,8 +76,15 @@ class ModelEvents:
         """Deploy and publish the outcome; None when it failed (the old version keeps serving).
 
         A version that is already production is reported as deployed again when a promotion
-        event asks for it, so the promotion's causal chain always ends in a ModelDeployed.
+        event asks for it, so the promotion's causal chain always ends in a ModelDeployed. A
+        partition model that is not loaded is not deployed: the version is recorded to load on
+        its first request (every request from now on gets it), and a promotion reports it as
+        deployed with load_seconds 0.
         """
+        if self._partitions is not None and is_partition(model):
+            previous = self._partitions.want(model, Wanted(version, artifact_key, sha256))
+            if not self._partitions.resident(model):
+                return await self._recorded(model, version, previous, cause, correlation_id)
         with structlog.contextvars.bound_contextvars(model=model, version=version):
             try:
                 done = await self._deployer.deploy(model, version, artifact_key, sha256)
@@ -95,6 +114,27 @@ class ModelEvents:
                 swapped=done.swapped,
             )
             return done
+
+    async def _recorded(
+        self,
+        model: str,
+        version: str,
+        previous: str,
+        cause: Envelope | None,
+        correlation_id: str,
+    ) -> Deployment:
+        """A cold partition's new production version, recorded: reported when promoted."""
+        if cause is not None:
+            deployed = events_pb2.ModelDeployed(
+                model=model, version=version, previous_version=previous, instance=self._instance
+            )
+            await self._send(deployed, model, cause, correlation_id)
+        log.info("partition_version_recorded", model=model, version=version, previous=previous)
+        return Deployment(model, version, previous, 0.0, swapped=False)
+
+    def _cold(self, model: str) -> bool:
+        cache = self._partitions
+        return cache is not None and is_partition(model) and not cache.resident(model)
 
     async def deploy_shadow(self, model: str, version: str, artifact_key: str, sha256: str) -> bool:
         """Load `version` as the shadow (verified, warmed up); False when it failed (logged,
@@ -134,12 +174,20 @@ def model_events_consumer(
 
 
 def prediction_log_publisher(publisher: EventPublisher, *, shadow: bool = False) -> PublishLog:
-    """publish(model, version, arrow_ipc, row_count) as a PredictionLog keyed by model (marked
-    as a shadow's predictions when `shadow`)."""
+    """publish(model, version, arrow_ipc, row_count, fleet) as a PredictionLog keyed by model
+    (marked as a shadow's predictions when `shadow`; `fleet` set for a partition model's rows
+    of a request addressed to its fleet)."""
 
-    async def publish(model: str, version: str, arrow_ipc: bytes, row_count: int) -> None:
+    async def publish(
+        model: str, version: str, arrow_ipc: bytes, row_count: int, fleet: str = ""
+    ) -> None:
         payload = events_pb2.PredictionLog(
-            model=model, version=version, arrow_ipc=arrow_ipc, row_count=row_count, shadow=shadow
+            model=model,
+            version=version,
+            arrow_ipc=arrow_ipc,
+            row_count=row_count,
+            shadow=shadow,
+            fleet=fleet,
         )
         await publisher.publish(topics.PREDICTIONS, model, publisher.event(payload))
 

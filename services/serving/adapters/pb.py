@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as pb
 from driftloop.services.serving.core import codec, outputs
+from driftloop.services.serving.core.fleet_router import ANSWERED_BY
 from driftloop.services.serving.core.inference import InferenceResult
 from driftloop.services.serving.core.slot import LoadedModel
 
@@ -47,6 +49,8 @@ def to_infer_response(
     )
     for key, value in request.parameters.items():
         response.parameters[key].CopyFrom(value)
+    if result.answered_by:
+        response.parameters[ANSWERED_BY].string_param = answered_by_json(result.answered_by)
     raw = len(request.raw_input_contents) > 0
     for tensor in result.outputs:
         out = response.outputs.add(
@@ -63,19 +67,33 @@ def to_infer_response(
     return response
 
 
+def answered_by_json(answered_by: Sequence[tuple[str, str]]) -> str:
+    """The models that answered a fleet request, as JSON {model: version}, first row first."""
+    return json.dumps(dict(answered_by))
+
+
 @functools.lru_cache(maxsize=256)
 def classes_json(classes: tuple[str, ...]) -> str:
     return json.dumps(list(classes))
 
 
-def to_model_metadata(loaded: LoadedModel, versions: list[str]) -> pb.ModelMetadataResponse:
-    """One FP64 (numeric) or BYTES (categorical) [-1] input per feature; label and
-    probabilities (a classifier) or prediction FP64 [-1] (a regressor)."""
+def to_model_metadata(
+    loaded: LoadedModel,
+    versions: list[str],
+    *,
+    name: str = "",
+    extra_inputs: Sequence[tuple[str, str]] = (),
+) -> pb.ModelMetadataResponse:
+    """One FP64 (numeric) or BYTES (categorical) [-1] input per feature, then `extra_inputs`
+    ((name, datatype): a fleet's partition columns that are not features); label and
+    probabilities (a classifier) or prediction FP64 [-1] (a regressor). `name`: the name asked
+    for, when it is not the model's own (a fleet answered by a partition model)."""
     meta = pb.ModelMetadataResponse.TensorMetadata
     inputs = [
         meta(name=f.name, datatype="FP64" if f.kind == "numeric" else "BYTES", shape=[-1])
         for f in loaded.signature.features
     ]
+    inputs += [meta(name=column, datatype=kind, shape=[-1]) for column, kind in extra_inputs]
     if loaded.regressor:
         answers = [meta(name=outputs.PREDICTION, datatype="FP64", shape=[-1])]
     else:
@@ -88,5 +106,9 @@ def to_model_metadata(loaded: LoadedModel, versions: list[str]) -> pb.ModelMetad
             ),
         ]
     return pb.ModelMetadataResponse(
-        name=loaded.model, versions=versions, platform=PLATFORM, inputs=inputs, outputs=answers
+        name=name or loaded.model,
+        versions=versions,
+        platform=PLATFORM,
+        inputs=inputs,
+        outputs=answers,
     )

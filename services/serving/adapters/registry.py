@@ -1,5 +1,6 @@
 """Serving's view of the registry over the one registry client (shared/registry_client.py):
-production and shadow versions for the reconcile loop (ProductionSource, ShadowSource).
+production and shadow versions and fleets' partition columns for the reconcile loop
+(ProductionSource, ShadowSource, FleetSource).
 
 Only maps the library's records to serving's ProductionVersion; errors pass through as the
 client raises them (Unavailable while the registry is down, which reconcile waits out).
@@ -12,18 +13,30 @@ from driftloop.shared.registry_client import RegistryClient
 
 
 class RegistryVersions:
-    """Implements ProductionSource and ShadowSource (services/serving/core/reconcile.py); unit
+    """Implements ProductionSource, ShadowSource and FleetSource (core/reconcile.py); unit
     tests hand it tests/registry_fake.py's FakeRegistry instead of the client."""
 
     def __init__(self, client: RegistryClient) -> None:
         self._client = client
         self._shadows: dict[str, str] = {}
+        self._fleets: dict[str, tuple[str, ...]] = {}
 
     async def production_versions(self) -> dict[str, str]:
         models = await self._client.list_models()
-        # why: one ListModels answers both questions; shadow_versions() reads what it saw
+        # why: one ListModels answers all three; shadow_versions() and fleet_columns() read
+        # what it saw
         self._shadows = {m.name: m.shadow_version for m in models if m.shadow_version}
+        # a partition model carries its fleet's spec too: only the fleets themselves
+        self._fleets = {
+            m.name: tuple(m.spec.partition_by)
+            for m in models
+            if m.spec.partition_by and not m.fleet
+        }
         return {m.name: m.production_version for m in models if m.production_version}
+
+    async def fleet_columns(self) -> dict[str, tuple[str, ...]]:
+        """The fleets seen by the latest production_versions() call, with their columns."""
+        return dict(self._fleets)
 
     async def shadow_versions(self) -> dict[str, str]:
         """The shadows seen by the latest production_versions() call (same ListModels reply)."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from driftloop.services.serving.core import codec, outputs
+from driftloop.services.serving.core.fleet_router import ANSWERED_BY
 from driftloop.services.serving.core.inference import InferenceResult
 from driftloop.shared.errors import InvalidInput
 
@@ -139,7 +140,7 @@ def to_response(parsed: JsonRequest, result: InferenceResult) -> dict[str, Any]:
         "model_name": result.model,
         "model_version": result.version,
         "id": parsed.request.id,
-        "parameters": dict(parsed.parameters),
+        "parameters": {**parsed.parameters, **_answered_by(result)},
         "outputs": [
             {
                 "name": t.name,
@@ -151,6 +152,12 @@ def to_response(parsed: JsonRequest, result: InferenceResult) -> dict[str, Any]:
             for t in result.outputs
         ],
     }
+
+
+def _answered_by(result: InferenceResult) -> dict[str, Any]:
+    """The models that answered a fleet or partition request (fleet_router), if any: a JSON
+    string as in the protobuf response (V2 parameters are strings, numbers or booleans)."""
+    return {ANSWERED_BY: json.dumps(dict(result.answered_by))} if result.answered_by else {}
 
 
 def _data(tensor: outputs.OutputTensor) -> list[Any]:

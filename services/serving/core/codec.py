@@ -109,8 +109,8 @@ def decode_rows(request: InferenceRequest, signature: ModelSignature) -> Rows:
             and kind.dtype is not None
         )
         if fast:
-            raws = _raw_per_input(request)
-            values = _values(single, raws[0])
+            raws = raw_per_input(request)
+            values = tensor_values(single, raws[0])
             matrix = values.astype(np.float64).reshape(_rows(single), len(features))
             if np.isinf(matrix).any():
                 raise InvalidInput(f"input {single.name!r} has an infinite value")
@@ -165,7 +165,7 @@ def decode_columns(
             "request has no inputs: send one [N, F] tensor or one tensor per feature "
             f"({_names(features)})"
         )
-    raws = _raw_per_input(request)
+    raws = raw_per_input(request)
     feature_names = {f.name for f in features}
     single = inputs[0]
     if len(inputs) == 1 and (
@@ -188,7 +188,7 @@ def check_rows(request: InferenceRequest, max_rows: int) -> None:
             )
 
 
-def _raw_per_input(request: InferenceRequest) -> list[bytes | None]:
+def raw_per_input(request: InferenceRequest) -> list[bytes | None]:
     raw = request.raw_input_contents
     if not raw:
         return [None] * len(request.inputs)
@@ -216,7 +216,7 @@ def _matrix_columns(
             f"[N, {width}] with the features in order ({_names(features)}), or name the "
             "inputs after the features"
         )
-    values = _values(tensor, raw)
+    values = tensor_values(tensor, raw)
     rows = _rows(tensor)
     matrix = values.reshape(rows, width)
     return {f.name: _column(tensor, f, matrix[:, j]) for j, f in enumerate(features)}
@@ -254,7 +254,7 @@ def _feature_columns(
                 "every input needs the same N"
             )
         rows = n
-        columns[feature.name] = _column(tensor, feature, _values(tensor, raw))
+        columns[feature.name] = _column(tensor, feature, tensor_values(tensor, raw))
     return columns
 
 
@@ -265,7 +265,7 @@ def _rows(tensor: InputTensor) -> int:
     return rows
 
 
-def _values(tensor: InputTensor, raw: bytes | None) -> np.ndarray:
+def tensor_values(tensor: InputTensor, raw: bytes | None) -> np.ndarray:
     """The tensor's elements, flat: a numeric array, or an object array of bytes (BYTES)."""
     kind = DATATYPES.get(tensor.datatype)
     if kind is None:

@@ -45,11 +45,15 @@ class CompiledForm:
     `fallback` (the scikit-learn numeric form) for rows a float32 cannot represent and for
     answers that are not finite."""
 
-    def __init__(self, session: Any, fallback: Any, output: str = "probabilities") -> None:
+    def __init__(
+        self, session: Any, fallback: Any, output: str = "probabilities", graph_bytes: int = 0
+    ) -> None:
         self._session = session
         self._input = session.get_inputs()[0].name
         self._output = output
         self.fallback = fallback
+        self.graph_bytes = graph_bytes
+        """Size of the serialized ONNX graph the session runs (model_cache's memory estimate)."""
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         got = self._run(x)
@@ -80,9 +84,9 @@ def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> C
     against `fallback` on realistic rows; None when it cannot be built or does not agree."""
     regression = signature.task == "regression"
     try:
-        session = _session(positional, len(signature.features), regression=regression)
+        session, graph_bytes = _session(positional, len(signature.features), regression=regression)
         output = session.get_outputs()[0].name if regression else "probabilities"
-        form = CompiledForm(session, fallback, output)
+        form = CompiledForm(session, fallback, output, graph_bytes)
         if regression:
             sample = realistic_sample(positional, signature, rows=REGRESSION_CHECK_ROWS)
             difference = relative_difference(fallback.predict(sample), form.predict(sample))
@@ -117,7 +121,8 @@ def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> C
     return form
 
 
-def _session(positional: Any, width: int, *, regression: bool = False) -> Any:
+def _session(positional: Any, width: int, *, regression: bool = False) -> tuple[Any, int]:
+    """The ONNX Runtime session of `positional` and the size of its serialized graph."""
     import onnxruntime
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
@@ -136,9 +141,9 @@ def _session(positional: Any, width: int, *, regression: bool = False) -> Any:
     # one thread: serving's event loop already keeps a core busy; a pool would fight it
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(
-        graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    serialized = graph.SerializeToString()
+    session = onnxruntime.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
+    return session, len(serialized)
 
 
 def realistic_sample(positional: Any, signature: ModelSignature, rows: int = 256) -> np.ndarray:

@@ -52,10 +52,16 @@ class Deployer:
         self._load = load
         self._compiled = compiled
         self._locks: dict[str, asyncio.Lock] = {}
+        self._on_swap: list[Callable[[LoadedModel], None]] = []
         self.rejected: set[tuple[str, str]] = set()
         """(model, version) whose deploy failed for a reason that cannot change by itself (a
         refused or malformed artifact): reconcile does not retry them (the failure is reported
         once); a new promotion moves production on."""
+
+    def watch_swaps(self, callback: Callable[[LoadedModel], None]) -> None:
+        """Call `callback(loaded)` right after each swap, before any other task runs (the
+        model cache accounts partition models' memory there)."""
+        self._on_swap.append(callback)
 
     async def deploy(self, model: str, version: str, artifact_key: str, sha256: str) -> Deployment:
         """Make `version` production; raise (keeping the current version) when it cannot be."""
@@ -71,7 +77,7 @@ class Deployer:
                 try:
                     loaded = await self._prepare(model, version, artifact_key, sha256)
                 except Exception as exc:
-                    metrics.DEPLOY_FAILURES.labels(model).inc()
+                    metrics.DEPLOY_FAILURES.labels(metrics.series(model)).inc()
                     if not isinstance(exc, Unavailable | NotFound):
                         # why: an unreachable store or an artifact not there yet can change by
                         # themselves; a refused or malformed one (a key with a NUL byte, bytes
@@ -80,8 +86,10 @@ class Deployer:
                     raise
             was_shadow = self.slot.shadow(model) is loaded
             replaced = self.slot.swap(loaded)
+            for callback in self._on_swap:
+                callback(loaded)
             if was_shadow:
-                metrics.SHADOW_VERSION.labels(model).set(0)
+                metrics.show_shadow_version(model, "")
             self.rejected.discard((model, version))
             seconds = time.perf_counter() - started
             metrics.record_swap(model, version, seconds)
@@ -110,7 +118,7 @@ class Deployer:
             if loaded is None or loaded.sha256 != sha256:
                 loaded = await self._prepare(model, version, artifact_key, sha256)
             replaced = self.slot.set_shadow(loaded)
-            metrics.SHADOW_VERSION.labels(model).set(float(version) if version.isdigit() else -1)
+            metrics.show_shadow_version(model, version)
             log.info(
                 "shadow_loaded",
                 model=model,
@@ -136,7 +144,7 @@ class Deployer:
         numeric = await asyncio.to_thread(
             functools.partial(numeric_form.derive, pipeline, sig, compiled=self._compiled)
         )
-        loaded = LoadedModel(model, version, pipeline, sig, sha256, numeric)
+        loaded = LoadedModel(model, version, pipeline, sig, sha256, numeric, len(data))
         try:
             labels, _ = await asyncio.to_thread(predict, loaded, warmup_input(loaded))
         except Exception as exc:

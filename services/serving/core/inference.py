@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from driftloop.services.serving.core import codec, limits, metrics
+from driftloop.services.serving.core import codec, fleet_router, limits, metrics
 from driftloop.services.serving.core.batching import BatchPolicy, MicroBatcher, Part
 from driftloop.services.serving.core.features import Features, Matrix, rows_matrix
+from driftloop.services.serving.core.fleet_router import FleetRouter, ModelView, RoutedPart
 from driftloop.services.serving.core.outputs import (
     OutputTensor,
     available,
@@ -43,6 +44,9 @@ class InferenceResult:
     outputs: list[OutputTensor]
     classes: tuple[str, ...] = ()
     """The class of each probabilities column, in order (none for a regressor)."""
+    answered_by: tuple[tuple[str, str], ...] = ()
+    """(model, version) of each model that answered a fleet or partition request (see
+    fleet_router: `model` is then the addressed name, `version` empty when several answered)."""
 
 
 def predict(loaded: LoadedModel, features: Features) -> tuple[np.ndarray, np.ndarray]:
@@ -124,12 +128,19 @@ class InferenceService:
         batching: BatchPolicy | None = None,
         max_request_rows: int = 0,
         shadow: ShadowScorer | None = None,
+        router: FleetRouter | None = None,
     ) -> None:
+        """`router`: route requests to fleets and partition models (without it, every name
+        is served from the slot as it is)."""
         self.slot = slot
+        self.router = router
         self._logger = logger
         self._shadow = shadow
         self._clock = clock
         self._batcher = MicroBatcher(self._score_rows, batching) if batching else None
+        # a partition model's rows of a request to its fleet are logged with fleet=F: they
+        # are batched apart from requests addressed to the partition itself
+        self._routed = MicroBatcher(self._score_routed, batching) if batching else None
         self._max_rows = max_request_rows
 
     def infer(self, request: codec.InferenceRequest) -> InferenceResult:
@@ -140,6 +151,10 @@ class InferenceService:
 
     def check_counts(self, model: str, version: str, inputs: int, outputs: int) -> None:
         """Refuse impossible tensor counts before the request is converted (codec's rule)."""
+        if self.router is not None and self.router.routes(model):
+            # features plus partition columns, which model answers is not known yet
+            limits.check_input_count(model, inputs, outputs, None)
+            return
         loaded = self.slot.loaded(model, version) if version else None
         if loaded is None and self.slot.has(model):
             loaded = self.slot.get(model)
@@ -149,6 +164,8 @@ class InferenceService:
 
     async def infer_async(self, request: codec.InferenceRequest) -> InferenceResult:
         """Score the request, together with concurrent small ones when batching is on."""
+        if self.router is not None and self.router.routes(request.model):
+            return await self._infer_routed(self.router, request)
         if self._batcher is None:
             return self.infer(request)
         loaded, names, rows = self._decode(request)
@@ -157,6 +174,53 @@ class InferenceService:
         else:
             labels, proba = self._score_rows(loaded, [rows], [(request.id, rows.count)])
         return self._result(loaded, names, labels, proba)
+
+    def ready(self, model: str, version: str) -> bool:
+        """ModelReady: whether a request to `model` (at `version`) would find a model."""
+        if self.router is not None and self.router.routes(model):
+            return self.router.ready(model, version)
+        return self.slot.has(model, version)
+
+    async def view(self, model: str, version: str) -> ModelView:
+        """ModelMetadata: a model answering `model`, its versions, extra inputs (fleets)."""
+        if self.router is not None and self.router.routes(model):
+            return await self.router.view(model, version)
+        return ModelView(model, self.slot.get(model, version), self.slot.versions(model))
+
+    async def _infer_routed(
+        self, router: FleetRouter, request: codec.InferenceRequest
+    ) -> InferenceResult:
+        """A fleet or partition request: each model scores its rows (fleet_router.plan), the
+        answers come back in request order."""
+        if self._max_rows:
+            codec.check_rows(request, self._max_rows)
+        plan = await router.plan(request)
+        # a request split among models: each row is logged as `ID:i`, i its place in the request
+        base = (request.id or new_request_id()) if len(plan.parts) > 1 else request.id
+        answers = [await self._answer(part, base) for part in plan.parts]
+        outputs, classes = fleet_router.merge(plan, answers)
+        by = fleet_router.answered_by(plan)
+        version = by[0][1] if len(by) == 1 else ""
+        return InferenceResult(plan.model, version, outputs, classes, answered_by=by)
+
+    async def _answer(self, part: RoutedPart, base: str) -> fleet_router.Answer:
+        loaded = part.loaded
+        names = requested_outputs(part.request.outputs, available(loaded.signature))
+        rows = codec.decode_rows(part.request, loaded.signature)
+        batcher = self._routed if part.fleet else self._batcher
+        if part.rows is not None:
+            ids = tuple(f"{base}:{i}" for i in part.rows.tolist())
+            features = model_input(loaded, [rows])
+            labels, proba = self._score(
+                loaded, features, [(base, rows.count)], fleet=part.fleet, row_ids=ids
+            )
+        elif batcher is not None and batcher.accepts(rows.count):
+            labels, proba = await batcher.submit(loaded, rows, part.request.id)
+        else:
+            parts = [(part.request.id, rows.count)]
+            features = model_input(loaded, [rows])
+            labels, proba = self._score(loaded, features, parts, fleet=part.fleet)
+        return fleet_router.Answer(names, labels, proba)
 
     @staticmethod
     def _result(
@@ -184,13 +248,28 @@ class InferenceService:
     ) -> tuple[np.ndarray, np.ndarray]:
         return self._score(loaded, model_input(loaded, rows), parts)
 
-    def _score(
-        self, loaded: LoadedModel, features: Features, parts: Sequence[Part]
+    def _score_routed(
+        self, loaded: LoadedModel, rows: Sequence[codec.Rows], parts: Sequence[Part]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Predict `features` (the rows of `parts`, in order), count them and log them."""
+        """Rows of requests to a fleet that its partition model `loaded` answers."""
+        fleet = metrics.series(loaded.model)
+        return self._score(loaded, model_input(loaded, rows), parts, fleet=fleet)
+
+    def _score(
+        self,
+        loaded: LoadedModel,
+        features: Features,
+        parts: Sequence[Part],
+        *,
+        fleet: str = "",
+        row_ids: tuple[str, ...] = (),
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict `features` (the rows of `parts`, in order), count them and log them
+        (`fleet`, `row_ids`: see PredictionRecord)."""
         labels, proba = predict(loaded, features)
-        metrics.INFER_REQUESTS.labels(loaded.model, loaded.version).inc(len(parts))
-        metrics.INFER_ROWS.labels(loaded.model, loaded.version).inc(len(features))
+        series = metrics.model_version(loaded)
+        metrics.INFER_REQUESTS.labels(*series).inc(len(parts))
+        metrics.INFER_ROWS.labels(*series).inc(len(features))
         shadow = self._shadow.active(loaded.model, loaded.version) if self._shadow else None
         if shadow is not None:
             # both logs must carry the same request ids: name the unnamed requests here
@@ -206,8 +285,10 @@ class InferenceService:
                     labels,
                     ts,
                     parts=tuple(parts) if len(parts) > 1 else (),
+                    fleet=fleet,
+                    row_ids=row_ids,
                 )
             )
         if shadow is not None and self._shadow is not None:
-            self._shadow.offer(shadow, features, parts, ts)
+            self._shadow.offer(shadow, features, parts, ts, fleet=fleet, row_ids=row_ids)
         return labels, proba

@@ -13,6 +13,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,17 @@ REQUEST_ID = "_request_id"
 PREDICTION = "_prediction"
 TS = "_ts"
 
-PublishLog = Callable[[str, str, bytes, int], Awaitable[None]]
-"""publish(model, version, arrow_ipc, row_count): sends one PredictionLog."""
+_Group = tuple[str, str, str]
+"""(model, version, fleet): the rows of one PredictionLog."""
+
+
+class PublishLog(Protocol):
+    """publish(model, version, arrow_ipc, row_count[, fleet=F]): sends one PredictionLog; `fleet`
+    is passed only for the rows of a fleet request a partition model answered."""
+
+    def __call__(
+        self, model: str, version: str, arrow_ipc: bytes, row_count: int, fleet: str = ""
+    ) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,12 @@ class PredictionRecord:
     parts: tuple[tuple[str, int], ...] = ()
     """When the frame holds several requests (a micro-batch): (request id, rows) of each, in
     order; `request_id` is then unused."""
+    fleet: str = ""
+    """The fleet a request was addressed to when one of its partition models answered these
+    rows (PredictionLog.fleet); empty otherwise."""
+    row_ids: tuple[str, ...] = ()
+    """Each row's request id, when the rows are some of a fleet request's rows (`REQ:i`, i the
+    row's place in the request); overrides `request_id` and `parts`."""
 
 
 class PredictionLogger:
@@ -104,20 +120,20 @@ class PredictionLogger:
         self._rows = 0
         if not records:
             return
-        groups: dict[tuple[str, str], list[PredictionRecord]] = {}
+        groups: dict[_Group, list[PredictionRecord]] = {}
         for record in records:
-            groups.setdefault((record.model, record.version), []).append(record)
+            groups.setdefault((record.model, record.version, record.fleet), []).append(record)
         # why a thread: building and encoding thousands of rows would hold the event loop (and
         # every request waiting on it); Arrow does most of it without the GIL
         encoded = await asyncio.to_thread(self._encode_all, groups)
-        for (model, version), chunks in encoded.items():
+        for (model, version, fleet), chunks in encoded.items():
             for ipc, rows in chunks:
-                await self._send(model, version, ipc, rows)
+                await self._send(model, version, ipc, rows, fleet)
 
     def _encode_all(
-        self, groups: dict[tuple[str, str], list[PredictionRecord]]
-    ) -> dict[tuple[str, str], list[tuple[bytes, int]]]:
-        out: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
+        self, groups: dict[_Group, list[PredictionRecord]]
+    ) -> dict[_Group, list[tuple[bytes, int]]]:
+        out: dict[_Group, list[tuple[bytes, int]]] = {}
         for key, group in groups.items():
             table = self._table(group)
             out[key] = [
@@ -129,15 +145,17 @@ class PredictionLogger:
             ]
         return out
 
-    async def _send(self, model: str, version: str, ipc: bytes, rows: int) -> None:
+    async def _send(self, model: str, version: str, ipc: bytes, rows: int, fleet: str) -> None:
         try:
-            await self._publish(model, version, ipc, rows)
+            # why only when set: a publisher that predates fleets takes four arguments
+            await self._publish(model, version, ipc, rows, **({"fleet": fleet} if fleet else {}))
         except Exception as exc:  # noqa: BLE001 - logging must never take serving down
             metrics.PREDICTION_LOGS_DROPPED.labels("publish_failed").inc(rows)
             log.warning(
                 "prediction_log_dropped",
                 model=model,
                 version=version,
+                fleet=fleet,
                 rows=rows,
                 error=str(exc),
                 error_type=type(exc).__name__,
@@ -154,6 +172,8 @@ class PredictionLogger:
         return table.append_column(TS, pa.array(ts, type=pa.float64()))
 
     def _request_ids(self, record: PredictionRecord) -> list[str]:
+        if record.row_ids:
+            return list(record.row_ids)
         parts = record.parts or ((record.request_id, len(record.frame)),)
         ids: list[str] = []
         for request_id, rows in parts:

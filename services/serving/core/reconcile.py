@@ -1,4 +1,5 @@
-"""Reconcile with the registry: deploy every model whose production version is not served.
+"""Reconcile with the registry: deploy every model whose production version is not served;
+a partition model that is not loaded only records its version (it loads on its first request).
 
 The bus forgets across a broker restart, the registry does not; this loop closes any gap.
 """
@@ -12,6 +13,7 @@ from typing import Protocol
 import structlog
 
 from driftloop.services.serving.core.deployment import Deployer, Deployment
+from driftloop.services.serving.core.model_cache import ModelCache, Wanted, is_partition
 from driftloop.shared.errors import DriftloopError, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -65,6 +67,12 @@ class ShadowSource(Protocol):
         ...
 
 
+class FleetSource(Protocol):
+    async def fleet_columns(self) -> dict[str, tuple[str, ...]]:
+        """Fleet name -> its spec's partition_by columns, for every fleet."""
+        ...
+
+
 WARN_EVERY_S = 30.0
 """How often a registry outage is logged again while it lasts."""
 
@@ -78,9 +86,16 @@ class Reconciler:
         *,
         interval_s: float,
         shadows: ShadowSource | None = None,
+        partitions: ModelCache | None = None,
+        fleets: FleetSource | None = None,
     ) -> None:
+        """`partitions`: where partition models' production versions are recorded, to load on
+        their first request (without it they deploy like any model); `fleets`: where each
+        fleet's partition columns come from."""
         self._deployer = deployer
         self._shadows = shadows
+        self._partitions = partitions
+        self._fleets = fleets
         self._events = events
         self._registry = registry
         self._interval = interval_s
@@ -105,6 +120,8 @@ class Reconciler:
     async def reconcile_once(self) -> None:
         try:
             wanted = await self._registry.production_versions()
+            if self._fleets is not None and self._partitions is not None:
+                self._partitions.set_fleets(await self._fleets.fleet_columns())
             for model, version in sorted(wanted.items()):
                 await self._reconcile_model(model, version)
             if self._shadows is not None:
@@ -143,6 +160,8 @@ class Reconciler:
                 log.info("shadow_cleared", model=model, version=current.version)
         for model, version in sorted(wanted.items()):
             current = slot.shadow(model)
+            if self._cold(model):
+                continue  # a partition that is not loaded gets its shadow when it loads
             if (current is not None and current.version == version) or (
                 model,
                 version,
@@ -152,8 +171,17 @@ class Reconciler:
             log.info("reconcile_shadow", model=model, version=version)
             await self._events.deploy_shadow(model, version, found.artifact_key, found.sha256)
 
+    def _cold(self, model: str) -> bool:
+        """A partition model that is neither loaded nor loading."""
+        cache = self._partitions
+        return cache is not None and is_partition(model) and not cache.resident(model)
+
     async def _reconcile_model(self, model: str, wanted: str) -> None:
         key = (model, wanted)
+        if self._partitions is not None and is_partition(model):
+            self._partitions.want(model, Wanted(wanted))
+            if not self._partitions.resident(model):
+                return  # loads on its first request
         if self._deployer.slot.production_version(model) == wanted:
             return
         if key in self._deployer.rejected:

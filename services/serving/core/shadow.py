@@ -30,6 +30,8 @@ class _Job:
     frame: Features
     parts: tuple[Part, ...]
     ts: float
+    fleet: str = ""
+    row_ids: tuple[str, ...] = ()
 
 
 class ShadowScorer:
@@ -60,13 +62,23 @@ class ShadowScorer:
         shadow = self._slot.shadow(model)
         return shadow if shadow is not None and shadow.version != production_version else None
 
-    def offer(self, shadow: LoadedModel, frame: Features, parts: Sequence[Part], ts: float) -> bool:
-        """Queue a copy of production's rows for the shadow; False (counted) when full."""
+    def offer(
+        self,
+        shadow: LoadedModel,
+        frame: Features,
+        parts: Sequence[Part],
+        ts: float,
+        *,
+        fleet: str = "",
+        row_ids: tuple[str, ...] = (),
+    ) -> bool:
+        """Queue a copy of production's rows for the shadow; False (counted) when full.
+        `fleet` and `row_ids` as production's record has them (prediction_log)."""
         rows = len(frame)
         if self._rows + rows > self._max_rows:
-            metrics.SHADOW_ROWS_DROPPED.labels(shadow.model, "queue_full").inc(rows)
+            metrics.SHADOW_ROWS_DROPPED.labels(metrics.series(shadow.model), "queue_full").inc(rows)
             return False
-        self._jobs.append(_Job(shadow, frame, tuple(parts), ts))
+        self._jobs.append(_Job(shadow, frame, tuple(parts), ts, fleet, row_ids))
         self._rows += rows
         self._wake.set()
         return True
@@ -88,9 +100,8 @@ class ShadowScorer:
             try:
                 labels = await asyncio.to_thread(_score, job.shadow, job.frame)
             except Exception as exc:  # noqa: BLE001 - a failing shadow never affects serving
-                metrics.SHADOW_ROWS_DROPPED.labels(job.shadow.model, "score_failed").inc(
-                    len(job.frame)
-                )
+                model = metrics.series(job.shadow.model)
+                metrics.SHADOW_ROWS_DROPPED.labels(model, "score_failed").inc(len(job.frame))
                 log.warning(
                     "shadow_score_failed",
                     model=job.shadow.model,
@@ -98,7 +109,7 @@ class ShadowScorer:
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 continue
-            metrics.SHADOW_ROWS.labels(job.shadow.model, job.shadow.version).inc(len(job.frame))
+            metrics.SHADOW_ROWS.labels(*metrics.model_version(job.shadow)).inc(len(job.frame))
             self._logger.offer(
                 PredictionRecord(
                     job.shadow.model,
@@ -108,6 +119,8 @@ class ShadowScorer:
                     labels,
                     job.ts,
                     parts=job.parts if len(job.parts) > 1 else (),
+                    fleet=job.fleet,
+                    row_ids=job.row_ids,
                 )
             )
 

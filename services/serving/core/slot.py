@@ -16,6 +16,9 @@ import pandas as pd
 from driftloop.shared.artifacts import ModelSignature
 from driftloop.shared.errors import NotFound
 
+SHOWN_NAMES = 20
+"""Served model names an error message lists at most (a fleet may have thousands loaded)."""
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -30,6 +33,8 @@ class LoadedModel:
     """The pipeline's numeric form (core/numeric_form.py: scores a float64 matrix in feature
     order, no DataFrame), when deploy derived and checked one; None: the pipeline takes a
     DataFrame."""
+    artifact_bytes: int = 0
+    """Size of the skops artifact it was loaded from (what model_cache's estimate starts from)."""
 
     @functools.cached_property
     def feature_index(self) -> pd.Index:
@@ -109,11 +114,29 @@ class ModelSlot:
         self._models[loaded.model] = _Versions(loaded, current.production)
         return current.production
 
+    def remove(self, model: str) -> LoadedModel | None:
+        """Stop serving `model` (all its versions and its shadow); return its production version.
+        A request that already holds a LoadedModel finishes with it."""
+        self._shadows.pop(model, None)
+        entry = self._models.pop(model, None)
+        return entry.production if entry is not None else None
+
+    def drop_previous(self, model: str) -> LoadedModel | None:
+        """Keep only `model`'s production version loaded; return the dropped previous one."""
+        entry = self._models.get(model)
+        if entry is None or entry.previous is None:
+            return None
+        self._models[model] = _Versions(entry.production, None)
+        return entry.previous
+
     def get(self, model: str, version: str = "") -> LoadedModel:
         """The production version when `version` is empty, else that loaded version."""
         entry = self._models.get(model)
         if entry is None:
-            served = ", ".join(sorted(self._models)) or "none"
+            names = sorted(self._models)
+            served = ", ".join(names[:SHOWN_NAMES]) or "none"
+            if len(names) > SHOWN_NAMES:
+                served += f" and {len(names) - SHOWN_NAMES} more"
             raise NotFound(f"model {model!r} is not served (served models: {served})")
         if not version:
             return entry.production

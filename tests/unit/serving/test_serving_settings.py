@@ -32,3 +32,11 @@ def test_bad_values_are_refused() -> None:
         ServingSettings(log_queue_rows=0)
     with pytest.raises(ValidationError):
         ServingSettings(not_a_setting=1)  # type: ignore[call-arg]
+
+
+def test_the_partition_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServingSettings().model_memory_bytes() == 0  # no limit
+    monkeypatch.setenv("DRIFTLOOP_SERVING_MODEL_MEMORY_MB", "1.5")
+    assert ServingSettings().model_memory_bytes() == 1_572_864
+    with pytest.raises(ValidationError):
+        ServingSettings(model_memory_mb=-1)
