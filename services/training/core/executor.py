@@ -104,18 +104,18 @@ class RunExecutor:
                 metrics.record_run(run, "failed", started)
 
     async def _execute(self, run: Run) -> None:
-        done = await self._registry.find_run(run.model, run.run_id)
+        model, spec, known = await self._model_and_spec(run)
+        done = await self._registry.find_run(run.model, run.run_id) if known else None
         if done is not None:  # a killed run that had registered: record, do not redo
             await asyncio.to_thread(self._runs.succeed, run.run_id, done, 0.0)
             log.info("run_already_registered", version=done.version)
             return
-        model, spec = await self._model_and_spec(run)
         data = await self._data.pin(run, model)
         if data is None:  # deferred until more rows arrive; the worker goes on meanwhile
             return
         await asyncio.to_thread(self._runs.record_data_wait, run.run_id, data.waited_seconds)
         await self._progress(run, "fitting")
-        champion = await self._registry.production(model.name)
+        champion = await self._registry.production(model.name) if known else None
         if champion is None and model.fleet:
             # a partition's first candidates must beat the fleet's global model, which serves
             # the partition meanwhile (the registry compares them with it as well)
@@ -236,11 +236,12 @@ class RunExecutor:
             min_rows=model.spec.min_rows,
         )
 
-    async def _model_and_spec(self, run: Run) -> tuple[ModelInfo, SpecInfo]:
-        """The model, with the spec version current now (recorded on the run). A partition that
-        has no version yet is not in the registry: it is its fleet's model under its own name
-        (the registry creates it on the first registration)."""
+    async def _model_and_spec(self, run: Run) -> tuple[ModelInfo, SpecInfo, bool]:
+        """The model, with the spec version current now (recorded on the run), and whether the
+        registry knows it. A partition that has no version yet is not in the registry: it is its
+        fleet's model under its own name (the registry creates it on the first registration)."""
         parsed = fleet.parse(run.model)
+        known = True
         try:
             model = await self._registry.get_model(run.model)
         except NotFound:
@@ -248,9 +249,10 @@ class RunExecutor:
                 raise
             owner = await self._registry.get_model(parsed.fleet)
             model = replace(owner, name=run.model, fleet=owner.name, production_version="")
+            known = False
         spec = await self._registry.get_spec(model.fleet or run.model, 0)
         await asyncio.to_thread(self._runs.record_spec, run.run_id, spec.number)
-        return replace(model, spec=spec.spec, spec_version=spec.number), spec
+        return replace(model, spec=spec.spec, spec_version=spec.number), spec, known
 
     async def _progress(self, run: Run, text: str) -> None:
         await asyncio.to_thread(self._runs.record_progress, run.run_id, text)
