@@ -335,8 +335,15 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="End with a JSON summary.")] = False,
     rows_per_second: Annotated[int, typer.Option(help="Live traffic rate.")] = 300,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet", help="A fleet instead: a model per route, roadworks on one of them."
+        ),
+    ] = False,
 ) -> None:
-    """Show the loop close by itself: train v1, drift the data, watch v2 replace it."""
+    """Show the loop close by itself: train v1, drift the data, watch v2 replace it (with
+    --fleet: a fleet of per-route regressors, one route drifting)."""
     from driftloop.shared.cli.commands.demo import run_demo
 
     ok = run_demo(
@@ -345,6 +352,7 @@ def demo(
         as_json=as_json,
         rows_per_second=rows_per_second,
         timeout=timeout,
+        fleet=fleet,
     )
     raise typer.Exit(0 if ok else 1)
 

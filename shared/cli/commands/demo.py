@@ -309,7 +309,13 @@ def _start_stack(data_dir: Path, ports: Ports) -> subprocess.Popen[bytes]:
 
 
 def run_demo(
-    console: Console, *, data_dir: Path | None, as_json: bool, rows_per_second: int, timeout: float
+    console: Console,
+    *,
+    data_dir: Path | None,
+    as_json: bool,
+    rows_per_second: int,
+    timeout: float,
+    fleet: bool = False,
 ) -> bool:
     data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="driftloop-demo-"))).resolve()
     ports = _ports()
@@ -330,7 +336,12 @@ def run_demo(
             f"stack healthy in {time.monotonic() - started:.1f}s "
             f"(broker {common.bootstrap()}, serving {common.address('serving')})"
         )
-        summary = asyncio.run(Demo(common, console, rows_per_second).run(timeout))
+        if fleet:
+            from driftloop.shared.cli.commands.demo_fleet import FleetDemo
+
+            summary = asyncio.run(FleetDemo(common, console).run(timeout))
+        else:
+            summary = asyncio.run(Demo(common, console, rows_per_second).run(timeout))
     except Exception as exc:  # noqa: BLE001 - report any failure as "loop not closed"
         console.print(f"[red]demo failed:[/red] {type(exc).__name__}: {exc}")
         summary["error"] = f"{type(exc).__name__}: {exc}"
@@ -347,6 +358,10 @@ def run_demo(
 
 
 def _render(console: Console, summary: dict[str, Any]) -> None:
+    if "drifted_partition" in summary:
+        from driftloop.shared.cli.commands.demo_fleet import render
+
+        render(console, summary)
     if "timeline" in summary:
         table = Table(title="the loop, after the data shifted")
         table.add_column("t+ (s)", justify="right")
