@@ -12,6 +12,8 @@ from driftloop.services.monitoring.adapters import kafka as events
 from driftloop.services.monitoring.adapters.changelog import PendingChangelog
 from driftloop.services.monitoring.adapters.grpc import FULL_NAME, MonitoringServicer
 from driftloop.services.monitoring.adapters.registry import RegistryEvidence, RegistryProfiles
+from driftloop.services.monitoring.core.fleet_dispatch import FleetDispatch
+from driftloop.services.monitoring.core.fleet_thresholds import FleetSizes
 from driftloop.services.monitoring.core.history import DriftHistory
 from driftloop.services.monitoring.core.monitor import ModelMonitors
 from driftloop.services.monitoring.core.shadow import ShadowComparisons, ShadowMonitor
@@ -36,8 +38,12 @@ def main() -> None:
 async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
     # Built inside the running loop: aiokafka clients refuse to be created outside one.
     store = open_object_store(common)
-    monitors = ModelMonitors(settings.policy(), settings.policies(), journal=True)
     registry = RegistryClient(common, timeout=settings.registry_timeout_s)
+    profiles = RegistryProfiles(registry, store)
+    sizes = FleetSizes(profiles, refresh_s=settings.fleet_refresh_s)
+    monitors = ModelMonitors(
+        settings.policy(), settings.policies(), journal=True, scale=sizes.scale
+    )
     publisher = EventPublisher(common.kafka_connection(), "monitoring")
     history = DriftHistory(store)
     shadow = ShadowMonitor(
@@ -49,11 +55,14 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
     handler = events.MonitoringHandler(
         monitors,
         publisher,
-        RegistryProfiles(registry, store),
+        profiles,
         retry_after_s=settings.profile_retry_s,
         history=history,
         shadow=shadow,
         changelog=PendingChangelog(common.kafka_connection()),
+        fleets=FleetDispatch(
+            monitors, sizes, settings.fleet_rules(), idle_after_s=settings.idle_after_s
+        ),
     )
 
     async def stop() -> None:
@@ -65,7 +74,7 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         group="monitoring",
         topic_names=events.TOPICS,
         publisher=publisher,
-        on_event=handler.handle,
+        on_batch=handler.handle_records,
         group_membership=common.consumer_group_membership,
     )
     binding = ServiceBinding(
@@ -79,6 +88,7 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         [binding],
         publisher=publisher,
         consumers=[consumer],
+        background=[handler.run_timer],
         on_start=handler.reconcile,
         on_stop=stop,
     )

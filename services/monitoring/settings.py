@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from driftloop.services.monitoring.core.drift import DriftPolicy, Signal
+from driftloop.services.monitoring.core.fleet_episodes import FleetEpisodeRules
 from driftloop.shared.settings import ServiceSettings
 
 
@@ -62,7 +63,8 @@ class MonitoringSettings(ServiceSettings):
     KS test of its labels). The others are still tested and reported."""
     model_policies: dict[str, dict[str, Any]] = {}
     """Per-model overrides of the fields above, e.g.
-    DRIFTLOOP_MONITORING_MODEL_POLICIES='{"churn": {"alpha": 0.0001, "triggers": ["accuracy"]}}'."""
+    DRIFTLOOP_MONITORING_MODEL_POLICIES='{"churn": {"alpha": 0.0001, "triggers": ["accuracy"]}}'.
+    A fleet's entry applies to its partitions (whose false-alarm budget is then shared)."""
     registry_timeout_s: float = Field(5.0, gt=0)
     """Deadline of each registry call made to load a reference profile."""
     profile_retry_s: float = Field(10.0, gt=0)
@@ -72,10 +74,41 @@ class MonitoringSettings(ServiceSettings):
     to the registry every this many new labelled pairs; the registry decides."""
     shadow_max_pending: int = Field(100_000, gt=0)
     """Shadow mode: answers kept per side (shadow, production) for labels to join."""
+    fleet_hold_s: float = Field(5.0, ge=0)
+    """Fleets: a partition's drift decision waits this long for others of its fleet before it
+    is published on its own (DriftDetected for the partition); every isolated partition drift
+    is this much later. See services/monitoring/core/fleet_episodes.py."""
+    fleet_window_s: float = Field(60.0, gt=0)
+    """Fleets: partition drifts of one fleet within this many seconds count together towards a
+    fleet episode; during an open fleet episode, later partition drifts are gathered for this
+    long and published together."""
+    fleet_min_partitions: int = Field(3, ge=2)
+    """Fleets: the fewest partitions that make a fleet episode (one DriftDetected for the fleet
+    listing them, one coordinated retrain) instead of one drift per partition."""
+    fleet_fraction: float = Field(0.1, gt=0, le=1)
+    """Fleets: a fleet episode also needs this share of the fleet's monitored partitions to
+    drift within fleet_window_s (the quorum is the larger of the two)."""
+    fleet_refresh_s: float = Field(600.0, gt=0)
+    """Fleets: how often the registry is asked how many partitions a fleet has (N: each
+    partition monitor's false-alarm budget is the policy's divided by N, rounded up to a power
+    of two; see services/monitoring/core/fleet_thresholds.py)."""
+    idle_after_s: float = Field(300.0, gt=0)
+    """A monitor that logged no rows for this long has its live window merged into one compact
+    frame (the rows it tests are kept)."""
 
     def policy(self) -> DriftPolicy:
         """The default policy: every model without an entry in model_policies."""
         return DriftPolicy(**{name: getattr(self, name) for name in DriftPolicy.model_fields})
+
+    def fleet_rules(self) -> FleetEpisodeRules:
+        """When partition drifts become one fleet episode."""
+        return FleetEpisodeRules(
+            hold_s=self.fleet_hold_s,
+            window_s=self.fleet_window_s,
+            min_partitions=self.fleet_min_partitions,
+            fraction=self.fleet_fraction,
+            episode_s=self.episode_timeout_s,
+        )
 
     def policies(self) -> dict[str, DriftPolicy]:
         """Each model_policies entry over the default policy (validated: unknown keys fail)."""

@@ -7,9 +7,10 @@ replayed after a restart is a duplicate, never counted twice), none (a tombstone
 forgotten. Each record goes to the partition the model's predictions go to (the default
 partitioner's murmur2 of the model name), so a model's state lives beside its input.
 
-Ordering gives at-least-once: the handler writes a message's changes and waits for the acks
-before it returns, and the consumer commits the message's offset only after that. A kill -9
-before the acks replays the message, whose changes are idempotent (same state per id).
+Ordering gives at-least-once: the handler sends the changes of the messages one poll returned
+(a fleet's many small logs share one round of acks) and the consumer commits the poll's offsets
+only once the broker acknowledged them all. A kill -9 before the acks replays the messages,
+whose changes are idempotent (same state per id).
 
 Why not faust-streaming tables (named in the design card): faust-streaming 0.15.3 needs
 click<8.4 and the pinned check-jsonschema==0.39.0 needs click>=8.5; pip's resolver finds no
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -93,23 +95,42 @@ class PendingChangelog:
 
     async def write(self, model: str, changes: list[tuple[str, PendingState]]) -> None:
         """Write the changes and wait until the broker has them all (raises Unavailable)."""
-        if not changes:
-            return
+        acks = await self.send_many({model: changes})
+        if acks is not None:
+            await acks
+
+    async def send_many(
+        self, changes: dict[str, list[tuple[str, PendingState]]]
+    ) -> Awaitable[None] | None:
+        """Send several models' changes (a batch of logs touches many partitions); returns
+        the awaitable of every ack (None when there was nothing to send), which raises
+        Unavailable when the broker refused them."""
+        if not any(changes.values()):
+            return None
         if self._producer is None:
             raise Unavailable("the monitoring changelog is not started")
-        partition = partition_of(model, self._partitions)
-        prefix = model.encode() + SEP
         try:
-            sent = [
-                await self._producer.send(
-                    TOPIC, encode(state), key=prefix + request_id.encode(), partition=partition
-                )
-                for request_id, state in changes
-            ]
+            sent = []
+            for model, model_changes in changes.items():
+                partition = partition_of(model, self._partitions)
+                prefix = model.encode() + SEP
+                for request_id, state in model_changes:
+                    key = prefix + request_id.encode()
+                    sent.append(
+                        await self._producer.send(
+                            TOPIC, encode(state), key=key, partition=partition
+                        )
+                    )
+        except KafkaError as exc:
+            raise Unavailable(f"cannot write the monitoring changelog: {exc}") from exc
+        return self._acked(sent, sum(len(c) for c in changes.values()))
+
+    async def _acked(self, sent: list[asyncio.Future[object]], count: int) -> None:
+        try:
             await asyncio.gather(*sent)
         except KafkaError as exc:
             raise Unavailable(f"cannot write the monitoring changelog: {exc}") from exc
-        self.written += len(changes)
+        self.written += count
 
     async def read(self) -> dict[str, list[tuple[str, PendingState]]]:
         """Every model's latest state per request id, oldest first, from the whole changelog

@@ -2,26 +2,35 @@
 reference profile (which one, and what to do while it is missing: core/references.py).
 
 Drift decisions are published as DriftDetected on driftloop.drift, keyed by model, each the
-start of a new correlation chain (the drift is a cause, not an effect of one event).
+start of a new correlation chain (the drift is a cause, not an effect of one event). A fleet's
+partitions (core/fleet_dispatch.py): their logs index request ids for the fleet's labels, and
+their decisions wait briefly for a fleet episode (published by `run_timer` when none forms).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
+from aiokafka.structs import ConsumerRecord
 
 from driftloop.services.monitoring.adapters import pb
 from driftloop.services.monitoring.adapters.changelog import PendingChangelog
 from driftloop.services.monitoring.adapters.pb import drift_detected_pb
 from driftloop.services.monitoring.core import metrics
+from driftloop.services.monitoring.core.fleet import check_partition_log, fleet_of
+from driftloop.services.monitoring.core.fleet_dispatch import FleetDispatch
+from driftloop.services.monitoring.core.fleet_episodes import FleetEpisodeRules
+from driftloop.services.monitoring.core.fleet_thresholds import FleetSizes
 from driftloop.services.monitoring.core.history import DriftHistory
-from driftloop.services.monitoring.core.monitor import DriftDecision, ModelMonitors
+from driftloop.services.monitoring.core.monitor import REQUEST_ID, DriftDecision, ModelMonitors
+from driftloop.services.monitoring.core.performance import PendingState
 from driftloop.services.monitoring.core.references import References, ReferenceSource
 from driftloop.services.monitoring.core.shadow import ShadowMonitor
-from driftloop.shared.bus import topics
+from driftloop.shared.bus import envelope, topics
 from driftloop.shared.bus.envelope import Envelope
 from driftloop.shared.bus.publisher import EventPublisher
 from driftloop.shared.errors import InvalidInput
@@ -29,6 +38,9 @@ from driftloop.shared.errors import InvalidInput
 log = structlog.get_logger(__name__)
 
 TOPICS = [topics.PREDICTIONS, topics.LABELS, topics.DEPLOYMENTS]
+HANDLED_IDS = 50_000
+"""Event ids remembered by the batch handler, so that a batch retried record by record (after
+one of its records failed) does not observe the others twice."""
 
 
 class MonitoringHandler:
@@ -45,10 +57,21 @@ class MonitoringHandler:
         history: DriftHistory | None = None,
         shadow: ShadowMonitor | None = None,
         changelog: PendingChangelog | None = None,
+        fleets: FleetDispatch | None = None,
+        tick_s: float = 1.0,
     ) -> None:
         """`changelog`: where the predictions awaiting labels are kept across restarts (the
-        monitors must then journal them: ModelMonitors(journal=True))."""
+        monitors must then journal them: ModelMonitors(journal=True)). `fleets`: the fleets'
+        indexes, sizes and episodes over the same monitors (default: no registry counts,
+        default rules); `tick_s`: how often `run_timer` releases held decisions."""
         self._monitors = monitors
+        self.fleets = fleets or FleetDispatch(monitors, FleetSizes(), FleetEpisodeRules())
+        self._tick_s = tick_s
+        self._dirty: set[str] = set()
+        """Models whose predictions awaiting labels changed since the changelog last had them."""
+        self._unsent: dict[str, list[tuple[str, PendingState]]] = {}
+        """Changes drained from the monitors that the changelog has not taken yet."""
+        self._handled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._changelog = changelog
         self.shadow = shadow
         """Shadow versions' evidence (shadow logs stay out of the drift windows)."""
@@ -76,19 +99,76 @@ class MonitoringHandler:
                 "pending_predictions_restored",
                 models=len(restored),
                 states=sum(len(s) for s in restored.values()),
+                fleet_request_ids=self.fleets.restore(restored),
             )
+        for entry in self.history.entries():
+            d = entry.decision
+            if d.partitions:
+                self.fleets.episodes.resume(d.model, d.episode_id, d.decided_at)
 
     async def close(self) -> None:
+        """On a clean stop: publish the partition decisions still held, stop the changelog."""
+        try:
+            for decision in self.fleets.flush(self._clock()):
+                await self._publish(decision)
+        except Exception as exc:  # noqa: BLE001 - stopping anyway; they decide again on restart
+            log.error("held_decisions_not_published", error=repr(exc))
         if self._changelog is not None:
             await self._changelog.stop()
 
-    async def _write_pending(self, model: str) -> None:
-        """The changes of `model`'s predictions awaiting labels, acknowledged by the broker
-        before the handler returns (and so before the consumer commits what caused them)."""
-        if self._changelog is not None and self._monitors.knows(model):
-            await self._changelog.write(model, self._monitors.drain_pending(model))
+    async def run_timer(self) -> None:
+        """Release the partition decisions whose fleet-episode hold is over (until cancelled)."""
+        while True:
+            await asyncio.sleep(self._tick_s)  # poll: a timer, not a wait on a condition
+            for decision in self.fleets.tick(self._clock()):
+                await self._publish(decision)
+
+    def _write_pending(self, *models: str) -> None:
+        """These models' predictions awaiting labels changed: the changelog gets them before
+        the consumer commits what caused them (`_send_pending`)."""
+        if self._changelog is not None:
+            self._dirty.update(models)
+
+    async def _send_pending(self) -> Awaitable[None] | None:
+        """Send every change not in the changelog yet; the awaitable of the broker's acks."""
+        if self._changelog is None or not (self._dirty or self._unsent):
+            return None
+        for model in sorted(self._dirty):
+            if self._monitors.knows(model):
+                self._unsent.setdefault(model, []).extend(self._monitors.drain_pending(model))
+        self._dirty.clear()
+        acks = await self._changelog.send_many(self._unsent)  # raises: kept for the retry
+        self._unsent = {}
+        return acks
 
     async def handle(self, event: Envelope) -> None:
+        """One event, its changelog acknowledged before this returns (`on_event`)."""
+        await self._handle(event)
+        acks = await self._send_pending()
+        if acks is not None:
+            await acks
+
+    async def handle_records(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
+        """The records one poll returned (`on_batch`): each event as `handle` does, then the
+        changelog of them all in one round; its acks are the tail the consumer waits for
+        before it commits the poll. Idempotent per record (event ids already handled are
+        skipped), as the consumer retries a failed batch record by record."""
+        for record in records:
+            event = envelope.decode(record.value)
+            if event.event_id in self._handled:
+                continue
+            with structlog.contextvars.bound_contextvars(
+                event_id=event.event_id,
+                correlation_id=event.correlation_id,
+                event_type=event.type,
+            ):
+                await self._handle(event)
+            self._handled[event.event_id] = None
+            if len(self._handled) > HANDLED_IDS:
+                self._handled.popitem(last=False)
+        return await self._send_pending()
+
+    async def _handle(self, event: Envelope) -> None:
         kind = event.WhichOneof("payload")
         if kind == "prediction_log":
             await self._on_predictions(event)
@@ -101,17 +181,46 @@ class MonitoringHandler:
         logged = event.prediction_log
         if self.shadow is not None and await self.shadow.on_predictions(logged):
             return
+        if logged.fleet:
+            check_partition_log(logged.model, logged.fleet)
         metrics.ROWS_OBSERVED.labels(logged.model).inc(logged.row_count)
-        if not await self._references.ensure(logged.model):
+        if not await self._monitored(logged.model):
             return
         frame = await asyncio.to_thread(pb.prediction_frame, logged.arrow_ipc)
-        decision = await asyncio.to_thread(
-            self._monitors.observe, logged.model, logged.version, frame, self._clock()
-        )
-        await self._write_pending(logged.model)
-        metrics.record_report(self._monitors.report(logged.model))
-        if decision is not None:
-            await self._publish(decision)
+        now = self._clock()
+        decisions = [
+            await asyncio.to_thread(
+                self._monitors.observe, logged.model, logged.version, frame, now
+            )
+        ]
+        touched = {logged.model}
+        if logged.fleet and REQUEST_ID in frame.columns:
+            ids = frame[REQUEST_ID].astype(str).tolist()
+            found = self.fleets.logged(logged.model, logged.fleet, ids)
+            touched |= found.touched
+            if found.early_ids:
+                decisions.append(
+                    await asyncio.to_thread(
+                        self._monitors.observe_labels,
+                        logged.model,
+                        found.early_ids,
+                        found.early_labels,
+                        now,
+                    )
+                )
+        self._write_pending(*touched)
+        self.fleets.saw(logged.model, now)
+        metrics.record_monitor(self._monitors.get(logged.model))
+        await self._decided(decisions, now)
+
+    async def _monitored(self, model: str) -> bool:
+        """Whether `model` has its reference (loaded now if need be); a partition's fleet size
+        is asked for first, so that its monitor is built with the fleet's thresholds."""
+        fleet = fleet_of(model)
+        if fleet is not None and not self._monitors.knows(model):
+            if await self.fleets.sizes.refresh(fleet):
+                self.fleets.rescale(fleet)
+        return await self._references.ensure(model)
 
     async def _on_labels(self, event: Envelope) -> None:
         batch = event.label_batch
@@ -123,23 +232,32 @@ class MonitoringHandler:
         metrics.LABELS_RECEIVED.labels(batch.model).inc(len(batch.labels))
         if self.shadow is not None:
             await self.shadow.on_labels(batch)
-        if not self._monitors.knows(batch.model):
-            log.info("labels_skipped_unmonitored", model=batch.model, labels=len(batch.labels))
+        routed = self.fleets.route(batch.model, list(batch.request_ids), list(batch.labels))
+        for model, ids, labels in routed:
+            await self._observe_labels(model, ids, labels)
+
+    async def _observe_labels(self, model: str, ids: list[str], labels: list[str]) -> None:
+        """Labels for one monitor: a plain model's if it is monitored, a partition's once its
+        reference is loaded (after a restart its first labels may come before its logs)."""
+        known = self._monitors.knows(model)
+        if not known and (fleet_of(model) is None or not await self._monitored(model)):
+            log.info("labels_skipped_unmonitored", model=model, labels=len(labels))
             return
-        monitor = self._monitors.get(batch.model)
+        monitor = self._monitors.get(model)
         invalid = monitor.labels_invalid
-        decision = await asyncio.to_thread(
-            self._monitors.observe_labels,
-            batch.model,
-            list(batch.request_ids),
-            list(batch.labels),
-            self._clock(),
-        )
-        await self._write_pending(batch.model)
-        metrics.LABELS_INVALID.labels(batch.model).inc(monitor.labels_invalid - invalid)
-        metrics.record_report(self._monitors.report(batch.model))
-        if decision is not None:
-            await self._publish(decision)
+        now = self._clock()
+        decision = await asyncio.to_thread(self._monitors.observe_labels, model, ids, labels, now)
+        self._write_pending(model)
+        metrics.LABELS_INVALID.labels(model).inc(monitor.labels_invalid - invalid)
+        self.fleets.saw(model, now)
+        metrics.record_monitor(monitor)
+        await self._decided([decision], now)
+
+    async def _decided(self, decisions: list[DriftDecision | None], now: float) -> None:
+        for decision in decisions:
+            if decision is not None:
+                for released in self.fleets.decided(decision, now):
+                    await self._publish(released)
 
     async def _publish(self, decision: DriftDecision) -> None:
         drifted = [f.feature for f in decision.features if f.drifted]
@@ -156,11 +274,13 @@ class MonitoringHandler:
             reasons=list(decision.reasons),
             drift_share=decision.drift_share,
             drift_event_id=event.event_id,
+            partitions=len(decision.partitions),
         )
 
     async def _on_deployed(self, event: Envelope) -> None:
         deployed = event.model_deployed
         profile = await self._references.switch(deployed.model, deployed.version)
+        self.fleets.deployed(deployed.model)
         if profile is None:
             return  # already on it (reconciled at start, or a re-delivery)
         log.info(

@@ -58,6 +58,7 @@ def drift_detected_pb(d: DriftDecision) -> events_pb2.DriftDetected:
         live_rows=d.live_rows,
         reference_rows=d.reference_rows,
         reasons=list(d.reasons),
+        partitions=[partition for partition, _ in d.partitions],
     )
 
 

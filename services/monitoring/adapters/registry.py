@@ -20,8 +20,9 @@ ACTOR = "monitoring"
 
 
 class RegistryProfiles:
-    """Implements core/references.py's ReferenceSource. Versions come from the registry, not
-    from the profile, which training may build before the registry has numbered the version."""
+    """Implements core/references.py's ReferenceSource (and fleet_thresholds.py's
+    PartitionCounts). Versions come from the registry, not from the profile, which training may
+    build before the registry has numbered the version."""
 
     def __init__(self, client: RegistryClient, store: ObjectStore) -> None:
         self._client = client
@@ -33,6 +34,10 @@ class RegistryProfiles:
 
     async def production_version(self, model: str) -> str | None:
         return (await self._client.get_model(model)).production_version or None
+
+    async def partition_count(self, fleet: str) -> int:
+        """Implements core/fleet_thresholds.py's PartitionCounts: ListModels(fleet=F)."""
+        return len(await self._client.list_models(fleet=fleet))
 
     async def profile(self, model: str, version: str) -> ReferenceProfile:
         found = await self._client.get_version(model, version)

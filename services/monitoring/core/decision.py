@@ -27,6 +27,9 @@ class DriftDecision:
     decided_at: float
     reasons: tuple[str, ...] = ()
     """Why, in words: one line per drifted test (see `explain`)."""
+    partitions: tuple[tuple[str, str], ...] = ()
+    """A fleet episode (`model` is the fleet): the (partition model, version) pairs that drifted
+    together (core/fleet_episodes.py); empty for one model's decision."""
 
 
 @dataclass(frozen=True)

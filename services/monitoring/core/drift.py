@@ -6,6 +6,7 @@ prediction a chi-squared test of live counts against reference frequencies; Bonf
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -114,17 +115,42 @@ class PreparedReference:
     regressor's numeric prediction with the KS test, as any numeric feature."""
 
     def __init__(self, profile: ReferenceProfile) -> None:
-        self.profile = profile
+        self.rows = profile.rows
+        self.samples: dict[str, np.ndarray] = {}
+        """The sorted finite reference sample of each numeric column tested with KS."""
         self._columns: list[tuple[str, np.ndarray | None, dict[str, float], int]] = []
         columns = [*profile.features, *([profile.prediction] if profile.prediction else [])]
         numeric_prediction = profile.task == "regression"
         for column in columns:
             if column.kind == "numeric" and (column.name != PREDICTION or numeric_prediction):
                 ref = np.sort(np.asarray(column.sample, dtype=float))
-                self._columns.append((column.name, ref[np.isfinite(ref)], {}, 0))
+                self.samples[column.name] = ref[np.isfinite(ref)]
+                self._columns.append((column.name, self.samples[column.name], {}, 0))
             else:
                 known = _shares(column.frequencies)
                 self._columns.append((column.name, None, known, _reference_count(column)))
+
+    def slim(self, profile: ReferenceProfile) -> ReferenceProfile:
+        """`profile` without the numeric samples held here (as sorted arrays, a quarter of the
+        size of the profile's lists of floats) nor the target's (the performance tracker keeps
+        it as an array): what a monitor keeps beside this."""
+
+        def strip(column: FeatureProfile | None, held: bool) -> FeatureProfile | None:
+            if column is None or not column.sample or not held:
+                return column
+            return column.model_copy(update={"sample": []})
+
+        features = [strip(f, f.name in self.samples) for f in profile.features]
+        prediction = profile.prediction
+        return profile.model_copy(
+            update={
+                "features": features,
+                "prediction": strip(
+                    prediction, prediction is not None and PREDICTION in self.samples
+                ),
+                "target": strip(profile.target, True),
+            }
+        )
 
     def evaluate(self, window: pd.DataFrame, alpha: float) -> WindowEvaluation:
         present = [c for c in self._columns if c[0] in window.columns]
@@ -144,7 +170,7 @@ class PreparedReference:
             FeatureDrift(name, test, stat, p, threshold, bool(p < threshold))
             for name, test, stat, p in raw
         )
-        return WindowEvaluation(features, live_rows=len(window), reference_rows=self.profile.rows)
+        return WindowEvaluation(features, live_rows=len(window), reference_rows=self.rows)
 
 
 def _numeric_block(window: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
@@ -181,7 +207,9 @@ def _finite_sorted(live: pd.Series) -> np.ndarray:
     return np.sort(values[np.isfinite(values)])
 
 
-def ks_test(reference_sample: list[float], live: pd.Series) -> tuple[float, float] | None:
+def ks_test(
+    reference_sample: Sequence[float] | np.ndarray, live: pd.Series
+) -> tuple[float, float] | None:
     """Two-sample KS of the live values' finite part against the reference sample."""
     ref = np.sort(np.asarray(reference_sample, dtype=float))
     return _ks_sorted(ref[np.isfinite(ref)], _finite_sorted(live))

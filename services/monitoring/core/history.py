@@ -44,6 +44,7 @@ def entry_from_json(data: bytes) -> HistoryEntry:
     decision = dict(raw["decision"])
     decision["features"] = tuple(FeatureDrift(**f) for f in decision["features"])
     decision["reasons"] = tuple(decision.get("reasons", ()))  # entries before reasons have none
+    decision["partitions"] = tuple((str(p), str(v)) for p, v in decision.get("partitions", ()))
     return HistoryEntry(
         decision=DriftDecision(**decision),
         event_id=raw.get("event_id", ""),
@@ -57,6 +58,9 @@ class DriftHistory:
     def __init__(self, store: ObjectStore | None = None) -> None:
         self._store = store
         self._entries: dict[str, HistoryEntry] = {}
+        self._by_model: dict[str, set[str]] = {}
+        """Model -> keys of its entries (a fleet episode's under each partition it lists too:
+        a fleet's thousands of partitions each look theirs up when they load)."""
         self._lock = threading.Lock()
 
     def load(self) -> int:
@@ -70,7 +74,8 @@ class DriftHistory:
         ]
         loaded = {k: entry_from_json(self._store.get(k)) for k in keys}
         with self._lock:
-            self._entries.update(loaded)
+            for key, entry in loaded.items():
+                self._add(key, entry)
             return len(self._entries)
 
     def record(
@@ -81,15 +86,35 @@ class DriftHistory:
         if self._store is not None:
             self._store.put(key, entry_to_json(entry))
         with self._lock:
-            self._entries[key] = entry
+            self._add(key, entry)
         return entry
 
+    def _add(self, key: str, entry: HistoryEntry) -> None:
+        self._entries[key] = entry
+        d = entry.decision
+        for model in (d.model, *(p for p, _ in d.partitions)):
+            self._by_model.setdefault(model, set()).add(key)
+
     def entries(self, model: str = "") -> list[HistoryEntry]:
-        """Recorded entries of one model (or, empty name, all), oldest first."""
+        """Recorded entries of one model (or, empty name, all), oldest first; a partition's
+        include the fleet episodes that list it."""
         with self._lock:
-            found = [e for e in self._entries.values() if not model or e.decision.model == model]
+            if model:
+                found = [self._entries[k] for k in self._by_model.get(model, ())]
+            else:
+                found = list(self._entries.values())
         return sorted(found, key=lambda e: (e.decision.decided_at, e.decision.episode_id))
 
     def latest(self, model: str) -> HistoryEntry | None:
         found = self.entries(model)
         return found[-1] if found else None
+
+    def latest_episode(self, model: str) -> tuple[str, str, float] | None:
+        """(episode id, version of `model`, decided at) of its latest episode: its own decision
+        or a fleet episode that lists it."""
+        entry = self.latest(model)
+        if entry is None:
+            return None
+        d = entry.decision
+        version = d.version if d.model == model else dict(d.partitions)[model]
+        return d.episode_id, version, d.decided_at

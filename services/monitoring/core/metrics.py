@@ -1,13 +1,14 @@
 """Prometheus metrics of the monitor: latest test results per feature, decisions, rows seen.
 
-Updated by the event handler after each observed prediction log.
+Updated by the event handler after each prediction log and label batch it observes.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from driftloop.services.monitoring.core.monitor import DriftDecision, DriftReport
+from driftloop.services.monitoring.core.fleet import fleet_of
+from driftloop.services.monitoring.core.monitor import DriftDecision, ModelMonitor
 
 DRIFT_P_VALUE = Gauge(
     "driftloop_monitoring_drift_p_value",
@@ -38,11 +39,18 @@ ROWS_OBSERVED = Counter(
 )
 
 
-def record_report(report: DriftReport) -> None:
-    for f in report.features:
-        DRIFT_P_VALUE.labels(report.model, f.feature).set(f.p_value)
-        DRIFT_STATISTIC.labels(report.model, f.feature).set(f.statistic)
-    DRIFT_SHARE.labels(report.model).set(report.drift_share)
+def record_monitor(monitor: ModelMonitor) -> None:
+    """A monitor's latest tests, without building its report (that costs histograms of every
+    column). A fleet's partition only sets its drift share: per-column series of thousands of
+    partitions would outweigh the monitors (their reports show the tests)."""
+    latest = monitor.latest
+    DRIFT_SHARE.labels(monitor.model).set(latest.drift_share if latest else 0.0)
+    if fleet_of(monitor.model) is not None:
+        return
+    evidence = monitor.performance.evidence(monitor.policy.alpha)
+    for f in (*(latest.features if latest else ()), *evidence):
+        DRIFT_P_VALUE.labels(monitor.model, f.feature).set(f.p_value)
+        DRIFT_STATISTIC.labels(monitor.model, f.feature).set(f.statistic)
 
 
 def record_decision(decision: DriftDecision) -> None:

@@ -6,11 +6,11 @@ deployments; it answers with drift decisions to publish and with reports for the
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,15 @@ from driftloop.services.monitoring.core.drift import (
     PreparedReference,
     WindowEvaluation,
 )
-from driftloop.services.monitoring.core.performance import LABEL, PendingState, PredictionJoin
+from driftloop.services.monitoring.core.early_labels import EarlyLabels
+from driftloop.services.monitoring.core.fleet import fleet_of
+from driftloop.services.monitoring.core.performance import (
+    LABEL,
+    PendingState,
+    PredictionJoin,
+    as_texts,
+)
+from driftloop.services.monitoring.core.recent import RecentValues
 from driftloop.services.monitoring.core.regression import (
     LabelTracker,
     RegressionTracker,
@@ -36,18 +44,16 @@ from driftloop.services.monitoring.core.report import (
     model_distributions,
     performance_summary,
 )
+from driftloop.services.monitoring.core.window import TS, LiveWindow, time_span
 from driftloop.shared.errors import NotFound
 from driftloop.shared.profile import PREDICTION, ReferenceProfile
 
 log = structlog.get_logger(__name__)
 
-TS = "_ts"
 CHANGE_SHRINK = 0.8
 """The share of the GLR's estimate of the rows since the change that a retrain's rows may reach
 back: its grid steps by 1.2, so the true change lies within about that factor; shrinking keeps
 older rows out."""
-EARLY_LABELS = 20_000
-"""Labels kept per model while their prediction's log has not arrived (under load it lags)."""
 CHANGE_LOOKBACK = 4096
 """Labelled rows whose join time is kept for the change point (bounded per model)."""
 REQUEST_ID = "_request_id"
@@ -57,7 +63,8 @@ REQUEST_ID = "_request_id"
 # alpha; persistence then asks for drift in `persistence` consecutive evaluations (a one-window
 # fluke is not enough, real drift only grows as the window fills). The error-rate detectors are
 # sequential by construction (performance.py, sequential.py: thresholds set for an in-control
-# average run length), so they need neither. An open episode mutes further decisions.
+# average run length), so they need neither. An open episode mutes further decisions. A
+# fleet's partitions share one budget among them: core/fleet_thresholds.py.
 
 
 class ModelMonitor:
@@ -87,9 +94,8 @@ class ModelMonitor:
         self.labels_invalid = 0
         """A regressor's labels that are not finite decimal numbers: counted, logged, ignored."""
         self._join = PredictionJoin(policy.max_pending_predictions, journal=journal)
-        self._early: collections.OrderedDict[str, str] = collections.OrderedDict()
-        """Labels that arrived before their prediction's log (request id -> label), bounded:
-        under load the prediction log can lag the labels; they join when it arrives."""
+        self._early = EarlyLabels()
+        """Labels that arrived before their prediction's log; they join when it arrives."""
         self.last_episode: DriftEpisode | None = None
         """The latest episode of any version (kept across deployments, for the report)."""
         self._lock = threading.Lock()  # observe() runs in a worker thread, reports on the loop
@@ -97,20 +103,19 @@ class ModelMonitor:
 
     def _reset(self, version: str, profile: ReferenceProfile) -> None:
         self.version = version
-        self.profile = profile
         self._reference = PreparedReference(profile)
+        self.profile = self._reference.slim(profile)
         self.rows_seen = 0
         self.episode: DriftEpisode | None = None
         self.latest: WindowEvaluation | None = None
         self.evaluated_at: float | None = None
-        self._columns = [f.name for f in profile.features] + [PREDICTION, TS]
-        self._chunks: collections.deque[pd.DataFrame] = collections.deque()
-        self._window_len = 0
+        columns = [f.name for f in profile.features] + [PREDICTION, TS]
+        self.window = LiveWindow(self.policy.window_rows, self.policy.window_seconds, columns)
         self._streak = 0
         p = self.policy
         self.performance: LabelTracker = tracker_for(profile, p)
-        self._label_ts: collections.deque[float] = collections.deque(maxlen=p.label_window_rows)
-        self._joined_at: collections.deque[float] = collections.deque(maxlen=CHANGE_LOOKBACK)
+        self._label_ts = RecentValues(p.label_window_rows)
+        self._joined_at = RecentValues(CHANGE_LOOKBACK)
         """When each recent labelled row's label was joined (for the change point's time)."""
         self._labels_since_test = 0
         self._prior_streak = 0
@@ -137,7 +142,6 @@ class ModelMonitor:
                 return None
             self._remember(frame)
             decision = self._join_early(frame, now)
-            frame = frame[[c for c in self._columns if c in frame.columns]]
             start = 0
             while start < len(frame):
                 take = min(len(frame) - start, self._rows_to_next_evaluation())
@@ -187,7 +191,7 @@ class ModelMonitor:
         for request_id, hit, label in zip(request_ids, joined, labels, strict=True):
             if hit is None:
                 if hold and not self._join.was_joined(request_id):
-                    self._hold(request_id, label)
+                    self._early.hold(request_id, label)
             elif hit[0] == self.version:
                 keep.append((hit[1], label, hit[2]))
             else:
@@ -211,36 +215,40 @@ class ModelMonitor:
     def labels_unmatched(self) -> int:
         """Labels not joined: of an unknown request id (still waiting for its prediction's log,
         or forgotten), or of another version."""
-        return self._unmatched + len(self._early)
-
-    def _hold(self, request_id: str, label: str) -> None:
-        """Keep a label whose prediction is not logged yet; the oldest beyond EARLY_LABELS are
-        forgotten (and counted unmatched: an unknown id, or a log that never came)."""
-        self._early[request_id] = label
-        while len(self._early) > EARLY_LABELS:
-            self._early.popitem(last=False)
-            self._unmatched += 1
+        return self._unmatched + self._early.forgotten + len(self._early)
 
     def _join_early(self, frame: pd.DataFrame, now: float) -> DriftDecision | None:
         """Labels that were waiting for these logged predictions join now."""
-        if not self._early or REQUEST_ID not in frame.columns:
+        if not len(self._early) or REQUEST_ID not in frame.columns:
             return None
-        found = [(i, self._early.pop(i)) for i in frame[REQUEST_ID].astype(str) if i in self._early]
-        if not found:
-            return None
-        ids, labels = (list(column) for column in zip(*found, strict=True))
-        return self._labels(ids, labels, now, hold=False)
+        ids, labels = self._early.take(frame[REQUEST_ID].astype(str))
+        return self._labels(ids, labels, now, hold=False) if ids else None
+
+    def take_early(self, request_ids: list[str]) -> tuple[list[str], list[str]]:
+        """The held early labels of these ids, removed (a fleet's partition logged them)."""
+        with self._lock:
+            return self._early.take(request_ids)
+
+    def forget(self, request_ids: list[str]) -> None:
+        """Forget these predictions awaiting labels (and ids joined): evicted elsewhere."""
+        with self._lock:
+            self._join.forget(request_ids)
+
+    def compact(self) -> None:
+        """Merge the live window's chunks (an idle monitor keeps one small frame)."""
+        with self._lock:
+            self.window.compact()
 
     def report(self, now: float | None = None) -> DriftReport:
         now = time.time() if now is None else now
         with self._lock:
             latest = self.latest
-            window = self._window() if self._chunks else pd.DataFrame()
-            start, end = _time_span(window, now) if len(window) else (None, None)
+            window = self.window.frame()
+            start, end = time_span(window, now) if len(window) else (None, None)
             return DriftReport(
                 model=self.model,
                 version=self.version,
-                window_rows=latest.live_rows if latest else self._window_len,
+                window_rows=latest.live_rows if latest else len(self.window),
                 reference_rows=self.profile.rows,
                 features=(*(latest.features if latest else ()), *self._perf_evidence()),
                 drift_share=latest.drift_share if latest else 0.0,
@@ -250,7 +258,9 @@ class ModelMonitor:
                 rows_seen=self.rows_seen,
                 window_start=start,
                 window_end=end,
-                distributions=model_distributions(self.profile, window, self.performance),
+                distributions=model_distributions(
+                    self.profile, window, self.performance, self._reference.samples
+                ),
                 performance=performance_summary(
                     self.performance,
                     self.labels_unmatched,
@@ -276,7 +286,7 @@ class ModelMonitor:
         """Restore an episode recorded before a restart, so it is not decided a second time."""
         with self._lock:
             episode = DriftEpisode(episode_id=episode_id, opened_at=opened_at)
-            if self.last_episode is None or self.last_episode.opened_at < opened_at:
+            if self.last_episode is None or self.last_episode.opened_at <= opened_at:
                 self.last_episode = episode
             if version == self.version:
                 self.episode = episode
@@ -299,8 +309,8 @@ class ModelMonitor:
         ts = frame[TS].to_numpy(dtype=float) if TS in frame.columns else np.zeros(len(frame))
         self._join.add(
             self.version,
-            frame[REQUEST_ID].astype(str).tolist(),
-            frame[PREDICTION].astype(str).tolist(),
+            as_texts(frame[REQUEST_ID]),
+            as_texts(frame[PREDICTION]),
             ts.tolist(),
         )
 
@@ -315,22 +325,11 @@ class ModelMonitor:
         return self.rows_seen >= p.min_rows and (self.rows_seen - p.min_rows) % p.eval_every == 0
 
     def _append(self, chunk: pd.DataFrame) -> None:
-        self._chunks.append(chunk)
-        self._window_len += len(chunk)
+        self.window.append(chunk)
         self.rows_seen += len(chunk)
-        while self._chunks and self._window_len - len(self._chunks[0]) >= self.policy.window_rows:
-            self._window_len -= len(self._chunks.popleft())
-
-    def _window(self) -> pd.DataFrame:
-        window = pd.concat(list(self._chunks), ignore_index=True).tail(self.policy.window_rows)
-        seconds = self.policy.window_seconds
-        if seconds is not None and TS in window.columns:
-            ts = pd.to_numeric(window[TS], errors="coerce")
-            window = window[ts >= ts.max() - seconds]
-        return window
 
     def _evaluate(self, now: float) -> DriftDecision | None:
-        window = self._window()
+        window = self.window.frame()
         if len(window) < self.policy.min_rows:  # a time window can hold too few rows to test
             return None
         evaluation = self._reference.evaluate(window, self.policy.alpha)
@@ -338,7 +337,7 @@ class ModelMonitor:
         self._streak = self._streak + 1 if self._triggers(evaluation) else 0
         if self._streak < self.policy.persistence:
             return None
-        start, end = _time_span(window, now)
+        start, end = time_span(window, now)
         evidence = (*evaluation.features, *self.performance.evidence(self.policy.alpha))
         return self._decide(now, evidence, end, start=start, live_rows=evaluation.live_rows)
 
@@ -395,7 +394,7 @@ class ModelMonitor:
             drift_share=sum(f.drifted for f in tested) / len(tested) if tested else 0.0,
             window_start=min(self._label_ts, default=end) if start is None else start,
             window_end=end,
-            live_rows=self._window_len if live_rows is None else live_rows,
+            live_rows=len(self.window) if live_rows is None else live_rows,
             reference_rows=self.profile.rows,
             decided_at=now,
             reasons=explain(evidence),
@@ -423,16 +422,6 @@ class ModelMonitor:
         return now - self.episode.opened_at < self.policy.episode_timeout_s
 
 
-def _time_span(window: pd.DataFrame, now: float) -> tuple[float, float]:
-    if TS not in window.columns:
-        return now, now
-    ts = pd.to_numeric(window[TS], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    ts = ts[np.isfinite(ts)]
-    if len(ts) == 0:
-        return now, now
-    return float(ts.min()), float(ts.max())
-
-
 class ModelMonitors:
     """Every monitored model's ModelMonitor, by model name, each with its model's policy."""
 
@@ -442,19 +431,25 @@ class ModelMonitors:
         overrides: dict[str, DriftPolicy] | None = None,
         *,
         journal: bool = False,
+        scale: Callable[[str, DriftPolicy], DriftPolicy] | None = None,
     ) -> None:
         """`journal`: each monitor records the changes of its predictions awaiting labels
-        (ModelMonitor), which the caller must drain (`drain_pending`)."""
+        (ModelMonitor), which the caller must drain (`drain_pending`). `scale(model, policy)`:
+        the policy a model's monitor is built with (a fleet's partitions: fleet_thresholds.py)."""
         self.policy = policy
-        """The default policy; `overrides` hold the models that have their own."""
+        """The default policy; `overrides` hold the models (or fleets) that have their own."""
         self.overrides = dict(overrides or {})
         self.journal = journal
+        self._scale = scale
         self._monitors: dict[str, ModelMonitor] = {}
         self._restored: dict[str, list[tuple[str, PendingState]]] = {}
         """Recorded states of models not monitored yet (applied when they are)."""
 
     def policy_for(self, model: str) -> DriftPolicy:
-        return self.overrides.get(model, self.policy)
+        """The model's own policy, else its fleet's (a partition), else the default; scaled."""
+        fleet = fleet_of(model)
+        found = self.overrides.get(model) or self.overrides.get(fleet or model, self.policy)
+        return found if self._scale is None else self._scale(model, found)
 
     def switch(self, model: str, version: str, profile: ReferenceProfile) -> None:
         """Monitor `model` at `version` against `profile` (first sight or a deployment)."""
@@ -486,6 +481,9 @@ class ModelMonitors:
 
     def knows(self, model: str) -> bool:
         return model in self._monitors
+
+    def models(self) -> list[str]:
+        return list(self._monitors)
 
     def version(self, model: str) -> str | None:
         monitor = self._monitors.get(model)

@@ -1,6 +1,10 @@
 """Which reference profile each model's monitor compares live data with: every production
 profile on start, a missing one lazily (asked for again after a delay), the deployed one on a
 deployment. The bus keeps no state: the registry says which version is production.
+
+A fleet's partitions are loaded lazily only (on their first prediction log or label), also on a
+deployment of one not monitored yet: a fleet of 16,000 partitions would otherwise read 16,000
+profiles at start, most for partitions that may see no traffic for hours.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Protocol
 
 import structlog
 
+from driftloop.services.monitoring.core.fleet import fleet_of
 from driftloop.services.monitoring.core.history import DriftHistory
 from driftloop.services.monitoring.core.monitor import ModelMonitors
 from driftloop.shared.errors import DriftloopError, NotFound, Unavailable
@@ -62,7 +67,7 @@ class References:
         try:
             wanted = await self._source.production_versions()
             for model, version in sorted(wanted.items()):
-                if self._monitors.version(model) == version:
+                if self._monitors.version(model) == version or fleet_of(model) is not None:
                     continue
                 try:
                     profile = await self._source.profile(model, version)
@@ -97,6 +102,9 @@ class References:
         the consumer retries Unavailable, and dead-letters the rest."""
         if self._monitors.version(model) == version:
             return None
+        if fleet_of(model) is not None and not self._monitors.knows(model):
+            self._retry_at.pop(model, None)  # its next log loads the production reference
+            return None
         profile = await self._source.profile(model, version)
         self._monitors.switch(model, version, profile)
         self._retry_at.pop(model, None)
@@ -118,10 +126,9 @@ class References:
         """First sight of a model in this process: its reference, and its latest episode (a
         drift decided before a restart is neither forgotten nor decided again)."""
         self._monitors.switch(model, version, profile)
-        latest = self._history.latest(model)
+        latest = self._history.latest_episode(model)
         if latest is not None:
-            d = latest.decision
-            self._monitors.get(model).resume(d.episode_id, d.version, d.decided_at)
+            self._monitors.get(model).resume(*latest)
         log.info("reference_loaded", model=model, version=version, rows=profile.rows)
 
 

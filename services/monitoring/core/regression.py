@@ -28,6 +28,7 @@ from driftloop.services.monitoring.core.performance import (
     PerformanceTracker,
     profile_reference,
 )
+from driftloop.services.monitoring.core.recent import RecentValues
 from driftloop.services.monitoring.core.sequential import ErrorRateGlr, alarm_rate, first_alarm
 from driftloop.shared.profile import ReferenceProfile
 
@@ -131,7 +132,8 @@ class RegressionTracker:
         adwin_delta: float = 0.0,
     ) -> None:
         self.reference: RegressionReference | None = None
-        self.target_sample = list(target_sample)
+        self.target_sample = np.asarray(target_sample, dtype=float)
+        """The training target's sample (an array: a list of floats costs four times as much)."""
         self.labelled_rows = 0
         self._burn_in_rows = burn_in_rows
         self._window_rows = window_rows
@@ -148,9 +150,9 @@ class RegressionTracker:
         self.change_rows = 0
         """At an alarm, the GLR's estimate of how many labelled rows before the alarm row the
         errors grew (0: no estimate)."""
-        self._abs: collections.deque[float] = collections.deque(maxlen=window_rows)
-        self._labels: collections.deque[float] = collections.deque(maxlen=window_rows)
-        self._predictions: collections.deque[float] = collections.deque(maxlen=window_rows)
+        self._abs = RecentValues(window_rows)
+        self._labels = RecentValues(window_rows)
+        self._predictions = RecentValues(window_rows)
         self._burn_in: list[tuple[float, float]] = []
         self.points: collections.deque[ErrorPoint] = collections.deque(maxlen=POINTS)
         self._point_rows = max(20, window_rows // 5)
@@ -182,9 +184,9 @@ class RegressionTracker:
         errors = np.abs(truth - predicted)
         errors = np.where(np.isfinite(errors), errors, np.finfo(float).max)  # 1e308 - (-1e308)
         self.labelled_rows += len(rows)
-        self._abs.extend(errors.tolist())
-        self._labels.extend(truth.tolist())
-        self._predictions.extend(predicted.tolist())
+        self._abs.extend(errors)
+        self._labels.extend(truth)
+        self._predictions.extend(predicted)
         at = np.asarray(ts, dtype=float)[rows] if len(ts) else np.zeros(len(rows))
         at = np.where(np.isfinite(at), at, 0.0)
         self._add_points(errors, at)
@@ -222,8 +224,8 @@ class RegressionTracker:
             abs_errors = np.array([e for e, _ in self._burn_in])
             mae = float(abs_errors.mean())
             rmse = float(np.sqrt(np.mean(abs_errors**2)))
-            if not self.target_sample:
-                self.target_sample = [y for _, y in self._burn_in]
+            if len(self.target_sample) == 0:
+                self.target_sample = np.array([y for _, y in self._burn_in], dtype=float)
             self._start(RegressionReference(mae, max(rmse, mae), len(abs_errors), "live"))
             self._burn_in = []
         return take
@@ -245,7 +247,7 @@ class RegressionTracker:
         """(MAE, RMSE) of the latest label window; None before any labelled row."""
         if not self._abs:
             return None
-        errors = np.fromiter(self._abs, float, len(self._abs))
+        errors = self._abs.values()
         return float(errors.mean()), float(np.sqrt(np.mean(errors**2)))
 
     def evidence(self, alpha: float) -> tuple[FeatureDrift, ...]:
@@ -264,7 +266,7 @@ class RegressionTracker:
         ref, live = self.reference, self.live()
         if ref is None or live is None or self.cusum is None or self.glr is None:
             return ()
-        errors = np.fromiter(self._abs, float, len(self._abs))
+        errors = self._abs.values()
         n = len(errors)
         se = math.sqrt(float(errors.var()) / n + ref.sd**2 / ref.rows)
         p_mae = _upper_tail(live[0] - ref.mae, se)
@@ -310,7 +312,7 @@ class RegressionTracker:
         as the classifier's label-prior chi-squared)."""
         if len(self._labels) < self._window_rows or len(self.target_sample) < 2:
             return None
-        result = ks_test(self.target_sample, pd.Series(list(self._labels), dtype=float))
+        result = ks_test(self.target_sample, pd.Series(self._labels.values(), dtype=float))
         if result is None:
             return None
         statistic, p_value = result

@@ -6,7 +6,7 @@ Pure domain logic: histograms and category shares from a profile and a live wind
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,21 +101,28 @@ class DriftReport:
 
 
 def distributions(
-    columns: Sequence[FeatureProfile], window: pd.DataFrame
+    columns: Sequence[FeatureProfile],
+    window: pd.DataFrame,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[ColumnDistribution, ...]:
-    """Reference vs live of every profiled column present in the window (or the label)."""
+    """Reference vs live of every profiled column present in the window (or the label).
+
+    `samples`: numeric reference samples by column, used instead of the profile's own (a
+    monitor keeps them as arrays and drops the profile's lists: a fleet holds thousands)."""
+    samples = samples or {}
     found = []
     for column in columns:
         live = window[column.name] if column.name in window.columns else pd.Series([], dtype=object)
-        if column.kind == "numeric" and column.sample:
-            found.append(_numeric(column, live))
+        sample = samples.get(column.name)
+        if column.kind == "numeric" and (column.sample or sample is not None):
+            ref = np.asarray(column.sample if sample is None else sample, dtype=float)
+            found.append(_numeric(column.name, ref, live))
         elif column.frequencies:
             found.append(_categorical(column, live))
     return tuple(found)
 
 
-def _numeric(column: FeatureProfile, live: pd.Series) -> ColumnDistribution:
-    ref = np.asarray(column.sample, dtype=float)
+def _numeric(name: str, ref: np.ndarray, live: pd.Series) -> ColumnDistribution:
     ref = ref[np.isfinite(ref)]
     values = pd.to_numeric(live, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     values = values[np.isfinite(values)]
@@ -132,7 +139,7 @@ def _numeric(column: FeatureProfile, live: pd.Series) -> ColumnDistribution:
     lo, hi = max(lo, -LIMIT), min(hi, LIMIT)
     edges = np.linspace(lo, hi, BINS + 1)
     return ColumnDistribution(
-        column=column.name,
+        column=name,
         kind="numeric",
         bin_edges=tuple(float(e) for e in edges),
         categories=(),
@@ -213,11 +220,14 @@ def f1_macro(predictions: Sequence[str], labels: Sequence[str]) -> float | None:
 
 
 def model_distributions(
-    profile: ReferenceProfile, window: pd.DataFrame, performance: LabelTracker
+    profile: ReferenceProfile,
+    window: pd.DataFrame,
+    performance: LabelTracker,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[ColumnDistribution, ...]:
     """Every feature, the prediction and (once there is a label reference) the label."""
     columns = [*profile.features, *([profile.prediction] if profile.prediction else [])]
-    found = distributions(columns, window)
+    found = distributions(columns, window, samples)
     if isinstance(performance, RegressionTracker):
         return found + _target_distribution(performance)
     ref = performance.reference
@@ -231,13 +241,12 @@ def model_distributions(
 def _target_distribution(performance: RegressionTracker) -> tuple[ColumnDistribution, ...]:
     """A regressor's label window against the training target's sample (numeric)."""
     sample = performance.target_sample
-    if not sample:
+    if len(sample) == 0:
         return ()
-    reference = FeatureProfile(
-        name=TARGET, kind="numeric", count=len(sample), null_fraction=0.0, sample=sample
-    )
+    reference = FeatureProfile(name=TARGET, kind="numeric", count=len(sample), null_fraction=0.0)
     _, labels = performance.window()
-    return distributions([reference], pd.DataFrame({TARGET: pd.Series(labels, dtype=float)}))
+    live = pd.DataFrame({TARGET: pd.Series(labels, dtype=float)})
+    return distributions([reference], live, {TARGET: sample})
 
 
 def performance_summary(

@@ -117,8 +117,12 @@ class ErrorRateGlr:
         self.threshold = glr_threshold(arl0) if threshold is None else threshold
         self._prior = (prior_rows, prior_errors)
         self._max_post = int(self._post[-1])
-        self._cum = np.zeros(1)
-        """Cumulative errors at rows first..t (the last max_post + 1 of them)."""
+        self._dtype = np.uint16 if self._max_post + self.CHUNK < 2**16 else np.uint32
+        self._cum = np.zeros(1, dtype=self._dtype)
+        """Cumulative errors at rows first..t (the last max_post + 1 of them), less `_base`:
+        small integers, so 2 bytes a row instead of a float's 8 (a fleet runs thousands)."""
+        self._base = 0
+        """Errors before row `_first` (the cumulative count is _base + _cum)."""
         self._first = 0
         """Row index of self._cum[0]."""
         self._rows = 0
@@ -160,14 +164,16 @@ class ErrorRateGlr:
     def _extend(self, chunk: np.ndarray) -> np.ndarray:
         """Append a chunk of errors; the statistic at each of its rows."""
         n = len(chunk)
-        cum = self._cum[-1] + np.cumsum(chunk, dtype=float)
-        self._cum = np.concatenate([self._cum, cum])
+        cum = int(self._cum[-1]) + np.cumsum(chunk, dtype=np.int64)
+        self._cum = np.concatenate([self._cum, cum.astype(self._dtype)])
         rows = self._rows + 1 + np.arange(n)
         self._rows += n
         path = self._statistics(rows)
         drop = len(self._cum) - (self._max_post + 1)
         if drop > 0:
-            self._cum = self._cum[drop:]
+            shift = int(self._cum[drop])
+            self._cum = (self._cum[drop:].astype(np.int64) - shift).astype(self._dtype)
+            self._base += shift
             self._first += drop
         return path
 
@@ -180,8 +186,8 @@ class ErrorRateGlr:
         if not valid.any():
             self._argmax = np.zeros(len(rows), dtype=np.int64)
             return np.zeros(len(rows))
-        before = self._cum[np.maximum(split, self._first) - self._first]
-        now = self._cum[rows - self._first][:, None]
+        before = self._base + self._cum[np.maximum(split, self._first) - self._first].astype(float)
+        now = self._base + self._cum[rows - self._first][:, None].astype(float)
         n2 = np.broadcast_to(self._post.astype(float), n1.shape)
         e1 = before + prior_errors
         e2 = now - before
@@ -193,8 +199,8 @@ class ErrorRateGlr:
         return np.asarray(llr.max(axis=1))
 
     def _restart(self) -> None:
-        self._cum = np.zeros(1)
-        self._first = self._rows = 0
+        self._cum = np.zeros(1, dtype=self._dtype)
+        self._first = self._rows = self._base = 0
         self.statistic = 0.0
         self._prior = (0, 0.0)  # after a change the old reference no longer describes the rows
 
