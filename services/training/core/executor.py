@@ -114,9 +114,12 @@ class RunExecutor:
         if data is None:  # deferred until more rows arrive; the worker goes on meanwhile
             return
         await asyncio.to_thread(self._runs.record_data_wait, run.run_id, data.waited_seconds)
+        if data.note:
+            await asyncio.to_thread(self._runs.add_reason, run.run_id, data.note)
         await self._progress(run, "fitting")
         champion = await self._registry.production(model.name) if known else None
-        if champion is None and model.fleet:
+        against_global = champion is None and bool(model.fleet)
+        if against_global:
             # a partition's first candidates must beat the fleet's global model, which serves
             # the partition meanwhile (the registry compares them with it as well)
             champion = await self._registry.production(model.fleet)
@@ -151,6 +154,10 @@ class RunExecutor:
         )
         if model.spec.partition_by and not model.fleet and run.trigger != "drift":
             await asyncio.to_thread(self._queue_partitions, run, model, data)
+        if against_global:
+            await asyncio.to_thread(
+                self._requeue_when_grown, run, model, registration, len(data.frame)
+            )
         if run.trigger == "drift" and run.episode_id and data.since is not None:
             await asyncio.to_thread(
                 self._retry_if_undecided,
@@ -218,23 +225,55 @@ class RunExecutor:
     def _queue_partitions(self, run: Run, model: ModelInfo, data: PinnedData) -> None:
         """After a fleet's global model: one run per partition with min_rows rows in the same
         data (queued once per fleet run, even when the fleet run is redone)."""
-        grouped = self._data.grouped(model, data.manifest, data.since)
-        eligible = grouped.eligible(model.spec.min_rows)
+        sizes = self._data.grouped(model, data.manifest).sizes()
+        eligible = [s for s, n in sorted(sizes.items(), key=lambda p: (-p[1], p[0]))]
+        eligible = [s for s in eligible if sizes[s] >= model.spec.min_rows]
         for suffix in eligible:
             self._runs.queue(
                 f"{model.name}/{suffix}",
                 run.trigger,
                 correlation_id=run.correlation_id,
                 causation_id=run.causation_id,
-                reason=f"partition of fleet run {run.run_id} ({len(grouped.rows(suffix))} rows)",
+                reason=f"partition of fleet run {run.run_id} ({sizes[suffix]} rows)",
                 schedule_slot=fleet_runs.child_slot(run.run_id, suffix),
             )
         log.info(
             "fleet_partitions_queued",
             partitions=len(eligible),
-            seen=len(grouped.groups),
+            seen=len(sizes),
             min_rows=model.spec.min_rows,
         )
+
+    def _requeue_when_grown(
+        self, run: Run, model: ModelInfo, reg: Registration, rows: int
+    ) -> Run | None:
+        """A partition with no production version whose candidate was inconclusive against the
+        fleet's global model would get no further run (only drift runs retry): queue one that
+        waits until the partition's rows have doubled (or grown by window_rows, when the window
+        is full already), so the next comparison has about twice the evidence. Once per run
+        (idempotent by its slot), at most the policy's max_attempts in a row."""
+        if reg.outcome != "inconclusive" or run.trigger == "drift" or not model.fleet:
+            return None
+        if run.attempt >= model.spec.evidence.max_attempts:
+            log.info("partition_left_to_global_model", rows=rows, attempts=run.attempt)
+            return None
+        wanted = rows + min(rows, model.spec.window_rows)
+        queued = self._runs.queue(
+            run.model,
+            run.trigger,
+            correlation_id=run.correlation_id,
+            causation_id=run.causation_id,
+            reason=f"version {reg.version} of this partition was inconclusive against the "
+            f"fleet's global model on {rows} rows: again once the partition has {wanted}",
+            schedule_slot=fleet_runs.grown_slot(run.run_id),
+            attempt=run.attempt + 1,
+            wait_rows=wanted,
+            wait_reason=f"{wanted} rows of the partition: twice the evidence of the inconclusive "
+            f"comparison on {rows} (at most window_rows {model.spec.window_rows} more)",
+        )
+        if queued is not None:
+            log.info("partition_requeued_when_grown", run_id=queued.run_id, rows=wanted)
+        return queued
 
     async def _model_and_spec(self, run: Run) -> tuple[ModelInfo, SpecInfo, bool]:
         """The model, with the spec version current now (recorded on the run), and whether the
@@ -265,13 +304,16 @@ class RunExecutor:
     ) -> trainer.TrainedCandidate:
         frame, note = self._learnable_rows(run, model, data.frame)
         window = trainer.select_window(frame, model.target, model.spec.window_rows, model.spec.task)
-        if len(window) < model.spec.min_rows:
+        least = data.min_rows or model.spec.min_rows
+        if len(window) < least:
             numeric = "numeric " if tasks.is_regression(model.spec.task) else ""
             raise InvalidInput(
                 f"only {len(window)} curated rows with a {numeric}{model.target!r} value in the "
-                f"window; model {model.name} needs at least {model.spec.min_rows}"
+                f"window; model {model.name} needs at least {least}"
                 + (f" ({note})" if note else "")
             )
+        if least != model.spec.min_rows:  # a drift run's short post-drift window
+            model = replace(model, spec=replace(model.spec, min_rows=least))
         # why: OpenMP estimators (histogram gradient boosting) spin-wait for their threads; on a
         # small machine shared with the other services a fit with one thread per core took 40 s
         # instead of 0.1 s when the cores were busy

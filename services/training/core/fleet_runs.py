@@ -4,18 +4,15 @@ partition).
 
 A fleet run (the fleet's own model name) fits the global model on every partition's rows, then
 queues one run per partition with the spec's min_rows, each registered under its partition model
-name. The data of one manifest snapshot is read once and grouped once for all of them
-(`FleetFrames`). A fleet episode (DriftDetected naming partitions) queues the fleet's run and one
-run per named partition at once, each with its own episode id derived from the fleet's, so the
-per-episode idempotence holds per partition.
+name. The data is read and grouped once per dataset, and only new files after that
+(fleet_snapshot.py). A fleet episode (DriftDetected naming partitions) queues the fleet's run
+and one run per named partition at once, each with its own episode id derived from the
+fleet's, so the per-episode idempotence holds per partition.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -39,6 +36,12 @@ def child_slot(parent_run_id: str, partition: str) -> str:
     return f"fleet:{parent_run_id}:{digest}"
 
 
+def grown_slot(run_id: str) -> str:
+    """The key that queues a partition's next run once after an inconclusive one (waiting for
+    the partition to grow), even when that run is redone."""
+    return f"grown:{run_id}"
+
+
 @dataclass(frozen=True)
 class GroupedFrame:
     frame: pd.DataFrame
@@ -59,39 +62,13 @@ class GroupedFrame:
 
 def group(frame: pd.DataFrame, columns: tuple[str, ...], max_partitions: int) -> GroupedFrame:
     """`frame` grouped by its partition; TooLarge when the columns have more distinct values than
-    `max_partitions` (before any model is trained or created)."""
+    `max_partitions` (before any model is trained or created). A frame with no rows groups into
+    no partitions, whatever its columns (a snapshot with nothing since the drift reads as a frame
+    without columns)."""
+    if frame.empty:
+        return GroupedFrame(frame, {})
     keys = fleet.partition_keys(frame, columns)
     fleet.count_partitions(keys.unique(), columns, max_partitions)
     present = keys[keys != ""]
     groups = {str(k): idx for k, idx in present.groupby(present, sort=False).groups.items()}
     return GroupedFrame(frame, groups)
-
-
-class FleetFrames:
-    """The last few (manifest, since) snapshots read, grouped by partition: the runs of one
-    fleet pass all train from the same snapshot, so it is read and grouped once."""
-
-    def __init__(self, capacity: int = 2) -> None:
-        self._cache: OrderedDict[tuple[str, float | None, tuple[str, ...]], GroupedFrame] = (
-            OrderedDict()
-        )
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def get(
-        self,
-        key: tuple[str, float | None, tuple[str, ...]],
-        read: Callable[[], pd.DataFrame],
-        max_partitions: int,
-    ) -> GroupedFrame:
-        with self._lock:
-            found = self._cache.get(key)
-            if found is not None:
-                self._cache.move_to_end(key)
-                return found
-        grouped = group(read(), key[2], max_partitions)
-        with self._lock:
-            self._cache[key] = grouped
-            while len(self._cache) > self._capacity:
-                self._cache.popitem(last=False)
-        return grouped

@@ -227,10 +227,14 @@ class FleetDemo:
         to_serving: float,
         errors: dict[int, RouteErrors],
     ) -> dict[str, Any]:
+        # a partition whose first candidate was inconclusive against the global model is tried
+        # again once its rows have doubled (trigger "auto"): only drift retrains count here
         others = [
             m.name
             for m in await self.registry.list_models(fleet=self.name)
-            if m.name != target and m.latest_version > 1
+            if m.name != target
+            and m.latest_version > 1
+            and any(v.lineage.trigger == "drift" for v in await self.registry.list_versions(m.name))
         ]
         named = {
             p
