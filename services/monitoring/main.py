@@ -15,7 +15,7 @@ from driftloop.services.monitoring.adapters.registry import RegistryEvidence, Re
 from driftloop.services.monitoring.core.fleet_dispatch import FleetDispatch
 from driftloop.services.monitoring.core.fleet_thresholds import FleetSizes
 from driftloop.services.monitoring.core.history import DriftHistory
-from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.services.monitoring.core.monitors import ModelMonitors
 from driftloop.services.monitoring.core.shadow import ShadowComparisons, ShadowMonitor
 from driftloop.services.monitoring.settings import MonitoringSettings
 from driftloop.shared import logging

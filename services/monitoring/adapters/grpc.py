@@ -14,7 +14,7 @@ from driftloop.services.monitoring.adapters.pb import (
     history_entry_pb,
 )
 from driftloop.services.monitoring.core.history import DriftHistory, HistoryEntry
-from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.services.monitoring.core.monitors import ModelMonitors
 from driftloop.shared.errors import InvalidInput
 
 FULL_NAME = "driftloop.monitoring.v1.MonitoringService"

@@ -26,7 +26,8 @@ from driftloop.services.monitoring.core.fleet_dispatch import FleetDispatch
 from driftloop.services.monitoring.core.fleet_episodes import FleetEpisodeRules
 from driftloop.services.monitoring.core.fleet_thresholds import FleetSizes
 from driftloop.services.monitoring.core.history import DriftHistory
-from driftloop.services.monitoring.core.monitor import REQUEST_ID, DriftDecision, ModelMonitors
+from driftloop.services.monitoring.core.monitor import REQUEST_ID, DriftDecision
+from driftloop.services.monitoring.core.monitors import ModelMonitors
 from driftloop.services.monitoring.core.performance import PendingState
 from driftloop.services.monitoring.core.references import References, ReferenceSource
 from driftloop.services.monitoring.core.shadow import ShadowMonitor
@@ -37,14 +38,17 @@ from driftloop.shared.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
 
-TOPICS = [topics.PREDICTIONS, topics.LABELS, topics.DEPLOYMENTS]
+TOPICS = [topics.PREDICTIONS, topics.LABELS, topics.DEPLOYMENTS, topics.MODELS]
+"""driftloop.models: the registry's decisions; a ModelRejected saying the champion is as good
+on post-drift data rebases the monitor (core/references.py, References.settle)."""
 HANDLED_IDS = 50_000
 """Event ids remembered by the batch handler, so that a batch retried record by record (after
 one of its records failed) does not observe the others twice."""
 
 
 class MonitoringHandler:
-    """Handles PredictionLog, LabelBatch and ModelDeployed envelopes; others are ignored."""
+    """Handles PredictionLog, LabelBatch, ModelDeployed and ModelRejected envelopes; others are
+    ignored."""
 
     def __init__(
         self,
@@ -104,7 +108,9 @@ class MonitoringHandler:
         for entry in self.history.entries():
             d = entry.decision
             if d.partitions:
-                self.fleets.episodes.resume(d.model, d.episode_id, d.decided_at)
+                self.fleets.episodes.resume(
+                    d.model, d.episode_id, d.decided_at, [p for p, _ in d.partitions]
+                )
 
     async def close(self) -> None:
         """On a clean stop: publish the partition decisions still held, stop the changelog."""
@@ -176,6 +182,11 @@ class MonitoringHandler:
             await self._on_labels(event)
         elif kind == "model_deployed":
             await self._on_deployed(event)
+        elif kind == "model_rejected":
+            rejected = event.model_rejected
+            await asyncio.to_thread(
+                self._references.settle, rejected.model, event.correlation_id, rejected.reason
+            )
 
     async def _on_predictions(self, event: Envelope) -> None:
         logged = event.prediction_log

@@ -18,7 +18,7 @@ from driftloop.services.monitoring.core.decision import DriftDecision
 from driftloop.services.monitoring.core.fleet import FleetIndexes, fleet_of, group_evicted
 from driftloop.services.monitoring.core.fleet_episodes import FleetEpisodeRules, FleetEpisodes
 from driftloop.services.monitoring.core.fleet_thresholds import FleetSizes
-from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.services.monitoring.core.monitors import ModelMonitors
 from driftloop.services.monitoring.core.performance import PendingState
 
 log = structlog.get_logger(__name__)
@@ -61,12 +61,18 @@ class FleetDispatch:
     def saw(self, model: str, now: float) -> None:
         """`model` logged rows or got labels; a new partition may move its fleet's N."""
         self._active[model] = now
+        fleet = fleet_of(model)
+        if fleet is not None:
+            self.monitors.fallback(fleet)
         if self.sizes.saw(model):
-            self.rescale(fleet_of(model) or model)
+            self.rescale(fleet or model)
 
     def rescale(self, fleet: str) -> None:
         """The fleet's N moved: its monitors' tests take the new share of the budget now (their
-        sequential detectors at their next reset, fleet_thresholds.py)."""
+        sequential detectors at their next reset, fleet_thresholds.py). A fleet with
+        partition models answers only fallback rows with its global model (ModelMonitors.
+        fallback)."""
+        self.monitors.fallback(fleet)
         for partition in self.sizes.monitored(fleet):
             if self.monitors.knows(partition):
                 self.monitors.get(partition).policy = self.monitors.policy_for(partition)

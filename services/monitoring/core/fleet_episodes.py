@@ -14,11 +14,16 @@ Pure domain logic; the event handler feeds it partition decisions and publishes 
   decisions goes out on its own as DriftDetected(model=P), as every decision did before
   fleets, `hold_s` late. Decisions already published alone keep their own run (they are not
   listed again in a fleet episode that follows).
-- While that fleet episode is open (until F's global model deploys a new version, or for the
-  policy's episode_timeout_s), F's later partition decisions (a change reaches partitions at
-  the pace of their traffic) are held for `window_s` instead and go out together as one
-  follow-up fleet episode listing only them, when there are at least min_partitions of them
-  (else each alone): at most one run of the global model per window, not one per straggler.
+- While that fleet episode is open (for the policy's episode_timeout_s from its opening, also
+  after F's global model deployed a new version: a city-wide change reaches partitions at the
+  pace of their own labelled traffic, each at 1/N of the false-alarm budget, so over minutes,
+  not within `window_s`), it GROWS: F's later partition decisions are held `hold_s` and go out
+  as a follow-up DriftDetected with the SAME episode id, listing only them (any number, even
+  one: the global model is not refitted again). Training queues one run per listed partition
+  with an id derived from the episode's (fleet_runs.child_episode), so a follow-up adds those
+  runs only, and a redelivered one adds none. A partition already listed in the open episode
+  that decides again (its new version still drifts) goes out on its own, as a new episode: it
+  must not be absorbed into the run it already had.
 A partition in a fleet episode does not alarm again on its own: its monitor opened its own
 episode when it decided (muted until its next deployment or episode_timeout_s, monitor.py), and
 the handler stamps that episode with the fleet episode's id (a restart resumes it from the drift
@@ -30,13 +35,18 @@ after the restart; a clean stop publishes them (`flush`).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import structlog
+
 from driftloop.services.monitoring.core.decision import DriftDecision, DriftEpisode
 from driftloop.services.monitoring.core.drift import FeatureDrift
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,8 @@ class _FleetState:
     held: list[tuple[float, DriftDecision]] = field(default_factory=list)
     recent: collections.deque[tuple[float, str]] = field(default_factory=collections.deque)
     open: DriftEpisode | None = None
+    members: set[str] = field(default_factory=set)
+    """The partitions listed so far in the open episode (its first decision and follow-ups)."""
 
 
 class FleetEpisodes:
@@ -112,17 +124,31 @@ class FleetEpisodes:
             return None
         return state.open if now - state.open.opened_at < self.rules.episode_s else None
 
-    def resume(self, fleet: str, episode_id: str, opened_at: float) -> None:
-        """A fleet episode recorded before a restart (from the drift history)."""
+    def resume(
+        self, fleet: str, episode_id: str, opened_at: float, partitions: Sequence[str] = ()
+    ) -> None:
+        """A fleet episode recorded before a restart (from the drift history: one entry per
+        DriftDetected, its follow-ups sharing its id; the earliest is the opening)."""
         state = self._fleets.setdefault(fleet, _FleetState())
-        if state.open is None or state.open.opened_at < opened_at:
+        if state.open is not None and state.open.episode_id == episode_id:
+            if opened_at < state.open.opened_at:
+                state.open = DriftEpisode(episode_id, opened_at)
+            state.members.update(partitions)
+        elif state.open is None or state.open.opened_at < opened_at:
             state.open = DriftEpisode(episode_id, opened_at)
+            state.members = set(partitions)
 
     def close(self, fleet: str) -> None:
-        """The fleet's global model deployed a new version: its fleet episode is over."""
+        """The fleet's global model deployed a new version. The fleet episode stays open for
+        partitions that drift later (see the module docstring) until episode_timeout_s: the
+        change that opened it is still reaching them."""
         state = self._fleets.get(fleet)
-        if state is not None:
-            state.open = None
+        if state is not None and state.open is not None:
+            log.info(
+                "fleet_global_deployed_episode_open",
+                fleet=fleet,
+                episode_id=state.open.episode_id,
+            )
 
     def _release(
         self, fleet: str, state: _FleetState, now: float, *, ended: bool = False
@@ -132,7 +158,7 @@ class FleetEpisodes:
         while state.recent and state.recent[0][0] <= now - rules.window_s:
             state.recent.popleft()
         if state.open is not None and now - state.open.opened_at >= rules.episode_s:
-            state.open = None
+            state.open, state.members = None, set()
         if state.open is not None:
             return self._follow_up(fleet, state, now, ended)
         if not state.held or (state.held[0][0] + rules.hold_s > now and not ended):
@@ -148,22 +174,31 @@ class FleetEpisodes:
     def _follow_up(
         self, fleet: str, state: _FleetState, now: float, ended: bool
     ) -> list[DriftDecision]:
-        if not state.held or (state.held[0][0] + self.rules.window_s > now and not ended):
+        """The open episode grows: held decisions go out after `hold_s` as one follow-up with
+        the episode's id; a partition it already lists goes out alone (a new episode)."""
+        if not state.held or (state.held[0][0] + self.rules.hold_s > now and not ended):
             return []
-        if len(state.held) < self.rules.min_partitions:
-            alone = [d for _, d in state.held]
-            state.held.clear()
-            return alone
-        opened = state.open
-        grouped = self._group(fleet, state, now)
-        state.open = opened  # a follow-up does not extend the episode
-        return [grouped]
+        assert state.open is not None
+        joiners = [d for _, d in state.held if d.model not in state.members]
+        again = [d for _, d in state.held if d.model in state.members]
+        state.held.clear()
+        if not joiners:
+            return again
+        grown = fleet_decision(fleet, self._version(fleet), joiners, now)
+        grown = dataclasses.replace(
+            grown,
+            episode_id=state.open.episode_id,
+            reasons=(f"joins fleet episode {state.open.episode_id}", *grown.reasons),
+        )
+        state.members.update(d.model for d in joiners)
+        return [grown, *again]
 
     def _group(self, fleet: str, state: _FleetState, now: float) -> DriftDecision:
         members = [d for _, d in state.held]
         state.held.clear()
         decision = fleet_decision(fleet, self._version(fleet), members, now)
         state.open = DriftEpisode(decision.episode_id, now)
+        state.members = {d.model for d in members}
         return decision
 
 

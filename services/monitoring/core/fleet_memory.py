@@ -24,7 +24,7 @@ import psutil
 
 from driftloop.services.monitoring.core.drift import DriftPolicy
 from driftloop.services.monitoring.core.fleet import RequestIndex
-from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.services.monitoring.core.monitors import ModelMonitors
 from driftloop.shared.profile import ReferenceProfile, build_profile
 
 FLEET = "arrivals"

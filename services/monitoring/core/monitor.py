@@ -10,7 +10,6 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,12 +23,16 @@ from driftloop.services.monitoring.core.drift import (
     WindowEvaluation,
 )
 from driftloop.services.monitoring.core.early_labels import EarlyLabels
-from driftloop.services.monitoring.core.fleet import fleet_of
 from driftloop.services.monitoring.core.performance import (
     LABEL,
     PendingState,
     PredictionJoin,
     as_texts,
+)
+from driftloop.services.monitoring.core.rebase import (
+    change_since,
+    rebased_profile,
+    restore_samples,
 )
 from driftloop.services.monitoring.core.recent import RecentValues
 from driftloop.services.monitoring.core.regression import (
@@ -45,7 +48,6 @@ from driftloop.services.monitoring.core.report import (
     performance_summary,
 )
 from driftloop.services.monitoring.core.window import TS, LiveWindow, time_span
-from driftloop.shared.errors import NotFound
 from driftloop.shared.profile import PREDICTION, ReferenceProfile
 
 log = structlog.get_logger(__name__)
@@ -98,6 +100,9 @@ class ModelMonitor:
         """Labels that arrived before their prediction's log; they join when it arrives."""
         self.last_episode: DriftEpisode | None = None
         """The latest episode of any version (kept across deployments, for the report)."""
+        self.population_tests = True
+        """False for a fleet's global model once partition models answer some of its rows:
+        its live rows are then a sub-population of its reference (ModelMonitors.fallback)."""
         self._lock = threading.Lock()  # observe() runs in a worker thread, reports on the loop
         self._reset(version, profile)
 
@@ -128,6 +133,19 @@ class ModelMonitor:
         """
         with self._lock:
             self._reset(version, profile)
+
+    def rebase(self) -> bool:
+        """The registry found the champion as good on post-drift data (core/rebase.py): compare
+        live rows with the live window from now on, as after a deployment of the same version
+        (episode closed, cool-down). False when the window holds fewer than min_rows rows."""
+        with self._lock:
+            window = self.window.frame()
+            if len(window) < self.policy.min_rows:
+                return False
+            target = getattr(self.performance, "target_sample", None)
+            full = restore_samples(self.profile, self._reference.samples, target)
+            self._reset(self.version, rebased_profile(full, window, self.performance.window()[1]))
+            return True
 
     def observe(self, version: str, frame: pd.DataFrame, now: float) -> DriftDecision | None:
         """Add logged rows; evaluate at every `eval_every`-th row once `min_rows` were seen.
@@ -330,8 +348,8 @@ class ModelMonitor:
 
     def _evaluate(self, now: float) -> DriftDecision | None:
         window = self.window.frame()
-        if len(window) < self.policy.min_rows:  # a time window can hold too few rows to test
-            return None
+        if len(window) < self.policy.min_rows or not self.population_tests:
+            return None  # a time window can hold too few rows to test
         evaluation = self._reference.evaluate(window, self.policy.alpha)
         self.latest, self.evaluated_at = evaluation, now
         self._streak = self._streak + 1 if self._triggers(evaluation) else 0
@@ -350,7 +368,7 @@ class ModelMonitor:
 
     def _test_label_prior(self, rows: int, now: float, end: float) -> DriftDecision | None:
         self._labels_since_test += rows
-        if self._labels_since_test < self.policy.eval_every:
+        if self._labels_since_test < self.policy.eval_every or not self.population_tests:
             return None
         self._labels_since_test = 0
         prior = self.performance.label_prior(self.policy.alpha)
@@ -403,18 +421,8 @@ class ModelMonitor:
         return decision
 
     def _change_since(self, after_alarm: int, alarm_ts: float) -> float:
-        """When the rows a retrain should learn from began: with the detector's estimate of the
-        change point, the time the label of the first labelled row after it arrived (a labelled
-        training row is ingested when its label is known), shrunk by CHANGE_SHRINK towards the
-        alarm so that rows from before the change stay out; else the alarm row's time."""
-        rows = self.performance.change_rows
-        if not rows:
-            return alarm_ts
-        back = max(1, int(rows * CHANGE_SHRINK))
-        # `after_alarm` rows joined after the alarm row; the first row after the change is
-        # `back - 1` rows before it
-        index = len(self._joined_at) - 1 - after_alarm - (back - 1)
-        return self._joined_at[max(0, index)]
+        rows, joined = self.performance.change_rows, self._joined_at
+        return change_since(rows, joined, after_alarm, alarm_ts, CHANGE_SHRINK)
 
     def _episode_blocks(self, now: float) -> bool:
         if self.episode is None:
@@ -422,99 +430,10 @@ class ModelMonitor:
         return now - self.episode.opened_at < self.policy.episode_timeout_s
 
 
-class ModelMonitors:
-    """Every monitored model's ModelMonitor, by model name, each with its model's policy."""
+def __getattr__(name: str) -> object:
+    """ModelMonitors moved to core/monitors.py; imports of it from here keep working."""
+    if name == "ModelMonitors":
+        from driftloop.services.monitoring.core.monitors import ModelMonitors
 
-    def __init__(
-        self,
-        policy: DriftPolicy,
-        overrides: dict[str, DriftPolicy] | None = None,
-        *,
-        journal: bool = False,
-        scale: Callable[[str, DriftPolicy], DriftPolicy] | None = None,
-    ) -> None:
-        """`journal`: each monitor records the changes of its predictions awaiting labels
-        (ModelMonitor), which the caller must drain (`drain_pending`). `scale(model, policy)`:
-        the policy a model's monitor is built with (a fleet's partitions: fleet_thresholds.py)."""
-        self.policy = policy
-        """The default policy; `overrides` hold the models (or fleets) that have their own."""
-        self.overrides = dict(overrides or {})
-        self.journal = journal
-        self._scale = scale
-        self._monitors: dict[str, ModelMonitor] = {}
-        self._restored: dict[str, list[tuple[str, PendingState]]] = {}
-        """Recorded states of models not monitored yet (applied when they are)."""
-
-    def policy_for(self, model: str) -> DriftPolicy:
-        """The model's own policy, else its fleet's (a partition), else the default; scaled."""
-        fleet = fleet_of(model)
-        found = self.overrides.get(model) or self.overrides.get(fleet or model, self.policy)
-        return found if self._scale is None else self._scale(model, found)
-
-    def switch(self, model: str, version: str, profile: ReferenceProfile) -> None:
-        """Monitor `model` at `version` against `profile` (first sight or a deployment)."""
-        monitor = self._monitors.get(model)
-        if monitor is None:
-            monitor = ModelMonitor(
-                model, self.policy_for(model), version, profile, journal=self.journal
-            )
-            self._monitors[model] = monitor
-            restored = self._restored.pop(model, None)
-            if restored:
-                monitor.restore_pending(restored)
-        else:
-            monitor.switch(version, profile)
-
-    def restore_pending(self, model: str, states: list[tuple[str, PendingState]]) -> None:
-        """Predictions of `model` awaiting labels recorded before a restart (oldest first);
-        kept until the model is monitored when it is not yet."""
-        monitor = self._monitors.get(model)
-        if monitor is not None:
-            monitor.restore_pending(states)
-        else:
-            self._restored.setdefault(model, []).extend(states)
-
-    def drain_pending(self, model: str) -> list[tuple[str, PendingState]]:
-        """Changes of `model`'s predictions awaiting labels since the last drain."""
-        monitor = self._monitors.get(model)
-        return monitor.drain_pending() if monitor is not None else []
-
-    def knows(self, model: str) -> bool:
-        return model in self._monitors
-
-    def models(self) -> list[str]:
-        return list(self._monitors)
-
-    def version(self, model: str) -> str | None:
-        monitor = self._monitors.get(model)
-        return monitor.version if monitor else None
-
-    def get(self, model: str) -> ModelMonitor:
-        monitor = self._monitors.get(model)
-        if monitor is None:
-            known = ", ".join(sorted(self._monitors)) or "none"
-            raise NotFound(
-                f"model {model!r} is not monitored (no reference profile loaded yet); "
-                f"monitored: {known}"
-            )
-        return monitor
-
-    def observe(
-        self, model: str, version: str, frame: pd.DataFrame, now: float
-    ) -> DriftDecision | None:
-        return self.get(model).observe(version, frame, now)
-
-    def observe_labels(
-        self, model: str, request_ids: list[str], labels: list[str], now: float
-    ) -> DriftDecision | None:
-        return self.get(model).observe_labels(request_ids, labels, now)
-
-    def report(self, model: str, now: float | None = None) -> DriftReport:
-        return self.get(model).report(now)
-
-    def decisions(self, model: str = "") -> list[DriftDecision]:
-        """Decisions emitted since start, for one model or (empty name) all, oldest first."""
-        if model:
-            return list(self.get(model).decisions)
-        found = [d for m in self._monitors.values() for d in m.decisions]
-        return sorted(found, key=lambda d: d.decided_at)
+        return ModelMonitors
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

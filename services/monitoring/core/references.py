@@ -17,7 +17,8 @@ import structlog
 
 from driftloop.services.monitoring.core.fleet import fleet_of
 from driftloop.services.monitoring.core.history import DriftHistory
-from driftloop.services.monitoring.core.monitor import ModelMonitors
+from driftloop.services.monitoring.core.monitors import ModelMonitors
+from driftloop.services.monitoring.core.rebase import settles_as_good
 from driftloop.shared.errors import DriftloopError, NotFound, Unavailable
 from driftloop.shared.profile import ReferenceProfile
 
@@ -109,6 +110,34 @@ class References:
         self._monitors.switch(model, version, profile)
         self._retry_at.pop(model, None)
         return profile
+
+    def settle(self, model: str, correlation_id: str, reason: str) -> bool:
+        """The registry rejected a candidate of `model` (ModelRejected): when its reason is the
+        conclusive "the champion is as good" and it answers the drift episode this monitor last
+        published (same correlation id: training's run and its retries carry the drift's chain;
+        a fleet episode listing the partition counts), the shift was harmless: the monitor's
+        reference becomes the live window (core/rebase.py), so the same shift does not open a
+        new episode after episode_timeout_s. True when rebased."""
+        if not settles_as_good(reason) or not self._monitors.knows(model):
+            return False
+        entry = self._history.latest(model)
+        if entry is None or not correlation_id or entry.correlation_id != correlation_id:
+            return False  # another episode's candidate (or none of ours): not this shift
+        d = entry.decision
+        version = d.version if d.model == model else dict(d.partitions).get(model)
+        monitor = self._monitors.get(model)
+        if monitor.version != version:
+            return False  # a new version serves since: it has its own reference
+        rebased = monitor.rebase()
+        log.info(
+            "reference_rebased" if rebased else "reference_not_rebased_too_few_rows",
+            model=model,
+            version=version,
+            episode_id=d.episode_id,
+            rows=monitor.profile.rows,
+            reason=reason[:200],
+        )
+        return rebased
 
     async def _production_profile(self, model: str) -> tuple[str, ReferenceProfile] | None:
         try:

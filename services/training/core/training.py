@@ -105,7 +105,9 @@ class Training:
         partitions: tuple[str, ...] = (),
     ) -> Run | None:
         """One run per drift episode: None when the episode already has one. A fleet episode
-        (`partitions` named) also queues one run per partition, each its own episode."""
+        (`partitions` named) also queues one run per partition, each its own episode; a
+        follow-up of an open fleet episode (same id, the partitions that joined it) queues only
+        the partitions not queued yet."""
         if not model or not episode_id:
             raise InvalidInput("DriftDetected needs a model and an episode_id")
         for partition in partitions:
@@ -127,10 +129,10 @@ class Training:
         )
         if run is None:
             log.info("drift_episode_already_has_run", model=model, episode_id=episode_id)
-            return None
-        log.info(
-            "run_queued", run_id=run.run_id, model=model, trigger="drift", episode_id=episode_id
-        )
+        else:
+            log.info(
+                "run_queued", run_id=run.run_id, model=model, trigger="drift", episode_id=episode_id
+            )
         for partition in partitions:
             await asyncio.to_thread(
                 self._runs.queue,
@@ -145,7 +147,8 @@ class Training:
             )
         if partitions:
             log.info("fleet_episode_queued", model=model, partitions=len(partitions))
-        self.wake()
+        if run is not None or partitions:
+            self.wake()
         return run
 
     async def queue_auto(self, dataset: str, total_rows: int, causation_id: str) -> list[Run]:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.services.monitoring.core.decision import DriftDecision
+from driftloop.services.monitoring.core.decision import DriftDecision, DriftEpisode
 from driftloop.services.monitoring.core.drift import DriftPolicy, FeatureDrift
 from driftloop.services.monitoring.core.fleet_dispatch import FleetDispatch
 from driftloop.services.monitoring.core.fleet_episodes import (
@@ -103,24 +103,88 @@ def test_early_ones_already_out_count_and_the_held_ones_are_grouped() -> None:
     assert len(out) == 1 and [p for p, _ in out[0].partitions] == [partition(i) for i in (2, 3, 4)]
 
 
-def test_stragglers_of_an_open_fleet_episode_go_out_together_once_per_window() -> None:
+def test_an_open_fleet_episode_grows_with_the_partitions_that_drift_later() -> None:
     found = episodes()
     for i in range(3):
         found.hold(FLEET, decision(partition(i), 100.0), 100.0)
     assert len(found.due(105.0)) == 1
     first = found.open_episode(FLEET, 105.0)
     assert first is not None
-    for i in range(3, 7):
+    for i in range(3, 5):
         assert found.hold(FLEET, decision(partition(i), 120.0 + i), 120.0 + i) == []
-    assert found.due(180.0) == [], "stragglers wait a whole window, not the short hold"
-    follow_up = found.due(183.0)
-    assert len(follow_up) == 1 and len(follow_up[0].partitions) == 4
-    assert follow_up[0].episode_id != first.episode_id
-    assert found.open_episode(FLEET, 183.0) == first, "a follow-up does not extend the episode"
+    assert found.due(127.9) == [], "joiners are gathered for hold_s"
+    grown = found.due(128.0)
+    assert len(grown) == 1 and grown[0].model == FLEET
+    assert grown[0].episode_id == first.episode_id, "the same episode, grown"
+    assert [p for p, _ in grown[0].partitions] == [partition(3), partition(4)], "only the new"
+    assert grown[0].reasons[0] == f"joins fleet episode {first.episode_id}"
+    assert found.open_episode(FLEET, 128.0) == first, "joining does not extend the episode"
+    found.close(FLEET)  # the global model deployed a new version: the change still spreads
     found.hold(FLEET, decision(partition(9), 200.0), 200.0)
-    assert [d.model for d in found.due(260.0)] == [partition(9)], "one straggler: alone"
-    found.close(FLEET)  # the global model deployed a new version
-    assert found.open_episode(FLEET, 260.0) is None
+    one = found.due(205.0)
+    assert len(one) == 1 and one[0].episode_id == first.episode_id, "even one joins"
+    assert [p for p, _ in one[0].partitions] == [partition(9)]
+    again = decision(partition(1), 300.0)  # listed already: its new version drifts again
+    found.hold(FLEET, again, 300.0)
+    assert found.due(305.0) == [again], "a member deciding again is its own episode"
+    assert found.open_episode(FLEET, 105.0 + 600.0) is None, "episode_timeout_s still ends it"
+    found.hold(FLEET, decision(partition(11), 706.0), 706.0)
+    assert [d.model for d in found.due(711.0)] == [partition(11)], "no open episode: alone"
+
+
+def test_a_restart_resumes_the_grown_episode_from_its_earliest_entry() -> None:
+    found = episodes()
+    found.resume(FLEET, "e1", 150.0, [partition(5)])  # a follow-up, listed before its opening
+    found.resume(FLEET, "e1", 100.0, [partition(1), partition(2)])
+    assert found.open_episode(FLEET, 120.0) == DriftEpisode("e1", 100.0)
+    found.hold(FLEET, decision(partition(2), 130.0), 130.0)
+    found.hold(FLEET, decision(partition(7), 130.0), 130.0)
+    out = found.due(135.0)
+    assert [(d.model, d.episode_id) for d in out] == [
+        (FLEET, "e1"),
+        (partition(2), "own-" + partition(2)),
+    ]
+    assert [p for p, _ in out[0].partitions] == [partition(7)]
+
+
+def test_a_city_wide_shift_spread_over_three_minutes_is_one_fleet_episode() -> None:
+    """40 partitions hit by one shift, each deciding when its own rows show it (the busiest
+    first, close together; the quiet ones up to 3 minutes later, seconds apart: far beyond
+    fleet_window_s), one episode id for all."""
+    rng = np.random.default_rng(11)
+    reference = pd.DataFrame({"x": rng.normal(size=3000)})
+    profile = build_profile("m", "1", reference, pd.Series(["y"] * 3000))
+    sizes = FleetSizes()
+    monitors = ModelMonitors(DriftPolicy(), scale=sizes.scale)
+    fleets = FleetDispatch(monitors, sizes, RULES)
+    names = [partition(i) for i in range(40)]
+    for model in names:
+        monitors.switch(model, "1", profile)
+        fleets.saw(model, 0.0)
+        stable = pd.DataFrame({"x": rng.normal(0.0, 1.0, 250)})
+        assert monitors.observe(model, "1", stable, 1.0) is None
+    shifted_at = {model: 100.0 + 180.0 * (i / 39) ** 2 for i, model in enumerate(names)}
+    published: list[DriftDecision] = []
+    decided = set()
+    for second in range(100, 400):
+        now = float(second)
+        for model, at in shifted_at.items():
+            if at <= now and model not in decided:  # its rows show the shift from now on
+                chunk = pd.DataFrame({"x": rng.normal(3.0, 1.0, 50)})
+                found = monitors.observe(model, "1", chunk, now)
+                if found is not None:
+                    decided.add(model)
+                    published += fleets.decided(found, now)
+        published += fleets.tick(now)
+    assert decided == set(names)
+    spread = max(d.decided_at for d in published) - min(d.decided_at for d in published)
+    assert spread > 2 * RULES.window_s, "the drifts are spread over minutes"
+    assert {d.model for d in published} == {FLEET}, "no partition went out alone"
+    assert len({d.episode_id for d in published}) == 1, "one fleet episode"
+    listed = [p for d in published for p, _ in d.partitions]
+    assert sorted(listed) == sorted(names), "every partition listed exactly once"
+    for model in names:
+        assert monitors.report(model, 400.0).open_episode_id == published[0].episode_id
 
 
 def test_a_clean_stop_publishes_everything_held() -> None:

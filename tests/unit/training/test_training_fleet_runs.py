@@ -163,6 +163,29 @@ async def test_a_fleet_episode_queues_the_fleet_and_each_partition_once(tmp_path
         await training.queue_drift("arrivals", "ep-10", "c", "c", 5.0, partitions=("other/a=1",))
 
 
+async def test_a_follow_up_of_an_open_fleet_episode_queues_only_its_new_partitions(
+    tmp_path: Path,
+) -> None:
+    # monitoring grows an open fleet episode: partitions that drift later come as a follow-up
+    # DriftDetected with the same episode id, listing only them
+    runs = RunStore(tmp_path / "runs.db")
+    fake = FakeRegistry()
+    fake.put_model(reg.Model("arrivals", "trips", "y", SPEC, spec_version=1))
+    training = Training(runs, TrainingRegistry(fake), executor=None)  # type: ignore[arg-type]
+    first = await training.queue_drift(
+        "arrivals", "ep-3", "corr", "cause", 5.0, partitions=("arrivals/route=1",)
+    )
+    follow_up = await training.queue_drift(
+        "arrivals", "ep-3", "corr", "cause-2", 9.0, partitions=("arrivals/route=2",)
+    )
+    assert first is not None and follow_up is None  # the fleet's own run is queued once
+    queued = runs.list(limit=10)
+    assert sorted(r.model for r in queued) == ["arrivals", "arrivals/route=1", "arrivals/route=2"]
+    joined = next(r for r in queued if r.model == "arrivals/route=2")
+    assert joined.episode_id == child_episode("ep-3", "arrivals/route=2")
+    assert joined.data_since == 9.0
+
+
 def test_too_large_is_the_error_for_the_partition_limit() -> None:
     import pandas as pd
 
