@@ -26,6 +26,7 @@ from driftloop.services.serving.adapters.kafka_inference import (
     kafka_inference_consumer,
 )
 from driftloop.services.serving.adapters.registry import RegistryVersions
+from driftloop.services.serving.core.artifact_cache import ArtifactCache
 from driftloop.services.serving.core.deployment import Deployer
 from driftloop.services.serving.core.fleet_router import FleetRouter
 from driftloop.services.serving.core.inference import InferenceService
@@ -85,7 +86,13 @@ async def run(common: CommonSettings, settings: ServingSettings, worker: int | N
 
     publisher = EventPublisher(common.kafka_connection(), "serving")
     slot = ModelSlot()
-    deployer = Deployer(slot, fetch, load, compiled=settings.compiled_form)
+    deployer = Deployer(
+        slot,
+        fetch,
+        load,
+        compiled=settings.compiled_form,
+        artifacts=ArtifactCache(settings.artifact_cache_bytes()),
+    )
     logger = PredictionLogger(
         prediction_log_publisher(publisher),
         max_rows=settings.log_queue_rows,

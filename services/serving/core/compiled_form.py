@@ -13,7 +13,7 @@ nothing compiled is ever stored or loaded from outside.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import structlog
@@ -79,14 +79,34 @@ class CompiledForm:
         return np.asarray(answer, dtype=np.float64)
 
 
+Outcome = Literal["agrees", "disagrees", "unconvertible"]
+"""What compiling a version found: its graph agrees with scikit-learn on the check rows, it
+disagrees, or no graph could be built (skl2onnx or ONNX Runtime raised)."""
+
+
 def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> CompiledForm | None:
     """The compiled form of `positional` (a fitted Pipeline taking an [N, F] matrix), checked
     against `fallback` on realistic rows; None when it cannot be built or does not agree."""
+    return build(positional, fallback, signature)[0]
+
+
+def build(
+    positional: Any, fallback: Any, signature: ModelSignature, *, check: bool = True
+) -> tuple[CompiledForm | None, Outcome]:
+    """compile_form, saying why there is no form. With `check` False the graph is built
+    without comparing it to scikit-learn: only for a version whose graph was built and checked
+    from the same hash-checked bytes before (form_memo.py)."""
     regression = signature.task == "regression"
     try:
         session, graph_bytes = _session(positional, len(signature.features), regression=regression)
         output = session.get_outputs()[0].name if regression else "probabilities"
         form = CompiledForm(session, fallback, output, graph_bytes)
+    except Exception as exc:  # noqa: BLE001 - optional: the scikit-learn form still serves
+        log.info("compiled_form_unavailable", reason=_reason(exc))
+        return None, "unconvertible"
+    if not check:
+        return form, "agrees"
+    try:
         if regression:
             sample = realistic_sample(positional, signature, rows=REGRESSION_CHECK_ROWS)
             difference = relative_difference(fallback.predict(sample), form.predict(sample))
@@ -94,9 +114,9 @@ def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> C
             sample = realistic_sample(positional, signature)
             expected = np.asarray(fallback.predict_proba(sample), dtype=np.float64)
             got = form.predict_proba(sample)
-    except Exception as exc:  # noqa: BLE001 - optional: the scikit-learn form still serves
-        log.info("compiled_form_unavailable", reason=f"{type(exc).__name__}: {exc}"[:500])
-        return None
+    except Exception as exc:  # noqa: BLE001 - a graph that cannot answer the rows disagrees
+        log.info("compiled_form_unavailable", reason=_reason(exc))
+        return None, "disagrees"
     if regression:
         if difference > REGRESSION_TOLERANCE:
             log.warning(
@@ -104,8 +124,8 @@ def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> C
                 max_relative_difference=difference,
                 tolerance=REGRESSION_TOLERANCE,
             )
-            return None
-        return form
+            return None, "disagrees"
+        return form, "agrees"
     difference = float(np.max(np.abs(expected - got))) if expected.size else 0.0
     same_labels = expected.shape == got.shape and bool(
         (expected.argmax(axis=1) == got.argmax(axis=1)).all()
@@ -117,8 +137,15 @@ def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> C
             tolerance=TOLERANCE,
             same_labels=same_labels,
         )
-        return None
-    return form
+        return None, "disagrees"
+    return form, "agrees"
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as a log field, cut short: skl2onnx's messages embed whole node
+    attributes (megabytes for a large ensemble)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text[:500]}"
 
 
 def _session(positional: Any, width: int, *, regression: bool = False) -> tuple[Any, int]:

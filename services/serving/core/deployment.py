@@ -16,7 +16,10 @@ from typing import Any
 import structlog
 
 from driftloop.services.serving.core import metrics, numeric_form
+from driftloop.services.serving.core.artifact_cache import ArtifactCache
+from driftloop.services.serving.core.form_memo import FormMemo
 from driftloop.services.serving.core.inference import predict, warmup_input
+from driftloop.services.serving.core.model_cache import is_partition
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
 from driftloop.shared.artifacts import signature
 from driftloop.shared.errors import ArtifactRejected, NotFound, Unavailable
@@ -44,13 +47,24 @@ class Deployment:
 
 class Deployer:
     def __init__(
-        self, slot: ModelSlot, fetch: Fetch, load: Load, *, compiled: bool = False
+        self,
+        slot: ModelSlot,
+        fetch: Fetch,
+        load: Load,
+        *,
+        compiled: bool = False,
+        artifacts: ArtifactCache | None = None,
     ) -> None:
-        """`compiled`: derive the ONNX Runtime form of all-numeric models (numeric_form)."""
+        """`compiled`: derive the ONNX Runtime form of all-numeric models (numeric_form).
+        `artifacts`: where partition models' verified artifact bytes are kept for a reload
+        after eviction (None: always fetch)."""
         self.slot = slot
         self._fetch = fetch
         self._load = load
         self._compiled = compiled
+        self.artifacts = artifacts
+        self.forms = FormMemo()
+        """What deriving each artifact's forms found: a reload does not check or compile again."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._on_swap: list[Callable[[LoadedModel], None]] = []
         self.rejected: set[tuple[str, str]] = set()
@@ -131,8 +145,22 @@ class Deployer:
     async def _prepare(
         self, model: str, version: str, artifact_key: str, sha256: str
     ) -> LoadedModel:
-        data = await self._fetch(artifact_key)
-        pipeline = await self._load(data, sha256)
+        # a partition model evicted and loaded again: its bytes from the artifact cache (they
+        # loaded under this sha256 before, and load checks the hash again), not the store
+        keep = self.artifacts is not None and bool(sha256) and is_partition(model)
+        cached = self.artifacts.get(sha256) if keep and self.artifacts is not None else None
+        data = cached if cached is not None else await self._fetch(artifact_key)
+        try:
+            pipeline = await self._load(data, sha256)
+        except ArtifactRejected:
+            if cached is None or self.artifacts is None:
+                raise
+            # never expected (they loaded before): the store's bytes decide, as without a cache
+            log.warning("cached_artifact_refused", model=model, version=version)
+            self.artifacts.discard(sha256)
+            cached = None
+            data = await self._fetch(artifact_key)
+            pipeline = await self._load(data, sha256)
         try:
             sig = signature(pipeline)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -142,7 +170,14 @@ class Deployer:
         # the numeric form is derived from the verified pipeline and checked against it here,
         # once per version, so requests skip pandas without trusting anything new
         numeric = await asyncio.to_thread(
-            functools.partial(numeric_form.derive, pipeline, sig, compiled=self._compiled)
+            functools.partial(
+                numeric_form.derive,
+                pipeline,
+                sig,
+                compiled=self._compiled,
+                memo=self.forms,
+                sha256=sha256,
+            )
         )
         loaded = LoadedModel(model, version, pipeline, sig, sha256, numeric, len(data))
         try:
@@ -160,4 +195,6 @@ class Deployer:
                 f"model {model!r} version {version!r} predicts {labels.size} numbers per row: "
                 "serving answers one prediction per row (a single-target regressor)"
             )
+        if keep and cached is None and self.artifacts is not None:
+            await asyncio.to_thread(self.artifacts.put, sha256, data)
         return loaded

@@ -122,6 +122,25 @@ PARTITION_MEMORY_BUDGET_BYTES = Gauge(
     multiprocess_mode="max",
 )
 
+ARTIFACT_CACHE_HITS = Counter(
+    "driftloop_serving_artifact_cache_hits_total",
+    "Loads whose artifact bytes came from the compressed artifact cache, not the object store",
+)
+ARTIFACT_CACHE_MISSES = Counter(
+    "driftloop_serving_artifact_cache_misses_total",
+    "Loads whose artifact bytes had to be fetched from the object store",
+)
+ARTIFACT_CACHE_BYTES = Gauge(
+    "driftloop_serving_artifact_cache_bytes",
+    "Compressed artifact bytes held (DRIFTLOOP_SERVING_ARTIFACT_CACHE_MB)",
+    multiprocess_mode="livesum",
+)
+ARTIFACT_CACHE_BUDGET_BYTES = Gauge(
+    "driftloop_serving_artifact_cache_budget_bytes",
+    "DRIFTLOOP_SERVING_ARTIFACT_CACHE_MB of each serving process, in bytes (0: off)",
+    multiprocess_mode="max",
+)
+
 
 def series(model: str) -> str:
     """The `model` label of per-model series: a partition model counts under its fleet."""

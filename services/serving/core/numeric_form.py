@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import structlog
 
+from driftloop.services.serving.core import form_memo
+from driftloop.services.serving.core.form_memo import Checked, FormMemo
 from driftloop.shared.artifacts import ModelSignature
 
 log = structlog.get_logger(__name__)
@@ -30,29 +32,76 @@ REGRESSION_TOLERANCE = 1e-9
 sample, relative to the prediction's size (see relative_difference)."""
 
 
-def derive(pipeline: Any, signature: ModelSignature, *, compiled: bool = False) -> Any | None:
+def derive(
+    pipeline: Any,
+    signature: ModelSignature,
+    *,
+    compiled: bool = False,
+    memo: FormMemo | None = None,
+    sha256: str = "",
+) -> Any | None:
     """The numeric form of `pipeline`, or None when it has categorical features, is not the
     shape training builds, or does not agree with the pipeline on the check sample. With
-    `compiled`, the ONNX Runtime form (compiled_form.py) when it agrees too."""
+    `compiled`, the ONNX Runtime form (compiled_form.py) when it agrees too.
+
+    With `memo` and the artifact's `sha256` (bytes the loader hash-checked), checks already
+    made for that artifact are not made again, a compilation that failed for it (or for its
+    pipeline shape, form_memo.py) is not tried again, and what was found is recorded."""
     if not signature.features or any(f.kind != "numeric" for f in signature.features):
         return None
+    known = memo.get(sha256) if memo is not None and sha256 else None
+    if known is not None and not known.numeric:
+        return None  # this artifact's form disagreed (or could not be built) before
     try:
         positional = positional_pipeline(pipeline)
         prep, final = positional.steps[0][1], positional.steps[1][1]
         form = _chain(prep, final) or positional
-        same, difference = agrees(pipeline, form, signature)
+        same, difference = (True, 0.0) if known is not None else agrees(pipeline, form, signature)
     except Exception as exc:  # noqa: BLE001 - optional: the pipeline itself still serves
         log.info("numeric_form_unavailable", reason=f"{type(exc).__name__}: {exc}")
+        _remember(memo, sha256, Checked(numeric=False))
         return None
     if not same:
         tolerance = REGRESSION_TOLERANCE if signature.task == "regression" else TOLERANCE
         log.warning("numeric_form_disagrees", max_difference=difference, tolerance=tolerance)
+        _remember(memo, sha256, Checked(numeric=False))
         return None
-    if compiled:
-        from driftloop.services.serving.core.compiled_form import compile_form
+    if not compiled:
+        if known is None:
+            _remember(memo, sha256, Checked(numeric=True))
+        return form
+    return _compiled(positional, form, signature, known, memo, sha256)
 
-        return compile_form(positional, form, signature) or form
-    return form
+
+def _compiled(
+    positional: Any,
+    form: Any,
+    signature: ModelSignature,
+    known: Checked | None,
+    memo: FormMemo | None,
+    sha256: str,
+) -> Any:
+    """The compiled form of a version whose numeric form agreed, else that numeric form."""
+    from driftloop.services.serving.core import compiled_form
+
+    before = known.compiled if known is not None else "untried"
+    if before in ("disagrees", "unconvertible"):
+        return form  # it failed for these very bytes: it would fail again
+    kind = form_memo.shape(positional)
+    if before == "untried" and memo is not None and not memo.compiles(kind):
+        _remember(memo, sha256, Checked(numeric=True, compiled="unconvertible"))
+        return form
+    # a graph that agreed for these bytes is rebuilt (its session is memory) but not re-checked
+    got, outcome = compiled_form.build(positional, form, signature, check=before != "agrees")
+    if memo is not None and sha256:
+        memo.compiled(kind, sha256, outcome)
+        memo.put(sha256, Checked(numeric=True, compiled=outcome))
+    return got or form
+
+
+def _remember(memo: FormMemo | None, sha256: str, checked: Checked) -> None:
+    if memo is not None and sha256:
+        memo.put(sha256, checked)
 
 
 def check_sample(signature: ModelSignature, rows: int = CHECK_ROWS) -> np.ndarray:
