@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import skops.io as sio
 from sklearn.base import is_regressor
+from skops.io.exceptions import UntrustedTypesFoundException
 
 from driftloop.shared.errors import ArtifactRejected
 
@@ -42,6 +43,7 @@ TRUSTED_TYPES = frozenset(
     }
 )
 """Types beyond skops' defaults that driftloop's estimators need."""
+_TRUSTED_LIST = sorted(TRUSTED_TYPES)
 
 
 def dump_model(pipeline: Any) -> bytes:
@@ -59,17 +61,16 @@ def load_model(data: bytes, expected_sha256: str) -> Any:
         raise ArtifactRejected(
             f"artifact hash mismatch: registry recorded {expected_sha256}, bytes hash to {actual}"
         )
+    # why one read: skops refuses any type outside `trusted` and its own defaults while it
+    # loads, so listing the types first (a second full read of the file) is needed only to
+    # name them once it refused
     try:
-        untrusted = set(sio.get_untrusted_types(data=data))
+        return sio.loads(data, trusted=_TRUSTED_LIST)
+    except UntrustedTypesFoundException:
+        refused = sorted(set(sio.get_untrusted_types(data=data)) - TRUSTED_TYPES)
+        raise ArtifactRejected(f"artifact contains untrusted types: {refused}") from None
     except Exception as exc:  # skops raises assorted errors on foreign bytes
         raise ArtifactRejected(f"artifact is not a readable skops file: {exc}") from exc
-    refused = untrusted - TRUSTED_TYPES
-    if refused:
-        raise ArtifactRejected(f"artifact contains untrusted types: {sorted(refused)}")
-    try:
-        return sio.loads(data, trusted=sorted(untrusted))
-    except Exception as exc:
-        raise ArtifactRejected(f"artifact failed to load: {exc}") from exc
 
 
 @dataclass(frozen=True)
