@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 import structlog
 
@@ -24,7 +25,10 @@ TRIM_THRESHOLD_BYTES = 128 * 1024 * 1024
 """Free memory kept at the top of the heap before it is given back to the OS."""
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    # why cached: find_library runs `ldconfig -p` in a subprocess (a fork of the whole service),
+    # which once ran for every refused large request
     try:
         return ctypes.CDLL(ctypes.util.find_library("c"))
     except (OSError, TypeError):
@@ -42,11 +46,9 @@ def keep_freed_buffers() -> bool:
     """Raise glibc's mmap and trim thresholds (measured: ingestion's page faults per million
     rows 141k -> 20k, its CPU -30 %). Memory stays bounded: what is kept is reused by the next
     batches. Returns False (and changes nothing) where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
         return False
     done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)

@@ -1,7 +1,8 @@
 """Chaos rows for hostile V2 callers (#21): while a client sends small requests, another sends
 an oversized request and requests made of many tiny input tensors. A row records their statuses,
-the small requests' p99 beside their unloaded p99 (as a ratio; reported, never asserted), and
-serving's resident memory before, at its peak and after.
+the small requests' p99 during the attacks beside their p99 in quiet windows of the same length
+interleaved with them (as a ratio; reported, never asserted), and serving's resident memory
+before, at its peak and after.
 
 The attacker runs as its own process (`python -m driftloop.shared.cli.chaos.hostile ADDRESS
 MODEL BYTES COUNT`), so building and sending its requests never holds the measuring client's GIL.
@@ -25,8 +26,11 @@ from driftloop.shared.cli.chaos.infra import pid_of, rss_mb
 from driftloop.shared.cli.chaos.steps import Chaos, Row
 
 MB = 1024 * 1024
-BASELINE_REQUESTS = 200
-ATTACKS = 3
+WARMUP_REQUESTS = 50
+ROUNDS = 3
+WINDOW_S = 2.0
+"""Each round: a quiet window this long, then one in which the attacker sends its requests back
+to back for as long (at least one request; the quiet window that follows matches what it took)."""
 
 
 def many_tiny_tensors(model: str, total_bytes: int) -> bytes:
@@ -69,25 +73,24 @@ def _attack(c: Chaos, row: Row, size: int, expected: grpc.StatusCode) -> None:
     h = c.h
     stub = v2_grpc.GRPCInferenceServiceStub(h.channel("serving"))
     small = h.infer_request(1)
-    baseline = []
-    for _ in range(BASELINE_REQUESTS):
-        started = time.perf_counter()
+    for _ in range(WARMUP_REQUESTS):
         stub.ModelInfer(small, timeout=10)
-        baseline.append((time.perf_counter() - started) * 1000)
     pid = pid_of(h.common, "serving")
     before = rss_mb(pid) if pid else 0.0
     peak = [before]
-    loaded: list[float] = []
+    samples: dict[str, list[float]] = {"quiet": [], "attack": []}
+    window: list[str | None] = [None]
     failures: list[str] = []
-    done, measuring = threading.Event(), threading.Event()
+    done = threading.Event()
 
     def background() -> None:
         while not done.is_set():
             started = time.perf_counter()
             try:
                 stub.ModelInfer(small, timeout=10)
-                if measuring.is_set():
-                    loaded.append((time.perf_counter() - started) * 1000)
+                which = window[0]
+                if which is not None:
+                    samples[which].append((time.perf_counter() - started) * 1000)
             except grpc.RpcError as exc:
                 failures.append(exc.code().name)  # type: ignore[attr-defined]
             if pid:
@@ -96,59 +99,84 @@ def _attack(c: Chaos, row: Row, size: int, expected: grpc.StatusCode) -> None:
     worker = threading.Thread(target=background, daemon=True)
     worker.start()
     try:
-        statuses = _attacker(h.common.address("serving"), h.model, size, ATTACKS, measuring)
+        statuses = _rounds(h.common.address("serving"), h.model, size, window)
     finally:
         done.set()
         worker.join()
     after = _settled_rss(pid, before) if pid else 0.0
-    unloaded, under_attack = _p99(baseline), _p99(loaded)
+    quiet, under_attack = _p99(samples["quiet"]), _p99(samples["attack"])
     row.injected = True
     row.info.update(
         request_mb=round(size / MB, 1),
-        statuses=statuses,
-        p99_ms_unloaded=round(unloaded, 2),
+        attacks=len(statuses),
+        statuses=sorted(set(statuses)),
+        rounds=ROUNDS,
+        p99_ms_unloaded=round(quiet, 2),
         p99_ms_during=round(under_attack, 2),
-        p99_ratio=round(under_attack / unloaded, 2) if unloaded else None,
-        small_requests_during=len(loaded),
+        p99_ratio=round(under_attack / quiet, 2) if quiet else None,
+        small_requests_unloaded=len(samples["quiet"]),
+        small_requests_during=len(samples["attack"]),
         rss_before_mb=round(before),
         rss_peak_mb=round(peak[0]),
         rss_after_mb=round(after),
     )
-    row.checks["refused_with_" + expected.name.lower()] = statuses == [expected.name] * ATTACKS
+    row.checks["refused_with_" + expected.name.lower()] = set(statuses) == {expected.name}
     row.checks["no_small_request_failed"] = not failures
     row.checks["rss_growth_under_200mb"] = after - before < 200
-    row.note = f"{ATTACKS} x {size // MB} MB of tiny tensors under a background of small requests"
+    row.note = (
+        f"{len(statuses)} x {size // MB} MB of tiny tensors back to back in {ROUNDS} windows of "
+        f"{WINDOW_S:g} s, each after a quiet one as long, under a background of small requests"
+    )
 
 
-def _attacker(
-    address: str, model: str, size: int, count: int, measuring: threading.Event
-) -> list[str]:
-    """Run the attacker process (see the module docstring): once it has built its request and
-    says so, set `measuring` and let it go; return its statuses."""
-    argv = [sys.executable, "-m", __name__, address, model, str(size), str(count)]
+def _rounds(address: str, model: str, size: int, window: list[str | None]) -> list[str]:
+    """Run the attacker process (see the module docstring) for ROUNDS rounds. Each round is a
+    quiet window followed by an attack window of the same length (the first attack's length
+    until one is measured), so the unloaded and the attacked p99 see the same machine, however
+    busy it is meanwhile; `window[0]` says which one the background's samples belong to."""
+    argv = [sys.executable, "-m", __name__, address, model, str(size)]
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    statuses: list[str] = []
     try:
         assert proc.stdin is not None and proc.stdout is not None
         ready = proc.stdout.readline().strip()
         if ready != "ready":
             raise RuntimeError(f"the attacker process did not start: {ready!r}")
-        measuring.set()  # from here on the small requests count as "during"
-        out, err = proc.communicate("go\n", timeout=120 + 60 * count)
+        length = WINDOW_S
+        for _ in range(ROUNDS):
+            window[0] = "quiet"
+            time.sleep(length)  # the quiet window itself: the background measures meanwhile
+            window[0] = "attack"
+            started = time.monotonic()
+            proc.stdin.write(f"{WINDOW_S}\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            length = time.monotonic() - started
+            window[0] = None
+            if not line:
+                break
+            statuses.extend(json.loads(line))
+        proc.stdin.close()
+        proc.wait(timeout=30)
     finally:
+        window[0] = None
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-    if proc.returncode != 0:
+    if proc.returncode != 0 or len(statuses) < ROUNDS:
+        err = proc.stderr.read() if proc.stderr else ""
         raise RuntimeError(f"the attacker process failed: {err[-2000:]}")
-    return list(json.loads(out.strip().splitlines()[-1]))
+    return statuses
 
 
-def attack(address: str, model: str, size: int, count: int) -> list[str]:
-    """Send `count` requests of tiny tensors, ~`size` bytes each, on a connection of its own
+def attack(address: str, model: str, size: int) -> None:
+    """The attacker process: for each line from stdin (a number of seconds), send requests of
+    tiny tensors, ~`size` bytes each, back to back for that long (at least one), and write the
+    status of each as one JSON line; stop at end of input. It uses a connection of its own
     (sharing the small requests' HTTP/2 connection would measure the client's head-of-line
-    blocking instead); the status of each."""
+    blocking instead)."""
     body = many_tiny_tensors(model, size)
     channel = grpc.insecure_channel(
         address,
@@ -159,21 +187,23 @@ def attack(address: str, model: str, size: int, count: int) -> list[str]:
         request_serializer=lambda b: b,
         response_deserializer=v2.ModelInferResponse.FromString,
     )
-    statuses: list[str] = []
     try:
         grpc.channel_ready_future(channel).result(timeout=30)
         sys.stdout.write("ready\n")
         sys.stdout.flush()
-        sys.stdin.readline()  # the measuring side says go
-        for _ in range(count):
-            try:
-                raw(body, timeout=60)
-                statuses.append("OK")
-            except grpc.RpcError as exc:
-                statuses.append(exc.code().name)  # type: ignore[attr-defined]
+        while line := sys.stdin.readline():
+            statuses: list[str] = []
+            until = time.monotonic() + float(line)
+            while not statuses or time.monotonic() < until:
+                try:
+                    raw(body, timeout=60)
+                    statuses.append("OK")
+                except grpc.RpcError as exc:
+                    statuses.append(exc.code().name)  # type: ignore[attr-defined]
+            sys.stdout.write(json.dumps(statuses) + "\n")
+            sys.stdout.flush()
     finally:
         channel.close()
-    return statuses
 
 
 HOSTILE: dict[str, tuple[str, Any]] = {
@@ -183,5 +213,4 @@ HOSTILE: dict[str, tuple[str, Any]] = {
 
 
 if __name__ == "__main__":
-    address, model, size, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    sys.stdout.write(json.dumps(attack(address, model, size, count)) + "\n")
+    attack(sys.argv[1], sys.argv[2], int(sys.argv[3]))
