@@ -199,10 +199,16 @@ class FleetDriver:
     async def _partitions_trained(self) -> bool:
         if not (await self.registry.get_model(FLEET)).production_version:
             return False
+        # a partition counts once one run of it has finished: a partition whose first candidate
+        # was inconclusive against the global model has a retry queued that waits for its rows
+        # to grow, which only live traffic brings
         runs = await self._runs()
-        mine = [r for r in runs if r.model.startswith(FLEET + "/")]
-        done = [r for r in mine if r.state not in ("queued", "running")]
-        return len(mine) >= self.plan.partitions and len(done) == len(mine)
+        finished = {
+            r.model
+            for r in runs
+            if r.model.startswith(FLEET + "/") and r.state not in ("queued", "running")
+        }
+        return len(finished) >= self.plan.partitions
 
     async def _fleet_answers(self) -> bool:
         rows = self.stream.pool(0, "before", 2)

@@ -27,7 +27,7 @@ from driftloop.shared.cli.chaos.steps import Chaos, Row
 
 MB = 1024 * 1024
 WARMUP_REQUESTS = 50
-ROUNDS = 3
+ROUNDS = 5
 WINDOW_S = 2.0
 """Each round: a quiet window this long, then one in which the attacker sends its requests back
 to back for as long (at least one request; the quiet window that follows matches what it took)."""
