@@ -23,6 +23,7 @@ from driftloop.shared.registry_types import (
     Candidate,
     History,
     Model,
+    ModelListing,
     ModelVersion,
     Registration,
     ShadowEvidence,
@@ -79,10 +80,20 @@ class RegistryClient:
         found = await self._call("GetModel", pb.GetModelRequest(name=name))
         return convert.model_from_pb(found)
 
-    async def list_models(self, fleet: str = "") -> list[Model]:
-        """Every model, or only the partition models of `fleet`."""
-        reply = await self._call("ListModels", pb.ListModelsRequest(fleet=fleet))
-        return [convert.model_from_pb(m) for m in reply.models]
+    async def list_models(self, fleet: str = "", *, brief: bool = False) -> list[Model]:
+        """Every model, or only the partition models of `fleet`. `brief`: partition models
+        without their fleet's spec, dataset and target (empty in the records)."""
+        return list((await self.model_listing(fleet=fleet, brief=brief)).models)
+
+    async def model_listing(
+        self, *, fleet: str = "", brief: bool = False, changed_after: int = 0
+    ) -> ModelListing:
+        """`list_models`, only the models changed after revision `changed_after` (0: all), and
+        the registry's revision as of the listing. A registry older than revisions answers
+        with every model and revision 0."""
+        request = pb.ListModelsRequest(fleet=fleet, brief=brief, changed_after=changed_after)
+        reply = await self._call("ListModels", request)
+        return ModelListing(tuple(convert.model_from_pb(m) for m in reply.models), reply.revision)
 
     async def get_spec(self, model: str, number: int = 0) -> SpecVersion:
         """Spec version `number` of `model` (0: the current one)."""

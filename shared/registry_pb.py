@@ -118,13 +118,16 @@ def model_from_pb(m: pb.Model) -> Model:
         name=m.name,
         dataset=m.dataset,
         target=m.target,
-        spec=spec_from_pb(m.spec),
+        # a brief listing's partition model has no spec (it is its fleet's)
+        spec=spec_from_pb(m.spec) if m.HasField("spec") else TrainingSpec(),
         production_version=m.production_version,
         created_at=seconds_or_none(m.created_at),
         latest_version=m.latest_version,
         spec_version=m.spec_version,
         shadow_version=m.shadow_version,
         fleet=m.fleet,
+        partitions=m.partitions,
+        revision=m.revision,
     )
 
 

@@ -88,6 +88,19 @@ class Model:
     """The version the "shadow" alias points at (empty when none)."""
     fleet: str = ""
     """For a partition model (FLEET/COLUMN=VALUE), its fleet; empty otherwise."""
+    partitions: int = 0
+    """For a fleet, how many partition models it has (0 from a registry that does not count)."""
+    revision: int = 0
+    """The registry revision of the model's last change (ModelListing.revision)."""
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """Models as listed and the registry's revision then: list again with
+    `changed_after=revision` to get only what changed since."""
+
+    models: tuple[Model, ...]
+    revision: int
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from driftloop.shared.registry_types import (
     Candidate,
     History,
     Model,
+    ModelListing,
     ModelVersion,
     Registration,
     ShadowEvidence,
@@ -57,6 +58,8 @@ class _State:
     calls: Counter[str] = field(default_factory=Counter)
     failures: list[DriftloopError] = field(default_factory=list)
     down: bool = False
+    revision: int = 0
+    """Moves on every change to a model, its versions or aliases (Model.revision)."""
 
 
 class FakeRegistry:
@@ -98,7 +101,8 @@ class FakeRegistry:
         self.state.models[model.name] = model
         self.state.versions.setdefault(model.name, [])
         self.state.specs.setdefault(model.name, [SpecVersion(model.name, 1, model.spec)])
-        return model
+        self._touch(model.name)
+        return self.state.models[model.name]
 
     def put_version(self, version: ModelVersion, alias: str = "") -> ModelVersion:
         """Seed a version; `alias` "production" or "shadow" points that alias at it."""
@@ -140,17 +144,33 @@ class FakeRegistry:
 
     async def get_model(self, name: str) -> Model:
         self._enter("GetModel")
-        return self._model(name)
+        return self._counted(self._model(name))
 
-    async def list_models(self, fleet: str = "") -> list[Model]:
+    async def list_models(self, fleet: str = "", *, brief: bool = False) -> list[Model]:
+        return list((await self.model_listing(fleet=fleet, brief=brief)).models)
+
+    async def model_listing(
+        self, *, fleet: str = "", brief: bool = False, changed_after: int = 0
+    ) -> ModelListing:
         self._enter("ListModels")
+        if changed_after < 0:
+            raise InvalidInput("changed_after must not be negative (0 lists every model)")
         if fleet:
             self._model(fleet)
-        return [
+        found = [
             self.state.models[n]
             for n in sorted(self.state.models)
-            if not fleet or self.state.models[n].fleet == fleet
+            if (not fleet or self.state.models[n].fleet == fleet)
+            and self.state.models[n].revision > changed_after
         ]
+        if brief:  # as the registry: a partition without what it shares with its fleet
+            found = [
+                replace(m, dataset="", target="", spec=TrainingSpec(), spec_version=0)
+                if m.fleet
+                else m
+                for m in found
+            ]
+        return ModelListing(tuple(self._counted(m) for m in found), self.state.revision)
 
     async def get_spec(self, model: str, number: int = 0) -> SpecVersion:
         self._enter("GetSpec")
@@ -210,6 +230,7 @@ class FakeRegistry:
             slice_metrics=c.slice_metrics,
         )
         self.state.versions[c.model].append(version)
+        self._touch(c.model)
         self._audit(c.model, number, "register", reason, "policy")
         if promote:
             self._move_production(version, reason, "policy", "promote")
@@ -349,12 +370,25 @@ class FakeRegistry:
 
     def _set_model(self, name: str, **changes: object) -> None:
         self.state.models[name] = replace(self.state.models[name], **changes)  # type: ignore[arg-type]
+        self._touch(name)
+
+    def _touch(self, name: str) -> None:
+        self.state.revision += 1
+        self.state.models[name] = replace(self.state.models[name], revision=self.state.revision)
+
+    def _counted(self, model: Model) -> Model:
+        """A fleet with its partition count, as the registry answers."""
+        if model.fleet:
+            return model
+        count = sum(m.fleet == model.name for m in self.state.models.values())
+        return replace(model, partitions=count)
 
     def _set_status(self, model: str, version: str, status: str) -> ModelVersion:
         versions = self.state.versions[model]
         for i, v in enumerate(versions):
             if v.version == version:
                 versions[i] = replace(v, status=status)
+                self._touch(model)
                 return versions[i]
         raise NotFound(f"model {model} has no version {version!r}")
 

@@ -62,8 +62,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def ListModels(  # noqa: N802 - generated name
         self, request: pb.ListModelsRequest, context: Ctx
     ) -> pb.ListModelsResponse:
-        models = await asyncio.to_thread(self._r.list_models, request.fleet)
-        return pb.ListModelsResponse(models=[convert.model_to_pb(m) for m in models])
+        found = await asyncio.to_thread(self._r.listing, request.fleet, request.changed_after)
+        specs: dict[int, pb.TrainingSpec] = {}  # alive while `found` holds every spec
+        return pb.ListModelsResponse(
+            models=[convert.model_to_pb(m, brief=request.brief, specs=specs) for m in found.models],
+            revision=found.revision,
+        )
 
     async def RegisterVersion(  # noqa: N802 - generated name
         self, request: pb.RegisterVersionRequest, context: Ctx

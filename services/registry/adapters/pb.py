@@ -128,19 +128,35 @@ def slices_to_pb(slices: Iterable[SliceMetric]) -> list[pb.SliceMetrics]:
     ]
 
 
-def model_to_pb(model: Model) -> pb.Model:
-    return pb.Model(
+def model_to_pb(
+    model: Model, *, brief: bool = False, specs: dict[int, pb.TrainingSpec] | None = None
+) -> pb.Model:
+    """`brief`: a partition model without what it shares with its fleet (spec, dataset, target,
+    spec version), which was most of a fleet listing's bytes. `specs`: specs converted so far
+    in one listing, by the spec object's id (a fleet's partitions share one spec object)."""
+    found = pb.Model(
         name=model.name,
-        dataset=model.dataset,
-        target=model.target,
-        spec=spec_to_pb(model.spec),
         production_version=model.production_version,
         created_at=timestamp(model.created_at),
         latest_version=model.latest_version,
-        spec_version=model.spec_version,
         shadow_version=model.shadow_version,
         fleet=model.fleet,
+        partitions=model.partitions,
+        revision=model.revision,
     )
+    if not (brief and model.fleet):
+        found.dataset, found.target, found.spec_version = (
+            model.dataset,
+            model.target,
+            model.spec_version,
+        )
+        converted = specs.get(id(model.spec)) if specs is not None else None
+        if converted is None:
+            converted = spec_to_pb(model.spec)
+            if specs is not None:
+                specs[id(model.spec)] = converted
+        found.spec.CopyFrom(converted)
+    return found
 
 
 def lineage_from_pb(lin: pb.Lineage) -> Lineage:

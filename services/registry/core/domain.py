@@ -288,6 +288,18 @@ class Model:
     shadow_version: str = ""
     fleet: str = ""
     """For a partition model (FLEET/COLUMN=VALUE), its fleet; its spec is the fleet's."""
+    partitions: int = 0
+    """For a fleet, how many partition models it has."""
+    revision: int = 0
+    """The registry revision of the model's last change (store.py's migration 6)."""
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """Models as listed, and the registry revision they were listed at."""
+
+    models: list[Model]
+    revision: int
 
 
 @dataclass(frozen=True)

@@ -63,4 +63,27 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE models ADD COLUMN fleet TEXT NOT NULL DEFAULT '';
     CREATE INDEX models_by_fleet ON models(fleet, name)
     """,
+    # 6: a revision per model, moved by triggers on every change that shows in a listing (so no
+    # code path can forget it): ListModels(changed_after=R) lists only models changed after R.
+    # A fleet's spec change moves its partitions too (their spec is the fleet's).
+    """
+    ALTER TABLE models ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX models_by_revision ON models(revision);
+    CREATE TRIGGER revision_on_model_insert AFTER INSERT ON models BEGIN
+        UPDATE models SET revision = (SELECT MAX(revision) + 1 FROM models)
+        WHERE name = NEW.name;
+    END;
+    CREATE TRIGGER revision_on_spec AFTER UPDATE OF spec_json ON models BEGIN
+        UPDATE models SET revision = (SELECT MAX(revision) + 1 FROM models)
+        WHERE name = NEW.name OR fleet = NEW.name;
+    END;
+    CREATE TRIGGER revision_on_version_insert AFTER INSERT ON versions BEGIN
+        UPDATE models SET revision = (SELECT MAX(revision) + 1 FROM models)
+        WHERE name = NEW.model;
+    END;
+    CREATE TRIGGER revision_on_version_status AFTER UPDATE OF status ON versions BEGIN
+        UPDATE models SET revision = (SELECT MAX(revision) + 1 FROM models)
+        WHERE name = NEW.model;
+    END
+    """,
 )

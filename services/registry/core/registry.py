@@ -21,6 +21,7 @@ from driftloop.services.registry.core.domain import (
     History,
     Lineage,
     Model,
+    ModelListing,
     ModelVersion,
     Registration,
     SpecVersion,
@@ -169,10 +170,17 @@ class Registry:
 
     def list_models(self, fleet_name: str = "") -> list[Model]:
         """Every model, or only the partition models of `fleet_name`."""
+        return self.listing(fleet_name).models
+
+    def listing(self, fleet_name: str = "", changed_after: int = 0) -> ModelListing:
+        """`list_models`, only the models changed after revision `changed_after` (0: all), with
+        the registry's revision as of this listing (the caller's next `changed_after`)."""
+        if changed_after < 0:
+            raise InvalidInput("changed_after must not be negative (0 lists every model)")
         with self._store.transaction() as tx:
             if fleet_name:
                 _need_model(tx, fleet_name)
-            return tx.models(fleet_name)
+            return ModelListing(tx.models(fleet_name, changed_after), tx.revision())
 
     # versions
     def register(self, c: Candidate) -> Registration:

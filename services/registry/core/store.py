@@ -53,7 +53,7 @@ class RegistryStore:
         for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
             with self.transaction():
                 # executescript would commit our transaction; run statement by statement
-                for statement in filter(str.strip, script.split(";")):
+                for statement in _statements(script):
                     self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version = {number}")
         with self.transaction() as tx:
@@ -151,13 +151,24 @@ class RegistryTx:
         row = self._c.execute(_MODEL_SELECT + " WHERE m.name = ?", (name,)).fetchone()
         return None if row is None else _model(row)
 
-    def models(self, fleet: str = "") -> list[Model]:
-        """Every model, or only `fleet`'s partition models."""
+    def models(self, fleet: str = "", changed_after: int = 0) -> list[Model]:
+        """Every model, or only `fleet`'s partition models; only those whose revision is after
+        `changed_after` when it is > 0."""
+        where, args = "WHERE 1=1", list[Any]()
         if fleet:
-            rows = self._c.execute(_MODEL_SELECT + " WHERE m.fleet = ? ORDER BY m.name", (fleet,))
-        else:
-            rows = self._c.execute(_MODEL_SELECT + " ORDER BY m.name")
-        return [_model(r) for r in rows]
+            where, args = where + " AND m.fleet = ?", [*args, fleet]
+        if changed_after > 0:
+            where, args = where + " AND m.revision > ?", [*args, changed_after]
+        rows = self._c.execute(f"{_MODEL_SELECT} {where} ORDER BY m.name", args)
+        # why: a fleet's partitions share its spec; parsing that JSON once, not 16,000 times,
+        # was most of a listing's cost
+        specs: dict[str, TrainingSpec] = {}
+        return [_model(r, specs) for r in rows]
+
+    def revision(self) -> int:
+        """The highest model revision: a listing's watermark (see migration 6)."""
+        row = self._c.execute("SELECT COALESCE(MAX(revision), 0) FROM models").fetchone()
+        return int(row[0])
 
     def partition_count(self, fleet: str) -> int:
         row = self._c.execute("SELECT COUNT(*) FROM models WHERE fleet = ?", (fleet,)).fetchone()
@@ -356,23 +367,48 @@ _MODEL_SELECT = (
     " (SELECT MAX(version) FROM versions v WHERE v.model = m.name AND v.status = 'shadow')"
     " AS shadow,"
     " (SELECT MAX(number) FROM spec_versions s WHERE s.model = COALESCE(f.name, m.name))"
-    " AS spec_version"
+    " AS spec_version,"
+    " m.revision,"
+    " CASE WHEN m.fleet = '' THEN (SELECT COUNT(*) FROM models p WHERE p.fleet = m.name)"
+    " ELSE 0 END AS partitions"
     " FROM models m LEFT JOIN models f ON m.fleet != '' AND f.name = m.fleet"
 )
 
 
-def _model(row: sqlite3.Row) -> Model:
+def _statements(script: str) -> Iterator[str]:
+    """A migration's statements, each complete (a trigger's body holds semicolons too)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
+
+
+def _model(row: sqlite3.Row, specs: dict[str, TrainingSpec] | None = None) -> Model:
+    """`specs`: specs already parsed, by their JSON text (filled in as rows come)."""
+    text = row["spec_json"]
+    spec = specs.get(text) if specs is not None else None
+    if spec is None:
+        spec = TrainingSpec.from_json(text)
+        if specs is not None:
+            specs[text] = spec
     return Model(
         name=row["name"],
         dataset=row["dataset"],
         target=row["target"],
-        spec=TrainingSpec.from_json(row["spec_json"]),
+        spec=spec,
         created_at=row["created_at"],
         production_version=str(row["production"]) if row["production"] is not None else "",
         latest_version=int(row["latest"] or 0),
         spec_version=int(row["spec_version"] or 0),
         shadow_version=str(row["shadow"]) if row["shadow"] is not None else "",
         fleet=row["fleet"],
+        partitions=int(row["partitions"]),
+        revision=int(row["revision"]),
     )
 
 

@@ -155,6 +155,25 @@ async def test_models_are_created_read_and_listed(backend: Backend) -> None:
         await r.create_model("other", "d", "")
 
 
+async def test_a_listing_after_a_revision_has_only_what_changed(backend: Backend) -> None:
+    r = backend.registry
+    await declared(r)
+    first = await r.model_listing(brief=True)
+    assert [m.name for m in first.models] == ["churn"] and first.revision > 0
+    assert (await r.model_listing(brief=True, changed_after=first.revision)).models == ()
+    await r.create_model("iris", "flowers", "species")
+    await r.register_version(candidate("run-1", 0.9))
+    changed = await r.model_listing(changed_after=first.revision)
+    assert [(m.name, m.production_version) for m in changed.models] == [
+        ("churn", "1"),
+        ("iris", ""),
+    ]
+    assert changed.revision > first.revision
+    assert (await r.get_model("churn")).partitions == 0  # not a fleet
+    with pytest.raises(InvalidInput):
+        await r.model_listing(changed_after=-1)
+
+
 async def test_what_does_not_exist_is_not_found(backend: Backend) -> None:
     r = backend.registry
     with pytest.raises(NotFound):

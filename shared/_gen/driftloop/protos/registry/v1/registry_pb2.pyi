@@ -538,6 +538,8 @@ class Model(_message.Message):
     SPEC_VERSION_FIELD_NUMBER: _builtins.int
     SHADOW_VERSION_FIELD_NUMBER: _builtins.int
     FLEET_FIELD_NUMBER: _builtins.int
+    PARTITIONS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     dataset: _builtins.str
     target: _builtins.str
@@ -550,6 +552,12 @@ class Model(_message.Message):
     """The version the "shadow" alias points at (empty when none)."""
     fleet: _builtins.str
     """For a partition model ("FLEET/COLUMN=VALUE"), its fleet; empty otherwise."""
+    partitions: _builtins.int
+    """For a fleet, how many partition models it has (a count: no need to list them); 0 otherwise."""
+    revision: _builtins.int
+    """The registry revision of the model's last change: created, a version registered, a status
+    or alias moved, its (or its fleet's) spec set. See ListModelsRequest.changed_after.
+    """
     @_builtins.property
     def spec(self) -> Global___TrainingSpec: ...
     @_builtins.property
@@ -567,10 +575,12 @@ class Model(_message.Message):
         spec_version: _builtins.int = ...,
         shadow_version: _builtins.str = ...,
         fleet: _builtins.str = ...,
+        partitions: _builtins.int = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset", b"dataset", "fleet", b"fleet", "latest_version", b"latest_version", "name", b"name", "production_version", b"production_version", "shadow_version", b"shadow_version", "spec", b"spec", "spec_version", b"spec_version", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset", b"dataset", "fleet", b"fleet", "latest_version", b"latest_version", "name", b"name", "partitions", b"partitions", "production_version", b"production_version", "revision", b"revision", "shadow_version", b"shadow_version", "spec", b"spec", "spec_version", b"spec_version", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -835,16 +845,29 @@ class ListModelsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FLEET_FIELD_NUMBER: _builtins.int
+    BRIEF_FIELD_NUMBER: _builtins.int
+    CHANGED_AFTER_FIELD_NUMBER: _builtins.int
     fleet: _builtins.str
     """Only this fleet's partition models (empty: every model)."""
+    brief: _builtins.bool
+    """Partition models without what they share with their fleet (spec, dataset, target, spec
+    version): name, fleet, production, shadow and latest version, created_at, revision. Fleets
+    and plain models are listed in full (a fleet's spec is its partitions' spec).
+    """
+    changed_after: _builtins.int
+    """Only the models changed at a revision after this one (0: every model): pass the revision
+    of the previous reply to get what changed since. Models are never deleted.
+    """
     def __init__(
         self,
         *,
         fleet: _builtins.str = ...,
+        brief: _builtins.bool = ...,
+        changed_after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fleet", b"fleet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brief", b"brief", "changed_after", b"changed_after", "fleet", b"fleet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -855,16 +878,20 @@ class ListModelsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODELS_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The registry's revision when it listed (the highest of every model's revision)."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]: ...
     def __init__(
         self,
         *,
         models: _abc.Iterable[Global___Model] | None = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
