@@ -12,6 +12,7 @@ import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -138,20 +139,52 @@ def _trace(common: Any, correlation_id: str) -> dict[str, Any]:
 
 def start_stack(data_dir: Path, kafka: str = "") -> tuple[Any, subprocess.Popen[bytes]]:
     """`driftloop up` (`up --kafka KAFKA` when `kafka` names a broker) on `data_dir` and free
-    ports, in its own session; returns once healthy."""
+    ports, in its own session; returns once healthy. Until `stop_stack`, a SIGTERM to this
+    process raises SystemExit, so the caller's `finally: stop_stack(proc)` runs."""
     from driftloop.shared.cli.chaos.infra import start_stack as start
 
-    common, proc = start(data_dir, kafka=kafka)
+    _exit_on_sigterm()
+    try:
+        common, proc = start(data_dir, kafka=kafka)  # stops what it started if it fails
+    except BaseException:
+        _restore_sigterm()
+        raise
     return common, proc
 
 
 def stop_stack(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to `up`'s group (it stops its services), SIGKILL after a minute."""
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+    finally:
+        _restore_sigterm()
+
+
+_previous_sigterm: list[Any] = []
+
+
+def _exit_on_sigterm() -> None:
+    """why: the stack runs in its own session, so a SIGTERM to the bench does not reach it, and
+    Python's default SIGTERM ends the bench without running its `finally` (Ctrl-C does run
+    it): the stack and its services were left running."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    _previous_sigterm.append(signal.signal(signal.SIGTERM, leave))
+
+
+def _restore_sigterm() -> None:
+    if _previous_sigterm and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _previous_sigterm.pop())
 
 
 def _render(console: Any, report: dict[str, Any]) -> None:
