@@ -70,8 +70,10 @@ class ServingSettings(ServiceSettings):
     compiled_form: bool = True
     """Serve all-numeric models through ONNX Runtime (a graph skl2onnx derives from the verified
     pipeline at deploy time), when it agrees with scikit-learn within 1e-4 on every class
-    probability, and on every label (a regressor: every prediction within 1e-4 relative), on
-    rows around the training data; else, and with false, scikit-learn scores every request."""
+    probability, and on every label (a regressor: every prediction within 1e-4 relative), on the
+    version's reference sample (the training values its profile keeps) plus rows around the
+    training data and a row of missing values (those alone, logged, when the version has no
+    readable profile); else, and with false, scikit-learn scores every request."""
     model_memory_mb: float = Field(default=0.0, ge=0)
     """Memory budget of the loaded partition models (FLEET/COLUMN=VALUE) of each serving process
     (each worker holds its own), in MB; 0 = no limit. Partition models load on their first

@@ -3,10 +3,13 @@ from the pipeline's numeric form, at deploy time, from the loaded (hash-checked)
 
 scikit-learn spends ~0.4 ms validating each call however few the rows; ONNX Runtime runs the same
 steps in ~25 us. The graph computes in float32 (ONNX Runtime's imputer has no float64 kernel), so
-it is used only when, on rows drawn from the model's own scaler statistics (its realistic
-range), every class probability is within TOLERANCE of scikit-learn's and every label is the
-same (a regressor: every prediction within REGRESSION_TOLERANCE, relative); otherwise the
-version is served by the scikit-learn form. Rows a float32 cannot hold, and answers that are not
+it is used only when, on the check rows, every class probability is within TOLERANCE of
+scikit-learn's and every label is the same (a regressor: every prediction within
+REGRESSION_TOLERANCE, relative); otherwise the version is served by the scikit-learn form. The
+check rows are the version's reference sample (the training values its profile keeps,
+reference_sample.py), plus rows drawn from the model's own scaler statistics and a row of NaN
+(they reach past the sample: extrapolation, the imputer); without a readable profile, those
+synthetic rows alone. Rows a float32 cannot hold, and answers that are not
 finite, are scored by the scikit-learn form too. The skops artifact stays the source of truth:
 nothing compiled is ever stored or loaded from outside.
 """
@@ -25,12 +28,14 @@ log = structlog.get_logger(__name__)
 
 TOLERANCE = 1e-4
 """Largest absolute difference allowed between a compiled and a scikit-learn class probability
-on the check rows (labels must be identical)."""
+on the check rows, reference and synthetic alike (labels must be identical)."""
 REGRESSION_TOLERANCE = 1e-4
 """Largest difference allowed between a compiled and a scikit-learn regressor's prediction on
 the check rows, relative to |prediction| + the mean |prediction| of those rows
 (numeric_form.relative_difference). A float32 holds ~7 significant digits; linear models come
 within ~1e-6 through the graph's steps, so 1e-4 catches only a real change of answer."""
+CHECK_ROWS = 256
+"""Synthetic check rows (realistic_sample) for a classifier, besides the reference rows."""
 REGRESSION_CHECK_ROWS = 1024
 """Check rows for a regressor. why more than a classifier's 256: float32 rounding that moves a
 value across a tree's split changes a regressor's answer by that leaf's share, where it rarely
@@ -84,18 +89,27 @@ Outcome = Literal["agrees", "disagrees", "unconvertible"]
 disagrees, or no graph could be built (skl2onnx or ONNX Runtime raised)."""
 
 
-def compile_form(positional: Any, fallback: Any, signature: ModelSignature) -> CompiledForm | None:
+def compile_form(
+    positional: Any, fallback: Any, signature: ModelSignature, reference: np.ndarray | None = None
+) -> CompiledForm | None:
     """The compiled form of `positional` (a fitted Pipeline taking an [N, F] matrix), checked
-    against `fallback` on realistic rows; None when it cannot be built or does not agree."""
-    return build(positional, fallback, signature)[0]
+    against `fallback` on the check rows; None when it cannot be built or does not agree."""
+    return build(positional, fallback, signature, reference=reference)[0]
 
 
 def build(
-    positional: Any, fallback: Any, signature: ModelSignature, *, check: bool = True
+    positional: Any,
+    fallback: Any,
+    signature: ModelSignature,
+    *,
+    check: bool = True,
+    reference: np.ndarray | None = None,
 ) -> tuple[CompiledForm | None, Outcome]:
-    """compile_form, saying why there is no form. With `check` False the graph is built
-    without comparing it to scikit-learn: only for a version whose graph was built and checked
-    from the same hash-checked bytes before (form_memo.py)."""
+    """compile_form, saying why there is no form. `reference`: the version's reference rows
+    ([N, F], reference_sample.from_profile), checked before the synthetic ones; None: synthetic
+    rows only. With `check` False the graph is built without comparing it to scikit-learn:
+    only for a version whose graph was built and checked from the same hash-checked bytes
+    before (form_memo.py)."""
     regression = signature.task == "regression"
     try:
         session, graph_bytes = _session(positional, len(signature.features), regression=regression)
@@ -106,12 +120,13 @@ def build(
         return None, "unconvertible"
     if not check:
         return form, "agrees"
+    rows = REGRESSION_CHECK_ROWS if regression else CHECK_ROWS
+    sample = check_sample(positional, signature, reference, rows=rows)
+    checked = {"reference_rows": 0 if reference is None else len(reference), "synthetic_rows": rows}
     try:
         if regression:
-            sample = realistic_sample(positional, signature, rows=REGRESSION_CHECK_ROWS)
             difference = relative_difference(fallback.predict(sample), form.predict(sample))
         else:
-            sample = realistic_sample(positional, signature)
             expected = np.asarray(fallback.predict_proba(sample), dtype=np.float64)
             got = form.predict_proba(sample)
     except Exception as exc:  # noqa: BLE001 - a graph that cannot answer the rows disagrees
@@ -123,6 +138,7 @@ def build(
                 "compiled_form_disagrees",
                 max_relative_difference=difference,
                 tolerance=REGRESSION_TOLERANCE,
+                **checked,
             )
             return None, "disagrees"
         return form, "agrees"
@@ -136,6 +152,7 @@ def build(
             max_difference=difference,
             tolerance=TOLERANCE,
             same_labels=same_labels,
+            **checked,
         )
         return None, "disagrees"
     return form, "agrees"
@@ -173,7 +190,20 @@ def _session(positional: Any, width: int, *, regression: bool = False) -> tuple[
     return session, len(serialized)
 
 
-def realistic_sample(positional: Any, signature: ModelSignature, rows: int = 256) -> np.ndarray:
+def check_sample(
+    positional: Any, signature: ModelSignature, reference: np.ndarray | None, rows: int
+) -> np.ndarray:
+    """The rows a compiled form must agree on: the reference rows (when given) and then
+    `rows` synthetic ones (realistic_sample, its NaN row included)."""
+    synthetic = realistic_sample(positional, signature, rows=rows)
+    if reference is None:
+        return synthetic
+    return np.vstack([np.asarray(reference, dtype=np.float64), synthetic])
+
+
+def realistic_sample(
+    positional: Any, signature: ModelSignature, rows: int = CHECK_ROWS
+) -> np.ndarray:
     """Rows around the training data: mean + N(0, 1) * scale of the pipeline's fitted scaler
     when it has one over all columns (where float32 rounding would show), else unit normal
     rows at a different scale per column; plus a row of NaN (the imputer's path)."""

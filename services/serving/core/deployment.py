@@ -13,15 +13,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import structlog
 
-from driftloop.services.serving.core import metrics, numeric_form
+from driftloop.services.serving.core import form_memo, metrics, numeric_form, reference_sample
 from driftloop.services.serving.core.artifact_cache import ArtifactCache
 from driftloop.services.serving.core.form_memo import FormMemo
 from driftloop.services.serving.core.inference import predict, warmup_input
 from driftloop.services.serving.core.model_cache import is_partition
 from driftloop.services.serving.core.slot import LoadedModel, ModelSlot
-from driftloop.shared.artifacts import signature
+from driftloop.shared.artifacts import ModelSignature, signature
 from driftloop.shared.errors import ArtifactRejected, NotFound, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -167,6 +168,7 @@ class Deployer:
             raise ArtifactRejected(
                 f"artifact {artifact_key!r} is not a driftloop pipeline (prep + model): {exc}"
             ) from exc
+        reference = await self._reference_rows(model, version, artifact_key, pipeline, sig, sha256)
         # the numeric form is derived from the verified pipeline and checked against it here,
         # once per version, so requests skip pandas without trusting anything new
         numeric = await asyncio.to_thread(
@@ -177,6 +179,7 @@ class Deployer:
                 compiled=self._compiled,
                 memo=self.forms,
                 sha256=sha256,
+                reference=reference,
             )
         )
         loaded = LoadedModel(model, version, pipeline, sig, sha256, numeric, len(data))
@@ -198,3 +201,47 @@ class Deployer:
         if keep and cached is None and self.artifacts is not None:
             await asyncio.to_thread(self.artifacts.put, sha256, data)
         return loaded
+
+    async def _reference_rows(
+        self,
+        model: str,
+        version: str,
+        artifact_key: str,
+        pipeline: Any,
+        sig: ModelSignature,
+        sha256: str,
+    ) -> np.ndarray | None:
+        """The version's reference rows (its profile's training values), read from the store
+        beside the artifact when deriving its forms will check a compiled form; None when no
+        check will run, or when the profile is missing or unreadable: the compiled form is
+        then checked on synthetic rows alone (compiled_form.py), and why is logged."""
+        if not self._checks_compiled_form(pipeline, sig, sha256):
+            return None
+        key = reference_sample.profile_key(artifact_key)
+        try:
+            data = await self._fetch(key)
+            return await asyncio.to_thread(reference_sample.from_profile, data, sig)
+        except Exception as exc:  # noqa: BLE001 - the check still runs, on synthetic rows
+            log.warning(
+                "reference_sample_unavailable",
+                model=model,
+                version=version,
+                profile_key=key,
+                reason=f"{type(exc).__name__}: {exc}"[:500],
+                checked_on="synthetic rows",
+            )
+            return None
+
+    def _checks_compiled_form(self, pipeline: Any, sig: ModelSignature, sha256: str) -> bool:
+        """Whether deriving this version's forms will compare a compiled form with scikit-learn
+        (only then are its reference rows worth a read): compiling is on, every feature is
+        numeric, the memo has no outcome for these bytes, and the pipeline's shape may
+        convert. A reload after eviction reads no profile."""
+        if not self._compiled or not sig.features:
+            return False
+        if any(f.kind != "numeric" for f in sig.features):
+            return False
+        known = self.forms.get(sha256) if sha256 else None
+        if known is not None and not (known.numeric and known.compiled == "untried"):
+            return False
+        return self.forms.compiles(form_memo.shape(pipeline))

@@ -39,6 +39,7 @@ def derive(
     compiled: bool = False,
     memo: FormMemo | None = None,
     sha256: str = "",
+    reference: np.ndarray | None = None,
 ) -> Any | None:
     """The numeric form of `pipeline`, or None when it has categorical features, is not the
     shape training builds, or does not agree with the pipeline on the check sample. With
@@ -46,7 +47,12 @@ def derive(
 
     With `memo` and the artifact's `sha256` (bytes the loader hash-checked), checks already
     made for that artifact are not made again, a compilation that failed for it (or for its
-    pipeline shape, form_memo.py) is not tried again, and what was found is recorded."""
+    pipeline shape, form_memo.py) is not tried again, and what was found is recorded.
+
+    `reference`: the version's reference rows (reference_sample.py), which the compiled form
+    is checked on besides its synthetic rows (None: synthetic rows only). The numeric form's
+    own check keeps check_sample: it runs the pipeline's float64 arithmetic, so only a column
+    mix-up could make it differ, and check_sample's distinct column scales show one."""
     if not signature.features or any(f.kind != "numeric" for f in signature.features):
         return None
     known = memo.get(sha256) if memo is not None and sha256 else None
@@ -70,7 +76,7 @@ def derive(
         if known is None:
             _remember(memo, sha256, Checked(numeric=True))
         return form
-    return _compiled(positional, form, signature, known, memo, sha256)
+    return _compiled(positional, form, signature, known, memo, sha256, reference)
 
 
 def _compiled(
@@ -80,6 +86,7 @@ def _compiled(
     known: Checked | None,
     memo: FormMemo | None,
     sha256: str,
+    reference: np.ndarray | None,
 ) -> Any:
     """The compiled form of a version whose numeric form agreed, else that numeric form."""
     from driftloop.services.serving.core import compiled_form
@@ -92,7 +99,9 @@ def _compiled(
         _remember(memo, sha256, Checked(numeric=True, compiled="unconvertible"))
         return form
     # a graph that agreed for these bytes is rebuilt (its session is memory) but not re-checked
-    got, outcome = compiled_form.build(positional, form, signature, check=before != "agrees")
+    got, outcome = compiled_form.build(
+        positional, form, signature, check=before != "agrees", reference=reference
+    )
     if memo is not None and sha256:
         memo.compiled(kind, sha256, outcome)
         memo.put(sha256, Checked(numeric=True, compiled=outcome))

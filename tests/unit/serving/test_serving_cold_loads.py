@@ -63,7 +63,13 @@ def predicted(pipeline: Any) -> float:
 
 
 def fetched(s: FleetServing, route: int) -> int:
-    return sum(1 for key in s.models.store.fetched if key.startswith(f"artifacts/{PART[route]}/"))
+    """Fetches of the route's artifacts (not its profile: a first load reads it for the
+    compiled form's check)."""
+    return sum(
+        1
+        for key in s.models.store.fetched
+        if key.startswith(f"artifacts/{PART[route]}/") and key.endswith("/model.skops")
+    )
 
 
 def counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
