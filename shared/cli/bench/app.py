@@ -10,7 +10,7 @@ import importlib
 
 import typer
 
-BENCHMARKS = ("serving", "drift", "ingest", "loop", "chaos", "recovery", "fleet")
+BENCHMARKS = ("serving", "drift", "ingest", "loop", "chaos", "recovery", "fleet", "changelog")
 
 bench_app = typer.Typer(
     help="Benchmarks: each prints a table, or one JSON object with --json.", no_args_is_help=True

@@ -19,6 +19,7 @@ from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.cli.commands.demo_data import FEATURES, TARGET, make_rows
+from driftloop.shared.cli.partitions import every_partition
 from driftloop.shared.grpc.client import aio_channel, auth_metadata
 from driftloop.shared.registry_client import RegistryClient
 from driftloop.shared.settings import CommonSettings
@@ -218,7 +219,7 @@ async def tail_events(
     consumer = connection.consumer(kafka)
     await connection.start(consumer, kafka)
     try:
-        consumer.assign(await topics.partitions(consumer, list(names)))
+        consumer.assign(await every_partition(kafka, names))
         while True:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for r in records:

@@ -13,6 +13,7 @@ from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.bus.connection import KafkaTarget
 from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
 from driftloop.shared.cli.commands.deadletter import read_letters
+from driftloop.shared.cli.partitions import every_partition
 
 HUGE_BYTES = 4 * 1024 * 1024
 
@@ -41,7 +42,7 @@ async def _find(
     )
     await connection.start(consumer, bootstrap)
     try:
-        tps = await topics.partitions(consumer, [topic])
+        tps = await every_partition(bootstrap, [topic])
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ from typing import Any
 from driftloop.shared.bus import connection, topics
 from driftloop.shared.cli.chaos.infra import pid_of
 from driftloop.shared.cli.chaos.steps import Chaos, Row
+from driftloop.shared.cli.partitions import every_partition
 from driftloop.shared.settings import SERVICES, KafkaConnection
 
 LABEL = "broker restart (kill -9, log kept)"
@@ -75,7 +76,7 @@ async def _log_ends(kafka: KafkaConnection) -> dict[Any, int]:
     consumer = connection.consumer(kafka)
     await connection.start(consumer, kafka)
     try:
-        parts = await topics.partitions(consumer, [topics.RECORDS_RAW])
+        parts = await every_partition(kafka, [topics.RECORDS_RAW])
         return dict(await consumer.end_offsets(parts))
     finally:
         await consumer.stop()

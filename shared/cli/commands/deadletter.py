@@ -28,9 +28,10 @@ from rich.table import Table
 from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.bus.connection import KafkaTarget
 from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
+from driftloop.shared.cli.partitions import every_partition
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.errors import DriftloopError, Unavailable
-from driftloop.shared.settings import CommonSettings
+from driftloop.shared.settings import CommonSettings, KafkaConnection
 
 TRUNCATED_AT = MAX_MESSAGE_BYTES // 2
 REPLAY_HEADER = "driftloop-replay-of"
@@ -120,7 +121,7 @@ async def read_letters(
     )
     try:
         await connection.start(consumer, kafka)
-        letters = await _drain(consumer, timeout)
+        letters = await _drain(kafka, consumer, timeout)
     except KafkaError as exc:
         raise Unavailable(
             f"cannot read {topics.DEADLETTER} from {kafka.describe()}: {exc}"
@@ -132,8 +133,10 @@ async def read_letters(
     return letters[-limit:] if limit > 0 else letters
 
 
-async def _drain(consumer: AIOKafkaConsumer, timeout: float) -> list[Letter]:
-    tps = await topics.partitions(consumer, [topics.DEADLETTER], timeout=5)
+async def _drain(
+    kafka: KafkaConnection, consumer: AIOKafkaConsumer, timeout: float
+) -> list[Letter]:
+    tps = await every_partition(kafka, [topics.DEADLETTER])
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     ends = await consumer.end_offsets(tps)

@@ -33,6 +33,7 @@ from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.cli.commands.demo_data import FEATURES, TARGET, make_rows
+from driftloop.shared.cli.partitions import every_partition
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.cli.stack.broker import free_port
 from driftloop.shared.grpc.client import aio_channel, auth_metadata
@@ -196,7 +197,7 @@ class Demo:
         await connection.start(consumer, kafka)
         try:
             names = [topics.DRIFT, topics.MODELS, topics.DEPLOYMENTS]
-            consumer.assign(await topics.partitions(consumer, names))
+            consumer.assign(await every_partition(kafka, names))
             while True:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for r in records:

@@ -21,6 +21,7 @@ from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.auth import Credentials
 from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.cli.output import as_dict
+from driftloop.shared.cli.partitions import every_partition
 from driftloop.shared.cli.stack.embedded import health_of, instance_addresses
 from driftloop.shared.cli.terminal import outside
 from driftloop.shared.errors import DriftloopError
@@ -188,7 +189,7 @@ async def _from_broker(kafka: KafkaConnection) -> tuple[dict[str, Any], dict[str
     try:
         await connection.start(consumer, kafka)
         lag = await _lag(kafka, consumer)
-        latest = await _latest_events(consumer)
+        latest = await _latest_events(kafka, consumer)
         return lag, latest
     except KafkaError:
         return {}, {}
@@ -200,9 +201,10 @@ async def _lag(kafka: KafkaConnection, consumer: AIOKafkaConsumer) -> dict[str, 
     # why: a consumer bound to the group reads its committed offsets; aiokafka's admin
     # list_consumer_group_offsets cannot decode the embedded broker's OffsetFetch reply.
     lag: dict[str, Any] = {}
+    every = await every_partition(kafka, [t for names in CONSUMER_GROUPS.values() for t in names])
+    ends = await consumer.end_offsets(every) if every else {}
     for group, names in CONSUMER_GROUPS.items():
-        tps = await topics.partitions(consumer, names, timeout=5)
-        ends = await consumer.end_offsets(tps)
+        tps = [tp for tp in every if tp.topic in names]
         reader = connection.consumer(kafka, group_id=group, enable_auto_commit=False)
         await connection.start(reader, kafka)
         try:
@@ -216,10 +218,10 @@ async def _lag(kafka: KafkaConnection, consumer: AIOKafkaConsumer) -> dict[str, 
     return lag
 
 
-async def _latest_events(consumer: AIOKafkaConsumer) -> dict[str, Any]:
+async def _latest_events(kafka: KafkaConnection, consumer: AIOKafkaConsumer) -> dict[str, Any]:
     """The newest drift, promotion and deployment events, read from the topics' tails."""
     wanted = {topics.DRIFT: "drift", topics.MODELS: "promotion", topics.DEPLOYMENTS: "deployment"}
-    tps = await topics.partitions(consumer, wanted, timeout=5)
+    tps = await every_partition(kafka, wanted)
     consumer.assign(tps)
     ends = await consumer.end_offsets(tps)
     for tp in tps:

@@ -19,6 +19,7 @@ from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.bus import connection, envelope, topics
 from driftloop.shared.bus.connection import KafkaTarget
 from driftloop.shared.cli.commands.trace_chain import Sources, build_chain
+from driftloop.shared.cli.partitions import every_partition
 from driftloop.shared.errors import DriftloopError
 from driftloop.shared.grpc.client import sync_channel
 from driftloop.shared.registry_client import RegistryClient, run_sync
@@ -93,7 +94,7 @@ async def read_chain_events(
     consumer = connection.consumer(bootstrap, enable_auto_commit=False)
     await connection.start(consumer, bootstrap)
     try:
-        tps = await topics.partitions(consumer, CHAIN_TOPICS, timeout=5)
+        tps = await every_partition(bootstrap, CHAIN_TOPICS)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
