@@ -108,8 +108,10 @@ def json_consumer(
         publisher=publisher,
         on_batch=handler.handle_records,
         on_drain=handler.drain,
+        commit_metadata=handler.commit_metadata,
         max_pending_polls=JSON_POLLS_IN_FLIGHT,
         group_membership=common.consumer_group_membership,
     )
     handler.follow(consumer.behind)
+    handler.remember_cuts(consumer.mark, consumer.committed_metadata)
     return consumer

@@ -63,6 +63,8 @@ False before the consumer waits for them at `max_pending_polls` (it reads on aft
 held records must be let go, i.e. published), with True when it stops reading its partitions
 (shutdown, rebalance): the handler may then complete its polls at what it has finished and drop
 what it holds, which, uncommitted, is read again by whoever reads the partition next."""
+CommitMetadata = Callable[[TopicPartition, int], str]
+"""The metadata to commit with a partition's offset (Kafka keeps it beside the offset)."""
 
 
 class EventConsumer:
@@ -91,6 +93,9 @@ class EventConsumer:
     which the consumer awaits whenever it is about to wait for its pending polls (at
     `max_pending_polls`, on shutdown, before a rebalance takes partitions away) so that held
     records are not waited for, and may ask `behind()` whether more records are already there.
+    With `commit_metadata`, each commit carries the metadata it returns for the partition and
+    offset; `mark()` commits the committed offset again with fresh metadata, and
+    `committed_metadata()` reads it back (a handler records state a redelivery needs there).
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class EventConsumer:
         fetch_max_wait_ms: int = 500,
         unavailable_budget_s: float = UNAVAILABLE_BUDGET_S,
         on_drain: DrainHook | None = None,
+        commit_metadata: CommitMetadata | None = None,
     ) -> None:
         if sum(h is not None for h in (on_event, on_record, on_batch)) != 1:
             raise TypeError("give exactly one of on_event, on_record or on_batch")
@@ -127,6 +133,9 @@ class EventConsumer:
         self._unavailable_budget_s = unavailable_budget_s
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._on_drain = on_drain
+        self._commit_metadata = commit_metadata
+        self._committed: dict[TopicPartition, int] = {}
+        self._committing = asyncio.Lock()
         self._tails: collections.deque[tuple[TopicPartition, int, asyncio.Future[int | None]]] = (
             collections.deque()
         )
@@ -192,8 +201,37 @@ class EventConsumer:
 
     async def _commit(self, tp: TopicPartition, next_offset: int) -> None:
         if self.group is not None:
-            await self._consumer.commit({tp: next_offset})
+            async with self._committing:  # why: commits in order, each with fresh metadata
+                await self._commit_with_metadata(tp, next_offset)
         self._record_lag(tp, next_offset)
+
+    async def _commit_with_metadata(self, tp: TopicPartition, next_offset: int) -> None:
+        if self._commit_metadata is None:
+            await self._consumer.commit({tp: next_offset})
+        else:
+            await self._consumer.commit({tp: (next_offset, self._commit_metadata(tp, next_offset))})
+        self._committed[tp] = next_offset
+
+    async def mark(self, topic: str, partition: int, start: int) -> None:
+        """Commit the partition's last committed offset again (`start`, where its reading began,
+        if nothing was committed since) with the `commit_metadata` of now: durable before what
+        the metadata speaks of is done. Raises if the commit fails (e.g. a rebalance)."""
+        if self.group is None:
+            return
+        tp = TopicPartition(topic, partition)
+        async with self._committing:
+            await self._commit_with_metadata(tp, self._committed.get(tp, start))
+
+    async def committed_metadata(self, topic: str, partition: int) -> tuple[int, str] | None:
+        """The committed offset of a partition and its metadata (None: nothing committed)."""
+        if self.group is None:
+            return None
+        tp = TopicPartition(topic, partition)
+        # why: aiokafka's public committed() drops the metadata the broker returns with it
+        found = await self._consumer._coordinator.fetch_committed_offsets([tp])
+        if tp not in found or found[tp].offset < 0:
+            return None
+        return found[tp].offset, found[tp].metadata or ""
 
     async def _settle_oldest(self) -> None:
         # why: a rebalance settles from aiokafka's coordinator task, beside the poll loop
@@ -363,6 +401,8 @@ class _SettleBeforeRebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         await self._consumer._settle_all(stopping=True)
+        for tp in revoked:  # another member may commit them now
+            self._consumer._committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         return None

@@ -11,6 +11,11 @@ starts where the cuts depend on the messages alone.
 Time-dependent cuts are kept where they cannot change what a redelivery makes: the linger cuts
 a partition only once the consumer has caught up on it (`follow`): while it is behind, which
 includes re-reading after a restart, the offsets cut the windows as they did the first time.
+Each time-dependent cut (linger, `drain()`) is first recorded in the commit metadata of the
+partition (`remember_cuts`: the consumer's `mark` commits the committed offset again, with
+`commit_metadata` naming the cuts it has not passed); a partition newly assigned reads them
+back and cuts there again. A linger whose cut cannot be recorded (e.g. during a rebalance)
+waits and tries again; a `drain()` cuts anyway (the consumer waits for it).
 When the consumer stops reading (shutdown, rebalance: `drain(stopping=True)`), held messages
 are dropped, not cut: they are uncommitted and read again. Only before the consumer waits at
 `max_pending_polls` (`drain()`) are they cut where they stand. If publishing fails, the
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from driftloop.services.ingestion.core.batches import JsonMessage
 from driftloop.services.ingestion.core.windows import (
@@ -50,6 +55,15 @@ Publish = Callable[[Bundle[T]], Awaitable[tuple[list[asyncio.Task[None]], list[R
 messages refused while converting are returned for the dead-letter topic."""
 Behind = Callable[[str, int], Awaitable[int]]
 """Records of (topic, partition) already on the broker that the consumer has not handed over."""
+Mark = Callable[[str, int, int], Awaitable[None]]
+"""Commits (topic, partition)'s committed offset again (the given start offset if there is none
+yet) with the consumer's commit metadata of now (EventConsumer.mark); raises if it fails."""
+Recall = Callable[[str, int], Awaitable[tuple[int, str] | None]]
+"""The committed offset of (topic, partition) and its metadata, None if there is none
+(EventConsumer.committed_metadata)."""
+CUTS_PREFIX = "driftloop-cuts:"
+MAX_METADATA_CHARS = 3000
+"""Below Kafka's default offset.metadata.max.bytes (4096)."""
 LINGER_PATIENCE = 10
 """A linger that finds the consumer behind on the partition waits (the offsets will cut the
 window), at most this many lingers in all."""
@@ -96,6 +110,8 @@ class _Partition(Generic[T]):
     """Commit points not yet given to a poll (ascending)."""
     acks: list[asyncio.Task[None]] = field(default_factory=list)
     """Sends since the last completion was scheduled."""
+    start: int = 0
+    """The offset this assignment began reading at (a commit point)."""
     completing: asyncio.Task[BaseException | None] | None = None
     timer: asyncio.TimerHandle | None = None
     error: BaseException | None = None
@@ -124,6 +140,10 @@ class WindowedJsonHandler(Generic[T]):
         self._lock = asyncio.Lock()
         self._lingering: set[asyncio.Task[None]] = set()
         self._behind: Behind | None = None
+        self._mark: Mark | None = None
+        self._recall: Recall | None = None
+        self._time_cuts: dict[tuple[str, int], list[int]] = {}
+        """Per partition, the offsets cut by time that the committed offset has not passed."""
 
     def follow(self, behind: Behind) -> None:
         """Ask `behind` (EventConsumer.behind) before a linger cut: while the consumer has more
@@ -132,11 +152,26 @@ class WindowedJsonHandler(Generic[T]):
         whose stream went quiet."""
         self._behind = behind
 
+    def remember_cuts(self, mark: Mark, recall: Recall) -> None:
+        """Record each time-dependent cut (linger, drain) in the committed offset's metadata
+        before publishing what it cut (`mark`), and read it back (`recall`) when a partition
+        is assigned, so that a redelivery cuts there too (see core/windows.py). Give
+        `commit_metadata` as the consumer's `commit_metadata`."""
+        self._mark = mark
+        self._recall = recall
+
+    def commit_metadata(self, tp: TopicPartition, offset: int) -> str:
+        """The metadata to commit with `offset`: the time-dependent cuts after it."""
+        key = (tp.topic, tp.partition)
+        cuts = [cut for cut in self._time_cuts.get(key, []) if cut > offset]
+        self._time_cuts[key] = cuts
+        return encode_cuts(cuts)
+
     async def handle_records(self, records: list[ConsumerRecord]) -> asyncio.Future[int]:
         """One poll of one partition (an EventConsumer `on_batch` handler); never raises."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         async with self._lock:
-            part = self._partition(records[0])
+            part = await self._partition(records[0])
             part.polls.append((records[-1].offset + 1, future))
             if part.error is None:
                 try:
@@ -163,17 +198,55 @@ class WindowedJsonHandler(Generic[T]):
                     del self._partitions[key]  # the next poll starts from the committed offset
                     self._release(part)
                 else:
-                    await self._flush(part)
+                    await self._flush(part, by_time=False)
 
-    def _partition(self, first: ConsumerRecord) -> _Partition[T]:
+    async def _partition(self, first: ConsumerRecord) -> _Partition[T]:
         key = (first.topic, first.partition)
         part = self._partitions.get(key)
         if part is None:
             windows = PartitionWindows(first.topic, first.partition, self._policy, self._parse)
+            cuts = await self._recalled_cuts(first.topic, first.partition, first.offset)
+            windows.replay(cuts)
+            self._time_cuts[key] = cuts  # committed again until the committed offset passes
             # why: a consumer starts reading at a commit point (its committed offset, or the
             # start of the partition), so a poll completing before any cut commits that
-            part = self._partitions[key] = _Partition(windows, cuts=[first.offset])
+            part = self._partitions[key] = _Partition(
+                windows, cuts=[first.offset], start=first.offset
+            )
         return part
+
+    async def _recalled_cuts(self, topic: str, partition: int, start: int) -> list[int]:
+        """The time-dependent cuts an earlier run recorded after `start`, its committed offset."""
+        if self._recall is None:
+            return []
+        try:
+            found = await self._recall(topic, partition)
+        except Exception as exc:  # noqa: BLE001 - unknown: cut as if none were recorded
+            log.warning("commit_metadata_unknown", partition=partition, error=repr(exc))
+            return []
+        if found is None or found[0] != start:
+            return []
+        cuts = [cut for cut in decode_cuts(found[1]) if cut > start]
+        if cuts:
+            log.info("replaying_time_cuts", topic=topic, partition=partition, cuts=cuts)
+        return cuts
+
+    async def _record_cut(self, part: _Partition[T]) -> bool:
+        """Make the cut about to be made (after the last message read) durable in the commit
+        metadata; False if that failed (the cut is then not recorded)."""
+        windows = part.windows
+        cut = windows.next_offset
+        if self._mark is None or cut is None:
+            return True
+        key = (windows.topic, windows.partition)
+        self._time_cuts[key] = sorted({*self._time_cuts.get(key, []), cut})
+        try:
+            await self._mark(windows.topic, windows.partition, part.start)
+        except Exception as exc:  # noqa: BLE001 - e.g. a rebalance: the caller decides
+            self._time_cuts[key] = [c for c in self._time_cuts.get(key, []) if c != cut]
+            log.warning("time_cut_not_recorded", partition=windows.partition, error=repr(exc))
+            return False
+        return True
 
     async def _apply(self, part: _Partition[T], step: Step[T]) -> None:
         refused = list(step.refused)
@@ -234,14 +307,20 @@ class WindowedJsonHandler(Generic[T]):
             if not future.done():
                 future.set_exception(error)
 
-    async def _flush(self, part: _Partition[T]) -> None:
+    async def _flush(self, part: _Partition[T], *, by_time: bool) -> bool:
+        """Cut what the partition holds; `by_time` (linger): only once the cut is recorded
+        (False if it was not: the caller retries). Otherwise (drain: the consumer waits for
+        it) the cut is made even if recording it failed."""
         if part.error is not None or not part.windows.held:
-            return
+            return True
+        if not await self._record_cut(part) and by_time:
+            return False
         try:
             await self._apply(part, part.windows.flush())
             self._complete(part)
         except Exception as exc:  # noqa: BLE001 - fails the polls: the consumer stops
             self._fail(part, exc)
+        return True
 
     def _arm(self, part: _Partition[T], delay: float | None = None) -> None:
         """Set the linger timer of a partition that holds messages and has none."""
@@ -269,7 +348,9 @@ class WindowedJsonHandler(Generic[T]):
                 if now < patience and await self._catching_up(part):
                     self._arm(part, RECHECK_S)
                     return
-                await self._flush(part)
+                if not await self._flush(part, by_time=True):
+                    self._arm(part, RECHECK_S)
+                    return
             self._arm(part)
 
     async def _catching_up(self, part: _Partition[T]) -> bool:
@@ -280,6 +361,27 @@ class WindowedJsonHandler(Generic[T]):
         except Exception as exc:  # noqa: BLE001 - unknown: the linger cuts as if caught up
             log.warning("consumer_lag_unknown", partition=part.windows.partition, error=repr(exc))
             return False
+
+
+def encode_cuts(cuts: list[int]) -> str:
+    """Commit metadata naming time-dependent cuts (the earliest ones, if too many to fit)."""
+    if not cuts:
+        return ""
+    text = CUTS_PREFIX + ",".join(str(cut) for cut in sorted(cuts))
+    if len(text) > MAX_METADATA_CHARS:
+        log.warning("time_cuts_truncated", cuts=len(cuts))
+        text = text[: text.rfind(",", 0, MAX_METADATA_CHARS)]
+    return text
+
+
+def decode_cuts(metadata: str) -> list[int]:
+    """The cuts `encode_cuts` named ([] for any other metadata)."""
+    if not metadata.startswith(CUTS_PREFIX):
+        return []
+    try:
+        return sorted(int(cut) for cut in metadata[len(CUTS_PREFIX) :].split(",") if cut)
+    except ValueError:
+        return []
 
 
 async def _completed(

@@ -8,11 +8,16 @@ import asyncio
 import time
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
 from driftloop.services.ingestion.adapters import pb
-from driftloop.services.ingestion.adapters.json_windows import Behind, WindowedJsonHandler
+from driftloop.services.ingestion.adapters.json_windows import (
+    Behind,
+    Mark,
+    Recall,
+    WindowedJsonHandler,
+)
 from driftloop.services.ingestion.core.batches import (
     DEFAULT_LIMITS,
     Limits,
@@ -88,7 +93,7 @@ class RawBatchPublisher:
 
 class JsonTopicHandler:
     """The `on_batch` handler of driftloop.ingest.json (give `drain` as the consumer's
-    `on_drain`, and the consumer's `behind` to `follow`): rows are coalesced per dataset
+    `on_drain`, its `behind` to `follow`, and see `remember_cuts`): rows are coalesced per dataset
     across messages and polls, cut by offset windows, row limits and the linger
     (core/windows.py), and published as RowBatches."""
 
@@ -133,6 +138,15 @@ class JsonTopicHandler:
     def follow(self, behind: Behind) -> None:
         """Linger only where the consumer is not behind (see WindowedJsonHandler.follow)."""
         self._windows.follow(behind)
+
+    def remember_cuts(self, mark: Mark, recall: Recall) -> None:
+        """Record time-dependent cuts in the commit metadata (see
+        WindowedJsonHandler.remember_cuts)."""
+        self._windows.remember_cuts(mark, recall)
+
+    def commit_metadata(self, tp: TopicPartition, offset: int) -> str:
+        """The consumer's `commit_metadata` (see WindowedJsonHandler.commit_metadata)."""
+        return self._windows.commit_metadata(tp, offset)
 
     async def _publish(self, bundle: Bundle[Row]) -> tuple[list[asyncio.Task[None]], list[Refused]]:
         made = bundle_batches(

@@ -8,11 +8,16 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import Counter
 
 from driftloop.services.ingestion.adapters import pb
-from driftloop.services.ingestion.adapters.json_windows import Behind, WindowedJsonHandler
+from driftloop.services.ingestion.adapters.json_windows import (
+    Behind,
+    Mark,
+    Recall,
+    WindowedJsonHandler,
+)
 from driftloop.services.ingestion.core.labels import (
     LABELS_PER_BATCH,
     LabelChunk,
@@ -125,6 +130,15 @@ class JsonLabelsHandler:
     def follow(self, behind: Behind) -> None:
         """Linger only where the consumer is not behind (see WindowedJsonHandler.follow)."""
         self._windows.follow(behind)
+
+    def remember_cuts(self, mark: Mark, recall: Recall) -> None:
+        """Record time-dependent cuts in the commit metadata (see
+        WindowedJsonHandler.remember_cuts)."""
+        self._windows.remember_cuts(mark, recall)
+
+    def commit_metadata(self, tp: TopicPartition, offset: int) -> str:
+        """The consumer's `commit_metadata` (see WindowedJsonHandler.commit_metadata)."""
+        return self._windows.commit_metadata(tp, offset)
 
     async def _publish(
         self, bundle: Bundle[tuple[str, str]]

@@ -19,11 +19,16 @@ cuts depend on time instead: the linger (`linger_s` after the partition started 
 messages, so a quiet stream is not delayed) and `flush()`. The adapter lingers only on a
 partition whose consumer has caught up (a redelivery being read is cut by the offsets, as the
 first time) and flushes only when the consumer would otherwise wait; both leave a commit
-point, committed once the batches are acknowledged. A redelivery cuts differently only after a
-crash between a lingered batch's acknowledgement and its commit, when more messages arrived
-before the restart, or if the consumer must flush while reading a redelivery (a window of
-polls too small to fit `max_pending_polls`): those rows are then curated twice (ids always
-cover the exact messages, so an id never stands for other rows and no row is lost).
+point, committed once the batches are acknowledged. Before it publishes what such a cut made,
+the adapter records the cut durably: the offset it fell at goes into the metadata of the
+partition's committed offset (Kafka keeps it beside the offset), and every later commit
+carries it until the committed offset passes it. A reader (re)assigned the partition reads
+the metadata back and `replay()`s those cuts, so a redelivery after a crash between a cut
+batch's acknowledgement and its commit cuts (and names) it as before, even when more messages
+arrived meanwhile. What is left: a broker that drops commit metadata (the embedded broker
+does: there such a crash still curates those rows twice), and a cut whose recording failed
+while the consumer had to flush anyway; in both cases ids always cover the exact messages, so
+an id never stands for other rows and no row is lost.
 
 Batch ids are derived from the topic, the partition, the group, and each message's offset,
 timestamp and checksum: a redelivered batch is curated once (validation skips batch ids its
@@ -166,10 +171,21 @@ class PartitionWindows(Generic[T]):
         self._window: int | None = None
         self._next: int | None = None
         self._opened: float | None = None
+        self._replayed: list[int] = []
+
+    def replay(self, cuts: list[int]) -> None:
+        """Cut again where an earlier run cut by time: before each of these offsets (as read
+        from the commit metadata, see the module docstring), whatever is held is cut."""
+        self._replayed = sorted(set(cuts))
 
     @property
     def held(self) -> bool:
         return bool(self._groups)
+
+    @property
+    def next_offset(self) -> int | None:
+        """The offset after the last message read (None: none read yet)."""
+        return self._next
 
     @property
     def deadline(self) -> float | None:
@@ -182,7 +198,10 @@ class PartitionWindows(Generic[T]):
         window = message.offset // self._policy.window_offsets
         rewound = self._next is not None and message.offset < self._next
         too_much = self._held_bytes + _size(message) > self._policy.max_held_bytes
-        if self._groups and (window != self._window or rewound or too_much):
+        replayed = bool(self._replayed) and self._replayed[0] <= message.offset
+        while self._replayed and self._replayed[0] <= message.offset:
+            self._replayed.pop(0)
+        if self._groups and (window != self._window or rewound or too_much or replayed):
             step.bundles.extend(self._cut_all())
             step.commit = message.offset
         self._window = window

@@ -11,11 +11,12 @@ import json
 from typing import Any
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from google.protobuf.message import Message
 from support import wait_for
 
 from driftloop.protos.events.v1 import events_pb2
+from driftloop.services.ingestion.adapters.json_windows import decode_cuts, encode_cuts
 from driftloop.services.ingestion.adapters.kafka import JsonTopicHandler, RawBatchPublisher
 from driftloop.services.ingestion.adapters.kafka_labels import JsonLabelsHandler, LabelPublisher
 from driftloop.shared.bus import envelope, topics
@@ -258,3 +259,83 @@ async def test_a_linger_behind_for_too_long_cuts_anyway() -> None:
     json_handler.follow(behind)
     [future] = await feed(json_handler, [STREAM[:3]], drain=False)
     assert await asyncio.wait_for(future, 10) == 3
+
+
+class Commits:
+    """Stands in for the group's committed offsets and their metadata (EventConsumer.mark and
+    committed_metadata), noting what had been published when each mark was made."""
+
+    def __init__(self, bus: FakeBus) -> None:
+        self.bus = bus
+        self.store: dict[tuple[str, int], tuple[int, str]] = {}
+        self.published_at_mark: list[int] = []
+        self.fail = False
+        self.attempts = 0
+
+    def wire(self, json_handler: JsonTopicHandler) -> None:
+        async def mark(topic: str, partition: int, start: int) -> None:
+            self.attempts += 1
+            if self.fail:
+                raise RuntimeError("rebalancing")
+            self.published_at_mark.append(len(self.bus.batches()))
+            offset = self.store.get((topic, partition), (start, ""))[0]
+            tp = TopicPartition(topic, partition)
+            self.store[(topic, partition)] = (offset, json_handler.commit_metadata(tp, offset))
+
+        async def recall(topic: str, partition: int) -> tuple[int, str] | None:
+            return self.store.get((topic, partition))
+
+        json_handler.remember_cuts(mark, recall)
+
+
+async def test_a_lingered_cut_is_recorded_first_and_a_redelivery_cuts_there_again() -> None:
+    bus = FakeBus()
+    commits = Commits(bus)
+    first = handler(bus, linger_s=0.05)
+    commits.wire(first)
+    [future] = await feed(first, [STREAM[:3]], drain=False)
+    assert await asyncio.wait_for(future, 10) == 3
+    assert commits.published_at_mark == [0], "recorded before anything was published"
+    assert commits.store[(topics.INGEST_JSON, 0)] == (0, "driftloop-cuts:3")
+    lingered = published(bus)
+    # killed before committing 3: the next reader starts at 0 with more messages there
+    again = FakeBus()
+    second = handler(again)
+    commits.wire(second)
+    await feed(second, polls(STREAM[:60], [7]))
+    redelivered = published(again)
+    assert lingered.items() <= redelivered.items(), "the lingered batches, cut and named again"
+    assert sorted(n for rows in redelivered.values() for n in rows) == list(range(60))
+
+
+async def test_the_recorded_cuts_are_committed_until_the_offset_passes_them() -> None:
+    json_handler = handler(FakeBus())
+    Commits(FakeBus()).wire(json_handler)
+    tp = TopicPartition(topics.INGEST_JSON, 0)
+    await json_handler.handle_records(STREAM[:3])
+    assert json_handler.commit_metadata(tp, 0) == ""
+    await json_handler.drain()  # the consumer waits: a cut by time, at 3
+    assert json_handler.commit_metadata(tp, 0) == "driftloop-cuts:3"
+    assert json_handler.commit_metadata(tp, 3) == ""
+    assert json_handler.commit_metadata(tp, 0) == "", "passed: forgotten"
+
+
+async def test_a_linger_whose_cut_cannot_be_recorded_waits() -> None:
+    bus = FakeBus()
+    commits = Commits(bus)
+    commits.fail = True
+    json_handler = handler(bus, linger_s=0.02)
+    commits.wire(json_handler)
+    [future] = await feed(json_handler, [STREAM[:3]], drain=False)
+    await wait_for(lambda: commits.attempts >= 3, 10, "the linger trying, again and again")
+    assert not future.done() and published(bus) == {}
+    commits.fail = False
+    assert await asyncio.wait_for(future, 10) == 3
+    assert commits.store[(topics.INGEST_JSON, 0)] == (0, "driftloop-cuts:3")
+
+
+def test_cuts_metadata_reads_back_what_it_wrote_and_ignores_other_metadata() -> None:
+    assert decode_cuts(encode_cuts([7, 3])) == [3, 7]
+    assert encode_cuts([]) == "" and decode_cuts("") == []
+    assert decode_cuts("someone else's note") == [] and decode_cuts("driftloop-cuts:x") == []
+    assert len(encode_cuts(list(range(10**6, 10**6 + 2000)))) <= 3000

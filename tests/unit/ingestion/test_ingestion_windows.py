@@ -219,3 +219,31 @@ def test_a_redelivery_from_any_commit_point_cuts_and_names_batches_the_same(
     again, _, _ = run(messages[start:], policy)
     assert set(shape(again)) <= set(shape(bundles))
     assert {o for _, _, offsets in shape(again) for o in offsets} == {o for o in cut if o >= start}
+
+
+def test_a_redelivery_replaying_the_time_cuts_cuts_and_names_batches_the_same() -> None:
+    stream = single_rows(300, datasets=(b"a", b"b"))
+    policy = WindowPolicy(window_offsets=1000)
+    first = windows(policy)
+    before: list[Bundle[Row]] = []
+    for m in stream[:40]:
+        before += first.add(m, now=0.0).bundles
+    assert first.next_offset == 40
+    before += first.flush().bundles  # e.g. the linger: a cut by time, at 40
+    for m in stream[40:70]:
+        before += first.add(m, now=0.0).bundles
+    before += first.flush().bundles  # and at 70
+    again = windows(policy)  # a redelivery from 0 reading further than the first run did
+    again.replay([70, 40])
+    after = [b for m in stream for b in again.add(m, now=0.0).bundles] + again.flush().bundles
+    assert shape(before) == shape(after)[: len(before)]
+    plain, _, _ = run(stream, policy)  # without the cuts: other batches, other ids
+    assert not {b.batch_id for b in before} & {b.batch_id for b in plain}
+
+
+def test_a_replayed_cut_at_a_missing_offset_cuts_before_the_next_message() -> None:
+    replay = windows(WindowPolicy(window_offsets=1000))
+    replay.replay([5])
+    stream = [m for m in single_rows(10) if m.offset != 5]  # e.g. a transaction marker
+    bundles = [b for m in stream for b in replay.add(m, now=0.0).bundles]
+    assert shape(bundles) == [("d", shape(bundles)[0][1], (0, 1, 2, 3, 4))]
