@@ -303,7 +303,13 @@ class RunExecutor:
         self, run: Run, model: ModelInfo, data: PinnedData, champion: Any | None
     ) -> trainer.TrainedCandidate:
         frame, note = self._learnable_rows(run, model, data.frame)
-        window = trainer.select_window(frame, model.target, model.spec.window_rows, model.spec.task)
+        window = trainer.select_window(
+            frame,
+            model.target,
+            model.spec.window_rows,
+            model.spec.task,
+            partition_by=() if model.fleet else model.spec.partition_by,
+        )
         least = data.min_rows or model.spec.min_rows
         if len(window) < least:
             numeric = "numeric " if tasks.is_regression(model.spec.task) else ""

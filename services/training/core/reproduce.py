@@ -112,7 +112,13 @@ def reproduce(
         spec = replace(spec_version, features=spec.features)
     pinned = manifest.read_manifest(store, model.dataset, version.manifest_version)
     frame = manifest.read_snapshot(store, pinned, since=since)
-    window = trainer.select_window(frame, model.target, spec.window_rows, spec.task)
+    window = trainer.select_window(
+        frame,
+        model.target,
+        spec.window_rows,
+        spec.task,
+        partition_by=() if model.fleet else spec.partition_by,
+    )
     cross = version.params.get("evaluation") == trainer.CROSS_VALIDATED
     again = trainer.train_candidate(model.name, window, model.target, spec, cross_validate=cross)
     holdout = window if cross else trainer.split_holdout(window, spec.holdout_fraction)[1]

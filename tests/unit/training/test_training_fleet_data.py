@@ -16,6 +16,7 @@ import pytest
 from registry_fake import FakeRegistry
 
 from driftloop.services.training.adapters.registry import TrainingRegistry
+from driftloop.services.training.core import trainer
 from driftloop.services.training.core.domain import Registration, Run
 from driftloop.services.training.core.drift_wait import usable_rows
 from driftloop.services.training.core.executor import RunExecutor
@@ -230,3 +231,17 @@ async def test_an_inconclusive_partition_runs_again_once_its_rows_doubled(
     assert done is not None and done.state == "succeeded", done.error
     assert done.training_rows == 500  # no global model yet: cross-validated on every row
     assert "trained on the partition's 500 rows (500 waited for)" in done.reason
+
+
+def test_a_fleets_global_model_takes_each_partitions_window() -> None:
+    # a fleet-wide window of window_rows held 0.4 rows per route of a 1,000-route fleet
+    frame = pd.DataFrame(
+        {
+            "route": ["a", "b"] * 6 + ["c"],
+            "x": range(13),
+            "y": [float(v) for v in range(13)],
+        }
+    )
+    window = trainer.select_window(frame, "y", 2, "regression", partition_by=("route",))
+    assert window["x"].tolist() == [8, 9, 10, 11, 12]  # 2 per route, in ingestion order
+    assert len(trainer.select_window(frame, "y", 2, "regression")) == 2
