@@ -22,6 +22,7 @@ FIGURES = (
     ("max_drift_to_serving_s", "drift -> new version answers, max s"),
     ("mae_after_over_reference", "MAE after / reference (median)"),
     ("weather_fleet_episodes", "weather: fleet episodes"),
+    ("weather_fleet_episode_events", "weather: fleet episode events (first + follow-ups)"),
     ("weather_episode_partitions", "weather: partitions in them"),
     ("weather_partition_drift_events", "weather: partition drift events"),
     ("weather_global_serving_s", "weather: global model's new version, s"),

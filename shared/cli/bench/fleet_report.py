@@ -397,8 +397,13 @@ def weather(
         if ref and after is not None:
             ratios.append(after / ref)
     return {
-        "weather_fleet_episodes": len(episodes),
-        "weather_episode_partitions": sum(len(e.drift_detected.partitions) for e in episodes),
+        # an open fleet episode grows: partitions that drift later come as follow-up events
+        # with the same episode id, so episodes are counted by id
+        "weather_fleet_episodes": len({e.drift_detected.episode_id for e in episodes}),
+        "weather_fleet_episode_events": len(episodes),
+        "weather_episode_partitions": len(
+            {p for e in episodes for p in e.drift_detected.partitions}
+        ),
         "weather_partition_drift_events": len(alone),
         "weather_global_serving_s": _round(global_at - mark.at) if global_at else None,
         "weather_global_seen_by": global_seen,

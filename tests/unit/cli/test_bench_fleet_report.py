@@ -181,3 +181,22 @@ def test_a_reply_names_the_model_that_answered() -> None:
     assert traffic.answered_by(v2.ModelInferResponse(model_version="4")) == ("", "4")
     reply.parameters[traffic.ANSWERED_BY].string_param = "not json"
     assert traffic.answered_by(reply) == ("", "")
+
+
+def test_a_fleet_episode_and_its_follow_ups_count_as_one(run: Recorded) -> None:
+    # an open fleet episode grows: partitions that drift later come as follow-up events with
+    # the same episode id
+    names = [traffic.partition_of(r, FLEET) for r in range(3)]
+    run.phases.append(PhaseMark("weather", 2, T0 + 11, {n: "1" for n in names}))
+    run.events += [
+        event(
+            events_pb2.DriftDetected(model=FLEET, episode_id="e1", partitions=names[:2]), T0 + 13
+        ),
+        event(
+            events_pb2.DriftDetected(model=FLEET, episode_id="e1", partitions=names[2:]), T0 + 20
+        ),
+    ]
+    report = summarise(run, mean_fit, 50)
+    assert report["weather_fleet_episodes"] == 1
+    assert report["weather_fleet_episode_events"] == 2
+    assert report["weather_episode_partitions"] == 3
