@@ -35,6 +35,11 @@ class ErrorRateCusum:
         self.alarm_statistic = 0.0
         """The statistic at the latest crossing (the evidence; the live one restarts at 0)."""
 
+    @property
+    def weights(self) -> tuple[float, float]:
+        """The step of an error and of a correct row (log-likelihood ratios of p1 vs p0)."""
+        return self._w_error, self._w_correct
+
     def update(self, errors: np.ndarray) -> int | None:
         """Feed errors (bool per labelled row, in order); index of the first crossing or None.
 

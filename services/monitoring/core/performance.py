@@ -9,6 +9,7 @@ Pure domain logic; the monitor feeds it logged predictions and label batches.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,12 @@ from scipy import stats
 
 from driftloop.services.monitoring.core.drift import FeatureDrift, chi2_test
 from driftloop.services.monitoring.core.error_detectors import CusumBank, ErrorRateAdwin
+from driftloop.services.monitoring.core.join import JOINED as JOINED
+from driftloop.services.monitoring.core.join import Pending as Pending
+from driftloop.services.monitoring.core.join import PendingState as PendingState
+from driftloop.services.monitoring.core.join import PredictionJoin as PredictionJoin
+from driftloop.services.monitoring.core.join import as_texts as as_texts
+from driftloop.services.monitoring.core.reference_margin import reference_error_rate
 from driftloop.services.monitoring.core.sequential import ErrorRateGlr, alarm_rate, first_alarm
 from driftloop.shared.profile import ReferenceProfile
 
@@ -31,131 +38,16 @@ ERROR_ADWIN = "_error_adwin"
 """Evidence name of river's ADWIN on the live error stream (test "adwin")."""
 LABEL = "_label"
 """Evidence name of the label-distribution test (test "label_prior")."""
-GLR_SHARE = 0.9
-"""Share of the error-rate false-alarm budget spent by the live-stream GLR (the faster of the
-two detectors on every error-rate increase we measured); the CUSUM bank gets the rest."""
-
-
-Pending = tuple[str, str, float]
-"""A logged prediction waiting for its label: (version, prediction, logged at)."""
-JOINED = "joined"
-"""State of a request id whose label joined (remembered so a replayed label is not counted)."""
-PendingState = Pending | str | None
-"""What the journal records per request id: waiting (Pending), JOINED, or forgotten (None)."""
-
-
-def as_texts(column: pd.Series) -> list[str]:
-    """A logged column's values as text, as `astype(str)` writes them, at a fraction of its
-    cost (120 us for two float64s, 1 us this way: a fleet logs a row or two at a time).
-    float32 keeps astype (str of the widened float would print its binary expansion)."""
-    dtype = column.dtype
-    types = pd.api.types
-    fast = types.is_object_dtype(dtype) or types.is_string_dtype(dtype) or dtype.kind in "iub"
-    if fast or (dtype.kind == "f" and dtype.itemsize == 8):
-        return [str(v) for v in column.tolist()]
-    return [str(v) for v in column.astype(str).tolist()]
-
-
-class PredictionJoin:
-    """The most recent logged predictions by request id, bounded: labels may come much later,
-    but memory must not grow with traffic. The oldest entries are forgotten first.
-
-    It also remembers the ids most recently joined (as many as it holds predictions), so a
-    label sent again (a producer's retry, a redelivery) is told apart from a label of an
-    unknown request: counted in `duplicates`, and never joined twice.
-
-    With `journal`, every change of an id's state is also appended to `changes` (id, state) in
-    the order it happened, for the adapter to write to a changelog and drain; `restore` replays
-    such states (the latest per id) after a restart."""
-
-    def __init__(self, capacity: int, *, journal: bool = False) -> None:
-        self.capacity = capacity
-        self.evicted = 0
-        self.duplicates = 0
-        self.journal = journal
-        self.changes: list[tuple[str, PendingState]] = []
-        self._rows: collections.OrderedDict[str, Pending] = collections.OrderedDict()
-        self._joined: collections.OrderedDict[str, None] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def add(
-        self, version: str, request_ids: list[str], predictions: list[str], ts: list[float]
-    ) -> None:
-        """Keep logged predictions; an id already joined is skipped (a replayed log)."""
-        for request_id, prediction, at in zip(request_ids, predictions, ts, strict=True):
-            if request_id in self._joined:
-                continue
-            self._rows[request_id] = (version, prediction, at)
-            if self.journal:
-                self.changes.append((request_id, (version, prediction, at)))
-        self._trim_rows()
-
-    def _trim_rows(self) -> None:
-        overflow = max(0, len(self._rows) - self.capacity)
-        for _ in range(overflow):
-            forgotten, _ = self._rows.popitem(last=False)
-            if self.journal:
-                self.changes.append((forgotten, None))
-        self.evicted += overflow
-
-    def _trim_joined(self) -> None:
-        for _ in range(len(self._joined) - self.capacity):
-            forgotten, _ = self._joined.popitem(last=False)
-            if self.journal:
-                self.changes.append((forgotten, None))
-
-    def was_joined(self, request_id: str) -> bool:
-        """Whether a label already joined this request id (recently)."""
-        return request_id in self._joined
-
-    def take(self, request_ids: list[str]) -> list[Pending | None]:
-        """(version, prediction, logged at) of each id, removed; None when unknown, evicted or
-        joined before (those add to `duplicates`)."""
-        hits = []
-        for request_id in request_ids:
-            hit = self._rows.pop(request_id, None)
-            if hit is not None:
-                self._joined[request_id] = None
-                if self.journal:
-                    self.changes.append((request_id, JOINED))
-            elif request_id in self._joined:
-                self.duplicates += 1
-            hits.append(hit)
-        self._trim_joined()
-        return hits
-
-    def forget(self, request_ids: list[str]) -> None:
-        """Drop these ids, waiting or joined (a fleet's index forgot them: see core/fleet.py)."""
-        for request_id in request_ids:
-            joined = request_id in self._joined
-            waiting = self._rows.pop(request_id, None) is not None
-            self._joined.pop(request_id, None)
-            if (waiting or joined) and self.journal:
-                self.changes.append((request_id, None))
-
-    def drain(self) -> list[tuple[str, PendingState]]:
-        """The changes recorded since the last drain (oldest first), forgotten here."""
-        changes, self.changes = self.changes, []
-        return changes
-
-    def restore(self, states: list[tuple[str, PendingState]]) -> None:
-        """Replay recorded states (oldest first; the latest per id wins), within capacity.
-        Nothing is journalled: these states are already in the changelog."""
-        for request_id, state in states:
-            self._rows.pop(request_id, None)
-            self._joined.pop(request_id, None)
-            if state == JOINED:
-                self._joined[request_id] = None
-            elif isinstance(state, tuple):
-                self._rows[request_id] = state
-        journal, self.journal = self.journal, False
-        try:
-            self._trim_rows()
-            self._trim_joined()
-        finally:
-            self.journal = journal
+GLR_SHARE = 0.5
+"""Share of the error-rate false-alarm budget spent by the live-stream GLR; the CUSUM bank gets
+the rest (alarm rates add, so the total stays one false alarm per error_arl0_rows). It was 0.9
+while the GLR was "the faster of the two detectors on every error-rate increase we measured":
+that held only while the CUSUMs' reference sat two standard errors high. With the budget's
+margin and pooled live labels (reference_margin.py, issue #17) the CUSUM bank fired first on 4
+of the recovery bench's 6 episodes in an offline replay (and on 3 of 6 live), the GLR on 1, so
+neither dominates and the budget is split evenly. Replayed episodes, rows from the drift to the
+alarm at 0.9 -> 0.5: 792 -> 790, 1997 -> 1715, 1942 -> 1731, 2771 -> 2533, 1900 -> 1798,
+443 -> 443 (ADWIN)."""
 
 
 @dataclass(frozen=True)
@@ -166,12 +58,20 @@ class PerformanceReference:
     label_frequencies: dict[str, float]
     rows: int
     source: str
-    """"profile" (held-out metrics from training) or "live" (first labelled window)."""
+    """"profile" (held-out metrics from training), "live" (first labelled window) or
+    "profile+live" (the held-out rows and the version's first live labels pooled)."""
     f1_macro: float | None = None
     accuracy: float | None = None
     """As measured (error_rate may be taken a margin high); None: 1 - error_rate."""
     holdout_rows: float = 0.0
     """Rows behind `accuracy` (a real sample: the live-stream GLR uses it as its prefix)."""
+
+    @property
+    def measured_errors(self) -> float:
+        """Errors behind `accuracy` (0 when there is no measured sample)."""
+        if self.accuracy is None or not self.holdout_rows:
+            return 0.0
+        return self.holdout_rows * (1.0 - self.accuracy)
 
 
 class PerformanceTracker:
@@ -211,7 +111,21 @@ class PerformanceTracker:
         self._labels: collections.deque[str] = collections.deque(maxlen=window_rows)
         self._predictions: collections.deque[str] = collections.deque(maxlen=window_rows)
         self._burn_in: list[tuple[bool, str]] = []
+        self._pooled = False
+        """Whether the version's first live labels joined the profile's rows in the reference."""
+        self._live = [0, 0]
+        """Errors and rows of this version's first live labels (see _pool_live)."""
+        if reference is not None and reference.holdout_rows and reference.accuracy is not None:
+            self.reference = reference = dataclasses.replace(
+                reference, error_rate=self._reference_rate(reference)
+            )
         self.cusum = None if reference is None else self._cusum(reference)
+
+    def _reference_rate(self, reference: PerformanceReference) -> float:
+        """The CUSUMs' reference error rate: the measured rate plus the margin the false-alarm
+        budget asks for its uncertainty (reference_margin.py)."""
+        errors, rows = reference.measured_errors, reference.holdout_rows
+        return reference_error_rate(errors, rows, self._shift, self._arl0)
 
     def _cusum(self, reference: PerformanceReference) -> CusumBank:
         return CusumBank(reference.error_rate, self._shift, self._arl0)
@@ -243,10 +157,58 @@ class PerformanceTracker:
         start = 0
         if self.cusum is None:
             start = self._collect_burn_in(errors, labels)
+        elif not self._pooled:
+            start = self._pool_live(errors)
         if self.cusum is None or start >= len(errors):
             return None
         crossed = self.cusum.update(errors[start:])
         return None if crossed is None else start + crossed
+
+    def _pool_live(self, errors: np.ndarray) -> int:
+        """Count the version's first live labels, as many as the profile measured its rate on
+        (at least `burn_in_rows`); once they are in, the CUSUMs' reference is re-estimated from
+        the profile's measured rows and these pooled (the CUSUMs restart from it). Returns how
+        many of `errors` the CUSUMs have already been fed with.
+
+        As many as the profile's rows: the live half then weighs as much as the profile's, which
+        halves the weight of any difference between the two (out-of-fold vs deployed model,
+        training-time vs live rows) and narrows the margin by about sqrt(2) or more; fewer live
+        rows barely moved it in the bench's replay (2,000 profile rows pooled with 1,000 live:
+        1 of 6 episodes sooner), many more would leave the profile's rate in charge for longer.
+
+        Why: the profile's rate is measured on other rows than the live ones (out-of-fold or
+        held-out models, training-time data), and its margin for uncertainty is paid in
+        detection delay; the live labels measure the deployed model on live data, and more rows
+        narrow the margin (reference_margin.py). In the recovery bench the profile put the
+        reference 1.1 to 2.9 points above the live pre-drift error. Pooled only while no
+        detector has fired (labels after a change would describe the new regime) and when the
+        profile measured its rate (else the burn-in sets the reference from live labels).
+        """
+        ref = self.reference
+        if ref is None or ref.source != "profile" or not ref.holdout_rows or self.fired:
+            self._pooled = True
+            return 0
+        wanted = max(self._burn_in_rows, round(ref.holdout_rows))
+        take = min(len(errors), wanted - self._live[1])
+        self._live[0] += int(errors[:take].sum())
+        self._live[1] += take
+        if self._live[1] < wanted:
+            return 0
+        self._pooled = True
+        rows = ref.holdout_rows + self._live[1]
+        errors_seen = ref.measured_errors + self._live[0]
+        pooled = PerformanceReference(
+            0.0,
+            ref.label_frequencies,
+            ref.rows,
+            "profile+live",
+            f1_macro=ref.f1_macro,
+            accuracy=1.0 - errors_seen / rows,
+            holdout_rows=rows,
+        )
+        self.reference = dataclasses.replace(pooled, error_rate=self._reference_rate(pooled))
+        self.cusum = self._cusum(self.reference)
+        return take
 
     def _collect_burn_in(self, errors: np.ndarray, labels: list[str]) -> int:
         """Use the first labelled rows as the reference when the profile has none."""
@@ -254,11 +216,12 @@ class PerformanceTracker:
         self._burn_in.extend(zip(errors[:take].tolist(), labels[:take], strict=True))
         if len(self._burn_in) >= self._burn_in_rows:
             n = len(self._burn_in)
-            rate = sum(e for e, _ in self._burn_in) / n
-            # Two standard errors above the estimate: an under-estimated reference error rate
-            # makes the CUSUM drift upwards on a stationary stream (one SE was not enough in
-            # the bench's 1M stationary rows: the small-shift CUSUM fired once).
-            rate += 2.0 * math.sqrt(max(rate * (1 - rate), 1.0 / n) / n)
+            errors_seen = sum(e for e, _ in self._burn_in)
+            # The estimate plus the margin the false-alarm budget asks (reference_margin.py):
+            # an under-estimated reference error rate makes the CUSUM drift upwards on a
+            # stationary stream (one SE was not enough in the bench's 1M stationary rows: the
+            # small-shift CUSUM fired once; 1,000 rows ask about 2.3 SE).
+            rate = reference_error_rate(errors_seen, n, self._shift, self._arl0)
             counts = collections.Counter(label for _, label in self._burn_in)
             freqs = {k: v / n for k, v in counts.items()}
             self.reference = PerformanceReference(rate, freqs, n, "live")
@@ -354,9 +317,10 @@ class PerformanceTracker:
 def profile_reference(profile: ReferenceProfile) -> PerformanceReference | None:
     """The profile's held-out accuracy and label frequencies, when training recorded them.
 
-    The held-out error rate is an estimate: it is taken two standard errors high (as the
-    burn-in's), over metrics["holdout_rows"] rows, else a quarter of the training rows (the
-    default 20% holdout), so a lucky holdout cannot make the reference CUSUM drift upwards.
+    The held-out error rate is an estimate over metrics["holdout_rows"] rows, else a quarter of
+    the training rows (the default 20% holdout). It is taken two standard errors high here; the
+    PerformanceTracker replaces that with the margin its false-alarm budget asks
+    (reference_margin.py), so a lucky holdout cannot make the reference CUSUM drift upwards.
     """
     accuracy = profile.metrics.get("accuracy")
     if accuracy is None or profile.target is None or not profile.target.frequencies:

@@ -23,7 +23,6 @@ from driftloop.services.monitoring.core.abs_error_cusum import AbsErrorCusumBank
 from driftloop.services.monitoring.core.drift import DriftPolicy, FeatureDrift, ks_test
 from driftloop.services.monitoring.core.error_detectors import ErrorRateAdwin
 from driftloop.services.monitoring.core.performance import (
-    GLR_SHARE,
     LABEL,
     PerformanceTracker,
     profile_reference,
@@ -42,6 +41,11 @@ ABS_ERROR_SHIFT = "_abs_error_shift"
 """Evidence name of the live-stream GLR on errors above the reference MAE ("abs_error_glr")."""
 ABS_ERROR_ADWIN = "_abs_error_adwin"
 """Evidence name of river's ADWIN on errors above the reference MAE ("abs_error_adwin")."""
+REGRESSION_GLR_SHARE = 0.9
+"""Share of the MAE detectors' false-alarm budget spent by the live-stream GLR; the CUSUM bank
+gets the rest. The classifier's bank moved to an even split (performance.GLR_SHARE) once its
+CUSUMs' reference lost its excess margin; the MAE bank's reference keeps its own margin and
+was not re-measured, so it keeps the share it had."""
 POINTS = 240
 """MAE-over-time points kept per version (for the report's plot)."""
 
@@ -138,8 +142,9 @@ class RegressionTracker:
         self._burn_in_rows = burn_in_rows
         self._window_rows = window_rows
         self._mae_shift = mae_shift
-        # The same budget as the classifier's bank: one false alarm per error_arl0 rows, GLR_SHARE
-        # of it to the live-stream GLR, the rest to the CUSUM bank; ADWIN outside (measured).
+        # The same budget as the classifier's bank: one false alarm per error_arl0 rows,
+        # REGRESSION_GLR_SHARE of it to the live-stream GLR, the rest to the CUSUM bank; ADWIN
+        # outside (measured).
         self._arl0 = error_arl0
         self._adwin_delta = adwin_delta
         self.cusum: AbsErrorCusumBank | None = None
@@ -165,9 +170,13 @@ class RegressionTracker:
         self.reference = reference
         shift = self._mae_shift * reference.mae / max(reference.sd, 1e-12)
         self.cusum = AbsErrorCusumBank(
-            reference.mae, reference.sd, reference.margin, shift, self._arl0 / (1.0 - GLR_SHARE)
+            reference.mae,
+            reference.sd,
+            reference.margin,
+            shift,
+            self._arl0 / (1.0 - REGRESSION_GLR_SHARE),
         )
-        self.glr = ErrorRateGlr(self._arl0 / GLR_SHARE)
+        self.glr = ErrorRateGlr(self._arl0 / REGRESSION_GLR_SHARE)
         if self._adwin_delta > 0:
             self.adwin = ErrorRateAdwin(self._adwin_delta)
 

@@ -72,6 +72,12 @@ def command(
         help="Offline, no stack: which rows to train on after a drift (post-drift only, all "
         "recent rows, recency-weighted), scored on the drifted streams.",
     ),
+    detection: bool = typer.Option(
+        False,
+        "--detection",
+        help="Offline, no stack: replay each stream through the monitor (version 1 trained as "
+        "training does, labels --label-delay rows late) and report where it decides.",
+    ),
 ) -> None:
     """Moderate, gradual, incremental, harmless and no drift: recovery against a reference."""
     from rich.console import Console
@@ -87,6 +93,9 @@ def command(
     console.print(calibration_table(streams))
     if windows:
         _windows(console, streams, json_out)
+        return
+    if detection:
+        _detection(console, streams, plan, json_out)
         return
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="driftloop-bench-recovery-"))
     console.print(f"starting the embedded stack in {data_dir}")
@@ -135,6 +144,27 @@ def _windows(console: Any, streams: list[Stream], json_out: bool) -> None:
     console.print(f"best: {result['best_count']}")
     if json_out:
         print(json.dumps({"windows": found, **result}))  # noqa: T201 - machine-readable line
+
+
+def _detection(console: Any, streams: list[Stream], plan: Plan, json_out: bool) -> None:
+    from rich.table import Table
+
+    from driftloop.services.monitoring.settings import MonitoringSettings
+    from driftloop.shared.cli.bench import recovery_detection as d
+
+    found = d.replay_detection(
+        streams, MonitoringSettings().policy(), label_delay=plan.label_delay, rate=plan.rate
+    )
+    table = Table(title="monitoring replayed offline: where it decides (rows from the drift)")
+    for col in d.COLUMNS:
+        table.add_column(col)
+    for row in d.table_rows(found):
+        table.add_row(*row)
+    console.print(table)
+    result = d.summary(found)
+    console.print(result)
+    if json_out:
+        print(json.dumps({"detection": found, **result}))  # noqa: T201 - machine-readable line
 
 
 async def _run(common: Any, streams: list[Stream], plan: Plan) -> tuple[Any, Any, Any]:
