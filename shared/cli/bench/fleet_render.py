@@ -14,6 +14,7 @@ FIGURES = (
     ("false_detections", "undrifted partitions alarmed"),
     ("false_drift_runs", "undrifted partitions' drift runs"),
     ("false_retrains", "false retrains (undrifted, promoted)"),
+    ("first_own_models", "undrifted partitions getting their first own model"),
     ("drifted_serving_new", "drifted serving a new version"),
     ("median_drift_to_detected_s", "drift -> detected, median s"),
     ("median_drift_to_promoted_s", "drift -> new version promoted, median s"),

@@ -358,10 +358,17 @@ def false_alarms(rec: Recorded) -> dict[str, Any]:
         for r in rec.runs
         if r.trigger == "drift" and (seconds_or_none(r.created_at) or 0.0) in window
     }
-    false_retrains = sorted(p for p in promoted if undrifted(p))
+    # a partition that had no production version of its own when the drift phases began (its
+    # first candidate was inconclusive against the global model) and gets one now is not
+    # retrained: its grown retry made its first own model
+    first = next((m for m in rec.phases), None)
+    had_own = {n for n, v in (first.production if first else {}).items() if v}
+    false_retrains = sorted(p for p in promoted if undrifted(p) and (not first or p in had_own))
+    first_own = sorted(p for p in promoted if undrifted(p) and first and p not in had_own)
     return {
         "false_retrains": len(false_retrains),
         "false_retrain_partitions": false_retrains[:20],
+        "first_own_models": len(first_own),
         "false_detections": sum(undrifted(p) for p in detected),
         "false_drift_runs": sum(undrifted(p) for p in runs),
     }

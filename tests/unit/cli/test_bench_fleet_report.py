@@ -200,3 +200,19 @@ def test_a_fleet_episode_and_its_follow_ups_count_as_one(run: Recorded) -> None:
     assert report["weather_fleet_episodes"] == 1
     assert report["weather_fleet_episode_events"] == 2
     assert report["weather_episode_partitions"] == 3
+
+
+def test_a_first_own_model_is_not_a_false_retrain(run: Recorded) -> None:
+    # a partition without a production version of its own when the roadworks began (served by
+    # the global model) whose grown retry is promoted gets its first own model
+    names = [traffic.partition_of(r, FLEET) for r in range(ROUTES)]
+    (drifted,) = run.stream.drifted_routes()
+    newcomer = next(n for r, n in enumerate(names) if r not in (drifted, 0, 1))
+    run.phases[0].production[newcomer] = ""
+    run.events.append(
+        event(events_pb2.ModelPromoted(model=newcomer, version="2", action="promote"), T0 + 9)
+    )
+    report = summarise(run, mean_fit, 50)
+    assert report["false_retrains"] == 1  # the calm route that alarmed falsely, as before
+    assert newcomer not in report["false_retrain_partitions"]
+    assert report["first_own_models"] == 1
