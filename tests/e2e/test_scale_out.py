@@ -13,7 +13,6 @@ commits past such a gap, so rows would go missing for the broker's sake, not the
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 import sys
@@ -24,13 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import kafka_broker
-import pyarrow.parquet as pq
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
-from confluent_kafka import TopicPartition as KafkaPartition
-from confluent_kafka.admin import AdminClient
 from conftest import free_ports
+from scale_out_checks import (
+    assert_each_row_curated_once,
+    committed_offsets,
+    instances,
+    nothing_left,
+    restarted_pid,
+    two_members_share,
+)
 from support import stack_env, start_process, stop_process, wait_until
 
 from driftloop.protos.validation.v1 import validation_pb2, validation_pb2_grpc
@@ -39,8 +42,6 @@ from driftloop.shared.cli.bench.chaos import SETUP_ROWS
 from driftloop.shared.cli.chaos.harness import SEGMENTS, Harness
 from driftloop.shared.cli.commands.status import collect_status
 from driftloop.shared.cli.stack import embedded as stack
-from driftloop.shared.manifest import latest_manifest
-from driftloop.shared.objectstore import ObjectStore
 from driftloop.shared.s3 import open_object_store
 from driftloop.shared.settings import CommonSettings
 
@@ -131,28 +132,20 @@ def test_two_validation_instances_survive_a_kill_and_curate_every_row_once(
 
         killed = kill_mid_stream(common, harnesses)
 
-        restarted = wait_until(lambda: restarted_pid(common, killed), 120, "the restart")
+        restarted = wait_until(lambda: restarted_pid(common, GROUP, killed), 120, "the restart")
         assert restarted != killed
         address = instances(common, GROUP)[1]["grpc"]
         wait_until(lambda: stack.health_of(common, GROUP, address) == "SERVING", 120, "health")
 
-        for h in harnesses:
-            books = h.wait_accounted(240)
-            assert books.duplicates == 0, f"{h.model}: rows curated twice"
-            assert h.sent_good <= books.ids, f"{h.model}: {len(h.sent_good - books.ids)} lost"
-            assert books.curated + books.rejected == h.sent, h.model
-            assert books.curated == len(books.ids), h.model
-            assert books.rejected > 0, "the bad rows were rejected, not lost"
-            order = curated_row_ids(store, h.model)
-            assert order == sorted(order), f"{h.model}: rows curated out of ingestion order"
+        assert_each_row_curated_once(harnesses, store)
 
-        admin = AdminClient({"bootstrap.servers": real_kafka})
-        wait_until(lambda: nothing_left(admin, real_kafka), 120, "the group read everything")
-        committed = committed_offsets(admin)
+        raw = (real_kafka, GROUP, topics.RECORDS_RAW)
+        wait_until(lambda: nothing_left(*raw, PARTITIONS), 120, "the group read everything")
+        committed = committed_offsets(*raw)
         assert len(committed) == PARTITIONS and all(committed.values()), (
             f"rows went through every partition: {committed}"
         )
-        wait_until(lambda: two_members_share(admin), 120, "two members sharing the partitions")
+        wait_until(lambda: two_members_share(*raw, PARTITIONS), 120, "two members sharing")
 
         before = loop.production()
         run_id = loop.start_run("scale-out: after the kill")
@@ -187,11 +180,6 @@ def test_up_refuses_more_instances_than_partitions(real_kafka: str, tmp_path: Pa
 
 
 # ---- helpers
-
-
-def instances(common: CommonSettings, service: str) -> list[dict[str, Any]]:
-    found = stack.read_endpoints(common) or {}
-    return list(found["services"][service]["instances"])
 
 
 def declare_schema(h: Harness) -> None:
@@ -255,57 +243,3 @@ def kill_mid_stream(common: CommonSettings, harnesses: list[Harness]) -> int:
     assert not errors, errors
     assert not any(t.is_alive() for t in feeders), "every row was acknowledged"
     return int(victim["pid"])
-
-
-def restarted_pid(common: CommonSettings, old: int) -> int | None:
-    pid = instances(common, GROUP)[1]["pid"]
-    return pid if pid and pid != old and stack.pid_alive(pid) else None
-
-
-def curated_row_ids(store: ObjectStore, dataset: str) -> list[str]:
-    """Row ids in curation order: the manifest's files in order, each file's rows in order."""
-    manifest = latest_manifest(store, dataset)
-    assert manifest is not None
-    ids: list[str] = []
-    for f in manifest.files:
-        table = pq.read_table(io.BytesIO(store.get(f.key)), columns=["row_id"])
-        ids += [str(v) for v in table.column("row_id").to_pylist()]
-    return ids
-
-
-def committed_offsets(admin: AdminClient) -> dict[int, int]:
-    request = [ConsumerGroupTopicPartitions(GROUP)]
-    reply = admin.list_consumer_group_offsets(request)[GROUP].result()
-    return {
-        tp.partition: tp.offset for tp in reply.topic_partitions if tp.topic == topics.RECORDS_RAW
-    }
-
-
-def nothing_left(admin: AdminClient, bootstrap: str) -> bool:
-    """Whether the group's committed offset is the end of every partition of the raw topic."""
-    committed = committed_offsets(admin)
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "scale-out-probe"})
-    try:
-        ends = {
-            p: probe.get_watermark_offsets(KafkaPartition(topics.RECORDS_RAW, p), timeout=5)[1]
-            for p in range(PARTITIONS)
-        }
-    finally:
-        probe.close()
-    return all(committed.get(p) == end for p, end in ends.items())
-
-
-def two_members_share(admin: AdminClient) -> bool:
-    """Whether the group is stable with two members, each owning partitions of the raw topic,
-    together all of them."""
-    group = admin.describe_consumer_groups([GROUP])[GROUP].result()
-    owned = [
-        {tp.partition for tp in m.assignment.topic_partitions if tp.topic == topics.RECORDS_RAW}
-        for m in group.members
-    ]
-    return (
-        str(group.state).endswith("STABLE")
-        and len(owned) == 2
-        and all(owned)
-        and set().union(*owned) == set(range(PARTITIONS))
-    )

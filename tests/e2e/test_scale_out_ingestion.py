@@ -24,12 +24,17 @@ from typing import Any
 
 import kafka_broker
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer
-from confluent_kafka import TopicPartition as KafkaPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
 from conftest import free_ports
+from scale_out_checks import (
+    assert_each_row_curated_once,
+    instances,
+    nothing_left,
+    restarted_pid,
+    two_members_share,
+)
 from support import stack_env, start_process, stop_process, wait_until
-from test_scale_out import curated_row_ids, datasets_over_every_partition, declare_schema
+from test_scale_out import datasets_over_every_partition, declare_schema
 
 from driftloop.shared.bus import topics
 from driftloop.shared.cli.chaos.harness import Harness
@@ -88,10 +93,14 @@ def test_two_ingestion_instances_survive_a_kill_and_curate_every_json_row_once(
     scaled_ingestion: CommonSettings, real_kafka: str
 ) -> None:
     common = scaled_ingestion
-    ingestion = instances(common)
+    ingestion = instances(common, SERVICE)
     assert [i["name"] for i in ingestion] == [SERVICE, VICTIM]
     assert len({i["pid"] for i in ingestion}) == 2 and all(i["pid"] for i in ingestion)
-    wait_until(lambda: two_members_share(real_kafka), 120, "two members sharing the JSON topic")
+    wait_until(
+        lambda: two_members_share(real_kafka, GROUP, topics.INGEST_JSON, PARTITIONS),
+        120,
+        "two members",
+    )
 
     store = open_object_store(common)
     harnesses = [Harness(common, store, name) for name in datasets_over_every_partition()]
@@ -101,27 +110,20 @@ def test_two_ingestion_instances_survive_a_kill_and_curate_every_json_row_once(
         writer = JsonWriter(real_kafka)
         killed = kill_mid_stream(common, writer, harnesses)
 
-        restarted = wait_until(lambda: restarted_pid(common, killed), 120, "the restart")
+        restarted = wait_until(lambda: restarted_pid(common, SERVICE, killed), 120, "restart")
         assert restarted != killed
-        address = instances(common)[1]["grpc"]
+        address = instances(common, SERVICE)[1]["grpc"]
         wait_until(lambda: stack.health_of(common, SERVICE, address) == "SERVING", 120, "health")
 
-        for h in harnesses:
-            books = h.wait_accounted(240)
-            # the kill is meant to land between the victim's publish of a lingered batch (the
-            # second chunk, cut by the linger: its consumer had caught up) and its commit; the
-            # redelivery then holds more messages (the rows written after the kill) and must
-            # still not curate the chunk a second time (services/ingestion/core/windows.py)
-            assert books.duplicates == 0, f"{h.model}: rows curated twice"
-            assert h.sent_good <= books.ids, f"{h.model}: {len(h.sent_good - books.ids)} lost"
-            assert books.curated + books.rejected == h.sent, h.model
-            assert books.curated == len(books.ids), h.model
-            assert books.rejected > 0, "the bad rows were rejected, not lost"
-            order = curated_row_ids(store, h.model)
-            assert order == sorted(order), f"{h.model}: rows curated out of the topic's order"
+        # the kill is meant to land between the victim's publish of a lingered batch (the
+        # second chunk, cut by the linger: its consumer had caught up) and its commit; the
+        # redelivery then holds more messages (the rows written after the kill) and must
+        # still not curate the chunk a second time (services/ingestion/core/windows.py)
+        assert_each_row_curated_once(harnesses, store)
 
-        wait_until(lambda: nothing_left(real_kafka), 120, "the group read everything")
-        wait_until(lambda: two_members_share(real_kafka), 120, "two members after the restart")
+        json_topic = (real_kafka, GROUP, topics.INGEST_JSON)
+        wait_until(lambda: nothing_left(*json_topic, PARTITIONS), 120, "the group read all")
+        wait_until(lambda: two_members_share(*json_topic, PARTITIONS), 120, "two members again")
     finally:
         for h in harnesses:
             h.close()
@@ -175,11 +177,6 @@ class JsonWriter:
             self.errors.append(str(error))
 
 
-def instances(common: CommonSettings) -> list[dict[str, Any]]:
-    found = stack.read_endpoints(common) or {}
-    return list(found["services"][SERVICE]["instances"])
-
-
 def rows_published(metrics_address: str) -> float:
     """The instance's driftloop_ingestion_rows_total from the JSON topic, summed."""
     with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as reply:
@@ -201,7 +198,7 @@ def kill_mid_stream(common: CommonSettings, writer: JsonWriter, harnesses: list[
     for h in harnesses:
         books = h.wait_accounted(120)
         assert books.curated + books.rejected == h.sent, f"{h.model}: first chunk not curated"
-    victim = instances(common)[1]
+    victim = instances(common, SERVICE)[1]
     baseline = rows_published(victim["metrics"])
     assert baseline > 0, "the victim published its share of the first chunk"
     killed = threading.Event()
@@ -232,47 +229,3 @@ def kill_mid_stream(common: CommonSettings, writer: JsonWriter, harnesses: list[
     assert not errors, errors
     assert not feeder.is_alive(), "every row was acknowledged"
     return int(victim["pid"])
-
-
-def restarted_pid(common: CommonSettings, old: int) -> int | None:
-    pid = instances(common)[1]["pid"]
-    return pid if pid and pid != old and stack.pid_alive(pid) else None
-
-
-def committed_offsets(admin: AdminClient) -> dict[int, int]:
-    request = [ConsumerGroupTopicPartitions(GROUP)]
-    reply = admin.list_consumer_group_offsets(request)[GROUP].result()
-    return {
-        tp.partition: tp.offset for tp in reply.topic_partitions if tp.topic == topics.INGEST_JSON
-    }
-
-
-def nothing_left(bootstrap: str) -> bool:
-    """Whether the group's committed offset is the end of every partition of the JSON topic."""
-    committed = committed_offsets(AdminClient({"bootstrap.servers": bootstrap}))
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "scale-out-ingestion-probe"})
-    try:
-        ends = {
-            p: probe.get_watermark_offsets(KafkaPartition(topics.INGEST_JSON, p), timeout=5)[1]
-            for p in range(PARTITIONS)
-        }
-    finally:
-        probe.close()
-    return all(end > 0 and committed.get(p) == end for p, end in ends.items())
-
-
-def two_members_share(bootstrap: str) -> bool:
-    """Whether the JSON group is stable with two members, each owning partitions of the JSON
-    topic, together all of them."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    group = admin.describe_consumer_groups([GROUP])[GROUP].result()
-    owned = [
-        {tp.partition for tp in m.assignment.topic_partitions if tp.topic == topics.INGEST_JSON}
-        for m in group.members
-    ]
-    return (
-        str(group.state).endswith("STABLE")
-        and len(owned) == 2
-        and all(owned)
-        and set().union(*owned) == set(range(PARTITIONS))
-    )
