@@ -83,6 +83,11 @@ async def test_publisher_consumer_and_topic_setup_work_secured(
         await publisher.stop()
 
 
+# why the filter: aiokafka closes a connection whose SASL handshake failed, but the TLS
+# transport under it closes asynchronously; when that is not finished as the test's loop ends,
+# the socket transport is left to the garbage collector and its ResourceWarning failed the
+# [plain] case once in CI (the same as test_an_untrusted_broker_certificate_is_refused below)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("client", ["scram", "plain"])
 async def test_a_wrong_password_is_refused_naming_broker_and_mechanism(
     secured: SecuredKafka, client: str
