@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,11 @@ def command(
     connections: int = typer.Option(
         1, "--connections", min=1, help="Client connections (workers share them, not requests)."
     ),
+    only: str = typer.Option(
+        "",
+        "--points",
+        help="Comma-separated CLIENTSxROWS points instead of the default set, e.g. 8x100.",
+    ),
 ) -> None:
     """Start serving (with broker and registry) on a real trained model and load it over V2."""
     from rich.console import Console
@@ -66,7 +71,7 @@ def command(
     console = Console(stderr=json_out)
     if not console.is_terminal:
         console.width = 160  # a log file or pipe: do not squeeze the table into 80 columns
-    points = QUICK_POINTS if quick else FULL_POINTS
+    points = _points(only) if only else QUICK_POINTS if quick else FULL_POINTS
     per_point = seconds or (2.0 if quick else 5.0)
     env = {"DRIFTLOOP_SERVING_WORKERS": str(workers), **_serving_env(serving_set)}
     result: dict[str, Any] = {"points": [], "machine_cpus": _cpus(), "serving_settings": env}
@@ -88,9 +93,13 @@ def command(
                     load = _Load(concurrency, rows, per_point, style)
                     point = {
                         "style": style,
-                        "driftloop": load.run(stack.serving, bench.MODEL, connections),
+                        "driftloop": load.run(
+                            stack.serving, bench.MODEL, connections, pid=stack.procs["serving"].pid
+                        ),
                         "against": load.run(against, model) if against else None,
-                        "null": load.run(floor, bench.MODEL) if floor else None,
+                        "null": load.run(floor.address, bench.MODEL, pid=floor.pid)
+                        if floor
+                        else None,
                     }
                     result["points"].append(point)
             if swap:
@@ -115,20 +124,38 @@ def _styles(value: str, quick: bool) -> list[str]:
     return chosen
 
 
+def _points(value: str) -> list[tuple[int, int]]:
+    """`8x100,32x1` as [(8, 100), (32, 1)]: clients, then rows per request."""
+    points = []
+    for item in (s.strip() for s in value.split(",") if s.strip()):
+        clients, sep, rows = item.lower().partition("x")
+        if not (sep and clients.isdigit() and rows.isdigit() and int(clients) and int(rows)):
+            raise typer.BadParameter(f"--points {item!r}: use CLIENTSxROWS, e.g. 8x100")
+        points.append((int(clients), int(rows)))
+    return points
+
+
 def _load_average() -> tuple[float, float, float]:
     import os
 
     return os.getloadavg()
 
 
-@contextmanager
-def _nothing() -> Iterator[str]:
-    yield ""
+@dataclass(frozen=True)
+class Server:
+    address: str
+    """host:port"""
+    pid: int
 
 
 @contextmanager
-def null_server() -> Iterator[str]:
-    """The null V2 server (bench_serving_null) in its own process; yields its host:port."""
+def _nothing() -> Iterator[Server | None]:
+    yield None
+
+
+@contextmanager
+def null_server() -> Iterator[Server]:
+    """The null V2 server (bench_serving_null) in its own process."""
     argv = [sys.executable, "-m", "driftloop.shared.cli.bench.serving_null"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -136,7 +163,7 @@ def null_server() -> Iterator[str]:
         line = proc.stdout.readline().strip()
         if not line.isdigit():
             raise typer.Exit(_fail(f"the null server did not start (it said {line!r})"))
-        yield f"127.0.0.1:{line}"
+        yield Server(f"127.0.0.1:{line}", proc.pid)
     finally:
         proc.terminate()
         try:
@@ -169,8 +196,9 @@ class _Load:
         self.concurrency, self.rows, self.seconds = concurrency, rows, seconds
         self.datatype, _, self.style = style.upper().partition("-")
 
-    def run(self, target: str, model: str, connections: int = 1) -> dict[str, Any]:
-        """Run the load client process once and return its summary."""
+    def run(self, target: str, model: str, connections: int = 1, pid: int = 0) -> dict[str, Any]:
+        """Run the load client process once and return its summary; with the server's `pid`,
+        also the CPU time the server (with its child processes) spent per answered request."""
         from driftloop.shared.cli.bench.serving_load import LoadSpec
         from driftloop.shared.cli.bench.serving_stack import FEATURES
 
@@ -191,10 +219,38 @@ class _Load:
             "driftloop.shared.cli.bench.serving_load",
             json.dumps(asdict(spec)),
         ]
+        before = _cpu_seconds(pid)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=self.seconds + 120)
+        used = _cpu_seconds(pid) - before
         if done.returncode != 0:
             raise typer.Exit(_fail(f"load client against {target} failed:\n{done.stderr[-3000:]}"))
-        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+        summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        if pid:
+            # why over the whole run: the client's warm-up requests are not in `requests`, so
+            # this is a slight overestimate, the same for every server
+            summary["cpu_us_per_request"] = 1e6 * used / max(1, summary["all_requests"])
+        return summary
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` and its children (0 without a pid)."""
+    if not pid:
+        return 0.0
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _fail(message: str) -> int:

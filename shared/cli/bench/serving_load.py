@@ -95,6 +95,8 @@ class _Trace:
     ok: list[bool] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    """Every request sent, the warm-up's too."""
 
 
 async def run(spec: LoadSpec) -> dict[str, Any]:
@@ -170,6 +172,7 @@ async def _worker(call: Any, payload: bytes, rows: int, window: _Window, trace: 
         if started >= window.stop_at:
             return
         version = ""
+        trace.sent += 1
         try:
             reply = await call(payload, timeout=30)
             ok = len(reply.outputs) > 0 and _rows_answered(reply) == rows
@@ -213,6 +216,7 @@ def _summary(spec: LoadSpec, trace: _Trace, began: float, window: _Window) -> di
         "style": spec.style,
         "seconds": seconds,
         "requests": done,
+        "all_requests": trace.sent,
         "failed": failed,
         "errors": dict(trace.errors),
         "rps": done / seconds,

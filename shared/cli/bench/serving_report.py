@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 KEYS = ("rps", "rows_per_s", "p50_ms", "p90_ms", "p99_ms", "failed")
+OPTIONAL_KEYS = ("cpu_us_per_request",)
+"""Present when the bench knew the server's process (driftloop's, the null server's)."""
 
 
 def tag(point: dict[str, Any], primary_style: str) -> str:
@@ -26,11 +28,12 @@ def flatten(result: dict[str, Any], against: str, primary_style: str) -> None:
     for point in result["points"]:
         ours, theirs, null = point["driftloop"], point.get("against"), point.get("null")
         name = tag(point, primary_style)
-        for key in KEYS:
-            result[f"{key}_{name}"] = ours[key]
-            if theirs is not None:
+        for key in KEYS + OPTIONAL_KEYS:
+            if key in ours:
+                result[f"{key}_{name}"] = ours[key]
+            if theirs is not None and key in theirs:
                 result[f"against_{key}_{name}"] = theirs[key]
-            if null is not None:
+            if null is not None and key in null:
                 result[f"null_{key}_{name}"] = null[key]
         if theirs is not None:
             result[f"ratio_rps_{name}"] = _ratio(ours["rps"], theirs["rps"])
@@ -97,7 +100,7 @@ def table(console: Any, result: dict[str, Any], against: str) -> None:
     has_null = any(p.get("null") is not None for p in result["points"])
     out = Table(title=title)
     columns = ["server", "style", "conc", "rows", "req/s", "rows/s", "p50 ms", "p90 ms", "p99 ms"]
-    columns.append("failed")
+    columns += ["failed", "cpu µs/req"]
     if against:
         columns += ["req/s vs against", "p50 vs against", "p99 vs against"]
     if has_null:
@@ -114,6 +117,7 @@ def table(console: Any, result: dict[str, Any], against: str) -> None:
                 name, point.get("style", ""), str(row["concurrency"]), str(row["rows"]),
                 f"{row['rps']:.0f}", f"{row['rows_per_s']:.0f}", f"{row['p50_ms']:.2f}",
                 f"{row['p90_ms']:.2f}", f"{row['p99_ms']:.2f}", str(row["failed"]),
+                f"{row['cpu_us_per_request']:.0f}" if "cpu_us_per_request" in row else "",
             ]  # fmt: skip
             mine = name == "driftloop"
             if against:

@@ -75,3 +75,36 @@ def test_tensor_and_per_feature_requests_carry_the_same_rows(datatype: str) -> N
     assert features.parameters["content_type"].string_param == "pd"
     with pytest.raises(ValueError, match="datatype"):
         infer_request("m", 1, 1, datatype="INT8")
+
+
+def test_server_cpu_per_request_is_flattened_when_measured() -> None:
+    ours = {**row(8, 100, 1300, 6, 10), "cpu_us_per_request": 850.0}
+    null = {**row(8, 100, 4400, 2, 3), "cpu_us_per_request": 240.0}
+    result: dict[str, Any] = {"points": [point(FP32, ours, None, null)]}
+    flatten(result, "", FP32)
+    assert result["cpu_us_per_request_c8_rows100"] == 850.0
+    assert result["null_cpu_us_per_request_c8_rows100"] == 240.0
+    assert "against_cpu_us_per_request_c8_rows100" not in result
+
+
+def test_points_option_parses_clients_by_rows_and_refuses_the_rest() -> None:
+    import typer
+
+    from driftloop.shared.cli.bench.serving import _points
+
+    assert _points("8x100, 32X1") == [(8, 100), (32, 1)]
+    for bad in ("8", "x100", "0x1", "8x", "ax1"):
+        with pytest.raises(typer.BadParameter, match="CLIENTSxROWS"):
+            _points(bad)
+
+
+def test_cpu_seconds_counts_a_process_and_its_children() -> None:
+    import os
+
+    from driftloop.shared.cli.bench.serving import _cpu_seconds
+
+    assert _cpu_seconds(0) == 0.0
+    before = _cpu_seconds(os.getpid())
+    sum(i * i for i in range(200_000))  # burn a little CPU in this process
+    assert _cpu_seconds(os.getpid()) > before
+    assert _cpu_seconds(2**22 + 12345) == 0.0  # no such process
