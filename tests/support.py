@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from driftloop.shared.bus import envelope
+from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.cli.stack.supervisor import die_with_parent
+from driftloop.shared.settings import CommonSettings
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -90,6 +97,74 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         proc.wait(5)
     except ProcessLookupError:
         pass
+
+
+def kill_groups(pids: Iterable[int]) -> None:
+    """SIGKILL the process group of each of `pids`, passing over those already gone."""
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def running(pids: Mapping[str, int]) -> dict[str, int]:
+    """Those of `pids` (name -> pid) still running (a zombie is not)."""
+    return {name: pid for name, pid in pids.items() if stack.pid_alive(pid)}
+
+
+def wait_all_gone(pids: Mapping[str, int], timeout: float, what: str = "every process") -> None:
+    """Wait until every one of `pids` (name -> pid) has ended."""
+    wait_until(lambda: not running(pids), timeout, f"{what} to end: {dict(pids)}")
+
+
+@dataclass
+class Bench:
+    """A `driftloop bench` process started by `bench_process`, and the pids its stack recorded."""
+
+    proc: subprocess.Popen[bytes]
+    common: CommonSettings
+    recorded: dict[str, int] = field(default_factory=dict)
+
+    def wait_stack(self, timeout: float) -> dict[str, int]:
+        """The pids the bench's stack records once it has `up`, the broker and every service, or
+        what it had when the bench exited first (the bench's exit code says why)."""
+
+        def started() -> bool:
+            self.recorded = stack.recorded_pids(stack.read_endpoints(self.common) or {})
+            full = {"up", "broker", *stack.SERVICES} <= set(self.recorded)
+            return full or self.proc.poll() is not None
+
+        wait_until(started, timeout, "the bench's stack to start")
+        return self.recorded
+
+
+@contextmanager
+def bench_process(args: list[str], data_dir: Path, output: Path) -> Iterator[Bench]:
+    """`driftloop bench <args> --data-dir <data_dir>` in its own session, its output in `output`;
+    on the way out, even on failure, its process group and those its stack recorded are killed
+    (the stack runs in a session of its own, so ending the bench alone could leave it running)."""
+    argv = [sys.executable, "-m", "driftloop.shared.cli", "bench", *args]
+    proc = start_process([*argv, "--data-dir", str(data_dir)], log_path=str(output))
+    bench = Bench(proc, CommonSettings(data_dir=data_dir))
+    try:
+        yield bench
+    finally:
+        kill_groups([proc.pid, *bench.recorded.values()])
+        proc.wait(10)
+
+
+def run_bench_json(args: list[str], tmp_path: Path, timeout: float) -> tuple[dict[str, Any], str]:
+    """Run `driftloop bench <args>` (with --json) to its end, its stack under tmp_path: the report
+    its last line prints and its whole output, once it exited 0 and left none of its stack."""
+    output = tmp_path / "out.txt"
+    with bench_process(args, tmp_path / "stack", output) as bench:
+        recorded = bench.wait_stack(180)
+        assert bench.proc.wait(timeout) == 0, output.read_text()
+        still = running(recorded)
+        assert not still, f"the bench left running: {still}"
+    text = output.read_text()
+    return json.loads(text.strip().splitlines()[-1]), text
 
 
 def stack_env(common: Any) -> dict[str, str]:

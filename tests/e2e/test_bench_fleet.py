@@ -6,18 +6,10 @@ last and stops every process it started. Figures are checked for truths only, ne
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import wait_until
-
-from driftloop.shared.cli.stack import embedded as stack
-from driftloop.shared.settings import CommonSettings
+from support import run_bench_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -37,37 +29,9 @@ KEYS = (
 
 
 def test_bench_fleet_prints_the_documented_json_and_cleans_up(tmp_path: Path) -> None:
-    data_dir = tmp_path / "stack"
-    out_path = tmp_path / "out.txt"
-    argv = [sys.executable, "-m", "driftloop.shared.cli", "bench", "fleet", "--json"]
-    argv += ["--partitions", str(PARTITIONS), "--before-blocks", "3"]
-    argv += ["--after-blocks", "3", "--phase-timeout", "240", "--data-dir", str(data_dir)]
-    recorded: dict[str, int] = {}
-    with out_path.open("w+b") as out:
-        bench = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            common = CommonSettings(data_dir=data_dir)
-
-            def started() -> dict[str, int]:
-                if bench.poll() is not None:
-                    return {"bench exited": 0}  # the exit code below says why
-                pids = stack.recorded_pids(stack.read_endpoints(common) or {})
-                return pids if {"up", "broker", *stack.SERVICES} <= set(pids) else {}
-
-            recorded = wait_until(started, 180, "the bench's stack to start")
-            assert bench.wait(1400) == 0, out_path.read_text()
-            still = {name: pid for name, pid in recorded.items() if stack.pid_alive(pid)}
-            assert not still, f"the bench left running: {still}"
-        finally:
-            for pid in [bench.pid, *(p for p in recorded.values() if p > 0)]:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            bench.wait(10)
-
-    text = out_path.read_text()
-    report = json.loads(text.strip().splitlines()[-1])
+    args = ["fleet", "--json", "--partitions", str(PARTITIONS), "--before-blocks", "3"]
+    args += ["--after-blocks", "3", "--phase-timeout", "240"]
+    report, text = run_bench_json(args, tmp_path, 1400)
     for key in KEYS:
         assert key in report, key
     assert report["partitions"] == PARTITIONS

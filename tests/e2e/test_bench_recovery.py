@@ -4,18 +4,10 @@ process it started. Figures are checked for sanity only (speed and quality are t
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import wait_until
-
-from driftloop.shared.cli.stack import embedded as stack
-from driftloop.shared.settings import CommonSettings
+from support import run_bench_json
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -31,40 +23,7 @@ KEYS = (
 
 
 def test_bench_recovery_quick_prints_the_documented_json_and_cleans_up(tmp_path: Path) -> None:
-    data_dir = tmp_path / "stack"
-    out = (tmp_path / "out.txt").open("w+b")
-    bench = subprocess.Popen(
-        [sys.executable, "-m", "driftloop.shared.cli", "bench", "recovery", "--quick", "--json"]
-        + ["--data-dir", str(data_dir)],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    recorded: dict[str, int] = {}
-    try:
-        common = CommonSettings(data_dir=data_dir)
-
-        def started() -> dict[str, int]:
-            if bench.poll() is not None:
-                return {"bench exited": 0}  # the exit code below says why
-            pids = stack.recorded_pids(stack.read_endpoints(common) or {})
-            return pids if {"up", "broker", *stack.SERVICES} <= set(pids) else {}
-
-        recorded = wait_until(started, 180, "the bench's stack to start")
-        assert bench.wait(480) == 0, (tmp_path / "out.txt").read_text()
-        still = {name: pid for name, pid in recorded.items() if stack.pid_alive(pid)}
-        assert not still, f"the bench left running: {still}"
-    finally:
-        for pid in [bench.pid, *(p for p in recorded.values() if p > 0)]:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        bench.wait(10)
-        out.close()
-
-    text = (tmp_path / "out.txt").read_text()
-    report = json.loads(text.strip().splitlines()[-1])
+    report, text = run_bench_json(["recovery", "--quick", "--json"], tmp_path, 480)
     for key in KEYS:
         assert key in report, key
     assert report["episodes"] == 1 and 0 <= report["episodes_recovered"] <= 1

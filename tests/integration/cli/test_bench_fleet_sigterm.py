@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
-from support import start_process, stop_process, wait_until
-
-from driftloop.shared.cli.stack import embedded as stack
-from driftloop.shared.settings import CommonSettings
+from support import bench_process, wait_all_gone, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,36 +20,13 @@ SMALLEST = [
 
 
 def test_sigterm_to_bench_fleet_stops_its_stack(tmp_path: Path) -> None:
-    common = CommonSettings(data_dir=tmp_path / "data")
     log = tmp_path / "bench.log"
-    bench = start_process(
-        [sys.executable, "-m", "driftloop.shared.cli", "bench", "fleet", *SMALLEST,
-         "--data-dir", str(common.data_dir)],
-        log_path=str(log),
-    )  # fmt: skip
-    recorded: dict[str, int] = {}
-    try:
+    with bench_process(["fleet", *SMALLEST], tmp_path / "data", log) as bench:
+        recorded = bench.wait_stack(240)
+        assert bench.proc.poll() is None, log.read_text()
 
-        def stack_pids() -> dict[str, int]:
-            assert bench.poll() is None, log.read_text()
-            pids = stack.recorded_pids(stack.read_endpoints(common) or {})
-            return pids if {"up", "broker", *stack.SERVICES} <= set(pids) else {}
+        os.kill(bench.proc.pid, signal.SIGTERM)
 
-        recorded = wait_until(stack_pids, 240, "the bench's stack to record its pids")
-
-        os.kill(bench.pid, signal.SIGTERM)
-
-        wait_until(
-            lambda: not [p for p in recorded.values() if stack.pid_alive(p)],
-            150,
-            f"every process of the bench's stack to end: {recorded}",
-        )
-        wait_until(lambda: bench.poll() is not None, 30, "the bench to exit")
-        assert bench.returncode == 128 + signal.SIGTERM, log.read_text()
-    finally:
-        for pid in recorded.values():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        stop_process(bench, grace=5)
+        wait_all_gone(recorded, 150, "every process of the bench's stack")
+        wait_until(lambda: bench.proc.poll() is not None, 30, "the bench to exit")
+        assert bench.proc.returncode == 128 + signal.SIGTERM, log.read_text()

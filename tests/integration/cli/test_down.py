@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_ports
-from support import stack_env, start_process, stop_process, wait_until
+from support import kill_groups, running, stack_env, start_process, stop_process, wait_until
 
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.settings import CommonSettings
@@ -45,16 +45,12 @@ def test_down_ends_every_recorded_process_when_up_hangs(tmp_path: Path) -> None:
 
         assert down.returncode == 0, down.stdout + down.stderr
         assert "ended here" in down.stdout and "up" in down.stdout
-        still = {n: p for n, p in recorded.items() if stack.pid_alive(p) and p != up.pid}
+        still = running({n: p for n, p in recorded.items() if p != up.pid})
         assert not still, f"left running: {still}"
         wait_until(lambda: up.poll() is not None, 10, "the hung up process to be reaped")
         assert not stack.endpoints_path(common).exists()
     finally:
-        for pid in recorded.values():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        kill_groups(recorded.values())
         stop_process(up, grace=5)
 
 

@@ -4,52 +4,25 @@ versions and aliases, and bad partition names, specs and counts are refused clea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from registry_fleet_setup import FLEET_YAML, candidate, fleet_registry
 
 from driftloop.services.registry.core import specs
-from driftloop.services.registry.core.domain import Candidate, Lineage, TrainingSpec
+from driftloop.services.registry.core.domain import TrainingSpec
 from driftloop.services.registry.core.registry import Registry
-from driftloop.services.registry.core.store import RegistryStore
 from driftloop.shared import fleet
 from driftloop.shared.errors import InvalidInput, NotFound, TooLarge
 
 pytestmark = pytest.mark.unit
 
-SHA = "cd" * 32
-FLEET_YAML = """
-dataset: trips
-target: delay_s
-task: regression
-estimator: ridge
-partition_by: [route_id]
-"""
-
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    store = RegistryStore(tmp_path / "registry.db")
-    r = Registry(store, max_partitions=3)
-    r.create_model("arrivals", "", "", TrainingSpec(), spec_yaml=FLEET_YAML)
-    yield r
-    store.close()
-
-
-def candidate(
-    model: str, run_id: str, mae: float, champion: str = "", champ: float = 0.0
-) -> Candidate:
-    return Candidate(
-        model=model,
-        run_id=run_id,
-        artifact_uri=f"artifacts/{model}/{run_id}/model.skops",
-        artifact_sha256=SHA,
-        profile_uri=f"artifacts/{model}/{run_id}/profile.json",
-        metrics={"mae": mae, "rmse": mae * 1.3, "r2": 0.5},
-        champion_metrics={"mae": champ, "rmse": champ * 1.3, "r2": 0.4} if champion else {},
-        champion_version=champion,
-        lineage=Lineage(run_id=run_id, trigger="manual"),
-    )
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    with fleet_registry(tmp_path, max_partitions=3) as r:
+        yield r
 
 
 def test_a_partition_appears_on_its_first_registration_with_the_fleets_spec(

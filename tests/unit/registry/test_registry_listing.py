@@ -6,12 +6,14 @@ leaves out what a partition shares with its fleet."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from registry_fleet_setup import FLEET_YAML, candidate, fleet_registry
 
 from driftloop.services.registry.adapters.pb import model_to_pb
-from driftloop.services.registry.core.domain import Candidate, Lineage, TrainingSpec
+from driftloop.services.registry.core.domain import TrainingSpec
 from driftloop.services.registry.core.migrations import MIGRATIONS
 from driftloop.services.registry.core.registry import Registry
 from driftloop.services.registry.core.store import RegistryStore
@@ -20,37 +22,11 @@ from driftloop.shared.errors import InvalidInput
 
 pytestmark = pytest.mark.unit
 
-SHA = "cd" * 32
-FLEET_YAML = """
-dataset: trips
-target: delay_s
-task: regression
-estimator: ridge
-partition_by: [route_id]
-"""
-
-
-def candidate(model: str, run_id: str, mae: float, champion: str = "") -> Candidate:
-    return Candidate(
-        model=model,
-        run_id=run_id,
-        artifact_uri=f"artifacts/{model}/{run_id}/model.skops",
-        artifact_sha256=SHA,
-        profile_uri=f"artifacts/{model}/{run_id}/profile.json",
-        metrics={"mae": mae, "rmse": mae * 1.3, "r2": 0.5},
-        champion_metrics={"mae": 30.0, "rmse": 39.0, "r2": 0.4} if champion else {},
-        champion_version=champion,
-        lineage=Lineage(run_id=run_id, trigger="manual"),
-    )
-
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    store = RegistryStore(tmp_path / "registry.db")
-    r = Registry(store)
-    r.create_model("arrivals", "", "", TrainingSpec(), spec_yaml=FLEET_YAML)
-    yield r
-    store.close()
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    with fleet_registry(tmp_path) as r:
+        yield r
 
 
 def route(n: int) -> str:

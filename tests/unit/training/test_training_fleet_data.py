@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from registry_fake import FakeRegistry
+from training_fleet_setup import SPEC, fleet_executor, fleet_registry
 
-from driftloop.services.training.adapters.registry import TrainingRegistry
 from driftloop.services.training.core import trainer
 from driftloop.services.training.core.domain import Registration, Run
 from driftloop.services.training.core.drift_wait import usable_rows
@@ -26,20 +26,10 @@ from driftloop.services.training.core.pinning import DataWait
 from driftloop.services.training.core.runs import RunStore
 from driftloop.services.validation.core import curation
 from driftloop.shared import manifest
-from driftloop.shared import registry_types as reg
 from driftloop.shared.objectstore import LocalObjectStore
 
 pytestmark = pytest.mark.unit
 
-SPEC = reg.TrainingSpec(
-    estimator="ridge",
-    window_rows=5000,
-    holdout_fraction=0.2,
-    min_rows=100,
-    task="regression",
-    partition_by=("route",),
-    policy=reg.PromotionPolicy(metric="mae"),
-)
 PLAIN = replace(SPEC, partition_by=())
 DRIFT_AT = 5000.0
 
@@ -79,11 +69,8 @@ def setup(
     runs = RunStore(tmp_path / "runs.db")
     store = CountingStore(tmp_path / "objects")
     curate(store, "b1", {1: 300, 2: 250}, 1000.0)
-    fake = FakeRegistry()
-    fake.put_model(reg.Model("arrivals", "trips", "y", SPEC, spec_version=1))
-    fake.put_model(reg.Model("plain", "trips", "y", PLAIN, spec_version=1))
-    executor = RunExecutor(runs, store, TrainingRegistry(fake), wait=wait)  # type: ignore[arg-type]
-    return runs, executor, store, fake
+    fake = fleet_registry(plain=PLAIN)
+    return runs, fleet_executor(runs, store, fake, wait=wait), store, fake
 
 
 def drift_run(runs: RunStore, model: str, episode: str, since: float = DRIFT_AT) -> Run:
@@ -181,11 +168,8 @@ async def test_too_few_post_drift_rows_wait_then_fail_never_training_on_old_rows
     waiting = runs.get(run.run_id)
     assert waiting is not None and waiting.state == "queued"
     assert "20/50 usable rows after the drift" in waiting.progress
-    over = RunExecutor(
-        runs,
-        store,
-        TrainingRegistry(fake),  # type: ignore[arg-type]
-        wait=DataWait(max_wait_seconds=0.0, retry_wait_seconds=0.0),
+    over = fleet_executor(
+        runs, store, fake, wait=DataWait(max_wait_seconds=0.0, retry_wait_seconds=0.0)
     )
     await over.execute(replace(waiting, wait_started_at=time.time() - 1))
     failed = runs.get(run.run_id)

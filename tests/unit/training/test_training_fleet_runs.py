@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from registry_fake import FakeRegistry
+from training_fleet_setup import fleet_executor, fleet_registry
 
 from driftloop.services.training.adapters.registry import TrainingRegistry
 from driftloop.services.training.core.executor import RunExecutor
@@ -18,21 +19,11 @@ from driftloop.services.training.core.fleet_runs import child_episode, group
 from driftloop.services.training.core.runs import RunStore
 from driftloop.services.training.core.training import Training
 from driftloop.services.validation.core import curation
-from driftloop.shared import registry_types as reg
 from driftloop.shared.errors import InvalidInput, TooLarge
 from driftloop.shared.objectstore import LocalObjectStore
 
 pytestmark = pytest.mark.unit
 
-SPEC = reg.TrainingSpec(
-    estimator="ridge",
-    window_rows=5000,
-    holdout_fraction=0.2,
-    min_rows=100,
-    task="regression",
-    partition_by=("route",),
-    policy=reg.PromotionPolicy(metric="mae"),
-)
 ROWS = {1: 300, 2: 250, 3: 200, 4: 40}
 """Rows per route: route 4 has fewer than min_rows and stays with the global model."""
 
@@ -59,15 +50,8 @@ def setup(tmp_path: Path, max_partitions: int = 100) -> tuple[RunStore, RunExecu
     runs = RunStore(tmp_path / "runs.db")
     store = LocalObjectStore(tmp_path / "objects")
     curate(store)
-    fake = FakeRegistry()
-    fake.put_model(reg.Model("arrivals", "trips", "y", SPEC, spec_version=1))
-    executor = RunExecutor(
-        runs,
-        store,
-        TrainingRegistry(fake),
-        max_partitions=max_partitions,  # type: ignore[arg-type]
-    )
-    return runs, executor, fake
+    fake = fleet_registry()
+    return runs, fleet_executor(runs, store, fake, max_partitions=max_partitions), fake
 
 
 async def work_off(runs: RunStore, executor: RunExecutor) -> int:
@@ -147,8 +131,7 @@ def test_grouping_puts_rows_without_a_partition_value_in_none() -> None:
 
 async def test_a_fleet_episode_queues_the_fleet_and_each_partition_once(tmp_path: Path) -> None:
     runs = RunStore(tmp_path / "runs.db")
-    fake = FakeRegistry()
-    fake.put_model(reg.Model("arrivals", "trips", "y", SPEC, spec_version=1))
+    fake = fleet_registry()
     training = Training(runs, TrainingRegistry(fake), executor=None)  # type: ignore[arg-type]
     partitions = ("arrivals/route=1", "arrivals/route=2")
     for _ in range(2):  # the event redelivered
@@ -169,8 +152,7 @@ async def test_a_follow_up_of_an_open_fleet_episode_queues_only_its_new_partitio
     # monitoring grows an open fleet episode: partitions that drift later come as a follow-up
     # DriftDetected with the same episode id, listing only them
     runs = RunStore(tmp_path / "runs.db")
-    fake = FakeRegistry()
-    fake.put_model(reg.Model("arrivals", "trips", "y", SPEC, spec_version=1))
+    fake = fleet_registry()
     training = Training(runs, TrainingRegistry(fake), executor=None)  # type: ignore[arg-type]
     first = await training.queue_drift(
         "arrivals", "ep-3", "corr", "cause", 5.0, partitions=("arrivals/route=1",)
