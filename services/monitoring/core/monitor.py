@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import structlog
 
+from driftloop.services.monitoring.core import label_change
 from driftloop.services.monitoring.core.decision import DriftDecision, DriftEpisode, explain
 from driftloop.services.monitoring.core.drift import (
     DriftPolicy,
@@ -26,6 +27,7 @@ from driftloop.services.monitoring.core.early_labels import EarlyLabels
 from driftloop.services.monitoring.core.performance import (
     LABEL,
     PendingState,
+    PerformanceTracker,
     PredictionJoin,
     as_texts,
 )
@@ -378,7 +380,17 @@ class ModelMonitor:
             or "label_prior" not in self.policy.triggers
         ):
             return None
-        return self._decide(now, self._performance_evidence(LABEL), end)
+        return self._decide(now, self._performance_evidence(LABEL), self._label_change(end))
+
+    def _label_change(self, alarm_ts: float) -> float:
+        """When a label-prior shift began (label_change.py), for the rows a retrain may use;
+        the alarm row's time for a regressor or without a reference."""
+        reference = self.performance.reference
+        if not isinstance(self.performance, PerformanceTracker) or reference is None:
+            return alarm_ts
+        _, labels = self.performance.window()
+        rows = label_change.change_rows(labels, reference.label_frequencies, reference.rows)
+        return change_since(rows, self._joined_at, 0, alarm_ts, CHANGE_SHRINK)
 
     def _performance_evidence(self, fired: str) -> tuple[FeatureDrift, ...]:
         """The latest feature tests plus performance figures, `fired` marked as drifted."""
