@@ -142,6 +142,8 @@ def _up_detached(common: CommonSettings, broker_binary: Path | None) -> None:
     if common.scale:
         argv += ["--scale", ",".join(f"{name}={n}" for name, n in common.scale.items())]
     with open(log_path, "ab") as out:
+        # why no die_with_parent (driftloop.shared.cli.children), unlike every other launcher:
+        # a detached stack is meant to outlive this command; `driftloop down` ends it
         proc = subprocess.Popen(
             argv,
             stdout=out,
@@ -179,7 +181,11 @@ def down(
     common = CommonSettings(data_dir=data_dir) if data_dir else CommonSettings()
     found = stack.read_endpoints(common)
     if not found or not any(stack.pid_alive(p) for p in stack.recorded_pids(found).values()):
-        fail(f"no running stack found in {common.data_dir}")
+        stale = ""
+        if found:  # its `up` was killed (SIGKILL, OOM) and its processes died with it
+            stack.endpoints_path(common).unlink(missing_ok=True)
+            stale = "; removed the endpoints.json of a stack that ended without stopping"
+        fail(f"no running stack found in {common.data_dir}{stale}")
         return
     try:
         forced = stack.stop_recorded(found, grace=grace)

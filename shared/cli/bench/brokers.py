@@ -75,13 +75,18 @@ def local_kafka(workdir: Path, say: Callable[[str], None]) -> Iterator[LocalKafk
 @contextmanager
 def embedded_broker(log: Path) -> Iterator[str]:
     """A fresh embedded broker process on a free port (its bootstrap address); always stopped."""
+    from driftloop.shared.cli.children import die_with_parent
     from driftloop.shared.cli.stack.broker import broker_argv, free_port, wait_for_port
 
     port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            broker_argv(port), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            broker_argv(port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     try:
         wait_for_port("127.0.0.1", port, timeout=30)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from driftloop.shared.cli.children import die_with_parent
 from driftloop.shared.cli.stack.broker import broker_argv, free_port, wait_for_port
 from driftloop.shared.errors import Unavailable
 from driftloop.shared.manifest import ManifestHead, manifest_head
@@ -151,6 +152,7 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
 

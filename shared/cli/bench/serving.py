@@ -21,6 +21,8 @@ from typing import Any
 
 import typer
 
+from driftloop.shared.cli.children import die_with_parent
+
 FULL_POINTS = [(c, r) for r in (1, 100) for c in (1, 8, 32, 64)]
 QUICK_POINTS = [(1, 1), (32, 1), (8, 100)]
 STYLES = ("fp32-tensor", "fp64-tensor", "fp32-features", "fp64-features")
@@ -157,7 +159,13 @@ def _nothing() -> Iterator[Server | None]:
 def null_server() -> Iterator[Server]:
     """The null V2 server (bench_serving_null) in its own process."""
     argv = [sys.executable, "-m", "driftloop.shared.cli.bench.serving_null"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=die_with_parent(),
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -220,7 +228,13 @@ class _Load:
             json.dumps(asdict(spec)),
         ]
         before = _cpu_seconds(pid)
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=self.seconds + 120)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=self.seconds + 120,
+            preexec_fn=die_with_parent(),
+        )
         used = _cpu_seconds(pid) - before
         if done.returncode != 0:
             raise typer.Exit(_fail(f"load client against {target} failed:\n{done.stderr[-3000:]}"))
@@ -300,7 +314,13 @@ def _start_client(spec: dict[str, Any]) -> subprocess.Popen[str]:
         "driftloop.shared.cli.bench.serving_load",
         json.dumps(asdict(load)),
     ]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent(),
+    )
 
 
 def _swap_report(summary: dict[str, Any], swaps: list[dict[str, Any]], data: Any) -> dict[str, Any]:

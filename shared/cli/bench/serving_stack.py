@@ -26,6 +26,7 @@ import pandas as pd
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.shared import artifacts
+from driftloop.shared.cli.children import die_with_parent
 from driftloop.shared.cli.stack.broker import broker_argv, free_port, wait_for_port
 from driftloop.shared.errors import Unavailable
 from driftloop.shared.registry_client import RegistryClient, run_sync
@@ -100,7 +101,12 @@ def _env(common: CommonSettings, extra: dict[str, str]) -> dict[str, str]:
 def _start(argv: list[str], env: dict[str, str] | None, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
 

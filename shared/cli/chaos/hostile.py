@@ -24,6 +24,7 @@ from driftloop.protos.inference.v2 import grpc_predict_v2_pb2 as v2
 from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.shared.cli.chaos.infra import pid_of, rss_mb
 from driftloop.shared.cli.chaos.steps import Chaos, Row
+from driftloop.shared.cli.children import die_with_parent
 
 MB = 1024 * 1024
 WARMUP_REQUESTS = 50
@@ -136,7 +137,12 @@ def _rounds(address: str, model: str, size: int, window: list[str | None]) -> li
     busy it is meanwhile; `window[0]` says which one the background's samples belong to."""
     argv = [sys.executable, "-m", __name__, address, model, str(size)]
     proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent(),
     )
     statuses: list[str] = []
     try:

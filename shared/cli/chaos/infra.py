@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from driftloop.shared.cli.children import die_with_parent
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.cli.stack.broker import free_port
 from driftloop.shared.settings import CommonSettings, Ports, S3Settings
@@ -151,7 +152,10 @@ def start_stack(
     data_dir: Path, s3: S3Settings | None = None, *, kafka: str = ""
 ) -> tuple[CommonSettings, Any]:
     """`driftloop up` (`up --kafka KAFKA` when `kafka` names a broker) as a child process group
-    on free ports; returns once every service is healthy. The caller stops it with stop_stack."""
+    on free ports; returns once every service is healthy. The caller stops it with stop_stack.
+
+    `up` gets SIGTERM should this process die without stopping it (SIGKILL, the OOM killer),
+    and stops its services as on `driftloop down`."""
     ports = Ports(**{k: free_port() for k in Ports.model_fields})
     common = CommonSettings(data_dir=data_dir, ports=ports, kafka_bootstrap=kafka)
     if s3 is not None:
@@ -172,6 +176,7 @@ def start_stack(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     try:
         deadline = time.monotonic() + 120

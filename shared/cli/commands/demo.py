@@ -32,6 +32,7 @@ from driftloop.protos.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from driftloop.protos.ingestion.v1 import ingestion_pb2, ingestion_pb2_grpc
 from driftloop.protos.training.v1 import training_pb2, training_pb2_grpc
 from driftloop.shared.bus import connection, envelope, topics
+from driftloop.shared.cli.children import die_with_parent
 from driftloop.shared.cli.commands.demo_data import FEATURES, TARGET, make_rows
 from driftloop.shared.cli.partitions import every_partition
 from driftloop.shared.cli.stack import embedded as stack
@@ -306,6 +307,7 @@ def _start_stack(data_dir: Path, ports: Ports) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # `up` stops its services when the demo is killed
         )
 
 

@@ -4,7 +4,9 @@ processes.
 `run_foreground` is `driftloop up`: start the broker (unless kafka_bootstrap names one), create
 the topics and check the broker takes driftloop's message size, start the services (several
 instances of those `scale` names, see driftloop.shared.cli.stack.scale), write
-<data-dir>/endpoints.json, supervise until SIGTERM/SIGINT, then stop everything.
+<data-dir>/endpoints.json, supervise until SIGTERM/SIGINT, then stop everything. Killed itself
+(SIGKILL, the OOM killer), `up` takes its processes along: each gets SIGTERM from the kernel
+(driftloop.shared.cli.children), since nothing would supervise them any more.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ kafka` fetches, for the benches' `--broker kafka` and the test suite's real-Kafk
 `start` writes server.properties, formats the storage, starts `java -cp <libs>/* kafka.Kafka` on
 free ports and returns once the broker serves metadata with itself in it. `restart` runs the same
 broker again on the same ports and log dir (Kafka keeps its log across it); `stop` ends it and
-removes its data.
+removes its data. The JVM (and the format tool) die with the process that started them, even a
+SIGKILLed one (driftloop.shared.cli.children).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from driftloop.shared.bus.topics import MAX_MESSAGE_BYTES
+from driftloop.shared.cli.children import die_with_parent
 from driftloop.shared.cli.stack.broker import free_port
-from driftloop.shared.cli.stack.supervisor import die_with_parent
 from driftloop.shared.errors import Unavailable
 
 LIBS_ENV = "DRIFTLOOP_KAFKA_LIBS"
@@ -204,6 +205,7 @@ class LocalKafka:
             text=True,
             timeout=START_TIMEOUT_S,
             check=False,
+            preexec_fn=die_with_parent(),
         )
         if done.returncode != 0:
             raise Unavailable(f"formatting Kafka's storage failed: {done.stdout}{done.stderr}")

@@ -2,17 +2,16 @@
 
 Each child runs in its own process group with its output in <data-dir>/logs/<name>.log. A child
 that exits is restarted after a delay that doubles on each quick crash (reset once it has stayed
-up for `stable_after` seconds); every restart is logged.
+up for `stable_after` seconds); every restart is logged. Children die with the supervising
+process, even a SIGKILLed one (driftloop.shared.cli.children; `die_with_parent` is still
+importable from here, as serving's worker pool and the tests' helpers do).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,31 +19,9 @@ from pathlib import Path
 
 import structlog
 
+from driftloop.shared.cli.children import die_with_parent
+
 log = structlog.get_logger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A `preexec_fn` that makes the child get SIGTERM when its parent dies, even by SIGKILL.
-
-    why: children run in their own process groups (so they can be stopped as a group), so a
-    killed `driftloop up` or test runner would otherwise leave the broker and services running.
-    Linux only; None elsewhere. Also None off the main thread: the kernel ties the signal to
-    the thread that forked, and a worker thread's exit must not kill the stack.
-    """
-    if _prctl is None or threading.current_thread() is not threading.main_thread():
-        return None
-    parent = os.getpid()
-    prctl = _prctl
-
-    def _preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return _preexec
 
 
 @dataclass
@@ -96,7 +73,9 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=die_with_parent(),  # prctl only: takes no locks after fork
+                # why: children lead their own process groups (to be stopped as a group), so
+                # a killed `driftloop up` would otherwise leave the broker and services running
+                preexec_fn=die_with_parent(),
             )
         child.started_at = self._clock()
         child.restart_at = None
