@@ -1,26 +1,87 @@
-"""Where a label-prior shift began: the change point of the labelled window's classes.
+"""Where a label-prior shift began: the change point of the recent labels' classes.
 
-The label-prior test (a chi-squared of the window's classes against the reference frequencies)
-says *that* the classes moved, not *since when*. Without an estimate, a retrain could only count
-rows from the alarm on and would wait for all of them to arrive, although most of the window was
-already drawn after the change. The estimate is the start k of the window's suffix whose class
-frequencies are the likeliest departure from the reference: the generalised likelihood ratio
+The label-prior test (a chi-squared of the label window's classes against the reference
+frequencies) says *that* the classes moved, not *since when*. Without an estimate, a retrain
+could only count rows from the alarm on and would wait for rows that had arrived long before:
+the test fires hundreds of labels after the change. The estimate is the start k of the recent
+labels' suffix whose class frequencies are the likeliest departure from the reference: the
+generalised likelihood ratio
 
     GLR(k) = sum over rows i >= k of log(p_k(y_i) / p_ref(y_i)),
 
 p_k the suffix's own class frequencies, maximised over k. A suffix drawn from the reference
 scores about a chi-squared / 2 whatever its length; one drawn after a change grows with its
 length times the two distributions' divergence, so the maximum sits near the change point.
+
+The monitor keeps the labels of as many recent rows as it keeps join times for (CHANGE_LOOKBACK)
+as small codes, 8 bytes a label: a fleet runs thousands of monitors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from driftloop.services.monitoring.core.recent import RecentValues
+
 MIN_SUFFIX_ROWS = 30
 """The shortest suffix considered: fewer rows give frequencies too rough to compare."""
+MAX_CLASSES = 256
+"""Distinct labels given their own code; any further one shares the code of the unseen (labels
+are callers' text: a stream of ever-new labels must not grow the dictionary without bound)."""
+_OTHER = -1
+
+
+class LabelCodes:
+    """The latest `capacity` labels of one version, as codes of a per-version dictionary."""
+
+    __slots__ = ("_codes", "_names")
+
+    def __init__(self, capacity: int) -> None:
+        self._codes = RecentValues(capacity)
+        self._names: dict[str, int] = {}
+
+    def extend(self, labels: Iterable[str]) -> None:
+        self._codes.extend([self._code(y) for y in labels])
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def change_rows(
+        self,
+        frequencies: dict[str, float],
+        reference_rows: int,
+        *,
+        min_rows: int = MIN_SUFFIX_ROWS,
+    ) -> int:
+        """Labels, counted back from the newest, since the most likely change of the class
+        frequencies away from `frequencies` (0: no estimate, fewer than `min_rows` labels or a
+        reference without classes). A class the reference never saw gets the share the
+        chi-squared test gives it, 0.5 / reference_rows."""
+        rows = len(self._codes)
+        shares = {k: v for k, v in frequencies.items() if v > 0}
+        total = sum(shares.values())
+        if rows < min_rows or not shares or total <= 0:
+            return 0
+        unseen = 0.5 / max(1, reference_rows)
+        # bucket j < len(names): the label named j; the last bucket: every label without a share
+        probabilities = [
+            shares[name] / total * (1.0 - unseen) if name in shares else unseen
+            for name in self._names
+        ]
+        probabilities.append(unseen)
+        codes = self._codes.values().astype(np.int64)
+        codes[codes == _OTHER] = len(self._names)
+        return _glr_change_rows(codes, np.asarray(probabilities), min_rows)
+
+    def _code(self, label: str) -> int:
+        code = self._names.get(label)
+        if code is None:
+            if len(self._names) >= MAX_CLASSES:
+                return _OTHER
+            code = self._names[label] = len(self._names)
+        return code
 
 
 def change_rows(
@@ -30,20 +91,14 @@ def change_rows(
     *,
     min_rows: int = MIN_SUFFIX_ROWS,
 ) -> int:
-    """Labelled rows, counted back from the newest, since the most likely change of the class
-    frequencies away from `frequencies` (0: no estimate, the window is shorter than `min_rows`
-    or the reference has no classes). A class the reference never saw gets the share the
-    chi-squared test gives it, 0.5 / reference_rows."""
-    rows = len(labels)
-    shares = {k: v for k, v in frequencies.items() if v > 0}
-    total = sum(shares.values())
-    if rows < min_rows or not shares or total <= 0:
-        return 0
-    unseen = 0.5 / max(1, reference_rows)
-    classes = list(shares)
-    where = {c: i for i, c in enumerate(classes)}
-    codes = np.fromiter((where.get(str(y), len(classes)) for y in labels), np.int64, rows)
-    reference = np.array([shares[c] / total * (1.0 - unseen) for c in classes] + [unseen])
+    """LabelCodes.change_rows of these labels, oldest first."""
+    codes = LabelCodes(max(1, len(labels)))
+    codes.extend(labels)
+    return codes.change_rows(frequencies, reference_rows, min_rows=min_rows)
+
+
+def _glr_change_rows(codes: np.ndarray, reference: np.ndarray, min_rows: int) -> int:
+    rows = len(codes)
     onehot = np.zeros((rows, len(reference)))
     onehot[np.arange(rows), codes] = 1.0
     suffix = onehot[::-1].cumsum(axis=0)[::-1]  # row k: class counts of rows k .. rows-1

@@ -124,6 +124,8 @@ class ModelMonitor:
         self._label_ts = RecentValues(p.label_window_rows)
         self._joined_at = RecentValues(CHANGE_LOOKBACK)
         """When each recent labelled row's label was joined (for the change point's time)."""
+        self._label_codes = label_change.LabelCodes(CHANGE_LOOKBACK)
+        """The same rows' labels (a classifier's: where a label-prior shift began)."""
         self._labels_since_test = 0
         self._prior_streak = 0
 
@@ -222,6 +224,8 @@ class ModelMonitor:
         predictions, truth, ts = (list(column) for column in zip(*keep, strict=True))
         self._label_ts.extend(ts)
         self._joined_at.extend([now] * len(keep))
+        if isinstance(self.performance, PerformanceTracker):
+            self._label_codes.extend(truth)
         if isinstance(self.performance, RegressionTracker):
             crossed = self.performance.observe(predictions, truth, ts)
         else:
@@ -388,8 +392,7 @@ class ModelMonitor:
         reference = self.performance.reference
         if not isinstance(self.performance, PerformanceTracker) or reference is None:
             return alarm_ts
-        _, labels = self.performance.window()
-        rows = label_change.change_rows(labels, reference.label_frequencies, reference.rows)
+        rows = self._label_codes.change_rows(reference.label_frequencies, reference.rows)
         return change_since(rows, self._joined_at, 0, alarm_ts, CHANGE_SHRINK)
 
     def _performance_evidence(self, fired: str) -> tuple[FeatureDrift, ...]:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from driftloop.services.monitoring.core.drift import DriftPolicy
-from driftloop.services.monitoring.core.label_change import change_rows
+from driftloop.services.monitoring.core.label_change import MAX_CLASSES, LabelCodes, change_rows
 from driftloop.services.monitoring.core.monitor import ModelMonitor
 from driftloop.shared.profile import build_profile
 
@@ -81,3 +81,16 @@ def test_a_label_prior_decision_reaches_back_to_the_change_not_to_the_alarm() ->
     assert alarm_row > change + 100
     since = decision.window_end / 0.01
     assert change <= since <= alarm_row - 0.5 * (alarm_row - change)
+
+
+def test_codes_reach_back_past_the_label_window_and_stay_bounded() -> None:
+    rng = np.random.default_rng(13)
+    codes = LabelCodes(4096)
+    codes.extend(draw(rng, 1000, REFERENCE))
+    codes.extend(draw(rng, 1500, {"a": 0.3, "b": 0.3, "c": 0.4}))
+    assert 1300 <= codes.change_rows(REFERENCE, 2000) <= 1700
+    # ever-new labels share one code past MAX_CLASSES: the dictionary does not grow
+    flood = LabelCodes(100)
+    flood.extend(f"label-{i}" for i in range(MAX_CLASSES + 500))
+    assert len(flood) == 100 and len(flood._names) == MAX_CLASSES
+    assert flood.change_rows(REFERENCE, 2000) > 0
