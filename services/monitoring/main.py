@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
 from driftloop.protos.monitoring.v1 import monitoring_pb2_grpc
 from driftloop.services.monitoring.adapters import kafka as events
 from driftloop.services.monitoring.adapters.changelog import PendingChangelog
@@ -63,20 +65,40 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         fleets=FleetDispatch(
             monitors, sizes, settings.fleet_rules(), idle_after_s=settings.idle_after_s
         ),
+        by_assignment=common.consumer_group_membership,
     )
 
     async def stop() -> None:
         await registry.close()
         await handler.close()
 
-    consumer = EventConsumer(
-        bootstrap=common.kafka_connection(),
-        group="monitoring",
-        topic_names=events.TOPICS,
-        publisher=publisher,
-        on_batch=handler.handle_records,
-        group_membership=common.consumer_group_membership,
-    )
+    scaled = common.consumer_group_membership
+    consumers = [
+        EventConsumer(
+            bootstrap=common.kafka_connection(),
+            group="monitoring",
+            topic_names=events.PARTITIONED_TOPICS if scaled else events.TOPICS,
+            publisher=publisher,
+            on_batch=handler.handle_records,
+            group_membership=scaled,
+            # a model's state moves with its partition (adapters/moves.py): a range assignment
+            # gives one instance the same partition of predictions, labels (and the changelog)
+            assignors=(RangePartitionAssignor,),
+            on_assigned=handler.on_assigned,
+            on_revoked=handler.on_revoked,
+        )
+    ]
+    if scaled:  # every instance sees every deployment and registry decision
+        consumers.append(
+            EventConsumer(
+                bootstrap=common.kafka_connection(),
+                group=None,
+                topic_names=events.BROADCAST_TOPICS,
+                publisher=publisher,
+                on_batch=handler.handle_records,
+                from_latest=True,
+            )
+        )
     binding = ServiceBinding(
         add=monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server,
         servicer=MonitoringServicer(monitors, history),
@@ -87,7 +109,7 @@ async def run(common: CommonSettings, settings: MonitoringSettings) -> None:
         common,
         [binding],
         publisher=publisher,
-        consumers=[consumer],
+        consumers=consumers,
         background=[handler.run_timer],
         on_start=handler.reconcile,
         on_stop=stop,

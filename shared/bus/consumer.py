@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import structlog
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from prometheus_client import Counter, Gauge
 
 from driftloop.protos.events.v1 import events_pb2
@@ -65,6 +66,9 @@ held records must be let go, i.e. published), with True when it stops reading it
 what it holds, which, uncommitted, is read again by whoever reads the partition next."""
 CommitMetadata = Callable[[TopicPartition, int], str]
 """The metadata to commit with a partition's offset (Kafka keeps it beside the offset)."""
+PartitionsHook = Callable[[list[TopicPartition]], Awaitable[None]]
+"""Called with the partitions a group rebalance takes away (after what is done was committed)
+or hands over (before any of their records is handled): a handler's state moves with them."""
 
 
 class EventConsumer:
@@ -96,6 +100,13 @@ class EventConsumer:
     With `commit_metadata`, each commit carries the metadata it returns for the partition and
     offset; `mark()` commits the committed offset again with fresh metadata, and
     `committed_metadata()` reads it back (a handler records state a redelivery needs there).
+
+    With group membership, `on_revoked` is awaited with the partitions a rebalance takes away
+    once what was done is committed, `on_assigned` with those it hands over (aiokafka awaits
+    both inside the rebalance; it logs, and does not raise, what they raise, so a hook must
+    itself make sure that a failure is not forgotten); `assignors` replaces aiokafka's
+    round-robin assignment (e.g. a RangePartitionAssignor gives one member the same partition
+    numbers of every topic: co-partitioned topics stay together).
     """
 
     def __init__(
@@ -116,6 +127,9 @@ class EventConsumer:
         unavailable_budget_s: float = UNAVAILABLE_BUDGET_S,
         on_drain: DrainHook | None = None,
         commit_metadata: CommitMetadata | None = None,
+        on_assigned: PartitionsHook | None = None,
+        on_revoked: PartitionsHook | None = None,
+        assignors: tuple[type[AbstractPartitionAssignor], ...] = (),
     ) -> None:
         if sum(h is not None for h in (on_event, on_record, on_batch)) != 1:
             raise TypeError("give exactly one of on_event, on_record or on_batch")
@@ -134,6 +148,8 @@ class EventConsumer:
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._on_drain = on_drain
         self._commit_metadata = commit_metadata
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
         self._committed: dict[TopicPartition, int] = {}
         self._committing = asyncio.Lock()
         self._tails: collections.deque[tuple[TopicPartition, int, asyncio.Future[int | None]]] = (
@@ -151,6 +167,7 @@ class EventConsumer:
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
             fetch_max_wait_ms=fetch_max_wait_ms,
+            **({"partition_assignment_strategy": assignors} if assignors else {}),
         )
 
     async def run(self) -> None:
@@ -403,9 +420,12 @@ class _SettleBeforeRebalance(ConsumerRebalanceListener):
         await self._consumer._settle_all(stopping=True)
         for tp in revoked:  # another member may commit them now
             self._consumer._committed.pop(tp, None)
+        if self._consumer.on_revoked is not None:
+            await self._consumer.on_revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        if self._consumer.on_assigned is not None:
+            await self._consumer.on_assigned(list(assigned))
 
 
 async def publish_dead_letter(

@@ -5,7 +5,8 @@ the latest state per id is what the broker keeps): key `model NUL request_id`, v
 ["p", version, prediction, logged_at] while it waits, ["j"] once its label joined (so a label
 replayed after a restart is a duplicate, never counted twice), none (a tombstone) once it is
 forgotten. Each record goes to the partition the model's predictions go to (the default
-partitioner's murmur2 of the model name), so a model's state lives beside its input.
+partitioner's murmur2 of the model name), so a model's state lives beside its input and,
+with several instances, moves with it (adapters/moves.py reads only the partitions assigned).
 
 Ordering gives at-least-once: the handler sends the changes of the messages one poll returned
 (a fleet's many small logs share one round of acks) and the consumer commits the poll's offsets
@@ -89,6 +90,20 @@ class PendingChangelog:
         found = await self._producer.partitions_for(TOPIC)
         self._partitions = len(found)
 
+    @property
+    def partitions(self) -> int:
+        """The changelog's partition count (known once started)."""
+        return self._partitions
+
+    async def partitions_of(self, topic: str) -> int:
+        """How many partitions `topic` has (the changelog must be started)."""
+        if self._producer is None:
+            raise Unavailable("the monitoring changelog is not started")
+        try:
+            return len(await self._producer.partitions_for(topic))
+        except KafkaError as exc:
+            raise Unavailable(f"cannot read the partitions of {topic}: {exc}") from exc
+
     async def stop(self) -> None:
         if self._producer is not None:
             await self._producer.stop()
@@ -132,14 +147,20 @@ class PendingChangelog:
             raise Unavailable(f"cannot write the monitoring changelog: {exc}") from exc
         self.written += count
 
-    async def read(self) -> dict[str, list[tuple[str, PendingState]]]:
+    async def read(
+        self, partitions: set[int] | None = None
+    ) -> dict[str, list[tuple[str, PendingState]]]:
         """Every model's latest state per request id, oldest first, from the whole changelog
-        (up to its end when reading began)."""
+        or only these of its partitions (up to their end when reading began)."""
         consumer = connection.consumer(self._kafka, enable_auto_commit=False)
         await connection.start(consumer, self._kafka)
         latest: dict[bytes, bytes | None] = {}
         try:
             assigned = await topics.partitions(consumer, [TOPIC], kafka=self._kafka)
+            if partitions is not None:
+                assigned = [tp for tp in assigned if tp.partition in partitions]
+                if not assigned:
+                    return {}
             consumer.assign(assigned)
             await consumer.seek_to_beginning(*assigned)
             ends = await consumer.end_offsets(assigned)

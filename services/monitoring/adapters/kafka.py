@@ -15,10 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from driftloop.services.monitoring.adapters import pb
 from driftloop.services.monitoring.adapters.changelog import PendingChangelog
+from driftloop.services.monitoring.adapters.moves import PartitionMoves
 from driftloop.services.monitoring.adapters.pb import drift_detected_pb
 from driftloop.services.monitoring.core import metrics
 from driftloop.services.monitoring.core.fleet import check_partition_log, fleet_of
@@ -41,6 +42,11 @@ log = structlog.get_logger(__name__)
 TOPICS = [topics.PREDICTIONS, topics.LABELS, topics.DEPLOYMENTS, topics.MODELS]
 """driftloop.models: the registry's decisions; a ModelRejected saying the champion is as good
 on post-drift data rebases the monitor (core/references.py, References.settle)."""
+PARTITIONED_TOPICS = [topics.PREDICTIONS, topics.LABELS]
+BROADCAST_TOPICS = [topics.DEPLOYMENTS, topics.MODELS]
+"""With several instances (adapters/moves.py) the group shares PARTITIONED_TOPICS by model
+while every instance reads these single-partition topics (no group) and acts on its own
+models: in the group, one member alone would see every deployment."""
 HANDLED_IDS = 50_000
 """Event ids remembered by the batch handler, so that a batch retried record by record (after
 one of its records failed) does not observe the others twice."""
@@ -63,11 +69,15 @@ class MonitoringHandler:
         changelog: PendingChangelog | None = None,
         fleets: FleetDispatch | None = None,
         tick_s: float = 1.0,
+        by_assignment: bool = False,
     ) -> None:
         """`changelog`: where the predictions awaiting labels are kept across restarts (the
         monitors must then journal them: ModelMonitors(journal=True)). `fleets`: the fleets'
         indexes, sizes and episodes over the same monitors (default: no registry counts,
-        default rules); `tick_s`: how often `run_timer` releases held decisions."""
+        default rules); `tick_s`: how often `run_timer` releases held decisions.
+        `by_assignment`: one of several instances in a consumer group, monitoring only the
+        models of the partitions the group assigns it (see `on_assigned`); otherwise this
+        instance reads every partition and restores the whole changelog at start."""
         self._monitors = monitors
         self.fleets = fleets or FleetDispatch(monitors, FleetSizes(), FleetEpisodeRules())
         self._tick_s = tick_s
@@ -77,6 +87,14 @@ class MonitoringHandler:
         """Changes drained from the monitors that the changelog has not taken yet."""
         self._handled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._changelog = changelog
+        self._moves = (
+            PartitionMoves(changelog, monitors, self.fleets)
+            if by_assignment and changelog is not None
+            else None
+        )
+        """Where the instance's partitions are, restored on assignment (None: every one)."""
+        self._moving = asyncio.Lock()
+        """Held while records are handled or partitions move, so that they never interleave."""
         self.shadow = shadow
         """Shadow versions' evidence (shadow logs stay out of the drift windows)."""
         self.history = history if history is not None else DriftHistory()
@@ -94,7 +112,9 @@ class MonitoringHandler:
         loaded = await asyncio.to_thread(self.history.load)
         log.info("drift_history_loaded", entries=loaded)
         await self._references.load_production()
-        if self._changelog is not None:
+        if self._moves is not None:
+            await self._moves.start()  # the changelog is read as partitions are assigned
+        elif self._changelog is not None:
             await self._changelog.start()
             restored = await self._changelog.read()
             for model, states in restored.items():
@@ -147,10 +167,59 @@ class MonitoringHandler:
         self._unsent = {}
         return acks
 
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """A rebalance handed these partitions to this instance (EventConsumer.on_assigned):
+        forget the models of the partitions it no longer has, restore the pending predictions
+        and fleet request ids of the ones it gained from the changelog, before any of their
+        records is handled (a restore that fails is tried again before the next records)."""
+        if self._moves is None:
+            return
+        async with self._moving:
+            dropped = self._moves.assigned(assigned)
+            for model in dropped:
+                self._dirty.discard(model)
+                lost = self._unsent.pop(model, None)
+                if lost:  # the flush at revocation failed: the next owner lacks these
+                    log.error("pending_changes_lost_with_partition", model=model, changes=len(lost))
+            try:
+                await self._restore_owed()
+            except Exception as exc:  # noqa: BLE001 - aiokafka would swallow it; retried later
+                log.error("pending_restore_failed_retrying", error=repr(exc))
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """A rebalance takes these partitions away (EventConsumer.on_revoked): every change
+        of predictions awaiting labels goes to the changelog, acknowledged, before the next
+        owner reads it. The models are forgotten at the assignment that follows, unless their
+        partition comes back (a rebalance revokes every partition first)."""
+        if self._moves is None:
+            return
+        async with self._moving:
+            try:
+                acks = await self._send_pending()
+                if acks is not None:
+                    await acks
+            except Exception as exc:  # noqa: BLE001 - aiokafka would swallow it: say so
+                log.error(
+                    "pending_changes_not_flushed_on_revoke",
+                    partitions=sorted({tp.partition for tp in revoked}),
+                    error=repr(exc),
+                )
+
+    async def _restore_owed(self) -> None:
+        """The changelog of partitions assigned but not restored yet; the references of their
+        plain models loaded at once, as at start (a fleet's partitions load lazily)."""
+        if self._moves is None:
+            return
+        for model in await self._moves.restore_owed():
+            if fleet_of(model) is None:
+                await self._references.ensure(model)
+
     async def handle(self, event: Envelope) -> None:
         """One event, its changelog acknowledged before this returns (`on_event`)."""
-        await self._handle(event)
-        acks = await self._send_pending()
+        async with self._moving:
+            await self._restore_owed()
+            await self._handle(event)
+            acks = await self._send_pending()
         if acks is not None:
             await acks
 
@@ -159,6 +228,11 @@ class MonitoringHandler:
         changelog of them all in one round; its acks are the tail the consumer waits for
         before it commits the poll. Idempotent per record (event ids already handled are
         skipped), as the consumer retries a failed batch record by record."""
+        async with self._moving:
+            await self._restore_owed()  # raises Unavailable: retried
+            return await self._handle_records(records)
+
+    async def _handle_records(self, records: list[ConsumerRecord]) -> Awaitable[None] | None:
         for record in records:
             event = envelope.decode(record.value)
             if event.event_id in self._handled:
@@ -248,10 +322,12 @@ class MonitoringHandler:
             await self._observe_labels(model, ids, labels)
 
     async def _observe_labels(self, model: str, ids: list[str], labels: list[str]) -> None:
-        """Labels for one monitor: a plain model's if it is monitored, a partition's once its
-        reference is loaded (after a restart its first labels may come before its logs)."""
+        """Labels for one monitor: a plain model's if it is monitored, a partition's or one
+        with restored predictions once its reference is loaded (after a restart or a move its
+        first labels may come before its logs)."""
         known = self._monitors.knows(model)
-        if not known and (fleet_of(model) is None or not await self._monitored(model)):
+        lazy = fleet_of(model) is not None or self._monitors.has_restored(model)
+        if not known and (not lazy or not await self._monitored(model)):
             log.info("labels_skipped_unmonitored", model=model, labels=len(labels))
             return
         monitor = self._monitors.get(model)
@@ -290,6 +366,12 @@ class MonitoringHandler:
 
     async def _on_deployed(self, event: Envelope) -> None:
         deployed = event.model_deployed
+        if (
+            self._moves is not None
+            and not self._moves.owns(deployed.model)
+            and not self._monitors.knows(deployed.model)
+        ):
+            return  # another instance monitors it (each reads every deployment)
         profile = await self._references.switch(deployed.model, deployed.version)
         self.fleets.deployed(deployed.model)
         if profile is None:

@@ -79,6 +79,17 @@ class RequestIndex:
         self.evicted += len(evicted)
         return evicted
 
+    def drop(self, partitions: set[str]) -> int:
+        """Forget the ids answered by these partitions (another instance monitors them now);
+        how many were forgotten."""
+        kept = [(i, name) for i, name in self._owner.items() if name not in partitions]
+        dropped = len(self._owner) - len(kept)
+        if dropped:
+            self._owner = collections.OrderedDict(kept)
+            for partition in partitions:
+                self._names.pop(partition, None)
+        return dropped
+
     def split(self, request_ids: Sequence[str], labels: Sequence[str]) -> tuple[Routed, Routed]:
         """(labels by partition, labels of ids not indexed keyed by ""), in batch order."""
         routed: Routed = {}
@@ -110,6 +121,15 @@ class FleetIndexes:
 
     def add(self, fleet: str, partition: str, request_ids: Iterable[str]) -> list[tuple[str, str]]:
         return self.index(fleet).add(partition, request_ids)
+
+    def drop(self, partitions: Iterable[str]) -> int:
+        """Forget the ids these partition models answered (in whichever fleet's index)."""
+        by_fleet: dict[str, set[str]] = {}
+        for partition in partitions:
+            fleet = fleet_of(partition)
+            if fleet is not None and fleet in self._indexes:
+                by_fleet.setdefault(fleet, set()).add(partition)
+        return sum(self._indexes[f].drop(names) for f, names in by_fleet.items())
 
     def route(
         self, fleet: str, request_ids: Sequence[str], labels: Sequence[str]

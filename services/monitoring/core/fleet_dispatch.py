@@ -10,6 +10,7 @@ CPU; the timer only releases held decisions and compacts idle windows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -129,6 +130,15 @@ class FleetDispatch:
     def restore(self, states: dict[str, list[tuple[str, PendingState]]]) -> int:
         """The indexes from the changelog of predictions awaiting labels (after a restart)."""
         return self.indexes.restore(states)
+
+    def drop(self, models: Iterable[str]) -> list[str]:
+        """Forget these models (their partition moved to another instance): their monitors,
+        restored states, the fleet request ids they answered; the ones that were known."""
+        names = list(models)
+        self.indexes.drop(names)
+        for model in names:
+            self._active.pop(model, None)
+        return self.monitors.drop(names)
 
     def _stamped(self, decisions: list[DriftDecision]) -> list[DriftDecision]:
         """A fleet episode's partitions take its id as their own open episode's."""

@@ -3,7 +3,7 @@ policy; a fleet's global model marked as answering only the fleet's fallback row
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 
@@ -92,6 +92,16 @@ class ModelMonitors:
         else:
             self._restored.setdefault(model, []).extend(states)
 
+    def drop(self, models: Iterable[str]) -> list[str]:
+        """Forget these models' monitors and restored states (another instance monitors them
+        now: their partition moved); the ones that were known, in the order given."""
+        dropped = []
+        for model in models:
+            known = self._monitors.pop(model, None) is not None
+            if self._restored.pop(model, None) is not None or known:
+                dropped.append(model)
+        return dropped
+
     def drain_pending(self, model: str) -> list[tuple[str, PendingState]]:
         """Changes of `model`'s predictions awaiting labels since the last drain."""
         monitor = self._monitors.get(model)
@@ -102,6 +112,14 @@ class ModelMonitors:
 
     def models(self) -> list[str]:
         return list(self._monitors)
+
+    def has_restored(self, model: str) -> bool:
+        """Whether `model` has restored states waiting for its monitor."""
+        return model in self._restored
+
+    def restored_models(self) -> list[str]:
+        """Models with restored states that are not monitored yet."""
+        return list(self._restored)
 
     def version(self, model: str) -> str | None:
         monitor = self._monitors.get(model)

@@ -35,9 +35,10 @@ REFUSED: dict[str, str] = {
         "starts, so a second instance would retrain its sibling's runs; run one"
     ),
     "monitoring": (
-        "monitoring keeps each model's windows and predictions awaiting labels in memory, so a "
-        "rebalance would lose them; monitoring scale-out waits for its changelog-backed "
-        "state (#19)"
+        "only its predictions awaiting labels move with their partitions between instances "
+        "(adapters/moves.py); live drift windows and detector state would start afresh on a "
+        "new owner, and a fleet's labels (keyed by the fleet) can reach another instance than "
+        "its partitions' predictions; run one until that state moves too (#19)"
     ),
 }
 

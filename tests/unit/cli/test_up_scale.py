@@ -62,7 +62,7 @@ def test_the_setting_takes_the_same_syntax(monkeypatch: pytest.MonkeyPatch) -> N
     [
         ("registry", "one writer of its SQLite database"),
         ("training", "requeues every running run"),
-        ("monitoring", "changelog-backed state"),
+        ("monitoring", "live drift windows and detector state"),
     ],
 )
 def test_services_that_cannot_run_twice_are_refused_by_name(service: str, why: str) -> None:
