@@ -13,8 +13,10 @@ p_k the suffix's own class frequencies, maximised over k. A suffix drawn from th
 scores about a chi-squared / 2 whatever its length; one drawn after a change grows with its
 length times the two distributions' divergence, so the maximum sits near the change point.
 
-The monitor keeps the labels of as many recent rows as it keeps join times for (CHANGE_LOOKBACK)
-as small codes, 8 bytes a label: a fleet runs thousands of monitors.
+The monitor keeps a classifier's labels of as many recent rows as it keeps join times for
+(CHANGE_LOOKBACK) as small codes, 8 bytes a label: a fleet runs thousands of monitors. A
+regressor's labels are binned at the training target sample's deciles, whose reference shares
+are a tenth each, and only its label window (which the tracker keeps anyway) is searched.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ MIN_SUFFIX_ROWS = 30
 MAX_CLASSES = 256
 """Distinct labels given their own code; any further one shares the code of the unseen (labels
 are callers' text: a stream of ever-new labels must not grow the dictionary without bound)."""
+QUANTILE_BINS = 10
+"""A regressor's labels are compared in this many bins of the training target's quantiles."""
 _OTHER = -1
 
 
@@ -95,6 +99,30 @@ def change_rows(
     codes = LabelCodes(max(1, len(labels)))
     codes.extend(labels)
     return codes.change_rows(frequencies, reference_rows, min_rows=min_rows)
+
+
+def numeric_change_rows(
+    values: Sequence[float] | np.ndarray,
+    reference_sample: Sequence[float] | np.ndarray,
+    *,
+    bins: int = QUANTILE_BINS,
+    min_rows: int = MIN_SUFFIX_ROWS,
+) -> int:
+    """A regressor's labels (oldest first): the same estimate, over the bins the reference
+    sample's quantiles cut (a value past the sample's range falls in an end bin). 0 without an
+    estimate: fewer than `min_rows` values, or a sample too small or too tied to cut."""
+    live = np.asarray(values, dtype=float)
+    reference = np.asarray(reference_sample, dtype=float)
+    reference = reference[np.isfinite(reference)]
+    if len(live) < min_rows or len(reference) < 2 * bins or not np.isfinite(live).all():
+        return 0
+    edges = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    if len(edges) == 0:
+        return 0
+    counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
+    shares = np.maximum(counts, 0.5) / max(1.0, float(counts.sum()))
+    codes = np.searchsorted(edges, live, side="right")
+    return _glr_change_rows(codes, shares / shares.sum(), min_rows)
 
 
 def _glr_change_rows(codes: np.ndarray, reference: np.ndarray, min_rows: int) -> int:

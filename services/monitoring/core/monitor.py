@@ -388,11 +388,16 @@ class ModelMonitor:
 
     def _label_change(self, alarm_ts: float) -> float:
         """When a label-prior shift began (label_change.py), for the rows a retrain may use;
-        the alarm row's time for a regressor or without a reference."""
-        reference = self.performance.reference
-        if not isinstance(self.performance, PerformanceTracker) or reference is None:
+        the alarm row's time without a reference."""
+        tracker = self.performance
+        if isinstance(tracker, RegressionTracker):
+            _, values = tracker.window()
+            rows = label_change.numeric_change_rows(values, tracker.target_sample)
+        elif isinstance(tracker, PerformanceTracker) and tracker.reference is not None:
+            reference = tracker.reference
+            rows = self._label_codes.change_rows(reference.label_frequencies, reference.rows)
+        else:
             return alarm_ts
-        rows = self._label_codes.change_rows(reference.label_frequencies, reference.rows)
         return change_since(rows, self._joined_at, 0, alarm_ts, CHANGE_SHRINK)
 
     def _performance_evidence(self, fired: str) -> tuple[FeatureDrift, ...]:

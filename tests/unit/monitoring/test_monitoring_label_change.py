@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 
 from driftloop.services.monitoring.core.drift import DriftPolicy
-from driftloop.services.monitoring.core.label_change import MAX_CLASSES, LabelCodes, change_rows
+from driftloop.services.monitoring.core.label_change import (
+    MAX_CLASSES,
+    LabelCodes,
+    change_rows,
+    numeric_change_rows,
+)
 from driftloop.services.monitoring.core.monitor import ModelMonitor
 from driftloop.shared.profile import build_profile
 
@@ -94,3 +99,14 @@ def test_codes_reach_back_past_the_label_window_and_stay_bounded() -> None:
     flood.extend(f"label-{i}" for i in range(MAX_CLASSES + 500))
     assert len(flood) == 100 and len(flood._names) == MAX_CLASSES
     assert flood.change_rows(REFERENCE, 2000) > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_regressors_target_shift_is_dated_over_the_reference_deciles(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sample = rng.normal(300.0, 40.0, 2000)
+    live = np.r_[rng.normal(300.0, 40.0, 300), rng.normal(330.0, 40.0, 200)]
+    assert 140 <= numeric_change_rows(live, sample) <= 260
+    assert numeric_change_rows(live[:20], sample) == 0, "too few labels"
+    assert numeric_change_rows(live, sample[:15]) == 0, "too small a sample to cut"
+    assert numeric_change_rows(live, np.full(2000, 7.0)) > 0, "a tied sample still cuts once"
