@@ -99,6 +99,33 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         pass
 
 
+@dataclass
+class UpStack:
+    """A `driftloop up` process and the pids its endpoints.json recorded once it was healthy."""
+
+    process: subprocess.Popen[bytes]
+    recorded: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def running_up(common: CommonSettings, log_path: Path, timeout: float = 180.0) -> Iterator[UpStack]:
+    """`driftloop up` on `common`'s data dir and ports, healthy; on the way out every recorded
+    process group and `up` itself are killed (whatever state the test left them in)."""
+    up = start_process(
+        [sys.executable, "-m", "driftloop.shared.cli", "up"],
+        env=stack_env(common),
+        log_path=str(log_path),
+    )
+    found = UpStack(up)
+    try:
+        stack.wait_healthy(common, timeout=timeout, alive=lambda: up.poll() is None)
+        found.recorded.update(stack.recorded_pids(stack.read_endpoints(common) or {}))
+        yield found
+    finally:
+        kill_groups([up.pid, *found.recorded.values()])
+        stop_process(up, grace=5)
+
+
 def kill_groups(pids: Iterable[int]) -> None:
     """SIGKILL the process group of each of `pids`, passing over those already gone."""
     for pid in pids:

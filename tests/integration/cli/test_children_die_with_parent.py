@@ -24,7 +24,15 @@ from pathlib import Path
 import kafka_broker
 import pytest
 from conftest import free_ports
-from support import kill_groups, running, stack_env, start_process, wait_all_gone, wait_until
+from support import (
+    kill_groups,
+    running,
+    running_up,
+    stack_env,
+    start_process,
+    wait_all_gone,
+    wait_until,
+)
 
 from driftloop.shared.cli.children import ORPHANED_EXIT
 from driftloop.shared.cli.stack import embedded as stack
@@ -175,15 +183,8 @@ def test_a_killed_up_takes_its_stack_along_and_down_says_so(tmp_path: Path) -> N
     """`driftloop up` itself SIGKILLed: nothing supervises its services any more, so they end
     with it; `down` then finds nothing to stop and removes the endpoints.json left behind."""
     common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
-    up = start_process(
-        [sys.executable, "-m", "driftloop.shared.cli", "up"],
-        env=stack_env(common),
-        log_path=str(tmp_path / "up.log"),
-    )
-    recorded: dict[str, int] = {}
-    try:
-        stack.wait_healthy(common, timeout=180, alive=lambda: up.poll() is None)
-        recorded = stack.recorded_pids(stack.read_endpoints(common) or {})
+    with running_up(common, tmp_path / "up.log") as found:
+        up, recorded = found.process, found.recorded
         assert set(recorded) == {"up", "broker", *stack.SERVICES}
         os.kill(up.pid, signal.SIGKILL)
         up.wait(10)
@@ -202,9 +203,6 @@ def test_a_killed_up_takes_its_stack_along_and_down_says_so(tmp_path: Path) -> N
         assert down.returncode != 0 and "no running stack found" in said, said
         assert "removed the endpoints.json" in said, said
         assert not stack.endpoints_path(common).exists()
-    finally:
-        kill_groups([up.pid, *recorded.values()])
-        up.wait(10)
 
 
 def test_a_kafka_broker_dies_with_the_bench_that_started_it(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_ports
-from support import kill_groups, running, stack_env, start_process, stop_process, wait_until
+from support import running, running_up, stack_env, wait_until
 
 from driftloop.shared.cli.stack import embedded as stack
 from driftloop.shared.settings import CommonSettings
@@ -22,15 +22,8 @@ pytestmark = pytest.mark.integration
 def test_down_ends_every_recorded_process_when_up_hangs(tmp_path: Path) -> None:
     common = CommonSettings(data_dir=tmp_path / "data", ports=free_ports())
     env = {**os.environ, **stack_env(common)}
-    up = start_process(
-        [sys.executable, "-m", "driftloop.shared.cli", "up"],
-        env=stack_env(common),
-        log_path=str(tmp_path / "up.log"),
-    )
-    recorded: dict[str, int] = {}
-    try:
-        stack.wait_healthy(common, timeout=120, alive=lambda: up.poll() is None)
-        recorded = stack.recorded_pids(stack.read_endpoints(common) or {})
+    with running_up(common, tmp_path / "up.log", timeout=120) as found:
+        up, recorded = found.process, found.recorded
         assert set(recorded) == {"up", "broker", *stack.SERVICES}
         os.kill(up.pid, signal.SIGSTOP)  # `up` hangs: it will never act on SIGTERM
 
@@ -49,9 +42,6 @@ def test_down_ends_every_recorded_process_when_up_hangs(tmp_path: Path) -> None:
         assert not still, f"left running: {still}"
         wait_until(lambda: up.poll() is not None, 10, "the hung up process to be reaped")
         assert not stack.endpoints_path(common).exists()
-    finally:
-        kill_groups(recorded.values())
-        stop_process(up, grace=5)
 
 
 def test_down_without_a_stack_says_so(tmp_path: Path) -> None:
