@@ -14,13 +14,13 @@ with its reason. Before registering, the artifact must load as serving will load
 
 A fleet's run fits its global model, then queues one run per partition (fleet_runs.py); a
 partition's run trains on its own rows (pinning.py) and, until the partition has a production
-version, its candidate is compared with the fleet's global model.
+version, its candidate is compared with the fleet's global model. Champions are loaded once per
+artifact and kept for the next runs (champions.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import json
 import time
 from dataclasses import asdict, replace
@@ -30,7 +30,7 @@ import pandas as pd
 import structlog
 from threadpoolctl import threadpool_limits
 
-from driftloop.services.training.core import fleet_runs, metrics, tasks, trainer
+from driftloop.services.training.core import champions, fleet_runs, metrics, tasks, trainer
 from driftloop.services.training.core.domain import (
     CandidateLineage,
     CandidateVersion,
@@ -71,8 +71,10 @@ class RunExecutor:
         retry_seconds: float = 2.0,
         fit_threads: int = 1,
         max_partitions: int = fleet.DEFAULT_MAX_PARTITIONS,
+        loaded_bytes: int = champions.DEFAULT_MAX_BYTES,
     ) -> None:
         self._fit_threads = fit_threads
+        self.loaded = champions.LoadedModels(loaded_bytes)
         self._data = DataPinner(runs, store, wait or DataWait(), max_partitions)
         self._runs = runs
         self._store = store
@@ -88,31 +90,36 @@ class RunExecutor:
                 log.info("run_started", trigger=run.trigger, episode_id=run.episode_id)
             started = time.monotonic()
             try:
-                await self._execute(run)
-                metrics.record_run(run, "succeeded", started)
+                if await self._execute(run):  # else it waits for data: no outcome yet
+                    metrics.record_run(run, "succeeded", started)
             except Unavailable as exc:
                 log.warning("run_requeued", error=str(exc))
                 await asyncio.to_thread(self._runs.requeue, run.run_id, str(exc))
                 await asyncio.sleep(self._retry)  # back off before the dependency is tried again
             except DriftloopError as exc:
                 log.warning("run_failed", error=str(exc), error_type=type(exc).__name__)
+                self._data.waiting.forget(run.run_id)
                 await asyncio.to_thread(self._runs.fail, run.run_id, str(exc))
                 metrics.record_run(run, "failed", started)
             except Exception as exc:  # noqa: BLE001 - record any crash on the run, keep working
                 log.exception("run_crashed")
+                self._data.waiting.forget(run.run_id)
                 await asyncio.to_thread(self._runs.fail, run.run_id, f"{type(exc).__name__}: {exc}")
                 metrics.record_run(run, "failed", started)
 
-    async def _execute(self, run: Run) -> None:
+    async def _execute(self, run: Run) -> bool:
+        """Run `run` to its outcome (True), or put it back in the queue to wait for data."""
+        if await asyncio.to_thread(self._data.recheck, run):
+            return False  # still waiting, and nothing arrived that could change that
         model, spec, known = await self._model_and_spec(run)
         done = await self._registry.find_run(run.model, run.run_id) if known else None
         if done is not None:  # a killed run that had registered: record, do not redo
             await asyncio.to_thread(self._runs.succeed, run.run_id, done, 0.0)
             log.info("run_already_registered", version=done.version)
-            return
+            return True
         data = await self._data.pin(run, model)
         if data is None:  # deferred until more rows arrive; the worker goes on meanwhile
-            return
+            return False
         await asyncio.to_thread(self._runs.record_data_wait, run.run_id, data.waited_seconds)
         if data.note:
             await asyncio.to_thread(self._runs.add_reason, run.run_id, data.note)
@@ -167,6 +174,7 @@ class RunExecutor:
                 result.holdout_rows,
                 result.comparison,
             )
+        return True
 
     def _retry_if_undecided(
         self,
@@ -297,7 +305,7 @@ class RunExecutor:
         await asyncio.to_thread(self._runs.record_progress, run.run_id, text)
 
     def _load(self, key: str, sha256: str) -> Any:
-        return artifacts.load_model(self._store.get(key), sha256)
+        return self.loaded.load(sha256, lambda: self._store.get(key))
 
     def _train(
         self, run: Run, model: ModelInfo, data: PinnedData, champion: Any | None
@@ -372,7 +380,10 @@ class RunExecutor:
         spec_info: SpecInfo,
     ) -> CandidateVersion:
         body = artifacts.dump_model(result.pipeline)
-        servable(body, model.spec.estimator)
+        digest = artifacts.sha256(body)
+        # kept: this version is the champion of its model's next attempt (and a global model,
+        # of every new partition's first run)
+        self.loaded.keep(digest, servable(body, model.spec.estimator, digest), len(body))
         artifact_key = f"artifacts/{model.name}/{run.run_id}/model.skops"
         profile_key = f"artifacts/{model.name}/{run.run_id}/profile.json"
         self._store.put(artifact_key, body)
@@ -395,7 +406,7 @@ class RunExecutor:
             manifest_key=data.manifest.key,
             files=tuple(DataFileRef(f.key, f.sha256, f.rows) for f in files),
             params=lineage_params(spec, result, data.since),
-            code_version=importlib.metadata.version("driftloop"),
+            code_version=trainer.code_version(),
             causing_event_id=run.causation_id,
             correlation_id=run.correlation_id,
             episode_id=run.episode_id or "",
@@ -409,7 +420,7 @@ class RunExecutor:
             model=model.name,
             run_id=run.run_id,
             artifact_uri=artifact_key,
-            artifact_sha256=artifacts.sha256(body),
+            artifact_sha256=digest,
             profile_uri=profile_key,
             metrics=result.metrics,
             champion_metrics=result.champion_metrics,
@@ -423,12 +434,12 @@ class RunExecutor:
         )
 
 
-def servable(body: bytes, estimator: str) -> None:
-    """InvalidInput unless the dumped artifact loads as serving will load it: an allow-listed
+def servable(body: bytes, estimator: str, sha256: str = "") -> Any:
+    """The dumped artifact loaded as serving will load it, or InvalidInput: an allow-listed
     estimator whose parameters bring a type outside artifacts.TRUSTED_TYPES fails its run here,
     naming the types, instead of being registered and refused by every deploy."""
     try:
-        artifacts.load_model(body, artifacts.sha256(body))
+        return artifacts.load_model(body, sha256 or artifacts.sha256(body))
     except ArtifactRejected as exc:
         raise InvalidInput(
             f"the fitted {estimator} cannot be served, so it is not registered: {exc}; these "

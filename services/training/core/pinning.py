@@ -2,7 +2,8 @@
 ingested since the drift once there are enough of them (the run is put back in the queue
 meanwhile), and never the mostly pre-drift whole window when the wait ends short; for a fleet,
 its partition count checked and its rows grouped by partition (fleet_snapshot.py: read once per
-dataset, then only new files), a partition model's own rows only.
+dataset, then only new files), a partition model's own rows only. A run's first poll asks the
+registry for its model; its next polls, while no rows arrived, do not (waiting.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from driftloop.services.training.core import fleet_snapshot
 from driftloop.services.training.core.domain import ModelInfo, Run
 from driftloop.services.training.core.drift_wait import first_wait, usable_rows
 from driftloop.services.training.core.runs import RunStore
+from driftloop.services.training.core.waiting import WaitFor, Waiting, WaitingRuns
 from driftloop.shared import fleet, manifest
 from driftloop.shared.errors import ArtifactRejected, InvalidInput, NotReady
 from driftloop.shared.objectstore import ObjectStore
@@ -76,6 +78,7 @@ class DataPinner:
         self._max_partitions = max_partitions
         self.snapshots = fleet_snapshot.SnapshotCache(cache_bytes)
         self._manifests: dict[str, manifest.DatasetManifest] = {}
+        self.waiting = WaitingRuns()
 
     def grouped(
         self, model: ModelInfo, pinned: manifest.DatasetManifest
@@ -104,6 +107,7 @@ class DataPinner:
     async def pin(self, run: Run, model: ModelInfo) -> PinnedData | None:
         """The data to train on; for a drift run, the rows ingested since the drift once there
         are enough of them, or None after putting the run back in the queue to wait."""
+        self.waiting.forget(run.run_id)  # remembered again when it goes on waiting
         pinned = await asyncio.to_thread(self._latest, model)
         if run.trigger != "drift" or run.data_since is None:
             if run.wait_rows and model.fleet:
@@ -126,7 +130,15 @@ class DataPinner:
             return PinnedData(pinned, recent, since, now - started, note=note)
         budget = self._wait.max_wait_seconds if run.attempt == 1 else self._wait.retry_wait_seconds
         if now - started < budget:
-            await self._defer(run, started, self._wait_progress(pinned, since, wanted, model))
+            wait = WaitFor(
+                wanted,
+                since,
+                f"waiting for data ({{rows}}/{wanted} rows after the drift)",
+                self._wait.poll_seconds,
+                started + budget,
+            )
+            rows = await asyncio.to_thread(self._rows_waited, pinned, since, model)
+            await self._defer(run, model, pinned.version, started, wait, rows)
             return None
         have = await asyncio.to_thread(self._read, pinned, since, model)
         if run.attempt > 1:
@@ -157,12 +169,16 @@ class DataPinner:
             )
             return PinnedData(pinned, have, run.data_since, waited, min(usable, len(have)), note)
         if waited < self._wait.retry_wait_seconds:
-            await self._defer(
-                run,
-                time.time() - waited,
-                f"waiting for data ({len(have)}/{usable} usable rows after the drift; the wait "
+            started = run.wait_started_at or time.time() - waited
+            wait = WaitFor(
+                usable,
+                run.data_since,
+                f"waiting for data ({{rows}}/{usable} usable rows after the drift; the wait "
                 f"for {wanted} ended)",
+                self._wait.poll_seconds,
+                started + self._wait.retry_wait_seconds,
             )
+            await self._defer(run, model, pinned.version, started, wait, len(have))
             return None
         raise InvalidInput(
             f"only {len(have)} rows arrived after the drift within {waited:.0f}s; a drift run "
@@ -178,31 +194,98 @@ class DataPinner:
         rows = view.count(model.partition)
         if rows < run.wait_rows:
             started = run.wait_started_at or time.time()
-            await self._defer(
-                run,
-                started,
-                f"waiting for data ({rows}/{run.wait_rows} rows of the partition)",
+            wait = WaitFor(
+                run.wait_rows,
+                None,
+                f"waiting for data ({{rows}}/{run.wait_rows} rows of the partition)",
                 self._wait.growth_poll_seconds,
             )
+            await self._defer(run, model, pinned.version, started, wait, rows)
             return None
         frame = view.rows(model.partition)
         note = f"trained on the partition's {len(frame)} rows ({run.wait_rows} waited for)"
         return PinnedData(pinned, frame, None, note=note)
 
     async def _defer(
-        self, run: Run, started: float, progress: str, poll: float | None = None
+        self, run: Run, model: ModelInfo, version: int, started: float, wait: WaitFor, rows: int
     ) -> None:
-        due = time.time() + (self._wait.poll_seconds if poll is None else poll)
-        await asyncio.to_thread(self._runs.defer, run.run_id, due, progress, started)
+        """Put the run back in the queue for `wait.poll` seconds, and remember what it waits
+        for, so that its next polls need no registry call while no rows arrive (recheck)."""
+        due = time.time() + wait.poll
+        await asyncio.to_thread(self._runs.defer, run.run_id, due, wait.text(rows), started)
+        self.waiting.add(
+            Waiting(
+                run.run_id,
+                model.dataset,
+                model.partition,
+                model.spec.partition_by,
+                wait,
+                started,
+                version,
+                rows,
+            )
+        )
 
-    def _wait_progress(
-        self, pinned: manifest.DatasetManifest, since: float, wanted: int, model: ModelInfo
-    ) -> str:
+    def _rows_waited(self, pinned: manifest.DatasetManifest, since: float, model: ModelInfo) -> int:
+        """The rows since `since` a drift run's progress shows: a partition's own, or an upper
+        bound from the manifest (its files' row counts)."""
         if model.fleet:
-            rows = self.grouped(model, pinned).count(model.partition, since)
-        else:
-            rows = sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
-        return f"waiting for data ({rows}/{wanted} rows after the drift)"
+            return self.grouped(model, pinned).count(model.partition, since)
+        return sum(f.rows for f in pinned.files if f.max_ingested_at >= since)
+
+    def recheck(self, run: Run) -> bool:
+        """True when `run` still waits for its rows: it was put back in the queue, with every
+        run that waits on the same dataset's same version, without a registry call or a read
+        (waiting.py). False when it needs the full poll: it is not known to wait, its wait's
+        deadline passed, its rows may be there, or a new version came for a model other than a
+        fleet's partition (whose rows are counted in memory)."""
+        known = self.waiting.get(run.run_id)
+        if known is None or run.wait_started_at is None:
+            return False
+        now = time.time()
+        if now >= known.wait.deadline:
+            self.waiting.forget(run.run_id)
+            return False
+        head = manifest.manifest_head(self._store, known.dataset)
+        if head is None:
+            return False
+        woken: list[tuple[str, float, str, float]] = []
+        if head.version != known.version:
+            if not known.partition:
+                return False
+            woken = self._recount(known.dataset, head.version, now)
+            if any(w[0] == run.run_id for w in woken):
+                return False
+        waits = [w for w in woken if w[0] != run.run_id]
+        for w in self.waiting.of_dataset(known.dataset):
+            due = now + w.wait.poll
+            if w.version == head.version and (w.run_id == run.run_id or due < w.wait.deadline):
+                waits.append((w.run_id, due, w.progress, w.started))
+        left = self._runs.defer_many(run.run_id, waits)
+        self.waiting.forget(*(r for r in left if r != run.run_id))
+        return True
+
+    def _recount(
+        self, dataset: str, version: int, now: float
+    ) -> list[tuple[str, float, str, float]]:
+        """Count again, in manifest version `version`, the rows of every fleet partition run
+        waiting on `dataset` (whose wait is not over); the ones that have their rows now are
+        forgotten and returned, to be woken (queued for now)."""
+        pinned = self._manifest(dataset, version)
+        woken = []
+        for w in self.waiting.of_dataset(dataset):
+            if w.version == version or not w.partition or now >= w.wait.deadline:
+                continue
+            view = self.snapshots.view(
+                pinned, w.partition_by, self._read_files, self._max_partitions
+            )
+            rows = view.count(w.partition, w.wait.since)
+            if rows >= w.wait.need:
+                self.waiting.forget(w.run_id)
+                woken.append((w.run_id, now, w.wait.text(rows), w.started))
+            else:
+                self.waiting.add(w.counted(version, rows))
+        return woken
 
     def _latest(self, model: ModelInfo) -> manifest.DatasetManifest:
         """The dataset's head manifest; a version already read is not parsed again (a run that
@@ -210,15 +293,19 @@ class DataPinner:
         head = manifest.manifest_head(self._store, model.dataset)
         if head is None:
             raise NotReady(f"dataset {model.dataset!r} has no curated data yet: ingest rows first")
-        pinned = self._manifests.get(model.dataset)
-        if pinned is None or pinned.version != head.version:
-            pinned = manifest.read_manifest(self._store, model.dataset, head.version)
-            self._manifests[model.dataset] = pinned
+        pinned = self._manifest(model.dataset, head.version)
         if pinned.total_rows < model.spec.min_rows:
             raise InvalidInput(
                 f"dataset {model.dataset!r} has {pinned.total_rows} curated rows; model "
                 f"{model.name} needs at least {model.spec.min_rows} (spec.min_rows)"
             )
+        return pinned
+
+    def _manifest(self, dataset: str, version: int) -> manifest.DatasetManifest:
+        pinned = self._manifests.get(dataset)
+        if pinned is None or pinned.version != version:
+            pinned = manifest.read_manifest(self._store, dataset, version)
+            self._manifests[dataset] = pinned
         return pinned
 
     def _read(

@@ -249,6 +249,24 @@ class RunStore:
                 (not_before, progress, wait_started_at, run_id),
             )
 
+    def defer_many(self, current: str, waits: list[tuple[str, float, str, float]]) -> list[str]:
+        """`defer` for many runs in one transaction: (run_id, not_before, progress,
+        wait_started_at) each. `current` is the run the caller holds; any other is changed only
+        while it is queued (one another worker holds, or one that ended, is left alone). Returns
+        the run ids left alone."""
+        left = []
+        with self._tx() as c:
+            for run_id, not_before, progress, started in waits:
+                done = c.execute(
+                    "UPDATE runs SET state = 'queued', not_before = ?, progress = ?,"
+                    " wait_started_at = COALESCE(wait_started_at, ?)"
+                    " WHERE run_id = ? AND (state = 'queued' OR run_id = ?)",
+                    (not_before, progress, started, run_id, current),
+                )
+                if not done.rowcount:
+                    left.append(run_id)
+        return left
+
     def requeue(self, run_id: str, error: str) -> None:
         with self._tx() as c:
             c.execute(

@@ -17,6 +17,7 @@ split, and which metrics score them (driftloop.services.training.core.tasks).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import math
@@ -398,6 +399,13 @@ def seed_everything(seed: int = SEED) -> None:
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries a fit depends on, and of Python."""
+    return dict(_library_versions())
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    # why once per process: importlib.metadata scans every installed distribution (6 ms a
+    # run), and the libraries a process fits with are the ones it imported at start
     found = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
@@ -405,6 +413,12 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[name] = "absent"
     return found
+
+
+@functools.cache
+def code_version() -> str:
+    """The installed driftloop's version (the code that fits: read once per process)."""
+    return importlib.metadata.version("driftloop")
 
 
 def _is_numeric(column: pd.Series) -> bool:
