@@ -109,7 +109,7 @@ def test_a_child_dies_with_its_killed_parent(tmp_path: Path, armed: bool) -> Non
     body = f"""
         from driftloop.shared.cli.children import die_with_parent
         child = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(600)"],
+            [sys.executable, "-c", "import signal; signal.pause()"],
             start_new_session=True,
             preexec_fn=die_with_parent() if {armed} else None,
         )
