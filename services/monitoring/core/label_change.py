@@ -88,19 +88,6 @@ class LabelCodes:
         return code
 
 
-def change_rows(
-    labels: Sequence[str],
-    frequencies: dict[str, float],
-    reference_rows: int,
-    *,
-    min_rows: int = MIN_SUFFIX_ROWS,
-) -> int:
-    """LabelCodes.change_rows of these labels, oldest first."""
-    codes = LabelCodes(max(1, len(labels)))
-    codes.extend(labels)
-    return codes.change_rows(frequencies, reference_rows, min_rows=min_rows)
-
-
 def numeric_change_rows(
     values: Sequence[float] | np.ndarray,
     reference_sample: Sequence[float] | np.ndarray,

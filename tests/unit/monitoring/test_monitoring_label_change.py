@@ -11,7 +11,6 @@ from driftloop.services.monitoring.core.drift import DriftPolicy
 from driftloop.services.monitoring.core.label_change import (
     MAX_CLASSES,
     LabelCodes,
-    change_rows,
     numeric_change_rows,
 )
 from driftloop.services.monitoring.core.monitor import ModelMonitor
@@ -23,6 +22,13 @@ REFERENCE = {"a": 0.5, "b": 0.3, "c": 0.2}
 
 def draw(rng: np.random.Generator, rows: int, shares: dict[str, float]) -> list[str]:
     return rng.choice(list(shares), size=rows, p=list(shares.values())).tolist()
+
+
+def change_rows(labels: list[str], frequencies: dict[str, float], reference_rows: int) -> int:
+    """The estimate over these labels (oldest first), as the monitor keeps them."""
+    codes = LabelCodes(max(1, len(labels)))
+    codes.extend(labels)
+    return codes.change_rows(frequencies, reference_rows)
 
 
 @pytest.mark.parametrize("seed", range(5))
